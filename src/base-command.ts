@@ -1,0 +1,202 @@
+import {Command, Errors, type Interfaces} from '@oclif/core'
+
+import {ExitCode, ShardctlError} from './errors.js'
+import {ConnectionPool, type ScriptedRedis, close, connect} from './fleet/connect.js'
+import {noColorFlag, prefixFlag, registryFlag, timeoutFlag} from './flags.js'
+import {redact} from './registry/address.js'
+import {Registry, currentActor} from './registry/registry.js'
+import {registryKeys} from './registry/schema.js'
+import {type TerminalMode, confirm, decideTerminal, note, paint} from './ui/terminal.js'
+
+export type BaseFlags<T extends typeof Command> = Interfaces.InferredFlags<T['baseFlags'] & T['flags']>
+export type Args<T extends typeof Command> = Interfaces.InferredArgs<T['args']>
+
+export const EXIT_CODES_HELP = `EXIT CODES
+  0    success
+  1    unexpected error (unreachable host, corrupt registry, conflict)
+  2    usage error: bad flags or arguments, or a confirmation needed where no terminal can ask
+  3    unhealthy or partial: some items failed or were not found
+  4    another operator holds the lock
+  130  interrupted`
+
+/**
+ * The base of every command: shared flags, the terminal decision, connection lifetime
+ * (every client closed on every path) and the mapping of every failure to one line
+ * and an exit code of SPEC §5 — under --json too.
+ */
+export abstract class ShardctlCommand<T extends typeof Command> extends Command {
+  static override enableJsonFlag = true
+  static override baseFlags = {
+    'no-color': noColorFlag,
+  }
+
+  protected flags!: BaseFlags<T>
+  protected args!: Args<T>
+  protected terminal!: TerminalMode
+
+  protected registryClient?: Promise<ScriptedRedis>
+  protected shardPool?: ConnectionPool
+  private readonly cleanups: (() => Promise<void>)[] = []
+  private readonly onSigint = () => void this.interrupted()
+
+  public override async init(): Promise<void> {
+    await super.init()
+    // Decide the terminal first, from argv, so even a parse error is rendered right.
+    this.terminal = decideTerminal({json: this.jsonEnabled(), noColor: this.argv.includes('--no-color')})
+    process.once('SIGINT', this.onSigint)
+    const {args, flags} = await this.parse({
+      args: this.ctor.args,
+      baseFlags: this.ctor.baseFlags,
+      enableJsonFlag: this.ctor.enableJsonFlag,
+      flags: this.ctor.flags,
+      strict: this.ctor.strict,
+    })
+    this.flags = flags as BaseFlags<T>
+    this.args = args as Args<T>
+    this.terminal = decideTerminal({json: this.jsonEnabled(), noColor: Boolean(this.flags['no-color'])})
+  }
+
+  /** Ask before a destructive step; --yes answers, and no terminal without --yes is exit 2. */
+  protected async confirm(question: string): Promise<boolean> {
+    return confirm(this.terminal, question, {yes: Boolean((this.flags as {yes?: boolean}).yes)})
+  }
+
+  /**
+   * Finish with exit 3 (SPEC §5: partial) after the result was shown: under --json the
+   * result is printed as the document, in a terminal the warning goes to stderr.
+   */
+  protected partial(result: object, message: string): never {
+    if (this.jsonEnabled()) this.logJson(result)
+    else this.warn(message)
+    this.exit(ExitCode.unhealthy)
+    throw new Error('unreachable')
+  }
+
+  /** Under --json, streaming commands print one compact JSON document per line. */
+  protected ndjson = false
+
+  public override logJson(json: unknown): void {
+    if (this.ndjson) process.stdout.write(`${JSON.stringify(json)}\n`)
+    else super.logJson(json)
+  }
+
+  /** Register work to do on every exit path (after success, failure or Ctrl-C). */
+  protected onCleanup(fn: () => Promise<void>): void {
+    this.cleanups.push(fn)
+  }
+
+  /** Progress and warnings: stderr, silent under --json. */
+  protected progress(message: string): void {
+    if (!this.jsonEnabled()) note(message)
+  }
+
+  public override warn(message: string | Error): string | Error {
+    note(paint.warn(`Warning: ${typeof message === 'string' ? message : message.message}`))
+    return message
+  }
+
+  public override async finally(error: Error | undefined): Promise<void> {
+    process.removeListener('SIGINT', this.onSigint)
+    await this.closeEverything()
+    return super.finally(error)
+  }
+
+  private async closeEverything(): Promise<void> {
+    const cleanups = this.cleanups.splice(0)
+    for (const fn of cleanups.reverse()) await fn().catch(() => undefined)
+    const registry = this.registryClient
+    this.registryClient = undefined
+    await Promise.all([
+      registry ? registry.then(close, () => undefined) : undefined,
+      this.shardPool?.closeAll(),
+    ])
+  }
+
+  private async interrupted(): Promise<void> {
+    note('Interrupted.')
+    await this.closeEverything()
+    process.exit(ExitCode.interrupted)
+  }
+
+  public override async catch(error: Error & {exitCode?: number; oclif?: {exit?: number}}): Promise<never> {
+    if (error instanceof Errors.ExitError) throw error
+    const failure = describeFailure(error)
+    if (process.env.DEBUG && error.stack) note(error.stack)
+    if (this.jsonEnabled()) {
+      this.logJson({error: {code: failure.code, message: failure.message, hint: failure.hint, exitCode: failure.exitCode}})
+    } else {
+      const hint = failure.hint ? paint.dim(` — ${failure.hint}`) : ''
+      note(`${paint.bad('Error:')} ${failure.message}${hint}`)
+    }
+    // Printed already: leave through oclif's silent exit with the intended code.
+    this.exit(failure.exitCode)
+    throw error // unreachable: exit() throws
+  }
+}
+
+type RegistryFlags = Interfaces.InferredFlags<(typeof RegistryCommand)['baseFlags']>
+
+/** A command that talks to the registry (and the fleet): --registry, --prefix, --timeout. */
+export abstract class RegistryCommand<T extends typeof Command> extends ShardctlCommand<T> {
+  static override baseFlags = {
+    ...ShardctlCommand.baseFlags,
+    registry: registryFlag(),
+    prefix: prefixFlag(),
+    timeout: timeoutFlag(),
+  }
+
+  /** The registry, connected on first use and closed when the command ends. */
+  protected async registry(): Promise<Registry> {
+    const flags = this.flags as RegistryFlags
+    this.registryClient ??= connect(flags.registry, {timeoutMs: flags.timeout, clientName: 'shardctl'})
+    const client = await this.registryClient
+    return new Registry(client, registryKeys(flags.prefix), currentActor(this.id ?? 'shardctl'))
+  }
+
+  /** Connections to shard instances, one per instance, closed when the command ends. */
+  protected pool(): ConnectionPool {
+    const flags = this.flags as RegistryFlags
+    this.shardPool ??= new ConnectionPool({timeoutMs: flags.timeout, clientName: 'shardctl'})
+    return this.shardPool
+  }
+
+}
+
+interface Failure {
+  message: string
+  hint?: string
+  code: string
+  exitCode: number
+}
+
+/** Every error as one line, without secrets, with the exit code SPEC §5 gives it. */
+export function describeFailure(error: Error & {oclif?: {exit?: number}; code?: string}): Failure {
+  if (error instanceof ShardctlError) {
+    return {message: oneLine(error.message), hint: error.hint, code: error.code, exitCode: error.exitCode}
+  }
+  if (error.name === 'ExitPromptError' || error.name === 'AbortPromptError') {
+    return {message: 'cancelled', code: 'EINTERRUPTED', exitCode: ExitCode.interrupted}
+  }
+  const parseError = error.oclif?.exit === 2 || 'parse' in error || /^(Nonexistent flag|Unexpected argument|Missing \d+ required arg|Expected )/.test(error.message)
+  if (parseError || error instanceof Errors.CLIError) {
+    // oclif wraps our parsers' errors: keep the innermost, most precise line.
+    const cause = (error as {cause?: unknown}).cause
+    if (cause instanceof ShardctlError) return describeFailure(cause)
+    return {message: oneLine(error.message), hint: 'see --help', code: 'EUSAGE', exitCode: ExitCode.usage}
+  }
+  return {
+    message: oneLine(error.message.split('\n')[0] || String(error)),
+    hint: process.env.DEBUG ? undefined : 'set DEBUG=1 for details',
+    code: error.code ?? 'EUNEXPECTED',
+    exitCode: ExitCode.unexpected,
+  }
+}
+
+/** oclif wraps a flag parser's error as "Parsing --flag\n\t<reason>\nSee more help with --help": make it one line. */
+function oneLine(message: string): string {
+  const lines = message
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => l !== '' && !/^See more help with/.test(l))
+  return redact(lines.join(': ').replace(/^Parsing (--\S+)/, '$1'))
+}

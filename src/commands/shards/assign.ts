@@ -1,0 +1,106 @@
+import {Args, Flags} from '@oclif/core'
+
+import {RegistryCommand} from '../../base-command.js'
+import {dryRunFlag, shardIdArg} from '../../flags.js'
+import {usageError} from '../../errors.js'
+import {type AssignResult, WeightedPicker, assignHashes, checkHash, lookupHashes, noWeightedShard} from '../../registry/assign.js'
+import {LineWriter, readLines} from '../../ui/lines.js'
+import {paint, renderTable} from '../../ui/terminal.js'
+
+interface AssignSummary {
+  total: number
+  assigned: number
+  existing: number
+  dryRun: boolean
+}
+
+export default class ShardsAssign extends RegistryCommand<typeof ShardsAssign> {
+  static override summary = 'Assign shard hashes to shards: weighted at random, or to a named shard.'
+  static override description = `A hash with no shard yet gets one drawn at random with probability weight / sum of weights (weight 0 is never drawn), stored with an atomic set-if-absent: concurrent assigners always end with one answer. A hash that already has a shard keeps it and is reported as existing, unless --force with --shard moves it.
+
+--stdin reads one hash per line and streams, in pipelined batches with constant memory: fit for millions of lines. Each result is printed as "hash<TAB>shard" (NDJSON under --json, ending with a summary line).`
+
+  static override examples = [
+    '<%= config.bin %> <%= command.id %> user:1001 user:1002',
+    '<%= config.bin %> <%= command.id %> user:1001 --shard s007',
+    'cut -f1 users.tsv | <%= config.bin %> <%= command.id %> --stdin > assignments.tsv',
+  ]
+
+  static override args = {
+    hash: Args.string({description: 'Shard hashes to assign (or --stdin).', multiple: true, ignoreStdin: true}),
+  }
+
+  static override flags = {
+    shard: Flags.string({summary: 'Assign to this shard instead of drawing one.', parse: shardIdArg}),
+    force: Flags.boolean({summary: 'With --shard: move hashes that already have a shard.', dependsOn: ['shard']}),
+    stdin: Flags.boolean({summary: 'Read hashes from standard input, one per line.'}),
+    quiet: Flags.boolean({char: 'q', summary: 'Print only the summary, not a line per hash.'}),
+    'dry-run': dryRunFlag,
+  }
+
+  async run(): Promise<(AssignSummary & {results: AssignResult[]}) | {summary: AssignSummary}> {
+    const {flags} = this
+    const hashes = this.hashes(flags.stdin)
+    const registry = await this.registry()
+    const results = flags['dry-run']
+      ? this.dryRun(hashes)
+      : assignHashes(registry, hashes, {shard: flags.shard, force: flags.force})
+
+    const summary: AssignSummary = {total: 0, assigned: 0, existing: 0, dryRun: flags['dry-run']}
+    const count = (r: AssignResult) => {
+      summary.total++
+      if (r.assigned) summary.assigned++
+      else summary.existing++
+    }
+    if (!flags.stdin) {
+      const all: AssignResult[] = []
+      for await (const r of results) {
+        count(r)
+        all.push(r)
+      }
+      if (!this.jsonEnabled() && !flags.quiet) {
+        const status = (r: AssignResult) => (r.assigned ? paint.ok(flags['dry-run'] ? 'would assign' : 'assigned') : paint.dim('existing'))
+        this.log(renderTable(['HASH', 'SHARD', 'STATUS'], all.map((r) => [r.hash, r.shard, status(r)])))
+      }
+      this.progress(this.describe(summary))
+      return {...summary, results: all}
+    }
+
+    this.ndjson = this.jsonEnabled()
+    const out = new LineWriter()
+    for await (const r of results) {
+      count(r)
+      if (flags.quiet) continue
+      await out.write(this.ndjson ? JSON.stringify(r) : `${r.hash}\t${r.shard}`)
+    }
+    await out.flush()
+    this.progress(this.describe(summary))
+    return {summary}
+  }
+
+  private hashes(stdin: boolean): AsyncIterable<string> | string[] {
+    const given = (this.args.hash ?? [])
+    if (stdin && given.length > 0) throw usageError('give hashes as arguments or with --stdin, not both')
+    if (stdin) return readLines(process.stdin)
+    if (given.length === 0) throw usageError('no hashes given', 'pass hashes as arguments, or --stdin to read them one per line')
+    return given.map(checkHash)
+  }
+
+  /** What would happen: existing assignments looked up, new ones drawn, nothing stored. */
+  private async *dryRun(hashes: AsyncIterable<string> | string[]): AsyncGenerator<AssignResult> {
+    const registry = await this.registry()
+    const shard = this.flags.shard
+    if (shard !== undefined) await registry.shard(shard)
+    const picker = shard === undefined ? new WeightedPicker(await registry.weights()) : undefined
+    if (picker?.empty) throw noWeightedShard()
+    for await (const {hash, shard: existing} of lookupHashes(registry, hashes)) {
+      if (existing !== null && !(this.flags.force && shard !== undefined)) yield {hash, shard: existing, assigned: false}
+      else yield {hash, shard: shard ?? picker!.pick(), assigned: existing !== shard}
+    }
+  }
+
+  private describe(s: AssignSummary): string {
+    const verb = s.dryRun ? 'would assign' : 'assigned'
+    return `${s.total.toLocaleString('en-US')} hashes: ${s.assigned.toLocaleString('en-US')} ${verb}, ${s.existing.toLocaleString('en-US')} already assigned${s.dryRun ? ' (dry run)' : ''}.`
+  }
+}

@@ -1,0 +1,52 @@
+import {Args, Flags} from '@oclif/core'
+
+import {RegistryCommand} from '../../base-command.js'
+import {dryRunFlag, shardIdArg, yesFlag} from '../../flags.js'
+import {applyRemoval, planRemoval, refuseRemoval} from '../../registry/manage.js'
+import {paint} from '../../ui/terminal.js'
+
+export default class ShardsRemove extends RegistryCommand<typeof ShardsRemove> {
+  static override summary = 'Remove a shard from the registry, or drain it (weight 0).'
+  static override description = `Refused while hashes point at the shard (they would route nowhere), unless --force. --drain sets its weight to 0 instead: it keeps serving its hashes and takes no new ones. The shard's data on its instance is never touched.`
+
+  static override examples = [
+    '<%= config.bin %> <%= command.id %> s042',
+    '<%= config.bin %> <%= command.id %> s042 --drain',
+    '<%= config.bin %> <%= command.id %> s042 --force --yes',
+  ]
+
+  static override args = {
+    id: Args.string({description: 'Shard id.', required: true, parse: shardIdArg, ignoreStdin: true}),
+  }
+
+  static override flags = {
+    drain: Flags.boolean({summary: 'Set the weight to 0 instead of removing.', exclusive: ['force']}),
+    force: Flags.boolean({summary: 'Remove even though hashes still point at the shard.'}),
+    'dry-run': dryRunFlag,
+    yes: yesFlag,
+  }
+
+  async run() {
+    const {flags} = this
+    const registry = await this.registry()
+    if (!flags.drain) this.progress(`Counting the hashes assigned to ${this.args.id}...`)
+    const plan = await planRemoval(registry, this.args.id, {drain: flags.drain})
+    if (plan.action === 'remove' && plan.hashes > 0 && !flags.force) throw refuseRemoval(plan)
+
+    const what =
+      plan.action === 'drain'
+        ? `drain shard ${plan.id} (weight 0: no new hashes)`
+        : `remove shard ${plan.id}${plan.hashes > 0 ? `, leaving ${plan.hashes.toLocaleString('en-US')} hashes pointing at nothing` : ''}`
+    if (flags['dry-run']) {
+      this.log(`${paint.warn('Would')} ${what} (dry run).`)
+      return {...plan}
+    }
+    if (plan.action === 'remove' && !(await this.confirm(`${what[0].toUpperCase()}${what.slice(1)}?`))) {
+      this.log('Nothing changed.')
+      return {...plan}
+    }
+    const done = await applyRemoval(registry, plan)
+    this.log(plan.action === 'drain' ? `Drained shard ${plan.id}.` : `Removed shard ${plan.id}.`)
+    return done
+  }
+}

@@ -1,0 +1,91 @@
+import {Args, Flags} from '@oclif/core'
+
+import {RegistryCommand} from '../../base-command.js'
+import {dryRunFlag, shardIdArg, yesFlag} from '../../flags.js'
+import {fleetOverview} from '../../fleet/overview.js'
+import {usageError} from '../../errors.js'
+import {type WeightChange, applyWeights, planWeight, proposeEvenWeights} from '../../registry/manage.js'
+import {parseWeight} from '../../registry/schema.js'
+import {formatCount, formatPercent, paint, renderTable} from '../../ui/terminal.js'
+
+export default class ShardsWeight extends RegistryCommand<typeof ShardsWeight> {
+  static override summary = "Set a shard's weight, or propose weights that even out the fleet."
+  static override description = `A shard's weight is its share of new assignments: probability weight / sum of weights; 0 takes it out of new assignments.
+
+--even proposes weights that steer new hashes toward the emptier shards, measured by keys in each shard's database (--by keys, probed live) or by hashes assigned in the map (--by hashes), shows current and proposed side by side, and applies them on confirmation or --yes. Drained shards (weight 0) stay drained.`
+
+  static override examples = [
+    '<%= config.bin %> <%= command.id %> s042 2.5',
+    '<%= config.bin %> <%= command.id %> s042 0',
+    '<%= config.bin %> <%= command.id %> --even --by hashes',
+    '<%= config.bin %> <%= command.id %> --even --yes --json',
+  ]
+
+  static override args = {
+    id: Args.string({description: 'Shard id.', parse: shardIdArg, ignoreStdin: true}),
+    weight: Args.string({description: 'New weight: a finite number >= 0.', ignoreStdin: true}),
+  }
+
+  static override flags = {
+    even: Flags.boolean({summary: 'Propose weights that steer new assignments toward emptier shards.'}),
+    by: Flags.string({summary: 'What --even measures.', options: ['keys', 'hashes'], default: 'keys'}),
+    'dry-run': dryRunFlag,
+    yes: yesFlag,
+  }
+
+  async run() {
+    const {flags, args} = this
+    const registry = await this.registry()
+    let changes: WeightChange[]
+    if (flags.even) {
+      if (args.id !== undefined) throw usageError('--even takes no shard id or weight', 'run it alone: shards:weight --even')
+      const overview = await fleetOverview(registry, this.pool(), {probe: flags.by === 'keys', counts: flags.by === 'hashes'})
+      const fill = new Map<string, number>()
+      for (const s of overview.shards) {
+        if (flags.by === 'keys' && !s.master.reachable) {
+          throw usageError(`cannot measure shard ${s.id}: master ${s.master.address} unreachable`, 'use --by hashes, or bring the master back')
+        }
+        fill.set(s.id, (flags.by === 'keys' ? s.master.keys : s.hashes) ?? 0)
+      }
+      changes = proposeEvenWeights(new Map(overview.shards.map((s) => [s.id, s.weight])), fill)
+    } else {
+      if (args.id === undefined || args.weight === undefined) throw usageError('give a shard id and a weight, or --even', 'e.g. shards:weight s042 2')
+      changes = [await planWeight(registry, args.id, parseWeight(args.weight))]
+    }
+
+    const changed = changes.filter((c) => c.current !== c.proposed)
+    if (!this.jsonEnabled()) this.render(changes, flags.even ? flags.by : undefined)
+    const result = {applied: false, by: flags.even ? flags.by : undefined, changes}
+    if (changed.length === 0) {
+      this.progress('Nothing to change.')
+      return result
+    }
+    if (flags['dry-run']) {
+      this.progress(paint.warn(`Would change ${changed.length} weights (dry run).`))
+      return result
+    }
+    if (flags.even && !(await this.confirm(`Apply ${changed.length} new weights?`))) {
+      this.progress('Nothing changed.')
+      return result
+    }
+    await applyWeights(registry, changes, flags.even ? {even: flags.by} : {})
+    this.progress(`Changed ${changed.length} weight${changed.length === 1 ? '' : 's'}.`)
+    return {...result, applied: true}
+  }
+
+  private render(changes: WeightChange[], by: string | undefined): void {
+    const share = (list: number[], i: number) => {
+      const total = list.reduce((a, b) => a + b, 0)
+      return formatPercent(total > 0 ? list[i] / total : 0)
+    }
+    const current = changes.map((c) => c.current)
+    const proposed = changes.map((c) => c.proposed)
+    const head = ['ID', ...(by ? [by.toUpperCase()] : []), 'WEIGHT', 'SHARE', 'NEW WEIGHT', 'NEW SHARE']
+    const rows = changes.map((c, i) => {
+      const mark = c.current === c.proposed ? (s: string) => s : paint.bold
+      return [c.id, ...(by ? [formatCount(c.fill)] : []), String(c.current), share(current, i), mark(String(c.proposed)), share(proposed, i)]
+    })
+    // A single change does not need its fleet-wide share.
+    this.log(renderTable(by ? head : ['ID', 'WEIGHT', 'NEW WEIGHT'], by ? rows : changes.map((c) => [c.id, String(c.current), String(c.proposed)])))
+  }
+}

@@ -1,0 +1,95 @@
+import {Flags} from '@oclif/core'
+
+import {usageError} from './errors.js'
+import {type ConnectTarget, parseAddress, parseInstance} from './registry/address.js'
+import {DEFAULT_PREFIX, parseWeight, validatePrefix, validateShardId} from './registry/schema.js'
+
+/**
+ * Flags shared by the commands, defined once with their parsers and environment variables.
+ * Defaults never touch the network: `oclif manifest` evaluates them.
+ */
+
+/** `500ms`, `5s`, `2m`; a bare number is milliseconds. */
+export function parseDuration(input: string): number {
+  const match = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m)?\s*$/i.exec(input)
+  if (!match) throw usageError(`invalid duration "${input}"`, 'use milliseconds (500), or a unit: 500ms, 5s, 2m')
+  const factor = {ms: 1, s: 1000, m: 60_000}[(match[2] ?? 'ms').toLowerCase() as 'ms' | 's' | 'm']
+  const ms = Math.round(Number(match[1]) * factor)
+  if (ms <= 0) throw usageError(`duration "${input}" must be more than 0`)
+  return ms
+}
+
+export function parseCount(input: string, what: string, min = 0, max = 1_000_000): number {
+  if (!/^\d+$/.test(input.trim())) throw usageError(`invalid ${what} "${input}"`, `give a whole number from ${min} to ${max}`)
+  const n = Number(input)
+  if (n < min || n > max) throw usageError(`${what} ${n} out of range`, `give a whole number from ${min} to ${max}`)
+  return n
+}
+
+export const registryFlag = Flags.custom<ConnectTarget>({
+  char: 'r',
+  env: 'SHARDCTL_REGISTRY',
+  summary: 'Registry Redis: redis://[user:password@]host:port/db or host:port/db.',
+  default: async () => parseAddress('redis://127.0.0.1:6379/0'),
+  defaultHelp: async () => 'redis://127.0.0.1:6379/0',
+  helpValue: '<url>',
+  parse: async (input) => parseAddress(input),
+})
+
+export const prefixFlag = Flags.custom<string>({
+  env: 'SHARDCTL_PREFIX',
+  summary: 'Key prefix of the registry (P.map, P.list, P.<id>).',
+  default: DEFAULT_PREFIX,
+  helpValue: '<prefix>',
+  parse: async (input) => validatePrefix(input),
+})
+
+export const timeoutFlag = Flags.custom<number>({
+  env: 'SHARDCTL_TIMEOUT',
+  summary: 'Connect and command timeout for every Redis (500ms, 5s; bare number = ms).',
+  default: 5000,
+  defaultHelp: async () => '5s',
+  helpValue: '<duration>',
+  parse: async (input) => parseDuration(input),
+})
+
+export const yesFlag = Flags.boolean({
+  char: 'y',
+  env: 'SHARDCTL_YES',
+  summary: 'Answer yes to every confirmation (needed where no terminal can ask).',
+  default: false,
+})
+
+export const dryRunFlag = Flags.boolean({
+  summary: 'Show what would change, change nothing.',
+  default: false,
+})
+
+export const noColorFlag = Flags.boolean({
+  summary: 'No colour (also NO_COLOR, a pipe, or --json).',
+  default: false,
+})
+
+export const shardIdArg = (input: string) => Promise.resolve(validateShardId(input))
+
+export const weightFlag = Flags.custom<number>({
+  summary: 'Weight: share of new assignments relative to the other shards (0 = none).',
+  helpValue: '<weight>',
+  parse: async (input) => parseWeight(input),
+})
+
+export const addressFlag = Flags.custom<ConnectTarget>({
+  helpValue: '<host:port/db>',
+  parse: async (input) => parseAddress(input),
+})
+
+export const instanceFlag = Flags.custom<ConnectTarget>({
+  helpValue: '<host:port>',
+  parse: async (input) => parseInstance(input),
+})
+
+export const countFlag = (what: string, min: number, max: number) =>
+  Flags.custom<number>({
+    helpValue: '<n>',
+    parse: async (input) => parseCount(input, what, min, max),
+  })

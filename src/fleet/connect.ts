@@ -1,0 +1,128 @@
+import {Redis, type RedisOptions} from 'ioredis'
+
+import {ExitCode, ShardctlError} from '../errors.js'
+import {luaScripts} from '../lua/scripts.generated.js'
+import {type ConnectTarget, instanceKey} from '../registry/address.js'
+
+export interface ConnectOptions {
+  /** Connect and command timeout, in milliseconds. */
+  timeoutMs: number
+  /** A name shown in `CLIENT LIST`, so an operator can see who is connected. */
+  clientName?: string
+}
+
+export const DEFAULT_TIMEOUT_MS = 5000
+
+/** What the registry's Lua scripts look like on a client. */
+export type ScriptedRedis = Redis & {
+  apply(numKeys: number, ...args: (string | number)[]): Promise<string>
+  assign(...args: string[]): Promise<string[]>
+}
+
+/**
+ * One way to open a Redis connection for a command-line tool: fail fast instead of
+ * retrying forever, never queue commands while offline, and report the real cause
+ * (ECONNREFUSED, WRONGPASS, ...) together with the host it came from.
+ */
+export async function connect(target: ConnectTarget, options: ConnectOptions): Promise<ScriptedRedis> {
+  const redisOptions: RedisOptions = {
+    host: target.host,
+    port: target.port,
+    db: target.db,
+    username: target.username,
+    password: target.password,
+    tls: target.tls ? {} : undefined,
+    protocol: 2,
+    lazyConnect: true,
+    connectTimeout: options.timeoutMs,
+    commandTimeout: options.timeoutMs,
+    socketTimeout: options.timeoutMs,
+    maxRetriesPerRequest: 0,
+    enableOfflineQueue: false,
+    enableReadyCheck: false,
+    retryStrategy: () => null,
+    reconnectOnError: () => false,
+    connectionName: options.clientName ?? 'shardctl',
+  }
+  const client = new Redis(redisOptions) as ScriptedRedis
+  let cause: Error | undefined
+  client.on('error', (error: Error) => {
+    cause ??= error
+  })
+  try {
+    await client.connect()
+    // Proves the credentials too: AUTH failures surface here, with the host, not on a later command.
+    await client.ping()
+  } catch (error) {
+    client.disconnect()
+    throw unreachable(target, cause ?? (error as Error))
+  }
+  for (const [name, script] of Object.entries(luaScripts)) {
+    client.defineCommand(name, {lua: script.lua, numberOfKeys: script.numberOfKeys})
+  }
+  return client
+}
+
+/** Close a client without leaving the process waiting on it. */
+export async function close(client: Redis | undefined): Promise<void> {
+  if (!client || client.status === 'end') return
+  if (client.status !== 'ready') {
+    client.disconnect()
+    return
+  }
+  try {
+    await client.quit()
+  } catch {
+    client.disconnect()
+  }
+}
+
+export function unreachable(target: {host: string; port: number}, cause: Error): ShardctlError {
+  const where = instanceKey(target)
+  const text = describeCause(cause)
+  const auth = /WRONGPASS|NOAUTH|NOPERM/.test(text)
+  return new ShardctlError(`cannot reach ${where}: ${text}`, {
+    code: auth ? 'EAUTH' : 'EUNREACHABLE',
+    exitCode: ExitCode.unexpected,
+    hint: auth ? 'check the username and password for this instance' : 'check that the host is up and the address is right, or raise --timeout',
+    cause,
+  })
+}
+
+function describeCause(error: Error & {code?: string}): string {
+  if (error.code === 'ECONNREFUSED') return 'connection refused'
+  if (error.code === 'ENOTFOUND' || error.code === 'EAI_AGAIN') return 'host name not found'
+  if (error.code === 'ETIMEDOUT' || /timed? ?out/i.test(error.message)) return 'timed out'
+  if (error.code === 'EHOSTUNREACH' || error.code === 'ENETUNREACH') return 'host unreachable'
+  return error.message.replace(/^ReplyError: /, '').split('\n')[0]
+}
+
+/**
+ * Connections to shard instances, one per instance (never one per shard: a hundred
+ * shards on one instance share a socket). Every client is closed by closeAll().
+ */
+export class ConnectionPool {
+  private readonly clients = new Map<string, Promise<ScriptedRedis>>()
+
+  constructor(
+    private readonly options: ConnectOptions,
+    private readonly credentials: (target: {host: string; port: number}) => Omit<ConnectTarget, 'host' | 'port' | 'db'> = () => ({}),
+  ) {}
+
+  /** The instance's connection, on db 0; callers address dbs with SELECT in a pipeline or MULTI. */
+  get(instance: {host: string; port: number}): Promise<ScriptedRedis> {
+    const key = instanceKey(instance)
+    let client = this.clients.get(key)
+    if (!client) {
+      client = connect({...this.credentials(instance), host: instance.host, port: instance.port, db: 0}, this.options)
+      this.clients.set(key, client)
+    }
+    return client
+  }
+
+  async closeAll(): Promise<void> {
+    const pending = [...this.clients.values()]
+    this.clients.clear()
+    await Promise.all(pending.map(async (p) => close(await p.catch(() => undefined))))
+  }
+}

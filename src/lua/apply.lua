@@ -1,0 +1,76 @@
+--[[
+  Apply one change to the registry atomically, after checking its preconditions,
+  then record it in the history and publish its event.
+
+  Variadic: the caller passes numkeys.
+  KEYS[1]   history list (bounded audit log)
+  KEYS[2..] keys the checks and operations refer to, by index into KEYS
+
+  ARGV[1]   JSON {checks: [...], ops: [...]}
+            checks: {t="type", k, is}        TYPE of key k is one of the list is ("none" = absent)
+                    {t="hget", k, f, v}      field f of hash k equals v (v absent: field absent)
+                    {t="zmember", k, m, in}  member m is (in=true) / is not (in=false) in zset k
+            ops:    {op="hset", k, fields}   {op="hdel", k, fields}   {op="del", k}
+                    {op="zadd", k, m, score} {op="zrem", k, m}
+  ARGV[2]   event channel
+  ARGV[3]   event JSON (published as is, and pushed to the history)
+  ARGV[4]   history length to keep
+
+  Returns "OK", or an error reply "CONFLICT <what differs>" and changes nothing.
+]]
+local change = cjson.decode(ARGV[1])
+
+for _, c in ipairs(change.checks or {}) do
+  local key = KEYS[c.k]
+  if c.t == 'type' then
+    local actual = redis.call('TYPE', key)['ok']
+    local allowed = false
+    for _, t in ipairs(c.is) do
+      if t == actual then allowed = true end
+    end
+    if not allowed then
+      return redis.error_reply('WRONGTYPE ' .. key .. ' is a ' .. actual .. ', expected ' .. table.concat(c.is, ' or '))
+    end
+  elseif c.t == 'hget' then
+    local actual = redis.call('HGET', key, c.f)
+    local expected = c.v
+    if expected == nil or expected == cjson.null then expected = false end
+    if actual ~= expected then
+      return redis.error_reply('CONFLICT ' .. key .. ' ' .. c.f .. ' changed underneath (now ' .. tostring(actual) .. ')')
+    end
+  elseif c.t == 'zmember' then
+    local present = redis.call('ZSCORE', key, c.m) ~= false
+    if present ~= c['in'] then
+      return redis.error_reply('CONFLICT ' .. c.m .. (present and ' is' or ' is not') .. ' in ' .. key)
+    end
+  else
+    return redis.error_reply('ERR unknown check ' .. tostring(c.t))
+  end
+end
+
+for _, o in ipairs(change.ops or {}) do
+  local key = KEYS[o.k]
+  if o.op == 'hset' then
+    local args = {}
+    for f, v in pairs(o.fields) do
+      args[#args + 1] = f
+      args[#args + 1] = v
+    end
+    if #args > 0 then redis.call('HSET', key, unpack(args)) end
+  elseif o.op == 'hdel' then
+    if #o.fields > 0 then redis.call('HDEL', key, unpack(o.fields)) end
+  elseif o.op == 'del' then
+    redis.call('DEL', key)
+  elseif o.op == 'zadd' then
+    redis.call('ZADD', key, o.score, o.m)
+  elseif o.op == 'zrem' then
+    redis.call('ZREM', key, o.m)
+  else
+    return redis.error_reply('ERR unknown operation ' .. tostring(o.op))
+  end
+end
+
+redis.call('LPUSH', KEYS[1], ARGV[3])
+redis.call('LTRIM', KEYS[1], 0, tonumber(ARGV[4]) - 1)
+redis.call('PUBLISH', ARGV[2], ARGV[3])
+return 'OK'

@@ -1,0 +1,194 @@
+import {ExitCode, ShardctlError, usageError} from '../errors.js'
+import type {ConnectionPool} from '../fleet/connect.js'
+import {databaseCount} from '../fleet/instance.js'
+import {type ShardAddress, formatAddress, instanceKey} from './address.js'
+import {type Registry, compareIds, unknownShard} from './registry.js'
+import {type Shard, isValidShardId, validateShardId} from './schema.js'
+
+/**
+ * The everyday registry changes behind add / remove / init / weight. Each returns what it
+ * did (or, with dryRun, would do) so that commands only render.
+ */
+
+export interface NewShard {
+  id: string
+  master: ShardAddress
+  replicas: ShardAddress[]
+  persist?: ShardAddress[]
+  weight: number
+}
+
+function checkDistinct(shard: NewShard): void {
+  const all = [shard.master, ...shard.replicas, ...(shard.persist ?? [])].map((a) => instanceKey(a))
+  const dup = all.find((a, i) => all.indexOf(a) !== i)
+  if (dup) throw usageError(`${dup} is named twice for shard ${shard.id}`, 'master and replicas must be different instances')
+}
+
+function toShard(shard: NewShard): Shard {
+  return {
+    id: shard.id,
+    weight: shard.weight,
+    master: strip(shard.master),
+    replicas: shard.replicas.map(strip),
+    persist: (shard.persist ?? []).map(strip),
+    extra: {},
+  }
+}
+
+/** Never let credentials reach the registry. */
+function strip(a: ShardAddress): ShardAddress {
+  return {host: a.host, port: a.port, db: a.db}
+}
+
+/** Shards already registered on the same instance and db as one of the new ones. */
+async function checkFree(registry: Registry, shards: NewShard[]): Promise<void> {
+  const {shards: existing, broken} = await registry.snapshot()
+  const ids = new Set([...existing.map((s) => s.id), ...broken.map((b) => b.id)])
+  const used = new Map(existing.map((s) => [formatAddress(s.master), s.id]))
+  for (const shard of shards) {
+    if (ids.has(shard.id)) throw usageError(`shard ${shard.id} already exists`, 'choose another id, or remove it first')
+    const taken = used.get(formatAddress(shard.master))
+    if (taken) throw usageError(`${formatAddress(shard.master)} is already the master of shard ${taken}`, 'each shard has its own database')
+  }
+}
+
+export async function addShard(registry: Registry, shard: NewShard, options: {dryRun: boolean}): Promise<{shard: Shard; applied: boolean}> {
+  validateShardId(shard.id)
+  checkDistinct(shard)
+  await checkFree(registry, [shard])
+  const entry = toShard(shard)
+  if (!options.dryRun) await registry.addShards([entry])
+  return {shard: entry, applied: !options.dryRun}
+}
+
+export interface RemovePlan {
+  id: string
+  hashes: number
+  action: 'remove' | 'drain'
+  applied: boolean
+}
+
+/**
+ * Remove a shard, refused while hashes point at it (they would route nowhere) unless
+ * forced; or drain it (weight 0) so it takes no new hashes.
+ */
+export async function planRemoval(registry: Registry, id: string, options: {drain: boolean}): Promise<RemovePlan> {
+  validateShardId(id)
+  const weights = await registry.weights()
+  if (!weights.has(id)) throw unknownShard(id)
+  const hashes = options.drain ? 0 : await registry.assignmentsOf(id)
+  return {id, hashes, action: options.drain ? 'drain' : 'remove', applied: false}
+}
+
+export function refuseRemoval(plan: RemovePlan): ShardctlError {
+  return new ShardctlError(`${plan.hashes.toLocaleString('en-US')} hashes still point at shard ${plan.id}`, {
+    code: 'EINUSE',
+    exitCode: ExitCode.unexpected,
+    hint: 'use --drain to stop new assignments, move the data first, or --force to remove it anyway',
+  })
+}
+
+export async function applyRemoval(registry: Registry, plan: RemovePlan): Promise<RemovePlan> {
+  if (plan.action === 'drain') await registry.setWeights(new Map([[plan.id, 0]]), {drained: true})
+  else await registry.removeShard(plan.id, {orphanedHashes: plan.hashes})
+  return {...plan, applied: true}
+}
+
+export interface InitOptions {
+  instance: {host: string; port: number}
+  replicas: {host: string; port: number}[]
+  count: number
+  firstDb: number
+  idPrefix: string
+  firstId?: number
+  weight: number
+}
+
+/** The next free number after the ids that already use this prefix: init twice, ids never collide. */
+function nextIdNumber(prefix: string, ids: Iterable<string>): number {
+  let next = 0
+  const pattern = new RegExp(`^${prefix.replace(/[-]/g, '\\-')}(\\d+)$`)
+  for (const id of ids) {
+    const match = pattern.exec(id)
+    if (match) next = Math.max(next, Number(match[1]) + 1)
+  }
+  return next
+}
+
+/** N shards on consecutive databases of one instance, refused beyond its `databases` setting. */
+export async function planInit(registry: Registry, pool: ConnectionPool, options: InitOptions): Promise<NewShard[]> {
+  if (!/^[A-Za-z0-9][A-Za-z0-9_-]{0,40}$/.test(options.idPrefix)) {
+    throw usageError(`invalid id prefix "${options.idPrefix}"`, 'letters, digits, _ and -, starting with a letter or digit')
+  }
+  const databases = await databaseCount(await pool.get(options.instance), options.instance)
+  const lastDb = options.firstDb + options.count - 1
+  if (lastDb >= databases) {
+    throw usageError(
+      `${instanceKey(options.instance)} has ${databases} databases; dbs ${options.firstDb}-${lastDb} do not fit`,
+      'lower --count or --first-db, or raise "databases" in the instance\'s redis.conf',
+    )
+  }
+  const weights = await registry.weights()
+  const first = options.firstId ?? nextIdNumber(options.idPrefix, weights.keys())
+  const width = Math.max(3, String(first + options.count - 1).length)
+  const shards: NewShard[] = []
+  for (let i = 0; i < options.count; i++) {
+    const db = options.firstDb + i
+    const id = `${options.idPrefix}${String(first + i).padStart(width, '0')}`
+    if (!isValidShardId(id)) throw usageError(`shard id "${id}" would be invalid`, 'use a shorter --id-prefix')
+    shards.push({
+      id,
+      master: {...strip({...options.instance, db})},
+      replicas: options.replicas.map((r) => ({host: r.host, port: r.port, db})),
+      weight: options.weight,
+    })
+  }
+  for (const shard of shards) checkDistinct(shard)
+  await checkFree(registry, shards)
+  return shards
+}
+
+export async function applyInit(registry: Registry, shards: NewShard[]): Promise<void> {
+  await registry.addShards(shards.map(toShard), {init: true})
+}
+
+export interface WeightChange {
+  id: string
+  current: number
+  proposed: number
+  /** What the proposal was computed from: keys in the db or hashes assigned. */
+  fill?: number
+}
+
+export async function planWeight(registry: Registry, id: string, weight: number): Promise<WeightChange> {
+  validateShardId(id)
+  const current = (await registry.weights()).get(id)
+  if (current === undefined) throw unknownShard(id)
+  return {id, current, proposed: weight}
+}
+
+/**
+ * Weights that steer new assignments toward the emptier shards. The aim: after as many new
+ * items again as the fleet holds now, every shard holds the same. A shard's weight is what
+ * it lacks of that target, scaled so the mean weight is 100; a shard already past it gets 0.
+ * Drained shards (weight 0) stay drained. An empty fleet gets equal weights.
+ */
+export function proposeEvenWeights(current: Map<string, number>, fill: Map<string, number>): WeightChange[] {
+  const active = [...current].filter(([, w]) => w > 0).map(([id]) => id)
+  const total = active.reduce((sum, id) => sum + (fill.get(id) ?? 0), 0)
+  const target = (2 * total) / Math.max(1, active.length)
+  const lack = new Map(active.map((id) => [id, total === 0 ? 1 : Math.max(0, target - (fill.get(id) ?? 0))]))
+  const lackTotal = [...lack.values()].reduce((a, b) => a + b, 0)
+  return [...current]
+    .sort(([a], [b]) => compareIds(a, b))
+    .map(([id, weight]) => {
+      const share = lack.has(id) && lackTotal > 0 ? lack.get(id)! / lackTotal : 0
+      return {id, current: weight, proposed: Math.round(share * 100 * active.length), fill: fill.get(id) ?? 0}
+    })
+}
+
+export async function applyWeights(registry: Registry, changes: WeightChange[], details: Record<string, unknown> = {}): Promise<void> {
+  const changed = changes.filter((c) => c.current !== c.proposed)
+  if (changed.length === 0) return
+  await registry.setWeights(new Map(changed.map((c) => [c.id, c.proposed])), details)
+}

@@ -1,0 +1,298 @@
+import {hostname, userInfo} from 'node:os'
+
+import {ExitCode, ShardctlError, corruptRegistryError} from '../errors.js'
+import type {ScriptedRedis} from '../fleet/connect.js'
+import {
+  type RegistryKeys,
+  type Shard,
+  type ShardProblem,
+  formatWeight,
+  isShardProblem,
+  parseShardFields,
+  shardFields,
+} from './schema.js'
+
+/** How many history entries the registry keeps. */
+export const HISTORY_LIMIT = 10_000
+
+/** Who makes a change, as recorded in events and history: never a credential. */
+export interface Actor {
+  user: string
+  command: string
+}
+
+export function currentActor(command: string): Actor {
+  let user = 'unknown'
+  try {
+    user = userInfo().username
+  } catch {
+    // no passwd entry (containers): keep "unknown"
+  }
+  return {user: `${user}@${hostname()}`, command}
+}
+
+export interface RegistryEvent {
+  v: 1
+  type: string
+  at: string
+  by: string
+  command: string
+  [detail: string]: unknown
+}
+
+export interface RegistrySnapshot {
+  shards: Shard[]
+  /** Shards whose entries do not match the schema; reported, never fatal for reads. */
+  broken: ShardProblem[]
+}
+
+type Check =
+  | {t: 'type'; k: number; is: string[]}
+  | {t: 'hget'; k: number; f: string; v?: string}
+  | {t: 'zmember'; k: number; m: string; in: boolean}
+type Op =
+  | {op: 'hset'; k: number; fields: Record<string, string>}
+  | {op: 'hdel'; k: number; fields: string[]}
+  | {op: 'del'; k: number}
+  | {op: 'zadd'; k: number; m: string; score: string}
+  | {op: 'zrem'; k: number; m: string}
+
+/**
+ * A change under construction: preconditions and operations over registry keys,
+ * applied by one Lua script that also records and publishes the event (SPEC §2).
+ */
+export class Change {
+  readonly keys: string[] = []
+  readonly checks: Check[] = []
+  readonly ops: Op[] = []
+
+  private index(key: string): number {
+    let i = this.keys.indexOf(key)
+    if (i === -1) i = this.keys.push(key) - 1
+    return i + 2 // KEYS[1] is the history; Lua counts from 1
+  }
+
+  expectType(key: string, ...types: string[]): this {
+    this.checks.push({t: 'type', k: this.index(key), is: types})
+    return this
+  }
+
+  expectField(key: string, field: string, value: string | undefined): this {
+    this.checks.push({t: 'hget', k: this.index(key), f: field, v: value})
+    return this
+  }
+
+  expectMember(key: string, member: string, present: boolean): this {
+    this.checks.push({t: 'zmember', k: this.index(key), m: member, in: present})
+    return this
+  }
+
+  hset(key: string, fields: Record<string, string>): this {
+    this.ops.push({op: 'hset', k: this.index(key), fields})
+    return this
+  }
+
+  hdel(key: string, fields: string[]): this {
+    this.ops.push({op: 'hdel', k: this.index(key), fields})
+    return this
+  }
+
+  del(key: string): this {
+    this.ops.push({op: 'del', k: this.index(key)})
+    return this
+  }
+
+  zadd(key: string, member: string, score: number): this {
+    this.ops.push({op: 'zadd', k: this.index(key), m: member, score: formatWeight(score)})
+    return this
+  }
+
+  zrem(key: string, member: string): this {
+    this.ops.push({op: 'zrem', k: this.index(key), m: member})
+    return this
+  }
+}
+
+/** Natural order of shard ids: s2 before s10. */
+export function compareIds(a: string, b: string): number {
+  return a.localeCompare(b, 'en', {numeric: true})
+}
+
+/**
+ * Reads and atomic changes of the registry. Knows the schema, not the terminal.
+ */
+export class Registry {
+  constructor(
+    readonly client: ScriptedRedis,
+    readonly keys: RegistryKeys,
+    readonly actor: Actor,
+  ) {}
+
+  /** The weights, in id order. A wrong key type is reported, not thrown as a stack. */
+  async weights(): Promise<Map<string, number>> {
+    const flat = await this.guard(this.keys.list, 'a sorted set', () => this.client.zrange(this.keys.list, '0', '-1', 'WITHSCORES'))
+    const weights = new Map<string, number>()
+    for (let i = 0; i < flat.length; i += 2) weights.set(flat[i], Number(flat[i + 1]))
+    return new Map([...weights].sort(([a], [b]) => compareIds(a, b)))
+  }
+
+  /** Every shard, read in one pipeline. */
+  async snapshot(): Promise<RegistrySnapshot> {
+    const weights = await this.weights()
+    const ids = [...weights.keys()]
+    const pipeline = this.client.pipeline()
+    for (const id of ids) pipeline.hgetall(this.keys.shard(id))
+    const replies = ids.length === 0 ? [] : ((await pipeline.exec()) ?? [])
+    const shards: Shard[] = []
+    const broken: ShardProblem[] = []
+    ids.forEach((id, i) => {
+      const [error, fields] = replies[i] ?? [new Error('no reply'), null]
+      const entry = error
+        ? {id, weight: weights.get(id) ?? null, problems: [describeReadError(this.keys.shard(id), error)], raw: {}}
+        : parseShardFields(id, weights.get(id)!, fields as Record<string, string>)
+      if (isShardProblem(entry)) broken.push(entry)
+      else shards.push(entry)
+    })
+    return {shards, broken}
+  }
+
+  /** One shard, which must exist and be well-formed. */
+  async shard(id: string): Promise<Shard> {
+    const [score, fields] = await Promise.all([
+      this.guard(this.keys.list, 'a sorted set', () => this.client.zscore(this.keys.list, id)),
+      this.guard(this.keys.shard(id), 'a hash', () => this.client.hgetall(this.keys.shard(id))),
+    ])
+    if (score === null) throw unknownShard(id)
+    const entry = parseShardFields(id, Number(score), fields)
+    if (isShardProblem(entry)) {
+      throw corruptRegistryError(`shard ${id} in ${this.keys.shard(id)} is corrupt: ${entry.problems.join('; ')}`)
+    }
+    return entry
+  }
+
+  /** Hashes assigned per shard, streamed with HSCAN so the map is never loaded at once. */
+  async countAssignments(onProgress?: (scanned: number) => void): Promise<Map<string, number>> {
+    await this.guard(this.keys.map, 'a hash', () => this.client.type(this.keys.map).then(expectType(this.keys.map, 'hash')))
+    const counts = new Map<string, number>()
+    let scanned = 0
+    let cursor = '0'
+    do {
+      const [next, flat] = await this.client.hscan(this.keys.map, cursor, 'COUNT', '2000')
+      cursor = next
+      for (let i = 1; i < flat.length; i += 2) counts.set(flat[i], (counts.get(flat[i]) ?? 0) + 1)
+      scanned += flat.length / 2
+      onProgress?.(scanned)
+    } while (cursor !== '0')
+    return counts
+  }
+
+  /** How many hashes point at one shard: a full scan of the map. */
+  async assignmentsOf(id: string): Promise<number> {
+    return (await this.countAssignments()).get(id) ?? 0
+  }
+
+  /** Apply a change atomically, with its event. Returns the event as published. */
+  async apply(change: Change, type: string, details: Record<string, unknown>): Promise<RegistryEvent> {
+    const event = this.event(type, details)
+    try {
+      await this.client.apply(
+        change.keys.length + 1,
+        this.keys.history,
+        ...change.keys,
+        JSON.stringify({checks: change.checks, ops: change.ops}),
+        this.keys.events,
+        JSON.stringify(event),
+        HISTORY_LIMIT,
+      )
+    } catch (error) {
+      throw describeChangeError(error as Error)
+    }
+    return event
+  }
+
+  event(type: string, details: Record<string, unknown>): RegistryEvent {
+    return {v: 1, type, at: new Date().toISOString(), by: this.actor.user, command: this.actor.command, ...details}
+  }
+
+  /** Run a read, turning WRONGTYPE into a clear message that names the key. */
+  async guard<T>(key: string, expected: string, read: () => Promise<T>): Promise<T> {
+    try {
+      return await read()
+    } catch (error) {
+      if (/WRONGTYPE/.test((error as Error).message)) {
+        throw corruptRegistryError(`registry key ${key} has the wrong type: expected ${expected}`)
+      }
+      throw error
+    }
+  }
+
+  // ---- the changes ----
+
+  addShards(shards: Shard[], details: Record<string, unknown> = {}): Promise<RegistryEvent> {
+    const change = new Change().expectType(this.keys.list, 'zset', 'none')
+    for (const shard of shards) {
+      change
+        .expectType(this.keys.shard(shard.id), 'none')
+        .expectMember(this.keys.list, shard.id, false)
+        .hset(this.keys.shard(shard.id), shardFields(shard))
+        .zadd(this.keys.list, shard.id, shard.weight)
+    }
+    return this.apply(change, 'shards.added', {ids: shards.map((s) => s.id), ...details})
+  }
+
+  removeShard(id: string, details: Record<string, unknown> = {}): Promise<RegistryEvent> {
+    const change = new Change()
+      .expectType(this.keys.list, 'zset')
+      .expectMember(this.keys.list, id, true)
+      .del(this.keys.shard(id))
+      .zrem(this.keys.list, id)
+    return this.apply(change, 'shard.removed', {id, ...details})
+  }
+
+  setWeights(weights: Map<string, number>, details: Record<string, unknown> = {}): Promise<RegistryEvent> {
+    const change = new Change().expectType(this.keys.list, 'zset')
+    for (const [id, weight] of weights) change.expectMember(this.keys.list, id, true).zadd(this.keys.list, id, weight)
+    return this.apply(change, 'weights.changed', {weights: Object.fromEntries(weights), ...details})
+  }
+}
+
+export function unknownShard(id: string): ShardctlError {
+  return new ShardctlError(`unknown shard "${id}"`, {
+    code: 'ENOSHARD',
+    exitCode: ExitCode.usage,
+    hint: 'see `shardctl shards:list` for the shards in the registry',
+  })
+}
+
+function expectType(key: string, ...types: string[]) {
+  return (actual: string) => {
+    if (actual !== 'none' && !types.includes(actual)) {
+      throw corruptRegistryError(`registry key ${key} has the wrong type: a ${actual}, expected a ${types.join(' or ')}`)
+    }
+  }
+}
+
+function describeReadError(key: string, error: Error): string {
+  return /WRONGTYPE/.test(error.message) ? `${key} is not a hash` : `${key} could not be read: ${error.message}`
+}
+
+function describeChangeError(error: Error): Error {
+  const message = error.message.replace(/^(ReplyError: )?/, '')
+  const script = /^(CONFLICT|WRONGTYPE) (.*?)(?: script: .*)?$/s.exec(message)
+  if (script?.[1] === 'WRONGTYPE') return corruptRegistryError(`registry key ${script[2]}`)
+  if (script?.[1] === 'CONFLICT') {
+    return new ShardctlError(`the registry changed underneath: ${script[2]}`, {
+      code: 'ECONFLICT',
+      exitCode: ExitCode.unexpected,
+      hint: 'nothing was changed; look at `shardctl shards:list` and run the command again',
+    })
+  }
+  if (/NOPERM/.test(message)) {
+    return new ShardctlError(`the registry user may not change the registry: ${message.split('\n')[0]}`, {
+      code: 'ENOPERM',
+      hint: 'use a registry user with write permissions (see README, Security)',
+    })
+  }
+  return error
+}
+

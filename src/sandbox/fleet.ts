@@ -1,0 +1,202 @@
+import {existsSync, mkdirSync, readFileSync, rmdirSync, rmSync, writeFileSync} from 'node:fs'
+import {homedir} from 'node:os'
+import {join} from 'node:path'
+import {setTimeout as sleep} from 'node:timers/promises'
+
+import {ExitCode, ShardctlError, usageError} from '../errors.js'
+import {ConnectionPool, close, connect} from '../fleet/connect.js'
+import {parseInfo, parseReplication} from '../fleet/info.js'
+import {Registry, currentActor} from '../registry/registry.js'
+import {applyInit, planInit} from '../registry/manage.js'
+import {registryKeys} from '../registry/schema.js'
+import {type RedisProcess, isAlive, isOurRedis, portIsFree, startRedis, stopRedis} from './redis-process.js'
+
+/**
+ * A local fleet of real redis-server processes: one registry, N instances with R
+ * replicas each, S shards spread over the instances' databases. Recorded in
+ * <dir>/sandbox.json so that `sandbox:down` stops exactly these processes.
+ */
+
+export interface SandboxNode extends RedisProcess {
+  role: 'registry' | 'master' | 'replica'
+  /** For a replica: the port of its master. */
+  replicaOf?: number
+}
+
+export interface SandboxState {
+  version: 1
+  dir: string
+  prefix: string
+  registryUrl: string
+  createdAt: string
+  nodes: SandboxNode[]
+}
+
+export interface SandboxOptions {
+  dir: string
+  basePort: number
+  instances: number
+  replicas: number
+  shards: number
+  prefix: string
+  onProgress?: (message: string) => void
+}
+
+export function defaultSandboxDir(): string {
+  return process.env.SHARDCTL_SANDBOX_DIR ?? join(homedir(), '.shardctl', 'sandbox')
+}
+
+const stateFile = (dir: string) => join(dir, 'sandbox.json')
+
+export function readState(dir: string): SandboxState | undefined {
+  const file = stateFile(dir)
+  if (!existsSync(file)) return undefined
+  try {
+    return JSON.parse(readFileSync(file, 'utf8')) as SandboxState
+  } catch (error) {
+    throw new ShardctlError(`${file} is not readable: ${(error as Error).message}`, {hint: 'remove it by hand once no sandbox process runs'})
+  }
+}
+
+function writeState(state: SandboxState): void {
+  writeFileSync(stateFile(state.dir), `${JSON.stringify(state, null, 2)}\n`)
+}
+
+export interface SandboxPlan {
+  registry: number
+  instances: {port: number; replicas: number[]}[]
+}
+
+export function planPorts(options: Pick<SandboxOptions, 'basePort' | 'instances' | 'replicas'>): SandboxPlan {
+  const instances = Array.from({length: options.instances}, (_, i) => {
+    const port = options.basePort + 1 + i * (options.replicas + 1)
+    return {port, replicas: Array.from({length: options.replicas}, (_, j) => port + 1 + j)}
+  })
+  const last = options.basePort + options.instances * (options.replicas + 1)
+  if (last > 65_535) throw usageError(`ports ${options.basePort}-${last} go beyond 65535`, 'choose a lower --port')
+  return {registry: options.basePort, instances}
+}
+
+export async function sandboxUp(options: SandboxOptions): Promise<SandboxState> {
+  const existing = readState(options.dir)
+  if (existing && existing.nodes.some((n) => isAlive(n.pid) && isOurRedis(n.pid, n.port))) {
+    throw new ShardctlError(`a sandbox already runs from ${options.dir}`, {
+      code: 'EEXISTS',
+      exitCode: ExitCode.usage,
+      hint: 'see it with sandbox:status, or stop it with sandbox:down',
+    })
+  }
+  const plan = planPorts(options)
+  const ports = [plan.registry, ...plan.instances.flatMap((i) => [i.port, ...i.replicas])]
+  for (const port of ports) {
+    if (!(await portIsFree(port))) throw usageError(`port ${port} is in use`, 'choose another --port base, or stop what runs there')
+  }
+  if (existing) removeSandboxFiles(existing)
+  mkdirSync(options.dir, {recursive: true})
+
+  const state: SandboxState = {
+    version: 1,
+    dir: options.dir,
+    prefix: options.prefix,
+    registryUrl: `redis://127.0.0.1:${plan.registry}/0`,
+    createdAt: new Date().toISOString(),
+    nodes: [],
+  }
+  const databases = String(Math.max(16, Math.ceil(options.shards / Math.max(1, options.instances))))
+  const start = async (port: number, role: SandboxNode['role'], replicaOf?: number) => {
+    const args = role === 'registry' ? [] : ['--databases', databases]
+    if (replicaOf !== undefined) args.push('--replicaof', '127.0.0.1', String(replicaOf))
+    const proc = await startRedis({port, dir: join(options.dir, `${role}-${port}`), args, detached: true})
+    // Recorded as soon as it runs: a failure further on still lets `down` stop it.
+    state.nodes.push({...proc, role, replicaOf})
+    writeState(state)
+  }
+  try {
+    options.onProgress?.(`Starting ${ports.length} redis-server processes on ports ${ports[0]}-${ports.at(-1)}...`)
+    await start(plan.registry, 'registry')
+    for (const instance of plan.instances) {
+      await start(instance.port, 'master')
+      await Promise.all(instance.replicas.map((port) => start(port, 'replica', instance.port)))
+    }
+    await waitForReplicas(state.nodes)
+    await registerShards(state, plan, options)
+  } catch (error) {
+    options.onProgress?.('Start failed; stopping what was started.')
+    await sandboxDown(options.dir)
+    throw error
+  }
+  return state
+}
+
+/** Replicas report their link up before the sandbox is handed over (bounded). */
+async function waitForReplicas(nodes: SandboxNode[]): Promise<void> {
+  const deadline = Date.now() + 15_000
+  for (const node of nodes.filter((n) => n.role === 'replica')) {
+    const client = await connect({host: '127.0.0.1', port: node.port, db: 0}, {timeoutMs: 2000})
+    try {
+      while (Date.now() < deadline) {
+        if (parseReplication(parseInfo(await client.info('replication'))).linkUp) break
+        await sleep(25)
+      }
+    } finally {
+      await close(client)
+    }
+  }
+}
+
+async function registerShards(state: SandboxState, plan: SandboxPlan, options: SandboxOptions): Promise<void> {
+  if (options.shards === 0 || plan.instances.length === 0) return
+  const client = await connect({host: '127.0.0.1', port: plan.registry, db: 0}, {timeoutMs: 5000})
+  const pool = new ConnectionPool({timeoutMs: 5000})
+  try {
+    const registry = new Registry(client, registryKeys(options.prefix), currentActor('sandbox:up'))
+    const per = Math.floor(options.shards / plan.instances.length)
+    const extra = options.shards % plan.instances.length
+    for (const [i, instance] of plan.instances.entries()) {
+      const count = per + (i < extra ? 1 : 0)
+      if (count === 0) continue
+      const shards = await planInit(registry, pool, {
+        instance: {host: '127.0.0.1', port: instance.port},
+        replicas: instance.replicas.map((port) => ({host: '127.0.0.1', port})),
+        count,
+        firstDb: 0,
+        idPrefix: 's',
+        weight: 1,
+      })
+      await applyInit(registry, shards)
+    }
+  } finally {
+    await close(client)
+    await pool.closeAll()
+  }
+}
+
+export interface NodeStatus extends SandboxNode {
+  running: boolean
+}
+
+export async function sandboxStatus(dir: string): Promise<{state?: SandboxState; nodes: NodeStatus[]}> {
+  const state = readState(dir)
+  if (!state) return {nodes: []}
+  return {state, nodes: state.nodes.map((n) => ({...n, running: isAlive(n.pid) && isOurRedis(n.pid, n.port)}))}
+}
+
+export async function sandboxDown(dir: string, options: {keepData?: boolean} = {}): Promise<{stopped: number; dir: string}> {
+  const state = readState(dir)
+  if (!state) return {stopped: 0, dir}
+  const results = await Promise.all(state.nodes.map((n) => stopRedis(n)))
+  if (options.keepData) rmSync(stateFile(dir), {force: true})
+  else removeSandboxFiles(state)
+  return {stopped: results.filter((r) => r === 'stopped').length, dir}
+}
+
+/** Remove only what the sandbox created: --dir may be a folder that holds other things. */
+function removeSandboxFiles(state: SandboxState): void {
+  for (const node of state.nodes) rmSync(node.dir, {recursive: true, force: true})
+  rmSync(stateFile(state.dir), {force: true})
+  try {
+    rmdirSync(state.dir)
+  } catch {
+    // not empty: it holds something of the user's
+  }
+}

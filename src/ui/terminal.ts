@@ -1,0 +1,89 @@
+import chalk from 'chalk'
+import Table from 'cli-table3'
+
+import {ExitCode, ShardctlError} from '../errors.js'
+
+/**
+ * The terminal decisions, made once per run: colour, whether a person can answer a
+ * prompt, and where progress goes. stdout carries data; everything else goes to stderr.
+ */
+export interface TerminalMode {
+  color: boolean
+  interactive: boolean
+  json: boolean
+}
+
+export function decideTerminal(options: {json: boolean; noColor: boolean}): TerminalMode {
+  const env = process.env
+  const color =
+    !options.json && !options.noColor && env.NO_COLOR === undefined && Boolean(process.stdout.isTTY) && env.TERM !== 'dumb'
+  // chalk 5 ignores NO_COLOR: set its level ourselves so every colour call obeys the decision.
+  chalk.level = color ? Math.max(chalk.level, 1) as typeof chalk.level : 0
+  const interactive = !options.json && Boolean(process.stdin.isTTY) && Boolean(process.stdout.isTTY) && !isCi()
+  return {color, interactive, json: options.json}
+}
+
+function isCi(): boolean {
+  const ci = process.env.CI
+  return ci !== undefined && ci !== '' && ci !== '0' && ci.toLowerCase() !== 'false'
+}
+
+export const paint = {
+  ok: (s: string) => chalk.green(s),
+  warn: (s: string) => chalk.yellow(s),
+  bad: (s: string) => chalk.red(s),
+  dim: (s: string) => chalk.dim(s),
+  bold: (s: string) => chalk.bold(s),
+  head: (s: string) => chalk.bold.cyan(s),
+}
+
+/** The one table renderer. No built-in colour: cli-table3's defaults emit ANSI even into a pipe. */
+export function renderTable(head: string[], rows: (string | number)[][], align?: ('left' | 'right')[]): string {
+  const table = new Table({
+    head: head.map((h) => paint.head(h)),
+    style: {head: [], border: [], compact: true, 'padding-left': 1, 'padding-right': 1},
+    ...(align ? {colAligns: align} : {}),
+    chars: {
+      top: '', 'top-mid': '', 'top-left': '', 'top-right': '',
+      bottom: '', 'bottom-mid': '', 'bottom-left': '', 'bottom-right': '',
+      left: '', 'left-mid': '', mid: '', 'mid-mid': '', right: '', 'right-mid': '', middle: ' ',
+    },
+  })
+  for (const row of rows) table.push(row.map(String))
+  return table
+    .toString()
+    .split('\n')
+    .map((line) => line.replace(/\s+$/, ''))
+    .join('\n')
+}
+
+/** Write a line of progress or a warning: stderr, never stdout. */
+export function note(message: string): void {
+  process.stderr.write(`${message}\n`)
+}
+
+/**
+ * Ask for confirmation. Without a terminal no one can answer, so a destructive step
+ * needs --yes: that is a usage error (exit 2) naming the flag.
+ */
+export async function confirm(mode: TerminalMode, question: string, options: {yes: boolean}): Promise<boolean> {
+  if (options.yes) return true
+  if (!mode.interactive) {
+    throw new ShardctlError(`confirmation needed: ${question}`, {
+      code: 'ENOTTY',
+      exitCode: ExitCode.usage,
+      hint: 'no terminal to ask in: pass --yes (or set SHARDCTL_YES=1) to go ahead, or --dry-run to only look',
+    })
+  }
+  const {confirm: ask} = await import('@inquirer/prompts')
+  return ask({message: question, default: false}, {output: process.stderr})
+}
+
+export function formatPercent(fraction: number): string {
+  if (!Number.isFinite(fraction)) return '-'
+  return `${(fraction * 100).toFixed(fraction > 0 && fraction < 0.001 ? 3 : 1)}%`
+}
+
+export function formatCount(n: number | undefined): string {
+  return n === undefined ? '-' : n.toLocaleString('en-US')
+}
