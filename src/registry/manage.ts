@@ -72,10 +72,15 @@ export interface RemovePlan {
  * Remove a shard, refused while hashes point at it (they would route nowhere) unless
  * forced; or drain it (weight 0) so it takes no new hashes.
  */
-export async function planRemoval(registry: Registry, id: string, options: {drain: boolean}): Promise<RemovePlan> {
+export async function planRemoval(
+  registry: Registry,
+  id: string,
+  options: {drain: boolean; onCounting?: () => void},
+): Promise<RemovePlan> {
   validateShardId(id)
   const weights = await registry.weights()
   if (!weights.has(id)) throw unknownShard(id)
+  if (!options.drain) options.onCounting?.()
   const hashes = options.drain ? 0 : await registry.assignmentsOf(id)
   return {id, hashes, action: options.drain ? 'drain' : 'remove', applied: false}
 }

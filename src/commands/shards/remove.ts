@@ -29,8 +29,10 @@ export default class ShardsRemove extends RegistryCommand<typeof ShardsRemove> {
   async run() {
     const {flags} = this
     const registry = await this.registry()
-    if (!flags.drain) this.progress(`Counting the hashes assigned to ${this.args.id}...`)
-    const plan = await planRemoval(registry, this.args.id, {drain: flags.drain})
+    const plan = await planRemoval(registry, this.args.id, {
+      drain: flags.drain,
+      onCounting: () => this.progress(`Counting the hashes assigned to ${this.args.id}...`),
+    })
     if (plan.action === 'remove' && plan.hashes > 0 && !flags.force) throw refuseRemoval(plan)
 
     const what =

@@ -1,0 +1,114 @@
+import {expect} from 'chai'
+
+import {cli, spawnCli} from '../helpers/cli.js'
+import {useFleet} from '../helpers/fleet.js'
+
+describe('shards:assign and shards:lookup', () => {
+  const fleet = useFleet({instances: 1})
+  const inst = () => `127.0.0.1:${fleet.instances[0].master.port}`
+
+  beforeEach(async () => {
+    await cli(['shards:init', '--instance', inst(), '--count', '4', ...fleet.r()])
+  })
+
+  it('assigns fresh hashes and keeps existing assignments', async () => {
+    await fleet.reg.hset('shards.map', 'old', 's003')
+    const run = await cli(['shards:assign', 'old', 'new1', 'new2', '--json', ...fleet.r()])
+    expect(run.exitCode).to.equal(0)
+    const result = JSON.parse(run.stdout)
+    expect(result).to.include({total: 3, assigned: 2, existing: 1})
+    expect(result.results[0]).to.deep.equal({hash: 'old', shard: 's003', assigned: false})
+    for (const r of result.results.slice(1)) expect(await fleet.reg.hget('shards.map', r.hash)).to.equal(r.shard)
+  })
+
+  it('assignment follows the weights (many draws, wide tolerance) and never picks weight 0', async () => {
+    await cli(['shards:weight', 's000', '1', ...fleet.r()])
+    await cli(['shards:weight', 's001', '3', ...fleet.r()])
+    await cli(['shards:weight', 's002', '6', ...fleet.r()])
+    await cli(['shards:weight', 's003', '0', ...fleet.r()])
+    const n = 20_000
+    const input = Array.from({length: n}, (_, i) => `u${i}`).join('\n')
+    const run = await spawnCli(['shards:assign', '--stdin', '--quiet', ...fleet.r()], {input})
+    expect(run.exitCode).to.equal(0)
+    const counts: Record<string, number> = {}
+    for (const id of await fleet.reg.hvals('shards.map')) counts[id] = (counts[id] ?? 0) + 1
+    expect(counts.s003).to.equal(undefined)
+    // Expected 2,000 / 6,000 / 12,000; the standard deviation is below 70, so 8 sd is 560.
+    for (const [id, p] of [['s000', 0.1], ['s001', 0.3], ['s002', 0.6]] as const) {
+      expect(Math.abs(counts[id] - n * p), id).to.be.lessThan(560)
+    }
+  })
+
+  it('two processes assigning the same fresh hashes at once agree on every answer', async () => {
+    const input = Array.from({length: 5000}, (_, i) => `race${i}`).join('\n')
+    const [a, b] = await Promise.all([
+      spawnCli(['shards:assign', '--stdin', ...fleet.r()], {input}),
+      spawnCli(['shards:assign', '--stdin', ...fleet.r()], {input}),
+    ])
+    expect([a.exitCode, b.exitCode]).to.deep.equal([0, 0])
+    expect(a.stdout).to.equal(b.stdout)
+    const stored = await fleet.reg.hgetall('shards.map')
+    for (const line of a.stdout.trim().split('\n')) {
+      const [hash, shard] = line.split('\t')
+      expect(stored[hash]).to.equal(shard)
+    }
+    const newOnes = (s: string) => Number(/: ([\d,]+) assigned/.exec(s)![1].replaceAll(',', ''))
+    expect(newOnes(a.stderr) + newOnes(b.stderr)).to.equal(5000)
+  })
+
+  it('--shard assigns explicitly; an existing assignment moves only with --force', async () => {
+    await fleet.reg.hset('shards.map', 'h', 's000')
+    let run = await cli(['shards:assign', 'h', 'k', '--shard', 's002', '--json', ...fleet.r()])
+    expect(JSON.parse(run.stdout).results).to.deep.equal([
+      {hash: 'h', shard: 's000', assigned: false},
+      {hash: 'k', shard: 's002', assigned: true},
+    ])
+    run = await cli(['shards:assign', 'h', '--shard', 's002', '--force', ...fleet.r()])
+    expect(run.exitCode).to.equal(0)
+    expect(await fleet.reg.hget('shards.map', 'h')).to.equal('s002')
+    run = await cli(['shards:assign', 'h', '--force', ...fleet.r()])
+    expect(run.exitCode).to.equal(2)
+    expect(run.stderr).to.match(/--shard/)
+  })
+
+  it('--stdin streams tab-separated lines, or NDJSON ending with a summary under --json', async () => {
+    const plain = await spawnCli(['shards:assign', '--stdin', ...fleet.r()], {input: 'a\r\nb\n\n c\n'})
+    expect(plain.exitCode).to.equal(0)
+    expect(plain.stdout.trim().split('\n').map((l) => l.split('\t')[0])).to.deep.equal(['a', 'b', ' c'])
+    const json = await spawnCli(['shards:assign', '--stdin', '--json', ...fleet.r()], {input: 'a\nd\n'})
+    const lines = json.stdout.trim().split('\n').map((l) => JSON.parse(l))
+    expect(lines).to.have.length(3)
+    expect(lines[0]).to.include({hash: 'a', assigned: false})
+    expect(lines[2]).to.deep.equal({summary: {total: 2, assigned: 1, existing: 1, dryRun: false}})
+  })
+
+  it('--dry-run draws but stores nothing', async () => {
+    const run = await cli(['shards:assign', 'x', 'y', '--dry-run', '--json', ...fleet.r()])
+    expect(run.exitCode).to.equal(0)
+    expect(JSON.parse(run.stdout)).to.include({assigned: 2, dryRun: true})
+    expect(await fleet.reg.exists('shards.map')).to.equal(0)
+  })
+
+  it('refuses when every weight is 0, naming the fix; nothing stored', async () => {
+    for (const id of ['s000', 's001', 's002', 's003']) await cli(['shards:weight', id, '0', ...fleet.r()])
+    const run = await cli(['shards:assign', 'x', ...fleet.r()])
+    expect(run.exitCode).to.equal(1)
+    expect(run.stderr).to.match(/every weight is 0.*shards:weight/)
+    expect(await fleet.reg.exists('shards.map')).to.equal(0)
+  })
+
+  it('lookup gives shard and master; unassigned hashes are reported and exit 3', async () => {
+    await fleet.reg.hset('shards.map', 'a', 's001')
+    let run = await cli(['shards:lookup', 'a', ...fleet.r()])
+    expect(run.exitCode).to.equal(0)
+    expect(run.stdout).to.match(new RegExp(`a\\s+s001\\s+${inst().replaceAll('.', '\\.')}/1`))
+    run = await cli(['shards:lookup', 'a', 'nope', '--json', ...fleet.r()])
+    expect(run.exitCode).to.equal(3)
+    const result = JSON.parse(run.stdout)
+    expect(result).to.include({total: 2, found: 1, unassigned: 1})
+    expect(result.results[1]).to.deep.equal({hash: 'nope', shard: null, master: null})
+    const stream = await spawnCli(['shards:lookup', '--stdin', ...fleet.r()], {input: 'a\nnope\n'})
+    expect(stream.exitCode).to.equal(3)
+    expect(stream.stdout).to.equal(`a\ts001\t${inst()}/1\nnope\t-\t-\n`)
+  })
+})

@@ -1,0 +1,165 @@
+import {createServer, type Server} from 'node:net'
+
+import {expect} from 'chai'
+
+import {parseInfo} from '../../src/fleet/info.js'
+import {cli, spawnCli} from '../helpers/cli.js'
+import {useFleet} from '../helpers/fleet.js'
+import {freePort} from '../../src/sandbox/redis-process.js'
+
+interface ListJson {
+  shards: {
+    id: string
+    weight: number
+    share: number
+    hashes?: number
+    master: {address: string; reachable?: boolean; role?: string; keys?: number}
+    replicas: {address: string; reachable?: boolean; followsMaster?: boolean; linkUp?: boolean; lagBytes?: number}[]
+    problems: string[]
+  }[]
+  broken: {id: string; problems: string[]}[]
+  orphanHashes?: number
+  totalWeight: number
+}
+
+describe('shards:list', () => {
+  const fleet = useFleet({instances: 2, replicas: 1})
+  const addr = (i: number, db: number) => fleet.instances[i].master.address(db)
+  const replicaAddr = (i: number, db: number) => fleet.instances[i].replicas[0].address(db)
+
+  async function seed(): Promise<void> {
+    for (const [id, i, db, weight] of [['s1', 0, 1, 1], ['s2', 0, 2, 3], ['s3', 1, 1, 0]] as const) {
+      const {exitCode} = await cli(['shards:add', id, '--master', addr(i, db), '--replica', replicaAddr(i, db), '--weight', String(weight), ...fleet.r()])
+      expect(exitCode).to.equal(0)
+    }
+  }
+
+  async function list(...args: string[]): Promise<ListJson> {
+    const {exitCode, stdout} = await cli(['shards:list', '--json', ...args, ...fleet.r()])
+    expect(exitCode).to.equal(0)
+    return JSON.parse(stdout) as ListJson
+  }
+
+  it('says there are no shards in an empty registry and returns an empty list', async () => {
+    const {exitCode, stderr} = await cli(['shards:list', ...fleet.r()])
+    expect(exitCode).to.equal(0)
+    expect(stderr).to.match(/No shards/)
+    expect((await list()).shards).to.deep.equal([])
+  })
+
+  it('shows weight, share, master, replicas and live health of every shard', async () => {
+    await seed()
+    const m = fleet.instances[0].master.client(2)
+    await m.mset('a', '1', 'b', '2', 'c', '3')
+    m.disconnect()
+    const json = await list()
+    expect(json.shards.map((s) => s.id)).to.deep.equal(['s1', 's2', 's3'])
+    expect(json.totalWeight).to.equal(4)
+    const s2 = json.shards[1]
+    expect(s2.share).to.equal(0.75)
+    expect(s2.master).to.include({address: addr(0, 2), reachable: true, role: 'master', keys: 3})
+    expect(s2.replicas[0]).to.include({address: replicaAddr(0, 2), reachable: true, followsMaster: true, linkUp: true})
+    expect(s2.replicas[0].lagBytes).to.be.a('number')
+    expect(s2.problems).to.deep.equal([])
+
+    const {stdout} = await cli(['shards:list', ...fleet.r()])
+    expect(stdout).to.match(/s2\s+3\s+75\.0%/)
+    expect(stdout).to.include(addr(1, 1))
+  })
+
+  it('probes each instance over one connection, however many shards it holds', async () => {
+    await seed()
+    const master = fleet.instances[0].master.client()
+    const connections = async () => Number(parseInfo(await master.info('stats')).total_connections_received)
+    const before = await connections()
+    await list()
+    const after = await connections()
+    master.disconnect()
+    // s1 and s2 both live on instance 0: one probe connection serves both.
+    expect(after - before).to.equal(1)
+  })
+
+  it('reports an unreachable master and a replica that follows no one, without failing', async () => {
+    const dead = await freePort()
+    await cli(['shards:add', 'gone', '--master', `127.0.0.1:${dead}/0`, ...fleet.r()])
+    await seed()
+    const replica = fleet.instances[1].replicas[0].client()
+    await replica.replicaof('NO', 'ONE')
+    try {
+      const json = await list('--timeout', '2s')
+      const gone = json.shards.find((s) => s.id === 'gone')!
+      expect(gone.master.reachable).to.equal(false)
+      expect(gone.problems.join()).to.match(/unreachable/)
+      const s3 = json.shards.find((s) => s.id === 's3')!
+      expect(s3.problems.join()).to.match(/does not follow the master/)
+    } finally {
+      await replica.replicaof('127.0.0.1', String(fleet.instances[1].master.port))
+      replica.disconnect()
+    }
+  })
+
+  it('--no-probe touches no instance', async () => {
+    const dead = await freePort()
+    await cli(['shards:add', 'gone', '--master', `127.0.0.1:${dead}/0`, ...fleet.r()])
+    const json = await list('--no-probe')
+    expect(json.shards[0].master).to.deep.equal({address: `127.0.0.1:${dead}/0`})
+    expect(json.shards[0].problems).to.deep.equal([])
+  })
+
+  it('--counts counts the hashes per shard, and those pointing at unknown shards', async () => {
+    await seed()
+    const hashes: string[] = []
+    for (let i = 0; i < 5000; i++) hashes.push(`h${i}`, i % 5 === 0 ? 's1' : 's2')
+    await fleet.reg.hset('shards.map', ...hashes, 'stray', 'nowhere')
+    const json = await list('--counts', '--no-probe')
+    expect(json.shards.map((s) => s.hashes)).to.deep.equal([1000, 4000, 0])
+    expect(json.orphanHashes).to.equal(1)
+  })
+
+  it('shows a corrupt shard apart from the healthy ones', async () => {
+    await seed()
+    await fleet.reg.hset('shards.s2', 'master', 'not an address')
+    await fleet.reg.zadd('shards.list', 1, 'ghost')
+    const json = await list('--no-probe')
+    expect(json.shards.map((s) => s.id)).to.deep.equal(['s1', 's3'])
+    expect(json.broken.map((b) => b.id)).to.deep.equal(['ghost', 's2'])
+    const {stderr} = await cli(['shards:list', '--no-probe', ...fleet.r()])
+    expect(stderr).to.match(/shard s2 is not readable: master is not an address/)
+  })
+
+  it('fails with one line naming the key when a registry key has the wrong type', async () => {
+    await fleet.reg.set('shards.list', 'oops')
+    for (const json of [false, true]) {
+      const {exitCode, stderr, stdout} = await spawnCli(['shards:list', ...(json ? ['--json'] : []), ...fleet.r()])
+      expect(exitCode).to.equal(1)
+      const text = json ? JSON.parse(stdout).error.message : stderr.trim()
+      expect(text).to.match(/shards\.list has the wrong type/)
+      expect(stderr.trim().split('\n')).to.have.length(json ? 1 : 1)
+      expect(stderr + stdout).not.to.match(/\n\s+at /)
+    }
+  })
+
+  describe('never hangs', () => {
+    let silent: Server
+    let port: number
+    before(async () => {
+      // Accepts connections and never answers: the worst kind of host.
+      silent = createServer(() => undefined)
+      await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve))
+      port = (silent.address() as {port: number}).port
+    })
+    after(() => silent.close())
+
+    it('a silent registry fails at --timeout with a message naming the host', async () => {
+      const {exitCode, stderr} = await spawnCli(['shards:list', '-r', `127.0.0.1:${port}`, '--timeout', '300ms'])
+      expect(exitCode).to.equal(1)
+      expect(stderr).to.match(new RegExp(`cannot reach 127\\.0\\.0\\.1:${port}: timed out`))
+    })
+
+    it('a silent instance is reported unreachable and the listing still completes', async () => {
+      await cli(['shards:add', 'mute', '--master', `127.0.0.1:${port}/0`, ...fleet.r()])
+      const json = await list('--timeout', '300ms')
+      expect(json.shards[0].master.reachable).to.equal(false)
+    })
+  })
+})

@@ -1,0 +1,91 @@
+import {existsSync, mkdtempSync, rmSync, writeFileSync} from 'node:fs'
+import {tmpdir} from 'node:os'
+import {join} from 'node:path'
+
+import {expect} from 'chai'
+
+import {freePort, isAlive} from '../../src/sandbox/redis-process.js'
+import {spawnCli} from '../helpers/cli.js'
+
+describe('sandbox:up, sandbox:status, sandbox:down', () => {
+  let dir: string
+  let base: number
+
+  beforeEach(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'shardctl-sandbox-'))
+    // Six consecutive free ports are likely above a random free one; up refuses busy ones anyway.
+    base = 20_000 + ((await freePort()) % 20_000)
+  })
+
+  afterEach(async () => {
+    await spawnCli(['sandbox:down', '--dir', dir])
+    rmSync(dir, {recursive: true, force: true})
+  })
+
+  it('starts real processes that outlive the command, registers the shards, and down stops exactly them', async () => {
+    const up = await spawnCli(['sandbox:up', '--dir', dir, '--port', String(base), '--instances', '2', '--replicas', '1', '--shards', '6', '--json'])
+    expect(up.exitCode, up.stderr).to.equal(0)
+    const state = JSON.parse(up.stdout)
+    expect(state.registry).to.equal(`redis://127.0.0.1:${base}/0`)
+    expect(state.nodes.map((n: {role: string}) => n.role)).to.deep.equal(['registry', 'master', 'replica', 'master', 'replica'])
+    for (const node of state.nodes) expect(isAlive(node.pid), `pid ${node.pid}`).to.equal(true)
+
+    const list = await spawnCli(['shards:list', '--json'], {env: {SHARDCTL_REGISTRY: state.registry}})
+    expect(list.exitCode).to.equal(0)
+    const shards = JSON.parse(list.stdout).shards
+    expect(shards).to.have.length(6)
+    for (const s of shards) expect(s.problems, s.id).to.deep.equal([])
+
+    const status = await spawnCli(['sandbox:status', '--dir', dir])
+    expect(status.exitCode).to.equal(0)
+    expect(status.stdout.match(/running/g)).to.have.length(5)
+
+    const down = await spawnCli(['sandbox:down', '--dir', dir, '--json'])
+    expect(down.exitCode).to.equal(0)
+    expect(JSON.parse(down.stdout).stopped).to.equal(5)
+    for (const node of state.nodes) expect(isAlive(node.pid)).to.equal(false)
+    expect(existsSync(join(dir, 'sandbox.json'))).to.equal(false)
+  })
+
+  it('status exits 3 when a recorded process died; up refuses while one runs', async () => {
+    const up = await spawnCli(['sandbox:up', '--dir', dir, '--port', String(base), '--instances', '1', '--replicas', '0', '--shards', '2', '--json'])
+    expect(up.exitCode, up.stderr).to.equal(0)
+    const again = await spawnCli(['sandbox:up', '--dir', dir, '--port', String(base + 10)])
+    expect(again.exitCode).to.equal(2)
+    expect(again.stderr).to.match(/already runs/)
+    const master = JSON.parse(up.stdout).nodes[1]
+    process.kill(master.pid, 'SIGKILL')
+    const status = await spawnCli(['sandbox:status', '--dir', dir, '--json'])
+    expect(status.exitCode).to.equal(3)
+    expect(JSON.parse(status.stdout).running).to.equal(1)
+  })
+
+  it('down never signals a process that is not the recorded redis-server', async () => {
+    // A record whose pid is this test process: a reused pid must be left alone.
+    writeFileSync(join(dir, 'sandbox.json'), JSON.stringify({version: 1, dir, prefix: 'shards', registryUrl: '', createdAt: '', nodes: [{role: 'registry', port: 1, pid: process.pid, dir: join(dir, 'x')}]}))
+    const down = await spawnCli(['sandbox:down', '--dir', dir, '--json'])
+    expect(down.exitCode).to.equal(0)
+    expect(JSON.parse(down.stdout).stopped).to.equal(0)
+  })
+
+  it('refuses a busy port before starting anything', async () => {
+    const busy = await spawnCli(['sandbox:up', '--dir', dir, '--port', String(base), '--instances', '1', '--replicas', '0'])
+    expect(busy.exitCode).to.equal(0)
+    const other = mkdtempSync(join(tmpdir(), 'shardctl-sandbox-'))
+    try {
+      const clash = await spawnCli(['sandbox:up', '--dir', other, '--port', String(base)])
+      expect(clash.exitCode).to.equal(2)
+      expect(clash.stderr).to.match(new RegExp(`port ${base} is in use`))
+      expect(existsSync(join(other, 'sandbox.json'))).to.equal(false)
+    } finally {
+      rmSync(other, {recursive: true, force: true})
+    }
+  })
+
+  it('says how to get redis-server when it is missing', async () => {
+    const run = await spawnCli(['sandbox:up', '--dir', dir, '--port', String(base)], {env: {SHARDCTL_REDIS_SERVER: '/nonexistent/redis-server'}})
+    expect(run.exitCode).to.equal(1)
+    expect(run.stderr).to.match(/redis-server not found — install it: apt-get install -y redis-server/)
+    expect(existsSync(join(dir, 'sandbox.json'))).to.equal(false)
+  })
+})

@@ -1,0 +1,67 @@
+import {dirname, join} from 'node:path'
+import {fileURLToPath} from 'node:url'
+
+import {runCommand} from '@oclif/test'
+
+export const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..')
+export const binary = join(root, 'bin', 'run.js')
+
+export interface CliResult {
+  stdout: string
+  stderr: string
+  exitCode: number
+}
+
+/**
+ * Run a command in-process through @oclif/test. The exit code is what the real
+ * binary would exit with: 0, or the code the command failed with.
+ */
+export async function cli(args: string[]): Promise<CliResult & {result: unknown}> {
+  const {error, result, stderr, stdout} = await runCommand(args, {root})
+  const exitCode = error ? ((error as {oclif?: {exit?: number}}).oclif?.exit ?? 1) : 0
+  return {exitCode, result, stderr, stdout}
+}
+
+/** Run the real binary in its own process: stdin, environment, signals and exit codes as a user gets them. */
+export async function spawnCli(
+  args: string[],
+  options: {input?: string; env?: Record<string, string | undefined>; timeoutMs?: number} = {},
+): Promise<CliResult> {
+  const {execa} = await import('execa')
+  const env: Record<string, string | undefined> = {...process.env, NO_COLOR: undefined, FORCE_COLOR: undefined, DEBUG: undefined, ...options.env}
+  const child = await execa('node', [binary, ...args], {
+    env,
+    extendEnv: false,
+    input: options.input,
+    stdin: options.input === undefined ? 'ignore' : undefined,
+    reject: false,
+    stripFinalNewline: false,
+  })
+  return {exitCode: child.exitCode ?? 1, stderr: String(child.stderr), stdout: String(child.stdout)}
+}
+
+/** Run the binary under a pseudo-terminal (util-linux `script`), typing `keys` into it: the interactive path. */
+export async function ttyCli(args: string[], keys: string, env: Record<string, string | undefined> = {}): Promise<CliResult & {screen: string}> {
+  const {execa} = await import('execa')
+  const quoted = ['node', binary, ...args].map((a) => `'${a.replaceAll("'", "'\\''")}'`).join(' ')
+  const child = execa('script', ['-qefc', quoted, '/dev/null'], {
+    env: {...process.env, CI: undefined, NO_COLOR: undefined, TERM: 'xterm', ...env},
+    extendEnv: false,
+    reject: false,
+  })
+  // Type the answer once the prompt has been drawn.
+  let typed = false
+  child.stdout?.on('data', (chunk: Buffer) => {
+    if (!typed && /\?/.test(chunk.toString())) {
+      typed = true
+      child.stdin?.write(keys)
+    }
+  })
+  const done = await child
+  const screen = String(done.stdout)
+  return {exitCode: done.exitCode ?? 1, screen, stderr: String(done.stderr), stdout: screen}
+}
+
+/** ANSI escape sequences, to prove there are none. */
+// eslint-disable-next-line no-control-regex
+export const ANSI = /\u001B\[[0-9;]*m/
