@@ -32,9 +32,10 @@ if (!process.argv.includes('--lua-only')) {
   rmSync(join(root, 'dist'), {force: true, recursive: true})
   try {
     execFileSync(bin('tsc'), ['-p', root], {cwd: root, stdio: 'inherit'})
-    execFileSync(bin('oclif'), ['manifest'], {cwd: root, stdio: ['ignore', 'ignore', 'inherit']})
-  } catch {
-    console.error('build failed')
+    // oclif's own output (an update notice) is noise here; shown only when it fails.
+    execFileSync(bin('oclif'), ['manifest'], {cwd: root, stdio: 'pipe'})
+  } catch (error) {
+    console.error(String(error.stderr ?? ''), 'build failed')
     process.exit(1)
   }
 }
