@@ -1,7 +1,8 @@
 import {Command, Errors, type Interfaces} from '@oclif/core'
 
 import {ExitCode, ShardctlError} from './errors.js'
-import {ConnectionPool, type ScriptedRedis, close, connect} from './fleet/connect.js'
+import {ConnectionPool, close, connect} from './fleet/connect.js'
+import {OperatorLock} from './ops/lock.js'
 import {noColorFlag, prefixFlag, registryFlag, timeoutFlag} from './flags.js'
 import {redact} from './registry/address.js'
 import {Registry, currentActor} from './registry/registry.js'
@@ -34,8 +35,6 @@ export abstract class ShardctlCommand<T extends typeof Command> extends Command 
   protected args!: Args<T>
   protected terminal!: TerminalMode
 
-  protected registryClient?: Promise<ScriptedRedis>
-  protected shardPool?: ConnectionPool
   private readonly cleanups: (() => Promise<void>)[] = []
   private readonly onSigint = () => void this.interrupted()
 
@@ -102,14 +101,9 @@ export abstract class ShardctlCommand<T extends typeof Command> extends Command 
   }
 
   private async closeEverything(): Promise<void> {
+    // Last registered, first run: a lock is released before the connection it uses is closed.
     const cleanups = this.cleanups.splice(0)
     for (const fn of cleanups.reverse()) await fn().catch(() => undefined)
-    const registry = this.registryClient
-    this.registryClient = undefined
-    await Promise.all([
-      registry ? registry.then(close, () => undefined) : undefined,
-      this.shardPool?.closeAll(),
-    ])
   }
 
   private async interrupted(): Promise<void> {
@@ -138,6 +132,9 @@ type RegistryFlags = Interfaces.InferredFlags<(typeof RegistryCommand)['baseFlag
 
 /** A command that talks to the registry (and the fleet): --registry, --prefix, --timeout. */
 export abstract class RegistryCommand<T extends typeof Command> extends ShardctlCommand<T> {
+  private registryInstance?: Promise<Registry>
+  private shardPool?: ConnectionPool
+
   static override baseFlags = {
     ...ShardctlCommand.baseFlags,
     registry: registryFlag(),
@@ -148,15 +145,34 @@ export abstract class RegistryCommand<T extends typeof Command> extends Shardctl
   /** The registry, connected on first use and closed when the command ends. */
   protected async registry(): Promise<Registry> {
     const flags = this.flags as RegistryFlags
-    this.registryClient ??= connect(flags.registry, {timeoutMs: flags.timeout, clientName: 'shardctl'})
-    const client = await this.registryClient
-    return new Registry(client, registryKeys(flags.prefix), currentActor(this.id ?? 'shardctl'))
+    if (!this.registryInstance) {
+      const client = connect(flags.registry, {timeoutMs: flags.timeout, clientName: 'shardctl'})
+      this.onCleanup(() => client.then(close, () => undefined))
+      this.registryInstance = client.then((c) => new Registry(c, registryKeys(flags.prefix), currentActor(this.id ?? 'shardctl')))
+    }
+    return this.registryInstance
+  }
+
+  /**
+   * Take the operator lock for the rest of the command (SPEC §4.4): released on every
+   * exit path, and every registry change made meanwhile is fenced by it.
+   */
+  protected async lock(): Promise<OperatorLock> {
+    const registry = await this.registry()
+    const lock = await OperatorLock.acquire(registry.client, registry.keys.lock, registry.actor)
+    this.onCleanup(() => lock.release())
+    registry.fence = {key: lock.key, value: lock.value}
+    return lock
   }
 
   /** Connections to shard instances, one per instance, closed when the command ends. */
   protected pool(): ConnectionPool {
     const flags = this.flags as RegistryFlags
-    this.shardPool ??= new ConnectionPool({timeoutMs: flags.timeout, clientName: 'shardctl'})
+    if (!this.shardPool) {
+      const pool = new ConnectionPool({timeoutMs: flags.timeout, clientName: 'shardctl'})
+      this.onCleanup(() => pool.closeAll())
+      this.shardPool = pool
+    }
     return this.shardPool
   }
 

@@ -17,6 +17,9 @@ export const DEFAULT_TIMEOUT_MS = 5000
 export type ScriptedRedis = Redis & {
   apply(numKeys: number, ...args: (string | number)[]): Promise<string>
   assign(...args: string[]): Promise<string[]>
+  lockAcquire(key: string, value: string, leaseMs: string, deadValue: string): Promise<'OK' | [string, number]>
+  lockRenew(key: string, value: string, leaseMs: string): Promise<number>
+  journal(lockKey: string, journalKey: string, lockValue: string, json: string): Promise<string>
 }
 
 /**

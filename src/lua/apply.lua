@@ -10,6 +10,7 @@
             checks: {t="type", k, is}        TYPE of key k is one of the list is ("none" = absent)
                     {t="hget", k, f, v}      field f of hash k equals v (v absent: field absent)
                     {t="zmember", k, m, in}  member m is (in=true) / is not (in=false) in zset k
+                    {t="get", k, v}          string key k holds v (the operator lock: fencing)
             ops:    {op="hset", k, fields}   {op="hdel", k, fields}   {op="del", k}
                     {op="zadd", k, m, score} {op="zrem", k, m}
   ARGV[2]   event channel
@@ -42,6 +43,10 @@ for _, c in ipairs(change.checks or {}) do
     local present = redis.call('ZSCORE', key, c.m) ~= false
     if present ~= c['in'] then
       return redis.error_reply('CONFLICT ' .. c.m .. (present and ' is' or ' is not') .. ' in ' .. key)
+    end
+  elseif c.t == 'get' then
+    if redis.call('GET', key) ~= c.v then
+      return redis.error_reply('LOCKLOST the operator lock is no longer ours')
     end
   else
     return redis.error_reply('ERR unknown check ' .. tostring(c.t))

@@ -2,6 +2,7 @@ import {hostname, userInfo} from 'node:os'
 
 import {ExitCode, ShardctlError, corruptRegistryError} from '../errors.js'
 import type {ScriptedRedis} from '../fleet/connect.js'
+import {lockLost} from '../ops/lock.js'
 import {
   type RegistryKeys,
   type Shard,
@@ -47,6 +48,7 @@ export interface RegistrySnapshot {
 }
 
 type Check =
+  | {t: 'get'; k: number; v: string}
   | {t: 'type'; k: number; is: string[]}
   | {t: 'hget'; k: number; f: string; v?: string}
   | {t: 'zmember'; k: number; m: string; in: boolean}
@@ -70,6 +72,12 @@ export class Change {
     let i = this.keys.indexOf(key)
     if (i === -1) i = this.keys.push(key) - 1
     return i + 2 // KEYS[1] is the history; Lua counts from 1
+  }
+
+  /** Checked before anything else: the change applies only while `key` holds `value` (the operator lock). */
+  fencedBy(key: string, value: string): this {
+    this.checks.unshift({t: 'get', k: this.index(key), v: value})
+    return this
   }
 
   expectType(key: string, ...types: string[]): this {
@@ -122,6 +130,9 @@ export function compareIds(a: string, b: string): number {
  * Reads and atomic changes of the registry. Knows the schema, not the terminal.
  */
 export class Registry {
+  /** While set, every change applies only if the operator lock still holds this value. */
+  fence?: {key: string; value: string}
+
   constructor(
     readonly client: ScriptedRedis,
     readonly keys: RegistryKeys,
@@ -194,6 +205,7 @@ export class Registry {
   /** Apply a change atomically, with its event. Returns the event as published. */
   async apply(change: Change, type: string, details: Record<string, unknown>): Promise<RegistryEvent> {
     const event = this.event(type, details)
+    if (this.fence) change.fencedBy(this.fence.key, this.fence.value)
     try {
       await this.client.apply(
         change.keys.length + 1,
@@ -278,6 +290,7 @@ function describeReadError(key: string, error: Error): string {
 
 function describeChangeError(error: Error): Error {
   const message = error.message.replace(/^(ReplyError: )?/, '')
+  if (message.startsWith('LOCKLOST')) return lockLost()
   const script = /^(CONFLICT|WRONGTYPE) (.*?)(?: script: .*)?$/s.exec(message)
   if (script?.[1] === 'WRONGTYPE') return corruptRegistryError(`registry key ${script[2]}`)
   if (script?.[1] === 'CONFLICT') {

@@ -30,6 +30,7 @@ export default class ShardsAdd extends RegistryCommand<typeof ShardsAdd> {
 
   async run() {
     const {flags} = this
+    if (!flags['dry-run']) await this.lock()
     const result = await addShard(
       await this.registry(),
       {id: this.args.id, master: flags.master, replicas: flags.replica ?? [], persist: flags.persist ?? [], weight: flags.weight},

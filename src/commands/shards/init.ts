@@ -28,6 +28,7 @@ export default class ShardsInit extends RegistryCommand<typeof ShardsInit> {
 
   async run() {
     const {flags} = this
+    if (!flags['dry-run']) await this.lock()
     const shards = await planInit(await this.registry(), this.pool(), {
       instance: flags.instance,
       replicas: flags.replica ?? [],

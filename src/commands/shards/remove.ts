@@ -29,6 +29,7 @@ export default class ShardsRemove extends RegistryCommand<typeof ShardsRemove> {
   async run() {
     const {flags} = this
     const registry = await this.registry()
+    if (!flags['dry-run']) await this.lock()
     const plan = await planRemoval(registry, this.args.id, {
       drain: flags.drain,
       onCounting: () => this.progress(`Counting the hashes assigned to ${this.args.id}...`),

@@ -36,6 +36,7 @@ export default class ShardsWeight extends RegistryCommand<typeof ShardsWeight> {
   async run() {
     const {flags, args} = this
     const registry = await this.registry()
+    if (!flags['dry-run']) await this.lock()
     let changes: WeightChange[]
     if (flags.even) {
       if (args.id !== undefined) throw usageError('--even takes no shard id or weight', 'run it alone: shards:weight --even')

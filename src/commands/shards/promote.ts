@@ -1,0 +1,114 @@
+import {Args, Flags} from '@oclif/core'
+
+import {RegistryCommand} from '../../base-command.js'
+import {dryRunFlag, parseCount, parseDuration, yesFlag} from '../../flags.js'
+import {usageError} from '../../errors.js'
+import {pendingOperation, readJournal} from '../../ops/journal.js'
+import {type PromotePlan, type PromoteResult, executePromote, journalMatches, planPromote, recoverPromote, resolveInstance} from '../../ops/promote.js'
+import {parseInstance} from '../../registry/address.js'
+import {formatCount, paint, renderTable} from '../../ui/terminal.js'
+
+export default class ShardsPromote extends RegistryCommand<typeof ShardsPromote> {
+  static override summary = 'Promote a replica to master for a shard or a whole instance.'
+  static override description = `Promoting is per instance: naming a shard promotes its master's instance, and every shard whose master lives there moves with it (the confirmation lists them).
+
+Graceful, when the master answers: the named replica, or the most caught-up one, must replicate that master with its link up and lag within --max-lag. Writes on the master are paused (at most --max-pause), the replica catches up to the master's exact offset, becomes master, the old master becomes its replica, the registry switches every shard in one compare-and-set step with its event, the other replicas follow, writes resume. No acknowledged write is lost; the measured write pause is reported. If the catch-up does not finish in time, writes resume on the old master and nothing changes.
+
+Emergency, with --force, when the master is down: the reachable replica with the highest replication offset is promoted, the others follow it, and the dead master leaves the shards (named in the history so it can rejoin as a replica).
+
+Each step is recorded in the registry's journal before it is taken. A run killed at any step is finished or rolled back by the next shards:promote naming the same instance or shard.`
+
+  static override examples = [
+    '<%= config.bin %> <%= command.id %> s042',
+    '<%= config.bin %> <%= command.id %> 10.0.0.5:6379 --replica 10.0.0.6:6379 --yes',
+    '<%= config.bin %> <%= command.id %> 10.0.0.5:6379 --dry-run',
+    '<%= config.bin %> <%= command.id %> 10.0.0.5:6379 --force --yes   # the master is down',
+  ]
+
+  static override args = {
+    target: Args.string({description: 'A shard id, or the master instance host:port.', required: true, ignoreStdin: true}),
+  }
+
+  static override flags = {
+    replica: Flags.string({summary: 'The replica (host:port) to promote; default: the most caught-up.', helpValue: '<host:port>'}),
+    'max-pause': Flags.string({summary: 'Longest write pause allowed for the handoff (ms, or 500ms, 2s).', default: '1000'}),
+    'max-lag': Flags.string({summary: 'Refuse a replica further behind than this many bytes.', default: '1048576'}),
+    force: Flags.boolean({summary: 'Emergency failover: do not wait for the master (writes it alone had are lost).'}),
+    'dry-run': dryRunFlag,
+    yes: yesFlag,
+  }
+
+  async run(): Promise<PromoteResult> {
+    const {flags} = this
+    const request = {
+      target: this.args.target,
+      replica: flags.replica === undefined ? undefined : parseInstance(flags.replica),
+      maxPauseMs: parseDuration(flags['max-pause']),
+      maxLagBytes: parseCount(flags['max-lag'], '--max-lag', 0, Number.MAX_SAFE_INTEGER),
+      force: flags.force,
+      yes: flags.yes,
+    }
+    if (request.maxPauseMs > 60_000) throw usageError('--max-pause is at most 60s', 'writes are paused for that long in the worst case')
+    const registry = await this.registry()
+    const pool = this.pool()
+    const {instance, shardId} = await resolveInstance(registry, request.target)
+
+    // The lock is taken before anything is read for a change, and held to the end.
+    const lock = flags['dry-run'] ? undefined : await this.lock()
+    if (lock) {
+      const pending = await readJournal(registry)
+      if (pending) {
+        if (!journalMatches(pending, instance, shardId)) throw pendingOperation(pending)
+        this.progress(`Found an interrupted promote of ${(pending.plan as PromotePlan).oldMaster}; finishing or rolling it back...`)
+        const recovered = await recoverPromote(registry, lock, pool, pending)
+        this.log(
+          recovered.recovered === 'rolled-forward'
+            ? `Finished the interrupted promote: ${recovered.plan.newMaster} is the master of ${recovered.plan.shards.length} shards.`
+            : `Rolled back the interrupted promote: ${recovered.plan.oldMaster} stays the master. Run the command again to promote.`,
+        )
+        return recovered
+      }
+    }
+
+    const plan = await planPromote(registry, pool, request)
+    if (!this.jsonEnabled()) this.render(plan)
+    if (flags['dry-run']) {
+      this.progress(paint.warn('Dry run: nothing changed.'))
+      return {plan, applied: false, repointed: [], unreachable: []}
+    }
+    const question =
+      plan.mode === 'graceful'
+        ? `Promote ${plan.newMaster} to master of these ${plan.shards.length} shards (writes pause for at most ${request.maxPauseMs} ms)?`
+        : `Fail over to ${plan.newMaster} without the master${plan.lagBytes ? ` (it is ${plan.lagBytes} bytes behind)` : ''}? Writes it has not received are lost.`
+    if (!(await this.confirm(question))) {
+      this.progress('Nothing changed.')
+      return {plan, applied: false, repointed: [], unreachable: []}
+    }
+    const result = await executePromote(registry, lock!, pool, plan, {
+      maxPauseMs: request.maxPauseMs,
+      onStep: (step) => this.progress(paint.dim(`  ${step}`)),
+    })
+    this.report(result)
+    if (result.unreachable.length > 0) {
+      this.partial(result, `promoted, but ${result.unreachable.join(', ')} could not be repointed: point them at ${plan.newMaster} when they are back`)
+    }
+    return result
+  }
+
+  private render(plan: PromotePlan): void {
+    const head = plan.mode === 'graceful' ? 'Graceful promote' : paint.bad('Emergency failover')
+    this.progress(`${head}: ${plan.oldMaster} → ${paint.bold(plan.newMaster)}${plan.lagBytes === null ? '' : `, ${formatCount(plan.lagBytes)} bytes behind now`}`)
+    this.log(renderTable(['SHARD', 'MASTER NOW', 'MASTER AFTER', 'REPLICAS AFTER'], plan.shards.map((s) => [s.id, s.before.master, s.after.master, s.after.replicas.join(', ') || '-'])))
+    for (const c of plan.candidates.filter((c) => !c.chosen)) this.progress(paint.dim(`  ${c.instance}: ${c.note === 'ok' ? 'will follow the new master' : c.note}`))
+  }
+
+  private report(result: PromoteResult): void {
+    const {plan} = result
+    if (plan.mode === 'graceful') {
+      this.log(`Promoted ${plan.newMaster} for ${plan.shards.length} shards; writes paused ${result.pauseMs} ms (replica master after ${result.promoteMs} ms).`)
+    } else {
+      const missed = result.missedBytes === null || result.missedBytes === undefined ? 'an unknown number of' : formatCount(result.missedBytes)
+      this.log(`Failed over to ${plan.newMaster} for ${plan.shards.length} shards. It may have missed ${missed} bytes of replication from ${plan.oldMaster}, which left the shards.`)
+    }
+  }
+}

@@ -1,0 +1,51 @@
+import {setTimeout as sleep} from 'node:timers/promises'
+
+import type {Redis} from 'ioredis'
+
+import {type ReplicationInfo, parseInfo, parseReplication} from './info.js'
+
+/** Replication facts and moves on one instance: the building blocks of promote and split. */
+
+export async function replicationOf(client: Redis): Promise<ReplicationInfo> {
+  return parseReplication(parseInfo(await client.info('replication')))
+}
+
+/** Whether `info` describes a replica of host:port (loopback names count as one). */
+export function follows(info: ReplicationInfo, master: {host: string; port: number}): boolean {
+  if (info.role !== 'slave' || info.masterPort !== master.port) return false
+  const local = new Set(['127.0.0.1', 'localhost', '::1'])
+  return info.masterHost === master.host || (local.has(info.masterHost ?? '') && local.has(master.host))
+}
+
+export async function makeMaster(client: Redis): Promise<void> {
+  await client.call('REPLICAOF', 'NO', 'ONE')
+}
+
+export async function makeReplica(client: Redis, master: {host: string; port: number}): Promise<void> {
+  await client.call('REPLICAOF', master.host, String(master.port))
+}
+
+/**
+ * Wait until the replica has processed everything the master has sent: its offset
+ * equals the master's. The master must be paused for this to converge. Polls in
+ * tight steps because the wait is inside the write pause.
+ */
+export async function waitForOffset(master: Redis, replica: Redis, deadline: number): Promise<{masterOffset: number; replicaOffset: number; caughtUp: boolean}> {
+  let masterOffset = 0
+  let replicaOffset = -1
+  let wait = 0
+  for (;;) {
+    // A replica that does not answer in time is not caught up: keep asking until the deadline.
+    ;[masterOffset, replicaOffset] = await Promise.all([
+      replicationOf(master).then((r) => r.offset),
+      replicationOf(replica).then(
+        (r) => r.offset,
+        () => -1,
+      ),
+    ])
+    if (replicaOffset >= masterOffset) return {masterOffset, replicaOffset, caughtUp: true}
+    if (Date.now() >= deadline) return {masterOffset, replicaOffset, caughtUp: false}
+    if (wait > 0) await sleep(wait)
+    wait = Math.min(10, wait + 1)
+  }
+}

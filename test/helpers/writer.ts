@@ -1,0 +1,107 @@
+import {Redis} from 'ioredis'
+
+/**
+ * An application server in miniature: routes each write by the registry, writes
+ * continuously, and on READONLY or a broken connection re-reads the registry and
+ * retries the same write. It counts only acknowledged writes: after an operation,
+ * every one of them must be readable where the registry says its shard lives.
+ */
+export class ContinuousWriter {
+  /** Acknowledged writes per shard: key -> value. */
+  readonly acked = new Map<string, string[]>()
+  /** Time of each failed attempt, and the longest gap between two acks, in ms. */
+  errors = 0
+  maxGapMs = 0
+  private running = false
+  private loops: Promise<void>[] = []
+  private readonly clients = new Map<string, Redis>()
+
+  constructor(
+    private readonly registry: Redis,
+    private readonly shards: string[],
+    private readonly options: {prefix?: string; valueSize?: number} = {},
+  ) {}
+
+  start(): void {
+    this.running = true
+    this.loops = this.shards.map((shard) => this.loop(shard))
+  }
+
+  /** Stop writing and wait for the writes in flight. Returns the number acknowledged. */
+  async stop(): Promise<number> {
+    this.running = false
+    await Promise.all(this.loops)
+    for (const client of this.clients.values()) client.disconnect()
+    this.clients.clear()
+    return [...this.acked.values()].reduce((n, keys) => n + keys.length, 0)
+  }
+
+  /** Wait until at least n writes are acknowledged (bounded). */
+  async waitFor(n: number): Promise<void> {
+    for (let i = 0; i < 2000; i++) {
+      if ([...this.acked.values()].reduce((sum, k) => sum + k.length, 0) >= n) return
+      await new Promise((r) => setTimeout(r, 5))
+    }
+    throw new Error(`writer never reached ${n} acknowledged writes`)
+  }
+
+  private async route(shard: string): Promise<Redis> {
+    const master = await this.registry.hget(`${this.options.prefix ?? 'shards'}.${shard}`, 'master')
+    const [, host, port, db] = /^(.+):(\d+)\/(\d+)$/.exec(master!)!
+    const key = `${host}:${port}/${db}`
+    let client = this.clients.get(key)
+    if (!client) {
+      client = new Redis({host, port: Number(port), db: Number(db), protocol: 2, maxRetriesPerRequest: 0, enableOfflineQueue: true, retryStrategy: () => 50})
+      client.on('error', () => undefined)
+      this.clients.set(key, client)
+    }
+    return client
+  }
+
+  private async loop(shard: string): Promise<void> {
+    const keys: string[] = []
+    this.acked.set(shard, keys)
+    const value = 'v'.repeat(this.options.valueSize ?? 8)
+    let client = await this.route(shard)
+    let seq = 0
+    let last = Date.now()
+    const deadline = Date.now() + 120_000 // bounded: a writer never outlives a test
+    while (this.running && Date.now() < deadline) {
+      const key = `w:${shard}:${seq}`
+      try {
+        await client.set(key, value)
+        keys.push(key)
+        seq++
+        const now = Date.now()
+        this.maxGapMs = Math.max(this.maxGapMs, now - last)
+        last = now
+      } catch {
+        this.errors++
+        await new Promise((r) => setTimeout(r, 2))
+        client = await this.route(shard)
+      }
+    }
+  }
+}
+
+/** Keys of the writer missing on the instance the registry names for their shard. */
+export async function missingWrites(registry: Redis, writer: ContinuousWriter, prefix = 'shards'): Promise<string[]> {
+  const missing: string[] = []
+  for (const [shard, keys] of writer.acked) {
+    const master = await registry.hget(`${prefix}.${shard}`, 'master')
+    const [, host, port, db] = /^(.+):(\d+)\/(\d+)$/.exec(master!)!
+    const client = new Redis({host, port: Number(port), db: Number(db), protocol: 2})
+    for (let i = 0; i < keys.length; i += 1000) {
+      const batch = keys.slice(i, i + 1000)
+      const present = await client.exists(...batch).catch(() => -1)
+      if (present !== batch.length) {
+        const values = await client.mget(...batch)
+        values.forEach((v, j) => {
+          if (v === null) missing.push(batch[j])
+        })
+      }
+    }
+    client.disconnect()
+  }
+  return missing
+}

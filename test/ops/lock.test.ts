@@ -1,0 +1,95 @@
+import {hostname} from 'node:os'
+
+import {expect} from 'chai'
+
+import {connect, close, type ScriptedRedis} from '../../src/fleet/connect.js'
+import {OperatorLock} from '../../src/ops/lock.js'
+import {Registry, currentActor} from '../../src/registry/registry.js'
+import {registryKeys} from '../../src/registry/schema.js'
+import {cli, spawnCli} from '../helpers/cli.js'
+import {useFleet} from '../helpers/fleet.js'
+
+describe('the operator lock', () => {
+  const fleet = useFleet()
+  const holder = (extra: Record<string, unknown> = {}) =>
+    JSON.stringify({token: 't1', holder: 'alice@ops-1', host: 'ops-1', pid: 4242, command: 'shards:split', since: new Date(Date.now() - 90_000).toISOString(), ...extra})
+
+  it('a second operator fails at once with exit 4, naming holder and age; nothing changes', async () => {
+    await fleet.reg.set('shards._lock', holder(), 'PX', 60_000)
+    const before = await fleet.dump()
+    for (const args of [
+      ['shards:add', 's1', '--master', '127.0.0.1:1/0'],
+      ['shards:weight', 's1', '2'],
+      ['shards:remove', 's1', '--yes'],
+      ['shards:init', '--instance', '127.0.0.1:1', '--count', '1'],
+      ['shards:promote', '127.0.0.1:1', '--yes'],
+    ]) {
+      const run = await spawnCli([...args, ...fleet.r()])
+      expect(run.exitCode, args.join(' ')).to.equal(4)
+      expect(run.stderr).to.match(/another operator holds the lock: alice@ops-1 \(shards:split, pid 4242\) since .* \(9\d s ago\)|\(9\ds ago\)/)
+      const json = await spawnCli([...args, '--json', ...fleet.r()])
+      expect(JSON.parse(json.stdout).error).to.include({code: 'ELOCKED', exitCode: 4})
+    }
+    expect(await fleet.dump()).to.deep.equal(before)
+  })
+
+  it('--dry-run and read-only commands need no lock', async () => {
+    await fleet.reg.set('shards._lock', holder(), 'PX', 60_000)
+    expect((await cli(['shards:list', ...fleet.r()])).exitCode).to.equal(0)
+    expect((await cli(['shards:add', 's1', '--master', '127.0.0.1:1/0', '--dry-run', ...fleet.r()])).exitCode).to.equal(0)
+  })
+
+  it('is released on every exit path: success, refusal, and error', async () => {
+    await cli(['shards:add', 's1', '--master', '127.0.0.1:1/0', ...fleet.r()])
+    await cli(['shards:add', 's1', '--master', '127.0.0.1:1/0', ...fleet.r()]) // refused: exists
+    await spawnCli(['shards:remove', 's1', ...fleet.r()]) // refused: needs --yes
+    expect(await fleet.reg.exists('shards._lock')).to.equal(0)
+  })
+
+  it('a lease whose holder stopped renewing expires by itself', async () => {
+    await fleet.reg.set('shards._lock', holder(), 'PX', 300)
+    await new Promise((r) => setTimeout(r, 400))
+    expect((await cli(['shards:add', 's1', '--master', '127.0.0.1:1/0', ...fleet.r()])).exitCode).to.equal(0)
+  })
+
+  it('a holder on this host whose process is gone is taken over at once', async () => {
+    await fleet.reg.set('shards._lock', holder({host: hostname(), pid: 2 ** 22 + 17}), 'PX', 60_000)
+    expect((await cli(['shards:add', 's1', '--master', '127.0.0.1:1/0', ...fleet.r()])).exitCode).to.equal(0)
+  })
+
+  it('shards:unlock breaks a stale lease on purpose, naming the holder, and records it', async () => {
+    await fleet.reg.set('shards._lock', holder(), 'PX', 60_000)
+    const refused = await spawnCli(['shards:unlock', ...fleet.r()])
+    expect(refused.exitCode).to.equal(2)
+    expect(refused.stderr).to.match(/Break the lock held by alice@ops-1/)
+    const wrong = await spawnCli(['shards:unlock', '--holder', 'bob@ops-2', '--yes', ...fleet.r()])
+    expect(wrong.exitCode).to.equal(4)
+    expect(await fleet.reg.exists('shards._lock')).to.equal(1)
+    const run = await spawnCli(['shards:unlock', '--holder', 'alice@ops-1', '--yes', ...fleet.r()])
+    expect(run.exitCode).to.equal(0)
+    expect(run.stdout).to.match(/Broke the lock held by alice@ops-1/)
+    expect(await fleet.reg.exists('shards._lock')).to.equal(0)
+    expect(JSON.parse((await fleet.reg.lrange('shards._history', 0, 0))[0])).to.include({type: 'lock.broken', holder: 'alice@ops-1'})
+  })
+
+  it('fences every change: once the lease is lost, nothing more is written', async () => {
+    let client: ScriptedRedis | undefined
+    try {
+      client = await connect({host: '127.0.0.1', port: fleet.registry.port, db: 0}, {timeoutMs: 2000})
+      const registry = new Registry(client, registryKeys('shards'), currentActor('test'))
+      const lock = await OperatorLock.acquire(client, registry.keys.lock, registry.actor)
+      registry.fence = {key: lock.key, value: lock.value}
+      await fleet.reg.del('shards._lock') // broken by someone else
+      try {
+        await registry.addShards([{id: 's1', weight: 1, master: {host: 'h', port: 1, db: 0}, replicas: [], persist: [], extra: {}}])
+        expect.fail('a change without the lease must be refused')
+      } catch (error) {
+        expect((error as Error).message).to.match(/operator lock was lost/)
+      }
+      expect(await fleet.reg.exists('shards.s1')).to.equal(0)
+      await lock.release()
+    } finally {
+      await close(client)
+    }
+  })
+})
