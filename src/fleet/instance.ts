@@ -1,6 +1,7 @@
 import type {Redis} from 'ioredis'
 
 import {instanceKey} from '../registry/address.js'
+import {parseInfo, parseKeyspace} from './info.js'
 
 /**
  * The instance's `databases` setting. CONFIG may be renamed or forbidden by ACLs:
@@ -33,4 +34,30 @@ export async function databaseCount(client: Redis, instance: {host: string; port
   } finally {
     probe.disconnect()
   }
+}
+
+/** Empty one database of an instance over a pooled connection, which is left on db 0. */
+export async function flushDb(client: Redis, db: number): Promise<void> {
+  const replies = await client.multi().select(db).flushdb('ASYNC').select(0).exec()
+  const failed = replies?.find(([error]) => error)
+  if (failed) throw failed[0]
+}
+
+/** Keys per database, from INFO keyspace. */
+export async function keysPerDb(client: Redis): Promise<Map<number, number>> {
+  return parseKeyspace(parseInfo(await client.info('keyspace')))
+}
+
+/** The settings a new instance copies from the one it takes shards from. */
+export async function copiedSettings(client: Redis): Promise<string[]> {
+  const args: string[] = []
+  for (const name of ['databases', 'maxmemory', 'maxmemory-policy', 'appendonly', 'appendfsync', 'save']) {
+    try {
+      const reply = (await client.config('GET', name)) as string[]
+      if (reply.length === 2) args.push(`--${name}`, reply[1])
+    } catch {
+      // CONFIG may be renamed away: the new instance keeps redis-server's default
+    }
+  }
+  return args
 }

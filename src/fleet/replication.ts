@@ -2,7 +2,7 @@ import {setTimeout as sleep} from 'node:timers/promises'
 
 import type {Redis} from 'ioredis'
 
-import {type ReplicationInfo, parseInfo, parseReplication} from './info.js'
+import {type InfoFields, type ReplicationInfo, parseInfo, parseReplication} from './info.js'
 
 /** Replication facts and moves on one instance: the building blocks of promote and split. */
 
@@ -47,5 +47,31 @@ export async function waitForOffset(master: Redis, replica: Redis, deadline: num
     if (Date.now() >= deadline) return {masterOffset, replicaOffset, caughtUp: false}
     if (wait > 0) await sleep(wait)
     wait = Math.min(10, wait + 1)
+  }
+}
+
+/** Hold every write on an instance for at most `ms` (reads go on): the cut-over window. */
+export async function pauseWrites(client: Redis, ms: number): Promise<void> {
+  await client.call('CLIENT', 'PAUSE', String(ms), 'WRITE')
+}
+
+export async function resumeWrites(client: Redis): Promise<void> {
+  await client.call('CLIENT', 'UNPAUSE')
+}
+
+/** How far a replica's initial copy has come, for a progress line. */
+export interface CopyProgress {
+  syncing: boolean
+  linkUp: boolean
+  readBytes: number
+  totalBytes: number
+}
+
+export function copyProgress(info: InfoFields): CopyProgress {
+  return {
+    syncing: info.master_sync_in_progress === '1',
+    linkUp: info.master_link_status === 'up',
+    readBytes: Number(info.master_sync_read_bytes ?? 0),
+    totalBytes: Number(info.master_sync_total_bytes ?? -1),
   }
 }

@@ -65,6 +65,9 @@ async function failpoint(step: string, when: 'before' | 'after'): Promise<void> 
 }
 
 export class Journal<P> {
+  /** Told the name of each step as it starts (progress for a person). */
+  onStep?: (name: string) => void
+
   private constructor(
     private readonly registry: Registry,
     private readonly lock: OperatorLock,
@@ -97,6 +100,7 @@ export class Journal<P> {
 
   /** Record the step, take it, record that it is done. */
   async step<T>(name: string, action: () => Promise<T>): Promise<T> {
+    this.onStep?.(name)
     this.entry.steps.push({name, state: 'started', at: new Date().toISOString()})
     await this.save()
     await failpoint(name, 'before')

@@ -3,10 +3,10 @@ import type {Redis} from 'ioredis'
 import {ExitCode, ShardctlError, usageError} from '../errors.js'
 import type {ConnectionPool} from '../fleet/connect.js'
 import type {ReplicationInfo} from '../fleet/info.js'
-import {follows, makeMaster, makeReplica, replicationOf, waitForOffset} from '../fleet/replication.js'
+import {follows, makeMaster, makeReplica, pauseWrites, replicationOf, resumeWrites, waitForOffset} from '../fleet/replication.js'
 import {type ShardAddress, formatAddress, instanceKey, parseInstance} from '../registry/address.js'
 import {Change, type Registry} from '../registry/registry.js'
-import {type Shard, shardFields, validateShardId} from '../registry/schema.js'
+import {type Shard, validateShardId} from '../registry/schema.js'
 import {Journal, type JournalEntry, pendingOperation, readJournal, stepDone} from './journal.js'
 import type {OperatorLock} from './lock.js'
 
@@ -206,30 +206,9 @@ export async function planPromote(registry: Registry, pool: ConnectionPool, requ
 }
 
 /** The registry switch: every moving shard at once, only if each still names the old master. */
-function registryChange(registry: Registry, plan: PromotePlan, current: Map<string, Shard>): Change {
-  const change = new Change().expectType(registry.keys.list, 'zset')
-  for (const move of plan.shards) {
-    const key = registry.keys.shard(move.id)
-    const shard = current.get(move.id)
-    const oldFields = shard ? Object.keys(shardFields(shard)).filter((f) => f !== 'master' && !(f in (shard.extra ?? {}))) : []
-    change.expectField(key, 'master', move.before.master)
-    if (oldFields.length > 0) change.hdel(key, oldFields)
-    const fields: Record<string, string> = {master: move.after.master}
-    move.after.replicas.forEach((r, i) => {
-      fields[`slave${i}`] = r
-    })
-    move.after.persist.forEach((r, i) => {
-      fields[`persist${i}`] = r
-    })
-    change.hset(key, fields)
-  }
-  return change
-}
-
 async function switchRegistry(registry: Registry, plan: PromotePlan, details: Record<string, unknown>): Promise<void> {
-  const {shards} = await registry.snapshot()
-  const current = new Map(shards.map((s) => [s.id, s]))
-  await registry.apply(registryChange(registry, plan, current), 'shards.promoted', {
+  const moves = plan.shards.map((m) => ({id: m.id, expectMaster: m.before.master, ...m.after}))
+  await registry.repointShards(moves, 'shards.promoted', {
     mode: plan.mode,
     from: plan.oldMaster,
     to: plan.newMaster,
@@ -263,10 +242,8 @@ export async function executePromote(
   options: {maxPauseMs: number; onStep?: (step: string) => void},
 ): Promise<PromoteResult> {
   const journal = await Journal.begin(registry, lock, 'promote', plan.oldMaster, plan)
-  const step = <T>(name: string, action: () => Promise<T>) => {
-    options.onStep?.(name)
-    return journal.step(name, action)
-  }
+  journal.onStep = options.onStep
+  const step = <T>(name: string, action: () => Promise<T>) => journal.step(name, action)
   const newMaster = await pool.get(toEndpoint(plan.newMaster))
   const result: PromoteResult = {plan, applied: false, repointed: [], unreachable: []}
 
@@ -292,12 +269,12 @@ export async function executePromote(
   let pausedAt = 0
   await step('pause', async () => {
     pausedAt = Date.now()
-    await oldMaster.call('CLIENT', 'PAUSE', String(options.maxPauseMs), 'WRITE')
+    await pauseWrites(oldMaster, options.maxPauseMs)
   })
   // Half the pause for the catch-up; the other half covers promote, demote and the switch.
   const caught = await step('catch-up', () => waitForOffset(oldMaster, newMaster, pausedAt + options.maxPauseMs / 2))
   if (!caught.caughtUp) {
-    await oldMaster.call('CLIENT', 'UNPAUSE').catch(() => undefined)
+    await resumeWrites(oldMaster).catch(() => undefined)
     await registry.apply(new Change(), 'promote.aborted', {from: plan.oldMaster, to: plan.newMaster, reason: 'catch-up'})
     await journal.close()
     throw new ShardctlError(
@@ -316,7 +293,7 @@ export async function executePromote(
     // written to the new one. Hand the role back; nothing is lost.
     await makeMaster(oldMaster)
     await makeReplica(newMaster, toEndpoint(plan.oldMaster))
-    await oldMaster.call('CLIENT', 'UNPAUSE')
+    await resumeWrites(oldMaster)
     await registry.apply(new Change(), 'promote.aborted', {from: plan.oldMaster, to: plan.newMaster, reason: 'registry changed'})
     await journal.close()
     throw new ShardctlError(`${(error as Error).message}; the promote was undone: ${plan.oldMaster} is the master again and takes writes`, {
@@ -326,7 +303,7 @@ export async function executePromote(
   }
   result.pauseMs = Date.now() - pausedAt
   Object.assign(result, await step('repoint', () => repointOthers(pool, plan)))
-  await step('resume', () => oldMaster.call('CLIENT', 'UNPAUSE'))
+  await step('resume', () => resumeWrites(oldMaster))
   await registry.apply(new Change(), 'promote.finished', {from: plan.oldMaster, to: plan.newMaster, pauseMs: result.pauseMs})
   await journal.close()
   return {...result, applied: true}
@@ -377,7 +354,7 @@ export async function recoverPromote(
     if (oldState.client && plan.mode === 'graceful' && !demoted) await makeReplica(oldState.client, newEp)
     if (!switched) await switchRegistry(registry, plan, {recovered: true})
     Object.assign(result, await repointOthers(pool, plan))
-    if (oldState.client) await oldState.client.call('CLIENT', 'UNPAUSE').catch(() => undefined)
+    if (oldState.client) await resumeWrites(oldState.client).catch(() => undefined)
     await registry.apply(new Change(), 'promote.finished', {from: plan.oldMaster, to: plan.newMaster, recovered: 'rolled-forward'})
     await journal.close()
     return {...result, applied: true, recovered: 'rolled-forward'}
@@ -396,7 +373,7 @@ export async function recoverPromote(
     })
   }
   if (newState.client && newState.info?.role === 'master') await makeReplica(newState.client, oldEp)
-  await oldState.client.call('CLIENT', 'UNPAUSE').catch(() => undefined)
+  await resumeWrites(oldState.client).catch(() => undefined)
   await registry.apply(new Change(), 'promote.rolled-back', {from: plan.oldMaster, to: plan.newMaster})
   await journal.close()
   return {...result, recovered: 'rolled-back'}

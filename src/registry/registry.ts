@@ -121,6 +121,15 @@ export class Change {
   }
 }
 
+/** A shard's new nodes, applied only while it still names `expectMaster`. */
+export interface ShardRepoint {
+  id: string
+  expectMaster: string
+  master: string
+  replicas: string[]
+  persist: string[]
+}
+
 /** Natural order of shard ids: s2 before s10. */
 export function compareIds(a: string, b: string): number {
   return a.localeCompare(b, 'en', {numeric: true})
@@ -259,6 +268,32 @@ export class Registry {
       .del(this.keys.shard(id))
       .zrem(this.keys.list, id)
     return this.apply(change, 'shard.removed', {id, ...details})
+  }
+
+  /**
+   * Move shards to new nodes in one step, each only if it still names the master the
+   * caller planned from (compare-and-set): promote and split both end here.
+   */
+  async repointShards(moves: ShardRepoint[], type: string, details: Record<string, unknown>): Promise<RegistryEvent> {
+    const {shards} = await this.snapshot()
+    const current = new Map(shards.map((s) => [s.id, s]))
+    const change = new Change().expectType(this.keys.list, 'zset')
+    for (const move of moves) {
+      const key = this.keys.shard(move.id)
+      const shard = current.get(move.id)
+      const stale = shard ? [...shard.replicas.map((_, i) => `slave${i}`), ...shard.persist.map((_, i) => `persist${i}`)] : []
+      change.expectField(key, 'master', move.expectMaster)
+      if (stale.length > 0) change.hdel(key, stale)
+      const fields: Record<string, string> = {master: move.master}
+      move.replicas.forEach((r, i) => {
+        fields[`slave${i}`] = r
+      })
+      move.persist.forEach((r, i) => {
+        fields[`persist${i}`] = r
+      })
+      change.hset(key, fields)
+    }
+    return this.apply(change, type, details)
   }
 
   setWeights(weights: Map<string, number>, details: Record<string, unknown> = {}): Promise<RegistryEvent> {

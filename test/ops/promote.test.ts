@@ -4,6 +4,7 @@ import type {Redis} from 'ioredis'
 import {parseInfo, parseReplication} from '../../src/fleet/info.js'
 import {binary, cli, spawnCli} from '../helpers/cli.js'
 import {type TestServer, startReplicated, startServer} from '../helpers/redis.js'
+import {useFleet} from '../helpers/fleet.js'
 import {ContinuousWriter, missingWrites} from '../helpers/writer.js'
 
 const role = async (s: TestServer) => {
@@ -20,25 +21,19 @@ const role = async (s: TestServer) => {
  * a shard on another instance that must not move. Fresh for each test: roles change.
  */
 describe('shards:promote', () => {
-  let registry: TestServer
   let reg: Redis
   let master: TestServer
   let replicas: TestServer[]
   let other: TestServer
-  const r = () => ['-r', registry.url]
+  const r = () => fleet.r()
   const inst = (s: TestServer) => `127.0.0.1:${s.port}`
 
-  before(async () => {
-    registry = await startServer()
-    reg = registry.client()
-  })
-  after(async () => {
-    reg.disconnect()
-    await registry.stop()
+  const fleet = useFleet()
+  before(() => {
+    reg = fleet.reg
   })
 
   beforeEach(async () => {
-    await reg.flushall()
     ;({master, replicas} = await startReplicated(2))
     other = await startServer()
     const init = await cli(['shards:init', '--instance', inst(master), ...replicas.flatMap((x) => ['--replica', inst(x)]), '--count', '3', ...r()])
