@@ -1,0 +1,25 @@
+import {RegistryCommand} from '../../base-command.js'
+import {countFlag} from '../../flags.js'
+import {describeEvent, readHistory} from '../../registry/history.js'
+import {HISTORY_LIMIT} from '../../registry/registry.js'
+import {renderTable} from '../../ui/terminal.js'
+
+export default class ShardsHistory extends RegistryCommand<typeof ShardsHistory> {
+  static override summary = 'Show the audit log: every change shardctl made to the registry.'
+  static override description = `Each entry is written by the same atomic step that made the change, and is the event published to application servers: when, who (user@host), which command, what changed. Refused and aborted operations are recorded as such. The registry keeps the last ${HISTORY_LIMIT.toLocaleString('en-US')} entries (P._history).`
+
+  static override examples = ['<%= config.bin %> <%= command.id %>', '<%= config.bin %> <%= command.id %> --limit 5 --json']
+
+  static override flags = {
+    limit: countFlag('limit', 1, HISTORY_LIMIT)({summary: 'How many entries, newest first.', default: 20}),
+  }
+
+  async run() {
+    const events = await readHistory(await this.registry(), this.flags.limit)
+    if (!this.jsonEnabled()) {
+      if (events.length === 0) this.progress('No history yet.')
+      else this.log(renderTable(['AT', 'BY', 'COMMAND', 'CHANGE', 'DETAILS'], events.map((e) => [e.at, e.by, e.command, e.type, describeEvent(e)])))
+    }
+    return {events}
+  }
+}
