@@ -1,0 +1,214 @@
+import {once} from 'node:events'
+import type {Writable} from 'node:stream'
+
+import {ExitCode, ShardctlError, usageError} from '../errors.js'
+import {formatAddress, parseAddress} from './address.js'
+import {Change, type Registry, type RegistryEvent} from './registry.js'
+import {type Shard, isValidShardId, shardFields} from './schema.js'
+
+/**
+ * The registry as a versioned JSON document: `shards:export` writes it, `shards:import`
+ * checks it whole before anything changes, shows the difference and applies it in
+ * one atomic step. Export then import into an empty registry reproduces it exactly.
+ */
+export const DOCUMENT_FORMAT = 'shardctl-registry'
+export const DOCUMENT_VERSION = 1
+
+export interface DocumentShard {
+  id: string
+  weight: number
+  master: string
+  replicas: string[]
+  persist: string[]
+  /** Fields shardctl does not own, kept as they are. */
+  extra: Record<string, string>
+}
+
+export interface RegistryDocument {
+  format: typeof DOCUMENT_FORMAT
+  version: typeof DOCUMENT_VERSION
+  prefix: string
+  exportedAt: string
+  shards: DocumentShard[]
+  /** Shard hash -> shard id, with --with-map. */
+  map?: Record<string, string>
+}
+
+export function toDocumentShard(shard: Shard): DocumentShard {
+  return {
+    id: shard.id,
+    weight: shard.weight,
+    master: formatAddress(shard.master),
+    replicas: shard.replicas.map(formatAddress),
+    persist: shard.persist.map(formatAddress),
+    extra: shard.extra,
+  }
+}
+
+async function write(out: Writable, chunk: string): Promise<void> {
+  if (!out.write(chunk)) await once(out, 'drain')
+}
+
+/** Write the document; the map is streamed with HSCAN, so millions of entries take constant memory. */
+export async function writeDocument(registry: Registry, out: Writable, options: {withMap: boolean}): Promise<{shards: number; mapEntries: number}> {
+  const {shards, broken} = await registry.snapshot()
+  if (broken.length > 0) {
+    throw new ShardctlError(`shards ${broken.map((b) => b.id).join(', ')} are corrupt and cannot be exported`, {
+      code: 'ECORRUPT',
+      hint: 'see shards:list for what is wrong with them, and repair them first',
+    })
+  }
+  const head = {format: DOCUMENT_FORMAT, version: DOCUMENT_VERSION, prefix: registry.keys.prefix, exportedAt: new Date().toISOString()}
+  const body = JSON.stringify({...head, shards: shards.map(toDocumentShard)}, null, 2)
+  let mapEntries = 0
+  if (!options.withMap) {
+    await write(out, `${body}\n`)
+    return {shards: shards.length, mapEntries}
+  }
+  await write(out, `${body.slice(0, -2)},\n  "map": {`)
+  await registry.guard(registry.keys.map, 'a hash', () => registry.client.hlen(registry.keys.map))
+  let cursor = '0'
+  do {
+    const [next, flat] = await registry.client.hscan(registry.keys.map, cursor, 'COUNT', '2000')
+    cursor = next
+    let chunk = ''
+    for (let i = 0; i < flat.length; i += 2) {
+      chunk += `${mapEntries === 0 ? '' : ','}\n    ${JSON.stringify(flat[i])}: ${JSON.stringify(flat[i + 1])}`
+      mapEntries++
+    }
+    if (chunk) await write(out, chunk)
+  } while (cursor !== '0')
+  await write(out, `${mapEntries === 0 ? '' : '\n  '}}\n}\n`)
+  return {shards: shards.length, mapEntries}
+}
+
+function invalid(message: string): ShardctlError {
+  return new ShardctlError(`not a valid registry document: ${message}`, {
+    code: 'EDOCUMENT',
+    exitCode: ExitCode.usage,
+    hint: 'import takes what shards:export writes; nothing was changed',
+  })
+}
+
+const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v)
+
+/** Check a whole document before anything changes: version, shape and content. */
+export function parseDocument(text: string): RegistryDocument {
+  let data: unknown
+  try {
+    data = JSON.parse(text)
+  } catch (error) {
+    throw invalid(`not JSON (${(error as Error).message})`)
+  }
+  if (!isObject(data)) throw invalid('not an object')
+  if (data.format !== DOCUMENT_FORMAT) throw invalid(`format is ${JSON.stringify(data.format)}, expected "${DOCUMENT_FORMAT}"`)
+  if (data.version !== DOCUMENT_VERSION) throw invalid(`version ${JSON.stringify(data.version)} is not supported (this shardctl reads version ${DOCUMENT_VERSION})`)
+  if (!Array.isArray(data.shards)) throw invalid('"shards" is not a list')
+  const ids = new Set<string>()
+  const shards = data.shards.map((raw, i): DocumentShard => {
+    const where = `shards[${i}]`
+    if (!isObject(raw)) throw invalid(`${where} is not an object`)
+    const id = raw.id
+    if (typeof id !== 'string' || !isValidShardId(id)) throw invalid(`${where}.id ${JSON.stringify(id)} is not a valid shard id`)
+    if (ids.has(id)) throw invalid(`shard ${id} appears twice`)
+    ids.add(id)
+    if (typeof raw.weight !== 'number' || !Number.isFinite(raw.weight) || raw.weight < 0) throw invalid(`shard ${id}: weight ${JSON.stringify(raw.weight)} is not a finite number >= 0`)
+    const address = (value: unknown, field: string): string => {
+      if (typeof value !== 'string') throw invalid(`shard ${id}: ${field} is not a string`)
+      try {
+        const parsed = parseAddress(value)
+        if (parsed.password !== undefined || parsed.username !== undefined) throw invalid(`shard ${id}: ${field} holds credentials`)
+        return formatAddress(parsed)
+      } catch (error) {
+        if (error instanceof ShardctlError && error.code === 'EDOCUMENT') throw error
+        throw invalid(`shard ${id}: ${field} ${JSON.stringify(value)} is not an address`)
+      }
+    }
+    const list = (value: unknown, field: string): string[] => {
+      if (value === undefined) return []
+      if (!Array.isArray(value)) throw invalid(`shard ${id}: ${field} is not a list`)
+      return value.map((v, j) => address(v, `${field}[${j}]`))
+    }
+    const extra = raw.extra ?? {}
+    if (!isObject(extra) || Object.values(extra).some((v) => typeof v !== 'string')) throw invalid(`shard ${id}: extra is not an object of strings`)
+    if (Object.keys(extra).some((f) => f === 'master' || /^(slave|persist)\d+$/.test(f))) throw invalid(`shard ${id}: extra holds a field of the schema`)
+    return {id, weight: raw.weight, master: address(raw.master, 'master'), replicas: list(raw.replicas, 'replicas'), persist: list(raw.persist, 'persist'), extra: extra as Record<string, string>}
+  })
+  let map: Record<string, string> | undefined
+  if (data.map !== undefined) {
+    if (!isObject(data.map)) throw invalid('"map" is not an object')
+    for (const [hash, id] of Object.entries(data.map)) {
+      if (typeof id !== 'string' || !ids.has(id)) throw invalid(`map entry ${JSON.stringify(hash)} points at ${JSON.stringify(id)}, not a shard of the document`)
+    }
+    map = data.map as Record<string, string>
+  }
+  return {format: DOCUMENT_FORMAT, version: DOCUMENT_VERSION, prefix: String(data.prefix ?? ''), exportedAt: String(data.exportedAt ?? ''), shards, map}
+}
+
+export interface ImportDiff {
+  added: DocumentShard[]
+  changed: {id: string; before: DocumentShard; after: DocumentShard}[]
+  removed: string[]
+  unchanged: number
+  /** Map entries the document sets that are absent or different now. */
+  mapSet: number
+  mapChanged: number
+}
+
+const same = (a: DocumentShard, b: DocumentShard) => JSON.stringify(a) === JSON.stringify(b)
+
+export async function diffDocument(registry: Registry, doc: RegistryDocument, options: {prune: boolean}): Promise<{diff: ImportDiff; mapUpdates: [string, string][]}> {
+  const {shards, broken} = await registry.snapshot()
+  if (broken.length > 0) throw new ShardctlError(`shards ${broken.map((b) => b.id).join(', ')} are corrupt`, {code: 'ECORRUPT', hint: 'repair them first (see shards:list)'})
+  const current = new Map(shards.map((s) => [s.id, toDocumentShard(s)]))
+  const wanted = new Set(doc.shards.map((s) => s.id))
+  const diff: ImportDiff = {added: [], changed: [], removed: [], unchanged: 0, mapSet: 0, mapChanged: 0}
+  for (const shard of doc.shards) {
+    const now = current.get(shard.id)
+    if (!now) diff.added.push(shard)
+    else if (same(now, shard)) diff.unchanged++
+    else diff.changed.push({id: shard.id, before: now, after: shard})
+  }
+  if (options.prune) diff.removed = [...current.keys()].filter((id) => !wanted.has(id))
+  const mapUpdates: [string, string][] = []
+  const entries = Object.entries(doc.map ?? {})
+  for (let i = 0; i < entries.length; i += 1000) {
+    const batch = entries.slice(i, i + 1000)
+    const now = await registry.guard(registry.keys.map, 'a hash', () => registry.client.hmget(registry.keys.map, ...batch.map(([h]) => h)))
+    batch.forEach(([hash, id], j) => {
+      if (now[j] === id) return
+      if (now[j] === null) diff.mapSet++
+      else diff.mapChanged++
+      mapUpdates.push([hash, id])
+    })
+  }
+  if (diff.removed.length > 0) {
+    const counts = await registry.countAssignments()
+    const repointed = new Set(mapUpdates.map(([h]) => h))
+    const used = diff.removed.filter((id) => (counts.get(id) ?? 0) > 0)
+    if (used.length > 0 && repointed.size === 0) {
+      throw usageError(`--prune would remove shards ${used.join(', ')} while hashes point at them`, 'drain and empty them first, or import without --prune')
+    }
+  }
+  return {diff, mapUpdates}
+}
+
+/** Apply the difference in one atomic step with its event. */
+export async function applyDocument(registry: Registry, diff: ImportDiff, mapUpdates: [string, string][]): Promise<RegistryEvent> {
+  const change = new Change().expectType(registry.keys.list, 'zset', 'none').expectType(registry.keys.map, 'hash', 'none')
+  const put = (s: DocumentShard) => {
+    const fields = shardFields({master: parseAddress(s.master), replicas: s.replicas.map(parseAddress), persist: s.persist.map(parseAddress), extra: s.extra})
+    change.del(registry.keys.shard(s.id)).hset(registry.keys.shard(s.id), fields).zadd(registry.keys.list, s.id, s.weight)
+  }
+  for (const s of diff.added) change.expectMember(registry.keys.list, s.id, false)
+  for (const s of diff.added) put(s)
+  for (const c of diff.changed) put(c.after)
+  for (const id of diff.removed) change.del(registry.keys.shard(id)).zrem(registry.keys.list, id)
+  for (let i = 0; i < mapUpdates.length; i += 1000) change.hset(registry.keys.map, Object.fromEntries(mapUpdates.slice(i, i + 1000)))
+  return registry.apply(change, 'registry.imported', {
+    added: diff.added.map((s) => s.id),
+    changed: diff.changed.map((c) => c.id),
+    removed: diff.removed,
+    mapEntries: mapUpdates.length,
+  })
+}
