@@ -1,10 +1,12 @@
 import {Command, Errors, type Interfaces} from '@oclif/core'
 
-import {ExitCode, ShardctlError} from './errors.js'
-import {ConnectionPool, close, connect} from './fleet/connect.js'
+import {ExitCode, ShardctlError, usageError} from './errors.js'
+import {readFileSync} from 'node:fs'
+
+import {type ConnectOptions, ConnectionPool, close, connect} from './fleet/connect.js'
 import {OperatorLock} from './ops/lock.js'
-import {noColorFlag, prefixFlag, registryFlag, timeoutFlag} from './flags.js'
-import {redact} from './registry/address.js'
+import {noColorFlag, prefixFlag, registryFlag, timeoutFlag, tlsFlags} from './flags.js'
+import {type ConnectTarget, type Credentials, instanceKey, redact} from './registry/address.js'
 import {Registry, currentActor} from './registry/registry.js'
 import {registryKeys} from './registry/schema.js'
 import {type TerminalMode, confirm, decideTerminal, note, paint} from './ui/terminal.js'
@@ -133,20 +135,69 @@ type RegistryFlags = Interfaces.InferredFlags<(typeof RegistryCommand)['baseFlag
 /** A command that talks to the registry (and the fleet): --registry, --prefix, --timeout. */
 export abstract class RegistryCommand<T extends typeof Command> extends ShardctlCommand<T> {
   private registryInstance?: Promise<Registry>
-  private shardPool?: ConnectionPool
+  private shardPool?: Promise<ConnectionPool>
 
   static override baseFlags = {
     ...ShardctlCommand.baseFlags,
     registry: registryFlag(),
     prefix: prefixFlag(),
     timeout: timeoutFlag(),
+    ...tlsFlags,
+  }
+
+  private connections?: Promise<Connections>
+
+  /**
+   * Where and how to connect, decided once: the registry's credentials come from its
+   * URL, SHARDCTL_REGISTRY_USER / SHARDCTL_REGISTRY_PASSWORD, or a prompt; the
+   * instances' from SHARDCTL_INSTANCE_USER / SHARDCTL_INSTANCE_PASSWORD, or else the
+   * registry's. Passwords are never put in a message.
+   */
+  protected resolveConnections(): Promise<Connections> {
+    this.connections ??= (async () => {
+      const flags = this.flags as RegistryFlags
+      const env = process.env
+      const read = (flag: string, file: string | undefined) => {
+        if (file === undefined) return undefined
+        try {
+          return readFileSync(file)
+        } catch (error) {
+          throw usageError(`cannot read --${flag} ${file}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`)
+        }
+      }
+      const tls = {ca: read('tls-ca', flags['tls-ca']), cert: read('tls-cert', flags['tls-cert']), key: read('tls-key', flags['tls-key']), insecure: flags['tls-insecure']}
+      if (tls.insecure) this.warn('TLS certificates are not verified (--tls-insecure): anyone on the path can read and change this traffic')
+      const registry: ConnectTarget = {...flags.registry}
+      registry.username ??= env.SHARDCTL_REGISTRY_USER || undefined
+      if (flags['ask-password']) registry.password = await this.askPassword(`Password for the registry ${instanceKey(registry)}${registry.username ? ` (user ${registry.username})` : ''}:`)
+      registry.password ??= env.SHARDCTL_REGISTRY_PASSWORD || undefined
+      const instanceUser = flags['instance-user'] ?? registry.username
+      let instancePassword = env.SHARDCTL_INSTANCE_PASSWORD || undefined
+      if (instancePassword === undefined && flags['ask-password'] && flags['instance-user'] !== undefined) {
+        instancePassword = await this.askPassword(`Password for the shard instances (user ${flags['instance-user']}):`)
+      }
+      instancePassword ??= flags['instance-user'] === undefined ? registry.password : undefined
+      const instanceTls = flags['instance-tls'] ?? Boolean(registry.tls)
+      return {
+        registry,
+        instance: {username: instanceUser, password: instancePassword, tls: instanceTls},
+        options: {timeoutMs: flags.timeout, clientName: 'shardctl', tls},
+      }
+    })()
+    return this.connections
+  }
+
+  private async askPassword(message: string): Promise<string> {
+    if (!this.terminal.interactive) throw usageError('--ask-password needs a terminal', 'set SHARDCTL_REGISTRY_PASSWORD / SHARDCTL_INSTANCE_PASSWORD instead')
+    const {password} = await import('@inquirer/prompts')
+    return password({message}, {output: process.stderr})
   }
 
   /** The registry, connected on first use and closed when the command ends. */
   protected async registry(): Promise<Registry> {
     const flags = this.flags as RegistryFlags
     if (!this.registryInstance) {
-      const client = connect(flags.registry, {timeoutMs: flags.timeout, clientName: 'shardctl'})
+      const client = this.resolveConnections().then(({registry, options}) => connect(registry, options))
       this.onCleanup(() => client.then(close, () => undefined))
       this.registryInstance = client.then((c) => new Registry(c, registryKeys(flags.prefix), currentActor(this.id ?? 'shardctl')))
     }
@@ -166,16 +217,22 @@ export abstract class RegistryCommand<T extends typeof Command> extends Shardctl
   }
 
   /** Connections to shard instances, one per instance, closed when the command ends. */
-  protected pool(): ConnectionPool {
-    const flags = this.flags as RegistryFlags
-    if (!this.shardPool) {
-      const pool = new ConnectionPool({timeoutMs: flags.timeout, clientName: 'shardctl'})
+  protected async pool(): Promise<ConnectionPool> {
+    this.shardPool ??= this.resolveConnections().then(({instance, options}) => {
+      const pool = new ConnectionPool(options, () => instance)
       this.onCleanup(() => pool.closeAll())
-      this.shardPool = pool
-    }
+      return pool
+    })
     return this.shardPool
   }
 
+
+}
+
+interface Connections {
+  registry: ConnectTarget
+  instance: Credentials
+  options: ConnectOptions
 }
 
 interface Failure {
@@ -189,6 +246,14 @@ interface Failure {
 export function describeFailure(error: Error & {oclif?: {exit?: number}; code?: string}): Failure {
   if (error instanceof ShardctlError) {
     return {message: oneLine(error.message), hint: error.hint, code: error.code, exitCode: error.exitCode}
+  }
+  if (/NOPERM/.test(error.message)) {
+    return {
+      message: `the Redis ACL does not allow this: ${oneLine(error.message.replace(/^.*?NOPERM\s*/, ''))}`,
+      hint: 'use a user with the permissions this command needs (README: Security)',
+      code: 'ENOPERM',
+      exitCode: ExitCode.unexpected,
+    }
   }
   if (error.name === 'ExitPromptError' || error.name === 'AbortPromptError') {
     return {message: 'cancelled', code: 'EINTERRUPTED', exitCode: ExitCode.interrupted}

@@ -1,12 +1,24 @@
+import {isIP} from 'node:net'
+
 import {Redis, type RedisOptions} from 'ioredis'
 
 import {ExitCode, ShardctlError} from '../errors.js'
 import {luaScripts} from '../lua/scripts.generated.js'
 import {type ConnectTarget, instanceKey} from '../registry/address.js'
 
+/** TLS material, read once; used for every connection whose target asks for TLS. */
+export interface TlsSettings {
+  ca?: Buffer
+  cert?: Buffer
+  key?: Buffer
+  /** Skip certificate verification (warned about by the caller). */
+  insecure?: boolean
+}
+
 export interface ConnectOptions {
   /** Connect and command timeout, in milliseconds. */
   timeoutMs: number
+  tls?: TlsSettings
   /** A name shown in `CLIENT LIST`, so an operator can see who is connected. */
   clientName?: string
 }
@@ -34,7 +46,16 @@ export async function connect(target: ConnectTarget, options: ConnectOptions): P
     db: target.db,
     username: target.username,
     password: target.password,
-    tls: target.tls ? {} : undefined,
+    tls: target.tls
+      ? {
+          ca: options.tls?.ca,
+          cert: options.tls?.cert,
+          key: options.tls?.key,
+          rejectUnauthorized: !options.tls?.insecure,
+          // Verify an IP address against the certificate's IP names, not as a host name.
+          ...(isIP(target.host) ? {} : {servername: target.host}),
+        }
+      : undefined,
     protocol: 2,
     lazyConnect: true,
     connectTimeout: options.timeoutMs,
@@ -97,6 +118,7 @@ function describeCause(error: Error & {code?: string}): string {
   if (error.code === 'ENOTFOUND' || error.code === 'EAI_AGAIN') return 'host name not found'
   if (error.code === 'ETIMEDOUT' || /timed? ?out/i.test(error.message)) return 'timed out'
   if (error.code === 'EHOSTUNREACH' || error.code === 'ENETUNREACH') return 'host unreachable'
+  if (/certificate|self.signed|SSL|TLS|ssl3_|wrong version number/i.test(`${error.code ?? ''} ${error.message}`)) return `TLS failed (${error.message})`
   return error.message.replace(/^ReplyError: /, '').split('\n')[0]
 }
 

@@ -29,7 +29,7 @@ export default class ShardsInit extends RegistryCommand<typeof ShardsInit> {
   async run() {
     const {flags} = this
     if (!flags['dry-run']) await this.lock()
-    const shards = await planInit(await this.registry(), this.pool(), {
+    const shards = await planInit(await this.registry(), await this.pool(), {
       instance: flags.instance,
       replicas: flags.replica ?? [],
       count: flags.count,

@@ -24,7 +24,7 @@ export default class ShardsList extends RegistryCommand<typeof ShardsList> {
 
   async run(): Promise<FleetOverview & {registry: string; prefix: string}> {
     const registry = await this.registry()
-    const overview = await fleetOverview(registry, this.pool(), {probe: this.flags.probe, counts: this.flags.counts})
+    const overview = await fleetOverview(registry, await this.pool(), {probe: this.flags.probe, counts: this.flags.counts})
     if (!this.jsonEnabled()) this.render(overview)
     return {registry: formatAddress(this.flags.registry), prefix: this.flags.prefix, ...overview}
   }

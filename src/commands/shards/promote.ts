@@ -50,7 +50,7 @@ Each step is recorded in the registry's journal before it is taken. A run killed
     }
     if (request.maxPauseMs > 60_000) throw usageError('--max-pause is at most 60s', 'writes are paused for that long in the worst case')
     const registry = await this.registry()
-    const pool = this.pool()
+    const pool = await this.pool()
     const {instance, shardId} = await resolveInstance(registry, request.target)
 
     // The lock is taken before anything is read for a change, and held to the end.

@@ -57,7 +57,7 @@ Each step is journaled; a killed split is finished or rolled back by the next sh
     }
     const shards = flags.shards?.split(',').map((s) => s.trim()).filter(Boolean)
     const registry = await this.registry()
-    const pool = this.pool()
+    const pool = await this.pool()
 
     const lock = flags['dry-run'] ? undefined : await this.lock()
     if (lock) {

@@ -40,7 +40,7 @@ export default class ShardsWeight extends RegistryCommand<typeof ShardsWeight> {
     let changes: WeightChange[]
     if (flags.even) {
       if (args.id !== undefined) throw usageError('--even takes no shard id or weight', 'run it alone: shards:weight --even')
-      const overview = await fleetOverview(registry, this.pool(), {probe: flags.by === 'keys', counts: flags.by === 'hashes'})
+      const overview = await fleetOverview(registry, await this.pool(), {probe: flags.by === 'keys', counts: flags.by === 'hashes'})
       const fill = new Map<string, number>()
       for (const s of overview.shards) {
         if (flags.by === 'keys' && !s.master.reachable) {
