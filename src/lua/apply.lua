@@ -21,6 +21,13 @@
 ]]
 local change = cjson.decode(ARGV[1])
 
+-- Scripts are not rolled back on error: everything that could fail is checked
+-- before the first write, the history's type included.
+local historyType = redis.call('TYPE', KEYS[1])['ok']
+if historyType ~= 'list' and historyType ~= 'none' then
+  return redis.error_reply('WRONGTYPE ' .. KEYS[1] .. ' is a ' .. historyType .. ', expected list')
+end
+
 for _, c in ipairs(change.checks or {}) do
   local key = KEYS[c.k]
   if c.t == 'type' then

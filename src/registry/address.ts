@@ -89,8 +89,15 @@ function parseUrl(text: string): ConnectTarget {
   const port = url.port === '' ? 6379 : parsePort(url.port, safe)
   const db = parseDb(url.pathname.replace(/^\//, ''), safe)
   const target: ConnectTarget = {host, port, db}
-  if (url.username) target.username = decodeURIComponent(url.username)
-  if (url.password) target.password = decodeURIComponent(url.password)
+  const decode = (part: string) => {
+    try {
+      return decodeURIComponent(part)
+    } catch {
+      throw usageError(`invalid escape in the credentials of "${safe}"`, 'percent-encode special characters in the user and password')
+    }
+  }
+  if (url.username) target.username = decode(url.username)
+  if (url.password) target.password = decode(url.password)
   if (scheme === 'rediss:') target.tls = true
   return target
 }

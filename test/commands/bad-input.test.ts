@@ -90,6 +90,7 @@ describe('bad input, every command', () => {
     ['a shard key is a string', () => fleet.reg.del('shards.s000').then(() => fleet.reg.set('shards.s000', 'x')), ['shards:assign', 'h9', '--shard', 's000'], /shards\.s000 has the wrong type/],
     ['a shard hash has no master', () => fleet.reg.hdel('shards.s000', 'master').then(() => fleet.reg.hset('shards.s000', 'slave0', 'h:1')), ['shards:assign', 'h9', '--shard', 's000'], /shard s000 .* is corrupt: no master field/],
     ['a shard hash holds garbage', () => fleet.reg.hset('shards.s000', 'master', '%%%'), ['shards:assign', 'h9', '--shard', 's000'], /corrupt: master is not an address/],
+    ['the history is a string (a script must not half-apply)', () => fleet.reg.set('shards._history', 'x'), ['shards:weight', 's000', '3'], /shards\._history is a string, expected list/],
     ['the list is a hash (add)', () => fleet.reg.del('shards.list').then(() => fleet.reg.hset('shards.list', 'a', 'b')), ['shards:add', 's5', '--master', '127.0.0.1:1/5'], /shards\.list/],
   ]
 
