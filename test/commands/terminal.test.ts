@@ -1,6 +1,6 @@
 import {expect} from 'chai'
 
-import {ANSI, binary, cli, spawnCli, ttyCli} from '../helpers/cli.js'
+import {ANSI, binary, cli, spawnCli, ttyCli, secret as registerSecret} from '../helpers/cli.js'
 import {useFleet} from '../helpers/fleet.js'
 
 describe('terminal manners', () => {
@@ -34,7 +34,7 @@ describe('terminal manners', () => {
   })
 
   it('never prints a password from the registry URL', async () => {
-    const secret = 'hunter2-secret'
+    const secret = registerSecret('hunter2-secret')
     for (const args of [['-r', `redis://admin:${secret}@127.0.0.1:1/0`], ['-r', `redis://admin:${secret}@127.0.0.1:99999/0`]]) {
       for (const json of [[], ['--json']]) {
         const run = await spawnCli(['shards:list', ...args, ...json], {env: {DEBUG: undefined}})

@@ -5,7 +5,7 @@ import {join} from 'node:path'
 import {expect} from 'chai'
 
 import {freePort} from '../../src/sandbox/redis-process.js'
-import {cli, spawnCli, ttyCli} from '../helpers/cli.js'
+import {cli, spawnCli, ttyCli, secret as registerSecret} from '../helpers/cli.js'
 import {type TestServer, startServer} from '../helpers/redis.js'
 
 async function openssl(args: string[], cwd: string): Promise<void> {
@@ -95,8 +95,8 @@ describe('TLS', () => {
 
 describe('credentials and ACLs', () => {
   let server: TestServer
-  const secret = 'reader-Secret-4711'
-  const adminSecret = 'admin-Secret-0815'
+  const secret = registerSecret('reader-Secret-4711')
+  const adminSecret = registerSecret('admin-Secret-0815')
 
   before(async () => {
     server = await startServer()

@@ -6,6 +6,18 @@ import {runCommand} from '@oclif/test'
 export const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..')
 export const binary = join(root, 'bin', 'run.js')
 
+/**
+ * Everything any command printed during the run, and the passwords tests used:
+ * the root hook checks that no password was ever printed (SPEC 4.8).
+ */
+export const printed: string[] = []
+export const secrets = new Set<string>()
+
+export function secret(value: string): string {
+  secrets.add(value)
+  return value
+}
+
 export interface CliResult {
   stdout: string
   stderr: string
@@ -19,6 +31,7 @@ export interface CliResult {
 export async function cli(args: string[]): Promise<CliResult & {result: unknown}> {
   const {error, result, stderr, stdout} = await runCommand(args, {root})
   const exitCode = error ? ((error as {oclif?: {exit?: number}}).oclif?.exit ?? 1) : 0
+  printed.push(stdout, stderr)
   return {exitCode, result, stderr, stdout}
 }
 
@@ -37,6 +50,7 @@ export async function spawnCli(
     reject: false,
     stripFinalNewline: false,
   })
+  printed.push(String(child.stdout), String(child.stderr))
   return {exitCode: child.exitCode ?? 1, stderr: String(child.stderr), stdout: String(child.stdout)}
 }
 
@@ -59,6 +73,7 @@ export async function ttyCli(args: string[], keys: string, env: Record<string, s
   })
   const done = await child
   const screen = String(done.stdout)
+  printed.push(screen, String(done.stderr))
   return {exitCode: done.exitCode ?? 1, screen, stderr: String(done.stderr), stdout: screen}
 }
 

@@ -1,8 +1,12 @@
+import {printed, secrets} from './cli.js'
 import {stopAll} from './redis.js'
 
-/** Root hook: whatever a test started is stopped, even when the test failed half-way. */
+/** Root hooks: whatever a test started is stopped, even when the test failed half-way. */
 export const mochaHooks = {
   async afterAll() {
     await stopAll()
+    // No password a test used may appear in anything a command printed, in any test.
+    const leaked = [...secrets].filter((s) => printed.some((text) => text.includes(s)))
+    if (leaked.length > 0) throw new Error(`a password was printed during the run: ${leaked.map((s) => s.slice(0, 3) + '***').join(', ')}`)
   },
 }
