@@ -82,6 +82,17 @@ describe('sandbox:up, sandbox:status, sandbox:down', () => {
     }
   })
 
+  it('--dry-run shows the ports and starts nothing; down --dry-run stops nothing', async () => {
+    const up = await spawnCli(['sandbox:up', '--dir', dir, '--port', String(base), '--instances', '1', '--replicas', '1', '--dry-run'])
+    expect(up.exitCode).to.equal(0)
+    expect(up.stdout).to.match(new RegExp(`replica\\s+${base + 2}\\s+of ${base + 1}`))
+    expect(existsSync(join(dir, 'sandbox.json'))).to.equal(false)
+    await spawnCli(['sandbox:up', '--dir', dir, '--port', String(base), '--instances', '1', '--replicas', '0', '--shards', '1'])
+    const down = await spawnCli(['sandbox:down', '--dir', dir, '--dry-run', '--json'])
+    expect(JSON.parse(down.stdout).wouldStop).to.have.length(2)
+    expect((await spawnCli(['sandbox:status', '--dir', dir])).exitCode).to.equal(0)
+  })
+
   it('says how to get redis-server when it is missing', async () => {
     const run = await spawnCli(['sandbox:up', '--dir', dir, '--port', String(base)], {env: {SHARDCTL_REDIS_SERVER: '/nonexistent/redis-server'}})
     expect(run.exitCode).to.equal(1)

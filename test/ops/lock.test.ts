@@ -59,6 +59,9 @@ describe('the operator lock', () => {
 
   it('shards:unlock breaks a stale lease on purpose, naming the holder, and records it', async () => {
     await fleet.reg.set('shards._lock', holder(), 'PX', 60_000)
+    const dry = await spawnCli(['shards:unlock', '--dry-run', ...fleet.r()])
+    expect(dry.stdout).to.match(/held by alice@ops-1 .*dry run/)
+    expect(await fleet.reg.exists('shards._lock')).to.equal(1)
     const refused = await spawnCli(['shards:unlock', ...fleet.r()])
     expect(refused.exitCode).to.equal(2)
     expect(refused.stderr).to.match(/Break the lock held by alice@ops-1/)

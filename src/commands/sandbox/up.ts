@@ -1,9 +1,9 @@
 import {Flags} from '@oclif/core'
 
 import {ShardctlCommand} from '../../base-command.js'
-import {countFlag, prefixFlag} from '../../flags.js'
-import {defaultSandboxDir, sandboxUp} from '../../sandbox/fleet.js'
-import {paint} from '../../ui/terminal.js'
+import {countFlag, dryRunFlag, prefixFlag} from '../../flags.js'
+import {defaultSandboxDir, planPorts, sandboxUp} from '../../sandbox/fleet.js'
+import {paint, renderTable} from '../../ui/terminal.js'
 
 export const sandboxDirFlag = Flags.string({
   summary: 'Where the sandbox keeps its data and its record of processes.',
@@ -29,11 +29,19 @@ export default class SandboxUp extends ShardctlCommand<typeof SandboxUp> {
     shards: countFlag('shards', 0, 100_000)({summary: 'Shards, spread over the instances.', default: 8}),
     port: countFlag('port', 1024, 65_000)({summary: 'First port: the registry; instances and replicas follow.', default: 7000}),
     dir: sandboxDirFlag,
+    'dry-run': dryRunFlag,
   }
 
   async run() {
     const {flags} = this
     const dir = flags.dir ?? defaultSandboxDir()
+    if (flags['dry-run']) {
+      const plan = planPorts({basePort: flags.port, instances: flags.instances, replicas: flags.replicas})
+      const rows = [['registry', String(plan.registry), ''], ...plan.instances.flatMap((i) => [['master', String(i.port), ''], ...i.replicas.map((r) => ['replica', String(r), `of ${i.port}`])])]
+      this.log(renderTable(['ROLE', 'PORT', 'REPLICA'], rows))
+      this.progress(`Would start ${rows.length} redis-server processes with ${flags.shards} shards; data in ${dir} (dry run).`)
+      return {registry: `redis://127.0.0.1:${plan.registry}/0`, prefix: flags.prefix, dir, nodes: [], dryRun: true}
+    }
     const state = await sandboxUp({
       dir,
       basePort: flags.port,

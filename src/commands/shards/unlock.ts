@@ -1,7 +1,7 @@
 import {Flags} from '@oclif/core'
 
 import {RegistryCommand} from '../../base-command.js'
-import {yesFlag} from '../../flags.js'
+import {dryRunFlag, yesFlag} from '../../flags.js'
 import {breakLock, describeHolder, parseHolder} from '../../ops/lock.js'
 import {Change} from '../../registry/registry.js'
 
@@ -15,6 +15,7 @@ export default class ShardsUnlock extends RegistryCommand<typeof ShardsUnlock> {
 
   static override flags = {
     holder: Flags.string({summary: 'Break it only if this holder (user@host or token) holds it.'}),
+    'dry-run': dryRunFlag,
     yes: yesFlag,
   }
 
@@ -26,6 +27,10 @@ export default class ShardsUnlock extends RegistryCommand<typeof ShardsUnlock> {
       return {broken: false, holder: null}
     }
     const who = current ? describeHolder(current) : 'an unknown holder'
+    if (this.flags['dry-run']) {
+      this.log(`The lock is held by ${who}; nothing changed (dry run).`)
+      return {broken: false, holder: current ?? null}
+    }
     if (!(await this.confirm(`Break the lock held by ${who}?`))) {
       this.progress('Lock left in place.')
       return {broken: false, holder: current ?? null}
