@@ -1,0 +1,177 @@
+#!/usr/bin/env node
+// The benchmark harness: `npm run bench` (full, under ten minutes) or
+// `npm run bench -- --quick` (a minute or two). Starts its own redis-server
+// processes, runs every benchmark several times, prints the table and rewrites
+// BENCHMARKS.md. See BENCHMARKS.md, "How to reproduce".
+import {readFileSync, writeFileSync} from 'node:fs'
+import {join} from 'node:path'
+
+import * as assign from './assign.js'
+import {ROOT, cleanup, loadAverage, machine} from './lib.js'
+import * as list from './list.js'
+import * as lookup from './lookup.js'
+
+// reps: repetitions of assign and lookup; coldReps: of shards:list, a third of a second each.
+const SETTINGS = {
+  full: {hashes: 1_000_000, reps: 5, coldReps: 15},
+  quick: {hashes: 200_000, reps: 3, coldReps: 5},
+}
+
+const BENCHMARKS = [
+  ['shards:assign', assign],
+  ['shards:lookup', lookup],
+  ['shards:list', list],
+]
+
+/**
+ * Planned commands without a benchmark: a row each, so the table is complete. The row
+ * says "not built yet" until oclif.manifest.json has the command (and flag).
+ */
+const PLANNED = [
+  {benchmark: 'shards:split', command: 'shards:split'},
+  {benchmark: 'shards:promote', command: 'shards:promote'},
+  {benchmark: 'shards:check --canary', command: 'shards:check', flag: 'canary'},
+]
+
+const COLUMNS = [
+  ['benchmark', 'benchmark'],
+  ['workload', 'workload'],
+  ['shardctl', 'shardctl (median)'],
+  ['baseline', 'baseline (median)'],
+  ['ratio', 'ratio: median (range)'],
+  ['target', 'target'],
+  ['result', 'result'],
+]
+
+async function main() {
+  const mode = process.argv.includes('--quick') ? 'quick' : 'full'
+  const settings = SETTINGS[mode]
+  const started = new Date()
+  const host = machine()
+  note(`shardctl benchmarks, ${mode} run: ${settings.hashes.toLocaleString('en-US')} hashes, ${settings.reps} repetitions (shards:list ${settings.coldReps})`)
+
+  const results = []
+  for (const [name, benchmark] of BENCHMARKS) {
+    note(`${name}...`)
+    const t0 = Date.now()
+    results.push({name, ...(await benchmark.run(settings))})
+    note(`${name}: ${((Date.now() - t0) / 1000).toFixed(0)} s`)
+  }
+  const measured = results.flatMap((r) => r.rows).map((row) => ({...row, result: row.met ? 'met' : 'missed'}))
+  const rows = [...measured, ...plannedRows()]
+  const seconds = (Date.now() - started.getTime()) / 1000
+
+  console.log(textTable(rows))
+  for (const row of rows.filter((r) => r.met === false)) console.log(`\n${row.benchmark}: missed. ${row.cause}`)
+  writeFileSync(join(ROOT, 'BENCHMARKS.md'), markdown({mode, settings, host, started, seconds, rows, results}))
+  note(`\nWrote BENCHMARKS.md (${seconds.toFixed(0)} s).`)
+}
+
+function plannedRows() {
+  const commands = JSON.parse(readFileSync(join(ROOT, 'oclif.manifest.json'), 'utf8')).commands
+  return PLANNED.map(({benchmark, command, flag}) => {
+    const built = command in commands && (flag === undefined || flag in commands[command].flags)
+    return {benchmark, workload: '—', shardctl: '—', baseline: '—', ratio: '—', target: '—', result: built ? 'no benchmark yet' : 'not built yet'}
+  })
+}
+
+function textTable(rows) {
+  const cells = [COLUMNS.map(([, title]) => title), ...rows.map((row) => COLUMNS.map(([key]) => row[key]))]
+  const widths = COLUMNS.map((_, i) => Math.max(...cells.map((line) => line[i].length)))
+  return cells.map((line) => line.map((cell, i) => cell.padEnd(widths[i])).join('  ').trimEnd()).join('\n')
+}
+
+function markdown({mode, settings, host, started, seconds, rows, results}) {
+  const cell = (text) => text.replaceAll('|', '\\|')
+  const table = [
+    `| ${COLUMNS.map(([, title]) => title).join(' | ')} |`,
+    `| ${COLUMNS.map(() => '---').join(' | ')} |`,
+    ...rows.map((row) => `| ${COLUMNS.map(([key]) => cell(key === 'result' && row.met === false ? '**missed**' : row[key])).join(' | ')} |`),
+  ]
+  const missed = rows.filter((row) => row.met === false)
+  const date = started.toISOString().replace('T', ' ').slice(0, 16)
+  return `# Benchmarks
+
+Written by \`npm run bench\` (\`bench/run.js\`) on ${date} UTC, ${mode} run. Do not edit by hand: run it again.
+
+The machines are shared and noisy, so every figure is a **ratio** against a baseline
+measured in the same run, on the same machine, right before it; each ratio is the
+median over the repetitions, with their range in brackets.${mode === 'quick' ? `
+
+This is a quick run: with ${settings.hashes.toLocaleString('en-US')} hashes the fixed startup weighs more,
+so assign and lookup ratios come out lower than in a full run, for which the targets are set.` : ''}
+
+${table.join('\n')}
+
+${missed.length === 0 ? 'Every target is met.' : `## Why targets are missed\n\n${missed.map((row) => `**${row.benchmark}** (${row.shardctl}, ratio ${row.ratio}, target ${row.target}): ${row.cause}`).join('\n\n')}`}
+
+## Machine
+
+* CPU: ${host.cpu}, ${host.cores} cores, ${host.memoryGb} GB memory
+* load average (1, 5, 15 min): ${host.load} at the start, ${loadAverage()} at the end (other work on the machine shows here)
+* Node.js ${host.node}, redis-server ${host.redis}
+* shardctl: commit ${host.commit}, as built in \`dist/\`
+* ${mode} run: ${settings.hashes.toLocaleString('en-US')} hashes, ${settings.reps} repetitions (shards:list: ${settings.coldReps}); took ${Math.round(seconds)} s
+
+## How to reproduce
+
+\`\`\`sh
+npm run build                  # the benchmarks run dist/, as bin/run.js does
+npm run bench                  # full run: under ten minutes; rewrites BENCHMARKS.md
+npm run bench -- --quick       # ${SETTINGS.quick.hashes.toLocaleString('en-US')} hashes, ${SETTINGS.quick.reps} repetitions: a minute or two
+\`\`\`
+
+Needs \`redis-server\` and \`redis-benchmark\` on PATH (Debian: \`redis-server\`, \`redis-tools\`).
+Do not run it while \`npm test\` or \`npm run build\` runs: both delete and rebuild \`dist/\`.
+The harness starts its own \`redis-server\` processes on free loopback ports, each in its
+own temporary directory, and stops exactly those at the end, on failure and on Ctrl-C.
+Every shardctl run is a new \`node bin/run.js …\` process, timed from spawn to exit;
+\`bench/usage.js\` is preloaded into it (\`node --import\`) to report its peak memory
+(max RSS) and CPU time.
+
+* **shards:assign**: a registry, and an instance with 128 databases holding 100 shards
+  (\`shards:init\` in four groups of 25 with weights 1, 2, 3, 4). Each repetition empties
+  \`shards.map\` and runs \`redis-benchmark -c 50 -P 64 -n N -r 1000000000 HSETNX shards.map key:__rand_int__ v\`,
+  empties it again and runs \`shards:assign --stdin --quiet\` with stdin the file of N
+  hashes \`key:000000000000\`, \`key:000000000001\`, … Ratio: N / shardctl's wall time, over
+  redis-benchmark's requests per second. Peak memory: the largest max RSS of the runs.
+* **shards:lookup**: the same registry with the N hashes assigned; each repetition runs
+  \`redis-benchmark -c 50 -P 64 -n N -r N HGET shards.map key:__rand_int__\` (exactly the
+  assigned hashes), then \`shards:lookup --stdin\` on the file, stdout to /dev/null
+  (exit 0: every hash found). Ratio as for assign.
+* **shards:list**: a registry and 20 instances with \`--databases 64\`, 50 shards each
+  (\`shards:init\`), 100 keys in every shard's database. After one untimed run of each,
+  every repetition times \`node -e 0\`, \`shardctl --version\` (oclif's startup alone, for
+  the analysis) and \`shards:list --json\` (which probes every instance; the JSON is
+  checked: 1,000 healthy shards). Ratio: shards:list's wall time over node's.
+
+## Repetitions
+
+${results.map((r) => `### ${r.name}\n\n${r.details.map((d) => `* ${d}`).join('\n')}`).join('\n\n')}
+`
+}
+
+function note(message) {
+  process.stderr.write(`${message}\n`)
+}
+
+// Stop every server and child on every way out: success, failure, Ctrl-C, kill.
+// process.on, not once: execa's exit handler (signal-exit) re-raises the signal,
+// killing this process mid-cleanup, when it finds itself the only listener left.
+let stopping = false
+for (const [signal, code] of [['SIGINT', 130], ['SIGTERM', 143], ['SIGHUP', 129]]) {
+  process.on(signal, () => {
+    if (stopping) return
+    stopping = true
+    note(`\n${signal}: stopping the redis-server processes this run started...`)
+    cleanup().finally(() => process.exit(code))
+  })
+}
+try {
+  await main()
+} catch (error) {
+  process.exitCode = 1
+  note(`bench failed: ${error.stack ?? error}`)
+} finally {
+  await cleanup()
+}
