@@ -63,11 +63,12 @@ function report(hashes, samples) {
         ratio: spread(samples.map((s) => s.ratio)),
         target: `≥ ${RATIO_TARGET}`,
         met: ratio >= RATIO_TARGET,
-        cause: `${measured} Why (node --cpu-prof): every hash travels alone through four async generators `
-          + '(`readLines` → `mapIterable` → `pipelined` → the command\'s `for await`), a promise chain per line; about half the CPU is '
-          + 'microtasks, generator frames and garbage collection. A batch-at-a-time prototype of the same work (same ioredis, same Lua script, '
-          + 'outside oclif) used 1.5 s of CPU instead of 2.7 s for 1,000,000 hashes. The script also returns every hash\'s shard id although '
-          + 'the client proposed them: returning only the ids of hashes that already had one took the registry from 1.65 to 1.32 µs per hash.',
+        cause: `${measured} Before (commit a0f3551): ratio 0.39, CPU-bound in shardctl: every hash went alone through four async `
+          + 'generators, a promise chain per line. Fixed by streaming whole batches (one promise and one output string per 1,000 hashes) '
+          + 'and by a script that returns only the ids of hashes that kept an assignment and calls Redis through a local: 1.97 → 1.55 µs '
+          + 'per hash. What remains is the registry: the script\'s atomic set-if-absent with its shard check and event costs about twice '
+          + 'a bare HSETNX, so the ceiling is the ratio above; a plain HSETNX pipeline would be faster but could not refuse a shard that '
+          + 'left the registry, nor publish its event atomically.',
       },
       {
         benchmark: 'shards:assign --stdin --quiet, peak memory',
@@ -77,10 +78,9 @@ function report(hashes, samples) {
         ratio: '—',
         target: `≤ ${RSS_TARGET_MB} MB`,
         met: peakRss <= RSS_TARGET_MB,
-        cause: 'Memory is constant but its plateau is above the target: 1,000,000 and 3,000,000 hashes both peak at ~160 MB. '
-          + 'Not a leak: with --trace-gc the heap falls back to ~15 MB at every mark-compact; in between, V8 lets old space grow to ~70 MB '
-          + 'with promises and result objects of the 8 batches in flight that outlive scavenges, on top of ~60 MB for Node, oclif and ioredis '
-          + '(`shardctl --version` alone: 60 MB). The batch-at-a-time prototype peaked at 123 MB.',
+        cause: 'Before (commit a0f3551): 156 MB, the result objects and promises of one hash each. Batching brought it to the figure '
+          + 'above: ~60 MB is Node, oclif and ioredis (`shardctl --version` alone), the rest the 8 batches in flight; constant for any '
+          + 'number of hashes.',
       },
     ],
     details: samples.map((s, i) => `rep ${i + 1}: shardctl ${formatRate(s.rate)} (${Math.round(s.ms)} ms, CPU ${Math.round(s.cpuMs)} ms, max RSS ${formatMb(s.rssMb)}), `

@@ -79,11 +79,11 @@ function report(samples) {
         met: m('ratio') <= RATIO_TARGET,
         cause: `Startup, before any work: \`shardctl --version\` (oclif only, no command loaded) took ${formatMs(m('floorMs'))}, `
           + `${(m('floorMs') / m('baselineMs')).toFixed(1)}× node -e 0 by itself; shards:list spent another ${formatMs(m('ms') - m('floorMs'))}. `
-          + 'Profiled on a quiet machine (node --cpu-prof timeline, a net.Socket.connect hook, in-process timings), that rest is: '
-          + 'loading the command module (ioredis, chalk, cli-table3) ~55 ms; connecting and reading the registry ~45 ms, of which ~10 ms in '
-          + '`compareIds` (`localeCompare` with options builds an ICU collator on every call); probing the 20 instances ~20 ms; and printing '
-          + 'the JSON ~30 ms: oclif\'s `logJson` runs `ux.colorizeJson` even when colour is off, where `JSON.stringify` of this 258 KB document '
-          + 'takes under 1 ms.',
+          + 'Before (commit a0f3551): 5.1×. Printing the JSON with JSON.stringify instead of oclif\'s colouriser (−30 ms) and one '
+          + 'shared collator for the id sort (−10 ms) brought it to the figure above. What remains (profiled on a quiet machine): loading '
+          + 'oclif itself (the `--version` floor above), loading the command module with ioredis, chalk and cli-table3 (~55 ms), '
+          + 'connecting and reading the registry, and probing the 20 instances (~20 ms). Reaching 2.5× needs a start-up path that '
+          + 'does not load oclif, or a bundled build (esbuild cut oclif plus the command from 187 to 139 ms in a trial): not done yet.',
       },
     ],
     details: samples.map((s, i) => `rep ${i + 1}: shards:list ${formatMs(s.ms)} (CPU ${formatMs(s.cpuMs)}, max RSS ${formatMb(s.rssMb)}), `

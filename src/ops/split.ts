@@ -8,7 +8,7 @@ import {parseInfo} from '../fleet/info.js'
 import {databaseCount, flushDb, keysPerDb} from '../fleet/instance.js'
 import {copyProgress, follows, makeMaster, makeReplica, pauseWrites, replicationOf, resumeWrites, waitForOffset} from '../fleet/replication.js'
 import {type ShardAddress, formatAddress, instanceKey, parseInstance} from '../registry/address.js'
-import {Change, type Registry} from '../registry/registry.js'
+import {Change, type Registry, compareIds} from '../registry/registry.js'
 import {Journal, type JournalEntry} from './journal.js'
 import type {OperatorLock} from './lock.js'
 
@@ -91,7 +91,7 @@ export function assignMoves(shards: {id: string; keys: number}[], targets: strin
   }
   const source = '\u0000source'
   const load = new Map<string, {keys: number; count: number}>([[source, {keys: 0, count: 0}], ...targets.map((t) => [t, {keys: 0, count: 0}] as const)])
-  for (const s of [...shards].sort((a, b) => b.keys - a.keys || a.id.localeCompare(b.id, 'en', {numeric: true}))) {
+  for (const s of [...shards].sort((a, b) => b.keys - a.keys || compareIds(a.id, b.id))) {
     const [lightest] = [...load].sort(([, a], [, b]) => a.keys - b.keys || a.count - b.count)[0]
     const entry = load.get(lightest)!
     entry.keys += s.keys

@@ -61,8 +61,6 @@ export interface AssignOptions {
   shard?: string
   /** With `shard`: overwrite existing assignments. */
   force?: boolean
-  /** Hashes per script call. */
-  batchSize?: number
   /** Script calls in flight at once. */
   depth?: number
   random?: () => number
@@ -82,41 +80,38 @@ export function checkHash(hash: string): string {
   return hash
 }
 
+/** Batches of hashes: what the streaming paths pass around, so no promise is made per hash. */
+export type Batches = AsyncIterable<string[]> | Iterable<string[]>
+
+export const BATCH_SIZE = 1000
+
+/** An array as batches of `size`. */
+export function* inBatches<T>(items: T[], size = BATCH_SIZE): Generator<T[]> {
+  for (let i = 0; i < items.length; i += size) yield items.slice(i, i + size)
+}
+
 /**
- * Group a stream of items into batches, keeping up to `depth` batches in flight and
- * yielding results in input order. Memory is bounded by batchSize * depth.
+ * Send batches with up to `depth` of them in flight, yielding each batch's result in
+ * input order. Memory is bounded by depth batches, whatever the length of the stream.
  */
-export async function* pipelined<T, R>(
-  items: AsyncIterable<T> | Iterable<T>,
-  batchSize: number,
-  depth: number,
-  send: (batch: T[]) => Promise<R[]>,
-): AsyncGenerator<R> {
-  const inFlight: Promise<R[]>[] = []
-  let batch: T[] = []
-  for await (const item of items) {
-    batch.push(item)
-    if (batch.length === batchSize) {
-      inFlight.push(send(batch))
-      // Keep the rejection handled until it is awaited in order below.
-      inFlight.at(-1)!.catch(() => undefined)
-      batch = []
-      if (inFlight.length >= depth) yield* await inFlight.shift()!
-    }
+export async function* pipelined<T, R>(batches: AsyncIterable<T[]> | Iterable<T[]>, depth: number, send: (batch: T[]) => Promise<R>): AsyncGenerator<R> {
+  const inFlight: Promise<R>[] = []
+  for await (const batch of batches) {
+    if (batch.length === 0) continue
+    const sent = send(batch)
+    // Keep the rejection handled until it is awaited in order below.
+    sent.catch(() => undefined)
+    inFlight.push(sent)
+    if (inFlight.length >= depth) yield await inFlight.shift()!
   }
-  if (batch.length > 0) inFlight.push(send(batch))
-  while (inFlight.length > 0) yield* await inFlight.shift()!
+  while (inFlight.length > 0) yield await inFlight.shift()!
 }
 
 /**
  * Assign hashes with atomic set-if-absent, so concurrent assigners agree on one answer.
- * Streams: results come back in input order as batches complete.
+ * Streams: each batch's results come back in input order.
  */
-export async function* assignHashes(
-  registry: Registry,
-  hashes: AsyncIterable<string> | Iterable<string>,
-  options: AssignOptions = {},
-): AsyncGenerator<AssignResult> {
+export async function* assignHashes(registry: Registry, batches: Batches, options: AssignOptions = {}): AsyncGenerator<AssignResult[]> {
   const random = options.random ?? Math.random
   let choose: () => string
   if (options.shard === undefined) {
@@ -134,13 +129,17 @@ export async function* assignHashes(
 
   const send = async (batch: string[]): Promise<AssignResult[]> => {
     const args: string[] = [registry.keys.map, registry.keys.list, registry.keys.events, template, force]
-    for (const hash of batch) args.push(hash, choose())
+    const proposed: string[] = []
+    for (const hash of batch) {
+      const id = choose()
+      proposed.push(id)
+      args.push(checkHash(hash), id)
+    }
     let reply: string[]
     try {
       reply = await registry.client.assign(...args)
     } catch (error) {
-      const message = (error as Error).message
-      const missing = /NOSHARD (\S+)/.exec(message)
+      const missing = /NOSHARD (\S+)/.exec((error as Error).message)
       if (missing) {
         throw new ShardctlError(`shard ${missing[1]} left the registry while assigning`, {
           code: 'ECONFLICT',
@@ -149,20 +148,15 @@ export async function* assignHashes(
       }
       throw error
     }
+    // The reply names only the shards of hashes that kept an existing assignment.
     const flags = reply[0]
-    return batch.map((hash, i) => ({hash, shard: reply[i + 1], assigned: flags[i] === '1'}))
+    let next = 1
+    return batch.map((hash, i) => {
+      const assigned = flags[i] === '1'
+      return {hash, shard: assigned || force === '1' ? proposed[i] : reply[next++], assigned}
+    })
   }
-
-  yield* pipelined(
-    mapIterable(hashes, checkHash),
-    options.batchSize ?? 1000,
-    options.depth ?? 8,
-    send,
-  )
-}
-
-async function* mapIterable<T, R>(items: AsyncIterable<T> | Iterable<T>, fn: (item: T) => R): AsyncGenerator<R> {
-  for await (const item of items) yield fn(item)
+  yield* pipelined(batches, options.depth ?? 8, send)
 }
 
 export interface LookupResult {
@@ -171,13 +165,10 @@ export interface LookupResult {
 }
 
 /** Look hashes up in P.map, streamed in pipelined HMGET batches. */
-export async function* lookupHashes(
-  registry: Registry,
-  hashes: AsyncIterable<string> | Iterable<string>,
-  options: {batchSize?: number; depth?: number} = {},
-): AsyncGenerator<LookupResult> {
+export async function* lookupHashes(registry: Registry, batches: Batches, options: {depth?: number} = {}): AsyncGenerator<LookupResult[]> {
   await registry.guard(registry.keys.map, 'a hash', () => registry.client.hlen(registry.keys.map))
-  yield* pipelined(mapIterable(hashes, checkHash), options.batchSize ?? 1000, options.depth ?? 8, async (batch) => {
+  yield* pipelined(batches, options.depth ?? 8, async (batch) => {
+    for (const hash of batch) checkHash(hash)
     const ids = await registry.client.hmget(registry.keys.map, ...batch)
     return batch.map((hash, i) => ({hash, shard: ids[i]}))
   })

@@ -1,37 +1,29 @@
 import {once} from 'node:events'
-import {createInterface} from 'node:readline'
 import type {Readable, Writable} from 'node:stream'
 
-/** One item per line of a stream: trailing CR stripped, blank lines skipped. */
-export async function* readLines(input: Readable): AsyncGenerator<string> {
-  const lines = createInterface({input, crlfDelay: Number.POSITIVE_INFINITY})
-  for await (const line of lines) {
+/**
+ * Lines of a stream in batches: trailing CR stripped, blank lines skipped. Reading
+ * raw chunks and yielding arrays keeps a million lines to a thousand promises.
+ */
+export async function* readLineBatches(input: Readable, size = 1000): AsyncGenerator<string[]> {
+  let rest = ''
+  let batch: string[] = []
+  const take = (line: string) => {
     const item = line.endsWith('\r') ? line.slice(0, -1) : line
-    if (item.trim() !== '') yield item
+    if (item.trim() !== '') batch.push(item)
   }
+  input.setEncoding('utf8')
+  for await (const chunk of input as AsyncIterable<string>) {
+    const lines = (rest + chunk).split('\n')
+    rest = lines.pop()!
+    for (const line of lines) take(line)
+    while (batch.length >= size) yield batch.splice(0, size)
+  }
+  take(rest)
+  while (batch.length > 0) yield batch.splice(0, size)
 }
 
-/**
- * Buffered line output that respects backpressure, so a million results cost
- * a thousand writes and never pile up in memory when the reader is slow.
- */
-export class LineWriter {
-  private buffer: string[] = []
-
-  constructor(
-    private readonly out: Writable = process.stdout,
-    private readonly flushEvery = 1000,
-  ) {}
-
-  async write(line: string): Promise<void> {
-    this.buffer.push(line)
-    if (this.buffer.length >= this.flushEvery) await this.flush()
-  }
-
-  async flush(): Promise<void> {
-    if (this.buffer.length === 0) return
-    const chunk = `${this.buffer.join('\n')}\n`
-    this.buffer = []
-    if (!this.out.write(chunk)) await once(this.out, 'drain')
-  }
+/** Write a chunk of output, waiting when the reader is slower than we are. */
+export async function writeChunk(out: Writable, chunk: string): Promise<void> {
+  if (chunk !== '' && !out.write(chunk)) await once(out, 'drain')
 }

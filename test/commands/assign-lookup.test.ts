@@ -1,6 +1,6 @@
 import {expect} from 'chai'
 
-import {cli, spawnCli} from '../helpers/cli.js'
+import {binary, cli, spawnCli} from '../helpers/cli.js'
 import {useFleet} from '../helpers/fleet.js'
 
 describe('shards:assign and shards:lookup', () => {
@@ -80,6 +80,17 @@ describe('shards:assign and shards:lookup', () => {
     expect(lines).to.have.length(3)
     expect(lines[0]).to.include({hash: 'a', assigned: false})
     expect(lines[2]).to.deep.equal({summary: {total: 2, assigned: 1, existing: 1, dryRun: false}})
+  })
+
+  it('streams more hashes than one batch, in input order, and a reader that stops early ends it quietly', async () => {
+    const hashes = Array.from({length: 2500}, (_, i) => `many${i}`)
+    const run = await spawnCli(['shards:assign', '--stdin', ...fleet.r()], {input: hashes.join('\n')})
+    expect(run.exitCode).to.equal(0)
+    expect(run.stdout.trim().split('\n').map((l) => l.split('\t')[0])).to.deep.equal(hashes)
+    const {execa} = await import('execa')
+    const piped = await execa('bash', ['-c', `seq 1 200000 | node ${binary} shards:lookup --stdin -r ${fleet.registry.url} | head -1`], {reject: false})
+    expect(piped.stdout).to.equal('1\t-\t-')
+    expect(piped.stderr).not.to.match(/EPIPE|Error/)
   })
 
   it('--dry-run draws but stores nothing', async () => {

@@ -23,7 +23,7 @@ describe('terminal manners', () => {
   it('stdout carries only the data; the summary goes to stderr', async () => {
     const run = await spawnCli(['shards:list', ...fleet.r()])
     expect(run.stdout.trim().split('\n')).to.have.length(3) // head and two shards
-    expect(run.stderr).to.match(/2 shards on 1 instances/)
+    expect(run.stderr).to.match(/2 shards on 1 instance,/)
   })
 
   it('errors are one line without a stack trace, unless DEBUG is set', async () => {

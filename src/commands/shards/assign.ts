@@ -3,8 +3,8 @@ import {Args, Flags} from '@oclif/core'
 import {RegistryCommand} from '../../base-command.js'
 import {dryRunFlag, shardIdArg} from '../../flags.js'
 import {usageError} from '../../errors.js'
-import {type AssignResult, WeightedPicker, assignHashes, checkHash, lookupHashes, noWeightedShard} from '../../registry/assign.js'
-import {LineWriter, readLines} from '../../ui/lines.js'
+import {type AssignResult, type Batches, WeightedPicker, assignHashes, checkHash, inBatches, lookupHashes, noWeightedShard} from '../../registry/assign.js'
+import {readLineBatches, writeChunk} from '../../ui/lines.js'
 import {paint, renderTable} from '../../ui/terminal.js'
 
 interface AssignSummary {
@@ -40,23 +40,21 @@ export default class ShardsAssign extends RegistryCommand<typeof ShardsAssign> {
 
   async run(): Promise<(AssignSummary & {results: AssignResult[]}) | {summary: AssignSummary}> {
     const {flags} = this
-    const hashes = this.hashes(flags.stdin)
+    const batches = this.batches(flags.stdin)
     const registry = await this.registry()
-    const results = flags['dry-run']
-      ? this.dryRun(hashes)
-      : assignHashes(registry, hashes, {shard: flags.shard, force: flags.force})
-
+    const results = flags['dry-run'] ? this.dryRun(batches) : assignHashes(registry, batches, {shard: flags.shard, force: flags.force})
     const summary: AssignSummary = {total: 0, assigned: 0, existing: 0, dryRun: flags['dry-run']}
-    const count = (r: AssignResult) => {
-      summary.total++
-      if (r.assigned) summary.assigned++
-      else summary.existing++
+    const count = (batch: AssignResult[]) => {
+      summary.total += batch.length
+      for (const r of batch) if (r.assigned) summary.assigned++
+      summary.existing = summary.total - summary.assigned
     }
+
     if (!flags.stdin) {
       const all: AssignResult[] = []
-      for await (const r of results) {
-        count(r)
-        all.push(r)
+      for await (const batch of results) {
+        count(batch)
+        all.push(...batch)
       }
       if (!this.jsonEnabled() && !flags.quiet) {
         const status = (r: AssignResult) => (r.assigned ? paint.ok(flags['dry-run'] ? 'would assign' : 'assigned') : paint.dim('existing'))
@@ -66,36 +64,37 @@ export default class ShardsAssign extends RegistryCommand<typeof ShardsAssign> {
       return {...summary, results: all}
     }
 
+    // Streaming: one string written per batch, so output keeps pace with Redis.
     this.ndjson = this.jsonEnabled()
-    const out = new LineWriter()
-    for await (const r of results) {
-      count(r)
-      if (flags.quiet) continue
-      await out.write(this.ndjson ? JSON.stringify(r) : `${r.hash}\t${r.shard}`)
+    const line = this.ndjson ? (r: AssignResult) => JSON.stringify(r) : (r: AssignResult) => `${r.hash}\t${r.shard}`
+    for await (const batch of results) {
+      count(batch)
+      if (!flags.quiet) await writeChunk(process.stdout, `${batch.map(line).join('\n')}\n`)
     }
-    await out.flush()
     this.progress(this.describe(summary))
     return {summary}
   }
 
-  private hashes(stdin: boolean): AsyncIterable<string> | string[] {
-    const given = (this.args.hash ?? [])
+  private batches(stdin: boolean): Batches {
+    const given = this.args.hash ?? []
     if (stdin && given.length > 0) throw usageError('give hashes as arguments or with --stdin, not both')
-    if (stdin) return readLines(process.stdin)
+    if (stdin) return readLineBatches(process.stdin)
     if (given.length === 0) throw usageError('no hashes given', 'pass hashes as arguments, or --stdin to read them one per line')
-    return given.map(checkHash)
+    return inBatches(given.map(checkHash))
   }
 
   /** What would happen: existing assignments looked up, new ones drawn, nothing stored. */
-  private async *dryRun(hashes: AsyncIterable<string> | string[]): AsyncGenerator<AssignResult> {
+  private async *dryRun(batches: Batches): AsyncGenerator<AssignResult[]> {
     const registry = await this.registry()
     const shard = this.flags.shard
     if (shard !== undefined) await registry.shard(shard)
     const picker = shard === undefined ? new WeightedPicker(await registry.weights()) : undefined
     if (picker?.empty) throw noWeightedShard()
-    for await (const {hash, shard: existing} of lookupHashes(registry, hashes)) {
-      if (existing !== null && !(this.flags.force && shard !== undefined)) yield {hash, shard: existing, assigned: false}
-      else yield {hash, shard: shard ?? picker!.pick(), assigned: existing !== shard}
+    const move = this.flags.force && shard !== undefined
+    for await (const batch of lookupHashes(registry, batches)) {
+      yield batch.map(({hash, shard: existing}) =>
+        existing !== null && !move ? {hash, shard: existing, assigned: false} : {hash, shard: shard ?? picker!.pick(), assigned: existing !== shard},
+      )
     }
   }
 

@@ -41,7 +41,8 @@ export default class ShardsList extends RegistryCommand<typeof ShardsList> {
     this.log(renderTable(head, rows))
 
     const problems = overview.shards.filter((s) => s.problems.length > 0).length
-    const summary = [`${overview.shards.length} shards on ${overview.instances} instances`, `total weight ${overview.totalWeight}`]
+    const plural = (n: number, word: string) => `${n} ${word}${n === 1 ? '' : 's'}`
+    const summary = [`${plural(overview.shards.length, 'shard')} on ${plural(overview.instances, 'instance')}`, `total weight ${overview.totalWeight}`]
     if (overview.probed) summary.push(problems === 0 ? paint.ok('all healthy') : paint.bad(`${problems} with problems`))
     if (overview.orphanHashes) summary.push(paint.warn(`${formatCount(overview.orphanHashes)} hashes point at unknown shards`))
     this.progress(summary.join(', '))

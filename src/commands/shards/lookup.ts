@@ -3,8 +3,8 @@ import {Args, Flags} from '@oclif/core'
 import {RegistryCommand} from '../../base-command.js'
 import {usageError} from '../../errors.js'
 import {formatAddress} from '../../registry/address.js'
-import {checkHash, lookupHashes} from '../../registry/assign.js'
-import {LineWriter, readLines} from '../../ui/lines.js'
+import {checkHash, inBatches, lookupHashes} from '../../registry/assign.js'
+import {readLineBatches, writeChunk} from '../../ui/lines.js'
 import {paint, renderTable} from '../../ui/terminal.js'
 
 interface LookupRow {
@@ -44,21 +44,22 @@ export default class ShardsLookup extends RegistryCommand<typeof ShardsLookup> {
     // Masters come from one snapshot; a hash pointing at an unknown shard shows no master.
     const {shards} = await registry.snapshot()
     const masters = new Map(shards.map((s) => [s.id, formatAddress(s.master)]))
-    const hashes = this.flags.stdin ? readLines(process.stdin) : given.map(checkHash)
+    const batches = this.flags.stdin ? readLineBatches(process.stdin) : inBatches(given.map(checkHash))
 
     const summary: LookupSummary = {total: 0, found: 0, unassigned: 0}
     const rows: LookupRow[] = []
-    const out = this.flags.stdin ? new LineWriter() : undefined
-    this.ndjson = Boolean(out) && this.jsonEnabled()
-    for await (const {hash, shard} of lookupHashes(registry, hashes)) {
-      const row = {hash, shard, master: shard === null ? null : (masters.get(shard) ?? null)}
-      summary.total++
-      if (shard === null) summary.unassigned++
-      else summary.found++
-      if (!out) rows.push(row)
-      else await out.write(this.ndjson ? JSON.stringify(row) : `${hash}\t${shard ?? '-'}\t${row.master ?? '-'}`)
+    const out = this.flags.stdin
+    this.ndjson = out && this.jsonEnabled()
+    const line = this.ndjson ? (r: LookupRow) => JSON.stringify(r) : (r: LookupRow) => `${r.hash}\t${r.shard ?? '-'}\t${r.master ?? '-'}`
+    for await (const batch of lookupHashes(registry, batches)) {
+      const found = batch.map(({hash, shard}) => ({hash, shard, master: shard === null ? null : (masters.get(shard) ?? null)}))
+      summary.total += found.length
+      for (const r of found) if (r.shard === null) summary.unassigned++
+      summary.found = summary.total - summary.unassigned
+      if (out) await writeChunk(process.stdout, `${found.map(line).join('\n')}\n`)
+      else rows.push(...found)
     }
-    await out?.flush()
+    if (out) this.progress(`${summary.total.toLocaleString('en-US')} hashes: ${summary.found.toLocaleString('en-US')} found, ${summary.unassigned.toLocaleString('en-US')} unassigned.`)
 
     if (!out && !this.jsonEnabled()) {
       this.log(renderTable(['HASH', 'SHARD', 'MASTER'], rows.map((r) => [r.hash, r.shard ?? paint.warn('unassigned'), r.master ?? '-'])))
