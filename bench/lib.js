@@ -247,3 +247,127 @@ function gitCommit() {
     return 'unknown'
   }
 }
+
+// ---------------------------------------------------------------------------
+// A paced writer: an application in miniature for the cut-over benchmarks.
+
+/**
+ * Writes at `perSecond` to the given shards, routed by the registry; on an error
+ * (READONLY, a dropped connection) it re-reads the registry and retries the same
+ * write. Measures the longest gap between two acknowledged writes while
+ * `window()` is open, and keeps every acknowledged key to check none was lost.
+ */
+export class PacedWriter {
+  constructor(registryServer, shards, perSecond) {
+    this.registryServer = registryServer
+    this.shards = shards
+    this.interval = 1000 / perSecond
+    this.acked = []
+    this.errors = 0
+    this.clients = new Map()
+  }
+
+  async start() {
+    this.registry = await connect({host: '127.0.0.1', port: this.registryServer.port, db: 0}, {timeoutMs: 30_000, clientName: 'bench-writer'})
+    // As an application server does: reload the routing on every registry event.
+    this.events = this.registry.duplicate()
+    await this.events.connect()
+    await this.events.subscribe('shards._events')
+    this.events.on('message', () => (this.routesVersion = (this.routesVersion ?? 0) + 1))
+    this.running = true
+    this.loop = this.run()
+  }
+
+  /** Open a measuring window; returns a function that closes it and gives the longest gap in ms. */
+  window() {
+    this.maxGap = 0
+    this.measuring = true
+    return () => {
+      this.measuring = false
+      return this.maxGap
+    }
+  }
+
+  async route(shard) {
+    const master = await this.registry.hget(`${MAP_KEY.split('.')[0]}.${shard}`, 'master')
+    const [, host, port, db] = /^(.+):(\d+)\/(\d+)$/.exec(master)
+    const key = `${host}:${port}/${db}`
+    if (!this.clients.has(key)) {
+      const {Redis} = await import('ioredis')
+      const client = new Redis({host, port: Number(port), db: Number(db), protocol: 2, maxRetriesPerRequest: 0, retryStrategy: () => 20})
+      client.on('error', () => undefined)
+      this.clients.set(key, client)
+    }
+    return this.clients.get(key)
+  }
+
+  async run() {
+    const routes = new Map()
+    let seq = 0
+    let last = performance.now()
+    const begin = performance.now()
+    let version = this.routesVersion
+    while (this.running) {
+      if (this.routesVersion !== version) {
+        version = this.routesVersion
+        routes.clear()
+      }
+      const shard = this.shards[seq % this.shards.length]
+      const key = `bench:${seq}`
+      for (;;) {
+        try {
+          if (!routes.has(shard)) routes.set(shard, await this.route(shard))
+          await routes.get(shard).set(key, 'x')
+          break
+        } catch {
+          this.errors++
+          routes.delete(shard)
+          await new Promise((r) => setTimeout(r, 1))
+          if (!this.running) return
+        }
+      }
+      const now = performance.now()
+      if (this.measuring) this.maxGap = Math.max(this.maxGap, now - last)
+      last = now
+      this.acked.push([shard, key])
+      seq++
+      const due = begin + seq * this.interval
+      if (due > now) await new Promise((r) => setTimeout(r, due - now))
+    }
+  }
+
+  async stop() {
+    this.running = false
+    await this.loop
+    for (const client of this.clients.values()) client.disconnect()
+    this.clients.clear()
+  }
+
+  /** Acknowledged writes missing where the registry now routes their shard. */
+  async lost() {
+    let lost = 0
+    const byShard = new Map()
+    for (const [shard, key] of this.acked) byShard.set(shard, [...(byShard.get(shard) ?? []), key])
+    for (const [shard, keys] of byShard) {
+      const client = await this.route(shard)
+      for (let i = 0; i < keys.length; i += 1000) lost += keys.slice(i, i + 1000).length - (await client.exists(...keys.slice(i, i + 1000)))
+    }
+    this.events.disconnect()
+    await close(this.registry)
+    for (const client of this.clients.values()) client.disconnect()
+    return lost
+  }
+}
+
+/** Wait until a replica has its full copy and streams live. */
+export async function waitForSync(server, {timeoutMs = 600_000} = {}) {
+  const deadline = Date.now() + timeoutMs
+  return withRedis(server, async (client) => {
+    for (;;) {
+      const info = await client.info('replication')
+      if (/master_link_status:up/.test(info) && /master_sync_in_progress:0/.test(info)) return
+      if (Date.now() > deadline) throw new Error(`127.0.0.1:${server.port} did not sync within ${timeoutMs} ms`)
+      await new Promise((r) => setTimeout(r, 20))
+    }
+  })
+}

@@ -10,17 +10,22 @@ import * as assign from './assign.js'
 import {ROOT, cleanup, loadAverage, machine} from './lib.js'
 import * as list from './list.js'
 import * as lookup from './lookup.js'
+import * as promote from './promote.js'
+import * as split from './split.js'
 
 // reps: repetitions of assign and lookup; coldReps: of shards:list, a third of a second each.
+// splitKeysPerDb: keys in each of the split source's 100 dbs (~200 bytes each: ~1 GB full).
 const SETTINGS = {
-  full: {hashes: 1_000_000, reps: 5, coldReps: 15},
-  quick: {hashes: 200_000, reps: 3, coldReps: 5},
+  full: {hashes: 1_000_000, reps: 5, coldReps: 15, splitKeysPerDb: 40_000, splitReps: 2},
+  quick: {hashes: 200_000, reps: 3, coldReps: 5, splitKeysPerDb: 4000, splitReps: 1},
 }
 
 const BENCHMARKS = [
   ['shards:assign', assign],
   ['shards:lookup', lookup],
   ['shards:list', list],
+  ['shards:promote', promote],
+  ['shards:split', split],
 ]
 
 /**
@@ -28,8 +33,6 @@ const BENCHMARKS = [
  * says "not built yet" until oclif.manifest.json has the command (and flag).
  */
 const PLANNED = [
-  {benchmark: 'shards:split', command: 'shards:split'},
-  {benchmark: 'shards:promote', command: 'shards:promote'},
   {benchmark: 'shards:check --canary', command: 'shards:check', flag: 'canary'},
 ]
 
@@ -51,7 +54,9 @@ async function main() {
   note(`shardctl benchmarks, ${mode} run: ${settings.hashes.toLocaleString('en-US')} hashes, ${settings.reps} repetitions (shards:list ${settings.coldReps})`)
 
   const results = []
-  for (const [name, benchmark] of BENCHMARKS) {
+  // --only <name>: run one benchmark and print it, without rewriting BENCHMARKS.md.
+  const only = process.argv.includes('--only') ? process.argv[process.argv.indexOf('--only') + 1] : undefined
+  for (const [name, benchmark] of BENCHMARKS.filter(([n]) => only === undefined || n === only)) {
     note(`${name}...`)
     const t0 = Date.now()
     results.push({name, ...(await benchmark.run(settings))})
@@ -63,6 +68,7 @@ async function main() {
 
   console.log(textTable(rows))
   for (const row of rows.filter((r) => r.met === false)) console.log(`\n${row.benchmark}: missed. ${row.cause}`)
+  if (only !== undefined) return
   writeFileSync(join(ROOT, 'BENCHMARKS.md'), markdown({mode, settings, host, started, seconds, rows, results}))
   note(`\nWrote BENCHMARKS.md (${seconds.toFixed(0)} s).`)
 }
