@@ -4,7 +4,7 @@ import {join} from 'node:path'
 
 import {expect} from 'chai'
 
-import {freePort, isAlive} from '../../src/sandbox/redis-process.js'
+import {freePort, isAlive, stopRedis} from '../../src/sandbox/redis-process.js'
 import {spawnCli} from '../helpers/cli.js'
 
 describe('sandbox:up, sandbox:status, sandbox:down', () => {
@@ -45,6 +45,24 @@ describe('sandbox:up, sandbox:status, sandbox:down', () => {
     expect(JSON.parse(down.stdout).stopped).to.equal(5)
     for (const node of state.nodes) expect(isAlive(node.pid)).to.equal(false)
     expect(existsSync(join(dir, 'sandbox.json'))).to.equal(false)
+  })
+
+  it('a sandbox instance splits onto a spawned instance end to end', async () => {
+    const up = await spawnCli(['sandbox:up', '--dir', dir, '--port', String(base), '--instances', '1', '--replicas', '1', '--shards', '4', '--json'])
+    expect(up.exitCode, up.stderr).to.equal(0)
+    const env = {SHARDCTL_REGISTRY: JSON.parse(up.stdout).registry, SHARDCTL_SPAWN_DIR: join(dir, 'spawned')}
+    const split = await spawnCli(['shards:split', `127.0.0.1:${base + 1}`, '--spawn', '--port', String(base + 10), '--spawn-replicas', '1', '--grace', '200ms', '--yes', '--json'], {env})
+    expect(split.exitCode, split.stderr).to.equal(0)
+    const result = JSON.parse(split.stdout)
+    try {
+      expect(result.plan.moves).to.have.length(2)
+      const list = JSON.parse((await spawnCli(['shards:list', '--json'], {env})).stdout)
+      const masters = list.shards.map((s: {master: {address: string}}) => s.master.address.replace(/\/\d+$/, ''))
+      expect(masters.filter((m: string) => m === `127.0.0.1:${base + 10}`)).to.have.length(2)
+      for (const s of list.shards) expect(s.problems, s.id).to.deep.equal([])
+    } finally {
+      for (const p of result.spawned ?? []) await stopRedis(p)
+    }
   })
 
   it('status exits 3 when a recorded process died; up refuses while one runs', async () => {
