@@ -15,6 +15,8 @@ export interface StepRecord {
   name: string
   state: 'started' | 'done'
   at: string
+  /** What a finished step must leave for a recovery (e.g. a setting it changed and must restore). */
+  result?: unknown
 }
 
 export interface JournalEntry<P = unknown> {
@@ -98,14 +100,14 @@ export class Journal<P> {
     return new Journal(registry, lock, entry)
   }
 
-  /** Record the step, take it, record that it is done. */
-  async step<T>(name: string, action: () => Promise<T>): Promise<T> {
+  /** Record the step, take it, record that it is done (with its result, if asked to keep it). */
+  async step<T>(name: string, action: () => Promise<T>, options: {keepResult?: boolean} = {}): Promise<T> {
     this.onStep?.(name)
     this.entry.steps.push({name, state: 'started', at: new Date().toISOString()})
     await this.save()
     await failpoint(name, 'before')
     const result = await action()
-    this.entry.steps.push({name, state: 'done', at: new Date().toISOString()})
+    this.entry.steps.push({name, state: 'done', at: new Date().toISOString(), ...(options.keepResult ? {result} : {})})
     await this.save()
     await failpoint(name, 'after')
     return result

@@ -217,7 +217,7 @@ class StrayWriteWatch {
   private constructor(
     private readonly admin: Redis,
     private readonly subscriber: Redis,
-    private readonly previous: string,
+    readonly previous: string,
   ) {}
 
   static async start(admin: Redis, subscriber: Redis, dbs: number[]): Promise<StrayWriteWatch> {
@@ -351,11 +351,17 @@ export async function executeSplit(
 
   const movedDbs = plan.moves.map((m) => m.db)
   let watch: StrayWriteWatch | undefined
-  await step('isolate', async () => {
-    const subscriber = await connect({...sourceEp, db: 0}, {timeoutMs: options.timeoutMs})
-    watch = await StrayWriteWatch.start(source, subscriber, movedDbs)
-    await disconnectClientsOn(source, new Set(movedDbs))
-  })
+  await journal.step(
+    'isolate',
+    async () => {
+      const subscriber = await connect({...sourceEp, db: 0}, {timeoutMs: options.timeoutMs})
+      watch = await StrayWriteWatch.start(source, subscriber, movedDbs)
+      await disconnectClientsOn(source, new Set(movedDbs))
+      // Kept in the journal: a recovery restores the setting the watch changed.
+      return {notifyKeyspaceEvents: watch.previous}
+    },
+    {keepResult: true},
+  )
   await step('resume', () => resumeWrites(source))
   try {
     await step('grace', () => sleep(plan.graceMs))
@@ -421,6 +427,11 @@ export async function recoverSplit(registry: Registry, lock: OperatorLock, pool:
   }
   // Still within the pause, clients on the moved databases must re-read the routing first.
   await disconnectClientsOn(source, new Set(plan.moves.map((m) => m.db)))
+  // A run killed while watching for stray writes left keyspace notifications on.
+  const isolated = entry.steps.find((s) => s.name === 'isolate' && s.state === 'done')?.result as {notifyKeyspaceEvents?: string} | undefined
+  if (isolated?.notifyKeyspaceEvents !== undefined) {
+    await source.config('SET', 'notify-keyspace-events', isolated.notifyKeyspaceEvents).catch(() => undefined)
+  }
   await resumeWrites(source).catch(() => undefined)
   await cleanTargets(pool, plan)
   const sourceDone = entry.steps.some((s) => s.name === 'clean-source' && s.state === 'done')

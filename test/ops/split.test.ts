@@ -177,6 +177,10 @@ describe('shards:split', () => {
           expect(missing).to.deep.equal([])
         }
         expect(await reg.exists('shards._journal', 'shards._lock')).to.equal(0)
+        // Keyspace notifications, turned on to watch for stray writes, are off again.
+        const c = source.client()
+        expect(((await c.config('GET', 'notify-keyspace-events')) as string[])[1]).to.equal('')
+        c.disconnect()
         if (outcome === 'rolled-back') {
           for (const id of SHARDS) expect(await reg.hget(`shards.${id}`, 'master')).to.equal(source.address(Number(id.slice(1))))
           expect(await keyspace(target)).to.deep.equal({})
