@@ -126,12 +126,29 @@ export function isOurRedis(pid: number, port: number): boolean {
 /** Stop a server we started: SIGTERM, then SIGKILL if it lingers. Never signals a reused pid. */
 export async function stopRedis(proc: {pid: number; port: number}, graceMs = 5000): Promise<'stopped' | 'not running'> {
   if (!isAlive(proc.pid) || !isOurRedis(proc.pid, proc.port)) return 'not running'
-  process.kill(proc.pid, 'SIGTERM')
+  // A server writing its first AOF (a replica right after its sync) ignores a SIGTERM
+  // ("Writing initial AOF, can't exit"): ask again until it goes.
   const deadline = Date.now() + graceMs
-  while (isAlive(proc.pid) && Date.now() < deadline) await sleep(20)
-  if (isAlive(proc.pid)) process.kill(proc.pid, 'SIGKILL')
+  let asked = 0
+  while (isAlive(proc.pid) && Date.now() < deadline) {
+    if (Date.now() - asked >= 200) {
+      signal(proc.pid, 'SIGTERM')
+      asked = Date.now()
+    }
+    await sleep(20)
+  }
+  if (isAlive(proc.pid)) signal(proc.pid, 'SIGKILL')
   while (isAlive(proc.pid)) await sleep(10)
   return 'stopped'
+}
+
+/** Signal a process that may have exited a moment ago. */
+function signal(pid: number, name: NodeJS.Signals): void {
+  try {
+    process.kill(pid, name)
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'ESRCH') throw error
+  }
 }
 
 /** A loopback port nobody listens on right now. */
