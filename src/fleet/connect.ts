@@ -145,9 +145,22 @@ export class ConnectionPool {
     return client
   }
 
+  /**
+   * A connection of its own (a subscriber, a blocking command), with the pool's
+   * credentials and options, also closed by closeAll().
+   */
+  dedicated(instance: {host: string; port: number}, overrides: Partial<ConnectOptions> = {}): Promise<ScriptedRedis> {
+    const client = connect({...this.credentials(instance), host: instance.host, port: instance.port, db: 0}, {...this.options, ...overrides})
+    this.extra.add(client)
+    return client
+  }
+
+  private readonly extra = new Set<Promise<ScriptedRedis>>()
+
   async closeAll(): Promise<void> {
-    const pending = [...this.clients.values()]
+    const pending = [...this.clients.values(), ...this.extra]
     this.clients.clear()
+    this.extra.clear()
     await Promise.all(pending.map(async (p) => close(await p.catch(() => undefined))))
   }
 }

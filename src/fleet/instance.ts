@@ -48,10 +48,15 @@ export async function keysPerDb(client: Redis): Promise<Map<number, number>> {
   return parseKeyspace(parseInfo(await client.info('keyspace')))
 }
 
-/** The settings a new instance copies from the one it takes shards from. */
-export async function copiedSettings(client: Redis): Promise<string[]> {
+/**
+ * The settings a new instance copies from the one it takes shards from; its fencing
+ * (min-replicas-*) only when it will have replicas of its own, or it would refuse writes.
+ */
+export async function copiedSettings(client: Redis, options: {withReplicas: boolean}): Promise<string[]> {
   const args: string[] = []
-  for (const name of ['databases', 'maxmemory', 'maxmemory-policy', 'appendonly', 'appendfsync', 'save']) {
+  const names = ['databases', 'maxmemory', 'maxmemory-policy', 'appendonly', 'appendfsync', 'save']
+  if (options.withReplicas) names.push('min-replicas-to-write', 'min-replicas-max-lag')
+  for (const name of names) {
     try {
       const reply = (await client.config('GET', name)) as string[]
       if (reply.length === 2) args.push(`--${name}`, reply[1])

@@ -1,7 +1,7 @@
 import {instanceKey, type ShardAddress} from '../registry/address.js'
 import type {Shard} from '../registry/schema.js'
 import type {ConnectionPool} from './connect.js'
-import {type ReplicationInfo, parseInfo, parseKeyspace, parseReplication} from './info.js'
+import {type InfoFields, type ReplicationInfo, parseInfo, parseKeyspace, parseReplication} from './info.js'
 
 /** What one instance says about itself. */
 export interface InstanceState {
@@ -10,34 +10,66 @@ export interface InstanceState {
   error?: string
   replication?: ReplicationInfo
   keysByDb?: Map<number, number>
+  /** Every INFO field read (replication, keyspace, and persistence/server when asked). */
+  info?: InfoFields
+  /** CONFIG GET results, when asked; undefined when CONFIG is refused (ACL, renamed). */
+  config?: Record<string, string>
+  configError?: string
+}
+
+export interface ProbeOptions {
+  /** Also read INFO persistence and server (AOF/RDB state, the server's clock). */
+  persistence?: boolean
+  /** Also read these settings with CONFIG GET, where the ACL allows it. */
+  config?: string[]
 }
 
 /**
  * Ask every instance, in parallel and with one connection each, for its replication
- * state and keyspace: two INFO sections in one round trip. An unreachable instance is
- * a result, not an error.
+ * state and keyspace — and what else is asked — in one round trip. An unreachable
+ * instance is a result, not an error.
  */
 export async function probeInstances(
   instances: Iterable<{host: string; port: number}>,
   pool: ConnectionPool,
+  options: ProbeOptions = {},
 ): Promise<Map<string, InstanceState>> {
   const unique = new Map<string, {host: string; port: number}>()
   for (const instance of instances) unique.set(instanceKey(instance), instance)
+  const sections = ['replication', 'keyspace', ...(options.persistence ? ['persistence', 'server'] : [])]
+  const settings = options.config ?? []
   const states = await Promise.all(
     [...unique].map(async ([key, instance]): Promise<InstanceState> => {
       try {
         const client = await pool.get(instance)
-        const replies = (await client.pipeline().info('replication').info('keyspace').exec()) ?? []
-        const failed = replies.find(([error]) => error)
+        const pipeline = client.pipeline()
+        for (const section of sections) pipeline.info(section)
+        for (const name of settings) pipeline.config('GET', name)
+        const replies = (await pipeline.exec()) ?? []
+        const infoReplies = replies.slice(0, sections.length)
+        const failed = infoReplies.find(([error]) => error)
         if (failed) throw failed[0]
-        const info = parseInfo(`${replies[0][1]}\n${replies[1][1]}`)
-        return {instance: key, reachable: true, replication: parseReplication(info), keysByDb: parseKeyspace(info)}
+        const info = parseInfo(infoReplies.map(([, text]) => String(text)).join('\n'))
+        const state: InstanceState = {instance: key, reachable: true, replication: parseReplication(info), keysByDb: parseKeyspace(info), info}
+        if (settings.length > 0) {
+          const configReplies = replies.slice(sections.length)
+          const refused = configReplies.find(([error]) => error)
+          if (refused) state.configError = (refused[0] as Error).message.split('\n')[0]
+          else state.config = Object.fromEntries(configReplies.flatMap(([, pair]) => toPairs(pair as string[])))
+        }
+        return state
       } catch (error) {
         return {instance: key, reachable: false, error: (error as Error).message}
       }
     }),
   )
   return new Map(states.map((s) => [s.instance, s]))
+}
+
+function toPairs(flat: string[]): [string, string][] {
+  const pairs: [string, string][] = []
+  for (let i = 0; i + 1 < flat.length; i += 2) pairs.push([flat[i], flat[i + 1]])
+  return pairs
 }
 
 export interface NodeHealth {
@@ -89,7 +121,8 @@ export function shardHealth(shard: Shard, states: Map<string, InstanceState>, fo
 
 const LOCAL = new Set(['127.0.0.1', 'localhost', '::1'])
 
-function sameHost(reported: string | undefined, registered: string): boolean {
+/** Whether a host an instance reports (INFO's master_host, a replica's ip) is the one the registry names. */
+export function sameHost(reported: string | undefined, registered: string): boolean {
   if (reported === undefined) return false
   if (reported === registered) return true
   return LOCAL.has(reported) && LOCAL.has(registered)

@@ -103,8 +103,13 @@ export async function sandboxUp(options: SandboxOptions): Promise<SandboxState> 
     nodes: [],
   }
   const databases = String(Math.max(16, Math.ceil(options.shards / Math.max(1, options.instances))))
+  // Instances as production should run them, so that shards:check passes on a fresh
+  // sandbox: an fsynced append-only file and RDB saves, and masters fenced by their
+  // replicas (set on the replicas too, so a promoted one stays fenced).
+  const instanceArgs = ['--databases', databases, '--appendonly', 'yes', '--appendfsync', 'everysec', '--save', '3600 1 300 100 60 10000']
+  if (options.replicas > 0) instanceArgs.push('--min-replicas-to-write', '1', '--min-replicas-max-lag', '10')
   const start = async (port: number, role: SandboxNode['role'], replicaOf?: number) => {
-    const args = role === 'registry' ? [] : ['--databases', databases]
+    const args = role === 'registry' ? [] : [...instanceArgs]
     if (replicaOf !== undefined) args.push('--replicaof', '127.0.0.1', String(replicaOf))
     const proc = await startRedis({port, dir: join(options.dir, `${role}-${port}`), args, detached: true})
     // Recorded as soon as it runs: a failure further on still lets `down` stop it.

@@ -28,7 +28,7 @@ export function defaultSpawnDir(): string {
 }
 
 export async function spawnLike(source: Redis, options: SpawnOptions): Promise<Spawned> {
-  const settings = await copiedSettings(source)
+  const settings = await copiedSettings(source, {withReplicas: options.replicas > 0})
   const ports: number[] = []
   for (let i = 0; i <= options.replicas; i++) {
     const port = options.port === undefined ? await freePort() : options.port + i

@@ -35,6 +35,9 @@ describe('sandbox:up, sandbox:status, sandbox:down', () => {
     const shards = JSON.parse(list.stdout).shards
     expect(shards).to.have.length(6)
     for (const s of shards) expect(s.problems, s.id).to.deep.equal([])
+    // A fresh sandbox runs as production should: replicated, fenced, persisted.
+    const check = await spawnCli(['shards:check', '--canary', '--persistence', '--json'], {env: {SHARDCTL_REGISTRY: state.registry}})
+    expect(check.exitCode, check.stdout).to.equal(0)
 
     const status = await spawnCli(['sandbox:status', '--dir', dir])
     expect(status.exitCode).to.equal(0)
@@ -60,6 +63,9 @@ describe('sandbox:up, sandbox:status, sandbox:down', () => {
       const masters = list.shards.map((s: {master: {address: string}}) => s.master.address.replace(/\/\d+$/, ''))
       expect(masters.filter((m: string) => m === `127.0.0.1:${base + 10}`)).to.have.length(2)
       for (const s of list.shards) expect(s.problems, s.id).to.deep.equal([])
+      // The spawned instance took the source's persistence and, having a replica, its fencing.
+      const check = await spawnCli(['shards:check', '--canary', '--persistence', '--json'], {env})
+      expect(check.exitCode, check.stdout).to.equal(0)
     } finally {
       for (const p of result.spawned ?? []) await stopRedis(p)
     }

@@ -109,16 +109,19 @@ describe('credentials and ACLs', () => {
   })
   after(() => server.stop())
 
-  it('a read-only ACL user lists the shards but cannot change the registry, and is told so in one line', async () => {
+  it('a read-only ACL user lists and checks the shards but cannot change the registry, and is told so in one line', async () => {
     const env = {SHARDCTL_REGISTRY: `redis://reader:${secret}@127.0.0.1:${server.port}/0`}
     const list = await spawnCli(['shards:list', '--json'], {env})
     expect(list.exitCode, list.stderr).to.equal(0)
     expect(JSON.parse(list.stdout).shards[0].master.reachable).to.equal(true)
+    const check = await spawnCli(['shards:check', '--json'], {env})
+    expect(check.exitCode, check.stdout).to.equal(0)
+    expect(JSON.parse(check.stdout).topology[0].masterRole).to.equal('master')
     const change = await spawnCli(['shards:weight', 's1', '2'], {env})
     expect(change.exitCode).to.equal(1)
     expect(change.stderr.trim().split('\n')).to.have.length(1)
     expect(change.stderr).to.match(/the Redis ACL does not allow this/)
-    for (const run of [list, change]) expect(run.stdout + run.stderr).not.to.include(secret)
+    for (const run of [list, check, change]) expect(run.stdout + run.stderr).not.to.include(secret)
   })
 
   it('takes the password from SHARDCTL_REGISTRY_USER / SHARDCTL_REGISTRY_PASSWORD, and instance credentials apart', async () => {

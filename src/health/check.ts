@@ -1,0 +1,85 @@
+import type {ConnectionPool} from '../fleet/connect.js'
+import {type InstanceState, probeInstances} from '../fleet/probe.js'
+import {type Registry, unknownShard} from '../registry/registry.js'
+import {type CanaryRow, runCanaries} from './canary.js'
+import {FENCING_SETTINGS, type FencingRow, checkFencing} from './fencing.js'
+import {type ShardGroup, groupShards, instancesOf} from './groups.js'
+import {PERSISTENCE_SETTINGS, type PersistenceRow, checkPersistence} from './persistence.js'
+import {type TopologyLimits, type TopologyRow, checkTopology} from './topology.js'
+
+/**
+ * `shards:check`: the registry read once, every instance probed once and in parallel
+ * (one connection each), then each concern judged from what was read — topology and
+ * fencing always, the canary and persistence when asked.
+ */
+export interface CheckOptions {
+  /** Only these shards (all when empty). */
+  shardIds: string[]
+  canary: boolean
+  persistence: boolean
+  limits: TopologyLimits
+  maxSaveAgeSeconds: number
+  timeoutMs: number
+}
+
+export interface CheckReport {
+  healthy: boolean
+  /** Problems found, over every concern. */
+  problems: number
+  shards: number
+  instances: number
+  /** Registry entries that do not match the schema. */
+  broken: {id: string; problems: string[]}[]
+  topology: TopologyRow[]
+  fencing: FencingRow[]
+  canary?: CanaryRow[]
+  persistence?: PersistenceRow[]
+}
+
+export interface Health {
+  report: CheckReport
+  groups: ShardGroup[]
+  states: Map<string, InstanceState>
+}
+
+export async function checkHealth(registry: Registry, pool: ConnectionPool, options: CheckOptions): Promise<Health> {
+  const snapshot = await registry.snapshot()
+  const wanted = new Set(options.shardIds)
+  for (const id of wanted) {
+    if (!snapshot.shards.some((s) => s.id === id) && !snapshot.broken.some((b) => b.id === id)) throw unknownShard(id)
+  }
+  const pick = <T extends {id: string}>(list: T[]) => (wanted.size === 0 ? list : list.filter((s) => wanted.has(s.id)))
+  const shards = pick(snapshot.shards)
+  const groups = groupShards(shards)
+  const nodes = instancesOf(groups)
+  const states = await probeInstances(nodes, pool, {
+    persistence: options.persistence,
+    config: [...FENCING_SETTINGS, ...(options.persistence ? PERSISTENCE_SETTINGS : [])],
+  })
+  const report: CheckReport = {
+    healthy: true,
+    problems: 0,
+    shards: shards.length,
+    instances: nodes.length,
+    broken: pick(snapshot.broken).map((b) => ({id: b.id, problems: b.problems})),
+    topology: checkTopology(groups, states, options.limits),
+    fencing: checkFencing(groups, states),
+  }
+  if (options.persistence) report.persistence = checkPersistence(groups, states, {maxSaveAgeSeconds: options.maxSaveAgeSeconds})
+  if (options.canary) report.canary = await runCanaries(groups, states, pool, {timeoutMs: options.timeoutMs})
+  tally(report)
+  return {report, groups, states}
+}
+
+/** Count the problems over every concern (again after --fence fixed some). */
+export function tally(report: CheckReport): void {
+  const rows: {problems: string[]}[] = [
+    ...report.broken,
+    ...report.topology,
+    ...report.fencing,
+    ...(report.canary ?? []),
+    ...(report.persistence ?? []),
+  ]
+  report.problems = rows.reduce((n, row) => n + row.problems.length, 0)
+  report.healthy = report.problems === 0
+}

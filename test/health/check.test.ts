@@ -1,0 +1,249 @@
+import {setTimeout as sleep} from 'node:timers/promises'
+
+import {expect} from 'chai'
+
+import type {CheckReport} from '../../src/health/check.js'
+import {ANSI, cli, spawnCli} from '../helpers/cli.js'
+import {useFleet} from '../helpers/fleet.js'
+import {type TestServer, startReplicated, startServer, waitForLink} from '../helpers/redis.js'
+
+/** Instances as production should run them: AOF fsynced every second, RDB saves, fenced by one replica. */
+const HEALTHY = ['--appendonly', 'yes', '--appendfsync', 'everysec', '--save', '3600 1', '--min-replicas-to-write', '1', '--min-replicas-max-lag', '10']
+
+/**
+ * A registry, a master with two replicas and three shards on its dbs 0-2, fresh for
+ * each test: each test breaks one thing and expects exactly that to be reported.
+ */
+describe('shards:check', () => {
+  const fleet = useFleet()
+  let master: TestServer
+  let replicas: TestServer[]
+  let extra: TestServer[] = []
+  const inst = (s: TestServer) => `127.0.0.1:${s.port}`
+
+  beforeEach(async () => {
+    ;({master, replicas} = await startReplicated(2, HEALTHY))
+    extra = []
+    const init = await cli(['shards:init', '--instance', inst(master), ...replicas.flatMap((x) => ['--replica', inst(x)]), '--count', '3', ...fleet.r()])
+    expect(init.exitCode, init.stderr).to.equal(0)
+  })
+  afterEach(async () => {
+    await Promise.all([master, ...replicas, ...extra].map((s) => s.stop()))
+  })
+
+  async function check(...flags: string[]): Promise<{exitCode: number; report: CheckReport; stderr: string}> {
+    const run = await cli(['shards:check', '--json', ...flags, ...fleet.r()])
+    return {exitCode: run.exitCode, report: JSON.parse(run.stdout) as CheckReport, stderr: run.stderr}
+  }
+
+  /** Every problem of a report, flat. */
+  const problems = (report: CheckReport) =>
+    [...report.broken, ...report.topology, ...report.fencing, ...(report.canary ?? []), ...(report.persistence ?? [])].flatMap((r) => r.problems)
+
+  async function canaryKeys(server: TestServer): Promise<string[]> {
+    const keys: string[] = []
+    for (const db of [0, 1, 2]) {
+      const c = server.client(db)
+      keys.push(...(await c.keys('shardctl:canary:*')))
+      c.disconnect()
+    }
+    return keys
+  }
+
+  /** Deletions replicate asynchronously: wait (boundedly) until no canary key is left on a server. */
+  async function expectNoCanaryLeft(servers: TestServer[]): Promise<void> {
+    for (const server of servers) {
+      let left = await canaryKeys(server)
+      for (let i = 0; i < 200 && left.length > 0; i++) {
+        await sleep(25)
+        left = await canaryKeys(server)
+      }
+      expect(left, `canary keys on ${server.port}`).to.deep.equal([])
+    }
+  }
+
+  it('a healthy fleet: exit 0, every concern green, and no canary key left behind', async () => {
+    const {exitCode, report} = await check('--canary', '--persistence')
+    expect(problems(report)).to.deep.equal([])
+    expect(exitCode).to.equal(0)
+    expect(report).to.include({healthy: true, problems: 0, shards: 3, instances: 3})
+    expect(report.topology).to.have.length(1)
+    expect(report.topology[0].replicas.map((r) => r.linkUp)).to.deep.equal([true, true])
+    expect(report.fencing[0]).to.include({fenced: true, minReplicasToWrite: 1, goodReplicas: 2})
+    for (const r of report.canary![0].replicas) {
+      expect(r).to.include({seen: 3, expected: 3})
+      expect(r.pubsubMs).to.be.a('number')
+    }
+    expect(report.persistence!.map((p) => p.aof)).to.deep.equal([true, true, true])
+    await expectNoCanaryLeft([master, ...replicas])
+
+    const human = await cli(['shards:check', '--canary', '--persistence', ...fleet.r()])
+    expect(human.exitCode, human.stderr).to.equal(0)
+    for (const title of ['Topology', 'Fencing', 'Canary', 'Persistence']) expect(human.stdout).to.include(title)
+    expect(human.stdout).not.to.match(ANSI)
+    expect(human.stderr).to.match(/3 shards on 3 instances: healthy/)
+  })
+
+  it('a detached replica (REPLICAOF NO ONE) is reported precisely, exit 3', async () => {
+    await replicas[0].client().replicaof('NO', 'ONE')
+    const {exitCode, report} = await check()
+    expect(exitCode).to.equal(3)
+    expect(problems(report)).to.include(`replica ${inst(replicas[0])} is a master, not a replica`)
+    expect(report.topology[0].replicas[1].problems).to.deep.equal([])
+  })
+
+  it('a killed replica is unreachable, exit 3, within --timeout', async () => {
+    await replicas[1].stop()
+    const {exitCode, report} = await check('--timeout', '1s')
+    expect(exitCode).to.equal(3)
+    expect(problems(report).join('\n')).to.match(new RegExp(`replica ${inst(replicas[1])} unreachable`))
+  })
+
+  it('a replica following the wrong master', async () => {
+    const stranger = await startServer()
+    extra.push(stranger)
+    await replicas[0].client().replicaof('127.0.0.1', stranger.port)
+    const {exitCode, report} = await check()
+    expect(exitCode).to.equal(3)
+    expect(problems(report)).to.include(`replica ${inst(replicas[0])} follows 127.0.0.1:${stranger.port}, not the master`)
+  })
+
+  it('a master down: its shards are named, exit 3, and the canary says it could not run', async () => {
+    await master.stop()
+    const {exitCode, report} = await check('--canary', '--timeout', '1s')
+    expect(exitCode).to.equal(3)
+    expect(report.topology[0].shards).to.deep.equal(['s000', 's001', 's002'])
+    expect(report.topology[0].problems[0]).to.match(new RegExp(`^master ${inst(master)} unreachable`))
+    expect(report.canary![0].problems[0]).to.match(/not run/)
+  })
+
+  it('a replica lagging beyond --max-lag (its link up, its stream not applied)', async () => {
+    const paused = replicas[0].client()
+    await paused.call('CLIENT', 'PAUSE', '20000', 'WRITE')
+    try {
+      await master.client(1).set('big', 'x'.repeat(20_000))
+      const {exitCode, report} = await check('--max-lag', '1000')
+      expect(exitCode).to.equal(3)
+      const lagging = report.topology[0].replicas[0]
+      expect(lagging.linkUp).to.equal(true)
+      expect(lagging.lagBytes).to.be.greaterThan(1000)
+      expect(lagging.problems[0]).to.match(/^lags \d+ bytes \(limit 1000\)$/)
+      expect(report.topology[0].replicas[1].problems).to.deep.equal([])
+    } finally {
+      await paused.call('CLIENT', 'UNPAUSE')
+    }
+  })
+
+  it('the canary finds a replica that stopped applying the stream, and leaves no key behind', async () => {
+    const paused = replicas[1].client()
+    await paused.call('CLIENT', 'PAUSE', '20000', 'WRITE')
+    let report: CheckReport
+    try {
+      ;({report} = await check('--canary', '--timeout', '500ms'))
+    } finally {
+      await paused.call('CLIENT', 'UNPAUSE')
+    }
+    const [ok, stuck] = report.canary![0].replicas
+    expect(ok).to.include({instance: inst(replicas[0]), seen: 3, expected: 3})
+    expect(ok.problems).to.deep.equal([])
+    expect(stuck).to.include({instance: inst(replicas[1]), seen: 0, expected: 3})
+    expect(stuck.problems.join('\n')).to.match(/never saw the canary write of 3 of 3 database/)
+    expect(report.healthy).to.equal(false)
+    await expectNoCanaryLeft([master, ...replicas])
+  })
+
+  it('AOF off on a persistence replica', async () => {
+    for (const id of ['s000', 's001', 's002']) {
+      const fields = await fleet.reg.hgetall(`shards.${id}`)
+      await fleet.reg.hdel(`shards.${id}`, 'slave1')
+      await fleet.reg.hset(`shards.${id}`, 'persist0', fields.slave1)
+    }
+    await replicas[1].client().config('SET', 'appendonly', 'no')
+    const {exitCode, report} = await check('--persistence')
+    expect(exitCode).to.equal(3)
+    const row = report.persistence!.find((p) => p.instance === inst(replicas[1]))!
+    expect(row).to.include({role: 'persist', aof: false})
+    expect(row.problems).to.deep.equal(['append-only file off'])
+    // Only the persistence replica is held to persisting; the master only to not wiping.
+    expect(report.persistence!.map((p) => p.instance).sort()).to.deep.equal([inst(master), inst(replicas[1])].sort())
+    expect(problems(report)).to.have.length(1)
+  })
+
+  it('a stale RDB save, and a master that persists nothing', async () => {
+    await master.client(0).set('k', 'v')
+    await sleep(1500)
+    const stale = await check('--persistence', '--max-save-age', '1')
+    expect(stale.exitCode).to.equal(3)
+    const row = stale.report.persistence!.find((p) => p.instance === inst(master))!
+    expect(row.problems.join('\n')).to.match(/^last RDB save \d+ s ago, 1 changes since \(limit 1 s\)$/)
+
+    const c = master.client()
+    await c.config('SET', 'appendonly', 'no')
+    await c.config('SET', 'save', '')
+    const bare = await check('--persistence')
+    expect(bare.exitCode).to.equal(3)
+    expect(bare.report.persistence!.find((p) => p.instance === inst(master))!.problems[0]).to.match(/^persists nothing/)
+  })
+
+  it('a master without fencing is flagged; --fence asks, --dry-run only says, --yes fixes it', async () => {
+    const c = master.client()
+    await c.config('SET', 'min-replicas-to-write', '0')
+    const before = await check()
+    expect(before.exitCode).to.equal(3)
+    expect(problems(before.report)).to.deep.equal(['keeps accepting writes when cut off from every replica (min-replicas-to-write is 0)'])
+
+    const dry = await check('--fence', '--dry-run')
+    expect(dry.exitCode).to.equal(3)
+    expect(dry.report.fencing[0].action).to.equal('would fence')
+    expect(await c.config('GET', 'min-replicas-to-write')).to.deep.equal(['min-replicas-to-write', '0'])
+
+    const unasked = await spawnCli(['shards:check', '--fence', ...fleet.r()])
+    expect(unasked.exitCode).to.equal(2)
+    expect(unasked.stderr).to.match(/confirmation needed/)
+    expect(await c.config('GET', 'min-replicas-to-write')).to.deep.equal(['min-replicas-to-write', '0'])
+
+    const fixed = await check('--fence', '--yes', '--fence-max-lag', '7')
+    expect(fixed.exitCode, fixed.stderr).to.equal(0)
+    expect(fixed.report.fencing[0]).to.include({action: 'fenced', minReplicasToWrite: 1, minReplicasMaxLag: 7})
+    expect(await c.config('GET', 'min-replicas-to-write')).to.deep.equal(['min-replicas-to-write', '1'])
+    expect(await c.config('GET', 'min-replicas-max-lag')).to.deep.equal(['min-replicas-max-lag', '7'])
+    const history = (await fleet.reg.lrange('shards._history', 0, 0)).map((e) => JSON.parse(e))
+    expect(history[0]).to.include({type: 'instances.fenced'})
+    expect(history[0].masters).to.deep.equal([inst(master)])
+    expect((await check()).exitCode).to.equal(0)
+  })
+
+  it('--fence refuses to fence a master whose replicas are not connected (it would stop its writes)', async () => {
+    const c = master.client()
+    await c.config('SET', 'min-replicas-to-write', '0')
+    await Promise.all(replicas.map((r) => r.client().replicaof('NO', 'ONE')))
+    const {report} = await check('--fence', '--yes')
+    expect(report.fencing[0]).to.include({action: 'not fenced'})
+    expect(report.fencing[0].actionNote).to.match(/only 0 replica\(s\) connected/)
+    expect(await c.config('GET', 'min-replicas-to-write')).to.deep.equal(['min-replicas-to-write', '0'])
+  })
+
+  it('an instance replicating a master that the registry does not name', async () => {
+    const stranger = await startServer(['--replicaof', '127.0.0.1', String(master.port)])
+    extra.push(stranger)
+    await waitForLink(stranger)
+    const {exitCode, report} = await check()
+    expect(exitCode).to.equal(3)
+    expect(problems(report)).to.deep.equal([`127.0.0.1:${stranger.port} replicates master ${inst(master)}, but the registry does not name it`])
+  })
+
+  it('--shard narrows the check; an unknown shard is a usage error; a corrupt entry is a problem', async () => {
+    const one = await check('--shard', 's001')
+    expect(one.exitCode).to.equal(0)
+    expect(one.report.topology[0].shards).to.deep.equal(['s001'])
+
+    const unknown = await cli(['shards:check', '--shard', 'nope', ...fleet.r()])
+    expect(unknown.exitCode).to.equal(2)
+    expect(unknown.stderr).to.match(/unknown shard "nope"/)
+
+    await fleet.reg.hset('shards.s002', 'master', 'not an address')
+    const corrupt = await check()
+    expect(corrupt.exitCode).to.equal(3)
+    expect(corrupt.report.broken.map((b) => b.id)).to.deep.equal(['s002'])
+  })
+})
