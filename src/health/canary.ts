@@ -141,7 +141,7 @@ function watchReplica(replica: NodeRef, pool: ConnectionPool, key: string, dbs: 
       result.p50Ms = round(times[Math.floor((times.length - 1) / 2)])
       result.maxMs = round(times.at(-1)!)
     }
-    const heard = await Promise.race([message, sleep(Math.max(0, sentAt + timeoutMs - performance.now())).then(() => undefined)])
+    const heard = await Promise.race([message, sleep(Math.max(0, sentAt + timeoutMs - performance.now()), undefined, {ref: false})])
     if (heard !== undefined) result.pubsubMs = round(heard - sentAt)
     if (result.seen < result.expected) {
       result.problems.push(`never saw the canary write of ${result.expected - result.seen} of ${result.expected} database(s) within ${timeoutMs} ms`)
