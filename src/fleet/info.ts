@@ -85,3 +85,12 @@ export function parseReplication(info: InfoFields): ReplicationInfo {
   }
   return replication
 }
+
+const LOCAL = new Set(['127.0.0.1', 'localhost', '::1'])
+
+/** Whether a host an instance reports (INFO's master_host, a replica's ip) is the one the registry names. */
+export function sameHost(reported: string | undefined, registered: string): boolean {
+  if (reported === undefined) return false
+  if (reported === registered) return true
+  return LOCAL.has(reported) && LOCAL.has(registered)
+}

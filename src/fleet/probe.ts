@@ -1,6 +1,7 @@
 import {instanceKey, type ShardAddress} from '../registry/address.js'
 import type {Shard} from '../registry/schema.js'
 import type {ConnectionPool} from './connect.js'
+import {follows} from './replication.js'
 import {type InfoFields, type ReplicationInfo, parseInfo, parseKeyspace, parseReplication} from './info.js'
 
 /** What one instance says about itself. */
@@ -109,7 +110,7 @@ export function shardHealth(shard: Shard, states: Map<string, InstanceState>, fo
     const node: ReplicaHealth = nodeHealth(replica, format(replica), states)
     const repl = states.get(instanceKey(replica))?.replication
     if (!node.reachable || !repl) return node
-    node.followsMaster = repl.role === 'slave' && repl.masterPort === shard.master.port && sameHost(repl.masterHost, shard.master.host)
+    node.followsMaster = follows(repl, shard.master)
     node.linkUp = repl.role === 'slave' ? Boolean(repl.linkUp) : false
     if (node.followsMaster && masterState?.replication && node.linkUp) {
       node.lagBytes = Math.max(0, masterState.replication.offset - repl.offset)
@@ -117,13 +118,4 @@ export function shardHealth(shard: Shard, states: Map<string, InstanceState>, fo
     return node
   })
   return {master, replicas}
-}
-
-const LOCAL = new Set(['127.0.0.1', 'localhost', '::1'])
-
-/** Whether a host an instance reports (INFO's master_host, a replica's ip) is the one the registry names. */
-export function sameHost(reported: string | undefined, registered: string): boolean {
-  if (reported === undefined) return false
-  if (reported === registered) return true
-  return LOCAL.has(reported) && LOCAL.has(registered)
 }

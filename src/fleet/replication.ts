@@ -2,7 +2,7 @@ import {setTimeout as sleep} from 'node:timers/promises'
 
 import type {Redis} from 'ioredis'
 
-import {type InfoFields, type ReplicationInfo, parseInfo, parseReplication} from './info.js'
+import {type InfoFields, type ReplicationInfo, parseInfo, parseReplication, sameHost} from './info.js'
 
 /** Replication facts and moves on one instance: the building blocks of promote and split. */
 
@@ -12,9 +12,26 @@ export async function replicationOf(client: Redis): Promise<ReplicationInfo> {
 
 /** Whether `info` describes a replica of host:port (loopback names count as one). */
 export function follows(info: ReplicationInfo, master: {host: string; port: number}): boolean {
-  if (info.role !== 'slave' || info.masterPort !== master.port) return false
-  const local = new Set(['127.0.0.1', 'localhost', '::1'])
-  return info.masterHost === master.host || (local.has(info.masterHost ?? '') && local.has(master.host))
+  return info.role === 'slave' && info.masterPort === master.port && sameHost(info.masterHost, master.host)
+}
+
+const FENCING = ['min-replicas-to-write', 'min-replicas-max-lag']
+
+/**
+ * Give a new master the fencing its predecessor had (min-replicas-to-write / -max-lag),
+ * so a promote does not leave the shards unfenced. Best effort: CONFIG may be refused.
+ * Returns what it set, or undefined when there was nothing to carry.
+ */
+export async function carryFencing(from: Redis, to: Redis): Promise<Record<string, string> | undefined> {
+  const read = async (client: Redis) => {
+    const pairs = await Promise.all(FENCING.map((name) => client.config('GET', name) as Promise<string[]>))
+    return Object.fromEntries(pairs.map(([name, value]) => [name, value]))
+  }
+  const [old, now] = await Promise.all([read(from), read(to)])
+  if (Number(old['min-replicas-to-write'] ?? 0) === 0) return undefined
+  if (FENCING.every((name) => old[name] === now[name])) return undefined
+  await to.config('SET', ...FENCING.flatMap((name) => [name, old[name]]))
+  return old
 }
 
 export async function makeMaster(client: Redis): Promise<void> {

@@ -1,5 +1,6 @@
 import type {InstanceState} from '../fleet/probe.js'
-import {sameHost} from '../fleet/probe.js'
+import {sameHost} from '../fleet/info.js'
+import {follows} from '../fleet/replication.js'
 import {type NodeRef, type ShardGroup} from './groups.js'
 
 /**
@@ -90,8 +91,7 @@ function replicaStatus(
     status.problems.push(`is a ${repl.role}, not a replica`)
     return status
   }
-  const followsMaster = repl.masterPort === masterRef.port && sameHost(repl.masterHost, masterRef.host)
-  if (!followsMaster) {
+  if (!follows(repl, masterRef)) {
     status.follows = `${repl.masterHost}:${repl.masterPort}`
     status.problems.push(`follows ${status.follows}, not the master`)
     return status

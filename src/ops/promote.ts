@@ -3,7 +3,7 @@ import type {Redis} from 'ioredis'
 import {ExitCode, ShardctlError, usageError} from '../errors.js'
 import type {ConnectionPool} from '../fleet/connect.js'
 import type {ReplicationInfo} from '../fleet/info.js'
-import {follows, makeMaster, makeReplica, pauseWrites, replicationOf, resumeWrites, waitForOffset} from '../fleet/replication.js'
+import {carryFencing, follows, makeMaster, makeReplica, pauseWrites, replicationOf, resumeWrites, waitForOffset} from '../fleet/replication.js'
 import {type ShardAddress, formatAddress, instanceKey, parseInstance} from '../registry/address.js'
 import {Change, type Registry} from '../registry/registry.js'
 import {type Shard, validateShardId} from '../registry/schema.js'
@@ -66,6 +66,8 @@ export interface PromoteResult {
   repointed: string[]
   unreachable: string[]
   recovered?: 'rolled-forward' | 'rolled-back'
+  /** The old master's min-replicas-* settings, given to the new master (graceful). */
+  fencing?: Record<string, string>
 }
 
 function toEndpoint(key: string): Endpoint {
@@ -304,6 +306,8 @@ export async function executePromote(
   result.pauseMs = Date.now() - pausedAt
   Object.assign(result, await step('repoint', () => repointOthers(pool, plan)))
   await step('resume', () => resumeWrites(oldMaster))
+  // After the pause: a fenced new master refuses writes until its replicas attach.
+  result.fencing = await carryFencing(oldMaster, newMaster).catch(() => undefined)
   await registry.apply(new Change(), 'promote.finished', {from: plan.oldMaster, to: plan.newMaster, pauseMs: result.pauseMs})
   await journal.close()
   return {...result, applied: true}

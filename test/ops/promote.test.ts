@@ -63,6 +63,8 @@ describe('shards:promote', () => {
   }
 
   it('graceful, under a continuous writer: every acknowledged write survives; registry, roles and links agree', async () => {
+    // A fenced master: the new one must be fenced as well afterwards.
+    await master.client().config('SET', 'min-replicas-to-write', '1', 'min-replicas-max-lag', '9')
     const writer = new ContinuousWriter(reg, ['s000', 's001', 's002'])
     writer.start()
     await writer.waitFor(3000)
@@ -78,6 +80,8 @@ describe('shards:promote', () => {
     // The change was published and recorded.
     const history = (await reg.lrange('shards._history', 0, 5)).map((e) => JSON.parse(e).type)
     expect(history).to.include('shards.promoted')
+    expect(await replicas[0].client().config('GET', 'min-replicas-*')).to.have.members(['min-replicas-to-write', '1', 'min-replicas-max-lag', '9'])
+    expect(result.fencing).to.deep.equal({'min-replicas-to-write': '1', 'min-replicas-max-lag': '9'})
   })
 
   it('chooses the most caught-up replica when none is named, and names the shards in the confirmation', async () => {

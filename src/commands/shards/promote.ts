@@ -106,6 +106,7 @@ Each step is recorded in the registry's journal before it is taken. A run killed
     const {plan} = result
     if (plan.mode === 'graceful') {
       this.log(`Promoted ${plan.newMaster} for ${plan.shards.length} shards; writes paused ${result.pauseMs} ms (replica master after ${result.promoteMs} ms).`)
+      if (result.fencing) this.progress(`Fenced like its predecessor: min-replicas-to-write ${result.fencing['min-replicas-to-write']}, min-replicas-max-lag ${result.fencing['min-replicas-max-lag']}.`)
     } else {
       const missed = result.missedBytes === null || result.missedBytes === undefined ? 'an unknown number of' : formatCount(result.missedBytes)
       this.log(`Failed over to ${plan.newMaster} for ${plan.shards.length} shards. It may have missed ${missed} bytes of replication from ${plan.oldMaster}, which left the shards.`)
