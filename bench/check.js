@@ -1,7 +1,7 @@
 // shards:check --canary, cold (a new process each time), 100 shards on 10 instances
 // each with a replica: the wall time an operator or a CI job waits, p50 and p99, with
 // `node -e 0` and `shardctl --version` measured alongside for scale (no target).
-import {formatMs, median, run as runProcess, shardctl, startServers, stopServers, waitForSync} from './lib.js'
+import {formatMs, median, run as runProcess, shardctl, startServers, stopServers, waitForSync, withRedis} from './lib.js'
 
 const INSTANCES = 10
 const SHARDS_PER_INSTANCE = 10
@@ -31,7 +31,13 @@ export async function run({coldReps}) {
       const roundTrips = verify(result).canary.flatMap((row) => row.replicas.map((r) => r.maxMs))
       samples.push({ms: result.ms, baselineMs: baseline.ms, floorMs: floor.ms, canaryMaxMs: Math.max(...roundTrips), canaryP50Ms: median(roundTrips)})
     }
-    return report(samples)
+    // Redis delays writes up to 2 s when an everysec fsync is still pending (a busy
+    // disk): counted in INFO persistence, so that a slow run can be told apart.
+    let delayedFsyncs = 0
+    for (const server of [...masters, ...replicas]) {
+      delayedFsyncs += await withRedis(server, async (c) => Number(/aof_delayed_fsync:(\d+)/.exec(await c.info('persistence'))?.[1] ?? 0))
+    }
+    return report(samples, delayedFsyncs)
   } finally {
     await stopServers([registry, ...masters, ...replicas])
   }
@@ -52,7 +58,7 @@ function percentile(values, p) {
   return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))]
 }
 
-function report(samples) {
+function report(samples, delayedFsyncs) {
   const walls = samples.map((s) => s.ms)
   const p50 = percentile(walls, 50)
   const p99 = percentile(walls, 99)
@@ -73,7 +79,8 @@ function report(samples) {
     details: [
       `wall over ${samples.length} runs: p50 ${formatMs(p50)}, p99 ${formatMs(p99)}; shardctl --version (startup alone) ${formatMs(median(samples.map((s) => s.floorMs)))}; `
         + `canary round trip, write on the master to key read on the replica: median of the replicas ${median(samples.map((s) => s.canaryP50Ms)).toFixed(1)} ms, `
-        + `slowest replica ${median(samples.map((s) => s.canaryMaxMs)).toFixed(1)} ms (median over runs)`,
+        + `slowest replica ${median(samples.map((s) => s.canaryMaxMs)).toFixed(1)} ms (median over runs); `
+        + `writes Redis delayed for a pending AOF fsync (aof_delayed_fsync, all instances): ${delayedFsyncs}`,
       ...samples.map((s, i) => `rep ${i + 1}: shards:check ${formatMs(s.ms)}, shardctl --version ${formatMs(s.floorMs)}, node -e 0 ${formatMs(s.baselineMs)}`),
     ],
   }

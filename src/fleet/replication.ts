@@ -44,10 +44,16 @@ export async function makeReplica(client: Redis, master: {host: string; port: nu
 
 /**
  * Wait until the replica has processed everything the master has sent: its offset
- * equals the master's. The master must be paused for this to converge. Polls in
- * tight steps because the wait is inside the write pause.
+ * equals the master's (or is within `slackBytes` of it). With no slack the master must
+ * be paused for this to converge. Polls in tight steps because the wait is inside the
+ * write pause.
  */
-export async function waitForOffset(master: Redis, replica: Redis, deadline: number): Promise<{masterOffset: number; replicaOffset: number; caughtUp: boolean}> {
+export async function waitForOffset(
+  master: Redis,
+  replica: Redis,
+  deadline: number,
+  slackBytes = 0,
+): Promise<{masterOffset: number; replicaOffset: number; caughtUp: boolean}> {
   let masterOffset = 0
   let replicaOffset = -1
   let wait = 0
@@ -60,7 +66,7 @@ export async function waitForOffset(master: Redis, replica: Redis, deadline: num
         () => -1,
       ),
     ])
-    if (replicaOffset >= masterOffset) return {masterOffset, replicaOffset, caughtUp: true}
+    if (replicaOffset >= 0 && replicaOffset + slackBytes >= masterOffset) return {masterOffset, replicaOffset, caughtUp: true}
     if (Date.now() >= deadline) return {masterOffset, replicaOffset, caughtUp: false}
     if (wait > 0) await sleep(wait)
     wait = Math.min(10, wait + 1)

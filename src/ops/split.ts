@@ -259,6 +259,11 @@ async function disconnectClientsOn(client: Redis, dbs: Set<number>): Promise<num
   return killed
 }
 
+/** Before the cut-over pause, a target may trail the source by this much (a few ms of work)... */
+const PRE_PAUSE_SLACK_BYTES = 64 * 1024
+/** ...and is given this long to get there; past it the pause-bounded catch-up decides. */
+const PRE_PAUSE_WAIT_MS = 10_000
+
 /** Wait until every target holds its full copy and streams live, reporting progress. */
 async function waitForCopy(pool: ConnectionPool, plan: SplitPlan, onProgress?: (line: string) => void): Promise<void> {
   let lastBytes = -1
@@ -325,6 +330,9 @@ export async function executeSplit(
       for (const r of t.replicas) await makeReplica(await pool.get(endpoint(r)), endpoint(t.instance))
     }
     await waitForCopy(pool, plan, options.onProgress)
+    // A target that just loaded its copy still works through the stream buffered
+    // meanwhile: let it, before the pause, so that the pause holds only the last bytes.
+    await Promise.all(targets.map((t) => waitForOffset(source, t, Date.now() + PRE_PAUSE_WAIT_MS, PRE_PAUSE_SLACK_BYTES)))
   })
 
   let pausedAt = 0
