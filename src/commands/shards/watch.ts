@@ -1,0 +1,100 @@
+import {RegistryCommand} from '../../base-command.js'
+import {ShardctlError, usageError} from '../../errors.js'
+import {type ScriptedRedis, connect} from '../../fleet/connect.js'
+import {follows, replicationOf} from '../../fleet/replication.js'
+import {countFlag, instanceFlag} from '../../flags.js'
+import {instanceKey} from '../../registry/address.js'
+import {describeEvent} from '../../registry/history.js'
+import type {RegistryEvent} from '../../registry/registry.js'
+import {registryKeys} from '../../registry/schema.js'
+import {paint} from '../../ui/terminal.js'
+
+export default class ShardsWatch extends RegistryCommand<typeof ShardsWatch> {
+  static override summary = 'Stream registry events: one line per change, until interrupted.'
+  static override description = `Subscribes to the registry's event channel (P._events), on which every change shardctl makes is published by the same atomic step that makes it, and prints one line per event: when, what, what changed, who. With --json, one JSON document per line (NDJSON), exactly as published.
+
+--via HOST:PORT listens on a replica of the registry instead: Redis replicates PUBLISH, so an event seen there has reached two servers. The replica must follow the registry, or the command refuses.
+
+The connection is checked with a PING every half --timeout; losing it ends the command with exit 1 and a line naming the host, never a silent hang. --count N stops after N events.`
+
+  static override examples = [
+    '<%= config.bin %> <%= command.id %>',
+    '<%= config.bin %> <%= command.id %> --via 10.0.0.3:6379',
+    '<%= config.bin %> <%= command.id %> --json | jq -c "select(.type == \\"shard.added\\")"',
+    '<%= config.bin %> <%= command.id %> --count 1 --json   # wait for the next change',
+  ]
+
+  static override flags = {
+    via: instanceFlag({summary: 'Listen on this replica of the registry (host:port): events seen there reached two servers.'}),
+    count: countFlag('--count', 1, 1_000_000_000)({summary: 'Stop after this many events.'}),
+  }
+
+  async run(): Promise<void> {
+    const {flags} = this
+    this.ndjson = this.jsonEnabled()
+    const {registry: target, options} = await this.resolveConnections()
+    let where = instanceKey(target)
+    let subscriber: ScriptedRedis
+    if (flags.via) {
+      where = instanceKey(flags.via)
+      subscriber = await connect({...target, host: flags.via.host, port: flags.via.port}, options)
+      this.onCleanup(async () => subscriber.disconnect())
+      const replication = await replicationOf(subscriber)
+      if (!follows(replication, target)) {
+        const actually = replication.role === 'slave' ? `a replica of ${replication.masterHost}:${replication.masterPort}` : `a ${replication.role}`
+        throw usageError(`--via ${where} is not a replica of the registry ${instanceKey(target)}: it is ${actually}`, 'name a replica of the registry, or leave --via out')
+      }
+    } else {
+      subscriber = await connect(target, options)
+      this.onCleanup(async () => subscriber.disconnect())
+    }
+    const channel = registryKeys(flags.prefix).events
+    await subscriber.subscribe(channel)
+    this.progress(`Watching ${channel} on ${where}${flags.via ? ' (a replica of the registry)' : ''}. Ctrl-C to stop.`)
+
+    const wanted = flags.count
+    let seen = 0
+    await new Promise<void>((resolve, reject) => {
+      const lost = (cause?: Error) => {
+        clearInterval(heartbeat)
+        reject(new ShardctlError(`lost the connection to ${where}${cause ? `: ${cause.message}` : ''}`, {code: 'ECONNLOST', hint: 'check the host, then watch again'}))
+      }
+      // Subscribed, the connection is otherwise silent: a PING proves it is alive, and
+      // keeps the socket from reaching its idle timeout.
+      const heartbeat = setInterval(() => {
+        subscriber.ping().catch((error: Error) => lost(error))
+      }, Math.max(50, Math.floor(options.timeoutMs / 2)))
+      subscriber.on('end', () => lost())
+      subscriber.on('message', (_channel: string, message: string) => {
+        this.print(message)
+        seen++
+        if (wanted !== undefined && seen >= wanted) {
+          clearInterval(heartbeat)
+          subscriber.removeAllListeners('end')
+          resolve()
+        }
+      })
+    })
+  }
+
+  private print(message: string): void {
+    let event: RegistryEvent | undefined
+    try {
+      const parsed = JSON.parse(message) as unknown
+      if (parsed && typeof parsed === 'object' && !Array.isArray(parsed)) event = parsed as RegistryEvent
+    } catch {
+      // not JSON: printed as it came
+    }
+    if (this.ndjson) {
+      this.logJson(event ?? {raw: message})
+      return
+    }
+    if (!event) {
+      this.log(`${new Date().toISOString()} ${paint.warn('(not JSON)')} ${message}`)
+      return
+    }
+    const at = typeof event.at === 'string' && event.at !== '' ? event.at : new Date().toISOString()
+    const by = event.by ? paint.dim(` by ${event.by}${event.command ? ` (${event.command})` : ''}`) : ''
+    this.log(`${at} ${paint.bold(String(event.type ?? 'event'))} ${describeEvent(event)}${by}`)
+  }
+}

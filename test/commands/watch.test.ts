@@ -1,0 +1,153 @@
+import {setTimeout as sleep} from 'node:timers/promises'
+
+import {expect} from 'chai'
+import type {Redis} from 'ioredis'
+
+import {ANSI, binary, cli, printed, spawnCli} from '../helpers/cli.js'
+import {type TestServer, startReplicated, startServer} from '../helpers/redis.js'
+
+const CHANNEL = 'shards._events'
+
+/** Wait (boundedly) until `n` clients subscribe to the event channel on a server. */
+async function subscribed(client: Redis, n = 1): Promise<void> {
+  for (let i = 0; i < 400; i++) {
+    const [, count] = (await client.call('PUBSUB', 'NUMSUB', CHANNEL)) as [string, number]
+    if (count >= n) return
+    await sleep(25)
+  }
+  throw new Error('the watcher never subscribed')
+}
+
+const lines = (stdout: string) => stdout.split('\n').filter((l) => l !== '')
+
+/** A registry with a replica; `shards:watch` runs as a real process, changes come from others. */
+describe('shards:watch', () => {
+  let registry: TestServer
+  let replica: TestServer
+  let shard: TestServer
+  let reg: Redis
+  const r = () => ['-r', registry.url]
+
+  before(async () => {
+    ;({master: registry, replicas: [replica]} = await startReplicated(1))
+    shard = await startServer()
+    reg = registry.client()
+  })
+  beforeEach(() => reg.flushall())
+  after(async () => {
+    reg.disconnect()
+    await Promise.all([registry, replica, shard].map((s) => s.stop()))
+  })
+
+  /** Add, weight and assign from other processes: the three events every watcher must print. */
+  async function makeChanges(): Promise<void> {
+    expect((await cli(['shards:add', 's1', '--master', shard.address(1), ...r()])).exitCode).to.equal(0)
+    expect((await cli(['shards:weight', 's1', '3', '--yes', ...r()])).exitCode).to.equal(0)
+    expect((await cli(['shards:assign', 'user:1', ...r()])).exitCode).to.equal(0)
+  }
+
+  it('prints the events of an add, a weight and an assign made by other processes, in order, as NDJSON', async () => {
+    const watching = spawnCli(['shards:watch', '--json', '--count', '3', ...r()])
+    await subscribed(reg)
+    await makeChanges()
+    const run = await watching
+    expect(run.exitCode, run.stderr).to.equal(0)
+    const events = lines(run.stdout).map((l) => JSON.parse(l))
+    expect(events.map((e) => e.type)).to.deep.equal(['shards.added', 'weights.changed', 'hashes.assigned'])
+    expect(JSON.stringify(events[0])).to.include('"s1"')
+    expect(events[1].weights).to.deep.equal({s1: 3})
+    for (const e of events) expect(e).to.include.keys('at', 'by', 'command')
+    // What was published is what the history recorded (assignments are published only:
+    // application servers assign all the time, the audit log keeps operations).
+    const history = (await reg.lrange('shards._history', 0, -1)).map((h) => JSON.parse(h)).reverse()
+    expect(events.slice(0, 2)).to.deep.equal(history)
+  })
+
+  it('--via a replica of the registry: the events reached two servers', async () => {
+    const watching = spawnCli(['shards:watch', '--via', `127.0.0.1:${replica.port}`, '--json', '--count', '3', ...r()])
+    const onReplica = replica.client()
+    try {
+      await subscribed(onReplica)
+    } finally {
+      onReplica.disconnect()
+    }
+    await makeChanges()
+    const run = await watching
+    expect(run.exitCode, run.stderr).to.equal(0)
+    expect(lines(run.stdout).map((l) => JSON.parse(l).type)).to.deep.equal(['shards.added', 'weights.changed', 'hashes.assigned'])
+  })
+
+  it('--via an instance that is not a replica of the registry is refused in one line, exit 2', async () => {
+    const run = await spawnCli(['shards:watch', '--via', `127.0.0.1:${shard.port}`, ...r()])
+    expect(run.exitCode).to.equal(2)
+    expect(run.stderr.trim().split('\n')).to.have.length(1)
+    expect(run.stderr).to.match(new RegExp(`--via 127.0.0.1:${shard.port} is not a replica of the registry 127.0.0.1:${registry.port}: it is a master`))
+  })
+
+  it('stays subscribed while idle for longer than --timeout', async () => {
+    const watching = spawnCli(['shards:watch', '--json', '--count', '1', '--timeout', '200ms', ...r()])
+    await subscribed(reg)
+    await sleep(1000)
+    expect((await cli(['shards:add', 's9', '--master', shard.address(9), ...r()])).exitCode).to.equal(0)
+    const run = await watching
+    expect(run.exitCode, run.stderr).to.equal(0)
+    expect(lines(run.stdout).map((l) => JSON.parse(l).type)).to.deep.equal(['shards.added'])
+  })
+
+  it('one plain line per event without --json, no colour into a pipe; a message that is not JSON is shown, not fatal', async () => {
+    const watching = spawnCli(['shards:watch', '--count', '4', ...r()])
+    await subscribed(reg)
+    await makeChanges()
+    await reg.publish(CHANNEL, 'not json at all')
+    const run = await watching
+    expect(run.exitCode, run.stderr).to.equal(0)
+    const out = lines(run.stdout)
+    expect(out).to.have.length(4)
+    expect(out[0]).to.match(/^\d{4}-\d\d-\d\dT\S+ shards\.added .*by \S+@\S+ \(shards:add\)$/)
+    expect(out[1]).to.match(/weights\.changed weights=\{"s1":3\}/)
+    expect(out[3]).to.match(/\(not JSON\) not json at all$/)
+    expect(run.stdout + run.stderr).not.to.match(ANSI)
+    expect(run.stderr).to.match(/^Watching shards\._events on 127\.0\.0\.1:\d+\. Ctrl-C to stop\./)
+  })
+
+  it('losing the registry ends the watch with exit 1 and a line naming the host', async () => {
+    const lonely = await startServer()
+    try {
+      const watching = spawnCli(['shards:watch', '--timeout', '500ms', '-r', lonely.url])
+      const client = lonely.client()
+      await subscribed(client)
+      client.disconnect()
+      await lonely.stop()
+      const run = await watching
+      expect(run.exitCode).to.equal(1)
+      expect(run.stderr).to.match(new RegExp(`lost the connection to 127\\.0\\.0\\.1:${lonely.port}`))
+      expect(run.stderr).not.to.match(/\n\s+at /)
+    } finally {
+      await lonely.stop()
+    }
+  })
+
+  it('Ctrl-C ends it with exit 130 and closes its connection', async () => {
+    const {execa} = await import('execa')
+    const child = execa('node', [binary, 'shards:watch', ...r()], {reject: false, stdin: 'ignore'})
+    await subscribed(reg)
+    child.kill('SIGINT')
+    const done = await child
+    printed.push(String(done.stdout), String(done.stderr))
+    expect(done.exitCode).to.equal(130)
+    expect(String(done.stderr)).to.match(/Interrupted\./)
+    // The server notices the closed socket a moment later.
+    let count = 1
+    for (let i = 0; i < 200 && count > 0; i++) {
+      ;[, count] = (await reg.call('PUBSUB', 'NUMSUB', CHANNEL)) as [string, number]
+      if (count > 0) await sleep(10)
+    }
+    expect(count).to.equal(0)
+  })
+
+  it('an unreachable registry fails within --timeout, naming it', async () => {
+    const run = await spawnCli(['shards:watch', '--timeout', '300ms', '-r', 'redis://127.0.0.1:1/0'])
+    expect(run.exitCode).to.equal(1)
+    expect(run.stderr).to.match(/cannot reach 127\.0\.0\.1:1/)
+  })
+})
