@@ -17,7 +17,7 @@ import * as split from './split.js'
 // reps: repetitions of assign and lookup; coldReps: of shards:list, a third of a second each.
 // splitKeysPerDb: keys in each of the split source's 100 dbs (~200 bytes each: ~1 GB full).
 const SETTINGS = {
-  full: {hashes: 1_000_000, reps: 5, coldReps: 15, splitKeysPerDb: 40_000, splitReps: 2},
+  full: {hashes: 1_000_000, reps: 5, coldReps: 15, splitKeysPerDb: 40_000, splitReps: 3},
   quick: {hashes: 200_000, reps: 3, coldReps: 5, splitKeysPerDb: 4000, splitReps: 1},
 }
 
