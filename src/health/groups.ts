@@ -50,7 +50,7 @@ export function instancesOf(groups: ShardGroup[]): NodeRef[] {
   return [...seen.values()]
 }
 
-/** `s000-s049 (50)`, `s1, s7`: a short name for a list of shard ids, for a table cell. */
+/** `s000…s049 (50)`, `s1, s7`: a short name for a list of shard ids, for a table cell. */
 export function describeIds(ids: string[]): string {
   if (ids.length <= 3) return ids.join(', ')
   return `${ids[0]}…${ids.at(-1)} (${ids.length})`

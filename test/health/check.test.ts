@@ -179,6 +179,11 @@ describe('shards:check', () => {
     const row = stale.report.persistence!.find((p) => p.instance === inst(master))!
     expect(row.problems.join('\n')).to.match(/^last RDB save \d+ s ago, 1 changes since \(limit 1 s\)$/)
 
+    await replicas[0].client().config('SET', 'appendfsync', 'no')
+    const unsynced = await check('--persistence', '--max-save-age', '0')
+    expect(unsynced.exitCode).to.equal(3)
+    expect(problems(unsynced.report)).to.deep.equal(['appendfsync no: writes are not fsynced every second'])
+
     const c = master.client()
     await c.config('SET', 'appendonly', 'no')
     await c.config('SET', 'save', '')
@@ -207,6 +212,8 @@ describe('shards:check', () => {
     const fixed = await check('--fence', '--yes', '--fence-max-lag', '7')
     expect(fixed.exitCode, fixed.stderr).to.equal(0)
     expect(fixed.report.fencing[0]).to.include({action: 'fenced', minReplicasToWrite: 1, minReplicasMaxLag: 7})
+    // Started without a config file, the setting cannot be saved: said, not hidden.
+    expect(fixed.report.fencing[0].actionNote).to.match(/^not saved in a config file .*a restart undoes it$/)
     expect(await c.config('GET', 'min-replicas-to-write')).to.deep.equal(['min-replicas-to-write', '1'])
     expect(await c.config('GET', 'min-replicas-max-lag')).to.deep.equal(['min-replicas-max-lag', '7'])
     const history = (await fleet.reg.lrange('shards._history', 0, 0)).map((e) => JSON.parse(e))

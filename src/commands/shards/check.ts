@@ -20,7 +20,7 @@ Topology (always): each shard's master answers and is a master; each replica (sl
 
 Fencing (always): a master with replicas but without min-replicas-to-write keeps taking writes when cut off from all of them — writes lost when a replica is promoted in its place. --fence sets min-replicas-to-write (--fence-replicas) and min-replicas-max-lag (--fence-max-lag) on those masters, after confirmation or --yes, and tries CONFIG REWRITE so a restart keeps it.
 
---canary writes a short-lived key in each shard's database on its master and waits for it on every replica, and PUBLISHes a message a subscriber on every replica must receive: proof that a write reaches more than one server, with the round trip per replica. The keys (${'shardctl:canary:<random>'}) carry a TTL and are deleted at the end.
+--canary writes a short-lived key in each shard's database on its master and waits for it on every replica, and PUBLISHes a message a subscriber on every replica must receive: proof that a write reaches more than one server, with the round trip per replica. The keys (shardctl:canary:<random>) carry a TTL and are deleted at the end.
 
 --persistence checks the persistence replicas (persistN), or every node of shards that name none: append-only file on, fsync every second, last AOF write and RDB save succeeded, last RDB save younger than --max-save-age when changes wait for it (0: do not check the age). A master that persists nothing is flagged: restarted, it would come back empty and its replicas would copy that.
 
