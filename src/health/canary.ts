@@ -62,8 +62,12 @@ async function canary(group: ShardGroup, states: Map<string, InstanceState>, poo
   // Outlives the polling deadline, so a slow replica can still read it; gone soon after a crash.
   const ttlMs = timeoutMs * 2 + 5000
 
+  const master = await pool.get(group.master).catch((error: Error) => error)
+  if (master instanceof Error) {
+    row.problems.push(`not run: the master stopped answering (${shortError(master.message)})`)
+    return row
+  }
   const watchers = group.replicas.map((replica) => watchReplica(replica, pool, key, dbs, timeoutMs))
-  const master = await pool.get(group.master)
   try {
     // Subscribers listen before anything is written, or they could miss the message.
     await Promise.all(watchers.map((w) => w.ready))
@@ -71,8 +75,9 @@ async function canary(group: ShardGroup, states: Map<string, InstanceState>, poo
     const write = master.pipeline()
     for (const db of dbs) write.select(db).set(key, token, 'PX', ttlMs)
     write.select(0).publish(key, token)
-    const replies = (await write.exec()) ?? []
-    const refused = replies.find(([error]) => error)
+    // A connection lost here is a finding about this master, like a refusal.
+    const replies = await write.exec().catch((error: Error) => [[error, null]] as [Error, null][])
+    const refused = (replies ?? []).find(([error]) => error)
     if (refused) {
       row.problems.push(`the master refused the canary write: ${shortError((refused[0] as Error).message)}`)
       for (const w of watchers) w.cancel()
