@@ -331,6 +331,10 @@ export async function recoverPromote(
   lock: OperatorLock,
   pool: ConnectionPool,
   entry: JournalEntry,
+  options: {
+    /** Asked when the old master is gone and only an emergency finish is left (--force); false: refuse. */
+    confirmEmergency?: (plan: PromotePlan) => Promise<boolean>
+  } = {},
 ): Promise<PromoteResult> {
   const journal = Journal.resume(registry, lock, entry)
   const plan = entry.plan as PromotePlan
@@ -350,7 +354,21 @@ export async function recoverPromote(
     })
   }
   const demoted = plan.mode === 'graceful' && oldState.info !== undefined && follows(oldState.info, newEp)
-  const forward = switched || demoted || (plan.mode === 'emergency' && stepDone(entry, 'promote') && !oldState.info)
+  let forward = switched || demoted || (plan.mode === 'emergency' && stepDone(entry, 'promote') && !oldState.info)
+  const touched = entry.steps.some((s) => s.name === 'pause' || s.name === 'promote')
+
+  if (!forward && touched && !oldState.client && newState.client && options.confirmEmergency) {
+    // The old master died mid-promote: it cannot take its role back, so finish as an
+    // emergency failover to the planned replica (which had caught up, or nearly), and
+    // the dead master leaves the shards like in any emergency.
+    const moving = shards.filter((s) => plan.shards.some((m) => m.id === s.id))
+    const emergency: PromotePlan = {...plan, mode: 'emergency', masterReachable: false, shards: planMoves(moving, oldEp, newEp, false)}
+    if (!(await options.confirmEmergency(emergency))) throw usageError('nothing changed: the interrupted promote is still pending', 'run again to decide')
+    Object.assign(plan, emergency)
+    result.plan = plan
+    result.missedBytes = null
+    forward = true
+  }
 
   if (forward) {
     if (!newState.client) throw new ShardctlError(`cannot finish the promote: the new master ${plan.newMaster} does not answer`, {code: 'EUNREACHABLE'})
@@ -365,7 +383,6 @@ export async function recoverPromote(
   }
 
   // Roll back: the registry still names the old master and it was never demoted.
-  const touched = entry.steps.some((s) => s.name === 'pause' || s.name === 'promote')
   if (!touched) {
     await journal.close()
     return {...result, recovered: 'rolled-back'}
@@ -373,7 +390,7 @@ export async function recoverPromote(
   if (!oldState.client) {
     throw new ShardctlError(`cannot roll back the interrupted promote: the old master ${plan.oldMaster} does not answer`, {
       code: 'EUNREACHABLE',
-      hint: `if it is gone for good, delete ${registry.keys.journal} and fail over with shards:promote ${plan.oldMaster} --force`,
+      hint: `if it is gone for good, run shards:promote ${plan.oldMaster} --force to finish as an emergency failover to ${plan.newMaster}`,
     })
   }
   if (newState.client && newState.info?.role === 'master') await makeReplica(newState.client, oldEp)

@@ -127,6 +127,35 @@ describe('shards:promote', () => {
     }
   })
 
+  it('the old master dies mid-promote: the rerun refuses to roll back, and --force finishes as an emergency', async () => {
+    const killed = await spawnCli(['shards:promote', 's000', '--replica', inst(replicas[0]), '--max-pause', '5s', '--yes', ...r()], {
+      env: {SHARDCTL_FAILPOINT: 'promote:after:kill'},
+    })
+    expect(killed.exitCode).to.not.equal(0)
+    process.kill(master.pid, 'SIGKILL')
+
+    const stuck = await spawnCli(['shards:promote', 's000', '--yes', '--timeout', '1s', ...r()])
+    expect(stuck.exitCode).to.equal(1)
+    expect(stuck.stderr).to.match(/cannot roll back the interrupted promote.*--force to finish as an emergency failover/)
+    expect(await reg.exists('shards._journal')).to.equal(1)
+
+    const unasked = await spawnCli(['shards:promote', 's000', '--force', '--timeout', '1s', ...r()])
+    expect(unasked.exitCode).to.equal(2)
+    expect(await reg.exists('shards._journal')).to.equal(1)
+
+    const run = await spawnCli(['shards:promote', 's000', '--force', '--yes', '--json', '--timeout', '1s', ...r()])
+    expect(run.exitCode, run.stderr).to.equal(0)
+    const result = JSON.parse(run.stdout)
+    expect(result).to.include({recovered: 'rolled-forward', applied: true})
+    expect(result.plan).to.include({mode: 'emergency', newMaster: inst(replicas[0])})
+    expect(await reg.hgetall('shards.s002')).to.deep.equal({master: replicas[0].address(2), slave0: replicas[1].address(2)})
+    expect((await role(replicas[0])).role).to.equal('master')
+    expect((await role(replicas[1])).masterPort).to.equal(replicas[0].port)
+    expect(await reg.exists('shards._journal', 'shards._lock')).to.equal(0)
+    const event = (await reg.lrange('shards._history', 0, -1)).map((e) => JSON.parse(e)).find((e) => e.type === 'shards.promoted')
+    expect(event).to.include({mode: 'emergency', removedMaster: inst(master), recovered: true})
+  })
+
   it('emergency: with the master dead, --force promotes the most caught-up replica and the other follows it', async () => {
     // replicas[1] stops following, so replicas[0] is ahead when the master dies.
     const lagging = replicas[1].client()

@@ -60,10 +60,14 @@ Each step is recorded in the registry's journal before it is taken. A run killed
       if (pending) {
         if (!journalMatches(pending, instance, shardId)) throw pendingOperation(pending)
         this.progress(`Found an interrupted promote of ${(pending.plan as PromotePlan).oldMaster}; finishing or rolling it back...`)
-        const recovered = await recoverPromote(registry, lock, pool, pending)
+        const recovered = await recoverPromote(registry, lock, pool, pending, {
+          confirmEmergency: flags.force
+            ? (plan) => this.confirm(`${plan.oldMaster} is gone: finish the interrupted promote as an emergency failover to ${plan.newMaster}? Writes it had not received are lost.`)
+            : undefined,
+        })
         this.log(
           recovered.recovered === 'rolled-forward'
-            ? `Finished the interrupted promote: ${recovered.plan.newMaster} is the master of ${recovered.plan.shards.length} shards.`
+            ? `Finished the interrupted promote${recovered.plan.mode === 'emergency' ? ' as an emergency failover' : ''}: ${recovered.plan.newMaster} is the master of ${recovered.plan.shards.length} shards.`
             : `Rolled back the interrupted promote: ${recovered.plan.oldMaster} stays the master. Run the command again to promote.`,
         )
         return recovered
