@@ -55,6 +55,13 @@ describe('bad input, every command', () => {
     ['assign: hash too long', ['shards:assign', 'x'.repeat(2000)], /too long/],
     ['assign: args and --stdin', ['shards:assign', 'x', '--stdin'], /not both/],
     ['lookup: no hashes', ['shards:lookup'], /no hashes given/],
+    ['check: unknown --shard', ['shards:check', '--shard', 'zzz'], /unknown shard "zzz"/],
+    ['check: malformed --shard', ['shards:check', '--shard', 'a b'], /invalid shard id/],
+    ['check: bad --max-lag', ['shards:check', '--max-lag', '-1'], /--max-lag: invalid byte count "-1"/],
+    ['check: bad --max-save-age', ['shards:check', '--max-save-age', '1h'], /--max-save-age: invalid number of seconds "1h"/],
+    ['check: --fence-replicas 0', ['shards:check', '--fence', '--fence-replicas', '0'], /--fence-replicas: replica count 0 out of range/],
+    ['watch: malformed --via', ['shards:watch', '--via', 'nohostport'], /--via: invalid address "nohostport"/],
+    ['watch: bad --count', ['shards:watch', '--count', '0'], /--count: count 0 out of range/],
     ['sandbox:up: bad port', ['sandbox:up', '--port', '80'], /port 80 out of range/],
     ['sandbox:up: bad count', ['sandbox:up', '--instances', 'many'], /invalid instances/],
   ]

@@ -2,7 +2,7 @@ import {Flags} from '@oclif/core'
 
 import {RegistryCommand} from '../../base-command.js'
 import {ExitCode} from '../../errors.js'
-import {countFlag, dryRunFlag, parseCount, shardIdArg, yesFlag} from '../../flags.js'
+import {countFlag, dryRunFlag, shardIdArg, yesFlag} from '../../flags.js'
 import type {CanaryRow} from '../../health/canary.js'
 import {type CheckReport, checkHealth, tally} from '../../health/check.js'
 import {type FencingRow, applyFence, fencePlan} from '../../health/fencing.js'
@@ -38,12 +38,12 @@ Exit code 0 when everything is healthy, 3 when any problem is found: a CI job ca
     shard: Flags.custom<string>({summary: 'Check only this shard (repeatable).', helpValue: '<id>', multiple: true, parse: shardIdArg})(),
     canary: Flags.boolean({summary: 'Write a canary per shard and see it arrive on every replica.', default: false}),
     persistence: Flags.boolean({summary: 'Check AOF, fsync and RDB saves on the persisting nodes.', default: false}),
-    'max-lag': Flags.string({summary: 'A replica further behind than this many bytes is a problem.', default: '1048576', helpValue: '<bytes>'}),
-    'max-lag-seconds': countFlag('--max-lag-seconds', 0, 86_400)({summary: 'A replica not heard from for longer is a problem.', default: 10}),
-    'max-save-age': countFlag('--max-save-age', 0, 31_536_000)({summary: 'Oldest acceptable RDB save, in seconds, when changes wait for one (0: no limit).', default: 3600}),
+    'max-lag': countFlag('byte count', 0, Number.MAX_SAFE_INTEGER)({summary: 'A replica further behind than this many bytes is a problem.', default: 1_048_576, helpValue: '<bytes>'}),
+    'max-lag-seconds': countFlag('number of seconds', 0, 86_400)({summary: 'A replica not heard from for longer is a problem.', default: 10}),
+    'max-save-age': countFlag('number of seconds', 0, 31_536_000)({summary: 'Oldest acceptable RDB save, in seconds, when changes wait for one (0: no limit).', default: 3600}),
     fence: Flags.boolean({summary: 'Set min-replicas-to-write on masters that have none (asks first).', default: false}),
-    'fence-replicas': countFlag('--fence-replicas', 1, 100)({summary: 'min-replicas-to-write that --fence sets (at most the replicas a master has).', default: 1}),
-    'fence-max-lag': countFlag('--fence-max-lag', 1, 3600)({summary: 'min-replicas-max-lag, in seconds, that --fence sets.', default: 10}),
+    'fence-replicas': countFlag('replica count', 1, 100)({summary: 'min-replicas-to-write that --fence sets (at most the replicas a master has).', default: 1}),
+    'fence-max-lag': countFlag('number of seconds', 1, 3600)({summary: 'min-replicas-max-lag, in seconds, that --fence sets.', default: 10}),
     'dry-run': dryRunFlag,
     yes: yesFlag,
   }
@@ -56,7 +56,7 @@ Exit code 0 when everything is healthy, 3 when any problem is found: a CI job ca
       shardIds: flags.shard ?? [],
       canary: flags.canary,
       persistence: flags.persistence,
-      limits: {maxLagBytes: parseCount(flags['max-lag'], '--max-lag', 0, Number.MAX_SAFE_INTEGER), maxLagSeconds: flags['max-lag-seconds']},
+      limits: {maxLagBytes: flags['max-lag'], maxLagSeconds: flags['max-lag-seconds']},
       maxSaveAgeSeconds: flags['max-save-age'],
       timeoutMs: flags.timeout,
     })

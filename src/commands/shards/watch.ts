@@ -26,7 +26,7 @@ The connection is checked with a PING every half --timeout; losing it ends the c
 
   static override flags = {
     via: instanceFlag({summary: 'Listen on this replica of the registry (host:port): events seen there reached two servers.'}),
-    count: countFlag('--count', 1, 1_000_000_000)({summary: 'Stop after this many events.'}),
+    count: countFlag('count', 1, 1_000_000_000)({summary: 'Stop after this many events.'}),
   }
 
   async run(): Promise<void> {
