@@ -13,7 +13,7 @@ export async function run({coldReps}) {
   const replicas = []
   for (const master of masters) replicas.push(...(await startServers(1, [...HEALTHY, '--replicaof', '127.0.0.1', String(master.port)])))
   try {
-    for (const replica of replicas) await waitForSync(replica)
+    for (const [i, replica] of replicas.entries()) await waitForSync(replica, masters[i])
     for (const [i, master] of masters.entries()) {
       await shardctl(['shards:init', '--registry', registry.url, '--instance', master.address, '--replica', replicas[i].address,
         '--count', String(SHARDS_PER_INSTANCE), '--first-id', String(i * SHARDS_PER_INSTANCE)])

@@ -7,6 +7,7 @@ import {dirname, join} from 'node:path'
 import {fileURLToPath, pathToFileURL} from 'node:url'
 
 import {close, connect} from '../dist/fleet/connect.js'
+import {waitForStreaming} from '../dist/fleet/replication.js'
 import {freePort, startRedis, stopRedis} from '../dist/sandbox/redis-process.js'
 
 export const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..')
@@ -359,15 +360,11 @@ export class PacedWriter {
   }
 }
 
-/** Wait until a replica has its full copy and streams live. */
-export async function waitForSync(server, {timeoutMs = 600_000} = {}) {
-  const deadline = Date.now() + timeoutMs
-  return withRedis(server, async (client) => {
-    for (;;) {
-      const info = await client.info('replication')
-      if (/master_link_status:up/.test(info) && /master_sync_in_progress:0/.test(info)) return
-      if (Date.now() > deadline) throw new Error(`127.0.0.1:${server.port} did not sync within ${timeoutMs} ms`)
-      await new Promise((r) => setTimeout(r, 20))
-    }
-  })
+/**
+ * Wait until a replica has its full copy and applies the live stream: the product's
+ * own readiness rule (a write made after the link came up reaches it).
+ */
+export async function waitForSync(replica, master, {timeoutMs = 600_000} = {}) {
+  const ok = await withRedis(replica, (r) => withRedis(master, (m) => waitForStreaming(m, r, Date.now() + timeoutMs)))
+  if (!ok) throw new Error(`127.0.0.1:${replica.port} did not sync within ${timeoutMs} ms`)
 }

@@ -11,7 +11,7 @@ export async function run({reps}) {
   const [b] = await startServers(1, ['--replicaof', '127.0.0.1', String(a.port)])
   const servers = [registry, a, b]
   try {
-    await waitForSync(b)
+    await waitForSync(b, a)
     await shardctl(['shards:init', '--registry', registry.url, '--instance', a.address, '--replica', b.address, '--count', '4'])
     const shards = ['s000', 's001', 's002', 's003']
     const writer = new PacedWriter(registry, shards, RATE)
@@ -27,14 +27,14 @@ export async function run({reps}) {
       const gap = close()
       const pauseMs = JSON.parse(result.stdout).pauseMs
       ;[master, replica] = [replica, master]
-      await waitForSync(replica)
+      await waitForSync(replica, master)
       // FAILOVER back, then the registry update.
       close = writer.window()
       const failover = await failoverWithRegistry(registry, master, replica, shards)
       await new Promise((r) => setTimeout(r, 300))
       const baselineGap = close()
       ;[master, replica] = [replica, master]
-      await waitForSync(replica)
+      await waitForSync(replica, master)
       samples.push({gap, pauseMs, baselineGap, failoverMs: failover})
     }
     await writer.stop()

@@ -28,7 +28,7 @@ async function once(keysPerDb) {
     // Baseline: a raw full sync of the same data onto an empty instance.
     const t0 = performance.now()
     await withRedis(copy, (c) => c.call('REPLICAOF', '127.0.0.1', String(source.port)))
-    await waitForSync(copy)
+    await waitForSync(copy, source)
     const baselineMs = performance.now() - t0
     // Its 1 GB copy is not needed any more: the split's target should not sync beside it.
     await stopServers([copy])

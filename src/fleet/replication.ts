@@ -73,6 +73,43 @@ export async function waitForOffset(
   }
 }
 
+/**
+ * PUBLISH enters the replication stream (Redis propagates it to replicas) without
+ * touching any database: the marker that proves a replica applies the live stream.
+ * Nobody needs to subscribe to it.
+ */
+export const STREAM_PROOF_CHANNEL = '__shardctl:stream-proof'
+
+/**
+ * Wait until `replica` applies what `master` sends *now*. A replica whose link is up
+ * may not be streaming yet: after a diskless sync the master holds the stream back
+ * until the replica's first REPLCONF ACK, up to about a second later, while the
+ * replica applies nothing. So the proof is a write made after the link came up: the
+ * master publishes a marker, and the replica's offset must reach the master's
+ * offset as read after it. Returns false if the deadline passes first.
+ */
+export async function waitForStreaming(master: Redis, replica: Redis, deadline: number): Promise<boolean> {
+  for (;;) {
+    const info = await replicationOf(replica)
+    if (info.linkUp && !info.syncInProgress) break
+    if (Date.now() >= deadline) return false
+    await sleep(10)
+  }
+  await master.publish(STREAM_PROOF_CHANNEL, 'ready')
+  return reachesOffset(replica, (await replicationOf(master)).offset, deadline)
+}
+
+/** Wait until the replica has processed `offset` of its master's stream; false at the deadline. */
+export async function reachesOffset(replica: Redis, offset: number, deadline: number): Promise<boolean> {
+  let wait = 0
+  for (;;) {
+    if ((await replicationOf(replica)).offset >= offset) return true
+    if (Date.now() >= deadline) return false
+    if (wait > 0) await sleep(wait)
+    wait = Math.min(10, wait + 1)
+  }
+}
+
 /** Hold every write on an instance for at most `ms` (reads go on): the cut-over window. */
 export async function pauseWrites(client: Redis, ms: number): Promise<void> {
   await client.call('CLIENT', 'PAUSE', String(ms), 'WRITE')

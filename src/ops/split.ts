@@ -6,7 +6,7 @@ import {ExitCode, ShardctlError, usageError} from '../errors.js'
 import {type ConnectionPool, close, connect} from '../fleet/connect.js'
 import {parseInfo} from '../fleet/info.js'
 import {databaseCount, flushDb, keysPerDb} from '../fleet/instance.js'
-import {copyProgress, follows, makeMaster, makeReplica, pauseWrites, replicationOf, resumeWrites, waitForOffset} from '../fleet/replication.js'
+import {copyProgress, follows, makeMaster, makeReplica, pauseWrites, replicationOf, resumeWrites, waitForOffset, waitForStreaming} from '../fleet/replication.js'
 import {type ShardAddress, formatAddress, instanceKey, parseInstance} from '../registry/address.js'
 import {Change, type Registry, compareIds} from '../registry/registry.js'
 import {Journal, type JournalEntry} from './journal.js'
@@ -264,13 +264,22 @@ const PRE_PAUSE_SLACK_BYTES = 64 * 1024
 /** ...and is given this long to get there; past it the pause-bounded catch-up decides. */
 const PRE_PAUSE_WAIT_MS = 10_000
 
-/** Wait until every target holds its full copy and streams live, reporting progress. */
+/**
+ * Wait until every target holds its full copy and applies the live stream, reporting
+ * progress. A link that is up is not proof of streaming (see waitForStreaming): each
+ * target must apply a write the source made after its link came up.
+ */
 async function waitForCopy(pool: ConnectionPool, plan: SplitPlan, onProgress?: (line: string) => void): Promise<void> {
   let lastBytes = -1
   let stalledSince = Date.now()
   for (;;) {
     const states = await Promise.all(plan.targets.map(async (t) => copyProgress(parseInfo(await (await pool.get(endpoint(t.instance))).info('replication')))))
-    if (states.every((s) => s.linkUp && !s.syncing)) return
+    if (states.every((s) => s.linkUp && !s.syncing)) {
+      const source = await pool.get(endpoint(plan.source))
+      const streaming = await Promise.all(plan.targets.map(async (t) => waitForStreaming(source, await pool.get(endpoint(t.instance)), Date.now() + 60_000)))
+      if (streaming.every(Boolean)) return
+      throw new ShardctlError('a target linked up but did not apply the live stream within 60 s', {code: 'ESTALLED', hint: "check the targets' logs; run the split again to roll it back"})
+    }
     const read = states.reduce((sum, s) => sum + s.readBytes, 0)
     const total = states.reduce((sum, s) => sum + Math.max(0, s.totalBytes), 0)
     if (read !== lastBytes) {

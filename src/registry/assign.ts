@@ -93,18 +93,30 @@ export function* inBatches<T>(items: T[], size = BATCH_SIZE): Generator<T[]> {
 /**
  * Send batches with up to `depth` of them in flight, yielding each batch's result in
  * input order. Memory is bounded by depth batches, whatever the length of the stream.
+ * A result is yielded as soon as it is in, even while the input is slow to bring the
+ * next batch (a person typing): the input and the oldest result race.
  */
 export async function* pipelined<T, R>(batches: AsyncIterable<T[]> | Iterable<T[]>, depth: number, send: (batch: T[]) => Promise<R>): AsyncGenerator<R> {
+  const source = Symbol.asyncIterator in batches ? batches[Symbol.asyncIterator]() : (batches as Iterable<T[]>)[Symbol.iterator]()
   const inFlight: Promise<R>[] = []
-  for await (const batch of batches) {
-    if (batch.length === 0) continue
-    const sent = send(batch)
-    // Keep the rejection handled until it is awaited in order below.
-    sent.catch(() => undefined)
-    inFlight.push(sent)
-    if (inFlight.length >= depth) yield await inFlight.shift()!
+  let next: Promise<IteratorResult<T[]>> | undefined = Promise.resolve(source.next())
+  while (next !== undefined || inFlight.length > 0) {
+    if (next !== undefined && inFlight.length < depth) {
+      const input: Promise<{item: IteratorResult<T[]>}> = next.then((item) => ({item}))
+      const first: {item: IteratorResult<T[]>} | 'result' = inFlight.length === 0 ? await input : await Promise.race([input, inFlight[0].then(() => 'result' as const)])
+      if (first !== 'result') {
+        next = first.item.done ? undefined : Promise.resolve(source.next())
+        if (!first.item.done && first.item.value.length > 0) {
+          const sent = send(first.item.value)
+          // Keep the rejection handled until it is awaited in order below.
+          sent.catch(() => undefined)
+          inFlight.push(sent)
+        }
+        continue
+      }
+    }
+    yield await inFlight.shift()!
   }
-  while (inFlight.length > 0) yield await inFlight.shift()!
 }
 
 /**

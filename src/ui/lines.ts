@@ -17,7 +17,9 @@ export async function* readLineBatches(input: Readable, size = 1000): AsyncGener
     const lines = (rest + chunk).split('\n')
     rest = lines.pop()!
     for (const line of lines) take(line)
-    while (batch.length >= size) yield batch.splice(0, size)
+    // What one read brought is worked off before waiting for the next: a slow writer
+    // (a person typing) gets answers at once, a fast one fills whole batches.
+    while (batch.length > 0) yield batch.splice(0, size)
   }
   take(rest)
   while (batch.length > 0) yield batch.splice(0, size)

@@ -1,10 +1,9 @@
-import {createServer, type Server} from 'node:net'
-
 import {expect} from 'chai'
 
 import {parseInfo} from '../../src/fleet/info.js'
 import {cli, spawnCli} from '../helpers/cli.js'
 import {useFleet} from '../helpers/fleet.js'
+import {startSilentServer} from '../helpers/proxy.js'
 import {freePort} from '../../src/sandbox/redis-process.js'
 
 interface ListJson {
@@ -140,13 +139,11 @@ describe('shards:list', () => {
   })
 
   describe('never hangs', () => {
-    let silent: Server
+    let silent: {port: number; close: () => Promise<void>}
     let port: number
     before(async () => {
-      // Accepts connections and never answers: the worst kind of host.
-      silent = createServer(() => undefined)
-      await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve))
-      port = (silent.address() as {port: number}).port
+      silent = await startSilentServer()
+      port = silent.port
     })
     after(() => silent.close())
 

@@ -1,6 +1,6 @@
 import {expect} from 'chai'
 
-import {ANSI, binary, cli, spawnCli, ttyCli, secret as registerSecret} from '../helpers/cli.js'
+import {ANSI, binary, cli, spawnCli, ttyCli, until, secret as registerSecret} from '../helpers/cli.js'
 import {useFleet} from '../helpers/fleet.js'
 
 describe('terminal manners', () => {
@@ -54,10 +54,17 @@ describe('terminal manners', () => {
   it('Ctrl-C exits 130 and closes its connections', async () => {
     const {execa} = await import('execa')
     const child = execa('node', [binary, 'shards:assign', '--stdin', ...fleet.r()], {reject: false, stdin: 'pipe'})
+    let answered = ''
+    child.stdout.on('data', (chunk: Buffer) => {
+      answered += chunk.toString()
+    })
     child.stdin.write('a\nb\n')
-    // Wait until it is connected and reading, then interrupt it.
-    await new Promise((r) => setTimeout(r, 1000))
-    child.kill('SIGINT')
+    try {
+      // Connected and reading once both hashes are answered; stdin stays open.
+      await until('both hashes answered', () => answered.split('\n').length > 2)
+    } finally {
+      child.kill('SIGINT')
+    }
     const done = await child
     expect(done.exitCode).to.equal(130)
     expect(String(done.stderr)).to.match(/Interrupted/)

@@ -4,7 +4,7 @@ import {expect} from 'chai'
 import type {Redis} from 'ioredis'
 
 import {ANSI, binary, cli, printed, spawnCli} from '../helpers/cli.js'
-import {type TestServer, startReplicated, startServer} from '../helpers/redis.js'
+import {type TestServer, startReplicated, startServer, waitForCatchUp, withClients} from '../helpers/redis.js'
 
 const CHANNEL = 'shards._events'
 
@@ -39,23 +39,27 @@ describe('shards:watch', () => {
     await Promise.all([registry, replica, shard].map((s) => s.stop()))
   })
 
-  /** Add, weight and assign from other processes: the three events every watcher must print. */
-  async function makeChanges(): Promise<void> {
-    expect((await cli(['shards:add', 's1', '--master', shard.address(1), ...r()])).exitCode).to.equal(0)
-    expect((await cli(['shards:weight', 's1', '3', '--yes', ...r()])).exitCode).to.equal(0)
-    expect((await cli(['shards:assign', 'user:1', ...r()])).exitCode).to.equal(0)
+  /**
+   * Add, weight and assign from other processes: the three events every watcher must
+   * print. Each test names its own shard, so an event left over from another test
+   * cannot stand in for one of its own.
+   */
+  async function makeChanges(id: string): Promise<void> {
+    expect((await cli(['shards:add', id, '--master', shard.address(1), ...r()])).exitCode).to.equal(0)
+    expect((await cli(['shards:weight', id, '3', '--yes', ...r()])).exitCode).to.equal(0)
+    expect((await cli(['shards:assign', `user:${id}`, ...r()])).exitCode).to.equal(0)
   }
 
   it('prints the events of an add, a weight and an assign made by other processes, in order, as NDJSON', async () => {
     const watching = spawnCli(['shards:watch', '--json', '--count', '3', ...r()])
     await subscribed(reg)
-    await makeChanges()
+    await makeChanges('plain1')
     const run = await watching
     expect(run.exitCode, run.stderr).to.equal(0)
     const events = lines(run.stdout).map((l) => JSON.parse(l))
     expect(events.map((e) => e.type)).to.deep.equal(['shards.added', 'weights.changed', 'hashes.assigned'])
-    expect(JSON.stringify(events[0])).to.include('"s1"')
-    expect(events[1].weights).to.deep.equal({s1: 3})
+    expect(events[0].ids).to.deep.equal(['plain1'])
+    expect(events[1].weights).to.deep.equal({plain1: 3})
     for (const e of events) expect(e).to.include.keys('at', 'by', 'command')
     // What was published is what the history recorded (assignments are published only:
     // application servers assign all the time, the audit log keeps operations).
@@ -64,17 +68,31 @@ describe('shards:watch', () => {
   })
 
   it('--via a replica of the registry: the events reached two servers', async () => {
+    // Whatever earlier tests published has reached the replica before this watcher listens.
+    await waitForCatchUp(replica, registry)
     const watching = spawnCli(['shards:watch', '--via', `127.0.0.1:${replica.port}`, '--json', '--count', '3', ...r()])
-    const onReplica = replica.client()
-    try {
-      await subscribed(onReplica)
-    } finally {
-      onReplica.disconnect()
-    }
-    await makeChanges()
+    await withClients([replica], ([onReplica]) => subscribed(onReplica))
+    await makeChanges('via1')
     const run = await watching
     expect(run.exitCode, run.stderr).to.equal(0)
-    expect(lines(run.stdout).map((l) => JSON.parse(l).type)).to.deep.equal(['shards.added', 'weights.changed', 'hashes.assigned'])
+    const events = lines(run.stdout).map((l) => JSON.parse(l))
+    expect(events.map((e) => e.type)).to.deep.equal(['shards.added', 'weights.changed', 'hashes.assigned'])
+    expect(events[0].ids).to.deep.equal(['via1'])
+    expect(events[1].weights).to.deep.equal({via1: 3})
+  })
+
+  it('--count N prints exactly N events, even when more arrive in one read', async () => {
+    const watching = spawnCli(['shards:watch', '--json', '--count', '3', ...r()])
+    await subscribed(reg)
+    // One script, six events: they reach the watcher in one socket read.
+    await reg.eval(
+      "for i = 1, 6 do redis.call('PUBLISH', KEYS[1], cjson.encode({v = 1, type = 'burst', n = i})) end",
+      1,
+      CHANNEL,
+    )
+    const run = await watching
+    expect(run.exitCode, run.stderr).to.equal(0)
+    expect(lines(run.stdout).map((l) => JSON.parse(l).n)).to.deep.equal([1, 2, 3])
   })
 
   it('--via an instance that is not a replica of the registry is refused in one line, exit 2', async () => {
@@ -87,24 +105,29 @@ describe('shards:watch', () => {
   it('stays subscribed while idle for longer than --timeout', async () => {
     const watching = spawnCli(['shards:watch', '--json', '--count', '1', '--timeout', '200ms', ...r()])
     await subscribed(reg)
+    // Idle for five timeouts: the watcher must still be there, by its heartbeat.
     await sleep(1000)
-    expect((await cli(['shards:add', 's9', '--master', shard.address(9), ...r()])).exitCode).to.equal(0)
+    await subscribed(reg)
+    expect((await cli(['shards:add', 'idle1', '--master', shard.address(9), ...r()])).exitCode).to.equal(0)
     const run = await watching
     expect(run.exitCode, run.stderr).to.equal(0)
-    expect(lines(run.stdout).map((l) => JSON.parse(l).type)).to.deep.equal(['shards.added'])
+    const events = lines(run.stdout).map((l) => JSON.parse(l))
+    expect(events).to.have.length(1)
+    expect(events[0]).to.include({type: 'shards.added'})
+    expect(events[0].ids).to.deep.equal(['idle1'])
   })
 
   it('one plain line per event without --json, no colour into a pipe; a message that is not JSON is shown, not fatal', async () => {
     const watching = spawnCli(['shards:watch', '--count', '4', ...r()])
     await subscribed(reg)
-    await makeChanges()
+    await makeChanges('line1')
     await reg.publish(CHANNEL, 'not json at all')
     const run = await watching
     expect(run.exitCode, run.stderr).to.equal(0)
     const out = lines(run.stdout)
     expect(out).to.have.length(4)
     expect(out[0]).to.match(/^\d{4}-\d\d-\d\dT\S+ shards\.added .*by \S+@\S+ \(shards:add\)$/)
-    expect(out[1]).to.match(/weights\.changed weights=\{"s1":3\}/)
+    expect(out[1]).to.match(/weights\.changed weights=\{"line1":3\}/)
     expect(out[3]).to.match(/\(not JSON\) not json at all$/)
     expect(run.stdout + run.stderr).not.to.match(ANSI)
     expect(run.stderr).to.match(/^Watching shards\._events on 127\.0\.0\.1:\d+\. Ctrl-C to stop\./)

@@ -5,7 +5,7 @@ import {expect} from 'chai'
 import type {CheckReport} from '../../src/health/check.js'
 import {ANSI, cli, spawnCli} from '../helpers/cli.js'
 import {useFleet} from '../helpers/fleet.js'
-import {type TestServer, startReplicated, startServer, waitForLink} from '../helpers/redis.js'
+import {type TestServer, startReplicated, startServer, waitForCatchUp, waitForStreaming} from '../helpers/redis.js'
 
 /** Instances as production should run them: AOF fsynced every second, RDB saves, fenced by one replica. */
 const HEALTHY = ['--appendonly', 'yes', '--appendfsync', 'everysec', '--save', '3600 1', '--min-replicas-to-write', '1', '--min-replicas-max-lag', '10']
@@ -122,6 +122,8 @@ describe('shards:check', () => {
     await paused.call('CLIENT', 'PAUSE', '20000', 'WRITE')
     try {
       await master.client(1).set('big', 'x'.repeat(20_000))
+      // The healthy replica has applied the write: only the paused one lags.
+      await waitForCatchUp(replicas[1], master)
       const {exitCode, report} = await check('--max-lag', '1000')
       expect(exitCode).to.equal(3)
       const lagging = report.topology[0].replicas[0]
@@ -235,7 +237,7 @@ describe('shards:check', () => {
   it('an instance replicating a master that the registry does not name', async () => {
     const stranger = await startServer(['--replicaof', '127.0.0.1', String(master.port)])
     extra.push(stranger)
-    await waitForLink(stranger)
+    await waitForStreaming(stranger, master)
     const {exitCode, report} = await check()
     expect(exitCode).to.equal(3)
     expect(problems(report)).to.deep.equal([`127.0.0.1:${stranger.port} replicates master ${inst(master)}, but the registry does not name it`])

@@ -1,3 +1,4 @@
+import {readFileSync} from 'node:fs'
 import {dirname, join} from 'node:path'
 import {fileURLToPath} from 'node:url'
 
@@ -35,14 +36,19 @@ export async function cli(args: string[]): Promise<CliResult & {result: unknown}
   return {exitCode, result, stderr, stdout}
 }
 
-/** Run the real binary in its own process: stdin, environment, signals and exit codes as a user gets them. */
-export async function spawnCli(
-  args: string[],
-  options: {input?: string; env?: Record<string, string | undefined>; timeoutMs?: number} = {},
-): Promise<CliResult> {
+/** A CLI process under way: its pid (to signal it), and its outcome once it ends. */
+export interface RunningCli {
+  pid: number
+  done: Promise<CliResult>
+  /** Everything it has written to stderr so far. */
+  stderr: () => string
+}
+
+/** Start the real binary in its own process: stdin, environment, signals and exit codes as a user gets them. */
+export async function startCli(args: string[], options: {input?: string; env?: Record<string, string | undefined>} = {}): Promise<RunningCli> {
   const {execa} = await import('execa')
   const env: Record<string, string | undefined> = {...process.env, NO_COLOR: undefined, FORCE_COLOR: undefined, DEBUG: undefined, ...options.env}
-  const child = await execa('node', [binary, ...args], {
+  const child = execa('node', [binary, ...args], {
     env,
     extendEnv: false,
     input: options.input,
@@ -50,8 +56,56 @@ export async function spawnCli(
     reject: false,
     stripFinalNewline: false,
   })
-  printed.push(String(child.stdout), String(child.stderr))
-  return {exitCode: child.exitCode ?? 1, stderr: String(child.stderr), stdout: String(child.stdout)}
+  let stderr = ''
+  child.stderr?.on('data', (chunk: Buffer) => {
+    stderr += chunk.toString()
+  })
+  const pid = child.pid!
+  running.add(pid)
+  const done = child.then((result) => {
+    running.delete(pid)
+    printed.push(String(result.stdout), String(result.stderr))
+    return {exitCode: result.exitCode ?? 1, stderr: String(result.stderr), stdout: String(result.stdout)}
+  })
+  return {pid, done, stderr: () => stderr}
+}
+
+/** CLI processes not yet ended: a test that failed half-way may leave one stopped or waiting. */
+const running = new Set<number>()
+
+/** Kill what a test left running (root hook, after each test), so it cannot hold a lock or the run open. */
+export function killLeftovers(): void {
+  for (const pid of running) {
+    try {
+      process.kill(pid, 'SIGKILL')
+    } catch {
+      // already gone
+    }
+  }
+  running.clear()
+}
+
+/** Run the real binary to its end. */
+export async function spawnCli(args: string[], options: {input?: string; env?: Record<string, string | undefined>} = {}): Promise<CliResult> {
+  return (await startCli(args, options)).done
+}
+
+/** Whether a process is stopped (SIGSTOP): state T in /proc. */
+export function isStopped(pid: number): boolean {
+  try {
+    return /^\d+ \(.*\) [Tt] /.test(readFileSync(`/proc/${pid}/stat`, 'utf8'))
+  } catch {
+    return false
+  }
+}
+
+/** Wait (boundedly) until `condition` holds, polling it; a hang becomes a clear failure. */
+export async function until(what: string, condition: () => boolean | Promise<boolean>, attempts = 6000): Promise<void> {
+  for (let i = 0; i < attempts; i++) {
+    if (await condition()) return
+    await new Promise((resolve) => setTimeout(resolve, 10))
+  }
+  throw new Error(`never happened: ${what}`)
 }
 
 /** Run the binary under a pseudo-terminal (util-linux `script`), typing `keys` into it: the interactive path. */

@@ -1,9 +1,13 @@
-import {printed, secrets} from './cli.js'
+import {killLeftovers, printed, secrets} from './cli.js'
 import {stopAll} from './redis.js'
 
 /** Root hooks: whatever a test started is stopped, even when the test failed half-way. */
 export const mochaHooks = {
+  afterEach() {
+    killLeftovers()
+  },
   async afterAll() {
+    killLeftovers()
     await stopAll()
     // No password a test used may appear in anything a command printed, in any test.
     const leaked = [...secrets].filter((s) => printed.some((text) => text.includes(s)))

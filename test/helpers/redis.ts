@@ -1,11 +1,10 @@
 import {mkdtempSync, rmSync} from 'node:fs'
 import {tmpdir} from 'node:os'
 import {join} from 'node:path'
-import {setTimeout as sleep} from 'node:timers/promises'
-
 import {Redis} from 'ioredis'
 
 import {parseInfo, parseReplication} from '../../src/fleet/info.js'
+import {reachesOffset, waitForStreaming as streaming} from '../../src/fleet/replication.js'
 import {type RedisProcess, freePort, startRedis, stopRedis} from '../../src/sandbox/redis-process.js'
 
 /**
@@ -56,27 +55,41 @@ export async function startServer(args: string[] = []): Promise<TestServer> {
   }
 }
 
-/** A master with `replicas` replicas, links up. */
+/** A master with `replicas` replicas, each proven to apply the live stream. */
 export async function startReplicated(replicas: number, args: string[] = []): Promise<{master: TestServer; replicas: TestServer[]}> {
   const master = await startServer(args)
   const followers = await Promise.all(
     Array.from({length: replicas}, () => startServer([...args, '--replicaof', '127.0.0.1', String(master.port)])),
   )
-  for (const replica of followers) await waitForLink(replica)
+  for (const replica of followers) await waitForStreaming(replica, master)
   return {master, replicas: followers}
 }
 
-export async function waitForLink(server: TestServer): Promise<void> {
-  const client = server.client()
+/**
+ * Wait until `replica` applies what `master` sends now: the product's own readiness
+ * rule (a link that is up is not yet streaming after a diskless sync).
+ */
+export async function waitForStreaming(replica: TestServer, master: TestServer): Promise<void> {
+  const ok = await withClients([replica, master], ([r, m]) => streaming(m, r, Date.now() + 60_000))
+  if (!ok) throw new Error(`replica on ${replica.port} never applied the stream of ${master.port}`)
+}
+
+/** Wait until `replica` has processed everything `master` has sent so far. */
+export async function waitForCatchUp(replica: TestServer, master: TestServer): Promise<void> {
+  const ok = await withClients([replica, master], async ([r, m]) => reachesOffset(r, parseReplication(parseInfo(await m.info('replication'))).offset, Date.now() + 60_000))
+  if (!ok) throw new Error(`replica on ${replica.port} never caught up with ${master.port}`)
+}
+
+/** Clients on db 0 of some servers for the length of `fn`. */
+export async function withClients<T>(servers: TestServer[], fn: (clients: Redis[]) => Promise<T>): Promise<T> {
+  const opened = servers.map((s) => s.client())
   try {
-    for (let i = 0; i < 1000; i++) {
-      if (parseReplication(parseInfo(await client.info('replication'))).linkUp) return
-      await sleep(20)
-    }
-    throw new Error(`replica on ${server.port} never linked up`)
+    return await fn(opened)
   } finally {
-    client.disconnect()
-    clients.delete(client)
+    for (const c of opened) {
+      c.disconnect()
+      clients.delete(c)
+    }
   }
 }
 

@@ -27,22 +27,42 @@ export class ContinuousWriter {
     this.loops = this.shards.map((shard) => this.loop(shard))
   }
 
+  /** Writes acknowledged so far. */
+  get total(): number {
+    return [...this.acked.values()].reduce((n, keys) => n + keys.length, 0)
+  }
+
   /** Stop writing and wait for the writes in flight. Returns the number acknowledged. */
   async stop(): Promise<number> {
     this.running = false
     await Promise.all(this.loops)
     for (const client of this.clients.values()) client.disconnect()
     this.clients.clear()
-    return [...this.acked.values()].reduce((n, keys) => n + keys.length, 0)
+    return this.total
   }
 
   /** Wait until at least n writes are acknowledged (bounded). */
   async waitFor(n: number): Promise<void> {
-    for (let i = 0; i < 2000; i++) {
-      if ([...this.acked.values()].reduce((sum, k) => sum + k.length, 0) >= n) return
+    for (let i = 0; i < 12_000; i++) {
+      if (this.total >= n) return
       await new Promise((r) => setTimeout(r, 5))
     }
-    throw new Error(`writer never reached ${n} acknowledged writes`)
+    throw new Error(`writer never reached ${n} acknowledged writes (at ${this.total})`)
+  }
+
+  /**
+   * Once an operation is over: every shard takes writes again (each acknowledges `n`
+   * more where the registry now routes it), then the writer stops.
+   */
+  async resumesThenStop(n = 50): Promise<void> {
+    const marks = new Map([...this.acked].map(([shard, keys]) => [shard, keys.length]))
+    for (let i = 0; i < 12_000; i++) {
+      if ([...this.acked].every(([shard, keys]) => keys.length >= marks.get(shard)! + n)) break
+      await new Promise((r) => setTimeout(r, 5))
+    }
+    const stalled = [...this.acked].filter(([shard, keys]) => keys.length < marks.get(shard)! + n).map(([shard]) => shard)
+    await this.stop()
+    if (stalled.length > 0) throw new Error(`writes did not resume on ${stalled.join(', ')}`)
   }
 
   private async route(shard: string): Promise<Redis> {

@@ -40,9 +40,16 @@ describe('the operator lock', () => {
   })
 
   it('is released on every exit path: success, refusal, and error', async () => {
-    await cli(['shards:add', 's1', '--master', '127.0.0.1:1/0', ...fleet.r()])
-    await cli(['shards:add', 's1', '--master', '127.0.0.1:1/0', ...fleet.r()]) // refused: exists
-    await spawnCli(['shards:remove', 's1', ...fleet.r()]) // refused: needs --yes
+    expect((await cli(['shards:add', 's1', '--master', '127.0.0.1:1/0', ...fleet.r()])).exitCode).to.equal(0)
+    expect(await fleet.reg.exists('shards._lock')).to.equal(0)
+    const exists = await cli(['shards:add', 's1', '--master', '127.0.0.1:1/0', ...fleet.r()])
+    expect(exists.exitCode, 'refused: the shard exists').to.equal(2)
+    expect(await fleet.reg.exists('shards._lock')).to.equal(0)
+    const unconfirmed = await spawnCli(['shards:remove', 's1', ...fleet.r()])
+    expect(unconfirmed.exitCode, 'refused: no terminal to confirm').to.equal(2)
+    expect(await fleet.reg.exists('shards._lock')).to.equal(0)
+    const unknown = await cli(['shards:weight', 'nope', '2', '--yes', ...fleet.r()])
+    expect(unknown.exitCode, 'refused: an unknown shard').to.equal(2)
     expect(await fleet.reg.exists('shards._lock')).to.equal(0)
   })
 

@@ -68,8 +68,8 @@ describe('shards:promote', () => {
     const writer = new ContinuousWriter(reg, ['s000', 's001', 's002'])
     writer.start()
     await writer.waitFor(3000)
-    const run = await spawnCli(['shards:promote', 's001', '--replica', inst(replicas[0]), '--max-pause', '5s', '--yes', '--json', ...r()])
-    await writer.waitFor((await writer.stop()) + 0)
+    const run = await spawnCli(['shards:promote', 's001', '--replica', inst(replicas[0]), '--max-pause', '5s', '--max-lag', '1000000000', '--yes', '--json', ...r()])
+    await writer.resumesThenStop()
     expect(run.exitCode, run.stderr + run.stdout).to.equal(0)
     const result = JSON.parse(run.stdout)
     expect(result.applied).to.equal(true)
@@ -110,7 +110,7 @@ describe('shards:promote', () => {
         writer.start()
         await writer.waitFor(500)
         // A generous pause bound: a loaded machine must not turn this into a catch-up refusal.
-        const killed = await spawnCli(['shards:promote', 's000', '--replica', inst(replicas[0]), '--max-pause', '5s', '--yes', ...r()], {
+        const killed = await spawnCli(['shards:promote', 's000', '--replica', inst(replicas[0]), '--max-pause', '5s', '--max-lag', '1000000000', '--yes', ...r()], {
           env: {SHARDCTL_FAILPOINT: `${failpoint}:kill`},
         })
         expect(killed.exitCode, killed.stderr).to.not.equal(0)
@@ -119,7 +119,7 @@ describe('shards:promote', () => {
         const again = await spawnCli(['shards:promote', 's000', '--yes', '--json', ...r()])
         expect(again.exitCode, again.stderr + again.stdout).to.equal(0)
         expect(JSON.parse(again.stdout).recovered).to.equal(outcome)
-        await writer.waitFor((await writer.stop()) + 0)
+        await writer.resumesThenStop()
         expect(await missingWrites(reg, writer)).to.deep.equal([])
         if (outcome === 'rolled-back') await expectConsistent(master, replicas)
         else await expectConsistent(replicas[0], [master, replicas[1]])
@@ -128,7 +128,7 @@ describe('shards:promote', () => {
   })
 
   it('the old master dies mid-promote: the rerun refuses to roll back, and --force finishes as an emergency', async () => {
-    const killed = await spawnCli(['shards:promote', 's000', '--replica', inst(replicas[0]), '--max-pause', '5s', '--yes', ...r()], {
+    const killed = await spawnCli(['shards:promote', 's000', '--replica', inst(replicas[0]), '--max-pause', '5s', '--max-lag', '1000000000', '--yes', ...r()], {
       env: {SHARDCTL_FAILPOINT: 'promote:after:kill'},
     })
     expect(killed.exitCode).to.not.equal(0)

@@ -71,7 +71,7 @@ describe('shards:split', () => {
     writer.start()
     await writer.waitFor(2000)
     const run = await spawnCli(['shards:split', inst(source), '--to', inst(target), '--max-pause', '5s', '--grace', '500ms', '--yes', '--json', ...r()])
-    await writer.waitFor((await writer.stop()) + 0)
+    await writer.resumesThenStop()
     expect(run.exitCode, run.stderr).to.equal(0)
     const result = JSON.parse(run.stdout)
     expect(result.applied).to.equal(true)
@@ -159,7 +159,7 @@ describe('shards:split', () => {
         expect(again.exitCode, again.stderr + again.stdout).to.equal(0)
         const result = JSON.parse(again.stdout)
         expect(result.recovered).to.equal(outcome)
-        await writer.waitFor((await writer.stop()) + 0)
+        await writer.resumesThenStop()
         const missing = await missingWrites(reg, writer)
         if (failpoint === 'registry:after') {
           // Killed between the switch and the disconnection of stale clients: when the

@@ -49,14 +49,31 @@ The connection is checked with a PING every half --timeout; losing it ends the c
       this.onCleanup(async () => subscriber.disconnect())
     }
     const channel = registryKeys(flags.prefix).events
+    const wanted = flags.count
+    let seen = 0
+    // Listening before subscribing: an event arriving with the subscription's reply is
+    // printed, not dropped. Several events can arrive in one socket read: past --count,
+    // the rest are ignored.
+    let finished: () => void = () => undefined
+    const ended = new Promise<void>((resolve) => {
+      finished = resolve
+    })
+    subscriber.on('message', (_channel: string, message: string) => {
+      if (wanted !== undefined && seen >= wanted) return
+      this.print(message)
+      seen++
+      if (wanted !== undefined && seen >= wanted) finished()
+    })
     await subscriber.subscribe(channel)
     this.progress(`Watching ${channel} on ${where}${flags.via ? ' (a replica of the registry)' : ''}. Ctrl-C to stop.`)
 
-    const wanted = flags.count
-    let seen = 0
     await new Promise<void>((resolve, reject) => {
-      const lost = (cause?: Error) => {
+      const stop = () => {
         clearInterval(heartbeat)
+        subscriber.removeAllListeners('end')
+      }
+      const lost = (cause?: Error) => {
+        stop()
         reject(new ShardctlError(`lost the connection to ${where}${cause ? `: ${cause.message}` : ''}`, {code: 'ECONNLOST', hint: 'check the host, then watch again'}))
       }
       // Subscribed, the connection is otherwise silent: a PING proves it is alive, and
@@ -65,14 +82,9 @@ The connection is checked with a PING every half --timeout; losing it ends the c
         subscriber.ping().catch((error: Error) => lost(error))
       }, Math.max(50, Math.floor(options.timeoutMs / 2)))
       subscriber.on('end', () => lost())
-      subscriber.on('message', (_channel: string, message: string) => {
-        this.print(message)
-        seen++
-        if (wanted !== undefined && seen >= wanted) {
-          clearInterval(heartbeat)
-          subscriber.removeAllListeners('end')
-          resolve()
-        }
+      void ended.then(() => {
+        stop()
+        resolve()
       })
     })
   }
