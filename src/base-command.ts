@@ -4,11 +4,12 @@ import {ExitCode, ShardctlError, usageError} from './errors.js'
 import {readFileSync} from 'node:fs'
 
 import {type ConnectOptions, ConnectionPool, close, connect} from './fleet/connect.js'
-import {OperatorLock} from './ops/lock.js'
-import {noColorFlag, prefixFlag, registryFlag, timeoutFlag, tlsFlags} from './flags.js'
-import {type ConnectTarget, type Credentials, instanceKey, redact} from './registry/address.js'
+import {OperatorLock, newOperatorToken, operatorClientName} from './ops/lock.js'
+import {noColorFlag, parseDuration, prefixFlag, registryFlag, timeoutFlag, tlsFlags} from './flags.js'
+import {type ConnectTarget, type Credentials, instanceKey} from './registry/address.js'
 import {Registry, currentActor} from './registry/registry.js'
 import {registryKeys} from './registry/schema.js'
+import {rememberSecret, rememberUrlSecrets, scrub} from './ui/secrets.js'
 import {type TerminalMode, confirm, decideTerminal, note, paint} from './ui/terminal.js'
 
 export type BaseFlags<T extends typeof Command> = Interfaces.InferredFlags<T['baseFlags'] & T['flags']>
@@ -41,6 +42,9 @@ export abstract class ShardctlCommand<T extends typeof Command> extends Command 
   private readonly onSigint = () => void this.interrupted()
 
   public override async init(): Promise<void> {
+    // Before anything can echo them: the passwords in the arguments and the environment.
+    rememberUrlSecrets([...this.argv, process.env.SHARDCTL_REGISTRY ?? ''])
+    for (const name of ['SHARDCTL_REGISTRY_PASSWORD', 'SHARDCTL_INSTANCE_PASSWORD']) rememberSecret(process.env[name])
     await super.init()
     // Decide the terminal first, from argv, so even a parse error is rendered right.
     this.terminal = decideTerminal({json: this.jsonEnabled(), noColor: this.argv.includes('--no-color')})
@@ -123,7 +127,7 @@ export abstract class ShardctlCommand<T extends typeof Command> extends Command 
     const failure = describeFailure(error)
     if (process.env.DEBUG && error.stack) note(error.stack)
     if (this.jsonEnabled()) {
-      this.logJson({error: {code: failure.code, message: failure.message, hint: failure.hint, exitCode: failure.exitCode}})
+      this.logJson({error: {code: failure.code, message: failure.message, hint: failure.hint && scrub(failure.hint), exitCode: failure.exitCode}})
     } else {
       const hint = failure.hint ? paint.dim(` — ${failure.hint}`) : ''
       note(`${paint.bad('Error:')} ${failure.message}${hint}`)
@@ -151,6 +155,9 @@ export abstract class RegistryCommand<T extends typeof Command> extends Shardctl
 
   private connections?: Promise<Connections>
 
+  /** This run's token: in its lock, and in the name of every connection it opens. */
+  protected readonly operatorToken = newOperatorToken()
+
   /**
    * Where and how to connect, decided once: the registry's credentials come from its
    * URL, SHARDCTL_REGISTRY_USER / SHARDCTL_REGISTRY_PASSWORD, or a prompt; the
@@ -175,17 +182,19 @@ export abstract class RegistryCommand<T extends typeof Command> extends Shardctl
       registry.username ??= env.SHARDCTL_REGISTRY_USER || undefined
       if (flags['ask-password']) registry.password = await this.askPassword(`Password for the registry ${instanceKey(registry)}${registry.username ? ` (user ${registry.username})` : ''}:`)
       registry.password ??= env.SHARDCTL_REGISTRY_PASSWORD || undefined
+      rememberSecret(registry.password)
       const instanceUser = flags['instance-user'] ?? registry.username
       let instancePassword = env.SHARDCTL_INSTANCE_PASSWORD || undefined
       if (instancePassword === undefined && flags['ask-password'] && flags['instance-user'] !== undefined) {
         instancePassword = await this.askPassword(`Password for the shard instances (user ${flags['instance-user']}):`)
       }
       instancePassword ??= flags['instance-user'] === undefined ? registry.password : undefined
+      rememberSecret(instancePassword)
       const instanceTls = flags['instance-tls'] ?? Boolean(registry.tls)
       return {
         registry,
         instance: {username: instanceUser, password: instancePassword, tls: instanceTls},
-        options: {timeoutMs: flags.timeout, clientName: 'shardctl', tls},
+        options: {timeoutMs: flags.timeout, clientName: operatorClientName(this.operatorToken), tls},
       }
     })()
     return this.connections
@@ -214,7 +223,9 @@ export abstract class RegistryCommand<T extends typeof Command> extends Shardctl
    */
   protected async lock(): Promise<OperatorLock> {
     const registry = await this.registry()
-    const lock = await OperatorLock.acquire(registry.client, registry.keys.lock, registry.actor)
+    const lease = process.env.SHARDCTL_LOCK_LEASE
+    const leaseMs = lease === undefined || lease === '' ? undefined : parseDuration(lease)
+    const lock = await OperatorLock.acquire(registry.client, registry.keys.lock, registry.actor, {token: this.operatorToken, leaseMs})
     this.onCleanup(() => lock.release())
     registry.fence = {key: lock.key, value: lock.value}
     return lock
@@ -283,5 +294,5 @@ function oneLine(message: string): string {
     .split('\n')
     .map((l) => l.trim())
     .filter((l) => l !== '' && !/^See more help with/.test(l))
-  return redact(lines.join(': ').replace(/^Parsing (--\S+)/, '$1'))
+  return scrub(lines.join(': ').replace(/^Parsing (--\S+)/, '$1'))
 }

@@ -21,6 +21,8 @@ export interface ConnectOptions {
   tls?: TlsSettings
   /** A name shown in `CLIENT LIST`, so an operator can see who is connected. */
   clientName?: string
+  /** Prefix the host to the instance's own error replies too (instance connections; the registry's are interpreted). */
+  nameHostInReplies?: boolean
 }
 
 export const DEFAULT_TIMEOUT_MS = 5000
@@ -31,7 +33,8 @@ export type ScriptedRedis = Redis & {
   assign(...args: string[]): Promise<string[]>
   lockAcquire(key: string, value: string, leaseMs: string, deadValue: string): Promise<'OK' | [string, number]>
   lockRenew(key: string, value: string, leaseMs: string): Promise<number>
-  journal(lockKey: string, journalKey: string, lockValue: string, json: string): Promise<string>
+  journal(lockKey: string, journalKey: string, lockValue: string, json: string, leaseMs: string): Promise<string>
+  flushDbs(numKeys: number, ...dbs: string[]): Promise<number>
 }
 
 /**
@@ -84,7 +87,46 @@ export async function connect(target: ConnectTarget, options: ConnectOptions): P
   for (const [name, script] of Object.entries(luaScripts)) {
     client.defineCommand(name, {lua: script.lua, numberOfKeys: script.numberOfKeys})
   }
+  nameTheHost(client, instanceKey(target), options)
   return client
+}
+
+/**
+ * Make every failure of a command say which host it came from: ioredis says only
+ * "Command timed out" or "Connection is closed." (SPEC §4.5). Pipelines and MULTI
+ * (which pass a stream) keep their per-command results; their callers name the host.
+ */
+function nameTheHost(client: Redis, where: string, options: ConnectOptions): void {
+  const send = client.sendCommand.bind(client)
+  client.sendCommand = ((command: {name: string}, stream?: unknown, node?: unknown) => {
+    const reply = (send as (c: unknown, s?: unknown, n?: unknown) => Promise<unknown>)(command, stream, node)
+    if (stream !== undefined) return reply
+    return reply.catch((error: Error) => {
+      throw commandFailed(error, where, command.name, options)
+    })
+  }) as typeof client.sendCommand
+}
+
+/** A failed command as one line naming the host; the instance's own reply stays readable in it. */
+export function commandFailed(error: Error, where: string, command: string, options: Pick<ConnectOptions, 'timeoutMs' | 'nameHostInReplies'>): Error {
+  if (error instanceof ShardctlError) return error
+  const name = command.toUpperCase()
+  if (/^Command timed out/.test(error.message)) {
+    return new ShardctlError(`${where} did not answer ${name} within ${options.timeoutMs} ms`, {
+      code: 'ETIMEOUT',
+      hint: 'check that the host is up and not overloaded, or raise --timeout',
+      cause: error,
+    })
+  }
+  if (error.message === 'Connection is closed.' || /Stream isn't writeable/.test(error.message)) {
+    return new ShardctlError(`lost the connection to ${where} (during ${name})`, {code: 'ECONNLOST', hint: 'check that the host is up', cause: error})
+  }
+  if (options.nameHostInReplies && error.name === 'ReplyError') {
+    const named = new Error(`${where} refused ${name}: ${error.message}`, {cause: error})
+    named.name = 'ReplyError'
+    return named
+  }
+  return error
 }
 
 /** Close a client without leaving the process waiting on it. */
@@ -139,7 +181,7 @@ export class ConnectionPool {
     const key = instanceKey(instance)
     let client = this.clients.get(key)
     if (!client) {
-      client = connect({...this.credentials(instance), host: instance.host, port: instance.port, db: 0}, this.options)
+      client = connect({...this.credentials(instance), host: instance.host, port: instance.port, db: 0}, {...this.options, nameHostInReplies: true})
       this.clients.set(key, client)
     }
     return client
@@ -150,12 +192,17 @@ export class ConnectionPool {
    * credentials and options, also closed by closeAll().
    */
   dedicated(instance: {host: string; port: number}, overrides: Partial<ConnectOptions> = {}): Promise<ScriptedRedis> {
-    const client = connect({...this.credentials(instance), host: instance.host, port: instance.port, db: 0}, {...this.options, ...overrides})
+    const client = connect({...this.credentials(instance), host: instance.host, port: instance.port, db: 0}, {...this.options, nameHostInReplies: true, ...overrides})
     this.extra.add(client)
     return client
   }
 
   private readonly extra = new Set<Promise<ScriptedRedis>>()
+
+  /** The credentials this pool uses for an instance (for a command one instance sends another: MIGRATE). */
+  credentialsOf(instance: {host: string; port: number}): Omit<ConnectTarget, 'host' | 'port' | 'db'> {
+    return this.credentials(instance)
+  }
 
   async closeAll(): Promise<void> {
     const pending = [...this.clients.values(), ...this.extra]

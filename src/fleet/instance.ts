@@ -66,3 +66,12 @@ export async function copiedSettings(client: Redis, options: {withReplicas: bool
   }
   return args
 }
+
+/** Up to about `count` key names of one database (one SCAN page), over a pooled connection left on db 0. */
+export async function sampleKeys(client: Redis, db: number, count = 100): Promise<string[]> {
+  const replies = await client.pipeline().select(db).scan('0', 'COUNT', String(count)).select(0).exec()
+  const failed = replies?.find(([error]) => error)
+  if (failed) throw failed[0]
+  const [, page] = replies![1] as [null, [string, string[]]]
+  return page[1].slice(0, count)
+}

@@ -15,23 +15,56 @@ export function follows(info: ReplicationInfo, master: {host: string; port: numb
   return info.role === 'slave' && info.masterPort === master.port && sameHost(info.masterHost, master.host)
 }
 
-const FENCING = ['min-replicas-to-write', 'min-replicas-max-lag']
+/** A master's fencing: min-replicas-to-write / min-replicas-max-lag, as CONFIG GET gives them. */
+export interface FencingSettings {
+  'min-replicas-to-write': string
+  'min-replicas-max-lag': string
+}
+
+const FENCING = ['min-replicas-to-write', 'min-replicas-max-lag'] as const
 
 /**
- * Give a new master the fencing its predecessor had (min-replicas-to-write / -max-lag),
- * so a promote does not leave the shards unfenced. Best effort: CONFIG may be refused.
- * Returns what it set, or undefined when there was nothing to carry.
+ * shardctl's write fence: a master that needs this many good replicas refuses every
+ * write (NOREPLICAS), and unlike CLIENT PAUSE it never stops refusing by itself. No
+ * instance has that many replicas, so the value also tells a fence shardctl set
+ * (shards:check reports it) from an operator's own fencing.
  */
-export async function carryFencing(from: Redis, to: Redis): Promise<Record<string, string> | undefined> {
-  const read = async (client: Redis) => {
-    const pairs = await Promise.all(FENCING.map((name) => client.config('GET', name) as Promise<string[]>))
-    return Object.fromEntries(pairs.map(([name, value]) => [name, value]))
-  }
-  const [old, now] = await Promise.all([read(from), read(to)])
-  if (Number(old['min-replicas-to-write'] ?? 0) === 0) return undefined
-  if (FENCING.every((name) => old[name] === now[name])) return undefined
-  await to.config('SET', ...FENCING.flatMap((name) => [name, old[name]]))
-  return old
+export const WRITE_FENCE_REPLICAS = 1_000_000
+
+/** Redis's own defaults: what a fence whose previous settings were never recorded gives way to. */
+export const DEFAULT_FENCING: FencingSettings = {'min-replicas-to-write': '0', 'min-replicas-max-lag': '10'}
+
+export async function readFencing(client: Redis): Promise<FencingSettings> {
+  const pairs = await Promise.all(FENCING.map((name) => client.config('GET', name) as Promise<string[]>))
+  return {'min-replicas-to-write': pairs[0][1] ?? '0', 'min-replicas-max-lag': pairs[1][1] ?? '10'}
+}
+
+export function isWriteFence(settings: Pick<FencingSettings, 'min-replicas-to-write'>): boolean {
+  return Number(settings['min-replicas-to-write']) === WRITE_FENCE_REPLICAS
+}
+
+/**
+ * Stop every write on a master, in two layers. CLIENT PAUSE WRITE first: writes wait
+ * (at most `pauseMs`) instead of failing, and the replication offset stands still.
+ * Then the fence, which does not expire: should this run be stopped for longer than
+ * the pause, the writes waiting in it are refused (NOREPLICAS), never accepted behind
+ * the back of a replica that is about to take over. Only liftFence ends it.
+ */
+export async function fenceWrites(client: Redis, pauseMs: number, previous: FencingSettings): Promise<void> {
+  await pauseWrites(client, pauseMs)
+  // min-replicas-max-lag 0 would switch the check off: any lag at all keeps it on.
+  const lag = Number(previous['min-replicas-max-lag']) > 0 ? previous['min-replicas-max-lag'] : '10'
+  await client.config('SET', 'min-replicas-to-write', String(WRITE_FENCE_REPLICAS), 'min-replicas-max-lag', lag)
+}
+
+/** End what fenceWrites began: the fencing it replaced comes back, then paused writes go on. */
+export async function liftFence(client: Redis, previous: FencingSettings): Promise<void> {
+  await setFencing(client, previous)
+  await resumeWrites(client)
+}
+
+export async function setFencing(client: Redis, settings: FencingSettings): Promise<void> {
+  await client.config('SET', ...FENCING.flatMap((name) => [name, settings[name]]))
 }
 
 export async function makeMaster(client: Redis): Promise<void> {

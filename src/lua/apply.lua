@@ -11,6 +11,12 @@
                     {t="hget", k, f, v}      field f of hash k equals v (v absent: field absent)
                     {t="zmember", k, m, in}  member m is (in=true) / is not (in=false) in zset k
                     {t="get", k, v}          string key k holds v (the operator lock: fencing)
+                    {t="nodes", k, v}        hash k's node fields (master, slaveN, persistN) are
+                                             exactly v (a field -> address table): none added,
+                                             none changed, none gone; other fields are free
+                    {t="instance", k, p, at, ids}
+                                             the shards of zset k (keys p .. id) whose master
+                                             starts with "at" ("host:port/") are exactly ids
             ops:    {op="hset", k, fields}   {op="hdel", k, fields}   {op="del", k}
                     {op="zadd", k, m, score} {op="zrem", k, m}
   ARGV[2]   event channel
@@ -54,6 +60,41 @@ for _, c in ipairs(change.checks or {}) do
   elseif c.t == 'get' then
     if redis.call('GET', key) ~= c.v then
       return redis.error_reply('LOCKLOST the operator lock is no longer ours')
+    end
+  elseif c.t == 'nodes' then
+    local flat = redis.call('HGETALL', key)
+    local seen = 0
+    for i = 1, #flat, 2 do
+      local f = flat[i]
+      if f == 'master' or string.match(f, '^slave%d+$') or string.match(f, '^persist%d+$') then
+        if c.v[f] == nil then
+          return redis.error_reply('CONFLICT ' .. key .. ' gained ' .. f .. ' (' .. flat[i + 1] .. ') underneath')
+        elseif c.v[f] ~= flat[i + 1] then
+          return redis.error_reply('CONFLICT ' .. key .. ' ' .. f .. ' changed underneath (now ' .. flat[i + 1] .. ')')
+        end
+        seen = seen + 1
+      end
+    end
+    local expected = 0
+    for _ in pairs(c.v) do expected = expected + 1 end
+    if seen ~= expected then
+      return redis.error_reply('CONFLICT ' .. key .. ' nodes changed underneath (' .. seen .. ' now, ' .. expected .. ' planned)')
+    end
+  elseif c.t == 'instance' then
+    local wanted = {}
+    for _, id in ipairs(c.ids) do wanted[id] = true end
+    local found = 0
+    for _, id in ipairs(redis.call('ZRANGE', key, 0, -1)) do
+      local master = redis.call('HGET', c.p .. id, 'master')
+      if master and string.sub(master, 1, #c.at) == c.at then
+        if not wanted[id] then
+          return redis.error_reply('CONFLICT shard ' .. id .. ' was registered on ' .. string.sub(c.at, 1, -2) .. ' meanwhile')
+        end
+        found = found + 1
+      end
+    end
+    if found ~= #c.ids then
+      return redis.error_reply('CONFLICT the shards on ' .. string.sub(c.at, 1, -2) .. ' changed underneath')
     end
   else
     return redis.error_reply('ERR unknown check ' .. tostring(c.t))

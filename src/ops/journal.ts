@@ -2,6 +2,7 @@ import {randomBytes} from 'node:crypto'
 
 import {ExitCode, ShardctlError} from '../errors.js'
 import type {Registry} from '../registry/registry.js'
+import {failpoint} from './failpoint.js'
 import type {OperatorLock} from './lock.js'
 
 /**
@@ -15,7 +16,12 @@ export interface StepRecord {
   name: string
   state: 'started' | 'done'
   at: string
-  /** What a finished step must leave for a recovery (e.g. a setting it changed and must restore). */
+  /**
+   * What a recovery must know of the step. On a started record: what is about to be
+   * changed and how to undo it (e.g. a setting's value before), saved before the
+   * change, so a run killed in the middle of it leaves it behind. On a done record:
+   * what the step found.
+   */
   result?: unknown
 }
 
@@ -26,6 +32,8 @@ export interface JournalEntry<P = unknown> {
   /** What the operation is about, e.g. the instance being promoted away from. */
   target: string
   by: string
+  /** The lock token of the run writing it: a recovery first cuts that run's connections. */
+  owner?: string
   startedAt: string
   plan: P
   steps: StepRecord[]
@@ -51,21 +59,25 @@ export function lastStep(entry: JournalEntry): StepRecord | undefined {
   return entry.steps.at(-1)
 }
 
-export function stepDone(entry: JournalEntry, name: string): boolean {
+export function stepDone(entry: Pick<JournalEntry, 'steps'>, name: string): boolean {
   return entry.steps.some((s) => s.name === name && s.state === 'done')
 }
 
-/** Fault injection for tests: SHARDCTL_FAILPOINT=<step>:<when>:<action>, e.g. demote:after:kill or plan:after:sleep-1500. */
-async function failpoint(step: string, when: 'before' | 'after'): Promise<void> {
-  const spec = process.env.SHARDCTL_FAILPOINT
-  if (!spec) return
-  const [name, at, action] = spec.split(':')
-  if (name !== step || at !== when) return
-  if (action === 'kill') process.kill(process.pid, 'SIGKILL')
-  const sleep = /^sleep-(\d+)$/.exec(action ?? '')
-  if (sleep) await new Promise((resolve) => setTimeout(resolve, Number(sleep[1])))
+export function stepStarted(entry: Pick<JournalEntry, 'steps'>, name: string): boolean {
+  return entry.steps.some((s) => s.name === name)
 }
 
+/** What a step recorded when it started (or, with state 'done', when it ended). */
+export function stepResult<T>(entry: Pick<JournalEntry, 'steps'>, name: string, state: StepRecord['state'] = 'started'): T | undefined {
+  return [...entry.steps].reverse().find((s) => s.name === name && s.state === state)?.result as T | undefined
+}
+
+/**
+ * A long operation's journal, written only under the operator lock. Every write is
+ * fenced by the lock and renews its lease in the same script, and every step writes
+ * before it acts: so a run that lost its lease (stopped, partitioned, overtaken) finds
+ * out before its next action, never after it.
+ */
 export class Journal<P> {
   /** Told the name of each step as it starts (progress for a person). */
   onStep?: (name: string) => void
@@ -86,6 +98,7 @@ export class Journal<P> {
       type,
       target,
       by: registry.actor.user,
+      owner: lock.token,
       startedAt: new Date().toISOString(),
       plan,
       steps: [],
@@ -95,27 +108,56 @@ export class Journal<P> {
     return journal
   }
 
-  /** Take over an operation a killed run left behind. */
-  static resume<P>(registry: Registry, lock: OperatorLock, entry: JournalEntry<P>): Journal<P> {
-    return new Journal(registry, lock, entry)
+  /** Take over an operation a killed or overtaken run left behind: from now on this run owns it. */
+  static async resume<P>(registry: Registry, lock: OperatorLock, entry: JournalEntry<P>): Promise<Journal<P>> {
+    const journal = new Journal(registry, lock, {...entry, owner: lock.token})
+    await journal.save()
+    return journal
   }
 
-  /** Record the step, take it, record that it is done (with its result, if asked to keep it). */
-  async step<T>(name: string, action: () => Promise<T>, options: {keepResult?: boolean} = {}): Promise<T> {
+  /**
+   * Record the step, take it, record that it is done. `intent` is saved with the
+   * started record (what a recovery needs if the step is cut short); with
+   * keepResult, the action's result is saved with the done record.
+   */
+  async step<T>(name: string, action: () => Promise<T>, options: {intent?: unknown; keepResult?: boolean} = {}): Promise<T> {
     this.onStep?.(name)
-    this.entry.steps.push({name, state: 'started', at: new Date().toISOString()})
+    this.entry.steps.push({name, state: 'started', at: new Date().toISOString(), ...(options.intent === undefined ? {} : {result: options.intent})})
     await this.save()
     await failpoint(name, 'before')
-    const result = await action()
+    let result: T
+    try {
+      result = await action()
+    } catch (error) {
+      throw await this.explain(error as Error)
+    }
     this.entry.steps.push({name, state: 'done', at: new Date().toISOString(), ...(options.keepResult ? {result} : {})})
     await this.save()
     await failpoint(name, 'after')
     return result
   }
 
+  /** Prove the lock is still ours (and renew it) right before an action outside a step. */
+  async prove(): Promise<void> {
+    await this.write('?')
+  }
+
   /** The operation is over (finished or rolled back): the journal goes, the outcome is in the history. */
   async close(): Promise<void> {
     await this.write('')
+  }
+
+  /**
+   * A step failed: if this run lost its lock meanwhile (a newer operator took over and
+   * cut its connections), say that, with exit 4, rather than the failure it caused.
+   */
+  private async explain(error: Error): Promise<Error> {
+    if (error instanceof ShardctlError && error.code === 'ELOCKLOST') return error
+    const lost = await this.write('?').then(
+      () => false,
+      (proof: Error) => proof instanceof ShardctlError && proof.code === 'ELOCKLOST',
+    )
+    return lost ? lockLostMidway(error) : error
   }
 
   private save(): Promise<void> {
@@ -124,18 +166,20 @@ export class Journal<P> {
 
   private async write(json: string): Promise<void> {
     try {
-      await this.registry.client.journal(this.registry.keys.lock, this.registry.keys.journal, this.lock.value, json)
+      await this.registry.client.journal(this.registry.keys.lock, this.registry.keys.journal, this.lock.value, json, String(this.lock.leaseMs))
     } catch (error) {
-      if ((error as Error).message.includes('LOCKLOST')) {
-        throw new ShardctlError('the operator lock was lost during the operation; stopped before the next step', {
-          code: 'ELOCKLOST',
-          exitCode: ExitCode.locked,
-          hint: 'run the same command again to finish or roll back the operation',
-        })
-      }
+      if ((error as Error).message.includes('LOCKLOST')) throw lockLostMidway()
       throw error
     }
   }
+}
+
+function lockLostMidway(cause?: Error): ShardctlError {
+  return new ShardctlError(`the operator lock was lost during the operation${cause ? ` (then: ${cause.message})` : ''}; this run stopped and changes nothing more`, {
+    code: 'ELOCKLOST',
+    exitCode: ExitCode.locked,
+    hint: 'another operator may have taken over: see shards:history, then run the same command again to finish or roll back the operation',
+  })
 }
 
 export function pendingOperation(entry: JournalEntry): ShardctlError {

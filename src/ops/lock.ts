@@ -15,6 +15,16 @@ import type {Actor} from '../registry/registry.js'
 export const LEASE_MS = 15_000
 const RENEW_EVERY_MS = 5000
 
+/** A random token naming one run of a command: its lock, and its connections to instances. */
+export function newOperatorToken(): string {
+  return randomBytes(12).toString('hex')
+}
+
+/** The connection name of a run (CLIENT SETNAME allows no spaces). */
+export function operatorClientName(token: string): string {
+  return `shardctl-${token}`
+}
+
 export interface LockHolder {
   token: string
   holder: string
@@ -36,10 +46,15 @@ export class OperatorLock {
     readonly leaseMs: number,
   ) {}
 
-  static async acquire(client: ScriptedRedis, key: string, actor: Actor, options: {leaseMs?: number} = {}): Promise<OperatorLock> {
+  /** The random token of this holder: also in the name of its connections (CLIENT LIST), so a successor can cut them. */
+  get token(): string {
+    return (parseHolder(this.value) as LockHolder).token
+  }
+
+  static async acquire(client: ScriptedRedis, key: string, actor: Actor, options: {leaseMs?: number; token?: string} = {}): Promise<OperatorLock> {
     const leaseMs = options.leaseMs ?? LEASE_MS
     const holder: LockHolder = {
-      token: randomBytes(12).toString('hex'),
+      token: options.token ?? newOperatorToken(),
       holder: actor.user,
       host: hostname(),
       pid: process.pid,

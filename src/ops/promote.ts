@@ -1,30 +1,43 @@
 import type {Redis} from 'ioredis'
 
-import {ExitCode, ShardctlError, usageError} from '../errors.js'
+import {ShardctlError, usageError} from '../errors.js'
 import type {ConnectionPool} from '../fleet/connect.js'
 import type {ReplicationInfo} from '../fleet/info.js'
-import {carryFencing, follows, makeMaster, makeReplica, pauseWrites, replicationOf, resumeWrites, waitForOffset} from '../fleet/replication.js'
-import {type ShardAddress, formatAddress, instanceKey, parseInstance} from '../registry/address.js'
-import {Change, type Registry} from '../registry/registry.js'
+import {
+  DEFAULT_FENCING,
+  type FencingSettings,
+  follows,
+  isWriteFence,
+  liftFence,
+  makeMaster,
+  makeReplica,
+  readFencing,
+  replicationOf,
+  setFencing,
+} from '../fleet/replication.js'
+import {type Endpoint, type ShardAddress, endpointOf, formatAddress, instanceKey, parseInstance} from '../registry/address.js'
+import {Change, type Registry, type ShardNodes} from '../registry/registry.js'
 import {type Shard, validateShardId} from '../registry/schema.js'
-import {Journal, type JournalEntry, pendingOperation, readJournal, stepDone} from './journal.js'
+import {type CatchUp, PauseClock, type PlannedMove, catchUp, cutOffPreviousOwner, fenceStep, nodesOf, notCaughtUp as notCaughtUpLine, registryState, switchOrFindOut} from './cutover.js'
+import {Journal, type JournalEntry, pendingOperation, readJournal, stepResult} from './journal.js'
 import type {OperatorLock} from './lock.js'
+import {type PromoteAction, decidePromoteRecovery} from './recovery.js'
 
 /**
- * shards:promote as explicit steps over the journal. Many shards live in the
- * databases of one redis-server, so promoting is always per instance: every shard
- * whose master is on that instance moves with it.
+ * shards:promote as named steps over the journal. Many shards live in the databases
+ * of one redis-server, so promoting is always per instance: every shard whose master
+ * is on that instance moves with it.
  *
- * Graceful (zero loss): pause writes on the master, wait until the replica has every
- * byte, promote it, demote the old master under it, switch the registry (compare-and-set,
- * with its event), repoint the other replicas, resume.
+ * Graceful (zero loss), in the order of Redis's FAILOVER and Vitess's planned
+ * reparent: the old master is fenced first (paused, then made to refuse writes by a
+ * means that does not expire), the replica's offset is proven equal to the fenced
+ * master's, the registry switches (compare-and-set), the replica becomes master, the
+ * old master follows it, the fence is lifted, the other replicas follow.
  * Emergency (--force): the master is gone; promote the most caught-up replica.
  */
 
-type Endpoint = {host: string; port: number}
-
 export interface PromoteRequest {
-  /** A shard id or the master instance, host:port. */
+  /** A shard id, or the master instance, host:port. */
   target: string
   replica?: Endpoint
   maxPauseMs: number
@@ -33,11 +46,8 @@ export interface PromoteRequest {
   yes: boolean
 }
 
-export interface ShardMove {
-  id: string
+export interface ShardMove extends PlannedMove {
   db: number
-  before: {master: string; replicas: string[]; persist: string[]}
-  after: {master: string; replicas: string[]; persist: string[]}
 }
 
 export interface PromotePlan {
@@ -52,14 +62,17 @@ export interface PromotePlan {
   lagBytes: number | null
   /** Why each other candidate was not chosen. */
   candidates: {instance: string; chosen: boolean; offset?: number; note: string}[]
+  maxPauseMs: number
 }
 
 export interface PromoteResult {
   plan: PromotePlan
   applied: boolean
-  /** Writes to the instance were paused for this long (graceful): pause to registry switch. */
+  /** How long writes to the instance were held (graceful): from the fence to its lift. */
   pauseMs?: number
-  /** Pause to the new master answering as master. */
+  /** The pause ran past --max-pause (the registry or this process was slow): reported, never hidden. */
+  pauseExceeded?: boolean
+  /** From the fence to the new master answering as master. */
   promoteMs?: number
   /** Emergency: replication bytes the new master may have missed, if it can be known. */
   missedBytes?: number | null
@@ -68,10 +81,6 @@ export interface PromoteResult {
   recovered?: 'rolled-forward' | 'rolled-back'
   /** The old master's min-replicas-* settings, given to the new master (graceful). */
   fencing?: Record<string, string>
-}
-
-function toEndpoint(key: string): Endpoint {
-  return parseInstance(key)
 }
 
 const at = (e: Endpoint, db: number): ShardAddress => ({host: e.host, port: e.port, db})
@@ -104,7 +113,7 @@ function planMoves(shards: Shard[], oldMaster: Endpoint, newMaster: Endpoint, ke
     return {
       id: s.id,
       db: s.master.db,
-      before: {master: formatAddress(s.master), replicas: s.replicas.map(formatAddress), persist: s.persist.map(formatAddress)},
+      before: nodesOf(s),
       after: {master: formatAddress(at(newMaster, s.master.db)), replicas: replicas.map(formatAddress), persist: persist.map(formatAddress)},
     }
   })
@@ -137,7 +146,7 @@ export async function planPromote(registry: Registry, pool: ConnectionPool, requ
   }
   if (kinds.size === 0) throw usageError(`the shards on ${masterKey} have no replica in the registry`, 'add replicas first (shards:add or shards:init --replica)')
 
-  const [masterState, ...states] = await Promise.all([probe(pool, master), ...[...kinds.keys()].map((k) => probe(pool, toEndpoint(k)))])
+  const [masterState, ...states] = await Promise.all([probe(pool, master), ...[...kinds.keys()].map((k) => probe(pool, endpointOf(k)))])
   const masterReachable = masterState.info !== undefined
   const masterOffset = masterState.info?.offset
 
@@ -194,7 +203,7 @@ export async function planPromote(registry: Registry, pool: ConnectionPool, requ
       })
     }
   }
-  const newMaster = toEndpoint(chosen.instance)
+  const newMaster = endpointOf(chosen.instance)
   return {
     mode,
     oldMaster: masterKey,
@@ -204,35 +213,235 @@ export async function planPromote(registry: Registry, pool: ConnectionPool, requ
     masterReachable,
     lagBytes: masterOffset === undefined ? null : Math.max(0, masterOffset - chosen.info!.offset),
     candidates: candidates.map((c) => ({instance: c.instance, chosen: c === chosen, offset: c.info?.offset, note: c.note})),
+    maxPauseMs: request.maxPauseMs,
   }
 }
 
-/** The registry switch: every moving shard at once, only if each still names the old master. */
-async function switchRegistry(registry: Registry, plan: PromotePlan, details: Record<string, unknown>): Promise<void> {
-  const moves = plan.shards.map((m) => ({id: m.id, expectMaster: m.before.master, ...m.after}))
-  await registry.repointShards(moves, 'shards.promoted', {
-    mode: plan.mode,
-    from: plan.oldMaster,
-    to: plan.newMaster,
-    shards: plan.shards.map((s) => s.id),
-    ...(plan.mode === 'emergency' ? {removedMaster: plan.oldMaster} : {}),
-    ...details,
-  })
+/** How long a recovery (or the step after the switch) waits for a replica of a fenced master to hold every byte. */
+const FENCED_CATCH_UP_MS = 30_000
+
+/**
+ * One promote in progress: its connections (all opened before the journal begins, so
+ * that every action on them follows a lock check), its journal and its pause clock,
+ * and each step as a function of its own.
+ */
+class PromoteRun {
+  readonly clock = new PauseClock()
+  readonly result: PromoteResult
+  private readonly oldEp: Endpoint
+  private readonly newEp: Endpoint
+  private old?: Redis
+  private next?: Redis
+
+  constructor(
+    private readonly registry: Registry,
+    private readonly pool: ConnectionPool,
+    private readonly journal: Journal<PromotePlan>,
+    readonly plan: PromotePlan,
+  ) {
+    this.oldEp = endpointOf(plan.oldMaster)
+    this.newEp = endpointOf(plan.newMaster)
+    this.result = {plan, applied: false, repointed: [], unreachable: []}
+  }
+
+  /** Every instance the plan names. */
+  static instances(plan: PromotePlan): Endpoint[] {
+    return [plan.oldMaster, plan.newMaster, ...plan.others].map(endpointOf)
+  }
+
+  /** Connect to every instance that answers; the old master may be gone (emergency). */
+  async connect(): Promise<void> {
+    ;[this.old, this.next] = await Promise.all([this.pool.get(this.oldEp).catch(() => undefined), this.pool.get(this.newEp).catch(() => undefined)])
+    await Promise.all(this.plan.others.map((o) => this.pool.get(endpointOf(o)).catch(() => undefined)))
+  }
+
+  private get oldMaster(): Redis {
+    if (!this.old) throw new ShardctlError(`the old master ${this.plan.oldMaster} does not answer`, {code: 'EUNREACHABLE'})
+    return this.old
+  }
+
+  private get newMaster(): Redis {
+    if (!this.next) throw new ShardctlError(`the new master ${this.plan.newMaster} does not answer`, {code: 'EUNREACHABLE', hint: 'bring it back, then run the command again'})
+    return this.next
+  }
+
+  /** The fencing the old master had before this operation fenced it (from the journal once fenced). */
+  private previousFencing(): FencingSettings | undefined {
+    return stepResult<{previous: FencingSettings}>(this.journal.entry, 'fence')?.previous
+  }
+
+  private moves(): PlannedMove[] {
+    return this.plan.shards
+  }
+
+  private switchRegistry(details: Record<string, unknown>) {
+    const {plan} = this
+    return switchOrFindOut(this.registry, this.moves(), 'after', () =>
+      this.registry.repointShards(
+        plan.shards,
+        [
+          {instance: plan.oldMaster, ids: plan.shards.map((s) => s.id)},
+          {instance: plan.newMaster, ids: []},
+        ],
+        'shards.promoted',
+        {
+          mode: plan.mode,
+          from: plan.oldMaster,
+          to: plan.newMaster,
+          shards: plan.shards.map((s) => s.id),
+          ...(plan.mode === 'emergency' ? {removedMaster: plan.oldMaster} : {}),
+          ...details,
+        },
+      ),
+    )
+  }
+
+  /** Each step, by name: the normal flow and a recovery run the same functions. */
+  readonly actions: Record<PromoteAction | 'fence' | 'verify', () => Promise<unknown>> = {
+    fence: () => fenceStep(this.journal, this.oldMaster, this.plan.oldMaster, this.plan.maxPauseMs, this.clock),
+    'catch-up': () =>
+      this.journal.step('catch-up', async () => {
+        const caught = await catchUp(this.oldMaster, [this.newMaster], Date.now() + FENCED_CATCH_UP_MS)
+        if (!caught.caughtUp) throw notCaughtUp(this.plan, caught, 'in time')
+      }),
+    // After the switch, before the promotion: the new master holds every byte of the
+    // fenced old one (a separate step, so a recovery knows it was never promoted).
+    verify: () =>
+      this.journal.step('verify', async () => {
+        if (!this.old || this.plan.mode !== 'graceful') return
+        const caught = await catchUp(this.old, [this.newMaster], Date.now() + FENCED_CATCH_UP_MS)
+        if (!caught.caughtUp) throw notCaughtUp(this.plan, caught, 'after the registry switch')
+      }),
+    registry: () => this.journal.step('registry', () => this.switchRegistry({recovered: true})),
+    promote: () =>
+      this.journal.step('promote', async () => {
+        await makeMaster(this.newMaster)
+        this.result.promoteMs = this.clock.ms
+      }),
+    demote: () => this.journal.step('demote', () => makeReplica(this.oldMaster, this.newEp)),
+    lift: () =>
+      this.journal.step('lift', async () => {
+        // Never recorded (the fence predates this journal): Redis's defaults.
+        const previous = this.previousFencing() ?? DEFAULT_FENCING
+        await liftFence(this.oldMaster, previous)
+        this.clock.end()
+      }),
+    repoint: async () => Object.assign(this.result, await this.journal.step('repoint', () => this.repointOthers())),
+    'carry-fencing': () =>
+      this.journal.step('carry-fencing', async () => {
+        // After the pause: a fenced new master refuses writes until its replicas attach.
+        const previous = this.previousFencing()
+        if (!previous || Number(previous['min-replicas-to-write']) === 0) return
+        await setFencing(this.newMaster, previous)
+        this.result.fencing = {...previous}
+      }),
+    'undo-registry': () =>
+      this.journal.step('undo-registry', () => {
+        const {plan} = this
+        const back = plan.shards.map((m) => ({id: m.id, before: m.after, after: m.before}))
+        return switchOrFindOut(this.registry, back, 'after', () =>
+          this.registry.repointShards(
+            back,
+            [
+              {instance: plan.oldMaster, ids: []},
+              {instance: plan.newMaster, ids: plan.shards.map((s) => s.id)},
+            ],
+            'shards.promote-undone',
+            {from: plan.oldMaster, to: plan.newMaster},
+          ),
+        )
+      }),
+    'restore-old': () => this.journal.step('restore-old', () => makeMaster(this.oldMaster)),
+    'detach-new': () => this.journal.step('detach-new', () => makeReplica(this.newMaster, this.oldEp)),
+  }
+
+  private async repointOthers(): Promise<{repointed: string[]; unreachable: string[]}> {
+    const results = await Promise.all(
+      this.plan.others.map(async (key) => {
+        try {
+          await makeReplica(await this.pool.get(endpointOf(key)), this.newEp)
+          return {key, ok: true}
+        } catch {
+          return {key, ok: false}
+        }
+      }),
+    )
+    return {repointed: results.filter((r) => r.ok).map((r) => r.key), unreachable: results.filter((r) => !r.ok).map((r) => r.key)}
+  }
+
+  async run(names: (PromoteAction | 'fence' | 'verify')[]): Promise<void> {
+    for (const name of names) await this.actions[name]()
+  }
+
+  /** Undo a graceful promote that has not reached the registry: lift the fence, say why, close. */
+  async abort(reason: string, error: ShardctlError): Promise<never> {
+    if (this.previousFencing()) await this.journal.step('undo', () => liftFence(this.oldMaster, this.previousFencing()!))
+    this.clock.end()
+    await this.registry.apply(new Change(), 'promote.aborted', {from: this.plan.oldMaster, to: this.plan.newMaster, reason})
+    await this.journal.close()
+    throw error
+  }
+
+  pauseFigures(): void {
+    this.result.pauseMs = this.clock.ms
+    if (this.result.pauseMs !== undefined) this.result.pauseExceeded = this.result.pauseMs > this.plan.maxPauseMs
+  }
+
+  async graceful(): Promise<PromoteResult> {
+    const {plan} = this
+    await this.actions.fence()
+    // Half the pause for the catch-up; the rest covers the switch, the promotion and the lift.
+    const caught = await this.journal.step('catch-up', () => catchUp(this.oldMaster, [this.newMaster], this.clock.deadline(plan.maxPauseMs / 2)))
+    if (!caught.caughtUp) await this.abort('catch-up', notCaughtUp(plan, caught, `within --max-pause ${plan.maxPauseMs} ms`, true))
+    let switched: boolean
+    try {
+      switched = await this.journal.step('registry', () => this.switchRegistry({}))
+    } catch (error) {
+      if ((error as ShardctlError).code !== 'ECONFLICT') throw error
+      // Someone changed the registry: it still names the old master, and the new one is
+      // still its replica. Lifting the fence is the whole undo; nothing is lost.
+      return this.abort('registry changed', new ShardctlError(`${(error as Error).message}; the promote was undone: ${plan.oldMaster} is the master again and takes writes`, {
+        code: 'ECONFLICT',
+        hint: 'look at shards:list, then run the command again',
+      }))
+    }
+    if (!switched) {
+      return this.abort('registry refused', new ShardctlError(`the registry did not take the switch; the promote was undone: ${plan.oldMaster} is the master again`, {code: 'EFAILED', hint: 'run the command again'}))
+    }
+    await this.run(['verify', 'promote', 'demote', 'lift', 'repoint', 'carry-fencing'])
+    this.pauseFigures()
+    await this.registry.apply(new Change(), 'promote.finished', {from: plan.oldMaster, to: plan.newMaster, pauseMs: this.result.pauseMs})
+    await this.journal.close()
+    return {...this.result, applied: true}
+  }
+
+  async emergency(): Promise<PromoteResult> {
+    const {plan} = this
+    const before = await replicationOf(this.newMaster)
+    const old = plan.masterReachable ? this.old : undefined
+    if (old) {
+      // Forced while the master answers: it must stop taking writes at once.
+      await this.actions.fence()
+      this.result.missedBytes = Math.max(0, (await replicationOf(old)).offset - before.offset)
+    } else {
+      this.result.missedBytes = null
+    }
+    await this.journal.step('promote', () => makeMaster(this.newMaster))
+    await this.journal.step('registry', () => this.switchRegistry({missedBytes: this.result.missedBytes}))
+    if (old) await this.run(['demote', 'lift'])
+    await this.actions.repoint()
+    await this.journal.close()
+    return {...this.result, applied: true}
+  }
 }
 
-async function repointOthers(pool: ConnectionPool, plan: PromotePlan): Promise<{repointed: string[]; unreachable: string[]}> {
-  const newMaster = toEndpoint(plan.newMaster)
-  const results = await Promise.all(
-    plan.others.map(async (key) => {
-      try {
-        await makeReplica(await pool.get(toEndpoint(key)), newMaster)
-        return {key, ok: true}
-      } catch {
-        return {key, ok: false}
-      }
-    }),
-  )
-  return {repointed: results.filter((r) => r.ok).map((r) => r.key), unreachable: results.filter((r) => !r.ok).map((r) => r.key)}
+function notCaughtUp(plan: PromotePlan, caught: CatchUp, when: string, undone = false): ShardctlError {
+  return notCaughtUpLine(caught, {
+    replicas: plan.newMaster,
+    when,
+    undone: undone ? `writes resumed on ${plan.oldMaster}, nothing changed` : undefined,
+    fencedHint: 'writes stay fenced; check the new master, then run the command again',
+  })
 }
 
 /** Run a planned promote under the lock, step by step over the journal. */
@@ -241,76 +450,13 @@ export async function executePromote(
   lock: OperatorLock,
   pool: ConnectionPool,
   plan: PromotePlan,
-  options: {maxPauseMs: number; onStep?: (step: string) => void},
+  options: {onStep?: (step: string) => void},
 ): Promise<PromoteResult> {
   const journal = await Journal.begin(registry, lock, 'promote', plan.oldMaster, plan)
   journal.onStep = options.onStep
-  const step = <T>(name: string, action: () => Promise<T>) => journal.step(name, action)
-  const newMaster = await pool.get(toEndpoint(plan.newMaster))
-  const result: PromoteResult = {plan, applied: false, repointed: [], unreachable: []}
-
-  if (plan.mode === 'emergency') {
-    const before = await replicationOf(newMaster)
-    await step('promote', () => makeMaster(newMaster))
-    if (plan.masterReachable) {
-      // Forced while the master answers: it must stop taking writes at once.
-      const oldMaster = await pool.get(toEndpoint(plan.oldMaster))
-      const info = await replicationOf(oldMaster)
-      result.missedBytes = Math.max(0, info.offset - before.offset)
-      await step('demote', () => makeReplica(oldMaster, toEndpoint(plan.newMaster)))
-    } else {
-      result.missedBytes = null
-    }
-    await step('registry', () => switchRegistry(registry, plan, {missedBytes: result.missedBytes}))
-    Object.assign(result, await step('repoint', () => repointOthers(pool, plan)))
-    await journal.close()
-    return {...result, applied: true}
-  }
-
-  const oldMaster = await pool.get(toEndpoint(plan.oldMaster))
-  let pausedAt = 0
-  await step('pause', async () => {
-    pausedAt = Date.now()
-    await pauseWrites(oldMaster, options.maxPauseMs)
-  })
-  // Half the pause for the catch-up; the other half covers promote, demote and the switch.
-  const caught = await step('catch-up', () => waitForOffset(oldMaster, newMaster, pausedAt + options.maxPauseMs / 2))
-  if (!caught.caughtUp) {
-    await resumeWrites(oldMaster).catch(() => undefined)
-    await registry.apply(new Change(), 'promote.aborted', {from: plan.oldMaster, to: plan.newMaster, reason: 'catch-up'})
-    await journal.close()
-    throw new ShardctlError(
-      `${plan.newMaster} did not catch up within --max-pause ${options.maxPauseMs} ms (at offset ${caught.replicaOffset} of ${caught.masterOffset}); writes resumed on ${plan.oldMaster}, nothing changed`,
-      {code: 'ETIMEOUT', exitCode: ExitCode.unexpected, hint: 'retry when the write load is lower, or raise --max-pause'},
-    )
-  }
-  await step('promote', () => makeMaster(newMaster))
-  result.promoteMs = Date.now() - pausedAt
-  await step('demote', () => makeReplica(oldMaster, toEndpoint(plan.newMaster)))
-  try {
-    await step('registry', () => switchRegistry(registry, plan, {}))
-  } catch (error) {
-    if ((error as ShardctlError).code !== 'ECONFLICT') throw error
-    // Someone changed the registry: it still names the old master, so no client has
-    // written to the new one. Hand the role back; nothing is lost.
-    await makeMaster(oldMaster)
-    await makeReplica(newMaster, toEndpoint(plan.oldMaster))
-    await resumeWrites(oldMaster)
-    await registry.apply(new Change(), 'promote.aborted', {from: plan.oldMaster, to: plan.newMaster, reason: 'registry changed'})
-    await journal.close()
-    throw new ShardctlError(`${(error as Error).message}; the promote was undone: ${plan.oldMaster} is the master again and takes writes`, {
-      code: 'ECONFLICT',
-      hint: 'look at shards:list, then run the command again',
-    })
-  }
-  result.pauseMs = Date.now() - pausedAt
-  Object.assign(result, await step('repoint', () => repointOthers(pool, plan)))
-  await step('resume', () => resumeWrites(oldMaster))
-  // After the pause: a fenced new master refuses writes until its replicas attach.
-  result.fencing = await carryFencing(oldMaster, newMaster).catch(() => undefined)
-  await registry.apply(new Change(), 'promote.finished', {from: plan.oldMaster, to: plan.newMaster, pauseMs: result.pauseMs})
-  await journal.close()
-  return {...result, applied: true}
+  const run = new PromoteRun(registry, pool, journal, plan)
+  await run.connect()
+  return plan.mode === 'emergency' ? run.emergency() : run.graceful()
 }
 
 /** Whether a pending operation is about this target (its old or new master, or one of its shards). */
@@ -320,11 +466,23 @@ export function journalMatches(entry: JournalEntry, instance: Endpoint, shardId?
   return entry.type === 'promote' && (plan.oldMaster === key || plan.newMaster === key || plan.shards.some((s) => s.id === shardId))
 }
 
+/** Read what the instances say now, for the recovery's decision. */
+async function promoteFacts(registry: Registry, pool: ConnectionPool, plan: PromotePlan) {
+  const oldEp = endpointOf(plan.oldMaster)
+  const newEp = endpointOf(plan.newMaster)
+  const [oldState, newState, state] = await Promise.all([probe(pool, oldEp), probe(pool, newEp), registryState(registry, plan.shards)])
+  const fenced = oldState.client ? await readFencing(oldState.client).then(isWriteFence, () => undefined) : undefined
+  return {
+    registry: state,
+    old: {reachable: Boolean(oldState.info), role: oldState.info?.role, followsPeer: oldState.info ? follows(oldState.info, newEp) : undefined, fenced},
+    new: {reachable: Boolean(newState.info), role: newState.info?.role, followsPeer: newState.info ? follows(newState.info, oldEp) : undefined},
+  }
+}
+
 /**
- * Finish or roll back a promote a killed run left behind, from the journal and the
- * live facts. Until the old master is demoted no client can have written to the new
- * one (the registry still names the old), so rolling back loses nothing; from the
- * demotion on, the only way is forward.
+ * Finish or roll back a promote a killed, stopped or overtaken run left behind. The
+ * run that wrote the journal is cut off first; then the journal and the live facts
+ * decide (decidePromoteRecovery), and the same step functions as a normal run act.
  */
 export async function recoverPromote(
   registry: Registry,
@@ -336,68 +494,53 @@ export async function recoverPromote(
     confirmEmergency?: (plan: PromotePlan) => Promise<boolean>
   } = {},
 ): Promise<PromoteResult> {
-  const journal = Journal.resume(registry, lock, entry)
-  const plan = entry.plan as PromotePlan
-  const result: PromoteResult = {plan, applied: false, repointed: [], unreachable: []}
-  const newEp = toEndpoint(plan.newMaster)
-  const oldEp = toEndpoint(plan.oldMaster)
-  const [oldState, newState] = await Promise.all([probe(pool, oldEp), probe(pool, newEp)])
+  let plan = entry.plan as PromotePlan
+  plan.maxPauseMs ??= 1000
+  await cutOffPreviousOwner(pool, entry, PromoteRun.instances(plan), lock.token)
+  const journal = await Journal.resume(registry, lock, entry as JournalEntry<PromotePlan>)
+  const decision = decidePromoteRecovery(journal.entry, await promoteFacts(registry, pool, plan))
+  if (decision.kind === 'refuse') throw new ShardctlError(decision.reason, {code: 'ECONFLICT', hint: decision.hint})
 
-  const {shards} = await registry.snapshot()
-  const byId = new Map(shards.map((s) => [s.id, formatAddress(s.master)]))
-  const switched = plan.shards.every((m) => byId.get(m.id) === m.after.master)
-  const untouched = plan.shards.every((m) => byId.get(m.id) === m.before.master)
-  if (!switched && !untouched) {
-    throw new ShardctlError(`the registry changed since the interrupted promote of ${plan.oldMaster}: its shards name neither the old nor the new master`, {
-      code: 'ECONFLICT',
-      hint: `inspect with shards:list; once the fleet is consistent, delete ${registry.keys.journal} by hand`,
-    })
-  }
-  const demoted = plan.mode === 'graceful' && oldState.info !== undefined && follows(oldState.info, newEp)
-  let forward = switched || demoted || (plan.mode === 'emergency' && stepDone(entry, 'promote') && !oldState.info)
-  const touched = entry.steps.some((s) => s.name === 'pause' || s.name === 'promote')
-
-  if (!forward && touched && !oldState.client && newState.client && options.confirmEmergency) {
-    // The old master died mid-promote: it cannot take its role back, so finish as an
-    // emergency failover to the planned replica (which had caught up, or nearly), and
-    // the dead master leaves the shards like in any emergency.
+  if (decision.kind === 'emergency-only') {
+    if (!options.confirmEmergency) {
+      throw new ShardctlError(`cannot roll back the interrupted promote: the old master ${plan.oldMaster} does not answer`, {
+        code: 'EUNREACHABLE',
+        hint: `if it is gone for good, run shards:promote ${plan.oldMaster} --force to finish as an emergency failover to ${plan.newMaster}`,
+      })
+    }
+    // The old master died mid-promote: finish as an emergency failover to the planned
+    // replica (which had caught up, or nearly), and the dead master leaves the shards.
+    const {shards} = await registry.snapshot()
     const moving = shards.filter((s) => plan.shards.some((m) => m.id === s.id))
-    const emergency: PromotePlan = {...plan, mode: 'emergency', masterReachable: false, shards: planMoves(moving, oldEp, newEp, false)}
+    const emergency: PromotePlan = {...plan, mode: 'emergency', masterReachable: false, shards: planMoves(moving, endpointOf(plan.oldMaster), endpointOf(plan.newMaster), false)}
     if (!(await options.confirmEmergency(emergency))) throw usageError('nothing changed: the interrupted promote is still pending', 'run again to decide')
-    Object.assign(plan, emergency)
-    result.plan = plan
-    result.missedBytes = null
-    forward = true
+    plan = emergency
+    journal.entry.plan = emergency
+    const run = new PromoteRun(registry, pool, journal, plan)
+    await run.connect()
+    run.result.missedBytes = null
+    await run.run(['promote', 'registry', 'repoint'])
+    await registry.apply(new Change(), 'promote.finished', {from: plan.oldMaster, to: plan.newMaster, recovered: 'rolled-forward', mode: 'emergency'})
+    await journal.close()
+    return {...run.result, applied: true, recovered: 'rolled-forward'}
   }
 
-  if (forward) {
-    if (!newState.client) throw new ShardctlError(`cannot finish the promote: the new master ${plan.newMaster} does not answer`, {code: 'EUNREACHABLE'})
-    if (newState.info?.role !== 'master') await makeMaster(newState.client)
-    if (oldState.client && plan.mode === 'graceful' && !demoted) await makeReplica(oldState.client, newEp)
-    if (!switched) await switchRegistry(registry, plan, {recovered: true})
-    Object.assign(result, await repointOthers(pool, plan))
-    if (oldState.client) await resumeWrites(oldState.client).catch(() => undefined)
-    await registry.apply(new Change(), 'promote.finished', {from: plan.oldMaster, to: plan.newMaster, recovered: 'rolled-forward'})
+  const run = new PromoteRun(registry, pool, journal, plan)
+  await run.connect()
+  if (decision.kind === 'close') {
     await journal.close()
-    return {...result, applied: true, recovered: 'rolled-forward'}
+    return {...run.result, recovered: 'rolled-back'}
   }
-
-  // Roll back: the registry still names the old master and it was never demoted.
-  if (!touched) {
-    await journal.close()
-    return {...result, recovered: 'rolled-back'}
-  }
-  if (!oldState.client) {
-    throw new ShardctlError(`cannot roll back the interrupted promote: the old master ${plan.oldMaster} does not answer`, {
-      code: 'EUNREACHABLE',
-      hint: `if it is gone for good, run shards:promote ${plan.oldMaster} --force to finish as an emergency failover to ${plan.newMaster}`,
-    })
-  }
-  if (newState.client && newState.info?.role === 'master') await makeReplica(newState.client, oldEp)
-  await resumeWrites(oldState.client).catch(() => undefined)
-  await registry.apply(new Change(), 'promote.rolled-back', {from: plan.oldMaster, to: plan.newMaster})
+  await run.run(decision.actions)
+  const forward = decision.kind === 'roll-forward'
+  await registry.apply(new Change(), forward ? 'promote.finished' : 'promote.rolled-back', {
+    from: plan.oldMaster,
+    to: plan.newMaster,
+    ...(forward ? {recovered: 'rolled-forward'} : {}),
+  })
   await journal.close()
-  return {...result, recovered: 'rolled-back'}
+  return {...run.result, applied: forward, recovered: forward ? 'rolled-forward' : 'rolled-back'}
 }
 
 export {pendingOperation, readJournal}
+export type {ShardNodes}

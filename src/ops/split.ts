@@ -3,24 +3,52 @@ import {setTimeout as sleep} from 'node:timers/promises'
 import type {Redis} from 'ioredis'
 
 import {ExitCode, ShardctlError, usageError} from '../errors.js'
-import {type ConnectionPool, close, connect} from '../fleet/connect.js'
+import {killClients, clientsOn} from '../fleet/clients.js'
+import type {ConnectionPool, ScriptedRedis} from '../fleet/connect.js'
 import {parseInfo} from '../fleet/info.js'
-import {databaseCount, flushDb, keysPerDb} from '../fleet/instance.js'
-import {copyProgress, follows, makeMaster, makeReplica, pauseWrites, replicationOf, resumeWrites, waitForOffset, waitForStreaming} from '../fleet/replication.js'
-import {type ShardAddress, formatAddress, instanceKey, parseInstance} from '../registry/address.js'
+import {databaseCount, flushDb, keysPerDb, sampleKeys} from '../fleet/instance.js'
+import {
+  DEFAULT_FENCING,
+  type FencingSettings,
+  copyProgress,
+  follows,
+  isWriteFence,
+  liftFence,
+  makeMaster,
+  makeReplica,
+  readFencing,
+  replicationOf,
+  waitForOffset,
+  waitForStreaming,
+} from '../fleet/replication.js'
+import {type Endpoint, type ShardAddress, endpointOf, formatAddress, instanceKey} from '../registry/address.js'
 import {Change, type Registry, compareIds} from '../registry/registry.js'
-import {Journal, type JournalEntry} from './journal.js'
+import {sharedDatabases} from '../registry/schema.js'
+import {type CatchUp, PauseClock, type PlannedMove, catchUp, cutOffPreviousOwner, fenceStep, holdClientsOff, nodesOf, notCaughtUp as notCaughtUpLine, registryState, switchOrFindOut} from './cutover.js'
+import {Journal, type JournalEntry, stepDone, stepResult} from './journal.js'
 import type {OperatorLock} from './lock.js'
+import {type SplitAction, decideSplitRecovery} from './recovery.js'
 
 /**
- * shards:split as explicit steps over the journal: the targets follow the source as
- * replicas while writes go on (live copy), then a short cut-over moves the chosen
- * shard databases — numbers kept — onto them, and each side drops what it no
- * longer owns. The source's copy of a moved database is dropped only if no write
- * landed on it after the cut-over (a client with stale routing).
+ * shards:split as named steps over the journal. The chosen shard databases move,
+ * numbers kept, onto the targets:
+ *
+ *   copy          the targets follow the source as replicas while writes go on
+ *   registry      the moved shards are routed to the targets, which still follow the
+ *                 source: a client that hears of it late writes to the source, and
+ *                 the write still reaches a target
+ *   hold          clients are kept off the moved databases on the source until none
+ *                 comes back (bounded by --hold; past it the split is rolled back)
+ *   fence         the source is paused and fenced (a fence that does not expire)
+ *   catch-up      every target's offset is proven equal to the source's
+ *   promote       the targets stop following
+ *   release       in one step no client can come between, the fence is lifted and
+ *                 the source drops the moved databases: from here on, any key in
+ *                 one of them is a write that landed after the cut-over
+ *   grace         after --grace, a moved database with keys on the source is
+ *                 reported (exit 3) and recorded for shards:reconcile
+ *   clean-target  each target drops the databases it does not own
  */
-
-type Endpoint = {host: string; port: number}
 
 export interface SplitRequest {
   source: Endpoint
@@ -29,16 +57,14 @@ export interface SplitRequest {
   targetReplicas: Endpoint[]
   maxPauseMs: number
   graceMs: number
+  holdMs: number
   keepSource: boolean
 }
 
-export interface SplitMove {
-  id: string
+export interface SplitMove extends PlannedMove {
   db: number
   keys: number
   to: string
-  before: {master: string; replicas: string[]; persist: string[]}
-  after: {master: string; replicas: string[]}
 }
 
 export interface SplitPlan {
@@ -50,18 +76,31 @@ export interface SplitPlan {
   balance: {instance: string; keys: number; shards: number}[]
   /** Memory the source holds: what the live copy transfers, roughly. */
   sourceBytes: number
+  /** Moved shards that end with fewer replicas than they have now (said in the plan and the confirmation). */
+  fewerReplicas: {id: string; before: number; after: number}[]
   maxPauseMs: number
   graceMs: number
+  holdMs: number
   keepSource: boolean
+}
+
+/** Writes that landed on a moved database of the source after the cut-over, per source db. */
+export interface StrayWrites {
+  [db: string]: {shard: string; to: string; keys: number; sample: string[]}
 }
 
 export interface SplitResult {
   plan: SplitPlan
   applied: boolean
+  /** How long writes to the source were held: from the fence to its lift. */
   pauseMs?: number
-  /** Source databases kept because writes landed on them after the cut-over (db -> writes seen). */
+  pauseExceeded?: boolean
+  /** How long the moved shards took no writes: from the registry switch to the targets' promotion. */
+  heldMs?: number
+  /** Keys per source db found on a moved database after the cut-over (kept, see strays). */
   strayWrites: Record<string, number>
-  /** Source databases dropped after the grace period. */
+  strays: StrayWrites
+  /** Source databases dropped at the cut-over. */
   droppedFromSource: number[]
   keptOnSource: number[]
   recovered?: 'rolled-forward' | 'rolled-back'
@@ -70,7 +109,6 @@ export interface SplitResult {
 }
 
 const at = (e: Endpoint, db: number): ShardAddress => ({host: e.host, port: e.port, db})
-const endpoint = (key: string): Endpoint => parseInstance(key)
 
 /**
  * Which shards go where: heaviest first, each to the instance (source or a target)
@@ -134,10 +172,20 @@ export async function planSplit(registry: Registry, pool: ConnectionPool, reques
   const {shards} = await registry.snapshot()
   const onSource = shards.filter((s) => instanceKey(s.master) === sourceKey)
   if (onSource.length === 0) throw usageError(`no shard in the registry has its master on ${sourceKey}`, 'name the master instance of some shards (see shards:list)')
+  // A database holds one shard (SPEC §4.9): moving one of two would drop the other's data with it.
+  const [shared] = sharedDatabases(onSource)
+  if (shared) {
+    throw usageError(`db ${shared.database.replace(/^.*\//, '')} of ${sourceKey} holds two shards, ${shared.ids.sort(compareIds).join(' and ')}`, 'a database holds one shard: remove or repoint one of them first (shards:check lists them all)')
+  }
   for (const id of request.shards ?? []) {
     const shard = shards.find((s) => s.id === id)
     if (!shard) throw usageError(`unknown shard "${id}"`, 'see shards:list')
     if (instanceKey(shard.master) !== sourceKey) throw usageError(`shard ${id} is not on ${sourceKey} (its master is ${formatAddress(shard.master)})`)
+  }
+  // A target is wiped when it starts to follow the source: no shard may live on it, in any role.
+  for (const key of [...targetKeys, ...request.targetReplicas.map(instanceKey)]) {
+    const user = shards.find((s) => [s.master, ...s.replicas, ...s.persist].some((n) => instanceKey(n) === key))
+    if (user) throw usageError(`${key} already serves shard ${user.id} (see shards:list)`, 'a split copies onto instances no shard uses; nothing was changed')
   }
   if (request.shards && request.shards.length === onSource.length) {
     throw usageError(`--shards names every shard of ${sourceKey}`, 'a split leaves some shards on the source; to move all, promote a replica instead')
@@ -173,14 +221,14 @@ export async function planSplit(registry: Registry, pool: ConnectionPool, reques
   const moves: SplitMove[] = withKeys
     .filter((s) => assignment.has(s.id))
     .map(({shard, keys}) => {
-      const to = endpoint(assignment.get(shard.id)!)
+      const to = endpointOf(assignment.get(shard.id)!)
       return {
         id: shard.id,
         db: shard.master.db,
         keys,
         to: instanceKey(to),
-        before: {master: formatAddress(shard.master), replicas: shard.replicas.map(formatAddress), persist: shard.persist.map(formatAddress)},
-        after: {master: formatAddress(at(to, shard.master.db)), replicas: request.targetReplicas.map((r) => formatAddress(at(r, shard.master.db)))},
+        before: nodesOf(shard),
+        after: {master: formatAddress(at(to, shard.master.db)), replicas: request.targetReplicas.map((r) => formatAddress(at(r, shard.master.db))), persist: []},
       }
     })
   const staying = withKeys.filter((s) => !assignment.has(s.id)).map((s) => ({id: s.id, db: s.shard.master.db, keys: s.keys}))
@@ -196,87 +244,35 @@ export async function planSplit(registry: Registry, pool: ConnectionPool, reques
     staying,
     balance,
     sourceBytes: Number(memory.used_memory_dataset ?? memory.used_memory ?? 0),
+    fewerReplicas: moves
+      .filter((m) => m.after.replicas.length + m.after.persist.length < m.before.replicas.length + m.before.persist.length)
+      .map((m) => ({id: m.id, before: m.before.replicas.length + m.before.persist.length, after: m.after.replicas.length})),
     maxPauseMs: request.maxPauseMs,
     graceMs: request.graceMs,
+    holdMs: request.holdMs,
     keepSource: request.keepSource,
   }
-}
-
-async function switchRegistry(registry: Registry, plan: SplitPlan, details: Record<string, unknown>): Promise<void> {
-  const moves = plan.moves.map((m) => ({id: m.id, expectMaster: m.before.master, ...m.after, persist: []}))
-  await registry.repointShards(moves, 'shards.split', {from: plan.source, moves: Object.fromEntries(plan.moves.map((m) => [m.id, m.to])), ...details})
-}
-
-/**
- * Watches the source's moved databases for writes after the cut-over, with keyspace
- * notifications on a connection of its own. Started while writes are still paused,
- * so no write can slip in unseen.
- */
-class StrayWriteWatch {
-  readonly writes = new Map<number, number>()
-  private constructor(
-    private readonly admin: Redis,
-    private readonly subscriber: Redis,
-    readonly previous: string,
-  ) {}
-
-  static async start(admin: Redis, subscriber: Redis, dbs: number[]): Promise<StrayWriteWatch> {
-    const reply = (await admin.config('GET', 'notify-keyspace-events')) as string[]
-    const previous = reply[1] ?? ''
-    const flags = new Set([...previous, 'E', 'A'])
-    await admin.config('SET', 'notify-keyspace-events', [...flags].join(''))
-    const watch = new StrayWriteWatch(admin, subscriber, previous)
-    subscriber.on('pmessage', (_pattern: string, channel: string) => {
-      const match = /^__keyevent@(\d+)__:(.+)$/.exec(channel)
-      // Expiry and eviction are the server's own doing, not a client's write.
-      if (match && match[2] !== 'expired' && match[2] !== 'evicted') {
-        watch.writes.set(Number(match[1]), (watch.writes.get(Number(match[1])) ?? 0) + 1)
-      }
-    })
-    await subscriber.psubscribe(...dbs.map((db) => `__keyevent@${db}__:*`))
-    return watch
-  }
-
-  async stop(): Promise<void> {
-    await close(this.subscriber)
-    await this.admin.config('SET', 'notify-keyspace-events', this.previous).catch(() => undefined)
-  }
-}
-
-/** Drop the connections of clients using a moved database, so their next write re-reads the routing. */
-async function disconnectClientsOn(client: Redis, dbs: Set<number>): Promise<number> {
-  const list = (await client.call('CLIENT', 'LIST', 'TYPE', 'normal')) as string
-  const own = Number(await client.call('CLIENT', 'ID'))
-  let killed = 0
-  for (const line of list.split('\n')) {
-    const id = Number(/(?:^| )id=(\d+)/.exec(line)?.[1])
-    const db = Number(/ db=(\d+)/.exec(line)?.[1])
-    if (Number.isFinite(id) && id !== own && dbs.has(db)) {
-      await client.call('CLIENT', 'KILL', 'ID', String(id)).catch(() => undefined)
-      killed++
-    }
-  }
-  return killed
 }
 
 /** Before the cut-over pause, a target may trail the source by this much (a few ms of work)... */
 const PRE_PAUSE_SLACK_BYTES = 64 * 1024
 /** ...and is given this long to get there; past it the pause-bounded catch-up decides. */
 const PRE_PAUSE_WAIT_MS = 10_000
+/** How long a recovery waits for the targets of a fenced source to hold every byte. */
+const FENCED_CATCH_UP_MS = 30_000
 
 /**
  * Wait until every target holds its full copy and applies the live stream, reporting
  * progress. A link that is up is not proof of streaming (see waitForStreaming): each
  * target must apply a write the source made after its link came up.
  */
-async function waitForCopy(pool: ConnectionPool, plan: SplitPlan, onProgress?: (line: string) => void): Promise<void> {
+async function waitForCopy(source: Redis, targets: Redis[], onProgress?: (line: string) => void): Promise<void> {
   let lastBytes = -1
   let stalledSince = Date.now()
   for (;;) {
-    const states = await Promise.all(plan.targets.map(async (t) => copyProgress(parseInfo(await (await pool.get(endpoint(t.instance))).info('replication')))))
+    const states = await Promise.all(targets.map(async (t) => copyProgress(parseInfo(await t.info('replication')))))
     if (states.every((s) => s.linkUp && !s.syncing)) {
-      const source = await pool.get(endpoint(plan.source))
-      const streaming = await Promise.all(plan.targets.map(async (t) => waitForStreaming(source, await pool.get(endpoint(t.instance)), Date.now() + 60_000)))
+      const streaming = await Promise.all(targets.map((t) => waitForStreaming(source, t, Date.now() + 60_000)))
       if (streaming.every(Boolean)) return
       throw new ShardctlError('a target linked up but did not apply the live stream within 60 s', {code: 'ESTALLED', hint: "check the targets' logs; run the split again to roll it back"})
     }
@@ -288,28 +284,300 @@ async function waitForCopy(pool: ConnectionPool, plan: SplitPlan, onProgress?: (
       const pct = total > 0 ? ` (${Math.floor((100 * read) / total)}%)` : ''
       onProgress?.(`copying: ${(read / 1e6).toFixed(1)} MB${total > 0 ? ` of ${(total / 1e6).toFixed(1)} MB` : ''}${pct}`)
     } else if (Date.now() - stalledSince > 60_000) {
-      throw new ShardctlError('the live copy made no progress for 60 s', {code: 'ESTALLED', hint: 'check the targets\' logs; run the split again to roll it back'})
+      throw new ShardctlError('the live copy made no progress for 60 s', {code: 'ESTALLED', hint: "check the targets' logs; run the split again to roll it back"})
     }
     await sleep(100)
   }
 }
 
-/** Undo a split that never reached the registry: the targets drop their copy (they were empty). */
-async function rollBack(pool: ConnectionPool, plan: SplitPlan): Promise<void> {
-  for (const t of plan.targets) {
-    const client = await pool.get(endpoint(t.instance))
-    await makeMaster(client)
-    await client.flushall('ASYNC')
-  }
-  await resumeWrites(await pool.get(endpoint(plan.source))).catch(() => undefined)
+/**
+ * Lift the fence and drop the moved databases as one step that no other client's
+ * command can come between: one pipeline, written at once and small enough for one
+ * packet, which Redis runs through before it serves anyone else — the fencing comes
+ * back, CLIENT UNPAUSE wakes the waiting clients (they run only once this connection's
+ * buffered commands are done), and a script empties the databases. A write that a
+ * client with stale routing sends from then on lands on an empty database, where the
+ * grace step finds it. (Under the fence the flush itself would be refused, and under
+ * the pause it would wait behind the very writes it must not drop.)
+ */
+async function releaseAndDrop(source: ScriptedRedis, previous: FencingSettings, dbs: number[]): Promise<void> {
+  // defineCommand gives pipelines the script too; ioredis's types do not know it.
+  const pipeline = source.pipeline() as ReturnType<ScriptedRedis['pipeline']> & {flushDbs(numKeys: number, ...dbs: string[]): unknown}
+  pipeline.config('SET', 'min-replicas-to-write', previous['min-replicas-to-write'], 'min-replicas-max-lag', previous['min-replicas-max-lag'])
+  pipeline.call('CLIENT', 'UNPAUSE')
+  pipeline.flushDbs(0, ...dbs.map(String))
+  const replies = await pipeline.exec()
+  const failed = replies?.find(([error]) => error)
+  if (failed) throw failed[0]
 }
 
-async function cleanTargets(pool: ConnectionPool, plan: SplitPlan): Promise<void> {
-  for (const t of plan.targets) {
-    const client = await pool.get(endpoint(t.instance))
-    const owned = new Set(plan.moves.filter((m) => m.to === t.instance).map((m) => m.db))
-    for (const db of (await keysPerDb(client)).keys()) if (!owned.has(db)) await flushDb(client, db)
+/** One split in progress: its connections (all opened before the journal begins), journal, clock and steps. */
+class SplitRun {
+  readonly clock = new PauseClock()
+  readonly result: SplitResult
+  private readonly sourceEp: Endpoint
+  private readonly movedDbs: number[]
+  private source?: ScriptedRedis
+  private targets: Redis[] = []
+  private switchedAt?: number
+  onProgress?: (line: string) => void
+
+  constructor(
+    private readonly registry: Registry,
+    private readonly pool: ConnectionPool,
+    private readonly journal: Journal<SplitPlan>,
+    readonly plan: SplitPlan,
+  ) {
+    this.sourceEp = endpointOf(plan.source)
+    this.movedDbs = plan.moves.map((m) => m.db)
+    this.result = {plan, applied: false, strayWrites: {}, strays: {}, droppedFromSource: [], keptOnSource: []}
   }
+
+  static instances(plan: SplitPlan): Endpoint[] {
+    return [plan.source, ...plan.targets.flatMap((t) => [t.instance, ...t.replicas])].map(endpointOf)
+  }
+
+  async connect(): Promise<void> {
+    this.source = await this.pool.get(this.sourceEp).catch(() => undefined)
+    this.targets = await Promise.all(this.plan.targets.map((t) => this.pool.get(endpointOf(t.instance))))
+    await Promise.all(this.plan.targets.flatMap((t) => t.replicas.map((r) => this.pool.get(endpointOf(r)))))
+  }
+
+  private get sourceClient(): ScriptedRedis {
+    if (!this.source) throw new ShardctlError(`the source ${this.plan.source} does not answer`, {code: 'EUNREACHABLE', hint: 'bring it back, then run the command again'})
+    return this.source
+  }
+
+  private previousFencing(): FencingSettings | undefined {
+    return stepResult<{previous: FencingSettings}>(this.journal.entry, 'fence')?.previous
+  }
+
+  private reversed(): PlannedMove[] {
+    return this.plan.moves.map((m) => ({id: m.id, before: m.after, after: m.before}))
+  }
+
+  /** The source's shards (moved and staying) and each target's, as planned: the compare-and-set covers them all. */
+  private instanceSets(switched: boolean): {instance: string; ids: string[]}[] {
+    const {plan} = this
+    const moved = (t: string) => plan.moves.filter((m) => m.to === t).map((m) => m.id)
+    const staying = plan.staying.map((s) => s.id)
+    return [
+      {instance: plan.source, ids: switched ? staying : [...staying, ...plan.moves.map((m) => m.id)]},
+      ...plan.targets.map((t) => ({instance: t.instance, ids: switched ? moved(t.instance) : []})),
+    ]
+  }
+
+  /** Refuse to drop a database the registry routes a shard to (one shard per database: SPEC §4.9). */
+  private async assertUnused(instance: string, dbs: number[]): Promise<void> {
+    const {shards} = await this.registry.snapshot()
+    const used = shards.filter((s) => instanceKey(s.master) === instance && dbs.includes(s.master.db))
+    if (used.length > 0) {
+      throw new ShardctlError(`will not drop ${instance} db ${used.map((s) => s.master.db).join(', ')}: the registry routes shard ${used.map((s) => s.id).join(', ')} there`, {
+        code: 'ECONFLICT',
+        hint: 'the registry changed during the split: look at shards:list, then run the command again',
+      })
+    }
+  }
+
+  /** Each step, by name: the normal flow and a recovery run the same functions. */
+  readonly actions: Record<SplitAction | 'copy' | 'registry' | 'undo-registry', () => Promise<unknown>> = {
+    copy: () =>
+      this.journal.step('copy', async () => {
+        for (const [i, t] of this.plan.targets.entries()) {
+          await makeReplica(this.targets[i], this.sourceEp)
+          for (const r of t.replicas) await makeReplica(await this.pool.get(endpointOf(r)), endpointOf(t.instance))
+        }
+        await waitForCopy(this.sourceClient, this.targets, this.onProgress)
+        // A target that just loaded its copy still works through the stream buffered
+        // meanwhile: let it, before the pause, so that the pause holds only the last bytes.
+        await Promise.all(this.targets.map((t) => waitForOffset(this.sourceClient, t, Date.now() + PRE_PAUSE_WAIT_MS, PRE_PAUSE_SLACK_BYTES)))
+      }),
+    registry: async () => {
+      const switched = await this.journal.step('registry', () =>
+        switchOrFindOut(this.registry, this.plan.moves, 'after', () =>
+          this.registry.repointShards(this.plan.moves, this.instanceSets(false), 'shards.split', {
+            from: this.plan.source,
+            moves: Object.fromEntries(this.plan.moves.map((m) => [m.id, m.to])),
+          }),
+        ),
+      )
+      this.switchedAt = Date.now()
+      return switched
+    },
+    hold: async () => {
+      this.switchedAt ??= Date.now()
+      const outcome = await this.journal.step('hold', () => holdClientsOff(this.sourceClient, new Set(this.movedDbs), this.plan.holdMs), {keepResult: true})
+      if (!outcome.clear) {
+        await this.abort(
+          'clients',
+          new ShardctlError(
+            `clients kept using the moved databases on ${this.plan.source} for --hold ${this.plan.holdMs} ms (${outcome.lingering.join(', ')}); the split was rolled back, nothing was lost`,
+            {code: 'EHELD', exitCode: ExitCode.unhealthy, hint: 'those clients do not reload their routing on the event or on a dropped connection: fix or restart them, or raise --hold, then run the split again'},
+          ),
+          {undoRegistry: true},
+        )
+      }
+    },
+    fence: () => fenceStep(this.journal, this.sourceClient, this.plan.source, this.plan.maxPauseMs, this.clock),
+    'catch-up': () =>
+      this.journal.step('catch-up', async () => {
+        const unpromoted = await Promise.all(this.targets.map(async (t) => ((await replicationOf(t)).role === 'master' ? undefined : t)))
+        const caught = await catchUp(this.sourceClient, unpromoted.filter((t): t is Redis => t !== undefined), Date.now() + FENCED_CATCH_UP_MS)
+        if (!caught.caughtUp) throw notCaughtUp(this.plan, caught, false)
+      }),
+    promote: () =>
+      this.journal.step('promote', async () => {
+        await Promise.all(this.targets.map((t) => makeMaster(t)))
+        if (this.switchedAt !== undefined) this.result.heldMs = Date.now() - this.switchedAt
+      }),
+    release: () =>
+      this.journal.step('release', async () => {
+        const source = this.sourceClient
+        const previous = this.previousFencing() ?? DEFAULT_FENCING
+        if (this.plan.keepSource) {
+          await liftFence(source, previous)
+          this.result.keptOnSource = [...this.movedDbs]
+        } else {
+          await this.assertUnused(this.plan.source, this.movedDbs)
+          // Writes waiting in the pause on a moved database would land on the dropped
+          // copy: cut those connections (nothing of theirs was acknowledged).
+          const waiting = await clientsOn(source, new Set(this.movedDbs))
+          await killClients(
+            source,
+            waiting.map((c) => c.id),
+          )
+          await releaseAndDrop(source, previous, this.movedDbs)
+          this.result.droppedFromSource = [...this.movedDbs]
+        }
+        this.clock.end()
+      }),
+    'keep-source': async () => {
+      this.result.keptOnSource = [...this.movedDbs]
+    },
+    lift: () =>
+      this.journal.step('lift', async () => {
+        // Never recorded (the fence predates this journal): Redis's defaults.
+        const previous = this.previousFencing() ?? DEFAULT_FENCING
+        await liftFence(this.sourceClient, previous)
+        this.clock.end()
+      }),
+    grace: () =>
+      this.journal.step(
+        'grace',
+        async () => {
+          await sleep(this.plan.graceMs)
+          // Kept on purpose, or gone (a source that is down takes no writes): nothing to look for.
+          if (this.plan.keepSource || this.result.keptOnSource.length > 0 || !this.source) return this.result.strays
+          await this.findStrays()
+          return this.result.strays
+        },
+        {keepResult: true},
+      ),
+    'clean-target': () =>
+      this.journal.step('clean-target', async () => {
+        for (const [i, t] of this.plan.targets.entries()) {
+          const owned = new Set(this.plan.moves.filter((m) => m.to === t.instance).map((m) => m.db))
+          const extra = [...(await keysPerDb(this.targets[i])).keys()].filter((db) => !owned.has(db))
+          await this.assertUnused(t.instance, extra)
+          for (const db of extra) await flushDb(this.targets[i], db)
+        }
+      }),
+    'detach-targets': () =>
+      this.journal.step('detach-targets', async () => {
+        const {shards} = await this.registry.snapshot()
+        for (const [i, t] of this.plan.targets.entries()) {
+          const user = shards.find((s) => instanceKey(s.master) === t.instance)
+          if (user) throw new ShardctlError(`will not empty ${t.instance}: the registry routes shard ${user.id} there`, {code: 'ECONFLICT', hint: 'look at shards:list'})
+          // Empty at planning time, so everything on it is the split's own copy.
+          await makeMaster(this.targets[i])
+          await this.targets[i].flushall('ASYNC')
+        }
+      }),
+    'undo-registry': () =>
+      this.journal.step('undo-registry', () =>
+        switchOrFindOut(this.registry, this.reversed(), 'after', () =>
+          this.registry.repointShards(this.reversed(), this.instanceSets(true), 'shards.split-undone', {from: this.plan.source}),
+        ),
+      ),
+  }
+
+  /** Every moved database of the source holding keys after the cut-over: named, kept, recorded for shards:reconcile. */
+  private async findStrays(): Promise<void> {
+    const keys = await keysPerDb(this.sourceClient)
+    const change = new Change()
+    for (const move of this.plan.moves) {
+      const count = keys.get(move.db) ?? 0
+      if (count === 0) continue
+      const sample = await sampleKeys(this.sourceClient, move.db)
+      this.result.strays[String(move.db)] = {shard: move.id, to: move.after.master, keys: count, sample}
+      this.result.strayWrites[String(move.db)] = count
+      this.result.keptOnSource.push(move.db)
+      change.hset(this.registry.keys.strays, {[`${this.plan.source}/${move.db}`]: JSON.stringify({shard: move.id, to: move.after.master, keys: count, at: new Date().toISOString()})})
+    }
+    if (change.ops.length > 0) {
+      await this.registry.apply(change, 'strays.found', {from: this.plan.source, strays: this.result.strayWrites})
+    }
+  }
+
+  async run(names: (SplitAction | 'copy' | 'registry' | 'undo-registry')[]): Promise<void> {
+    for (const name of names) await this.actions[name]()
+  }
+
+  /** Roll a split back before its cut-over: routing back to the source if it had moved, the targets emptied. */
+  async abort(reason: string, error: ShardctlError, options: {undoRegistry?: boolean; lift?: boolean} = {}): Promise<never> {
+    if (options.lift) await this.actions.lift()
+    if (options.undoRegistry) await this.actions['undo-registry']()
+    await this.actions['detach-targets']()
+    await this.registry.apply(new Change(), 'split.aborted', {from: this.plan.source, reason})
+    await this.journal.close()
+    throw error
+  }
+
+  async finish(recovered?: 'rolled-forward'): Promise<SplitResult> {
+    this.result.pauseMs = this.clock.ms
+    if (this.result.pauseMs !== undefined) this.result.pauseExceeded = this.result.pauseMs > this.plan.maxPauseMs
+    await this.registry.apply(new Change(), 'split.finished', {
+      from: this.plan.source,
+      pauseMs: this.result.pauseMs,
+      heldMs: this.result.heldMs,
+      keptOnSource: this.result.keptOnSource,
+      strayWrites: this.result.strayWrites,
+      ...(recovered ? {recovered: true} : {}),
+    })
+    await this.journal.close()
+    return {...this.result, applied: true, ...(recovered ? {recovered} : {})}
+  }
+
+  async normal(): Promise<SplitResult> {
+    const {plan} = this
+    await this.actions.copy()
+    let switched: boolean
+    try {
+      switched = (await this.actions.registry()) as boolean
+    } catch (error) {
+      if ((error as ShardctlError).code !== 'ECONFLICT') throw error
+      return this.abort('registry changed', new ShardctlError(`${(error as Error).message}; the split was undone`, {code: 'ECONFLICT', hint: 'look at shards:list, then run the command again'}))
+    }
+    if (!switched) return this.abort('registry refused', new ShardctlError('the registry did not take the switch; the split was undone', {code: 'EFAILED', hint: 'run the command again'}))
+    await this.actions.hold()
+    await this.actions.fence()
+    const caught = await this.journal.step('catch-up', () => catchUp(this.sourceClient, this.targets, this.clock.deadline(plan.maxPauseMs / 2)))
+    if (!caught.caughtUp) {
+      // The targets still follow: lifting the fence and routing back lose nothing.
+      await this.abort('catch-up', notCaughtUp(plan, caught, true), {lift: true, undoRegistry: true})
+    }
+    await this.run(['promote', 'release', 'grace', 'clean-target'])
+    return this.finish()
+  }
+}
+
+function notCaughtUp(plan: SplitPlan, caught: CatchUp, undone: boolean): ShardctlError {
+  return notCaughtUpLine(caught, {
+    replicas: `the targets (${plan.targets.map((t) => t.instance).join(', ')})`,
+    when: undone ? `within --max-pause ${plan.maxPauseMs} ms` : 'in time',
+    undone: undone ? `writes resumed on ${plan.source}, the registry routes to it again and the targets were emptied` : undefined,
+    fencedHint: 'the source stays fenced; check the targets, then run the command again',
+  })
 }
 
 export async function executeSplit(
@@ -317,93 +585,14 @@ export async function executeSplit(
   lock: OperatorLock,
   pool: ConnectionPool,
   plan: SplitPlan,
-  options: {timeoutMs: number; onStep?: (step: string) => void; onProgress?: (line: string) => void},
+  options: {onStep?: (step: string) => void; onProgress?: (line: string) => void},
 ): Promise<SplitResult> {
   const journal = await Journal.begin(registry, lock, 'split', plan.source, plan)
   journal.onStep = options.onStep
-  const step = <T>(name: string, action: () => Promise<T>) => journal.step(name, action)
-  const result: SplitResult = {plan, applied: false, strayWrites: {}, droppedFromSource: [], keptOnSource: []}
-  const sourceEp = endpoint(plan.source)
-  const source = await pool.get(sourceEp)
-  const targets = await Promise.all(plan.targets.map((t) => pool.get(endpoint(t.instance))))
-  const abort = async (message: string, reason: string, hint: string): Promise<never> => {
-    await rollBack(pool, plan)
-    await registry.apply(new Change(), 'split.aborted', {from: plan.source, reason})
-    await journal.close()
-    throw new ShardctlError(message, {code: 'EABORTED', exitCode: ExitCode.unexpected, hint})
-  }
-
-  await step('copy', async () => {
-    for (const [i, t] of plan.targets.entries()) {
-      await makeReplica(targets[i], sourceEp)
-      for (const r of t.replicas) await makeReplica(await pool.get(endpoint(r)), endpoint(t.instance))
-    }
-    await waitForCopy(pool, plan, options.onProgress)
-    // A target that just loaded its copy still works through the stream buffered
-    // meanwhile: let it, before the pause, so that the pause holds only the last bytes.
-    await Promise.all(targets.map((t) => waitForOffset(source, t, Date.now() + PRE_PAUSE_WAIT_MS, PRE_PAUSE_SLACK_BYTES)))
-  })
-
-  let pausedAt = 0
-  await step('pause', async () => {
-    pausedAt = Date.now()
-    await pauseWrites(source, plan.maxPauseMs)
-  })
-  const caught = await step('catch-up', () => Promise.all(targets.map((t) => waitForOffset(source, t, pausedAt + plan.maxPauseMs / 2))))
-  if (!caught.every((c) => c.caughtUp)) {
-    await abort(
-      `the targets did not catch up within --max-pause ${plan.maxPauseMs} ms; writes resumed on ${plan.source}, the registry is unchanged and the targets were emptied`,
-      'catch-up',
-      'retry when the write load is lower, or raise --max-pause',
-    )
-  }
-  await step('promote', () => Promise.all(targets.map((t) => makeMaster(t))))
-  try {
-    await step('registry', () => switchRegistry(registry, plan, {}))
-  } catch (error) {
-    if ((error as ShardctlError).code !== 'ECONFLICT') throw error
-    await abort(`${(error as Error).message}; the split was undone`, 'registry changed', 'look at shards:list, then run the command again')
-  }
-  result.pauseMs = Date.now() - pausedAt
-
-  const movedDbs = plan.moves.map((m) => m.db)
-  let watch: StrayWriteWatch | undefined
-  await journal.step(
-    'isolate',
-    async () => {
-      const subscriber = await connect({...sourceEp, db: 0}, {timeoutMs: options.timeoutMs})
-      watch = await StrayWriteWatch.start(source, subscriber, movedDbs)
-      await disconnectClientsOn(source, new Set(movedDbs))
-      // Kept in the journal: a recovery restores the setting the watch changed.
-      return {notifyKeyspaceEvents: watch.previous}
-    },
-    {keepResult: true},
-  )
-  await step('resume', () => resumeWrites(source))
-  try {
-    await step('grace', () => sleep(plan.graceMs))
-  } finally {
-    await watch?.stop()
-  }
-  for (const [db, n] of watch!.writes) result.strayWrites[String(db)] = n
-  await step('clean-target', () => cleanTargets(pool, plan))
-  await step('clean-source', async () => {
-    for (const db of movedDbs) {
-      if (plan.keepSource || watch!.writes.has(db)) result.keptOnSource.push(db)
-      else {
-        await flushDb(source, db)
-        result.droppedFromSource.push(db)
-      }
-    }
-  })
-  await registry.apply(new Change(), 'split.finished', {
-    from: plan.source,
-    pauseMs: result.pauseMs,
-    keptOnSource: result.keptOnSource,
-    strayWrites: result.strayWrites,
-  })
-  await journal.close()
-  return {...result, applied: true}
+  const run = new SplitRun(registry, pool, journal, plan)
+  run.onProgress = options.onProgress
+  await run.connect()
+  return run.normal()
 }
 
 export function splitJournalMatches(entry: JournalEntry, source: Endpoint): boolean {
@@ -411,49 +600,51 @@ export function splitJournalMatches(entry: JournalEntry, source: Endpoint): bool
   return entry.type === 'split' && (plan.source === instanceKey(source) || plan.targets.some((t) => t.instance === instanceKey(source)))
 }
 
+async function splitFacts(registry: Registry, pool: ConnectionPool, plan: SplitPlan) {
+  const sourceEp = endpointOf(plan.source)
+  const source = await pool.get(sourceEp).catch(() => undefined)
+  const fenced = source ? await readFencing(source).then(isWriteFence, () => false) : false
+  const targets = await Promise.all(
+    plan.targets.map(async (t) => {
+      try {
+        const info = await replicationOf(await pool.get(endpointOf(t.instance)))
+        return {reachable: true, role: info.role, followsPeer: follows(info, sourceEp)}
+      } catch {
+        return {reachable: false}
+      }
+    }),
+  )
+  return {registry: await registryState(registry, plan.moves), source: {reachable: Boolean(source), fenced}, targets}
+}
+
 /**
- * Finish or roll back a split a killed run left behind. Before the registry switch no
- * client has written to a target, so the targets simply drop their copy; after it,
- * the split is finished — except that the source's moved databases are kept, since
- * no one watched them for stray writes: the operator drops them when sure.
+ * Finish or roll back a split a killed, stopped or overtaken run left behind: the run
+ * that wrote the journal is cut off first; then the journal and the live facts decide
+ * (decideSplitRecovery), and the same step functions as a normal run act.
  */
-export async function recoverSplit(registry: Registry, lock: OperatorLock, pool: ConnectionPool, entry: JournalEntry): Promise<SplitResult> {
-  const journal = Journal.resume(registry, lock, entry)
+export async function recoverSplit(
+  registry: Registry,
+  lock: OperatorLock,
+  pool: ConnectionPool,
+  entry: JournalEntry,
+  options: {onStep?: (step: string) => void} = {},
+): Promise<SplitResult> {
   const plan = entry.plan as SplitPlan
-  const result: SplitResult = {plan, applied: false, strayWrites: {}, droppedFromSource: [], keptOnSource: []}
-  const {shards} = await registry.snapshot()
-  const byId = new Map(shards.map((s) => [s.id, formatAddress(s.master)]))
-  const switched = plan.moves.every((m) => byId.get(m.id) === m.after.master)
-  const untouched = plan.moves.every((m) => byId.get(m.id) === m.before.master)
-  if (!switched && !untouched) {
-    throw new ShardctlError(`the registry changed since the interrupted split of ${plan.source}`, {
-      code: 'ECONFLICT',
-      hint: `inspect with shards:list; once the fleet is consistent, delete ${registry.keys.journal} by hand`,
-    })
-  }
-  const source = await reach(pool, endpoint(plan.source), 'cannot reach the source')
-  if (untouched) {
-    await rollBack(pool, plan)
+  plan.holdMs ??= 10_000
+  plan.fewerReplicas ??= []
+  await cutOffPreviousOwner(pool, entry, SplitRun.instances(plan), lock.token)
+  const journal = await Journal.resume(registry, lock, entry as JournalEntry<SplitPlan>)
+  journal.onStep = options.onStep
+  const decision = decideSplitRecovery(journal.entry, await splitFacts(registry, pool, plan))
+  if (decision.kind === 'refuse') throw new ShardctlError(decision.reason, {code: 'ECONFLICT', hint: decision.hint})
+  const run = new SplitRun(registry, pool, journal, plan)
+  await run.connect()
+  if (stepDone(journal.entry, 'grace')) Object.assign(run.result.strays, stepResult(journal.entry, 'grace', 'done'))
+  await run.run(decision.actions)
+  if (decision.kind === 'roll-back') {
     await registry.apply(new Change(), 'split.rolled-back', {from: plan.source})
     await journal.close()
-    return {...result, recovered: 'rolled-back'}
+    return {...run.result, recovered: 'rolled-back'}
   }
-  for (const t of plan.targets) {
-    const client = await pool.get(endpoint(t.instance))
-    if ((await replicationOf(client)).role !== 'master') await makeMaster(client)
-  }
-  // Still within the pause, clients on the moved databases must re-read the routing first.
-  await disconnectClientsOn(source, new Set(plan.moves.map((m) => m.db)))
-  // A run killed while watching for stray writes left keyspace notifications on.
-  const isolated = entry.steps.find((s) => s.name === 'isolate' && s.state === 'done')?.result as {notifyKeyspaceEvents?: string} | undefined
-  if (isolated?.notifyKeyspaceEvents !== undefined) {
-    await source.config('SET', 'notify-keyspace-events', isolated.notifyKeyspaceEvents).catch(() => undefined)
-  }
-  await resumeWrites(source).catch(() => undefined)
-  await cleanTargets(pool, plan)
-  const sourceDone = entry.steps.some((s) => s.name === 'clean-source' && s.state === 'done')
-  if (!sourceDone) result.keptOnSource = plan.moves.map((m) => m.db)
-  await registry.apply(new Change(), 'split.finished', {from: plan.source, recovered: true, keptOnSource: result.keptOnSource})
-  await journal.close()
-  return {...result, applied: true, recovered: 'rolled-forward'}
+  return run.finish('rolled-forward')
 }

@@ -18,6 +18,12 @@ export interface Credentials {
 
 export type ConnectTarget = ShardAddress & Credentials
 
+/** An instance: where one redis-server listens. The registry names it host:port (instanceKey). */
+export interface Endpoint {
+  host: string
+  port: number
+}
+
 const MAX_DB = 1_000_000
 
 function parsePort(text: string, input: string): number {
@@ -45,11 +51,15 @@ function checkHost(host: string, input: string): string {
   return host
 }
 
+const SCHEME = /^([a-z][a-z0-9+.-]*):\/\//i
+
 /**
- * Redact the password of a redis:// URL before it is echoed in a message.
+ * Hide the credentials of a redis:// URL before it is echoed in a message. The
+ * credentials run to the *last* "@" of the URL, so a password holding "/", "#", "?",
+ * "@", ":" or spaces is hidden whole; the user name (up to the first ":") is kept.
  */
 export function redact(input: string): string {
-  return input.replace(/^(rediss?:\/\/)([^@/]*)@/i, (_m, scheme: string, auth: string) => {
+  return input.replace(/(rediss?:\/\/)(.*)@/gi, (_m, scheme: string, auth: string) => {
     const colon = auth.indexOf(':')
     return colon === -1 ? `${scheme}***@` : `${scheme}${auth.slice(0, colon)}:***@`
   })
@@ -63,7 +73,10 @@ export function redact(input: string): string {
 export function parseAddress(input: string): ConnectTarget {
   const text = input.trim()
   if (text === '') throw usageError('empty address', 'use host:port/db, e.g. 10.0.0.5:6379/3')
-  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(text)) return parseUrl(text)
+  if (SCHEME.test(text)) return parseUrl(text)
+  if (text.includes('@')) {
+    throw usageError(`invalid address "${redact(`redis://${text}`).slice('redis://'.length)}"`, 'credentials go in a URL: redis://user:password@host:port/db')
+  }
 
   const match = /^(?:\[([^\]]*)\]|([^:/[\]]*)):([^/]*)(?:\/(.*))?$/.exec(text)
   if (!match) {
@@ -73,32 +86,41 @@ export function parseAddress(input: string): ConnectTarget {
   return {host, port: parsePort(match[3], text), db: parseDb(match[4], text)}
 }
 
+/**
+ * A redis:// URL, parsed by hand: WHATWG URL parsing would cut a password holding
+ * "#", "?" or "/" in the wrong place (and then echo part of it as a host). Everything
+ * up to the last "@" is the credentials; messages only ever show the URL without them.
+ */
 function parseUrl(text: string): ConnectTarget {
-  const safe = redact(text)
-  let url: URL
-  try {
-    url = new URL(text)
-  } catch {
-    throw usageError(`invalid URL "${safe}"`, 'use redis://[user:password@]host:port/db')
+  const [, scheme] = SCHEME.exec(text)!
+  const rest = text.slice(scheme.length + 3)
+  const at = rest.lastIndexOf('@')
+  const auth = at === -1 ? undefined : rest.slice(0, at)
+  const where = at === -1 ? rest : rest.slice(at + 1)
+  const safe = `${scheme}://${auth === undefined ? '' : auth.includes(':') ? `${auth.slice(0, auth.indexOf(':'))}:***@` : '***@'}${where}`
+  if (scheme.toLowerCase() !== 'redis' && scheme.toLowerCase() !== 'rediss') {
+    throw usageError(`unsupported scheme "${scheme}" in "${safe}"`, 'use redis:// or rediss://')
   }
-  const scheme = url.protocol.toLowerCase()
-  if (scheme !== 'redis:' && scheme !== 'rediss:') {
-    throw usageError(`unsupported scheme "${scheme.replace(/:$/, '')}" in "${safe}"`, 'use redis:// or rediss://')
-  }
-  const host = checkHost(url.hostname.replace(/^\[|\]$/g, ''), safe)
-  const port = url.port === '' ? 6379 : parsePort(url.port, safe)
-  const db = parseDb(url.pathname.replace(/^\//, ''), safe)
-  const target: ConnectTarget = {host, port, db}
-  const decode = (part: string) => {
-    try {
-      return decodeURIComponent(part)
-    } catch {
-      throw usageError(`invalid escape in the credentials of "${safe}"`, 'percent-encode special characters in the user and password')
+  const match = /^(?:\[([^\]]*)\]|([^:/?#[\]]*))(?::([^/?#]*))?(?:\/([^?#]*))?(?:[?#].*)?$/.exec(where)
+  if (!match) throw usageError(`invalid URL "${safe}"`, 'use redis://[user:password@]host:port/db')
+  const host = checkHost(match[1] ?? match[2], safe)
+  const port = match[3] === undefined || match[3] === '' ? 6379 : parsePort(match[3], safe)
+  const target: ConnectTarget = {host, port, db: parseDb(match[4], safe)}
+  if (auth !== undefined) {
+    const decode = (part: string) => {
+      try {
+        return decodeURIComponent(part)
+      } catch {
+        throw usageError(`invalid escape in the credentials of "${safe}"`, 'percent-encode "%" in the user and password as %25')
+      }
     }
+    const colon = auth.indexOf(':')
+    const username = colon === -1 ? '' : decode(auth.slice(0, colon))
+    const password = decode(colon === -1 ? auth : auth.slice(colon + 1))
+    if (username !== '') target.username = username
+    if (password !== '') target.password = password
   }
-  if (url.username) target.username = decode(url.username)
-  if (url.password) target.password = decode(url.password)
-  if (scheme === 'rediss:') target.tls = true
+  if (scheme.toLowerCase() === 'rediss') target.tls = true
   return target
 }
 
@@ -127,4 +149,10 @@ export function instanceKey(address: {host: string; port: number}): string {
 
 export function sameInstance(a: {host: string; port: number}, b: {host: string; port: number}): boolean {
   return instanceKey(a) === instanceKey(b)
+}
+
+/** The instance a name made by instanceKey (or given as host:port) stands for. */
+export function endpointOf(key: string): Endpoint {
+  const {host, port} = parseInstance(key)
+  return {host, port}
 }

@@ -52,6 +52,8 @@ type Check =
   | {t: 'type'; k: number; is: string[]}
   | {t: 'hget'; k: number; f: string; v?: string}
   | {t: 'zmember'; k: number; m: string; in: boolean}
+  | {t: 'nodes'; k: number; v: Record<string, string>}
+  | {t: 'instance'; k: number; p: string; at: string; ids: string[]}
 type Op =
   | {op: 'hset'; k: number; fields: Record<string, string>}
   | {op: 'hdel'; k: number; fields: string[]}
@@ -90,6 +92,18 @@ export class Change {
     return this
   }
 
+  /** The shard hash's node fields (master, slaveN, persistN) are exactly these: none added, changed or gone. */
+  expectNodes(key: string, fields: Record<string, string>): this {
+    this.checks.push({t: 'nodes', k: this.index(key), v: fields})
+    return this
+  }
+
+  /** The shards (of zset `list`, hashes under `prefix`) whose master is on `instance` are exactly `ids`. */
+  expectShardsOn(list: string, prefix: string, instance: string, ids: string[]): this {
+    this.checks.push({t: 'instance', k: this.index(list), p: `${prefix}.`, at: `${instance}/`, ids})
+    return this
+  }
+
   expectMember(key: string, member: string, present: boolean): this {
     this.checks.push({t: 'zmember', k: this.index(key), m: member, in: present})
     return this
@@ -121,13 +135,30 @@ export class Change {
   }
 }
 
-/** A shard's new nodes, applied only while it still names `expectMaster`. */
-export interface ShardRepoint {
-  id: string
-  expectMaster: string
+/** A shard's nodes, as the registry holds them: `host:port/db` addresses. */
+export interface ShardNodes {
   master: string
   replicas: string[]
   persist: string[]
+}
+
+/** A shard's new nodes, applied only while it still has exactly the nodes planned from. */
+export interface ShardRepoint {
+  id: string
+  before: ShardNodes
+  after: ShardNodes
+}
+
+/** The node fields of a shard hash: master, slave0.., persist0.. */
+export function nodeFields(nodes: ShardNodes): Record<string, string> {
+  const fields: Record<string, string> = {master: nodes.master}
+  nodes.replicas.forEach((r, i) => {
+    fields[`slave${i}`] = r
+  })
+  nodes.persist.forEach((r, i) => {
+    fields[`persist${i}`] = r
+  })
+  return fields
 }
 
 const collator = new Intl.Collator('en', {numeric: true})
@@ -273,27 +304,23 @@ export class Registry {
   }
 
   /**
-   * Move shards to new nodes in one step, each only if it still names the master the
-   * caller planned from (compare-and-set): promote and split both end here.
+   * Move shards to new nodes in one step (promote and split both end here), as a
+   * compare-and-set over everything the move rests on: each moved shard still has
+   * exactly the nodes planned from (a replica added meanwhile aborts it, rather than
+   * being dropped), and each instance involved still holds exactly the shards planned
+   * (a shard registered on it meanwhile aborts it, rather than being left behind).
    */
-  async repointShards(moves: ShardRepoint[], type: string, details: Record<string, unknown>): Promise<RegistryEvent> {
-    const {shards} = await this.snapshot()
-    const current = new Map(shards.map((s) => [s.id, s]))
+  async repointShards(moves: ShardRepoint[], instances: {instance: string; ids: string[]}[], type: string, details: Record<string, unknown>): Promise<RegistryEvent> {
     const change = new Change().expectType(this.keys.list, 'zset')
+    for (const {instance, ids} of instances) change.expectShardsOn(this.keys.list, this.keys.prefix, instance, ids)
     for (const move of moves) {
       const key = this.keys.shard(move.id)
-      const shard = current.get(move.id)
-      const stale = shard ? [...shard.replicas.map((_, i) => `slave${i}`), ...shard.persist.map((_, i) => `persist${i}`)] : []
-      change.expectField(key, 'master', move.expectMaster)
-      if (stale.length > 0) change.hdel(key, stale)
-      const fields: Record<string, string> = {master: move.master}
-      move.replicas.forEach((r, i) => {
-        fields[`slave${i}`] = r
-      })
-      move.persist.forEach((r, i) => {
-        fields[`persist${i}`] = r
-      })
-      change.hset(key, fields)
+      const before = nodeFields(move.before)
+      const after = nodeFields(move.after)
+      change.expectNodes(key, before)
+      const gone = Object.keys(before).filter((f) => !(f in after))
+      if (gone.length > 0) change.hdel(key, gone)
+      change.hset(key, after)
     }
     return this.apply(change, type, details)
   }

@@ -25,6 +25,8 @@ export interface RegistryKeys {
   lock: string
   journal: string
   history: string
+  /** hash: host:port/db of a database holding writes that landed after its shard moved -> JSON of where they belong. */
+  strays: string
   shard(id: string): string
 }
 
@@ -38,6 +40,7 @@ export function registryKeys(prefix: string = DEFAULT_PREFIX): RegistryKeys {
     lock: `${prefix}._lock`,
     journal: `${prefix}._journal`,
     history: `${prefix}._history`,
+    strays: `${prefix}._strays`,
     shard: (id: string) => `${prefix}.${id}`,
   }
 }
@@ -171,4 +174,27 @@ export function shardFields(shard: Pick<Shard, 'master' | 'replicas' | 'persist'
     fields[`persist${i}`] = formatAddress(r)
   })
   return fields
+}
+
+const LOOPBACK = new Set(['127.0.0.1', 'localhost', '::1'])
+
+/** One database's name for comparison: loopback names are one host. */
+function databaseKey(address: ShardAddress): string {
+  return formatAddress({...address, host: LOOPBACK.has(address.host) ? '127.0.0.1' : address.host})
+}
+
+/**
+ * Databases that are the master of more than one shard (SPEC §4.9: a database holds
+ * one shard). Two shards on one database share their keys: moving or dropping one
+ * takes the other's data with it.
+ */
+export function sharedDatabases(shards: {id: string; master: ShardAddress}[]): {database: string; ids: string[]}[] {
+  const byDb = new Map<string, {database: string; ids: string[]}>()
+  for (const shard of shards) {
+    const key = databaseKey(shard.master)
+    const entry = byDb.get(key) ?? {database: formatAddress(shard.master), ids: []}
+    entry.ids.push(shard.id)
+    byDb.set(key, entry)
+  }
+  return [...byDb.values()].filter((e) => e.ids.length > 1)
 }

@@ -99,8 +99,9 @@ async function answers(port: number): Promise<boolean> {
     const client = await connect({host: '127.0.0.1', port, db: 0}, {timeoutMs: 500})
     await close(client)
     return true
-  } catch {
-    return false
+  } catch (error) {
+    // Asking for a password is answering: the server is up (requirepass, ACL).
+    return (error as ShardctlError).code === 'EAUTH'
   }
 }
 

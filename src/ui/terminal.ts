@@ -2,6 +2,7 @@ import chalk from 'chalk'
 import Table from 'cli-table3'
 
 import {ExitCode, ShardctlError} from '../errors.js'
+import {scrub} from './secrets.js'
 
 /**
  * The terminal decisions, made once per run: colour, whether a person can answer a
@@ -59,7 +60,7 @@ export function renderTable(head: string[], rows: (string | number)[][], align?:
 
 /** Write a line of progress or a warning: stderr, never stdout. */
 export function note(message: string): void {
-  process.stderr.write(`${message}\n`)
+  process.stderr.write(`${scrub(message)}\n`)
 }
 
 /**

@@ -105,7 +105,7 @@ export class ContinuousWriter {
 }
 
 /** Keys of the writer missing on the instance the registry names for their shard. */
-export async function missingWrites(registry: Redis, writer: ContinuousWriter, prefix = 'shards'): Promise<string[]> {
+export async function missingWrites(registry: Redis, writer: {acked: Map<string, string[]>}, prefix = 'shards'): Promise<string[]> {
   const missing: string[] = []
   for (const [shard, keys] of writer.acked) {
     const master = await registry.hget(`${prefix}.${shard}`, 'master')
@@ -124,4 +124,98 @@ export async function missingWrites(registry: Redis, writer: ContinuousWriter, p
     client.disconnect()
   }
   return missing
+}
+
+/**
+ * An application written the way real client libraries behave: it routes by a
+ * routing table it caches, reloads it when it hears a registry event (late, as
+ * through a lagging registry replica) and when a command fails with an error it can
+ * see; but a dropped connection is reconnected silently and the command sent again
+ * to the same address, as redis-py does (here: ioredis with retries and its offline
+ * queue on). Every acknowledged write is recorded, as in ContinuousWriter.
+ */
+export class LateHearingWriter {
+  readonly acked = new Map<string, string[]>()
+  /** Reloads caused by an event, and by an error the application saw. */
+  reloads = {onEvent: 0, onError: 0}
+  private running = false
+  private loops: Promise<void>[] = []
+  private readonly clients = new Map<string, Redis>()
+  private readonly routes = new Map<string, string>()
+  private subscriber?: Redis
+
+  constructor(
+    private readonly registry: Redis,
+    private readonly shards: string[],
+    private readonly options: {hearsAfterMs: number; prefix?: string},
+  ) {}
+
+  get total(): number {
+    return [...this.acked.values()].reduce((n, keys) => n + keys.length, 0)
+  }
+
+  async start(): Promise<void> {
+    for (const shard of this.shards) await this.reload(shard)
+    const prefix = this.options.prefix ?? 'shards'
+    this.subscriber = this.registry.duplicate()
+    this.subscriber.on('error', () => undefined)
+    this.subscriber.on('message', () => {
+      setTimeout(() => {
+        this.reloads.onEvent++
+        for (const shard of this.shards) void this.reload(shard)
+      }, this.options.hearsAfterMs)
+    })
+    await this.subscriber.subscribe(`${prefix}._events`)
+    this.running = true
+    this.loops = this.shards.map((shard) => this.loop(shard))
+  }
+
+  async waitFor(n: number): Promise<void> {
+    for (let i = 0; i < 12_000 && this.total < n; i++) await new Promise((r) => setTimeout(r, 5))
+    if (this.total < n) throw new Error(`writer never reached ${n} acknowledged writes (at ${this.total})`)
+  }
+
+  async stop(): Promise<number> {
+    this.running = false
+    await Promise.all(this.loops)
+    this.subscriber?.disconnect()
+    for (const client of this.clients.values()) client.disconnect()
+    this.clients.clear()
+    return this.total
+  }
+
+  private async reload(shard: string): Promise<void> {
+    const master = await this.registry.hget(`${this.options.prefix ?? 'shards'}.${shard}`, 'master')
+    if (master) this.routes.set(shard, master)
+  }
+
+  private client(address: string): Redis {
+    let client = this.clients.get(address)
+    if (!client) {
+      const [, host, port, db] = /^(.+):(\d+)\/(\d+)$/.exec(address)!
+      client = new Redis({host, port: Number(port), db: Number(db), protocol: 2, maxRetriesPerRequest: null, enableOfflineQueue: true, retryStrategy: () => 5})
+      client.on('error', () => undefined) // reconnects by itself: the application never hears of it
+      this.clients.set(address, client)
+    }
+    return client
+  }
+
+  private async loop(shard: string): Promise<void> {
+    const keys: string[] = []
+    this.acked.set(shard, keys)
+    let seq = 0
+    const deadline = Date.now() + 120_000
+    while (this.running && Date.now() < deadline) {
+      const key = `late:${shard}:${seq}`
+      try {
+        await this.client(this.routes.get(shard)!).set(key, 'v')
+        keys.push(key)
+        seq++
+      } catch {
+        this.reloads.onError++
+        await new Promise((r) => setTimeout(r, 2))
+        await this.reload(shard)
+      }
+    }
+  }
 }

@@ -12,11 +12,13 @@ export default class ShardsPromote extends RegistryCommand<typeof ShardsPromote>
   static override summary = 'Promote a replica to master for a shard or a whole instance.'
   static override description = `Promoting is per instance: naming a shard promotes its master's instance, and every shard whose master lives there moves with it (the confirmation lists them).
 
-Graceful, when the master answers: the named replica, or the most caught-up one, must replicate that master with its link up and lag within --max-lag. Writes on the master are paused (at most --max-pause), the replica catches up to the master's exact offset, becomes master, the old master becomes its replica, the registry switches every shard in one compare-and-set step with its event, the other replicas follow, writes resume. No acknowledged write is lost; the measured write pause is reported. If the catch-up does not finish in time, writes resume on the old master and nothing changes.
+Graceful, when the master answers: the named replica, or the most caught-up one, must replicate that master with its link up and lag within --max-lag. Then, as Redis's own FAILOVER does: the master is fenced (writes pause for at most --max-pause, then are refused with NOREPLICAS: a fence that never runs out by itself), the replica is proven to hold every byte (its offset equals the fenced master's), the registry switches every shard in one compare-and-set step with its event, the replica becomes master, the old master becomes its replica, the fence is lifted, the other replicas follow. No acknowledged write is lost, however slow the registry or this process; the real pause is reported, with a warning when it ran past --max-pause. If the catch-up does not finish in time, or the registry changed meanwhile, the fence is lifted and nothing changes.
+
+What a client sees: writes to the old master wait, then fail with READONLY (or NOREPLICAS); a client that re-reads the registry on the event, or on that error, writes to the new master.
 
 Emergency, with --force, when the master is down: the reachable replica with the highest replication offset is promoted, the others follow it, and the dead master leaves the shards (named in the history so it can rejoin as a replica).
 
-Each step is recorded in the registry's journal before it is taken. A run killed at any step is finished or rolled back by the next shards:promote naming the same instance or shard.`
+Each step is recorded in the registry's journal before it is taken. A run killed at any step is finished or rolled back by the next shards:promote naming the same instance or shard; a run that lost its lock (stopped for longer than the lease) changes nothing more and exits 4.`
 
   static override examples = [
     '<%= config.bin %> <%= command.id %> s042',
@@ -89,10 +91,12 @@ Each step is recorded in the registry's journal before it is taken. A run killed
       return {plan, applied: false, repointed: [], unreachable: []}
     }
     const result = await executePromote(registry, lock!, pool, plan, {
-      maxPauseMs: request.maxPauseMs,
       onStep: (step) => this.progress(paint.dim(`  ${step}`)),
     })
     this.report(result)
+    if (result.pauseExceeded) {
+      this.warn(`writes were held ${result.pauseMs} ms, beyond --max-pause ${request.maxPauseMs} ms (the registry or this process was slow); none was lost`)
+    }
     if (result.unreachable.length > 0) {
       this.partial(result, `promoted, but ${result.unreachable.join(', ')} could not be repointed: point them at ${plan.newMaster} when they are back`)
     }

@@ -13,12 +13,13 @@ export default class ShardsSplit extends RegistryCommand<typeof ShardsSplit> {
   static override summary = "Move some of an instance's shard databases onto new instances, live, with a short cut-over."
   static override description = `A shard is a numbered database; a split moves whole databases, numbers kept, to the targets and repoints those shards in the registry.
 
-Plan: by default half of the source's shards, chosen so that keys end up balanced between the source and the target(s); --shards picks them. The plan is printed and applied on confirmation or --yes.
-Targets must answer, be empty and have enough databases; --spawn starts one on this machine with the source's settings (and --spawn-replicas replicas of it).
+Plan: by default half of the source's shards, chosen so that keys end up balanced between the source and the target(s); --shards picks them. The plan is printed (with any shard that ends with fewer replicas) and applied on confirmation or --yes.
+Targets must answer, be empty, serve no shard and have enough databases; --spawn starts one on this machine with the source's settings (and --spawn-replicas replicas of it).
 Live copy: each target follows the source as a replica while writes go on (progress on stderr).
-Cut-over: writes on the source pause (at most --max-pause), the targets catch up to its exact offset and become masters, the registry switches the moved shards in one compare-and-set step with its event, clients still using a moved database on the source are disconnected so they re-read the routing, writes resume. The measured pause is reported. If anything fails before the registry switch, writes resume on the source, the registry is untouched and the targets drop their copy.
-Clean-up: each target drops the databases it does not own. After --grace, the source drops the moved databases — unless a write landed on one after the cut-over (a client with stale routing): then that copy is kept and named. --keep-source keeps them all.
-Each step is journaled; a killed split is finished or rolled back by the next shards:split of the same source.`
+Switch and hold: the registry routes the moved shards to the targets (one compare-and-set step with its event) while the targets still follow the source, so a client that hears of it late writes to the source and the write still reaches a target. Clients on the moved databases of the source are disconnected until none comes back (at most --hold; past it the routing goes back to the source and the split is rolled back, exit 3, naming those clients).
+Cut-over: the source is fenced (writes pause for at most --max-pause, then are refused: a fence that never runs out by itself), every target is proven to hold every byte (offsets equal), the targets become masters, the source drops the moved databases, the fence is lifted. The real pauses are reported.
+After --grace, a moved database that holds keys on the source again took writes from a client with stale routing: the split exits 3, names the databases and keys, keeps them, and records them for shards:reconcile. --keep-source keeps the source's copies instead (then writes landing there cannot be told apart).
+Each step is journaled; a killed split is finished or rolled back by the next shards:split of the same source; a run that lost its lock changes nothing more and exits 4.`
 
   static override examples = [
     '<%= config.bin %> <%= command.id %> 10.0.0.5:6379 --to 10.0.0.9:6379 --dry-run',
@@ -40,7 +41,8 @@ Each step is journaled; a killed split is finished or rolled back by the next sh
     'spawn-replicas': countFlag('spawn replicas', 0, 8)({summary: 'With --spawn: replicas of the new instance.', default: 0}),
     'to-replica': Flags.string({summary: 'A replica instance of the (single) target, host:port: the moved shards keep a replica.', multiple: true}),
     'max-pause': Flags.string({summary: 'Longest write pause allowed for the cut-over (ms, or 500ms, 2s).', default: '1000'}),
-    grace: Flags.string({summary: 'How long to watch the source for stray writes before dropping its moved copy.', default: '5s'}),
+    grace: Flags.string({summary: 'How long after the cut-over to look for writes that landed on the source\'s moved databases.', default: '5s'}),
+    hold: Flags.string({summary: 'Longest wait for clients to leave the moved databases on the source before the cut-over.', default: '10s'}),
     'keep-source': Flags.boolean({summary: "Keep the source's copy of the moved databases."}),
     'dry-run': dryRunFlag,
     yes: yesFlag,
@@ -51,6 +53,7 @@ Each step is journaled; a killed split is finished or rolled back by the next sh
     const source = parseInstance(this.args.source)
     const maxPauseMs = parseDuration(flags['max-pause'])
     const graceMs = parseDuration(flags.grace)
+    const holdMs = parseDuration(flags.hold)
     if (maxPauseMs > 60_000) throw usageError('--max-pause is at most 60s')
     if (!flags.spawn && (flags.port !== undefined || flags.dir !== undefined || flags['spawn-replicas'] > 0)) {
       throw usageError('--port, --dir and --spawn-replicas go with --spawn')
@@ -65,13 +68,13 @@ Each step is journaled; a killed split is finished or rolled back by the next sh
       if (pending) {
         if (!splitJournalMatches(pending, source)) throw pendingOperation(pending)
         this.progress(`Found an interrupted split of ${(pending.plan as SplitPlan).source}; finishing or rolling it back...`)
-        const recovered = await recoverSplit(registry, lock, pool, pending)
+        const recovered = await recoverSplit(registry, lock, pool, pending, {onStep: (step) => this.progress(paint.dim(`  ${step}`))})
         this.log(
           recovered.recovered === 'rolled-forward'
-            ? `Finished the interrupted split.${recovered.keptOnSource.length > 0 ? ` The source keeps its copy of db ${recovered.keptOnSource.join(', ')} (not watched for stray writes): drop them when sure.` : ''}`
-            : 'Rolled back the interrupted split: the registry is unchanged and the targets were emptied. Run the command again to split.',
+            ? 'Finished the interrupted split.'
+            : 'Rolled back the interrupted split: the registry routes to the source and the targets were emptied. Run the command again to split.',
         )
-        return recovered
+        return this.reportStrays(recovered)
       }
     }
 
@@ -95,27 +98,38 @@ Each step is journaled; a killed split is finished or rolled back by the next sh
       return this.nothing()
     }
 
-    const plan = await planSplit(registry, pool, {source, targets, shards, targetReplicas, maxPauseMs, graceMs, keepSource: flags['keep-source']})
+    const plan = await planSplit(registry, pool, {source, targets, shards, targetReplicas, maxPauseMs, graceMs, holdMs, keepSource: flags['keep-source']})
     if (!this.jsonEnabled()) this.render(plan)
     if (flags['dry-run']) {
       this.progress(paint.warn('Dry run: nothing changed.'))
-      return {plan, applied: false, strayWrites: {}, droppedFromSource: [], keptOnSource: []}
+      return {plan, applied: false, strayWrites: {}, strays: {}, droppedFromSource: [], keptOnSource: []}
     }
-    if (!(await this.confirm(`Move ${plan.moves.length} shards off ${plan.source} (copy ~${(plan.sourceBytes / 1e6).toFixed(1)} MB; writes pause at most ${maxPauseMs} ms)?`))) {
-      return {plan, applied: false, strayWrites: {}, droppedFromSource: [], keptOnSource: []}
+    const fewer = plan.fewerReplicas.length > 0 ? `; ${plan.fewerReplicas.length} of them end with fewer replicas` : ''
+    if (!(await this.confirm(`Move ${plan.moves.length} shards off ${plan.source} (copy ~${(plan.sourceBytes / 1e6).toFixed(1)} MB; writes pause at most ${maxPauseMs} ms${fewer})?`))) {
+      return {plan, applied: false, strayWrites: {}, strays: {}, droppedFromSource: [], keptOnSource: []}
     }
     const result = await executeSplit(registry, lock!, pool, plan, {
-      timeoutMs: this.flags.timeout,
       onStep: (step) => this.progress(paint.dim(`  ${step}`)),
       onProgress: (line) => this.progress(paint.dim(`    ${line}`)),
     })
     if (spawned.length > 0) result.spawned = spawned
-    this.log(`Moved ${plan.moves.length} shards off ${plan.source}; writes paused ${result.pauseMs} ms.`)
-    if (result.keptOnSource.length > 0) {
-      const why = Object.keys(result.strayWrites).length > 0 ? `writes landed on db ${Object.keys(result.strayWrites).join(', ')} after the cut-over (stale routing)` : '--keep-source'
-      this.warn(`the source keeps its copy of db ${result.keptOnSource.join(', ')} (${why}): check them, then drop them by hand`)
+    this.log(`Moved ${plan.moves.length} shards off ${plan.source}; writes to the source paused ${result.pauseMs} ms, to the moved shards ${result.heldMs} ms.`)
+    if (result.pauseExceeded) this.warn(`the pause ran ${result.pauseMs} ms, beyond --max-pause ${maxPauseMs} ms (the registry or this process was slow); no write was lost`)
+    return this.reportStrays(result)
+  }
+
+  /** Writes that landed on the source after the cut-over: named, kept, exit 3. */
+  private reportStrays(result: SplitResult): SplitResult {
+    const strays = Object.entries(result.strays)
+    if (strays.length === 0) {
+      if (result.keptOnSource.length > 0) this.warn(`the source keeps its copy of db ${result.keptOnSource.join(', ')} (${result.plan.keepSource ? '--keep-source' : 'not watched for stray writes'}): check them, then drop them by hand`)
+      return result
     }
-    return result
+    const lines = strays.map(([db, s]) => `db ${db} (shard ${s.shard}, now at ${s.to}): ${s.keys} keys, e.g. ${s.sample.slice(0, 5).join(', ')}`)
+    return this.partial(
+      result,
+      `writes landed on the source after the cut-over, from clients with stale routing; kept there: ${lines.join('; ')}. Move them where the registry routes with: shardctl shards:reconcile`,
+    )
   }
 
   private nothing(): {applied: false} {
@@ -127,6 +141,9 @@ Each step is journaled; a killed split is finished or rolled back by the next sh
     this.progress(`Split ${plan.source} → ${plan.targets.map((t) => t.instance).join(', ')}: ${plan.moves.length} shards move, ${plan.staying.length} stay.`)
     this.log(renderTable(['SHARD', 'DB', 'KEYS', 'FROM', 'TO'], plan.moves.map((m) => [m.id, String(m.db), formatCount(m.keys), m.before.master, m.after.master])))
     this.progress(paint.dim(`After: ${plan.balance.map((b) => `${b.instance} ${b.shards} shards, ${formatCount(b.keys)} keys`).join(' · ')}`))
+    for (const f of plan.fewerReplicas) {
+      this.progress(paint.warn(`  ${f.id} goes from ${f.before} replica(s) to ${f.after}${f.after === 0 ? ' (give the target replicas with --to-replica or --spawn-replicas)' : ''}`))
+    }
   }
 }
 

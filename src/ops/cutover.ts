@@ -1,0 +1,246 @@
+import {setTimeout as sleep} from 'node:timers/promises'
+
+import type {Redis} from 'ioredis'
+
+import {ExitCode, ShardctlError} from '../errors.js'
+import {clientsOn, cutConnectionsNamed, hasWorked, killClients} from '../fleet/clients.js'
+import type {ConnectionPool} from '../fleet/connect.js'
+import {type FencingSettings, fenceWrites, isWriteFence, readFencing, replicationOf} from '../fleet/replication.js'
+import type {Endpoint} from '../registry/address.js'
+import {type Registry, type ShardNodes, nodeFields} from '../registry/registry.js'
+import type {Shard} from '../registry/schema.js'
+import {formatAddress} from '../registry/address.js'
+import type {Journal, JournalEntry} from './journal.js'
+import {operatorClientName} from './lock.js'
+
+/**
+ * What split and promote share: the fenced pause and its clock, the proof that a
+ * replica holds every byte, the registry's state against a plan, keeping clients off
+ * moved databases, and cutting off a run that lost its lease.
+ */
+
+/** A shard's nodes before and after an operation, as planned (registry addresses). */
+export interface PlannedMove {
+  id: string
+  before: ShardNodes
+  after: ShardNodes
+}
+
+/** Where the registry stands against a plan: untouched, switched, or changed by someone else. */
+export type RegistryState = 'before' | 'after' | 'changed'
+
+export function nodesOf(shard: Shard): ShardNodes {
+  return {master: formatAddress(shard.master), replicas: shard.replicas.map(formatAddress), persist: shard.persist.map(formatAddress)}
+}
+
+const sameNodes = (a: ShardNodes, b: ShardNodes) => JSON.stringify(nodeFields(a)) === JSON.stringify(nodeFields(b))
+
+export function registryStateOf(shards: Shard[], moves: PlannedMove[]): RegistryState {
+  const byId = new Map(shards.map((s) => [s.id, nodesOf(s)]))
+  const now = moves.map((m) => byId.get(m.id))
+  if (moves.every((m, i) => now[i] && sameNodes(now[i]!, m.before))) return 'before'
+  if (moves.every((m, i) => now[i] && sameNodes(now[i]!, m.after))) return 'after'
+  return 'changed'
+}
+
+export async function registryState(registry: Registry, moves: PlannedMove[]): Promise<RegistryState> {
+  return registryStateOf((await registry.snapshot()).shards, moves)
+}
+
+/**
+ * Switch the registry, and when the answer is lost (a timeout, a dropped connection)
+ * find out from the registry itself whether the switch took: the outcome decides
+ * everything after it, so it is never guessed. Returns whether the registry now
+ * holds the switch; a conflict (someone changed it) is thrown.
+ */
+export async function switchOrFindOut(registry: Registry, moves: PlannedMove[], target: 'after' | 'before', apply: () => Promise<unknown>): Promise<boolean> {
+  try {
+    await apply()
+    return true
+  } catch (error) {
+    if ((error as ShardctlError).code === 'ECONFLICT' || (error as ShardctlError).code === 'ELOCKLOST') throw error
+    for (let attempt = 0; attempt < 3; attempt++) {
+      const state = await registryState(registry, moves).catch(() => undefined)
+      if (state === target) return true
+      if (state !== undefined) return false
+    }
+    throw new ShardctlError(`cannot tell whether the registry took the switch: ${(error as Error).message}`, {
+      code: 'EUNKNOWN',
+      hint: 'writes stay fenced so nothing can be lost; run the same command again to finish or roll back once the registry answers',
+    })
+  }
+}
+
+/** The write pause as it really was, from the fence to its lift: the figure reported. */
+export class PauseClock {
+  private startedAt?: number
+  private endedAt?: number
+
+  start(): void {
+    this.startedAt ??= Date.now()
+  }
+
+  end(): void {
+    if (this.startedAt !== undefined) this.endedAt ??= Date.now()
+  }
+
+  get ms(): number | undefined {
+    return this.startedAt === undefined ? undefined : (this.endedAt ?? Date.now()) - this.startedAt
+  }
+
+  /** Time left of a budget counted from the start of the pause. */
+  deadline(budgetMs: number): number {
+    return (this.startedAt ?? Date.now()) + budgetMs
+  }
+}
+
+export interface CatchUp {
+  caughtUp: boolean
+  masterOffset: number
+  replicaOffsets: number[]
+  /** A replica whose connection is gone: it will not come back (connections never reconnect). */
+  lost?: Error
+}
+
+/**
+ * Wait until every replica has processed exactly what its master has: with the master
+ * fenced its offset stands still, so equality is the proof that no acknowledged write
+ * is missing on the side about to take over. Returns the offsets either way; a
+ * replica that does not answer in time is not caught up, one whose connection is gone
+ * ends the wait at once.
+ */
+export async function catchUp(master: Redis, replicas: Redis[], deadline: number): Promise<CatchUp> {
+  let wait = 0
+  for (;;) {
+    let lost: Error | undefined
+    const [masterOffset, ...replicaOffsets] = await Promise.all([
+      replicationOf(master).then((r) => r.offset),
+      ...replicas.map((r) =>
+        replicationOf(r).then(
+          (info) => info.offset,
+          (error: ShardctlError) => {
+            if (error.code === 'ECONNLOST') lost ??= error
+            return -1
+          },
+        ),
+      ),
+    ])
+    if (lost) return {caughtUp: false, masterOffset, replicaOffsets, lost}
+    if (replicaOffsets.every((o) => o >= masterOffset)) return {caughtUp: true, masterOffset, replicaOffsets}
+    if (Date.now() >= deadline) return {caughtUp: false, masterOffset, replicaOffsets}
+    if (wait > 0) await sleep(wait)
+    wait = Math.min(10, wait + 1)
+  }
+}
+
+/**
+ * The fence step of a cut-over: the fencing the instance has is read first and saved
+ * with the step's start record, so that whatever happens next, a recovery lifts the
+ * fence back to it. An instance fenced already was left so by an interrupted run.
+ */
+export async function fenceStep(journal: Journal<unknown>, client: Redis, instance: string, maxPauseMs: number, clock: PauseClock): Promise<void> {
+  const previous = await readFencing(client)
+  if (isWriteFence(previous)) {
+    throw new ShardctlError(`${instance} is fenced already (min-replicas-to-write ${previous['min-replicas-to-write']}): an interrupted operation left it so`, {
+      code: 'ESTATE',
+      hint: 'see shards:history and shards:check; the run that fenced it lifts the fence when it is run again',
+    })
+  }
+  await journal.step(
+    'fence',
+    async () => {
+      clock.start()
+      await fenceWrites(client, maxPauseMs, previous)
+    },
+    {intent: {previous} satisfies {previous: FencingSettings}},
+  )
+}
+
+/** Why a catch-up proof failed, in one line: who, where it stood, and what was done about it. */
+export function notCaughtUp(caught: CatchUp, what: {replicas: string; when: string; undone?: string; fencedHint: string}): ShardctlError {
+  const line = caught.lost
+    ? `${caught.lost.message}, so ${what.replicas} cannot be proven caught up`
+    : `${what.replicas} did not catch up ${what.when} (at offset ${caught.replicaOffsets.join(', ')} of ${caught.masterOffset})`
+  return new ShardctlError(`${line}${what.undone ? `; ${what.undone}` : ''}`, {
+    code: caught.lost ? 'ECONNLOST' : 'ETIMEOUT',
+    exitCode: ExitCode.unexpected,
+    hint: what.undone ? 'retry when the write load is lower, or raise --max-pause' : what.fencedHint,
+  })
+}
+
+export interface HoldOutcome {
+  /** No client came back to a moved database for the whole quiet period. */
+  clear: boolean
+  /** Connections closed on the moved databases. */
+  closed: number
+  /** Clients still using a moved database when the hold ran out (addresses). */
+  lingering: string[]
+  heldMs: number
+}
+
+/** The shortest quiet period that counts as "no client uses the moved databases". */
+export const MIN_QUIET_MS = 30
+
+/**
+ * Keep clients off the moved databases of the source while the targets still follow
+ * it (every write a stale client gets acknowledged there still reaches a target).
+ * First every connection on a moved database is closed, so that each client re-reads
+ * its routing. A connection that shows up again there and runs an application command
+ * (not only its library's reconnection: SELECT, AUTH, HELLO...) belongs to a client
+ * that still routes to the source: it is closed again. Libraries that reconnect by
+ * themselves and sit idle (ioredis does, eagerly) are left alone. The hold ends when no
+ * such client has shown up for a quiet period longer than four times the slowest
+ * return seen (at least MIN_QUIET_MS), or at `maxMs`.
+ */
+export async function holdClientsOff(source: Redis, dbs: Set<number>, maxMs: number): Promise<HoldOutcome> {
+  const started = Date.now()
+  let lastSeen = started
+  let slowestReturn = 0
+  let closed = 0
+  const lastClosed = new Map<string, number>()
+  let lingering: string[] = []
+  let first = true
+  for (;;) {
+    const now = Date.now()
+    const on = await clientsOn(source, dbs)
+    const using = first ? on : on.filter(hasWorked)
+    first = false
+    if (using.length > 0) {
+      for (const c of using) {
+        const host = c.addr.replace(/:\d+$/, '')
+        const before = lastClosed.get(host)
+        if (before !== undefined) slowestReturn = Math.max(slowestReturn, now - before)
+        lastClosed.set(host, now)
+      }
+      await killClients(
+        source,
+        using.map((c) => c.id),
+      )
+      closed += using.length
+      lastSeen = now
+      lingering = using.map((c) => c.addr)
+    } else if (now - lastSeen >= Math.max(MIN_QUIET_MS, 4 * slowestReturn)) {
+      return {clear: true, closed, lingering: [], heldMs: now - started}
+    }
+    if (now - started >= maxMs) return {clear: false, closed, lingering: [...new Set(lingering)], heldMs: now - started}
+    await sleep(5)
+  }
+}
+
+/**
+ * Before a recovery acts, cut every connection the run that wrote the journal still
+ * has on the operation's instances. A run that lost its lease while stopped can then
+ * change nothing when it resumes: its connections never reconnect, and any new one it
+ * opens is followed by a lock check that fails. Unreachable instances are skipped
+ * (nothing can act on them now, this recovery included).
+ */
+export async function cutOffPreviousOwner(pool: ConnectionPool, entry: JournalEntry, instances: Endpoint[], ownToken: string): Promise<void> {
+  if (!entry.owner || entry.owner === ownToken) return
+  const name = operatorClientName(entry.owner)
+  await Promise.all(
+    instances.map(async (instance) => {
+      const client = await pool.get(instance).catch(() => undefined)
+      if (client) await cutConnectionsNamed(client, name).catch(() => undefined)
+    }),
+  )
+}

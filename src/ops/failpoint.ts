@@ -1,0 +1,18 @@
+/**
+ * Fault injection for tests: SHARDCTL_FAILPOINT=<step>:<when>:<action>, e.g.
+ * demote:after:kill, fence:before:sleep-1500, or registry:after:stop (the process
+ * stops itself with SIGSTOP, as a frozen operator would, until it is sent SIGCONT).
+ * Several may be given, separated by commas.
+ */
+export async function failpoint(step: string, when: 'before' | 'after'): Promise<void> {
+  const spec = process.env.SHARDCTL_FAILPOINT
+  if (!spec) return
+  for (const point of spec.split(',')) {
+    const [name, at, action] = point.split(':')
+    if (name !== step || at !== when) continue
+    if (action === 'kill') process.kill(process.pid, 'SIGKILL')
+    if (action === 'stop') process.kill(process.pid, 'SIGSTOP')
+    const sleep = /^sleep-(\d+)$/.exec(action ?? '')
+    if (sleep) await new Promise((resolve) => setTimeout(resolve, Number(sleep[1])))
+  }
+}
