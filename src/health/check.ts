@@ -4,6 +4,7 @@ import {type Registry, unknownShard} from '../registry/registry.js'
 import {type CanaryRow, runCanaries} from './canary.js'
 import {FENCING_SETTINGS, type FencingRow, checkFencing} from './fencing.js'
 import {type ShardGroup, groupShards, instancesOf} from './groups.js'
+import {type LeftoverRow, checkLeftovers, unreplicated} from './leftovers.js'
 import {PERSISTENCE_SETTINGS, type PersistenceRow, checkPersistence} from './persistence.js'
 import {type TopologyLimits, type TopologyRow, checkTopology} from './topology.js'
 
@@ -20,6 +21,8 @@ export interface CheckOptions {
   limits: TopologyLimits
   maxSaveAgeSeconds: number
   timeoutMs: number
+  /** A master with no replica is accepted (said, not a problem). */
+  allowNoReplica?: boolean
 }
 
 export interface CheckReport {
@@ -34,6 +37,10 @@ export interface CheckReport {
   fencing: FencingRow[]
   canary?: CanaryRow[]
   persistence?: PersistenceRow[]
+  /** Masters with no replica at all; each is a problem unless --allow-no-replica. */
+  unreplicated: {master: string; shards: string[]; accepted: boolean; problems: string[]}[]
+  /** What operations can leave behind: shared databases, kept stray writes, fences left on, masters outside the registry. */
+  leftovers: LeftoverRow[]
 }
 
 export interface Health {
@@ -64,6 +71,12 @@ export async function checkHealth(registry: Registry, pool: ConnectionPool, opti
     broken: pick(snapshot.broken).map((b) => ({id: b.id, problems: b.problems})),
     topology: checkTopology(groups, states, options.limits),
     fencing: checkFencing(groups, states),
+    unreplicated: unreplicated(groups).map((u) => ({
+      ...u,
+      accepted: Boolean(options.allowNoReplica),
+      problems: options.allowNoReplica ? [] : [`master ${u.master} has no replica: losing it loses its shards (add replicas, or pass --allow-no-replica)`],
+    })),
+    leftovers: wanted.size === 0 ? await checkLeftovers(registry, pool, shards, states) : [],
   }
   if (options.persistence) report.persistence = checkPersistence(groups, states, {maxSaveAgeSeconds: options.maxSaveAgeSeconds})
   if (options.canary) report.canary = await runCanaries(groups, states, pool, {timeoutMs: options.timeoutMs})
@@ -79,6 +92,8 @@ export function tally(report: CheckReport): void {
     ...report.fencing,
     ...(report.canary ?? []),
     ...(report.persistence ?? []),
+    ...report.unreplicated,
+    ...report.leftovers,
   ]
   report.problems = rows.reduce((n, row) => n + row.problems.length, 0)
   report.healthy = report.problems === 0

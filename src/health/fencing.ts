@@ -1,5 +1,6 @@
 import type {ConnectionPool} from '../fleet/connect.js'
 import type {InstanceState} from '../fleet/probe.js'
+import {WRITE_FENCE_REPLICAS} from '../fleet/replication.js'
 import type {NodeRef, ShardGroup} from './groups.js'
 import {shortError} from './topology.js'
 
@@ -46,6 +47,11 @@ export function checkFencing(groups: ShardGroup[], states: Map<string, InstanceS
     if (good !== undefined) row.goodReplicas = Number(good)
     if (state.config?.['min-replicas-to-write'] !== undefined) row.minReplicasToWrite = Number(state.config['min-replicas-to-write'])
     if (state.config?.['min-replicas-max-lag'] !== undefined) row.minReplicasMaxLag = Number(state.config['min-replicas-max-lag'])
+    // shardctl's own cut-over fence, left on by an interrupted operation: reported with what it left behind.
+    if (row.minReplicasToWrite === WRITE_FENCE_REPLICAS) {
+      rows.push(row)
+      continue
+    }
     if (!row.fenced && row.replicas > 0) {
       row.problems.push('keeps accepting writes when cut off from every replica (min-replicas-to-write is 0)')
     }

@@ -4,7 +4,7 @@ import type {Writable} from 'node:stream'
 import {ExitCode, ShardctlError, usageError} from '../errors.js'
 import {formatAddress, parseAddress} from './address.js'
 import {Change, type Registry, type RegistryEvent} from './registry.js'
-import {type Shard, isValidShardId, shardFields} from './schema.js'
+import {type Shard, isValidShardId, shardFields, sharedDatabases} from './schema.js'
 
 /**
  * The registry as a versioned JSON document: `shards:export` writes it, `shards:import`
@@ -134,6 +134,8 @@ export function parseDocument(text: string): RegistryDocument {
     if (Object.keys(extra).some((f) => f === 'master' || /^(slave|persist)\d+$/.test(f))) throw invalid(`shard ${id}: extra holds a field of the schema`)
     return {id, weight: raw.weight, master: address(raw.master, 'master'), replicas: list(raw.replicas, 'replicas'), persist: list(raw.persist, 'persist'), extra: extra as Record<string, string>}
   })
+  const [shared] = sharedDatabases(shards.map((s) => ({id: s.id, master: parseAddress(s.master)})))
+  if (shared) throw invalid(`shards ${shared.ids.join(' and ')} have the same master database ${shared.database}: a database holds one shard`)
   let map: Record<string, string> | undefined
   if (data.map !== undefined) {
     if (!isObject(data.map)) throw invalid('"map" is not an object')
@@ -170,6 +172,12 @@ export async function diffDocument(registry: Registry, doc: RegistryDocument, op
     else diff.changed.push({id: shard.id, before: now, after: shard})
   }
   if (options.prune) diff.removed = [...current.keys()].filter((id) => !wanted.has(id))
+  // What the registry holds once imported: the document's shards, and the ones it keeps.
+  const kept = shards.filter((s) => !wanted.has(s.id) && !diff.removed.includes(s.id))
+  const [shared] = sharedDatabases([...kept, ...doc.shards.map((s) => ({id: s.id, master: parseAddress(s.master)}))])
+  if (shared) {
+    throw usageError(`importing would leave shards ${shared.ids.join(' and ')} on the same master database ${shared.database}`, 'a database holds one shard: fix the document, or import with --prune if the registry\'s shard is to go')
+  }
   const mapUpdates: [string, string][] = []
   const entries = Object.entries(doc.map ?? {})
   for (let i = 0; i < entries.length; i += 1000) {

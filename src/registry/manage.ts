@@ -1,9 +1,9 @@
 import {ExitCode, ShardctlError, usageError} from '../errors.js'
 import type {ConnectionPool} from '../fleet/connect.js'
 import {databaseCount} from '../fleet/instance.js'
-import {type ShardAddress, formatAddress, instanceKey} from './address.js'
+import {type ShardAddress, instanceKey} from './address.js'
 import {type Registry, compareIds, unknownShard} from './registry.js'
-import {type Shard, isValidShardId, validateShardId} from './schema.js'
+import {type Shard, isValidShardId, sharedDatabases, validateShardId} from './schema.js'
 
 /**
  * The everyday registry changes behind add / remove / init / weight. Each returns what it
@@ -40,15 +40,19 @@ function strip(a: ShardAddress): ShardAddress {
   return {host: a.host, port: a.port, db: a.db}
 }
 
-/** Shards already registered on the same instance and db as one of the new ones. */
+/** Refuse an id that exists, and a master database another shard already uses (SPEC §4.9). */
 async function checkFree(registry: Registry, shards: NewShard[]): Promise<void> {
   const {shards: existing, broken} = await registry.snapshot()
   const ids = new Set([...existing.map((s) => s.id), ...broken.map((b) => b.id)])
-  const used = new Map(existing.map((s) => [formatAddress(s.master), s.id]))
   for (const shard of shards) {
     if (ids.has(shard.id)) throw usageError(`shard ${shard.id} already exists`, 'choose another id, or remove it first')
-    const taken = used.get(formatAddress(shard.master))
-    if (taken) throw usageError(`${formatAddress(shard.master)} is already the master of shard ${taken}`, 'each shard has its own database')
+  }
+  const [shared] = sharedDatabases([...existing, ...shards])
+  if (shared) {
+    const fresh = new Set(shards.map((s) => s.id))
+    const [mine, theirs] = [shared.ids.filter((id) => fresh.has(id)), shared.ids.filter((id) => !fresh.has(id))]
+    const who = theirs.length > 0 ? `shard ${theirs.join(', ')}` : `shard ${mine.slice(1).join(', ')} of the same command`
+    throw usageError(`${shared.database} is already the master of ${who}; it cannot also hold shard ${mine[0]}`, 'a database holds one shard: choose another database')
   }
 }
 

@@ -81,6 +81,16 @@ describe('shards:export and shards:import', () => {
     ['a password', {format: 'shardctl-registry', version: 1, shards: [{id: 'a', weight: 1, master: 'redis://u:p@h:1/0'}]}, /holds credentials/],
     ['a duplicate id', {format: 'shardctl-registry', version: 1, shards: [{id: 'a', weight: 1, master: 'h:1/0'}, {id: 'a', weight: 1, master: 'h:1/1'}]}, /appears twice/],
     ['a map to nowhere', {format: 'shardctl-registry', version: 1, shards: [], map: {h: 'zz'}}, /not a shard of the document/],
+    [
+      'two shards on one database',
+      {format: 'shardctl-registry', version: 1, shards: [{id: 'a', weight: 1, master: 'h:1/0'}, {id: 'b', weight: 1, master: 'h:1/0'}]},
+      /shards a and b have the same master database h:1\/0/,
+    ],
+    [
+      'a shard on the database a kept shard of the registry uses',
+      {format: 'shardctl-registry', version: 1, shards: [{id: 'x', weight: 1, master: '10.0.0.1:6379/1'}]},
+      /importing would leave shards s1 and x on the same master database 10\.0\.0\.1:6379\/1/,
+    ],
   ]
   for (const [name, content, message] of bad) {
     it(`refuses ${name} before anything changes (exit 2)`, async () => {

@@ -114,7 +114,7 @@ describe('credentials and ACLs', () => {
     const list = await spawnCli(['shards:list', '--json'], {env})
     expect(list.exitCode, list.stderr).to.equal(0)
     expect(JSON.parse(list.stdout).shards[0].master.reachable).to.equal(true)
-    const check = await spawnCli(['shards:check', '--json'], {env})
+    const check = await spawnCli(['shards:check', '--allow-no-replica', '--json'], {env})
     expect(check.exitCode, check.stdout).to.equal(0)
     expect(JSON.parse(check.stdout).topology[0].masterRole).to.equal('master')
     const change = await spawnCli(['shards:weight', 's1', '2'], {env})

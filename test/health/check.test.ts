@@ -38,7 +38,7 @@ describe('shards:check', () => {
 
   /** Every problem of a report, flat. */
   const problems = (report: CheckReport) =>
-    [...report.broken, ...report.topology, ...report.fencing, ...(report.canary ?? []), ...(report.persistence ?? [])].flatMap((r) => r.problems)
+    [...report.broken, ...report.topology, ...report.fencing, ...(report.canary ?? []), ...(report.persistence ?? []), ...report.unreplicated, ...report.leftovers].flatMap((r) => r.problems)
 
   async function canaryKeys(server: TestServer): Promise<string[]> {
     const keys: string[] = []
@@ -241,6 +241,58 @@ describe('shards:check', () => {
     const {exitCode, report} = await check()
     expect(exitCode).to.equal(3)
     expect(problems(report)).to.deep.equal([`127.0.0.1:${stranger.port} replicates master ${inst(master)}, but the registry does not name it`])
+  })
+
+  it('a master with no replica is a problem, unless accepted with --allow-no-replica', async () => {
+    const lonely = await startServer(HEALTHY.filter((a, i, all) => !a.startsWith('--min-replicas') && !all[i - 1]?.startsWith('--min-replicas')))
+    extra.push(lonely)
+    await fleet.reg.hset('shards.solo', 'master', lonely.address(4))
+    await fleet.reg.zadd('shards.list', 1, 'solo')
+    const {exitCode, report} = await check()
+    expect(exitCode).to.equal(3)
+    expect(problems(report)).to.deep.equal([`master ${inst(lonely)} has no replica: losing it loses its shards (add replicas, or pass --allow-no-replica)`])
+    const accepted = await check('--allow-no-replica')
+    expect(accepted.exitCode).to.equal(0)
+    expect(accepted.report.unreplicated).to.deep.equal([{master: inst(lonely), shards: ['solo'], accepted: true, problems: []}])
+  })
+
+  it('two shards on one database are reported, naming both', async () => {
+    await fleet.reg.hset('shards.twin', 'master', master.address(1), 'slave0', replicas[0].address(1), 'slave1', replicas[1].address(1))
+    await fleet.reg.zadd('shards.list', 1, 'twin')
+    const {exitCode, report} = await check()
+    expect(exitCode).to.equal(3)
+    expect(problems(report)).to.deep.equal([`is the master database of 2 shards (s001, twin): a database holds one shard; they share and overwrite each other's keys`])
+    expect(report.leftovers[0].subject).to.equal(master.address(1))
+  })
+
+  it('a fence an interrupted cut-over left on, and stray writes waiting to be reconciled, are reported', async () => {
+    await master.client().config('SET', 'min-replicas-to-write', '1000000')
+    await fleet.reg.hset('shards._strays', `${inst(master)}/7`, JSON.stringify({shard: 's001', keys: 3, at: new Date().toISOString()}))
+    const {exitCode, report} = await check()
+    expect(exitCode).to.equal(3)
+    expect(problems(report)).to.have.members([
+      'refuses every write: an interrupted shardctl operation left its fence on (run that promote or split again to finish it)',
+      'holds 3 key(s) written after shard s001 moved away: run shards:reconcile',
+    ])
+    await master.client().config('SET', 'min-replicas-to-write', '1')
+  })
+
+  it('a former master the registry no longer names, still running as a master that refuses writes, with a registered replica following it', async () => {
+    // As after an emergency failover: the old master left the shards, then came back.
+    const revived = await startServer(['--min-replicas-to-write', '1', '--min-replicas-max-lag', '10'])
+    extra.push(revived)
+    await fleet.reg.lpush('shards._history', JSON.stringify({v: 1, type: 'shards.promoted', at: new Date().toISOString(), by: 't', command: 'shards:promote', mode: 'emergency', from: inst(revived), removedMaster: inst(revived)}))
+    const alone = await check()
+    expect(alone.exitCode).to.equal(3)
+    expect(alone.report.leftovers.find((r) => r.subject === inst(revived))!.problems).to.deep.equal([
+      'is not in the registry but runs as a master (it refuses writes now: NOREPLICAS); no shard routes to it: make it a replica of the shards\' master or shut it down',
+    ])
+    // A registered replica that follows it: said on both sides.
+    await replicas[1].client().replicaof('127.0.0.1', revived.port)
+    await waitForStreaming(replicas[1], revived)
+    const followed = await check()
+    expect(followed.report.leftovers.find((r) => r.subject === inst(revived))!.problems[1]).to.equal(`still has registered replica(s) following it: 127.0.0.1:${replicas[1].port}`)
+    expect(problems(followed.report)).to.include(`replica ${inst(replicas[1])} follows 127.0.0.1:${revived.port}, not the master`)
   })
 
   it('--shard narrows the check; an unknown shard is a usage error; a corrupt entry is a problem', async () => {

@@ -42,6 +42,7 @@ Exit code 0 when everything is healthy, 3 when any problem is found: a CI job ca
     'max-lag-seconds': countFlag('number of seconds', 0, 86_400)({summary: 'A replica not heard from for longer is a problem.', default: 10}),
     'max-save-age': countFlag('number of seconds', 0, 31_536_000)({summary: 'Oldest acceptable RDB save, in seconds, when changes wait for one (0: no limit).', default: 3600}),
     fence: Flags.boolean({summary: 'Set min-replicas-to-write on masters that have none (asks first).', default: false}),
+    'allow-no-replica': Flags.boolean({summary: 'Accept masters without any replica (reported, not a problem).', env: 'SHARDCTL_ALLOW_NO_REPLICA', default: false}),
     'fence-replicas': countFlag('replica count', 1, 100)({summary: 'min-replicas-to-write that --fence sets (at most the replicas a master has).', default: 1}),
     'fence-max-lag': countFlag('number of seconds', 1, 3600)({summary: 'min-replicas-max-lag, in seconds, that --fence sets.', default: 10}),
     'dry-run': dryRunFlag,
@@ -59,6 +60,7 @@ Exit code 0 when everything is healthy, 3 when any problem is found: a CI job ca
       limits: {maxLagBytes: flags['max-lag'], maxLagSeconds: flags['max-lag-seconds']},
       maxSaveAgeSeconds: flags['max-save-age'],
       timeoutMs: flags.timeout,
+      allowNoReplica: flags['allow-no-replica'],
     })
 
     if (flags.fence) {
@@ -103,6 +105,11 @@ Exit code 0 when everything is healthy, 3 when any problem is found: a CI job ca
     if (report.canary) this.section('Canary', ['MASTER', 'SHARDS', 'REPLICA', 'SEEN', 'P50', 'MAX', 'PUBSUB', 'STATUS'], report.canary.flatMap((row) => canaryLines(row, status)))
     if (report.persistence) this.section('Persistence', ['NODE', 'ROLE', 'SHARDS', 'AOF', 'FSYNC', 'LAST SAVE', 'STATUS'], report.persistence.map((row) => persistenceLine(row, status)))
     for (const b of report.broken) this.warn(`shard ${b.id} is not readable: ${b.problems.join('; ')}`)
+    for (const u of report.unreplicated) {
+      if (u.accepted) this.progress(paint.dim(`${u.master} has no replica (accepted with --allow-no-replica)`))
+      else this.warn(u.problems[0])
+    }
+    if (report.leftovers.length > 0) this.section('Left behind', ['WHAT', 'STATUS'], report.leftovers.map((row) => [row.subject, status(row.problems)]))
     const where = `${report.shards} shard${report.shards === 1 ? '' : 's'} on ${report.instances} instance${report.instances === 1 ? '' : 's'}`
     this.progress(report.healthy ? `${where}: ${paint.ok('healthy')}` : `${where}: ${paint.bad(`${report.problems} problem${report.problems === 1 ? '' : 's'}`)}`)
   }

@@ -1,0 +1,101 @@
+import {parseInfo, parseReplication, sameHost} from '../fleet/info.js'
+import type {ConnectionPool} from '../fleet/connect.js'
+import type {InstanceState} from '../fleet/probe.js'
+import {isWriteFence, readFencing} from '../fleet/replication.js'
+import {readStrays} from '../ops/reconcile.js'
+import {endpointOf, instanceKey} from '../registry/address.js'
+import {readHistory} from '../registry/history.js'
+import type {Registry} from '../registry/registry.js'
+import {type Shard, sharedDatabases} from '../registry/schema.js'
+import type {ShardGroup} from './groups.js'
+import {shortError} from './topology.js'
+
+/**
+ * What operations can leave behind that no single shard shows: two shards on one
+ * database, writes a split kept where they landed, a fence an interrupted cut-over
+ * left on, and former masters that the registry no longer names but that still run
+ * as masters (a revived master after an emergency failover, the source of a split).
+ */
+export interface LeftoverRow {
+  /** What it is about: a database, an instance. */
+  subject: string
+  problems: string[]
+}
+
+/** How far back the history is read for instances that left the registry. */
+const HISTORY_DEPTH = 200
+
+export async function checkLeftovers(
+  registry: Registry,
+  pool: ConnectionPool,
+  shards: Shard[],
+  states: Map<string, InstanceState>,
+): Promise<LeftoverRow[]> {
+  const rows: LeftoverRow[] = []
+  for (const shared of sharedDatabases(shards)) {
+    rows.push({subject: shared.database, problems: [`is the master database of ${shared.ids.length} shards (${shared.ids.join(', ')}): a database holds one shard; they share and overwrite each other's keys`]})
+  }
+  for (const stray of await readStrays(registry)) {
+    rows.push({subject: stray.source, problems: [`holds ${stray.recorded} key(s) written after shard ${stray.shard} moved away: run shards:reconcile`]})
+  }
+  for (const [instance, state] of states) {
+    if (state.config && isWriteFence(state.config as {'min-replicas-to-write': string})) {
+      rows.push({subject: instance, problems: ['refuses every write: an interrupted shardctl operation left its fence on (run that promote or split again to finish it)']})
+    }
+  }
+  rows.push(...(await formerMasters(registry, pool, shards)))
+  return rows
+}
+
+/** Instances the history names as masters that left (emergency failovers, split sources), probed where the registry no longer names them. */
+async function formerMasters(registry: Registry, pool: ConnectionPool, shards: Shard[]): Promise<LeftoverRow[]> {
+  const named = new Set(shards.flatMap((s) => [s.master, ...s.replicas, ...s.persist].map(instanceKey)))
+  const replicas = shards.flatMap((s) => [...s.replicas, ...s.persist])
+  const history = await readHistory(registry, HISTORY_DEPTH).catch(() => [])
+  const candidates = new Set<string>()
+  for (const event of history) {
+    for (const field of ['removedMaster', 'from']) {
+      const value = event[field]
+      if (typeof value === 'string' && /^[^/]+:\d+$/.test(value) && !named.has(value)) candidates.add(value)
+    }
+  }
+  const rows = await Promise.all(
+    [...candidates].map(async (instance): Promise<LeftoverRow | undefined> => {
+      let client
+      try {
+        client = await pool.get(endpointOf(instance))
+      } catch {
+        return undefined // gone: nothing can write to it
+      }
+      try {
+        const info = parseInfo(await client.info('replication'))
+        const repl = parseReplication(info)
+        if (repl.role !== 'master') return undefined
+        const problems: string[] = []
+        const followers = repl.replicas.filter((r) => replicas.some((n) => n.port === r.port && sameHost(r.host, n.host)))
+        const fencing = await readFencing(client).catch(() => undefined)
+        const refuses = fencing && (isWriteFence(fencing) || (Number(fencing['min-replicas-to-write']) > 0 && Number(info.min_slaves_good_slaves ?? 0) < Number(fencing['min-replicas-to-write'])))
+        problems.push(
+          `is not in the registry but runs as a master${refuses ? ' (it refuses writes now: NOREPLICAS)' : ''}; no shard routes to it: make it a replica of the shards' master or shut it down`,
+        )
+        if (followers.length > 0) problems.push(`still has registered replica(s) following it: ${followers.map((f) => `${f.host}:${f.port}`).join(', ')}`)
+        return {subject: instance, problems}
+      } catch (error) {
+        return {subject: instance, problems: [`is not in the registry and could not be read: ${shortError((error as Error).message)}`]}
+      }
+    }),
+  )
+  return rows.filter((r): r is LeftoverRow => r !== undefined)
+}
+
+/** A master the registry names with no replica at all: its shards have one copy. */
+export function unreplicated(groups: ShardGroup[]): {master: string; shards: string[]}[] {
+  const byMaster = new Map<string, {replicas: number; shards: string[]}>()
+  for (const g of groups) {
+    const entry = byMaster.get(g.master.instance) ?? {replicas: 0, shards: []}
+    entry.replicas += g.replicas.length
+    entry.shards.push(...g.shards.map((s) => s.id))
+    byMaster.set(g.master.instance, entry)
+  }
+  return [...byMaster].filter(([, e]) => e.replicas === 0).map(([master, e]) => ({master, shards: e.shards}))
+}
