@@ -15,7 +15,7 @@ export async function run({coldReps}) {
   try {
     for (const [i, replica] of replicas.entries()) await waitForSync(replica, masters[i])
     for (const [i, master] of masters.entries()) {
-      await shardctl(['shards:init', '--registry', registry.url, '--instance', master.address, '--replica', replicas[i].address,
+      await shardctl(['shards:init', '--yes', '--registry', registry.url, '--instance', master.address, '--replica', replicas[i].address,
         '--count', String(SHARDS_PER_INSTANCE), '--first-id', String(i * SHARDS_PER_INSTANCE)])
     }
     const check = () => shardctl(['shards:check', '--canary', '--json', '--registry', registry.url])

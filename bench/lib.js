@@ -94,7 +94,7 @@ export async function weightedRegistry() {
   const [registry] = await startServers(1)
   const [instance] = await startServers(1, ['--databases', '128'])
   for (let group = 0; group < 4; group++) {
-    await shardctl(['shards:init', '--registry', registry.url, '--instance', instance.address,
+    await shardctl(['shards:init', '--yes', '--registry', registry.url, '--instance', instance.address,
       '--count', '25', '--first-db', String(25 * group), '--weight', String(group + 1)])
   }
   return {registry, servers: [registry, instance]}

@@ -13,7 +13,7 @@ export async function run({coldReps}) {
   try {
     for (const instance of instances) {
       await seedKeys(instance)
-      await shardctl(['shards:init', '--registry', registry.url, '--instance', instance.address, '--count', String(SHARDS_PER_INSTANCE)])
+      await shardctl(['shards:init', '--yes', '--registry', registry.url, '--instance', instance.address, '--count', String(SHARDS_PER_INSTANCE)])
     }
     const list = () => shardctl(['shards:list', '--json', '--registry', registry.url])
     const node = () => runProcess(process.execPath, ['-e', '0'])

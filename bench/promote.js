@@ -12,7 +12,7 @@ export async function run({reps}) {
   const servers = [registry, a, b]
   try {
     await waitForSync(b, a)
-    await shardctl(['shards:init', '--registry', registry.url, '--instance', a.address, '--replica', b.address, '--count', '4'])
+    await shardctl(['shards:init', '--yes', '--registry', registry.url, '--instance', a.address, '--replica', b.address, '--count', '4'])
     const shards = ['s000', 's001', 's002', 's003']
     const writer = new PacedWriter(registry, shards, RATE)
     await writer.start()

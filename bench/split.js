@@ -41,7 +41,7 @@ async function cutOver(mode) {
     await withRedis(source, async (c) => {
       for (let db = 0; db < SPAWN_DBS; db++) await c.multi().select(db).call('DEBUG', 'POPULATE', String(SPAWN_KEYS), `db${db}`, '200').select(0).exec()
     })
-    await shardctl(['shards:init', '--registry', registry.url, '--instance', source.address, '--count', String(SPAWN_DBS)])
+    await shardctl(['shards:init', '--yes', '--registry', registry.url, '--instance', source.address, '--count', String(SPAWN_DBS)])
     const moved = Array.from({length: SPAWN_DBS / 2}, (_, i) => `s${String(2 * i + 1).padStart(3, '0')}`)
     const writer = new PacedWriter(registry, moved, RATE)
     await writer.start()
@@ -99,7 +99,7 @@ async function once(keysPerDb) {
     // Its 1 GB copy is not needed any more: the split's target should not sync beside it.
     await stopServers([copy])
 
-    await shardctl(['shards:init', '--registry', registry.url, '--instance', source.address, '--count', String(DBS)])
+    await shardctl(['shards:init', '--yes', '--registry', registry.url, '--instance', source.address, '--count', String(DBS)])
     const moved = Array.from({length: DBS / 2}, (_, i) => `s${String(2 * i + 1).padStart(3, '0')}`)
     const writer = new PacedWriter(registry, moved.slice(0, 8), RATE)
     await writer.start()

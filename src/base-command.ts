@@ -1,4 +1,4 @@
-import {Command, Errors, type Interfaces} from '@oclif/core'
+import {Command, Errors, Flags, type Interfaces} from '@oclif/core'
 
 import {ExitCode, ShardctlError, usageError} from './errors.js'
 import {readFileSync} from 'node:fs'
@@ -6,10 +6,13 @@ import {readFileSync} from 'node:fs'
 import {type ConnectOptions, ConnectionPool, close, connect} from './fleet/connect.js'
 import {OperatorLock, newOperatorToken, operatorClientName} from './ops/lock.js'
 import {noColorFlag, parseDuration, prefixFlag, registryFlag, timeoutFlag, tlsFlags} from './flags.js'
-import {type ConnectTarget, type Credentials, instanceKey} from './registry/address.js'
+import {type FleetContext, fleetLabel, loadContext} from './config.js'
+import {type ConnectTarget, type Credentials, formatAddress, instanceKey, parseAddress} from './registry/address.js'
 import {Registry, currentActor} from './registry/registry.js'
-import {registryKeys} from './registry/schema.js'
+import {registryKeys, validatePrefix} from './registry/schema.js'
 import {rememberSecret, rememberUrlSecrets, scrub} from './ui/secrets.js'
+import {StepReporter, loadProgressBars} from './ui/progress.js'
+import {closest} from './ui/suggest.js'
 import {type TerminalMode, confirm, decideTerminal, note, paint} from './ui/terminal.js'
 
 export type BaseFlags<T extends typeof Command> = Interfaces.InferredFlags<T['baseFlags'] & T['flags']>
@@ -19,7 +22,7 @@ export const EXIT_CODES_HELP = `EXIT CODES
   0    success
   1    unexpected error (unreachable host, corrupt registry, conflict)
   2    usage error: bad flags or arguments, or a confirmation needed where no terminal can ask
-  3    unhealthy or partial: some items failed or were not found
+  3    unhealthy, partial, or refused because of what the fleet holds
   4    another operator holds the lock
   130  interrupted`
 
@@ -94,6 +97,12 @@ export abstract class ShardctlCommand<T extends typeof Command> extends Command 
     this.cleanups.push(fn)
   }
 
+  /** What a long operation shows of its steps (see ui/progress.ts). */
+  protected async reporter(waits: Record<string, number> = {}): Promise<StepReporter> {
+    if (!this.jsonEnabled() && process.stderr.isTTY) await loadProgressBars()
+    return new StepReporter(this.terminal, waits)
+  }
+
   /** Progress and warnings: stderr, silent under --json. */
   protected progress(message: string): void {
     if (!this.jsonEnabled()) note(message)
@@ -116,8 +125,11 @@ export abstract class ShardctlCommand<T extends typeof Command> extends Command 
     for (const fn of cleanups.reverse()) await fn().catch(() => undefined)
   }
 
+  /** Said after "Interrupted." when Ctrl-C comes in the middle of something that outlives the process. */
+  protected interruptNote?: string
+
   private async interrupted(): Promise<void> {
-    note('Interrupted.')
+    note(this.interruptNote ? `Interrupted. ${this.interruptNote}` : 'Interrupted.')
     await this.closeEverything()
     process.exit(ExitCode.interrupted)
   }
@@ -125,6 +137,12 @@ export abstract class ShardctlCommand<T extends typeof Command> extends Command 
   public override async catch(error: Error & {exitCode?: number; oclif?: {exit?: number}}): Promise<never> {
     if (error instanceof Errors.ExitError) throw error
     const failure = describeFailure(error)
+    const unknownFlag = /Nonexistent flags?: --?([\w-]+)/.exec(error.message)
+    if (unknownFlag) {
+      const known = Object.keys({...this.ctor.baseFlags, ...this.ctor.flags, json: true})
+      const suggestion = closest(unknownFlag[1], known)
+      if (suggestion) failure.hint = `did you mean --${suggestion}? (see --help)`
+    }
     if (process.env.DEBUG && error.stack) note(error.stack)
     if (this.jsonEnabled()) {
       this.logJson({error: {code: failure.code, message: failure.message, hint: failure.hint && scrub(failure.hint), exitCode: failure.exitCode}})
@@ -147,6 +165,7 @@ export abstract class RegistryCommand<T extends typeof Command> extends Shardctl
 
   static override baseFlags = {
     ...ShardctlCommand.baseFlags,
+    context: Flags.string({env: 'SHARDCTL_CONTEXT', summary: 'A named fleet from the config file (registry, prefix): see README, Several fleets.', helpValue: '<name>'}),
     registry: registryFlag(),
     prefix: prefixFlag(),
     timeout: timeoutFlag(),
@@ -154,6 +173,28 @@ export abstract class RegistryCommand<T extends typeof Command> extends Shardctl
   }
 
   private connections?: Promise<Connections>
+
+  /** The named fleet in use, if any (config file, --context). */
+  protected context?: FleetContext
+
+  public override async init(): Promise<void> {
+    await super.init()
+    const flags = this.flags as RegistryFlags
+    this.context = loadContext(flags.context)
+    // A registry or prefix given as a flag or in the environment wins over the context.
+    if (this.context?.registry && !this.givenRegistry()) {
+      rememberUrlSecrets([this.context.registry])
+      flags.registry = parseAddress(this.context.registry)
+    }
+    const givenPrefix = this.argv.some((a) => a === '--prefix' || a.startsWith('--prefix=')) || Boolean(process.env.SHARDCTL_PREFIX)
+    if (this.context?.prefix && !givenPrefix) flags.prefix = validatePrefix(this.context.prefix)
+  }
+
+  /** Every question names the fleet it is about, so nobody changes the wrong one. */
+  protected override confirm(question: string): Promise<boolean> {
+    const flags = this.flags as RegistryFlags
+    return super.confirm(`${fleetLabel(this.context, formatAddress(flags.registry))}: ${question}`)
+  }
 
   /** This run's token: in its lock, and in the name of every connection it opens. */
   protected readonly operatorToken = newOperatorToken()
@@ -210,18 +251,69 @@ export abstract class RegistryCommand<T extends typeof Command> extends Shardctl
   protected async registry(): Promise<Registry> {
     const flags = this.flags as RegistryFlags
     if (!this.registryInstance) {
-      const client = this.resolveConnections().then(({registry, options}) => connect(registry, options))
+      const client = this.resolveConnections().then(({registry, options}) =>
+        connect(registry, options).catch((error: ShardctlError) => {
+          throw this.givenRegistry() || this.context?.registry ? error : defaultRegistryUnreachable(error)
+        }),
+      )
       this.onCleanup(() => client.then(close, () => undefined))
       this.registryInstance = client.then((c) => new Registry(c, registryKeys(flags.prefix), currentActor(this.id ?? 'shardctl')))
     }
     return this.registryInstance
   }
 
+  /** Whether a registry was named (flag or environment), or the default is in use. */
+  private givenRegistry(): boolean {
+    return this.argv.some((a) => a === '-r' || a === '--registry' || a.startsWith('--registry=') || /^-r./.test(a)) || Boolean(process.env.SHARDCTL_REGISTRY)
+  }
+
+  /**
+   * Plan, ask, then lock: a person may take minutes to answer, and must not hold the
+   * operator lock meanwhile. Where a question will be shown, the plan is made without
+   * the lock, asked about, then made again under the lock and compared: if it changed
+   * while the question was open, nothing is done (exit 3). Where none will be (--yes,
+   * no terminal, nothing to ask), the lock is taken first and the plan made once.
+   * `ask` renders the plan and returns the question, or undefined when there is none.
+   */
+  protected async planThenLock<P>(
+    make: () => Promise<P>,
+    ask: (plan: P) => string | undefined,
+    fingerprint: (plan: P) => unknown = (plan) => plan,
+  ): Promise<{plan: P; confirmed: boolean}> {
+    const yes = Boolean((this.flags as {yes?: boolean}).yes)
+    if (yes || !this.terminal.interactive) {
+      await this.lock()
+      const plan = await make()
+      const question = ask(plan)
+      return {plan, confirmed: question === undefined || (await this.confirm(question))}
+    }
+    const first = await make()
+    const question = ask(first)
+    if (question !== undefined && !(await this.confirm(question))) return {plan: first, confirmed: false}
+    await this.lock()
+    const plan = await make()
+    if (JSON.stringify(fingerprint(plan)) !== JSON.stringify(fingerprint(first))) {
+      throw new ShardctlError('the registry or the fleet changed while the question was open; nothing was changed', {
+        code: 'ECHANGED',
+        exitCode: ExitCode.unhealthy,
+        hint: 'run the command again to see the new plan',
+      })
+    }
+    return {plan, confirmed: true}
+  }
+
   /**
    * Take the operator lock for the rest of the command (SPEC §4.4): released on every
    * exit path, and every registry change made meanwhile is fenced by it.
    */
-  protected async lock(): Promise<OperatorLock> {
+  protected lock(): Promise<OperatorLock> {
+    this.held ??= this.acquireLock()
+    return this.held
+  }
+
+  private held?: Promise<OperatorLock>
+
+  private async acquireLock(): Promise<OperatorLock> {
     const registry = await this.registry()
     const lease = process.env.SHARDCTL_LOCK_LEASE
     const leaseMs = lease === undefined || lease === '' ? undefined : parseDuration(lease)
@@ -242,6 +334,18 @@ export abstract class RegistryCommand<T extends typeof Command> extends Shardctl
   }
 
 
+}
+
+/** The default registry (nothing given) does not answer: say that it was the default, and how to name one. */
+function defaultRegistryUnreachable(error: ShardctlError): ShardctlError {
+  if (!(error instanceof ShardctlError) || error.exitCode === ExitCode.usage) return error
+  const [, where, why] = /^cannot reach (\S+): (.*)$/.exec(error.message) ?? [undefined, '127.0.0.1:6379', error.message]
+  return new ShardctlError(`no registry given, and the default one (${where}) cannot be reached: ${why}`, {
+    code: error.code,
+    exitCode: error.exitCode,
+    hint: 'name the registry with -r host:port/db or SHARDCTL_REGISTRY (e.g. export SHARDCTL_REGISTRY=redis://10.0.0.2:6379/0)',
+    cause: error,
+  })
 }
 
 interface Connections {

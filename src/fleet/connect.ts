@@ -2,7 +2,7 @@ import {isIP} from 'node:net'
 
 import {Redis, type RedisOptions} from 'ioredis'
 
-import {ExitCode, ShardctlError} from '../errors.js'
+import {ExitCode, ShardctlError, usageError} from '../errors.js'
 import {luaScripts} from '../lua/scripts.generated.js'
 import {type ConnectTarget, instanceKey} from '../registry/address.js'
 
@@ -84,6 +84,23 @@ export async function connect(target: ConnectTarget, options: ConnectOptions): P
     client.disconnect()
     throw unreachable(target, cause ?? (error as Error))
   }
+  if (target.db > 0) {
+    // ioredis selects the database on connect but only reports a refusal as an event,
+    // and the connection stays on db 0: ask again, and say it plainly when it does not exist.
+    try {
+      await client.select(target.db)
+    } catch (error) {
+      const message = (error as Error).message
+      if (/out of range/i.test(message)) {
+        const reply = (await client.config('GET', 'databases').catch(() => [])) as string[]
+        client.disconnect()
+        const has = reply[1] === undefined ? '' : ` (it has ${reply[1]}: 0 to ${Number(reply[1]) - 1})`
+        throw usageError(`database ${target.db} does not exist on ${instanceKey(target)}${has}`, 'the part after / is a database number below the instance\'s "databases" setting')
+      }
+      client.disconnect()
+      throw unreachable(target, error as Error)
+    }
+  }
   for (const [name, script] of Object.entries(luaScripts)) {
     client.defineCommand(name, {lua: script.lua, numberOfKeys: script.numberOfKeys})
   }
@@ -143,25 +160,46 @@ export async function close(client: Redis | undefined): Promise<void> {
   }
 }
 
+/** Why a connection failed, in words that say what is true (a refused connection is not slow). */
 export function unreachable(target: {host: string; port: number}, cause: Error): ShardctlError {
   const where = instanceKey(target)
-  const text = describeCause(cause)
-  const auth = /WRONGPASS|NOAUTH|NOPERM/.test(text)
-  return new ShardctlError(`cannot reach ${where}: ${text}`, {
-    code: auth ? 'EAUTH' : 'EUNREACHABLE',
-    exitCode: ExitCode.unexpected,
-    hint: auth ? 'check the username and password for this instance' : 'check that the host is up and the address is right, or raise --timeout',
-    cause,
-  })
+  const {kind, text} = describeCause(cause)
+  const say = (message: string, code: string, hint: string) => new ShardctlError(message, {code, exitCode: ExitCode.unexpected, hint, cause})
+  switch (kind) {
+    case 'auth': {
+      return say(`authentication failed for ${where}: ${text}`, 'EAUTH', 'it answers: check the username and password for this instance')
+    }
+    case 'protocol': {
+      return say(`${where} does not speak the Redis protocol (${text})`, 'EPROTOCOL', 'check the port: another service listens there')
+    }
+    case 'timeout': {
+      return say(`cannot reach ${where}: timed out`, 'EUNREACHABLE', 'check that the host is up and not overloaded, or raise --timeout')
+    }
+    case 'refused': {
+      return say(`cannot reach ${where}: connection refused`, 'EUNREACHABLE', 'nothing listens there: check that redis-server runs and the address and port are right')
+    }
+    case 'dns': {
+      return say(`cannot reach ${where}: host name not found`, 'EUNREACHABLE', 'check the host name')
+    }
+    case 'tls': {
+      return say(`cannot reach ${where}: ${text}`, 'ETLS', 'check --tls-ca (and --tls-cert/--tls-key), or whether this instance speaks TLS at all')
+    }
+    default: {
+      return say(`cannot reach ${where}: ${text}`, 'EUNREACHABLE', 'check that the host is up and the address is right')
+    }
+  }
 }
 
-function describeCause(error: Error & {code?: string}): string {
-  if (error.code === 'ECONNREFUSED') return 'connection refused'
-  if (error.code === 'ENOTFOUND' || error.code === 'EAI_AGAIN') return 'host name not found'
-  if (error.code === 'ETIMEDOUT' || /timed? ?out/i.test(error.message)) return 'timed out'
-  if (error.code === 'EHOSTUNREACH' || error.code === 'ENETUNREACH') return 'host unreachable'
-  if (/certificate|self.signed|SSL|TLS|ssl3_|wrong version number/i.test(`${error.code ?? ''} ${error.message}`)) return `TLS failed (${error.message})`
-  return error.message.replace(/^ReplyError: /, '').split('\n')[0]
+function describeCause(error: Error & {code?: string}): {kind: 'auth' | 'protocol' | 'timeout' | 'refused' | 'dns' | 'tls' | 'other'; text: string} {
+  const message = error.message.replace(/^ReplyError: /, '').split('\n')[0]
+  if (/WRONGPASS|NOAUTH|NOPERM|invalid password|invalid username-password/i.test(message)) return {kind: 'auth', text: message}
+  if (/Protocol error|unexpected reply|unknown reply|Unknown RESP type|ERR unknown command 'HELLO'/i.test(message)) return {kind: 'protocol', text: message.replace(/\. Please report this\.$/, '')}
+  if (error.code === 'ECONNREFUSED') return {kind: 'refused', text: 'connection refused'}
+  if (error.code === 'ENOTFOUND' || error.code === 'EAI_AGAIN') return {kind: 'dns', text: 'host name not found'}
+  if (error.code === 'ETIMEDOUT' || /timed? ?out/i.test(message)) return {kind: 'timeout', text: 'timed out'}
+  if (error.code === 'EHOSTUNREACH' || error.code === 'ENETUNREACH') return {kind: 'other', text: 'host unreachable'}
+  if (/certificate|self.signed|SSL|TLS|ssl3_|wrong version number/i.test(`${error.code ?? ''} ${message}`)) return {kind: 'tls', text: `TLS failed (${message})`}
+  return {kind: 'other', text: message}
 }
 
 /**

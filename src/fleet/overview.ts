@@ -2,7 +2,7 @@ import {formatAddress, instanceKey} from '../registry/address.js'
 import type {Registry} from '../registry/registry.js'
 import type {Shard} from '../registry/schema.js'
 import type {ConnectionPool} from './connect.js'
-import {type ReplicaHealth, type NodeHealth, probeInstances, shardHealth} from './probe.js'
+import {type InstanceState, type NodeHealth, type ReplicaHealth, probeInstances, shardHealth} from './probe.js'
 
 export interface ShardOverview {
   id: string
@@ -28,6 +28,8 @@ export interface FleetOverview {
   instances: number
   probed: boolean
   shards: ShardOverview[]
+  /** With `instances`: one row per instance, masters first. */
+  instanceRows?: InstanceOverview[]
   broken: BrokenShard[]
   /** Hashes in the map that point at no registered shard (with counts). */
   orphanHashes?: number
@@ -36,7 +38,27 @@ export interface FleetOverview {
 export interface OverviewOptions {
   probe: boolean
   counts: boolean
+  /** Also one row per instance (keys, memory, replicas, lag): the view before deciding what to split. */
+  instances?: boolean
   onProgress?: (message: string) => void
+}
+
+/** One instance of the fleet, as it reports itself. */
+export interface InstanceOverview {
+  instance: string
+  reachable: boolean
+  role?: string
+  /** Shards whose master it is. */
+  shards: number
+  /** Keys over all its databases. */
+  keys?: number
+  usedMemory?: number
+  /** 0: no limit. */
+  maxMemory?: number
+  /** Replicas connected to it (as a master). */
+  replicas?: number
+  /** The largest lag of its connected replicas, in bytes. */
+  maxLagBytes?: number
 }
 
 /**
@@ -48,7 +70,7 @@ export async function fleetOverview(registry: Registry, pool: ConnectionPool, op
   const nodes = (s: Shard) => [s.master, ...s.replicas, ...s.persist]
   const instances = new Set(shards.flatMap((s) => nodes(s).map((n) => instanceKey(n))))
   const [states, counts] = await Promise.all([
-    options.probe ? probeInstances(shards.flatMap((s) => nodes(s)), pool) : undefined,
+    options.probe || options.instances ? probeInstances(shards.flatMap((s) => nodes(s)), pool, {memory: options.instances}) : undefined,
     options.counts ? registry.countAssignments((n) => options.onProgress?.(`counted ${n.toLocaleString('en-US')} hashes`)) : undefined,
   ])
   const totalWeight = shards.reduce((sum, s) => sum + s.weight, 0)
@@ -77,6 +99,7 @@ export async function fleetOverview(registry: Registry, pool: ConnectionPool, op
     shards: overview,
     broken: broken.map(({id, weight, problems}) => ({id, weight, problems})),
   }
+  if (options.instances && states) result.instanceRows = instanceRows(shards, states)
   if (counts) {
     const known = new Set([...shards.map((s) => s.id), ...broken.map((b) => b.id)])
     result.orphanHashes = [...counts].filter(([id]) => !known.has(id)).reduce((sum, [, n]) => sum + n, 0)
@@ -95,4 +118,23 @@ export function shardProblems(master: NodeHealth, replicas: ReplicaHealth[]): st
     else if (!r.linkUp) problems.push(`replica ${r.address} link down`)
   }
   return problems
+}
+
+function instanceRows(shards: Shard[], states: Map<string, InstanceState>): InstanceOverview[] {
+  const masters = new Map<string, number>()
+  for (const s of shards) masters.set(instanceKey(s.master), (masters.get(instanceKey(s.master)) ?? 0) + 1)
+  const rows = [...states.values()].map((state): InstanceOverview => {
+    const row: InstanceOverview = {instance: state.instance, reachable: state.reachable, shards: masters.get(state.instance) ?? 0}
+    if (!state.reachable || !state.info) return row
+    row.role = state.replication?.role
+    row.keys = [...(state.keysByDb?.values() ?? [])].reduce((a, b) => a + b, 0)
+    row.usedMemory = Number(state.info.used_memory ?? 0)
+    row.maxMemory = Number(state.info.maxmemory ?? 0)
+    if (state.replication?.role === 'master') {
+      row.replicas = state.replication.replicas.length
+      row.maxLagBytes = Math.max(0, ...state.replication.replicas.map((r) => state.replication!.offset - r.offset))
+    }
+    return row
+  })
+  return rows.sort((a, b) => b.shards - a.shards || a.instance.localeCompare(b.instance))
 }

@@ -21,6 +21,8 @@ export interface InstanceState {
 export interface ProbeOptions {
   /** Also read INFO persistence and server (AOF/RDB state, the server's clock). */
   persistence?: boolean
+  /** Also read INFO memory (used_memory, maxmemory). */
+  memory?: boolean
   /** Also read these settings with CONFIG GET, where the ACL allows it. */
   config?: string[]
 }
@@ -37,7 +39,7 @@ export async function probeInstances(
 ): Promise<Map<string, InstanceState>> {
   const unique = new Map<string, {host: string; port: number}>()
   for (const instance of instances) unique.set(instanceKey(instance), instance)
-  const sections = ['replication', 'keyspace', ...(options.persistence ? ['persistence', 'server'] : [])]
+  const sections = ['replication', 'keyspace', ...(options.persistence ? ['persistence', 'server'] : []), ...(options.memory ? ['memory'] : [])]
   const settings = options.config ?? []
   const states = await Promise.all(
     [...unique].map(async ([key, instance]): Promise<InstanceState> => {

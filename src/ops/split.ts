@@ -59,6 +59,11 @@ export interface SplitRequest {
   graceMs: number
   holdMs: number
   keepSource: boolean
+  /**
+   * Targets and target replicas that --spawn will start (with the source's settings):
+   * planned as empty instances with the source's databases, not probed.
+   */
+  toBeStarted?: Endpoint[]
 }
 
 export interface SplitMove extends PlannedMove {
@@ -197,7 +202,8 @@ export async function planSplit(registry: Registry, pool: ConnectionPool, reques
   const sourceKeys = await keysPerDb(source)
   const maxUsedDb = Math.max(0, ...sourceKeys.keys(), ...onSource.map((s) => s.master.db))
 
-  for (const target of request.targets) {
+  const started = new Set((request.toBeStarted ?? []).map(instanceKey))
+  for (const target of request.targets.filter((t) => !started.has(instanceKey(t)))) {
     const client = await reach(pool, target, 'cannot reach the target')
     const info = await replicationOf(client)
     if (info.role !== 'master' && !follows(info, request.source)) {
@@ -209,7 +215,7 @@ export async function planSplit(registry: Registry, pool: ConnectionPool, reques
       throw usageError(`target ${instanceKey(target)} has ${databases} databases; the source uses db ${maxUsedDb}`, `start it with --databases ${maxUsedDb + 1} or more (or use --spawn)`)
     }
   }
-  for (const replica of request.targetReplicas) {
+  for (const replica of request.targetReplicas.filter((r) => !started.has(instanceKey(r)))) {
     const client = await reach(pool, replica, 'cannot reach the target replica')
     const info = await replicationOf(client)
     if (!follows(info, request.targets[0])) await checkEmpty(client, instanceKey(replica), 'target replica')
@@ -266,7 +272,7 @@ const FENCED_CATCH_UP_MS = 30_000
  * progress. A link that is up is not proof of streaming (see waitForStreaming): each
  * target must apply a write the source made after its link came up.
  */
-async function waitForCopy(source: Redis, targets: Redis[], onProgress?: (line: string) => void): Promise<void> {
+async function waitForCopy(source: Redis, targets: Redis[], onCopy?: (read: number, total: number) => void): Promise<void> {
   let lastBytes = -1
   let stalledSince = Date.now()
   for (;;) {
@@ -281,8 +287,7 @@ async function waitForCopy(source: Redis, targets: Redis[], onProgress?: (line: 
     if (read !== lastBytes) {
       lastBytes = read
       stalledSince = Date.now()
-      const pct = total > 0 ? ` (${Math.floor((100 * read) / total)}%)` : ''
-      onProgress?.(`copying: ${(read / 1e6).toFixed(1)} MB${total > 0 ? ` of ${(total / 1e6).toFixed(1)} MB` : ''}${pct}`)
+      onCopy?.(read, total)
     } else if (Date.now() - stalledSince > 60_000) {
       throw new ShardctlError('the live copy made no progress for 60 s', {code: 'ESTALLED', hint: "check the targets' logs; run the split again to roll it back"})
     }
@@ -320,7 +325,7 @@ class SplitRun {
   private source?: ScriptedRedis
   private targets: Redis[] = []
   private switchedAt?: number
-  onProgress?: (line: string) => void
+  onCopy?: (read: number, total: number) => void
 
   constructor(
     private readonly registry: Registry,
@@ -387,7 +392,7 @@ class SplitRun {
           await makeReplica(this.targets[i], this.sourceEp)
           for (const r of t.replicas) await makeReplica(await this.pool.get(endpointOf(r)), endpointOf(t.instance))
         }
-        await waitForCopy(this.sourceClient, this.targets, this.onProgress)
+        await waitForCopy(this.sourceClient, this.targets, this.onCopy)
         // A target that just loaded its copy still works through the stream buffered
         // meanwhile: let it, before the pause, so that the pause holds only the last bytes.
         await Promise.all(this.targets.map((t) => waitForOffset(this.sourceClient, t, Date.now() + PRE_PAUSE_WAIT_MS, PRE_PAUSE_SLACK_BYTES)))
@@ -585,12 +590,12 @@ export async function executeSplit(
   lock: OperatorLock,
   pool: ConnectionPool,
   plan: SplitPlan,
-  options: {onStep?: (step: string) => void; onProgress?: (line: string) => void},
+  options: {onStep?: (step: string) => void; onCopy?: (read: number, total: number) => void},
 ): Promise<SplitResult> {
   const journal = await Journal.begin(registry, lock, 'split', plan.source, plan)
   journal.onStep = options.onStep
   const run = new SplitRun(registry, pool, journal, plan)
-  run.onProgress = options.onProgress
+  run.onCopy = options.onCopy
   await run.connect()
   return run.normal()
 }

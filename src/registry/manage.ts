@@ -90,9 +90,10 @@ export async function planRemoval(
 }
 
 export function refuseRemoval(plan: RemovePlan): ShardctlError {
-  return new ShardctlError(`${plan.hashes.toLocaleString('en-US')} hashes still point at shard ${plan.id}`, {
+  return new ShardctlError(`${plan.hashes.toLocaleString('en-US')} ${plan.hashes === 1 ? 'hash still points' : 'hashes still point'} at shard ${plan.id}`, {
     code: 'EINUSE',
-    exitCode: ExitCode.unexpected,
+    // A refusal because of what the registry holds, not an unexpected failure.
+    exitCode: ExitCode.unhealthy,
     hint: 'use --drain to stop new assignments, move the data first, or --force to remove it anyway',
   })
 }
@@ -188,12 +189,17 @@ export function proposeEvenWeights(current: Map<string, number>, fill: Map<strin
   const target = (2 * total) / Math.max(1, active.length)
   const lack = new Map(active.map((id) => [id, total === 0 ? 1 : Math.max(0, target - (fill.get(id) ?? 0))]))
   const lackTotal = [...lack.values()].reduce((a, b) => a + b, 0)
-  return [...current]
+  const proposals = [...current]
     .sort(([a], [b]) => compareIds(a, b))
     .map(([id, weight]) => {
       const share = lack.has(id) && lackTotal > 0 ? lack.get(id)! / lackTotal : 0
       return {id, current: weight, proposed: Math.round(share * 100 * active.length), fill: fill.get(id) ?? 0}
     })
+  // New numbers that give every shard the share it has now are no change: keep the weights.
+  const sum = (key: 'current' | 'proposed') => proposals.reduce((n, p) => n + p[key], 0)
+  const [before, after] = [sum('current'), sum('proposed')]
+  const sameShares = before > 0 && after > 0 && proposals.every((p) => Math.abs(p.current / before - p.proposed / after) < 0.0005)
+  return sameShares ? proposals.map((p) => ({...p, proposed: p.current})) : proposals
 }
 
 export async function applyWeights(registry: Registry, changes: WeightChange[], details: Record<string, unknown> = {}): Promise<void> {

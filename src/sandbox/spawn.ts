@@ -1,10 +1,11 @@
+import {mkdirSync, readFileSync, rmSync, writeFileSync} from 'node:fs'
 import {homedir} from 'node:os'
 import {join} from 'node:path'
 
 import type {Redis} from 'ioredis'
 
 import {copiedSettings} from '../fleet/instance.js'
-import {type RedisProcess, freePort, portIsFree, startRedis} from './redis-process.js'
+import {type RedisProcess, freePort, portIsFree, startRedis, stopRedis} from './redis-process.js'
 import {usageError} from '../errors.js'
 
 /**
@@ -12,10 +13,23 @@ import {usageError} from '../errors.js'
  * (databases, memory limit, persistence), detached so they outlive the command.
  */
 export interface SpawnOptions {
-  /** First port; the replicas take the next ones. Default: free ports. */
-  port?: number
+  /** The target's port, then its replicas' (see spawnPorts). */
+  ports: number[]
   dir?: string
-  replicas: number
+}
+
+/**
+ * The ports a --spawn will take, decided before the plan so that the plan names them:
+ * from `first` on (the replicas take the next ones), or free ports; refused when busy.
+ */
+export async function spawnPorts(first: number | undefined, replicas: number): Promise<number[]> {
+  const ports: number[] = []
+  for (let i = 0; i <= replicas; i++) {
+    const port = first === undefined ? await freePort() : first + i
+    if (!(await portIsFree(port))) throw usageError(`port ${port} is in use`, 'choose another --port')
+    ports.push(port)
+  }
+  return ports
 }
 
 export interface Spawned {
@@ -28,17 +42,67 @@ export function defaultSpawnDir(): string {
 }
 
 export async function spawnLike(source: Redis, options: SpawnOptions): Promise<Spawned> {
-  const settings = await copiedSettings(source, {withReplicas: options.replicas > 0})
-  const ports: number[] = []
-  for (let i = 0; i <= options.replicas; i++) {
-    const port = options.port === undefined ? await freePort() : options.port + i
-    if (!(await portIsFree(port))) throw usageError(`port ${port} is in use`, 'choose another --port')
-    ports.push(port)
-  }
+  const [first, ...rest] = options.ports
+  const settings = await copiedSettings(source, {withReplicas: rest.length > 0})
   const dir = options.dir ?? defaultSpawnDir()
   const start = (port: number, extra: string[] = []) => startRedis({port, dir: join(dir, String(port)), args: [...settings, ...extra], detached: true})
-  const target = await start(ports[0])
+  const target = await start(first)
   const replicas: RedisProcess[] = []
-  for (const port of ports.slice(1)) replicas.push(await start(port, ['--replicaof', '127.0.0.1', String(ports[0])]))
+  try {
+    for (const port of rest) replicas.push(await start(port, ['--replicaof', '127.0.0.1', String(first)]))
+  } catch (error) {
+    // Half started is not started: nothing is left running.
+    for (const p of [target, ...replicas]) await stopRedis(p)
+    throw error
+  }
   return {target, replicas}
+}
+
+/** What --spawn started, recorded so it can be listed (sandbox:status) and stopped (sandbox:down). */
+export interface SpawnedInstance {
+  port: number
+  pid: number
+  dir: string
+  startedAt: string
+  /** The split it was started for: its source. */
+  forSplitOf: string
+}
+
+function recordFile(dir: string): string {
+  return join(dir, 'spawned.json')
+}
+
+export function readSpawned(dir = defaultSpawnDir()): SpawnedInstance[] {
+  try {
+    const parsed = JSON.parse(readFileSync(recordFile(dir), 'utf8')) as {instances?: SpawnedInstance[]}
+    return Array.isArray(parsed.instances) ? parsed.instances : []
+  } catch {
+    return []
+  }
+}
+
+function writeSpawned(dir: string, instances: SpawnedInstance[]): void {
+  mkdirSync(dir, {recursive: true})
+  if (instances.length === 0) rmSync(recordFile(dir), {force: true})
+  else writeFileSync(recordFile(dir), `${JSON.stringify({version: 1, instances}, null, 2)}\n`)
+}
+
+export function recordSpawned(dir: string, instances: SpawnedInstance[]): void {
+  const ports = new Set(instances.map((i) => i.port))
+  writeSpawned(dir, [...readSpawned(dir).filter((i) => !ports.has(i.port)), ...instances])
+}
+
+export function forgetSpawned(dir: string, ports: number[]): void {
+  writeSpawned(dir, readSpawned(dir).filter((i) => !ports.includes(i.port)))
+}
+
+/** Stop what --spawn started (all, or those on `ports`) and forget it; a reused pid is never signalled. */
+export async function stopSpawned(dir = defaultSpawnDir(), ports?: number[]): Promise<number> {
+  const chosen = readSpawned(dir).filter((i) => ports === undefined || ports.includes(i.port))
+  const results = await Promise.all(chosen.map((i) => stopRedis(i)))
+  forgetSpawned(
+    dir,
+    chosen.map((i) => i.port),
+  )
+  return results.filter((r) => r === 'stopped').length
 }

@@ -85,6 +85,31 @@ export function formatPercent(fraction: number): string {
   return `${(fraction * 100).toFixed(fraction > 0 && fraction < 0.001 ? 3 : 1)}%`
 }
 
+/** "1 shard", "2 shards", "1,000 hashes". */
+export function plural(n: number, noun: string, many = `${noun}s`): string {
+  return `${n.toLocaleString('en-US')} ${n === 1 ? noun : many}`
+}
+
+/** Bytes as a person reads them: 512 B, 3.2 kB, 14.0 MB, 1.2 GB. */
+export function formatBytes(n: number): string {
+  if (n < 1000) return `${n} B`
+  const units = ['kB', 'MB', 'GB', 'TB']
+  let value = n / 1000
+  let unit = 0
+  while (value >= 1000 && unit < units.length - 1) {
+    value /= 1000
+    unit++
+  }
+  return `${value.toFixed(1)} ${units[unit]}`
+}
+
+/** A horizontal bar for a fraction 0..1, `width` cells wide, in eighths of a cell. */
+export function bar(fraction: number, width: number): string {
+  const eighths = Math.round(Math.max(0, Math.min(1, fraction)) * width * 8)
+  const partial = ['', '▏', '▎', '▍', '▌', '▋', '▊', '▉'][eighths % 8]
+  return `${'█'.repeat(Math.floor(eighths / 8))}${partial}`
+}
+
 export function formatCount(n: number | undefined): string {
   return n === undefined ? '-' : n.toLocaleString('en-US')
 }

@@ -68,8 +68,8 @@ describe('shards:add and shards:remove', () => {
       await fleet.reg.hset('shards.map', 'h1', 's1')
       const before = await fleet.dump()
       const refused = await cli(['shards:remove', 's1', '--yes', ...fleet.r()])
-      expect(refused.exitCode).to.equal(1)
-      expect(refused.stderr).to.match(/1 hashes still point at shard s1 .*--drain/)
+      expect(refused.exitCode).to.equal(3)
+      expect(refused.stderr).to.match(/1 hash still points at shard s1 .*--drain/)
       expect(await fleet.dump()).to.deep.equal(before)
 
       const drained = await cli(['shards:remove', 's1', '--drain', ...fleet.r()])
@@ -118,6 +118,19 @@ describe('shards:add and shards:remove', () => {
       expect(yes.exitCode).to.equal(0)
       expect(yes.screen).to.match(/Removed shard s1/)
       expect(await fleet.reg.exists('shards.s1')).to.equal(0)
+    })
+
+    it('an open question holds no lock; a change while it is open makes the answer void (exit 3)', async () => {
+      const other = await ttyCli(['shards:remove', 's2', ...fleet.r()], 'y\r', {}, async () => {
+        // Another operator can work while this one decides...
+        expect(await fleet.reg.exists('shards._lock')).to.equal(0)
+        expect((await cli(['shards:weight', 's1', '5', ...fleet.r()])).exitCode).to.equal(0)
+        // ...and what they change decides the plan: a hash now points at s2.
+        await fleet.reg.hset('shards.map', 'h2', 's2')
+      })
+      expect(other.exitCode, other.screen).to.equal(3)
+      expect(other.screen).to.match(/changed while the question was open; nothing was changed/)
+      expect(await fleet.reg.exists('shards.s2')).to.equal(1)
     })
 
     it('--dry-run reports and changes nothing', async () => {

@@ -8,7 +8,7 @@ describe('shards:assign and shards:lookup', () => {
   const inst = () => `127.0.0.1:${fleet.instances[0].master.port}`
 
   beforeEach(async () => {
-    await cli(['shards:init', '--instance', inst(), '--count', '4', ...fleet.r()])
+    await cli(['shards:init', '--yes', '--instance', inst(), '--count', '4', ...fleet.r()])
   })
 
   it('assigns fresh hashes and keeps existing assignments', async () => {
@@ -59,10 +59,18 @@ describe('shards:assign and shards:lookup', () => {
   it('--shard assigns explicitly; an existing assignment moves only with --force', async () => {
     await fleet.reg.hset('shards.map', 'h', 's000')
     let run = await cli(['shards:assign', 'h', 'k', '--shard', 's002', '--json', ...fleet.r()])
+    // h stays where it is, and that is said: exit 3, naming it and pointing at --force.
+    expect(run.exitCode).to.equal(3)
     expect(JSON.parse(run.stdout).results).to.deep.equal([
       {hash: 'h', shard: 's000', assigned: false},
       {hash: 'k', shard: 's002', assigned: true},
     ])
+    expect(JSON.parse(run.stdout)).to.include({elsewhere: 1})
+    const text = await cli(['shards:assign', 'h', '--shard', 's002', ...fleet.r()])
+    expect(text.exitCode).to.equal(3)
+    expect(text.stderr).to.match(/1 hash is already on another shard and stayed there, not on s002: h \(s000\); move them with --force/)
+    const again = await cli(['shards:assign', 'k', '--shard', 's002', ...fleet.r()])
+    expect(again.exitCode, 'already on the requested shard: nothing to say').to.equal(0)
     run = await cli(['shards:assign', 'h', '--shard', 's002', '--force', ...fleet.r()])
     expect(run.exitCode).to.equal(0)
     expect(await fleet.reg.hget('shards.map', 'h')).to.equal('s002')

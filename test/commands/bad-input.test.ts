@@ -66,6 +66,18 @@ describe('bad input, every command', () => {
     ['sandbox:up: bad count', ['sandbox:up', '--instances', 'many'], /invalid instances/],
   ]
 
+  for (const db of ['16', '99']) {
+    it(`list: a registry database that does not exist (/${db}): one line naming it, exit 2, never db 0's shards`, async () => {
+      for (const json of [[], ['--json']]) {
+        const run = await spawnCli(['shards:list', ...json, '-r', `redis://127.0.0.1:${fleet.registry.port}/${db}`])
+        expect(run.exitCode, run.stderr).to.equal(2)
+        const message = json.length > 0 ? JSON.parse(run.stdout).error.message : run.stderr.trim()
+        expect(message).to.match(new RegExp(`database ${db} does not exist on 127\\.0\\.0\\.1:${fleet.registry.port} \\(it has 16: 0 to 15\\)`))
+        expect(run.stdout).not.to.include('s000')
+      }
+    })
+  }
+
   for (const [name, args, message] of cases) {
     it(`${name}: one line, exit 2, registry unchanged`, async () => {
       const before = await fleet.dump()

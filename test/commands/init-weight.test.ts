@@ -3,15 +3,15 @@ import {expect} from 'chai'
 import {cli, spawnCli, ttyCli} from '../helpers/cli.js'
 import {useFleet} from '../helpers/fleet.js'
 
-describe('shards:init', () => {
+describe('shards:init', '--yes', () => {
   const fleet = useFleet({instances: 2, replicas: 1})
   const inst = (i: number) => `127.0.0.1:${fleet.instances[i].master.port}`
   const repl = (i: number) => `127.0.0.1:${fleet.instances[i].replicas[0].port}`
 
   it('creates N shards on consecutive dbs, replicas on the same dbs, ids continuing across instances', async () => {
-    let run = await cli(['shards:init', '--instance', inst(0), '--replica', repl(0), '--count', '4', '--first-db', '2', ...fleet.r()])
+    let run = await cli(['shards:init', '--yes', '--instance', inst(0), '--replica', repl(0), '--count', '4', '--first-db', '2', ...fleet.r()])
     expect(run.exitCode).to.equal(0)
-    run = await cli(['shards:init', '--instance', inst(1), '--count', '3', '--json', ...fleet.r()])
+    run = await cli(['shards:init', '--yes', '--instance', inst(1), '--count', '3', '--json', ...fleet.r()])
     expect(run.exitCode).to.equal(0)
     expect(JSON.parse(run.stdout).shards.map((s: {id: string}) => s.id)).to.deep.equal(['s004', 's005', 's006'])
     expect(await fleet.reg.zrange('shards.list', 0, -1)).to.deep.equal(['s000', 's001', 's002', 's003', 's004', 's005', 's006'])
@@ -20,12 +20,12 @@ describe('shards:init', () => {
   })
 
   it("refuses dbs beyond the instance's databases setting, and dbs already taken; nothing changes", async () => {
-    await cli(['shards:init', '--instance', inst(0), '--count', '2', ...fleet.r()])
+    await cli(['shards:init', '--yes', '--instance', inst(0), '--count', '2', ...fleet.r()])
     const before = await fleet.dump()
-    let run = await cli(['shards:init', '--instance', inst(0), '--count', '3', '--first-db', '14', ...fleet.r()])
+    let run = await cli(['shards:init', '--yes', '--instance', inst(0), '--count', '3', '--first-db', '14', ...fleet.r()])
     expect(run.exitCode).to.equal(2)
     expect(run.stderr).to.match(/has 16 databases; dbs 14-16 do not fit/)
-    run = await cli(['shards:init', '--instance', inst(0), '--count', '2', '--first-db', '1', ...fleet.r()])
+    run = await cli(['shards:init', '--yes', '--instance', inst(0), '--count', '2', '--first-db', '1', ...fleet.r()])
     expect(run.exitCode).to.equal(2)
     expect(run.stderr).to.match(/already the master of shard s001/)
     expect(await fleet.dump()).to.deep.equal(before)
@@ -39,7 +39,7 @@ describe('shards:init', () => {
   })
 
   it('refuses an unreachable instance naming it', async () => {
-    const run = await spawnCli(['shards:init', '--instance', '127.0.0.1:1', '--count', '2', ...fleet.r()])
+    const run = await spawnCli(['shards:init', '--yes', '--instance', '127.0.0.1:1', '--count', '2', ...fleet.r()])
     expect(run.exitCode).to.equal(1)
     expect(run.stderr).to.match(/cannot reach 127\.0\.0\.1:1: connection refused/)
   })
@@ -50,7 +50,7 @@ describe('shards:weight', () => {
   const inst = () => `127.0.0.1:${fleet.instances[0].master.port}`
 
   beforeEach(async () => {
-    await cli(['shards:init', '--instance', inst(), '--count', '3', ...fleet.r()])
+    await cli(['shards:init', '--yes', '--instance', inst(), '--count', '3', ...fleet.r()])
   })
 
   it('sets one weight, integer or not', async () => {

@@ -66,6 +66,55 @@ describe('shards:list', () => {
     expect(stdout).to.include(addr(1, 1))
   })
 
+  it('at scale: --filter, --sort, --columns, a compact replicas column, --wide', async () => {
+    await seed()
+    await fleet.instances[0].master.client().flushall()
+    for (const db of [1, 2, 3]) {
+      const c = fleet.instances[0].master.client(db)
+      await c.mset(...Array.from({length: db * 10}, (_, i) => [`k${i}`, 'v']).flat())
+      c.disconnect()
+    }
+    const ids = async (...args: string[]) => (await list(...args)).shards.map((s) => s.id)
+    expect(await ids('--filter', `instance=127.0.0.1:${fleet.instances[1].master.port}`)).to.deep.equal(['s3'])
+    expect(await ids('--filter', `instance=127.0.0.1:${fleet.instances[0].replicas[0].port}`)).to.deep.equal(['s1', 's2'])
+    expect(await ids('--filter', 'id=s*', '--filter', 'health=ok')).to.have.length(3)
+    expect(await ids('--filter', 'health=problem')).to.deep.equal([])
+    expect(await ids('--sort', 'keys')).to.deep.equal(['s2', 's1', 's3'])
+    const narrow = await cli(['shards:list', '--columns', 'id,keys', ...fleet.r()])
+    expect(narrow.stdout.split('\n')[0].trim().split(/\s+/)).to.deep.equal(['ID', 'KEYS'])
+    const compact = await cli(['shards:list', ...fleet.r()])
+    expect(compact.stdout).to.match(/1\/1 ok, lag \d+ B/)
+    for (const line of compact.stdout.split('\n')) expect(line.length, line).to.be.at.most(80)
+    const wide = await cli(['shards:list', '--wide', ...fleet.r()])
+    expect(wide.stdout).to.include(replicaAddr(0, 1))
+    const bad = await cli(['shards:list', '--filter', 'colour=blue', ...fleet.r()])
+    expect(bad.exitCode).to.equal(2)
+    expect(bad.stderr).to.match(/invalid filter "colour=blue"/)
+    expect((await cli(['shards:list', '--columns', 'id,nope', ...fleet.r()])).stderr).to.match(/unknown column "nope"/)
+  })
+
+  it('--instances: one line per instance with keys, memory and a bar chart; --exit-status gates on problems', async () => {
+    await seed()
+    await fleet.instances[0].master.client().flushall()
+    const c = fleet.instances[0].master.client(2)
+    await c.mset(...Array.from({length: 40}, (_, i) => [`k${i}`, 'v']).flat())
+    c.disconnect()
+    const json = await list('--instances')
+    const rows = (json as unknown as {instanceRows: {instance: string; shards: number; keys: number; usedMemory: number}[]}).instanceRows
+    const master = rows.find((r) => r.instance === `127.0.0.1:${fleet.instances[0].master.port}`)!
+    expect(master).to.include({shards: 2, keys: 40})
+    expect(master.usedMemory).to.be.greaterThan(0)
+    const text = await cli(['shards:list', '--instances', ...fleet.r()])
+    expect(text.stdout).to.match(/INSTANCE\s+ROLE\s+SHARDS\s+KEYS\s+MEMORY/)
+    expect(text.stdout).to.include('█')
+    expect((await cli(['shards:list', '--exit-status', ...fleet.r()])).exitCode).to.equal(0)
+    await fleet.instances[1].master.client().replicaof('127.0.0.1', fleet.instances[0].master.port)
+    const gated = await cli(['shards:list', '--exit-status', ...fleet.r()])
+    expect(gated.exitCode).to.equal(3)
+    expect(gated.stderr).to.match(/1 shard with problems: s3/)
+    await fleet.instances[1].master.client().replicaof('NO', 'ONE')
+  })
+
   it('probes each instance over one connection, however many shards it holds', async () => {
     await seed()
     const master = fleet.instances[0].master.client()

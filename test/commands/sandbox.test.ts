@@ -4,17 +4,27 @@ import {join} from 'node:path'
 
 import {expect} from 'chai'
 
-import {freePort, isAlive, stopRedis} from '../../src/sandbox/redis-process.js'
+import {freePort, isAlive, portIsFree, stopRedis} from '../../src/sandbox/redis-process.js'
 import {spawnCli} from '../helpers/cli.js'
 
 describe('sandbox:up, sandbox:status, sandbox:down', () => {
   let dir: string
   let base: number
 
+  /** A run of consecutive ports that are all free now (below the ephemeral range, where other tests' servers are). */
+  async function freeRange(count: number): Promise<number> {
+    for (let attempt = 0; attempt < 100; attempt++) {
+      const start = 20_000 + ((await freePort()) % 12_000)
+      const free = await Promise.all(Array.from({length: count}, (_, i) => portIsFree(start + i)))
+      if (free.every(Boolean)) return start
+    }
+    throw new Error(`no ${count} consecutive free ports`)
+  }
+
   beforeEach(async () => {
     dir = mkdtempSync(join(tmpdir(), 'shardctl-sandbox-'))
-    // Six consecutive free ports are likely above a random free one; up refuses busy ones anyway.
-    base = 20_000 + ((await freePort()) % 20_000)
+    // The sandbox takes base..base+5, a spawned split target base+10 and its replica base+11.
+    base = await freeRange(12)
   })
 
   afterEach(async () => {
@@ -24,7 +34,7 @@ describe('sandbox:up, sandbox:status, sandbox:down', () => {
 
   it('starts real processes that outlive the command, registers the shards, and down stops exactly them', async () => {
     const up = await spawnCli(['sandbox:up', '--dir', dir, '--port', String(base), '--instances', '2', '--replicas', '1', '--shards', '6', '--json'])
-    expect(up.exitCode, up.stderr).to.equal(0)
+    expect(up.exitCode, up.stderr + up.stdout).to.equal(0)
     const state = JSON.parse(up.stdout)
     expect(state.registry).to.equal(`redis://127.0.0.1:${base}/0`)
     expect(state.nodes.map((n: {role: string}) => n.role)).to.deep.equal(['registry', 'master', 'replica', 'master', 'replica'])
@@ -52,10 +62,10 @@ describe('sandbox:up, sandbox:status, sandbox:down', () => {
 
   it('a sandbox instance splits onto a spawned instance end to end', async () => {
     const up = await spawnCli(['sandbox:up', '--dir', dir, '--port', String(base), '--instances', '1', '--replicas', '1', '--shards', '4', '--json'])
-    expect(up.exitCode, up.stderr).to.equal(0)
+    expect(up.exitCode, up.stderr + up.stdout).to.equal(0)
     const env = {SHARDCTL_REGISTRY: JSON.parse(up.stdout).registry, SHARDCTL_SPAWN_DIR: join(dir, 'spawned')}
     const split = await spawnCli(['shards:split', `127.0.0.1:${base + 1}`, '--spawn', '--port', String(base + 10), '--spawn-replicas', '1', '--grace', '200ms', '--yes', '--json'], {env})
-    expect(split.exitCode, split.stderr).to.equal(0)
+    expect(split.exitCode, split.stderr + split.stdout).to.equal(0)
     const result = JSON.parse(split.stdout)
     try {
       expect(result.plan.moves).to.have.length(2)
@@ -66,6 +76,12 @@ describe('sandbox:up, sandbox:status, sandbox:down', () => {
       // The spawned instance took the source's persistence and, having a replica, its fencing.
       const check = await spawnCli(['shards:check', '--canary', '--persistence', '--json'], {env})
       expect(check.exitCode, check.stdout).to.equal(0)
+      // What --spawn started is listed with the sandbox, and stopped with it.
+      const status = await spawnCli(['sandbox:status', '--dir', dir, '--json'], {env})
+      expect(JSON.parse(status.stdout).spawned.map((i: {port: number}) => i.port)).to.have.members([base + 10, base + 11])
+      const down = await spawnCli(['sandbox:down', '--dir', dir, '--json'], {env})
+      expect(JSON.parse(down.stdout)).to.include({spawned: 2})
+      for (const p of result.spawned) expect(isAlive(p.pid), `spawned pid ${p.pid}`).to.equal(false)
     } finally {
       for (const p of result.spawned ?? []) await stopRedis(p)
     }
@@ -73,7 +89,7 @@ describe('sandbox:up, sandbox:status, sandbox:down', () => {
 
   it('status exits 3 when a recorded process died; up refuses while one runs', async () => {
     const up = await spawnCli(['sandbox:up', '--dir', dir, '--port', String(base), '--instances', '1', '--replicas', '0', '--shards', '2', '--json'])
-    expect(up.exitCode, up.stderr).to.equal(0)
+    expect(up.exitCode, up.stderr + up.stdout).to.equal(0)
     const again = await spawnCli(['sandbox:up', '--dir', dir, '--port', String(base + 10)])
     expect(again.exitCode).to.equal(2)
     expect(again.stderr).to.match(/already runs/)

@@ -1,13 +1,19 @@
+import {mkdtempSync, rmSync, writeFileSync} from 'node:fs'
+import {tmpdir} from 'node:os'
+import {join} from 'node:path'
+
 import {expect} from 'chai'
 
 import {ANSI, binary, cli, spawnCli, ttyCli, until, secret as registerSecret} from '../helpers/cli.js'
+import {portIsFree} from '../../src/sandbox/redis-process.js'
 import {useFleet} from '../helpers/fleet.js'
+import {startSilentServer} from '../helpers/proxy.js'
 
 describe('terminal manners', () => {
   const fleet = useFleet({instances: 1})
 
   beforeEach(async () => {
-    await cli(['shards:init', '--instance', `127.0.0.1:${fleet.instances[0].master.port}`, '--count', '2', ...fleet.r()])
+    await cli(['shards:init', '--yes', '--instance', `127.0.0.1:${fleet.instances[0].master.port}`, '--count', '2', ...fleet.r()])
   })
 
   it('colours a terminal, and not under NO_COLOR, --no-color, a pipe or --json', async () => {
@@ -77,7 +83,7 @@ describe('the wire contract', () => {
   it('an application that knows only the three keys routes every hash shardctl assigned', async () => {
     const port = fleet.instances[0].master.port
     const replica = fleet.instances[0].replicas[0].port
-    await cli(['shards:init', '--instance', `127.0.0.1:${port}`, '--replica', `127.0.0.1:${replica}`, '--count', '5', ...fleet.r()])
+    await cli(['shards:init', '--yes', '--instance', `127.0.0.1:${port}`, '--replica', `127.0.0.1:${replica}`, '--count', '5', ...fleet.r()])
     await cli(['shards:weight', 's002', '0', ...fleet.r()])
     const hashes = Array.from({length: 200}, (_, i) => `user:${i}`)
     expect((await cli(['shards:assign', ...hashes, ...fleet.r()])).exitCode).to.equal(0)
@@ -105,5 +111,100 @@ describe('the wire contract', () => {
     await fleet.reg.zadd('shards.list', 1, 'x1')
     await cli(['shards:weight', 'x1', '4', ...fleet.r()])
     expect(await fleet.reg.hgetall('shards.x1')).to.deep.equal({master: '127.0.0.1:1/0', owner: 'team-a'})
+  })
+})
+
+describe('the command line forgives and explains', () => {
+  const fleet = useFleet({instances: 1})
+
+  beforeEach(async () => {
+    await cli(['shards:init', '--yes', '--instance', `127.0.0.1:${fleet.instances[0].master.port}`, '--count', '2', ...fleet.r()])
+  })
+
+  it('words separated by a space name the command as the colon does; -h is --help', async () => {
+    const spaced = await spawnCli(['shards', 'list', '--json', ...fleet.r()])
+    expect(spaced.exitCode, spaced.stderr).to.equal(0)
+    expect(JSON.parse(spaced.stdout).shards).to.have.length(2)
+    const help = await spawnCli(['shards:list', '-h'])
+    expect(help.exitCode).to.equal(0)
+    expect(help.stdout).to.match(/^List every shard/)
+  })
+
+  it('a mistyped command or flag: exit 2, one line with the closest one, never run in its place', async () => {
+    for (const [args, message] of [
+      [['shards:lsit'], /^Error: shards lsit is not a shardctl command; did you mean shards:list\?/],
+      [['shards', 'lst'], /^Error: shards lst is not a shardctl command; did you mean shards:list\?/],
+      [['shards', 'nosuchthing'], /^Error: shards nosuchthing is not a shardctl command — see shardctl --help/],
+      [['shards:remove', 's000', '--yse', ...fleet.r()], /^Error: Nonexistent flag: --yse — did you mean --yes\?/],
+    ] as const) {
+      const run = await spawnCli([...args])
+      expect(run.exitCode, run.stderr).to.equal(2)
+      expect(run.stderr.trim().split('\n'), run.stderr).to.have.length(1)
+      expect(run.stderr).to.match(message)
+    }
+    const json = await spawnCli(['shards:lsit', '--json'])
+    expect(json.exitCode).to.equal(2)
+    expect(JSON.parse(json.stdout).error).to.include({code: 'EUSAGE', exitCode: 2})
+    expect(await fleet.reg.exists('shards.s000')).to.equal(1)
+  })
+
+  it('errors say what is true: refused is not slow, a password problem is not unreachable, another service is not Redis', async () => {
+    const refused = await spawnCli(['shards:list', '-r', 'redis://127.0.0.1:1/0'])
+    expect(refused.stderr).to.match(/cannot reach 127\.0\.0\.1:1: connection refused — nothing listens there/)
+    expect(refused.stderr).not.to.match(/--timeout/)
+    const http = await startSilentServer('HTTP/1.1 400 Bad Request\r\n\r\n')
+    try {
+      const run = await spawnCli(['shards:list', '--timeout', '2s', '-r', `redis://127.0.0.1:${http.port}/0`])
+      expect(run.exitCode).to.equal(1)
+      expect(run.stderr).to.match(new RegExp(`127\\.0\\.0\\.1:${http.port} does not speak the Redis protocol`))
+    } finally {
+      await http.close()
+    }
+  })
+
+  it('with no registry named, an unreachable default says it was the default and how to name one', async function () {
+    if (!(await portIsFree(6379))) this.skip() // a Redis on the default port answers here
+    const run = await spawnCli(['shards:list'], {env: {SHARDCTL_REGISTRY: undefined}})
+    expect(run.exitCode).to.equal(1)
+    expect(run.stderr).to.match(/no registry given, and the default one \(127\.0\.0\.1:6379\) cannot be reached: connection refused — name the registry with -r host:port\/db or SHARDCTL_REGISTRY/)
+  })
+})
+
+describe('several fleets: named contexts', () => {
+  const fleet = useFleet({instances: 1})
+  let dir: string
+  let file: string
+
+  before(() => {
+    dir = mkdtempSync(join(tmpdir(), 'shardctl-config-'))
+    file = join(dir, 'config.json')
+  })
+  after(() => rmSync(dir, {recursive: true, force: true}))
+
+  beforeEach(async () => {
+    await cli(['shards:init', '--yes', '--instance', `127.0.0.1:${fleet.instances[0].master.port}`, '--count', '2', ...fleet.r()])
+    writeFileSync(file, JSON.stringify({current: 'down', contexts: {test: {registry: fleet.registry.url}, down: {registry: 'redis://127.0.0.1:1/0'}}}))
+  })
+
+  it('--context picks a fleet, the file names the current one, a flag still wins', async () => {
+    const env = {SHARDCTL_CONFIG: file, SHARDCTL_REGISTRY: undefined}
+    const picked = await spawnCli(['shards:list', '--context', 'test', '--json'], {env})
+    expect(picked.exitCode, picked.stderr).to.equal(0)
+    expect(JSON.parse(picked.stdout).shards).to.have.length(2)
+    const current = await spawnCli(['shards:list'], {env})
+    expect(current.exitCode).to.equal(1)
+    expect(current.stderr).to.match(/cannot reach 127\.0\.0\.1:1/)
+    const flag = await spawnCli(['shards:list', '--json', ...fleet.r()], {env})
+    expect(flag.exitCode).to.equal(0)
+    const unknown = await spawnCli(['shards:list', '--context', 'nope'], {env})
+    expect(unknown.exitCode).to.equal(2)
+    expect(unknown.stderr).to.match(/no context "nope" in .*config\.json — it has test, down/)
+  })
+
+  it('every confirmation names the fleet it is about', async () => {
+    const env = {SHARDCTL_CONFIG: file, SHARDCTL_REGISTRY: undefined}
+    const run = await spawnCli(['shards:remove', 's000', '--context', 'test'], {env})
+    expect(run.exitCode).to.equal(2)
+    expect(run.stderr).to.match(new RegExp(`confirmation needed: on fleet test \\(127\\.0\\.0\\.1:${fleet.registry.port}/0\\): Remove shard s000\\?`))
   })
 })

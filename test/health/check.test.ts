@@ -24,7 +24,7 @@ describe('shards:check', () => {
   beforeEach(async () => {
     ;({master, replicas} = await startReplicated(2, HEALTHY))
     extra = []
-    const init = await cli(['shards:init', '--instance', inst(master), ...replicas.flatMap((x) => ['--replica', inst(x)]), '--count', '3', ...fleet.r()])
+    const init = await cli(['shards:init', '--yes', '--instance', inst(master), ...replicas.flatMap((x) => ['--replica', inst(x)]), '--count', '3', ...fleet.r()])
     expect(init.exitCode, init.stderr).to.equal(0)
   })
   afterEach(async () => {

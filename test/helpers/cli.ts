@@ -109,7 +109,13 @@ export async function until(what: string, condition: () => boolean | Promise<boo
 }
 
 /** Run the binary under a pseudo-terminal (util-linux `script`), typing `keys` into it: the interactive path. */
-export async function ttyCli(args: string[], keys: string, env: Record<string, string | undefined> = {}): Promise<CliResult & {screen: string}> {
+export async function ttyCli(
+  args: string[],
+  keys: string,
+  env: Record<string, string | undefined> = {},
+  /** Run while the question is on the screen, before the answer is typed. */
+  whileAsking?: () => Promise<void>,
+): Promise<CliResult & {screen: string}> {
   const {execa} = await import('execa')
   const quoted = ['node', binary, ...args].map((a) => `'${a.replaceAll("'", "'\\''")}'`).join(' ')
   const child = execa('script', ['-qefc', quoted, '/dev/null'], {
@@ -119,13 +125,15 @@ export async function ttyCli(args: string[], keys: string, env: Record<string, s
   })
   // Type the answer once the prompt has been drawn.
   let typed = false
+  let asked: Promise<void> = Promise.resolve()
   child.stdout?.on('data', (chunk: Buffer) => {
     if (!typed && /\?/.test(chunk.toString())) {
       typed = true
-      child.stdin?.write(keys)
+      asked = (whileAsking?.() ?? Promise.resolve()).finally(() => child.stdin?.write(keys))
     }
   })
   const done = await child
+  await asked
   const screen = String(done.stdout)
   printed.push(screen, String(done.stderr))
   return {exitCode: done.exitCode ?? 1, screen, stderr: String(done.stderr), stdout: screen}
@@ -134,3 +142,7 @@ export async function ttyCli(args: string[], keys: string, env: Record<string, s
 /** ANSI escape sequences, to prove there are none. */
 // eslint-disable-next-line no-control-regex
 export const ANSI = /\u001B\[[0-9;]*m/
+
+/** Every terminal escape sequence (colours, cursor moves), to read a screen as text. */
+// eslint-disable-next-line no-control-regex
+export const ANSI_ALL = /\u001B(\[[0-9;?]*[A-Za-z]|\][^\u0007]*\u0007)/g

@@ -69,12 +69,17 @@ export async function startReplyDelayProxy(targetPort: number): Promise<ReplyDel
   return proxy
 }
 
-/** A host that accepts connections, reads everything, and never answers: the worst kind. */
-export async function startSilentServer(): Promise<{port: number; close: () => Promise<void>}> {
+/**
+ * A host that accepts connections, reads everything, and never answers (the worst
+ * kind), or answers every read with `reply` (another service on a Redis port).
+ */
+export async function startSilentServer(reply?: string): Promise<{port: number; close: () => Promise<void>}> {
   const sockets = new Set<Socket>()
   const server = createServer((socket) => {
     sockets.add(socket)
-    socket.resume() // read and drop: a closed client is noticed, not left half-open
+    socket.on('data', () => {
+      if (reply !== undefined && !socket.destroyed) socket.write(reply)
+    })
     socket.on('error', () => undefined)
   })
   return {port: await listen(server), close: () => closeServer(server, sockets)}

@@ -21,7 +21,7 @@ describe('the operator lock', () => {
       ['shards:add', 's1', '--master', '127.0.0.1:1/0'],
       ['shards:weight', 's1', '2'],
       ['shards:remove', 's1', '--yes'],
-      ['shards:init', '--instance', '127.0.0.1:1', '--count', '1'],
+      ['shards:init', '--yes', '--instance', '127.0.0.1:1', '--count', '1'],
       ['shards:promote', '127.0.0.1:1', '--yes'],
     ]) {
       const run = await spawnCli([...args, ...fleet.r()])

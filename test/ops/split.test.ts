@@ -5,8 +5,8 @@ import {join} from 'node:path'
 import {expect} from 'chai'
 import type {Redis} from 'ioredis'
 
-import {stopRedis} from '../../src/sandbox/redis-process.js'
-import {cli, spawnCli, startCli, until} from '../helpers/cli.js'
+import {freePort, portIsFree, stopRedis} from '../../src/sandbox/redis-process.js'
+import {ANSI_ALL, cli, spawnCli, startCli, ttyCli, until} from '../helpers/cli.js'
 import {useFleet} from '../helpers/fleet.js'
 import {fencesOf, fleetState, frozenFor, readJournal, resume, roleOf, stepDone, stoppedAt, takesWrites, untilStepDone} from '../helpers/ops.js'
 import {startReplyDelayProxy} from '../helpers/proxy.js'
@@ -209,6 +209,19 @@ describe('shards:split', () => {
     expect(await reg.exists('shards._strays')).to.equal(0)
   })
 
+  it('Ctrl-C in the middle: exit 130 saying how to finish; the rerun finishes it', async () => {
+    const run = await startCli(['shards:split', inst(source), '--to', inst(target), ...BOUNDS, '--yes', ...r()], {env: {SHARDCTL_FAILPOINT: 'registry:after:sleep-60000'}})
+    await untilStepDone(reg, 'registry')
+    process.kill(run.pid, 'SIGINT')
+    const done = await run.done
+    expect(done.exitCode).to.equal(130)
+    expect(done.stderr).to.match(new RegExp(`Interrupted\\. The split is recorded in the registry's journal; run shards:split ${inst(source)} again to finish or roll it back\\.`))
+    const again = await spawnCli(['shards:split', inst(source), ...BOUNDS, '--yes', '--json', ...r()])
+    expect(again.exitCode, again.stderr).to.equal(0)
+    expect(JSON.parse(again.stdout).recovered).to.equal('rolled-forward')
+    await expectPlaced(JSON.parse(again.stdout).plan.moves.map((m: {id: string}) => m.id))
+  })
+
   describe('killed at each step, then run again', () => {
     const steps: [string, 'rolled-back' | 'rolled-forward'][] = [
       ['copy:after', 'rolled-back'],
@@ -365,6 +378,32 @@ describe('shards:split', () => {
         await refused(args.map(sub), message)
       })
     }
+  })
+
+  it('--spawn --dry-run shows the plan onto the instance it would start, and starts nothing', async () => {
+    const port = await freePort()
+    const run = await spawnCli(['shards:split', inst(source), '--spawn', '--port', String(port), '--dry-run', '--json', ...r()])
+    expect(run.exitCode, run.stderr + run.stdout).to.equal(0)
+    const {plan} = JSON.parse(run.stdout)
+    expect(plan.targets).to.deep.equal([{instance: `127.0.0.1:${port}`, replicas: []}])
+    expect(plan.moves.map((m: {to: string}) => m.to)).to.deep.equal([`127.0.0.1:${port}`, `127.0.0.1:${port}`, `127.0.0.1:${port}`])
+    expect(await portIsFree(port)).to.equal(true)
+    const text = await spawnCli(['shards:split', inst(source), '--spawn', '--port', String(port), '--dry-run', ...r()])
+    expect(text.stderr).to.match(new RegExp(`to be started by --spawn: 127\\.0\\.0\\.1:${port}`))
+  })
+
+  it('--spawn answered "no" at its one question: nothing started, nothing changed, no lock held while asking', async () => {
+    const port = await freePort()
+    const before = await fleet.dump()
+    const run = await ttyCli(['shards:split', inst(source), '--spawn', '--port', String(port), ...r()], 'n\r', {}, async () => {
+      expect(await reg.exists('shards._lock')).to.equal(0)
+    })
+    expect(run.exitCode, run.screen).to.equal(0)
+    // The terminal wraps the question: compare it as one line, without escape codes.
+    const screen = run.screen.replace(ANSI_ALL, '').replace(/\s+/g, ' ')
+    expect(screen).to.include(`Start 1 new redis-server on this machine (127.0.0.1:${port}) and move 3 shards off`)
+    expect(await portIsFree(port)).to.equal(true)
+    expect(await fleet.dump()).to.deep.equal(before)
   })
 
   it("--spawn starts the target with the source's settings and a replica, end to end", async () => {

@@ -1,6 +1,8 @@
 import {ShardctlCommand} from '../../base-command.js'
 import {defaultSandboxDir, sandboxStatus} from '../../sandbox/fleet.js'
-import {paint, renderTable} from '../../ui/terminal.js'
+import {isAlive, isOurRedis} from '../../sandbox/redis-process.js'
+import {readSpawned} from '../../sandbox/spawn.js'
+import {paint, plural, renderTable} from '../../ui/terminal.js'
 import {sandboxDirFlag} from './up.js'
 
 export default class SandboxStatus extends ShardctlCommand<typeof SandboxStatus> {
@@ -12,21 +14,21 @@ export default class SandboxStatus extends ShardctlCommand<typeof SandboxStatus>
   async run() {
     const dir = this.flags.dir ?? defaultSandboxDir()
     const {state, nodes} = await sandboxStatus(dir)
-    const result = {dir, running: nodes.filter((n) => n.running).length, registry: state?.registryUrl ?? null, nodes}
-    if (!state) {
+    const spawned = readSpawned().map((i) => ({...i, running: isAlive(i.pid) && isOurRedis(i.pid, i.port)}))
+    const result = {dir, running: nodes.filter((n) => n.running).length, registry: state?.registryUrl ?? null, nodes, spawned}
+    if (!state && spawned.length === 0) {
       this.progress(`No sandbox in ${dir}. Start one with sandbox:up.`)
       return result
     }
     if (!this.jsonEnabled()) {
-      const rows = nodes.map((n) => [
-        n.role,
-        `127.0.0.1:${n.port}`,
-        n.replicaOf ? `of 127.0.0.1:${n.replicaOf}` : '',
-        String(n.pid),
-        n.running ? paint.ok('running') : paint.bad('stopped'),
-      ])
+      const state_ = (running: boolean) => (running ? paint.ok('running') : paint.bad('stopped'))
+      const rows = [
+        ...nodes.map((n) => [n.role, `127.0.0.1:${n.port}`, n.replicaOf ? `of 127.0.0.1:${n.replicaOf}` : '', String(n.pid), state_(n.running)]),
+        ...spawned.map((i) => ['spawned', `127.0.0.1:${i.port}`, `for the split of ${i.forSplitOf}`, String(i.pid), state_(i.running)]),
+      ]
       this.log(renderTable(['ROLE', 'ADDRESS', 'REPLICA', 'PID', 'STATE'], rows))
-      this.progress(`Registry: ${state.registryUrl} (prefix ${state.prefix}). Data in ${dir}.`)
+      if (state) this.progress(`Registry: ${state.registryUrl} (prefix ${state.prefix}). Data in ${dir}.`)
+      if (spawned.length > 0) this.progress(`${plural(spawned.length, 'instance')} started by shards:split --spawn; sandbox:down stops them too.`)
     }
     const stopped = nodes.length - result.running
     if (stopped > 0) this.partial(result, `${stopped} of ${nodes.length} sandbox processes are not running`)

@@ -11,6 +11,9 @@ interface AssignSummary {
   total: number
   assigned: number
   existing: number
+  /** With --shard: hashes that stay on another shard (up to 10 named in `elsewhereSample`). */
+  elsewhere?: number
+  elsewhereSample?: {hash: string; shard: string}[]
   dryRun: boolean
 }
 
@@ -46,7 +49,13 @@ export default class ShardsAssign extends RegistryCommand<typeof ShardsAssign> {
     const summary: AssignSummary = {total: 0, assigned: 0, existing: 0, dryRun: flags['dry-run']}
     const count = (batch: AssignResult[]) => {
       summary.total += batch.length
-      for (const r of batch) if (r.assigned) summary.assigned++
+      for (const r of batch) {
+        if (r.assigned) summary.assigned++
+        else if (flags.shard !== undefined && r.shard !== flags.shard) {
+          summary.elsewhere = (summary.elsewhere ?? 0) + 1
+          if ((summary.elsewhereSample ??= []).length < 10) summary.elsewhereSample.push({hash: r.hash, shard: r.shard})
+        }
+      }
       summary.existing = summary.total - summary.assigned
     }
 
@@ -61,7 +70,7 @@ export default class ShardsAssign extends RegistryCommand<typeof ShardsAssign> {
         this.log(renderTable(['HASH', 'SHARD', 'STATUS'], all.map((r) => [r.hash, r.shard, status(r)])))
       }
       this.progress(this.describe(summary))
-      return {...summary, results: all}
+      return this.ignoredShard({...summary, results: all}, summary)
     }
 
     // Streaming: one string written per batch, so output keeps pace with Redis.
@@ -72,7 +81,19 @@ export default class ShardsAssign extends RegistryCommand<typeof ShardsAssign> {
       if (!flags.quiet) await writeChunk(process.stdout, `${batch.map(line).join('\n')}\n`)
     }
     this.progress(this.describe(summary))
-    return {summary}
+    return this.ignoredShard({summary}, summary)
+  }
+
+  /**
+   * --shard asked for a shard some hashes are not on: they keep their assignment (it
+   * never changes silently), and the run says so with exit 3 rather than "existing".
+   */
+  private ignoredShard<R extends object>(result: R, summary: AssignSummary): R {
+    if (!summary.elsewhere) return result
+    const named = summary.elsewhereSample!.map((e) => `${e.hash} (${e.shard})`).join(', ')
+    const more = summary.elsewhere > summary.elsewhereSample!.length ? ` and ${summary.elsewhere - summary.elsewhereSample!.length} more` : ''
+    const which = summary.elsewhere === 1 ? '1 hash is' : `${summary.elsewhere.toLocaleString('en-US')} hashes are`
+    return this.partial(result, `${which} already on another shard and stayed there, not on ${this.flags.shard}: ${named}${more}; move them with --force`)
   }
 
   private batches(stdin: boolean): Batches {

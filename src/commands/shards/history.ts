@@ -18,7 +18,8 @@ export default class ShardsHistory extends RegistryCommand<typeof ShardsHistory>
     const events = await readHistory(await this.registry(), this.flags.limit)
     if (!this.jsonEnabled()) {
       if (events.length === 0) this.progress('No history yet.')
-      else this.log(renderTable(['AT', 'BY', 'COMMAND', 'CHANGE', 'DETAILS'], events.map((e) => [e.at, e.by, e.command, e.type, describeEvent(e)])))
+      // Cut to fit a terminal; whole in a pipe, where a script or a file reads it.
+      else this.log(renderTable(['AT', 'BY', 'COMMAND', 'CHANGE', 'DETAILS'], events.map((e) => [e.at, e.by, e.command, e.type, describeEvent(e, process.stdout.isTTY ? 100 : Infinity)])))
     }
     return {events}
   }

@@ -32,20 +32,33 @@ export default class ShardsImport extends RegistryCommand<typeof ShardsImport> {
     const text = await this.read(this.args.file)
     const doc = parseDocument(text)
     const registry = await this.registry()
-    if (!this.flags['dry-run']) await this.lock()
-    const {diff, mapUpdates} = await diffDocument(registry, doc, {prune: this.flags.prune})
-    if (!this.jsonEnabled()) this.render(diff)
-    const changes = diff.added.length + diff.changed.length + diff.removed.length + mapUpdates.length
-    if (changes === 0) {
+    const make = () => diffDocument(registry, doc, {prune: this.flags.prune})
+    const count = ({diff, mapUpdates}: Awaited<ReturnType<typeof make>>) => diff.added.length + diff.changed.length + diff.removed.length + mapUpdates.length
+    const show = ({diff}: Awaited<ReturnType<typeof make>>) => {
+      if (!this.jsonEnabled()) this.render(diff)
+    }
+    if (this.flags['dry-run']) {
+      const plan = await make()
+      show(plan)
+      this.progress(count(plan) === 0 ? 'The registry already matches the document.' : paint.warn('Dry run: nothing changed.'))
+      return {applied: false, diff: plan.diff}
+    }
+    const {plan, confirmed} = await this.planThenLock(
+      make,
+      (plan) => {
+        show(plan)
+        const {diff, mapUpdates} = plan
+        const destructive = diff.changed.length + diff.removed.length + diff.mapChanged > 0
+        return count(plan) > 0 && destructive ? `Apply: ${diff.added.length} added, ${diff.changed.length} changed, ${diff.removed.length} removed, ${mapUpdates.length} map entries?` : undefined
+      },
+      ({diff, mapUpdates}) => ({diff, mapUpdates: mapUpdates.length}),
+    )
+    const {diff, mapUpdates} = plan
+    if (count(plan) === 0) {
       this.progress('The registry already matches the document.')
       return {applied: false, diff}
     }
-    if (this.flags['dry-run']) {
-      this.progress(paint.warn('Dry run: nothing changed.'))
-      return {applied: false, diff}
-    }
-    const destructive = diff.changed.length + diff.removed.length + diff.mapChanged > 0
-    if (destructive && !(await this.confirm(`Apply: ${diff.added.length} added, ${diff.changed.length} changed, ${diff.removed.length} removed, ${mapUpdates.length} map entries?`))) {
+    if (!confirmed) {
       this.progress('Nothing changed.')
       return {applied: false, diff}
     }

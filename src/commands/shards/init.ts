@@ -1,9 +1,9 @@
 import {RegistryCommand} from '../../base-command.js'
 import {countFlag, dryRunFlag, instanceFlag, weightFlag, yesFlag} from '../../flags.js'
 import {Flags} from '@oclif/core'
-import {formatAddress} from '../../registry/address.js'
-import {applyInit, planInit} from '../../registry/manage.js'
-import {paint, renderTable} from '../../ui/terminal.js'
+import {formatAddress, instanceKey} from '../../registry/address.js'
+import {type NewShard, applyInit, planInit} from '../../registry/manage.js'
+import {formatPercent, paint, plural, renderTable} from '../../ui/terminal.js'
 
 export default class ShardsInit extends RegistryCommand<typeof ShardsInit> {
   static override summary = 'Create N shards on consecutive databases of one instance.'
@@ -28,25 +28,60 @@ export default class ShardsInit extends RegistryCommand<typeof ShardsInit> {
 
   async run() {
     const {flags} = this
-    if (!flags['dry-run']) await this.lock()
-    const shards = await planInit(await this.registry(), await this.pool(), {
-      instance: flags.instance,
-      replicas: flags.replica ?? [],
-      count: flags.count,
-      firstDb: flags['first-db'],
-      idPrefix: flags['id-prefix'],
-      firstId: flags['first-id'],
-      weight: flags.weight,
+    const registry = await this.registry()
+    const make = async () => ({
+      shards: await planInit(registry, await this.pool(), {
+        instance: flags.instance,
+        replicas: flags.replica ?? [],
+        count: flags.count,
+        firstDb: flags['first-db'],
+        idPrefix: flags['id-prefix'],
+        firstId: flags['first-id'],
+        weight: flags.weight,
+      }),
+      existingWeight: [...(await registry.weights()).values()].reduce((a, b) => a + b, 0),
     })
-    const rows = shards.map((s) => [s.id, formatAddress(s.master), s.replicas.map(formatAddress).join(', ') || '-', String(s.weight)])
-    const preview = shards.length > 12 ? [...rows.slice(0, 5), ['...', '', '', ''], ...rows.slice(-5)] : rows
-    this.log(renderTable(['ID', 'MASTER', 'REPLICAS', 'WEIGHT'], preview))
-    const applied = !flags['dry-run']
-    if (applied) await applyInit(await this.registry(), shards)
-    this.progress(applied ? `Added ${shards.length} shards.` : paint.warn(`Would add ${shards.length} shards (dry run).`))
-    return {
+    const show = (shards: NewShard[]) => {
+      const rows = shards.map((s) => [s.id, formatAddress(s.master), s.replicas.map(formatAddress).join(', ') || '-', String(s.weight)])
+      const preview = shards.length > 12 ? [...rows.slice(0, 5), ['...', '', '', ''], ...rows.slice(-5)] : rows
+      this.log(renderTable(['ID', 'MASTER', 'REPLICAS', 'WEIGHT'], preview))
+    }
+    const result = (shards: NewShard[], applied: boolean) => ({
       applied,
       shards: shards.map((s) => ({id: s.id, master: formatAddress(s.master), replicas: s.replicas.map(formatAddress), weight: s.weight})),
+    })
+    if (flags['dry-run']) {
+      const {shards} = await make()
+      show(shards)
+      this.progress(paint.warn(`Would add ${plural(shards.length, 'shard')} (dry run).`))
+      return result(shards, false)
     }
+    const {
+      plan: {shards},
+      confirmed,
+    } = await this.planThenLock(
+      make,
+      (plan) => {
+        show(plan.shards)
+        return this.question(plan.shards, plan.existingWeight)
+      },
+      (plan) => plan.shards.map((s) => [s.id, formatAddress(s.master)]),
+    )
+    if (!confirmed) {
+      this.progress('Nothing changed.')
+      return result(shards, false)
+    }
+    await applyInit(registry, shards)
+    this.progress(`Added ${plural(shards.length, 'shard')}.`)
+    return result(shards, true)
+  }
+
+  /** What the new shards will take of new assignments, and with how many replicas, on which fleet. */
+  private question(shards: NewShard[], existingWeight: number): string {
+    const added = shards.reduce((n, s) => n + s.weight, 0)
+    const share = existingWeight + added > 0 ? added / (existingWeight + added) : 0
+    const replicas = shards[0]?.replicas.length ?? 0
+    const copies = replicas === 0 ? paint.warn('no replica') : plural(replicas, 'replica')
+    return `Add ${plural(shards.length, 'shard')} on ${instanceKey(this.flags.instance)} (dbs ${shards[0]?.master.db}-${shards.at(-1)?.master.db}), with ${copies} each; they take ${formatPercent(share)} of new assignments?`
   }
 }

@@ -1,70 +1,181 @@
 import {Flags} from '@oclif/core'
 
 import {RegistryCommand} from '../../base-command.js'
-import {type FleetOverview, type ShardOverview, fleetOverview} from '../../fleet/overview.js'
+import {usageError} from '../../errors.js'
+import {type FleetOverview, type InstanceOverview, type ShardOverview, fleetOverview} from '../../fleet/overview.js'
 import {formatAddress} from '../../registry/address.js'
-import {formatCount, formatPercent, paint, renderTable} from '../../ui/terminal.js'
+import {bar, formatBytes, formatCount, formatPercent, paint, plural, renderTable} from '../../ui/terminal.js'
+
+const COLUMNS = ['id', 'weight', 'share', 'hashes', 'master', 'keys', 'replicas', 'status'] as const
+type Column = (typeof COLUMNS)[number]
+const SORTS = ['id', 'weight', 'share', 'keys', 'hashes', 'lag', 'master'] as const
 
 export default class ShardsList extends RegistryCommand<typeof ShardsList> {
   static override summary = 'List every shard: weight, share of new assignments, master, replicas, live health.'
   static override description = `Reads the registry in one round trip and probes every instance once, in parallel (one connection per instance, not per shard): reachable, actual role, keys in the shard's database, replication link and lag in bytes.
 
---no-probe shows the registry alone. --counts adds the hashes assigned to each shard, streamed from the map with HSCAN.`
+--no-probe shows the registry alone. --counts adds the hashes assigned to each shard, streamed from the map with HSCAN.
+
+At hundreds of shards: --filter narrows (instance=HOST:PORT, a master or replica of the shard; health=ok or health=problem; id=PREFIX*), --sort orders, --columns picks, and the replicas column is a short count unless --wide. --instances shows one line per instance instead — shards, keys, used memory against maxmemory, replicas and their lag, with a bar of keys (or --chart memory) — the view to decide what to split.
+
+--exit-status makes a script's job easy: exit 3 when any shard listed has a problem.`
 
   static override examples = [
     '<%= config.bin %> <%= command.id %>',
-    '<%= config.bin %> <%= command.id %> --counts',
+    '<%= config.bin %> <%= command.id %> --instances',
+    '<%= config.bin %> <%= command.id %> --filter instance=10.0.0.5:6379 --sort keys',
+    '<%= config.bin %> <%= command.id %> --filter health=problem --exit-status',
+    '<%= config.bin %> <%= command.id %> --columns id,master,keys --counts',
     '<%= config.bin %> <%= command.id %> --no-probe --json | jq ".shards[].id"',
   ]
 
   static override flags = {
     probe: Flags.boolean({summary: 'Probe every instance (--no-probe: registry only).', default: true, allowNo: true}),
     counts: Flags.boolean({summary: 'Count the hashes assigned to each shard (scans the whole map).', default: false}),
+    filter: Flags.string({summary: 'Only shards matching: instance=HOST:PORT, health=ok|problem, id=PREFIX* (repeat: all must match).', multiple: true, helpValue: '<expr>'}),
+    sort: Flags.string({summary: 'Order of the shards.', options: [...SORTS], default: 'id'}),
+    columns: Flags.string({summary: `Columns to show, comma-separated: ${COLUMNS.join(',')}.`, helpValue: '<list>'}),
+    wide: Flags.boolean({summary: 'Every replica with its address and lag (default: a short count).', default: false}),
+    instances: Flags.boolean({summary: 'One line per instance: shards, keys, memory, replicas, lag, and a bar chart.', default: false}),
+    chart: Flags.string({summary: 'With --instances: what the bars show.', options: ['keys', 'memory'], default: 'keys'}),
+    'exit-status': Flags.boolean({summary: 'Exit 3 when any shard listed has a problem.', default: false}),
   }
 
   async run(): Promise<FleetOverview & {registry: string; prefix: string}> {
+    const {flags} = this
+    const columns = this.columnsWanted()
+    const filters = (flags.filter ?? []).map(parseFilter)
     const registry = await this.registry()
-    const overview = await fleetOverview(registry, await this.pool(), {probe: this.flags.probe, counts: this.flags.counts})
-    if (!this.jsonEnabled()) this.render(overview)
-    return {registry: formatAddress(this.flags.registry), prefix: this.flags.prefix, ...overview}
+    const overview = await fleetOverview(registry, await this.pool(), {probe: flags.probe || flags.instances, counts: flags.counts, instances: flags.instances})
+    overview.shards = sortShards(overview.shards.filter((s) => filters.every((f) => f(s))), flags.sort as (typeof SORTS)[number])
+    if (!this.jsonEnabled()) {
+      if (flags.instances) this.renderInstances(overview)
+      else this.render(overview, columns)
+    }
+    const result = {registry: formatAddress(flags.registry), prefix: flags.prefix, ...overview}
+    const unhealthy = overview.shards.filter((s) => s.problems.length > 0)
+    if (flags['exit-status'] && unhealthy.length > 0) {
+      return this.partial(result, `${plural(unhealthy.length, 'shard')} with problems: ${unhealthy.slice(0, 5).map((s) => s.id).join(', ')}${unhealthy.length > 5 ? ', ...' : ''}`)
+    }
+    return result
   }
 
-  private render(overview: FleetOverview): void {
+  private columnsWanted(): Column[] {
+    if (this.flags.columns === undefined) return [...COLUMNS]
+    const wanted = this.flags.columns.split(',').map((c) => c.trim().toLowerCase())
+    const unknown = wanted.filter((c) => !(COLUMNS as readonly string[]).includes(c))
+    if (unknown.length > 0) throw usageError(`unknown column "${unknown[0]}"`, `choose from ${COLUMNS.join(', ')}`)
+    return wanted as Column[]
+  }
+
+  private render(overview: FleetOverview, wanted: Column[]): void {
     if (overview.shards.length === 0 && overview.broken.length === 0) {
-      this.progress(`No shards under "${this.flags.prefix}" in ${formatAddress(this.flags.registry)}. Add some with shards:add or shards:init.`)
+      const filtered = (this.flags.filter ?? []).length > 0
+      this.progress(filtered ? 'No shard matches the filter.' : `No shards under "${this.flags.prefix}" in ${formatAddress(this.flags.registry)}. Add some with shards:add or shards:init.`)
       return
     }
-    const head = ['ID', 'WEIGHT', 'SHARE', ...(overview.shards[0]?.hashes === undefined ? [] : ['HASHES']), 'MASTER']
-    if (overview.probed) head.push('KEYS')
-    head.push('REPLICAS', ...(overview.probed ? ['STATUS'] : []))
-    const rows = overview.shards.map((s) => this.row(s, overview.probed))
-    this.log(renderTable(head, rows))
+    const columns = wanted.filter((c) => (c === 'hashes' ? overview.shards[0]?.hashes !== undefined : c === 'keys' || c === 'status' ? overview.probed : true))
+    const cell: Record<Column, (s: ShardOverview) => string> = {
+      id: (s) => s.id,
+      weight: (s) => String(s.weight),
+      share: (s) => formatPercent(s.share),
+      hashes: (s) => formatCount(s.hashes),
+      master: (s) => s.master.address,
+      keys: (s) => (s.master.reachable ? formatCount(s.master.keys) : '-'),
+      replicas: (s) => this.replicas(s, overview.probed),
+      status: (s) => (s.problems.length === 0 ? paint.ok('ok') : paint.bad(s.problems.join('; '))),
+    }
+    this.log(renderTable(columns.map((c) => c.toUpperCase()), overview.shards.map((s) => columns.map((c) => cell[c](s)))))
 
     const problems = overview.shards.filter((s) => s.problems.length > 0).length
-    const plural = (n: number, word: string) => `${n} ${word}${n === 1 ? '' : 's'}`
     const summary = [`${plural(overview.shards.length, 'shard')} on ${plural(overview.instances, 'instance')}`, `total weight ${overview.totalWeight}`]
     if (overview.probed) summary.push(problems === 0 ? paint.ok('all healthy') : paint.bad(`${problems} with problems`))
-    if (overview.orphanHashes) summary.push(paint.warn(`${formatCount(overview.orphanHashes)} hashes point at unknown shards`))
+    if (overview.orphanHashes) summary.push(paint.warn(`${plural(overview.orphanHashes, 'hash', 'hashes')} point at unknown shards`))
     this.progress(summary.join(', '))
     for (const b of overview.broken) this.warn(`shard ${b.id} is not readable: ${b.problems.join('; ')}`)
   }
 
-  private row(s: ShardOverview, probed: boolean): string[] {
-    const replicas = s.replicas
-      .map((r) => {
-        const label = r.kind === 'persist' ? `${r.address} (persist)` : r.address
-        if (!probed) return label
-        if (!r.reachable) return `${label} ${paint.bad('down')}`
-        if (!r.followsMaster || !r.linkUp) return `${label} ${paint.bad(r.followsMaster ? 'link down' : 'not following')}`
-        return `${label} ${paint.dim(`lag ${formatCount(r.lagBytes)}B`)}`
-      })
-      .join('\n')
-    const row = [s.id, String(s.weight), formatPercent(s.share)]
-    if (s.hashes !== undefined) row.push(formatCount(s.hashes))
-    row.push(s.master.address)
-    if (probed) row.push(s.master.reachable ? formatCount(s.master.keys) : '-')
-    row.push(replicas || paint.dim('none'))
-    if (probed) row.push(s.problems.length === 0 ? paint.ok('ok') : paint.bad(s.problems.join('; ')))
-    return row
+  /** Each replica with its lag (--wide), or a short count that keeps the table within 80 columns. */
+  private replicas(s: ShardOverview, probed: boolean): string {
+    if (s.replicas.length === 0) return paint.dim('none')
+    if (this.flags.wide || !probed) {
+      return s.replicas
+        .map((r) => {
+          const label = r.kind === 'persist' ? `${r.address} (persist)` : r.address
+          if (!probed) return label
+          if (!r.reachable) return `${label} ${paint.bad('down')}`
+          if (!r.followsMaster || !r.linkUp) return `${label} ${paint.bad(r.followsMaster ? 'link down' : 'not following')}`
+          return `${label} ${paint.dim(`lag ${formatCount(r.lagBytes)}B`)}`
+        })
+        .join('\n')
+    }
+    const ok = s.replicas.filter((r) => r.reachable && r.followsMaster && r.linkUp)
+    const lag = Math.max(0, ...ok.map((r) => r.lagBytes ?? 0))
+    const text = `${ok.length}/${s.replicas.length} ok${ok.length > 0 ? `, lag ${formatBytes(lag)}` : ''}`
+    return ok.length === s.replicas.length ? text : paint.bad(text)
   }
+
+  private renderInstances(overview: FleetOverview): void {
+    const rows = overview.instanceRows ?? []
+    if (rows.length === 0) {
+      this.progress(`No shards under "${this.flags.prefix}" in ${formatAddress(this.flags.registry)}.`)
+      return
+    }
+    const byMemory = this.flags.chart === 'memory'
+    const measure = (r: InstanceOverview) => (byMemory ? r.usedMemory : r.keys) ?? 0
+    const most = Math.max(1, ...rows.map(measure))
+    const memory = (r: InstanceOverview) => (r.usedMemory === undefined ? '-' : `${formatBytes(r.usedMemory)}${r.maxMemory ? ` of ${formatBytes(r.maxMemory)}` : ''}`)
+    this.log(
+      renderTable(
+        ['INSTANCE', 'ROLE', 'SHARDS', 'KEYS', 'MEMORY', 'REPLICAS', 'LAG', byMemory ? 'MEMORY' : 'KEYS'],
+        rows.map((r) => [
+          r.instance,
+          r.reachable ? (r.role ?? '?') : paint.bad('down'),
+          String(r.shards),
+          formatCount(r.keys),
+          r.maxMemory && r.usedMemory !== undefined && r.usedMemory > 0.9 * r.maxMemory ? paint.bad(memory(r)) : memory(r),
+          r.replicas === undefined ? '-' : String(r.replicas),
+          r.maxLagBytes === undefined ? '-' : formatBytes(r.maxLagBytes),
+          bar(measure(r) / most, 20),
+        ]),
+        ['left', 'left', 'right', 'right', 'right', 'right', 'right', 'left'],
+      ),
+    )
+    this.progress(`${plural(rows.length, 'instance')}, ${plural(overview.shards.length, 'shard')}`)
+  }
+}
+
+/** A --filter expression as a test on a shard. */
+function parseFilter(expression: string): (s: ShardOverview) => boolean {
+  const match = /^(instance|health|id)=(.+)$/.exec(expression.trim())
+  if (!match) throw usageError(`invalid filter "${expression}"`, 'use instance=HOST:PORT, health=ok|problem or id=PREFIX*')
+  const [, key, value] = match
+  if (key === 'instance') {
+    const on = (address: string) => address.replace(/\/\d+$/, '') === value
+    return (s) => on(s.master.address) || s.replicas.some((r) => on(r.address))
+  }
+  if (key === 'health') {
+    if (value !== 'ok' && value !== 'problem') throw usageError(`invalid filter "${expression}"`, 'health=ok or health=problem')
+    return (s) => (s.problems.length === 0) === (value === 'ok')
+  }
+  const prefix = value.endsWith('*') ? value.slice(0, -1) : undefined
+  return (s) => (prefix === undefined ? s.id === value : s.id.startsWith(prefix))
+}
+
+function sortShards(shards: ShardOverview[], by: (typeof SORTS)[number]): ShardOverview[] {
+  const lag = (s: ShardOverview) => Math.max(0, ...s.replicas.map((r) => r.lagBytes ?? 0))
+  const key: Record<(typeof SORTS)[number], (s: ShardOverview) => number | string> = {
+    id: () => 0,
+    weight: (s) => -s.weight,
+    share: (s) => -s.share,
+    keys: (s) => -(s.master.keys ?? -1),
+    hashes: (s) => -(s.hashes ?? -1),
+    lag: (s) => -lag(s),
+    master: (s) => s.master.address,
+  }
+  // Stable: shards with the same key stay in id order.
+  return [...shards].sort((a, b) => {
+    const [x, y] = [key[by](a), key[by](b)]
+    return x < y ? -1 : x > y ? 1 : 0
+  })
 }

@@ -2,11 +2,13 @@ import {Args, Flags} from '@oclif/core'
 
 import {RegistryCommand} from '../../base-command.js'
 import {dryRunFlag, parseCount, parseDuration, yesFlag} from '../../flags.js'
-import {usageError} from '../../errors.js'
+import {ExitCode, ShardctlError, usageError} from '../../errors.js'
+import type {ConnectionPool} from '../../fleet/connect.js'
+import type {Registry} from '../../registry/registry.js'
 import {pendingOperation, readJournal} from '../../ops/journal.js'
-import {type PromotePlan, type PromoteResult, executePromote, journalMatches, planPromote, recoverPromote, resolveInstance} from '../../ops/promote.js'
+import {type PromotePlan, type PromoteRequest, type PromoteResult, executePromote, journalMatches, planPromote, recoverPromote, resolveInstance} from '../../ops/promote.js'
 import {parseInstance} from '../../registry/address.js'
-import {formatCount, paint, renderTable} from '../../ui/terminal.js'
+import {formatCount, paint, plural, renderTable} from '../../ui/terminal.js'
 
 export default class ShardsPromote extends RegistryCommand<typeof ShardsPromote> {
   static override summary = 'Promote a replica to master for a shard or a whole instance.'
@@ -55,44 +57,49 @@ Each step is recorded in the registry's journal before it is taken. A run killed
     const pool = await this.pool()
     const {instance, shardId} = await resolveInstance(registry, request.target)
 
-    // The lock is taken before anything is read for a change, and held to the end.
-    const lock = flags['dry-run'] ? undefined : await this.lock()
-    if (lock) {
+    if (!flags['dry-run']) {
       const pending = await readJournal(registry)
       if (pending) {
         if (!journalMatches(pending, instance, shardId)) throw pendingOperation(pending)
-        this.progress(`Found an interrupted promote of ${(pending.plan as PromotePlan).oldMaster}; finishing or rolling it back...`)
-        const recovered = await recoverPromote(registry, lock, pool, pending, {
-          confirmEmergency: flags.force
-            ? (plan) => this.confirm(`${plan.oldMaster} is gone: finish the interrupted promote as an emergency failover to ${plan.newMaster}? Writes it had not received are lost.`)
-            : undefined,
-        })
-        this.log(
-          recovered.recovered === 'rolled-forward'
-            ? `Finished the interrupted promote${recovered.plan.mode === 'emergency' ? ' as an emergency failover' : ''}: ${recovered.plan.newMaster} is the master of ${recovered.plan.shards.length} shards.`
-            : `Rolled back the interrupted promote: ${recovered.plan.oldMaster} stays the master. Run the command again to promote.`,
-        )
-        return recovered
+        return this.recover(registry, pool)
       }
     }
 
-    const plan = await planPromote(registry, pool, request)
-    if (!this.jsonEnabled()) this.render(plan)
-    if (flags['dry-run']) {
-      this.progress(paint.warn('Dry run: nothing changed.'))
-      return {plan, applied: false, repointed: [], unreachable: []}
+    // Planned without the lock, asked about, then planned again under it (planThenLock).
+    // The replica chosen when asked stays the choice under the lock, if it still may be.
+    let chosen: PromoteRequest['replica']
+    const make = async () => {
+      const pending = await readJournal(registry)
+      if (pending) throw pendingOperation(pending)
+      return planPromote(registry, pool, {...request, replica: request.replica ?? chosen})
     }
-    const question =
+    const question = (plan: PromotePlan) =>
       plan.mode === 'graceful'
         ? `Promote ${plan.newMaster} to master of these ${plan.shards.length} shards (writes pause for at most ${request.maxPauseMs} ms)?`
         : `Fail over to ${plan.newMaster} without the master${plan.lagBytes ? ` (it is ${plan.lagBytes} bytes behind)` : ''}? Writes it has not received are lost.`
-    if (!(await this.confirm(question))) {
+    if (flags['dry-run']) {
+      const plan = await make()
+      if (!this.jsonEnabled()) this.render(plan)
+      this.progress(paint.warn('Dry run: nothing changed.'))
+      return {plan, applied: false, repointed: [], unreachable: []}
+    }
+    const {plan, confirmed} = await this.planThenLock(
+      make,
+      (plan) => {
+        if (!this.jsonEnabled()) this.render(plan)
+        chosen = parseInstance(plan.newMaster)
+        return question(plan)
+      },
+      (plan) => ({mode: plan.mode, from: plan.oldMaster, to: plan.newMaster, others: plan.others, shards: plan.shards.map((m) => [m.id, m.before, m.after])}),
+    )
+    if (!confirmed) {
       this.progress('Nothing changed.')
       return {plan, applied: false, repointed: [], unreachable: []}
     }
-    const result = await executePromote(registry, lock!, pool, plan, {
-      onStep: (step) => this.progress(paint.dim(`  ${step}`)),
-    })
+    const lock = await this.lock()
+    this.interruptNote = `The promote is recorded in the registry's journal; run shards:promote ${plan.oldMaster} again to finish or roll it back.`
+    const steps = await this.reporter()
+    const result = await executePromote(registry, lock, pool, plan, {onStep: (step) => steps.step(step)}).finally(() => steps.end())
     this.report(result)
     if (result.pauseExceeded) {
       this.warn(`writes were held ${result.pauseMs} ms, beyond --max-pause ${request.maxPauseMs} ms (the registry or this process was slow); none was lost`)
@@ -101,6 +108,25 @@ Each step is recorded in the registry's journal before it is taken. A run killed
       this.partial(result, `promoted, but ${result.unreachable.join(', ')} could not be repointed: point them at ${plan.newMaster} when they are back`)
     }
     return result
+  }
+
+  /** Finish or roll back the interrupted promote, under the lock (read again under it). */
+  private async recover(registry: Registry, pool: ConnectionPool): Promise<PromoteResult> {
+    const lock = await this.lock()
+    const pending = await readJournal(registry)
+    if (!pending) throw new ShardctlError('the interrupted promote was finished by someone else meanwhile', {code: 'ECHANGED', exitCode: ExitCode.unhealthy, hint: 'see shards:history, then run the command again'})
+    this.progress(`Found an interrupted promote of ${(pending.plan as PromotePlan).oldMaster}; finishing or rolling it back...`)
+    const recovered = await recoverPromote(registry, lock, pool, pending, {
+      confirmEmergency: this.flags.force
+        ? (plan) => this.confirm(`${plan.oldMaster} is gone: finish the interrupted promote as an emergency failover to ${plan.newMaster}? Writes it had not received are lost.`)
+        : undefined,
+    })
+    this.log(
+      recovered.recovered === 'rolled-forward'
+        ? `Finished the interrupted promote${recovered.plan.mode === 'emergency' ? ' as an emergency failover' : ''}: ${recovered.plan.newMaster} is the master of ${plural(recovered.plan.shards.length, 'shard')}.`
+        : `Rolled back the interrupted promote: ${recovered.plan.oldMaster} stays the master. Run the command again to promote.`,
+    )
+    return recovered
   }
 
   private render(plan: PromotePlan): void {

@@ -2,7 +2,7 @@ import {Args, Flags} from '@oclif/core'
 
 import {RegistryCommand} from '../../base-command.js'
 import {dryRunFlag, shardIdArg, yesFlag} from '../../flags.js'
-import {applyRemoval, planRemoval, refuseRemoval} from '../../registry/manage.js'
+import {type RemovePlan, applyRemoval, planRemoval, refuseRemoval} from '../../registry/manage.js'
 import {paint} from '../../ui/terminal.js'
 
 export default class ShardsRemove extends RegistryCommand<typeof ShardsRemove> {
@@ -29,22 +29,30 @@ export default class ShardsRemove extends RegistryCommand<typeof ShardsRemove> {
   async run() {
     const {flags} = this
     const registry = await this.registry()
-    if (!flags['dry-run']) await this.lock()
-    const plan = await planRemoval(registry, this.args.id, {
-      drain: flags.drain,
-      onCounting: () => this.progress(`Counting the hashes assigned to ${this.args.id}...`),
-    })
-    if (plan.action === 'remove' && plan.hashes > 0 && !flags.force) throw refuseRemoval(plan)
-
-    const what =
+    const make = () =>
+      planRemoval(registry, this.args.id, {
+        drain: flags.drain,
+        onCounting: () => this.progress(`Counting the hashes assigned to ${this.args.id}...`),
+      })
+    const describe = (plan: RemovePlan) =>
       plan.action === 'drain'
         ? `drain shard ${plan.id} (weight 0: no new hashes)`
-        : `remove shard ${plan.id}${plan.hashes > 0 ? `, leaving ${plan.hashes.toLocaleString('en-US')} hashes pointing at nothing` : ''}`
+        : `remove shard ${plan.id}${plan.hashes > 0 ? `, leaving ${plan.hashes.toLocaleString('en-US')} ${plan.hashes === 1 ? 'hash' : 'hashes'} pointing at nothing` : ''}`
+    const refuse = (plan: RemovePlan) => {
+      if (plan.action === 'remove' && plan.hashes > 0 && !flags.force) throw refuseRemoval(plan)
+    }
     if (flags['dry-run']) {
-      this.log(`${paint.warn('Would')} ${what} (dry run).`)
+      const plan = await make()
+      refuse(plan)
+      this.log(`${paint.warn('Would')} ${describe(plan)} (dry run).`)
       return {...plan}
     }
-    if (plan.action === 'remove' && !(await this.confirm(`${what[0].toUpperCase()}${what.slice(1)}?`))) {
+    const {plan, confirmed} = await this.planThenLock(make, (plan) => {
+      refuse(plan)
+      const what = describe(plan)
+      return plan.action === 'remove' ? `${what[0].toUpperCase()}${what.slice(1)}?` : undefined
+    })
+    if (!confirmed) {
       this.log('Nothing changed.')
       return {...plan}
     }

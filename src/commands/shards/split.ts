@@ -1,13 +1,15 @@
 import {Args, Flags} from '@oclif/core'
 
 import {RegistryCommand} from '../../base-command.js'
-import {usageError} from '../../errors.js'
+import {ExitCode, ShardctlError, usageError} from '../../errors.js'
+import type {ConnectionPool} from '../../fleet/connect.js'
+import type {Registry} from '../../registry/registry.js'
 import {countFlag, dryRunFlag, parseDuration, yesFlag} from '../../flags.js'
 import {pendingOperation, readJournal} from '../../ops/journal.js'
 import {type SplitPlan, type SplitResult, executeSplit, planSplit, recoverSplit, splitJournalMatches} from '../../ops/split.js'
-import {parseInstance} from '../../registry/address.js'
-import {spawnLike} from '../../sandbox/spawn.js'
-import {formatCount, paint, renderTable} from '../../ui/terminal.js'
+import {type Endpoint, instanceKey, parseInstance} from '../../registry/address.js'
+import {defaultSpawnDir, recordSpawned, spawnLike, spawnPorts, stopSpawned} from '../../sandbox/spawn.js'
+import {formatCount, paint, plural, renderTable} from '../../ui/terminal.js'
 
 export default class ShardsSplit extends RegistryCommand<typeof ShardsSplit> {
   static override summary = "Move some of an instance's shard databases onto new instances, live, with a short cut-over."
@@ -62,60 +64,93 @@ Each step is journaled; a killed split is finished or rolled back by the next sh
     const registry = await this.registry()
     const pool = await this.pool()
 
-    const lock = flags['dry-run'] ? undefined : await this.lock()
-    if (lock) {
+    if (!flags['dry-run']) {
       const pending = await readJournal(registry)
       if (pending) {
         if (!splitJournalMatches(pending, source)) throw pendingOperation(pending)
-        this.progress(`Found an interrupted split of ${(pending.plan as SplitPlan).source}; finishing or rolling it back...`)
-        const recovered = await recoverSplit(registry, lock, pool, pending, {onStep: (step) => this.progress(paint.dim(`  ${step}`))})
-        this.log(
-          recovered.recovered === 'rolled-forward'
-            ? 'Finished the interrupted split.'
-            : 'Rolled back the interrupted split: the registry routes to the source and the targets were emptied. Run the command again to split.',
-        )
-        return this.reportStrays(recovered)
+        return this.recover(registry, pool)
       }
     }
 
-    const targets = (flags.to ?? []).map(parseInstance)
-    const spawned: SplitResult['spawned'] = []
-    const targetReplicas = (flags['to-replica'] ?? []).map(parseInstance)
-    if (flags.spawn) {
-      if (flags['dry-run']) {
-        this.progress(paint.warn('Dry run: --spawn would start a new instance; the plan below assumes an empty target with enough databases.'))
-      } else {
-        if (!(await this.confirm(`Start a new redis-server${flags['spawn-replicas'] ? ` and ${flags['spawn-replicas']} replicas` : ''} on this machine as the split's target?`))) return this.nothing()
-        const started = await spawnLike(await pool.get(source), {port: flags.port, dir: flags.dir, replicas: flags['spawn-replicas']})
-        this.progress(`Started redis-server on 127.0.0.1:${started.target.port} (pid ${started.target.pid}, data in ${started.target.dir}).`)
-        spawned.push(...[started.target, ...started.replicas].map(({port, pid, dir}) => ({port, pid, dir})))
-        targets.push({host: '127.0.0.1', port: started.target.port, db: 0})
-        for (const r of started.replicas) targetReplicas.push({host: '127.0.0.1', port: r.port, db: 0})
-      }
+    const targets: Endpoint[] = (flags.to ?? []).map(parseInstance)
+    const targetReplicas: Endpoint[] = (flags['to-replica'] ?? []).map(parseInstance)
+    // --spawn: the ports are decided first, so the plan (and the question) name the new instances.
+    const toBeStarted: Endpoint[] = flags.spawn ? (await spawnPorts(flags.port, flags['spawn-replicas'])).map((port) => ({host: '127.0.0.1', port})) : []
+    if (toBeStarted.length > 0) {
+      targets.push(toBeStarted[0])
+      targetReplicas.push(...toBeStarted.slice(1))
     }
-    if (flags['dry-run'] && flags.spawn && targets.length === 0) {
-      this.progress('Nothing more to show without a target.')
-      return this.nothing()
+    const request = {source, targets, shards, targetReplicas, maxPauseMs, graceMs, holdMs, keepSource: flags['keep-source']}
+    const make = async () => {
+      const pending = await readJournal(registry)
+      if (pending) throw pendingOperation(pending)
+      return planSplit(registry, pool, {...request, toBeStarted})
     }
-
-    const plan = await planSplit(registry, pool, {source, targets, shards, targetReplicas, maxPauseMs, graceMs, holdMs, keepSource: flags['keep-source']})
-    if (!this.jsonEnabled()) this.render(plan)
+    const empty = (plan: SplitPlan): SplitResult => ({plan, applied: false, strayWrites: {}, strays: {}, droppedFromSource: [], keptOnSource: []})
     if (flags['dry-run']) {
+      const plan = await make()
+      if (!this.jsonEnabled()) this.render(plan, toBeStarted)
       this.progress(paint.warn('Dry run: nothing changed.'))
-      return {plan, applied: false, strayWrites: {}, strays: {}, droppedFromSource: [], keptOnSource: []}
+      return empty(plan)
     }
-    const fewer = plan.fewerReplicas.length > 0 ? `; ${plan.fewerReplicas.length} of them end with fewer replicas` : ''
-    if (!(await this.confirm(`Move ${plan.moves.length} shards off ${plan.source} (copy ~${(plan.sourceBytes / 1e6).toFixed(1)} MB; writes pause at most ${maxPauseMs} ms${fewer})?`))) {
-      return {plan, applied: false, strayWrites: {}, strays: {}, droppedFromSource: [], keptOnSource: []}
+    const fingerprint = (plan: SplitPlan) => ({targets: plan.targets, moves: plan.moves.map((m) => [m.id, m.to, m.before, m.after]), staying: plan.staying.map((s) => s.id)})
+    let {plan, confirmed} = await this.planThenLock(
+      make,
+      (plan) => {
+        if (!this.jsonEnabled()) this.render(plan, toBeStarted)
+        const fewer = plan.fewerReplicas.length > 0 ? `; ${plan.fewerReplicas.length} of them end with fewer replicas` : ''
+        const start = toBeStarted.length > 0 ? `Start ${plural(toBeStarted.length, 'new redis-server')} on this machine (${toBeStarted.map((e) => `127.0.0.1:${e.port}`).join(', ')}) and move` : 'Move'
+        return `${start} ${plural(plan.moves.length, 'shard')} off ${plan.source} (copy ~${(plan.sourceBytes / 1e6).toFixed(1)} MB; writes pause at most ${maxPauseMs} ms${fewer})?`
+      },
+      fingerprint,
+    )
+    if (!confirmed) return {...empty(plan), ...this.nothing()}
+    const lock = await this.lock()
+
+    const spawned: NonNullable<SplitResult['spawned']> = []
+    let started = false
+    if (toBeStarted.length > 0) {
+      const spawnDir = flags.dir ?? defaultSpawnDir()
+      const instances = await spawnLike(await pool.get(source), {ports: toBeStarted.map((e) => e.port), dir: spawnDir})
+      spawned.push(...[instances.target, ...instances.replicas].map(({port, pid, dir}) => ({port, pid, dir})))
+      // Recorded: sandbox:status lists them, sandbox:down stops them.
+      recordSpawned(spawnDir, spawned.map((p) => ({...p, startedAt: new Date().toISOString(), forSplitOf: instanceKey(source)})))
+      this.progress(`Started redis-server on ${spawned.map((p) => `127.0.0.1:${p.port} (pid ${p.pid})`).join(', ')}, data in ${spawnDir}.`)
+      // Started for this split only: if it never begins, nothing is left running.
+      this.onCleanup(async () => {
+        if (!started) await stopSpawned(spawnDir, spawned.map((p) => p.port))
+      })
+      // Now that they exist, they are checked like any target (empty, databases).
+      const real = await planSplit(registry, pool, request)
+      if (JSON.stringify(fingerprint(real)) !== JSON.stringify(fingerprint(plan))) {
+        throw new ShardctlError('the spawned instances do not give the planned split; nothing was changed and they were stopped', {code: 'ECHANGED', exitCode: ExitCode.unhealthy})
+      }
+      plan = real
     }
-    const result = await executeSplit(registry, lock!, pool, plan, {
-      onStep: (step) => this.progress(paint.dim(`  ${step}`)),
-      onProgress: (line) => this.progress(paint.dim(`    ${line}`)),
-    })
+    this.interruptNote = `The split is recorded in the registry's journal; run shards:split ${plan.source} again to finish or roll it back.`
+    started = true
+    const steps = await this.reporter({grace: plan.graceMs})
+    const result = await executeSplit(registry, lock, pool, plan, {onStep: (step) => steps.step(step), onCopy: (read, total) => steps.copied(read, total)}).finally(() => steps.end())
     if (spawned.length > 0) result.spawned = spawned
-    this.log(`Moved ${plan.moves.length} shards off ${plan.source}; writes to the source paused ${result.pauseMs} ms, to the moved shards ${result.heldMs} ms.`)
+    this.log(`Moved ${plural(plan.moves.length, 'shard')} off ${plan.source}; writes to the source paused ${result.pauseMs} ms, to the moved shards ${result.heldMs} ms.`)
     if (result.pauseExceeded) this.warn(`the pause ran ${result.pauseMs} ms, beyond --max-pause ${maxPauseMs} ms (the registry or this process was slow); no write was lost`)
     return this.reportStrays(result)
+  }
+
+  /** Finish or roll back the interrupted split, under the lock (read again under it). */
+  private async recover(registry: Registry, pool: ConnectionPool): Promise<SplitResult> {
+    const lock = await this.lock()
+    const pending = await readJournal(registry)
+    if (!pending) throw new ShardctlError('the interrupted split was finished by someone else meanwhile', {code: 'ECHANGED', exitCode: ExitCode.unhealthy, hint: 'see shards:history, then run the command again'})
+    this.progress(`Found an interrupted split of ${(pending.plan as SplitPlan).source}; finishing or rolling it back...`)
+    const steps = await this.reporter({grace: (pending.plan as SplitPlan).graceMs})
+    const recovered = await recoverSplit(registry, lock, pool, pending, {onStep: (step) => steps.step(step)}).finally(() => steps.end())
+    this.log(
+      recovered.recovered === 'rolled-forward'
+        ? 'Finished the interrupted split.'
+        : 'Rolled back the interrupted split: the registry routes to the source and the targets were emptied. Run the command again to split.',
+    )
+    return this.reportStrays(recovered)
   }
 
   /** Writes that landed on the source after the cut-over: named, kept, exit 3. */
@@ -137,8 +172,9 @@ Each step is journaled; a killed split is finished or rolled back by the next sh
     return {applied: false}
   }
 
-  private render(plan: SplitPlan): void {
-    this.progress(`Split ${plan.source} → ${plan.targets.map((t) => t.instance).join(', ')}: ${plan.moves.length} shards move, ${plan.staying.length} stay.`)
+  private render(plan: SplitPlan, toBeStarted: Endpoint[] = []): void {
+    const spawning = toBeStarted.length > 0 ? ` (to be started by --spawn: ${toBeStarted.map(instanceKey).join(', ')})` : ''
+    this.progress(`Split ${plan.source} → ${plan.targets.map((t) => t.instance).join(', ')}${spawning}: ${plural(plan.moves.length, 'shard')} move, ${plan.staying.length} stay.`)
     this.log(renderTable(['SHARD', 'DB', 'KEYS', 'FROM', 'TO'], plan.moves.map((m) => [m.id, String(m.db), formatCount(m.keys), m.before.master, m.after.master])))
     this.progress(paint.dim(`After: ${plan.balance.map((b) => `${b.instance} ${b.shards} shards, ${formatCount(b.keys)} keys`).join(' · ')}`))
     for (const f of plan.fewerReplicas) {

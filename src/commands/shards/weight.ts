@@ -6,7 +6,7 @@ import {fleetOverview} from '../../fleet/overview.js'
 import {usageError} from '../../errors.js'
 import {type WeightChange, applyWeights, planWeight, proposeEvenWeights} from '../../registry/manage.js'
 import {parseWeight} from '../../registry/schema.js'
-import {formatCount, formatPercent, paint, renderTable} from '../../ui/terminal.js'
+import {formatCount, formatPercent, paint, plural, renderTable} from '../../ui/terminal.js'
 
 export default class ShardsWeight extends RegistryCommand<typeof ShardsWeight> {
   static override summary = "Set a shard's weight, or propose weights that even out the fleet."
@@ -36,10 +36,10 @@ export default class ShardsWeight extends RegistryCommand<typeof ShardsWeight> {
   async run() {
     const {flags, args} = this
     const registry = await this.registry()
-    if (!flags['dry-run']) await this.lock()
-    let changes: WeightChange[]
-    if (flags.even) {
-      if (args.id !== undefined) throw usageError('--even takes no shard id or weight', 'run it alone: shards:weight --even')
+    if (flags.even && args.id !== undefined) throw usageError('--even takes no shard id or weight', 'run it alone: shards:weight --even')
+    if (!flags.even && (args.id === undefined || args.weight === undefined)) throw usageError('give a shard id and a weight, or --even', 'e.g. shards:weight s042 2')
+    const make = async (): Promise<WeightChange[]> => {
+      if (!flags.even) return [await planWeight(registry, args.id!, parseWeight(args.weight!))]
       const overview = await fleetOverview(registry, await this.pool(), {probe: flags.by === 'keys', counts: flags.by === 'hashes'})
       const fill = new Map<string, number>()
       for (const s of overview.shards) {
@@ -48,29 +48,41 @@ export default class ShardsWeight extends RegistryCommand<typeof ShardsWeight> {
         }
         fill.set(s.id, (flags.by === 'keys' ? s.master.keys : s.hashes) ?? 0)
       }
-      changes = proposeEvenWeights(new Map(overview.shards.map((s) => [s.id, s.weight])), fill)
-    } else {
-      if (args.id === undefined || args.weight === undefined) throw usageError('give a shard id and a weight, or --even', 'e.g. shards:weight s042 2')
-      changes = [await planWeight(registry, args.id, parseWeight(args.weight))]
+      return proposeEvenWeights(new Map(overview.shards.map((s) => [s.id, s.weight])), fill)
+    }
+    const changedOf = (changes: WeightChange[]) => changes.filter((c) => c.current !== c.proposed)
+    const show = (changes: WeightChange[]) => {
+      if (!this.jsonEnabled()) this.render(changes, flags.even ? flags.by : undefined)
     }
 
-    const changed = changes.filter((c) => c.current !== c.proposed)
-    if (!this.jsonEnabled()) this.render(changes, flags.even ? flags.by : undefined)
+    if (flags['dry-run']) {
+      const changes = await make()
+      show(changes)
+      const changed = changedOf(changes)
+      this.progress(changed.length === 0 ? 'Nothing to change.' : paint.warn(`Would change ${plural(changed.length, 'weight')} (dry run).`))
+      return {applied: false, by: flags.even ? flags.by : undefined, changes}
+    }
+    const {plan: changes, confirmed} = await this.planThenLock(
+      make,
+      (changes) => {
+        show(changes)
+        const changed = changedOf(changes)
+        return flags.even && changed.length > 0 ? `Apply ${plural(changed.length, 'new weight')}?` : undefined
+      },
+      (changes) => changes.map((c) => [c.id, c.current, c.proposed]),
+    )
     const result = {applied: false, by: flags.even ? flags.by : undefined, changes}
+    const changed = changedOf(changes)
     if (changed.length === 0) {
       this.progress('Nothing to change.')
       return result
     }
-    if (flags['dry-run']) {
-      this.progress(paint.warn(`Would change ${changed.length} weights (dry run).`))
-      return result
-    }
-    if (flags.even && !(await this.confirm(`Apply ${changed.length} new weights?`))) {
+    if (!confirmed) {
       this.progress('Nothing changed.')
       return result
     }
     await applyWeights(registry, changes, flags.even ? {even: flags.by} : {})
-    this.progress(`Changed ${changed.length} weight${changed.length === 1 ? '' : 's'}.`)
+    this.progress(`Changed ${plural(changed.length, 'weight')}.`)
     return {...result, applied: true}
   }
 
