@@ -318,6 +318,11 @@ export abstract class RegistryCommand<T extends typeof Command> extends Shardctl
     const lease = process.env.SHARDCTL_LOCK_LEASE
     const leaseMs = lease === undefined || lease === '' ? undefined : parseDuration(lease)
     const lock = await OperatorLock.acquire(registry.client, registry.keys.lock, registry.actor, {token: this.operatorToken, leaseMs})
+    // Long operations renew from a thread a busy main thread cannot starve.
+    if ((this.ctor as {longRunning?: boolean}).longRunning) {
+      const {registry: target, options} = await this.resolveConnections()
+      await lock.renewInWorker(target, options).catch((error: Error) => this.warn(`the lock is renewed from the main thread only: ${error.message}`))
+    }
     this.onCleanup(() => lock.release())
     registry.fence = {key: lock.key, value: lock.value}
     return lock

@@ -1,7 +1,8 @@
 /**
  * Fault injection for tests: SHARDCTL_FAILPOINT=<step>:<when>:<action>, e.g.
- * demote:after:kill, fence:before:sleep-1500, or registry:after:stop (the process
- * stops itself with SIGSTOP, as a frozen operator would, until it is sent SIGCONT).
+ * demote:after:kill, fence:before:sleep-1500, copy:after:busy-3000 (the main thread
+ * busy without yielding), or registry:after:stop (the process stops itself with
+ * SIGSTOP, as a frozen operator would, until it is sent SIGCONT).
  * Several may be given, separated by commas.
  */
 export async function failpoint(step: string, when: 'before' | 'after'): Promise<void> {
@@ -14,5 +15,8 @@ export async function failpoint(step: string, when: 'before' | 'after'): Promise
     if (action === 'stop') process.kill(process.pid, 'SIGSTOP')
     const sleep = /^sleep-(\d+)$/.exec(action ?? '')
     if (sleep) await new Promise((resolve) => setTimeout(resolve, Number(sleep[1])))
+    // busy-N: the main thread computes for N ms without yielding (timers starve meanwhile).
+    const busy = /^busy-(\d+)$/.exec(action ?? '')
+    if (busy) for (const end = Date.now() + Number(busy[1]); Date.now() < end; );
   }
 }

@@ -2,7 +2,9 @@ import {randomBytes} from 'node:crypto'
 import {hostname} from 'node:os'
 
 import {ExitCode, ShardctlError} from '../errors.js'
-import type {ScriptedRedis} from '../fleet/connect.js'
+import type {ConnectOptions, ScriptedRedis} from '../fleet/connect.js'
+import type {ConnectTarget} from '../registry/address.js'
+import type {RenewerData} from './lock-renewer.js'
 import type {Actor} from '../registry/registry.js'
 
 /**
@@ -82,6 +84,27 @@ export class OperatorLock {
     return this.lost
   }
 
+  private worker?: import('node:worker_threads').Worker
+
+  /**
+   * Renew from a worker thread too (see lock-renewer.ts), for operations that may keep
+   * the main thread busy for longer than a renewal period. Resolves once it renews.
+   */
+  async renewInWorker(target: ConnectTarget, options: ConnectOptions): Promise<void> {
+    const {Worker} = await import('node:worker_threads')
+    const data: RenewerData = {target, options: {...options, clientName: `${options.clientName ?? 'shardctl'}-lease`}, key: this.key, value: this.value, leaseMs: this.leaseMs, everyMs: Math.min(RENEW_EVERY_MS, this.leaseMs / 3)}
+    const worker = new Worker(new URL('./lock-renewer.js', import.meta.url), {workerData: data})
+    worker.unref()
+    this.worker = worker
+    await new Promise<void>((resolve, reject) => {
+      worker.once('error', reject)
+      worker.on('message', (message) => {
+        if (message === 'ready') resolve()
+        if (message === 'lost') this.lost = true
+      })
+    })
+  }
+
   private async renew(): Promise<void> {
     try {
       const held = await this.client.lockRenew(this.key, this.value, String(this.leaseMs))
@@ -94,6 +117,12 @@ export class OperatorLock {
   async release(): Promise<void> {
     clearInterval(this.renewer)
     this.renewer = undefined
+    if (this.worker) {
+      this.worker.postMessage('stop')
+      await new Promise((resolve) => setTimeout(resolve, 50).unref())
+      await this.worker.terminate()
+      this.worker = undefined
+    }
     if (this.client.status !== 'ready') return
     await this.client.lockRenew(this.key, this.value, '0').catch(() => undefined)
   }

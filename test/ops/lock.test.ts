@@ -8,9 +8,10 @@ import {Registry, currentActor} from '../../src/registry/registry.js'
 import {registryKeys} from '../../src/registry/schema.js'
 import {cli, spawnCli} from '../helpers/cli.js'
 import {useFleet} from '../helpers/fleet.js'
+import {startServer} from '../helpers/redis.js'
 
 describe('the operator lock', () => {
-  const fleet = useFleet()
+  const fleet = useFleet({instances: 1})
   const holder = (extra: Record<string, unknown> = {}) =>
     JSON.stringify({token: 't1', holder: 'alice@ops-1', host: 'ops-1', pid: 4242, command: 'shards:split', since: new Date(Date.now() - 90_000).toISOString(), ...extra})
 
@@ -80,6 +81,22 @@ describe('the operator lock', () => {
     expect(run.stdout).to.match(/Broke the lock held by alice@ops-1/)
     expect(await fleet.reg.exists('shards._lock')).to.equal(0)
     expect(JSON.parse((await fleet.reg.lrange('shards._history', 0, 0))[0])).to.include({type: 'lock.broken', holder: 'alice@ops-1'})
+  })
+
+  it('a long operation keeps its lease while its main thread is busy for longer than the lease', async () => {
+    const source = fleet.instances[0].master
+    const target = await startServer()
+    try {
+      expect((await cli(['shards:init', '--yes', '--instance', `127.0.0.1:${source.port}`, '--count', '2', ...fleet.r()])).exitCode).to.equal(0)
+      const run = await spawnCli(['shards:split', `127.0.0.1:${source.port}`, '--to', `127.0.0.1:${target.port}`, '--grace', '100ms', '--yes', ...fleet.r()], {
+        env: {SHARDCTL_LOCK_LEASE: '1s', SHARDCTL_FAILPOINT: 'copy:after:busy-3000'},
+      })
+      expect(run.exitCode, run.stderr).to.equal(0)
+      const masters = [await fleet.reg.hget('shards.s000', 'master'), await fleet.reg.hget('shards.s001', 'master')]
+      expect(masters.filter((m) => m?.startsWith(`127.0.0.1:${target.port}/`))).to.have.length(1)
+    } finally {
+      await target.stop()
+    }
   })
 
   it('fences every change: once the lease is lost, nothing more is written', async () => {

@@ -9,6 +9,8 @@ import {type ImportDiff, applyDocument, diffDocument, parseDocument} from '../..
 import {paint, renderTable} from '../../ui/terminal.js'
 
 export default class ShardsImport extends RegistryCommand<typeof ShardsImport> {
+  /** Holds the lock for long: renewed from a worker thread (see ops/lock-renewer.ts). */
+  static longRunning = true
   static override summary = 'Apply a registry document: show the difference, then change it in one atomic step.'
   static override description = `The document (from shards:export) is checked whole first — format, version, shape and content — and refused before anything changes if any part is wrong. The difference with the registry is shown (shards added, changed, removed with --prune; map entries set), and applied on confirmation or --yes in one atomic step with its event. "-" reads the document from stdin.`
 

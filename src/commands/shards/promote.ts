@@ -11,6 +11,8 @@ import {parseInstance} from '../../registry/address.js'
 import {formatCount, paint, plural, renderTable} from '../../ui/terminal.js'
 
 export default class ShardsPromote extends RegistryCommand<typeof ShardsPromote> {
+  /** Holds the lock for long: renewed from a worker thread (see ops/lock-renewer.ts). */
+  static longRunning = true
   static override summary = 'Promote a replica to master for a shard or a whole instance.'
   static override description = `Promoting is per instance: naming a shard promotes its master's instance, and every shard whose master lives there moves with it (the confirmation lists them).
 

@@ -6,6 +6,8 @@ import {type ReconcileRow, readStrays, reconcileStrays} from '../../ops/reconcil
 import {formatCount, paint, renderTable} from '../../ui/terminal.js'
 
 export default class ShardsReconcile extends RegistryCommand<typeof ShardsReconcile> {
+  /** Holds the lock for long: renewed from a worker thread (see ops/lock-renewer.ts). */
+  static longRunning = true
   static override summary = 'Move writes that landed on a moved database after a split to where the registry routes them.'
   static override description = `A client with stale routing (one that never reloads it, or heard of the split after its cut-over) can still get a write acknowledged on a moved database of the split's source. The split keeps those keys there, names them, exits 3, and records the database in P._strays. This command moves them, with MIGRATE (atomic per key), to the shard's master as the registry names it now.
 

@@ -12,6 +12,8 @@ import {defaultSpawnDir, recordSpawned, spawnLike, spawnPorts, stopSpawned} from
 import {formatCount, paint, plural, renderTable} from '../../ui/terminal.js'
 
 export default class ShardsSplit extends RegistryCommand<typeof ShardsSplit> {
+  /** Holds the lock for long: renewed from a worker thread (see ops/lock-renewer.ts). */
+  static longRunning = true
   static override summary = "Move some of an instance's shard databases onto new instances, live, with a short cut-over."
   static override description = `A shard is a numbered database; a split moves whole databases, numbers kept, to the targets and repoints those shards in the registry.
 
