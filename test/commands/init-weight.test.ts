@@ -87,6 +87,17 @@ describe('shards:weight', () => {
     expect(await fleet.reg.zscore('shards.list', 's000')).to.equal('1')
   })
 
+  it('--even proposes no change when every share would stay the same (equal weights, equal fill)', async () => {
+    await fleet.reg.hset('shards.map', 'a', 's000', 'b', 's001', 'c', 's002')
+    const before = await fleet.dump()
+    const run = await cli(['shards:weight', '--even', '--by', 'hashes', '--yes', '--json', ...fleet.r()])
+    expect(run.exitCode).to.equal(0)
+    const result = JSON.parse(run.stdout)
+    expect(result.applied).to.equal(false)
+    expect(result.changes.every((c: {current: number; proposed: number}) => c.current === c.proposed)).to.equal(true)
+    expect(await fleet.dump()).to.deep.equal(before)
+  })
+
   it('--even: non-interactive needs --yes (exit 2, unchanged); --json needs it too', async () => {
     await fleet.reg.hset('shards.map', 'a', 's000')
     const before = await fleet.dump()

@@ -97,6 +97,15 @@ describe('shards:split', () => {
     await expectPlaced(result.plan.moves.map((m: {id: string}) => m.id))
   })
 
+  it('in a pipe, each step is one line with its duration, and no bar is drawn', async () => {
+    const run = await spawnCli(['shards:split', inst(source), '--to', inst(target), ...BOUNDS, '--yes', ...r()])
+    expect(run.exitCode, run.stderr).to.equal(0)
+    for (const step of ['copy', 'registry', 'hold', 'fence', 'catch-up', 'promote', 'release', 'grace', 'clean-target']) {
+      expect(run.stderr).to.match(new RegExp(`^  ${step}\\s+\\d+(\\.\\d)? (ms|s)$`, 'm'))
+    }
+    expect(run.stderr).not.to.match(/\r|\u001B\[/)
+  })
+
   it('plans half the shards so that keys end up balanced, says which shards lose replicas, and --dry-run changes nothing', async () => {
     const replica = await startServer()
     try {
