@@ -35,6 +35,7 @@ export type ScriptedRedis = Redis & {
   lockRenew(key: string, value: string, leaseMs: string): Promise<number>
   journal(lockKey: string, journalKey: string, lockValue: string, json: string, leaseMs: string): Promise<string>
   flushDbs(numKeys: number, ...dbs: string[]): Promise<number>
+  countMap(map: string, cursor: string, count: string): Promise<string[]>
 }
 
 /**

@@ -41,8 +41,10 @@ export async function probeInstances(
   for (const instance of instances) unique.set(instanceKey(instance), instance)
   const sections = ['replication', 'keyspace', ...(options.persistence ? ['persistence', 'server'] : []), ...(options.memory ? ['memory'] : [])]
   const settings = options.config ?? []
-  const states = await Promise.all(
-    [...unique].map(async ([key, instance]): Promise<InstanceState> => {
+  const states = await mapLimited(
+    [...unique],
+    PROBE_CONCURRENCY,
+    async ([key, instance]): Promise<InstanceState> => {
       try {
         const client = await pool.get(instance)
         const pipeline = client.pipeline()
@@ -64,9 +66,26 @@ export async function probeInstances(
       } catch (error) {
         return {instance: key, reachable: false, error: (error as Error).message}
       }
-    }),
+    },
   )
   return new Map(states.map((s) => [s.instance, s]))
+}
+
+/** Instances probed at once: enough to hide round trips, few enough for a fleet of hundreds (sockets, memory). */
+const PROBE_CONCURRENCY = 64
+
+/** map() over items with at most `limit` calls in flight; results in input order. */
+export async function mapLimited<T, R>(items: T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
+  const results: R[] = new Array(items.length)
+  let next = 0
+  const worker = async () => {
+    while (next < items.length) {
+      const i = next++
+      results[i] = await fn(items[i])
+    }
+  }
+  await Promise.all(Array.from({length: Math.min(limit, items.length)}, worker))
+  return results
 }
 
 function toPairs(flat: string[]): [string, string][] {

@@ -13,6 +13,9 @@ import {
   shardFields,
 } from './schema.js'
 
+/** Map entries one counting script looks at: a few milliseconds of the registry's time. */
+const COUNT_SLICE = 10_000
+
 /** How many history entries the registry keeps. */
 export const HISTORY_LIMIT = 10_000
 
@@ -223,17 +226,21 @@ export class Registry {
     return entry
   }
 
-  /** Hashes assigned per shard, streamed with HSCAN so the map is never loaded at once. */
+  /**
+   * Hashes assigned per shard, counted on the server one HSCAN slice at a time
+   * (count-map-1.lua): only the counts cross the network, and no single script runs
+   * for longer than its slice.
+   */
   async countAssignments(onProgress?: (scanned: number) => void): Promise<Map<string, number>> {
     await this.guard(this.keys.map, 'a hash', () => this.client.type(this.keys.map).then(expectType(this.keys.map, 'hash')))
     const counts = new Map<string, number>()
     let scanned = 0
     let cursor = '0'
     do {
-      const [next, flat] = await this.client.hscan(this.keys.map, cursor, 'COUNT', '2000')
+      const [next, slice, ...pairs] = await this.client.countMap(this.keys.map, cursor, String(COUNT_SLICE))
       cursor = next
-      for (let i = 1; i < flat.length; i += 2) counts.set(flat[i], (counts.get(flat[i]) ?? 0) + 1)
-      scanned += flat.length / 2
+      for (let i = 0; i < pairs.length; i += 2) counts.set(pairs[i], (counts.get(pairs[i]) ?? 0) + Number(pairs[i + 1]))
+      scanned += Number(slice)
       onProgress?.(scanned)
     } while (cursor !== '0')
     return counts
