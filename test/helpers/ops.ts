@@ -64,10 +64,33 @@ export async function roleOf(server: TestServer): Promise<{role: string; masterP
 }
 
 /**
+ * Wait until replication among these servers has settled: every replica has its
+ * copy, its link up, and the offset of its master (nothing writes meanwhile). A
+ * replica still loading a full sync would otherwise show a keyspace that changes by
+ * itself between two looks.
+ */
+export async function replicationSettled(servers: TestServer[]): Promise<void> {
+  const byPort = new Map(servers.map((s) => [s.port, s]))
+  await until('replication settled', async () => {
+    for (const s of servers) {
+      const info = await withClients([s], async ([c]) => parseReplication(parseInfo(await c.info('replication'))))
+      if (info.role !== 'slave') continue
+      if (!info.linkUp || info.syncInProgress) return false
+      const master = byPort.get(info.masterPort!)
+      if (!master) continue
+      const offset = await withClients([master], async ([c]) => parseReplication(parseInfo(await c.info('replication'))).offset)
+      if (info.offset < offset) return false
+    }
+    return true
+  })
+}
+
+/**
  * Everything an operator could change on a small fleet: the registry's content, and
- * each instance's role, fencing and keys per database.
+ * each instance's role, fencing and keys per database (once replication has settled).
  */
 export async function fleetState(reg: Redis, servers: TestServer[]): Promise<unknown> {
+  await replicationSettled(servers)
   const registry = await dumpDb(reg)
   const instances = await Promise.all(
     servers.map((s) =>
