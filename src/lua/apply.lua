@@ -17,8 +17,14 @@
                     {t="instance", k, p, at, ids}
                                              the shards of zset k (keys p .. id) whose master
                                              starts with "at" ("host:port/") are exactly ids
+                    {t="absent", k}          key k does not exist (it appeared: conflict)
             ops:    {op="hset", k, fields}   {op="hdel", k, fields}   {op="del", k}
                     {op="zadd", k, m, score} {op="zrem", k, m}
+                    {op="rename", k, to}     RENAME k to KEYS[to] (O(1): a staged hash into place)
+                    {op="merge", k, to, limit, nx}
+                                             move hash k's fields into hash KEYS[to], at most
+                                             `limit` of them (all when absent); with nx, a field
+                                             KEYS[to] has meanwhile keeps its value
   ARGV[2]   event channel
   ARGV[3]   event JSON (published as is, and pushed to the history)
   ARGV[4]   history length to keep
@@ -60,6 +66,10 @@ for _, c in ipairs(change.checks or {}) do
   elseif c.t == 'get' then
     if redis.call('GET', key) ~= c.v then
       return redis.error_reply('LOCKLOST the operator lock is no longer ours')
+    end
+  elseif c.t == 'absent' then
+    if redis.call('EXISTS', key) == 1 then
+      return redis.error_reply('CONFLICT ' .. key .. ' appeared meanwhile')
     end
   elseif c.t == 'nodes' then
     local flat = redis.call('HGETALL', key)
@@ -118,6 +128,29 @@ for _, o in ipairs(change.ops or {}) do
     redis.call('ZADD', key, o.score, o.m)
   elseif o.op == 'zrem' then
     redis.call('ZREM', key, o.m)
+  elseif o.op == 'rename' then
+    if redis.call('EXISTS', key) == 1 then redis.call('RENAME', key, KEYS[o.to]) end
+  elseif o.op == 'merge' then
+    local moved = 0
+    local limit = o.limit or math.huge
+    local cursor = '0'
+    repeat
+      -- Follow the cursor: a page can be empty while the hash is not (emptied buckets).
+      local reply = redis.call('HSCAN', key, cursor, 'COUNT', 500)
+      cursor = reply[1]
+      local page = reply[2]
+      local fields = {}
+      for i = 1, #page, 2 do fields[#fields + 1] = page[i] end
+      if #page == 0 then
+        -- nothing in this page
+      elseif o.nx then
+        for i = 1, #page, 2 do redis.call('HSETNX', KEYS[o.to], page[i], page[i + 1]) end
+      else
+        redis.call('HSET', KEYS[o.to], unpack(page))
+      end
+      if #fields > 0 then redis.call('HDEL', key, unpack(fields)) end
+      moved = moved + #fields
+    until cursor == '0' or moved >= limit
   else
     return redis.error_reply('ERR unknown operation ' .. tostring(o.op))
   end

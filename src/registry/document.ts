@@ -4,6 +4,8 @@ import type {Writable} from 'node:stream'
 import {ExitCode, ShardctlError, usageError} from '../errors.js'
 import {formatAddress, parseAddress} from './address.js'
 import {Change, type Registry, type RegistryEvent} from './registry.js'
+import {pipelined} from './assign.js'
+import {DocumentSyntaxError, readMap, readMembers} from './document-reader.js'
 import {type Shard, isValidShardId, shardFields, sharedDatabases} from './schema.js'
 
 /**
@@ -100,6 +102,45 @@ export function parseDocument(text: string): RegistryDocument {
   } catch (error) {
     throw invalid(`not JSON (${(error as Error).message})`)
   }
+  return validateDocument(data)
+}
+
+/**
+ * A document from a file, checked whole before anything changes, in constant memory:
+ * its members are read and checked in a first pass, and the map (any size) is checked
+ * entry by entry by mapOf as it streams, a batch at a time.
+ */
+export async function readDocumentFile(file: string): Promise<{doc: RegistryDocument; hasMap: boolean}> {
+  let pass
+  try {
+    pass = await readMembers(file)
+  } catch (error) {
+    if (error instanceof DocumentSyntaxError) throw invalid(`not JSON (${error.message})`)
+    throw error
+  }
+  const doc = validateDocument({...pass.members, map: undefined})
+  return {doc, hasMap: pass.hasMap}
+}
+
+/** The map of a document file, a batch at a time, each entry checked against the document's shards. */
+export async function* mapOf(file: string, doc: RegistryDocument): AsyncGenerator<[string, string][]> {
+  const ids = new Set(doc.shards.map((s) => s.id))
+  try {
+    for await (const batch of readMap(file, MAP_BATCH)) {
+      for (const [hash, id] of batch) {
+        if (!ids.has(id)) throw invalid(`map entry ${JSON.stringify(hash)} points at ${JSON.stringify(id)}, not a shard of the document`)
+      }
+      yield batch
+    }
+  } catch (error) {
+    if (error instanceof DocumentSyntaxError) throw invalid(`not JSON (${error.message})`)
+    throw error
+  }
+}
+
+const MAP_BATCH = 5000
+
+function validateDocument(data: unknown): RegistryDocument {
   if (!isObject(data)) throw invalid('not an object')
   if (data.format !== DOCUMENT_FORMAT) throw invalid(`format is ${JSON.stringify(data.format)}, expected "${DOCUMENT_FORMAT}"`)
   if (data.version !== DOCUMENT_VERSION) throw invalid(`version ${JSON.stringify(data.version)} is not supported (this shardctl reads version ${DOCUMENT_VERSION})`)
@@ -157,9 +198,23 @@ export interface ImportDiff {
   mapChanged: number
 }
 
+/** Where an import's map changes wait until they are applied: a hash of this run's own, not part of the wire contract. */
+export function stagingKey(registry: Registry, token: string): string {
+  return `${registry.keys.prefix}._staging:${token}`
+}
+
 const same = (a: DocumentShard, b: DocumentShard) => JSON.stringify(a) === JSON.stringify(b)
 
-export async function diffDocument(registry: Registry, doc: RegistryDocument, options: {prune: boolean}): Promise<{diff: ImportDiff; mapUpdates: [string, string][]}> {
+/**
+ * The difference between the document and the registry. The map is compared a batch
+ * at a time (HMGET), never loaded; with `stage`, the entries that differ are written
+ * to a staging hash as they are found, ready for applyDocument.
+ */
+export async function diffDocument(
+  registry: Registry,
+  doc: RegistryDocument,
+  options: {prune: boolean; map?: AsyncIterable<[string, string][]>; stage?: string},
+): Promise<{diff: ImportDiff; staged: number; mapWasEmpty: boolean}> {
   const {shards, broken} = await registry.snapshot()
   if (broken.length > 0) throw new ShardctlError(`shards ${broken.map((b) => b.id).join(', ')} are corrupt`, {code: 'ECORRUPT', hint: 'repair them first (see shards:list)'})
   const current = new Map(shards.map((s) => [s.id, toDocumentShard(s)]))
@@ -178,31 +233,71 @@ export async function diffDocument(registry: Registry, doc: RegistryDocument, op
   if (shared) {
     throw usageError(`importing would leave shards ${shared.ids.join(' and ')} on the same master database ${shared.database}`, 'a database holds one shard: fix the document, or import with --prune if the registry\'s shard is to go')
   }
-  const mapUpdates: [string, string][] = []
-  const entries = Object.entries(doc.map ?? {})
-  for (let i = 0; i < entries.length; i += 1000) {
-    const batch = entries.slice(i, i + 1000)
-    const now = await registry.guard(registry.keys.map, 'a hash', () => registry.client.hmget(registry.keys.map, ...batch.map(([h]) => h)))
+
+  const mapSize = await registry.guard(registry.keys.map, 'a hash', () => registry.client.hlen(registry.keys.map))
+  let staged = 0
+  let repointed = 0
+  // Entries new to the map and re-pointed ones are staged apart: the new ones are
+  // applied set-if-absent, so that an application assigning the same hash meanwhile
+  // keeps its assignment (one is never changed silently).
+  const [stageSet, stageRepoint] = options.stage ? stagedParts(options.stage) : []
+  if (options.stage) await registry.client.unlink(stageSet!, stageRepoint!)
+  // Batches compared and staged with several in flight: the round trips overlap.
+  const compare = async (batch: [string, string][]) => {
+    // An empty map has nothing to compare with: every entry is new.
+    const now = mapSize === 0 ? [] : await registry.client.hmget(registry.keys.map, ...batch.map(([h]) => h))
+    const fresh: string[] = []
+    const moved: string[] = []
     batch.forEach(([hash, id], j) => {
-      if (now[j] === id) return
-      if (now[j] === null) diff.mapSet++
-      else diff.mapChanged++
-      mapUpdates.push([hash, id])
+      const before = now[j] ?? null
+      if (before === id) return
+      if (before === null) {
+        diff.mapSet++
+        fresh.push(hash, id)
+      } else {
+        diff.mapChanged++
+        repointed++
+        moved.push(hash, id)
+      }
     })
+    await Promise.all([
+      options.stage && fresh.length > 0 ? registry.client.hset(stageSet!, ...fresh) : undefined,
+      options.stage && moved.length > 0 ? registry.client.hset(stageRepoint!, ...moved) : undefined,
+    ])
+    staged += (fresh.length + moved.length) / 2
   }
+  for await (const done of pipelined(options.map ?? [], 8, compare)) void done
   if (diff.removed.length > 0) {
     const counts = await registry.countAssignments()
-    const repointed = new Set(mapUpdates.map(([h]) => h))
     const used = diff.removed.filter((id) => (counts.get(id) ?? 0) > 0)
-    if (used.length > 0 && repointed.size === 0) {
+    if (used.length > 0 && repointed === 0) {
       throw usageError(`--prune would remove shards ${used.join(', ')} while hashes point at them`, 'drain and empty them first, or import without --prune')
     }
   }
-  return {diff, mapUpdates}
+  return {diff, staged, mapWasEmpty: mapSize === 0}
 }
 
-/** Apply the difference in one atomic step with its event. */
-export async function applyDocument(registry: Registry, diff: ImportDiff, mapUpdates: [string, string][]): Promise<RegistryEvent> {
+/** The two staging hashes of an import: entries new to the map, and re-pointed ones. */
+function stagedParts(stage: string): [string, string] {
+  return [`${stage}:set`, `${stage}:repoint`]
+}
+
+/** A merge of staged map entries up to this size runs as one atomic step (a few ms); beyond, in slices of it. */
+export const ATOMIC_MAP_ENTRIES = 20_000
+
+/**
+ * Apply the difference. Shards are added and changed in one atomic step with the map
+ * when it can be: onto an empty map, the staged map is renamed into place (O(1),
+ * whatever its size); a change of up to ATOMIC_MAP_ENTRIES entries is merged in the
+ * same step. A larger change is merged in slices of that size after the shards are in
+ * place, each slice atomic and every step routing each hash to an existing shard, the
+ * removals last: applications see each slice as it lands (the result says how many).
+ */
+export async function applyDocument(
+  registry: Registry,
+  diff: ImportDiff,
+  stage: {key: string; entries: number; mapWasEmpty: boolean},
+): Promise<{event: RegistryEvent; steps: number}> {
   const change = new Change().expectType(registry.keys.list, 'zset', 'none').expectType(registry.keys.map, 'hash', 'none')
   const put = (s: DocumentShard) => {
     const fields = shardFields({master: parseAddress(s.master), replicas: s.replicas.map(parseAddress), persist: s.persist.map(parseAddress), extra: s.extra})
@@ -211,12 +306,34 @@ export async function applyDocument(registry: Registry, diff: ImportDiff, mapUpd
   for (const s of diff.added) change.expectMember(registry.keys.list, s.id, false)
   for (const s of diff.added) put(s)
   for (const c of diff.changed) put(c.after)
-  for (const id of diff.removed) change.del(registry.keys.shard(id)).zrem(registry.keys.list, id)
-  for (let i = 0; i < mapUpdates.length; i += 1000) change.hset(registry.keys.map, Object.fromEntries(mapUpdates.slice(i, i + 1000)))
-  return registry.apply(change, 'registry.imported', {
-    added: diff.added.map((s) => s.id),
-    changed: diff.changed.map((c) => c.id),
-    removed: diff.removed,
-    mapEntries: mapUpdates.length,
-  })
+  const details = {added: diff.added.map((s) => s.id), changed: diff.changed.map((c) => c.id), removed: diff.removed, mapEntries: stage.entries}
+  const removeAll = (target: Change) => {
+    for (const id of diff.removed) target.del(registry.keys.shard(id)).zrem(registry.keys.list, id)
+  }
+  const [fresh, moved] = stagedParts(stage.key)
+  const merge = (target: Change, limit?: number) => target.mergeHash(fresh, registry.keys.map, {limit, nx: true}).mergeHash(moved, registry.keys.map, {limit})
+  if (stage.entries === 0 || stage.mapWasEmpty || stage.entries <= ATOMIC_MAP_ENTRIES) {
+    // Onto an empty map the staged one is renamed into place, unless an application
+    // assigned a hash meanwhile: then it is merged instead, set-if-absent.
+    if (stage.entries > 0 && stage.mapWasEmpty && (await registry.client.exists(registry.keys.map)) === 0) change.expectAbsent(registry.keys.map).rename(fresh, registry.keys.map)
+    else if (stage.entries > 0) merge(change)
+    removeAll(change)
+    const event = await registry.apply(change, 'registry.imported', details)
+    await registry.client.unlink(fresh, moved)
+    return {event, steps: 1}
+  }
+  // Large: shards first, the map in atomic slices, removals with the last step.
+  await registry.apply(change, 'registry.import-started', {...details, steps: 'sliced'})
+  let steps = 1
+  for (;;) {
+    const left = (await registry.client.hlen(fresh)) + (await registry.client.hlen(moved))
+    if (left === 0) break
+    await registry.apply(merge(new Change(), ATOMIC_MAP_ENTRIES / 2), 'registry.import-slice', {left})
+    steps++
+  }
+  const last = new Change()
+  removeAll(last)
+  const event = await registry.apply(last, 'registry.imported', details)
+  await registry.client.unlink(fresh, moved)
+  return {event, steps: steps + 1}
 }

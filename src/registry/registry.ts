@@ -57,12 +57,15 @@ type Check =
   | {t: 'zmember'; k: number; m: string; in: boolean}
   | {t: 'nodes'; k: number; v: Record<string, string>}
   | {t: 'instance'; k: number; p: string; at: string; ids: string[]}
+  | {t: 'absent'; k: number}
 type Op =
   | {op: 'hset'; k: number; fields: Record<string, string>}
   | {op: 'hdel'; k: number; fields: string[]}
   | {op: 'del'; k: number}
   | {op: 'zadd'; k: number; m: string; score: string}
   | {op: 'zrem'; k: number; m: string}
+  | {op: 'rename'; k: number; to: number}
+  | {op: 'merge'; k: number; to: number; limit?: number; nx?: boolean}
 
 /**
  * A change under construction: preconditions and operations over registry keys,
@@ -129,6 +132,24 @@ export class Change {
 
   zadd(key: string, member: string, score: number): this {
     this.ops.push({op: 'zadd', k: this.index(key), m: member, score: formatWeight(score)})
+    return this
+  }
+
+  /** The key must not exist when the change applies (something appeared meanwhile: conflict). */
+  expectAbsent(key: string): this {
+    this.checks.push({t: 'absent', k: this.index(key)})
+    return this
+  }
+
+  /** RENAME a staged key into place: O(1) whatever its size. */
+  rename(from: string, to: string): this {
+    this.ops.push({op: 'rename', k: this.index(from), to: this.index(to)})
+    return this
+  }
+
+  /** Move hash `from`'s fields into hash `to`, at most `limit` of them; with `nx`, a field `to` has keeps its value. */
+  mergeHash(from: string, to: string, options: {limit?: number; nx?: boolean} = {}): this {
+    this.ops.push({op: 'merge', k: this.index(from), to: this.index(to), ...options})
     return this
   }
 

@@ -42,6 +42,36 @@ describe('shards:export and shards:import', () => {
     expect(doc.shards[1]).to.deep.equal({id: 's2', weight: 1, master: '[fd00::1]:6379/2', replicas: [], persist: ['10.0.0.3:6379/2'], extra: {owner: 'team-a'}})
   })
 
+  it('a map larger than every batch: exported, imported into an empty registry, and onto one that differs in many entries — exactly', async () => {
+    const ids = ['s1', 's2', 's3']
+    for (const [i, id] of ids.entries()) await cli(['shards:add', id, '--master', `10.0.0.1:6379/${i}`, ...fleet.r()])
+    // 50,000 entries: ten read batches, and (below) a change of 30,000, past one atomic step.
+    const entries = Array.from({length: 50_000}, (_, i) => [`user:${i}`, ids[i % 3]])
+    for (let i = 0; i < entries.length; i += 10_000) await fleet.reg.hset('shards.map', ...entries.slice(i, i + 10_000).flat())
+    const file = join(dir, 'big.json')
+    expect((await cli(['shards:export', '--with-map', '--out', file, ...fleet.r()])).exitCode).to.equal(0)
+    const mapOf = async () => fleet.reg.hgetall('shards.map')
+    const exported = await mapOf()
+
+    await fleet.reg.flushall()
+    const empty = await spawnCli(['shards:import', file, '--json', ...fleet.r()])
+    expect(empty.exitCode, empty.stderr + empty.stdout).to.equal(0)
+    expect(JSON.parse(empty.stdout)).to.include({applied: true, steps: 1})
+    expect(await mapOf()).to.deep.equal(exported)
+
+    // 30,000 entries re-pointed and 5,000 gone from the registry's map: sliced, still exact.
+    const changed = entries.slice(0, 30_000).map(([h]) => [h, 's1'])
+    for (let i = 0; i < changed.length; i += 10_000) await fleet.reg.hset('shards.map', ...changed.slice(i, i + 10_000).flat())
+    await fleet.reg.hdel('shards.map', ...entries.slice(45_000).map(([h]) => h))
+    const onto = await spawnCli(['shards:import', file, '--yes', '--json', ...fleet.r()])
+    expect(onto.exitCode, onto.stderr + onto.stdout).to.equal(0)
+    const result = JSON.parse(onto.stdout)
+    expect(result.diff).to.include({mapSet: 5000, mapChanged: 20_000})
+    expect(result.steps).to.be.greaterThan(2)
+    expect(await mapOf()).to.deep.equal(exported)
+    expect(await fleet.reg.keys('shards._staging*')).to.deep.equal([])
+  })
+
   it('shows the difference, applies it on --yes, prunes on --prune; a dry run changes nothing', async () => {
     await seed()
     const doc = JSON.parse((await spawnCli(['shards:export', ...fleet.r()])).stdout)

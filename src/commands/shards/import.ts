@@ -1,18 +1,24 @@
-import {readFile} from 'node:fs/promises'
+import {constants, createWriteStream} from 'node:fs'
+import {access, mkdtemp, rm} from 'node:fs/promises'
+import {tmpdir} from 'node:os'
+import {join} from 'node:path'
+import {pipeline} from 'node:stream/promises'
 
 import {Args, Flags} from '@oclif/core'
 
 import {RegistryCommand} from '../../base-command.js'
 import {usageError} from '../../errors.js'
 import {dryRunFlag, yesFlag} from '../../flags.js'
-import {type ImportDiff, applyDocument, diffDocument, parseDocument} from '../../registry/document.js'
-import {paint, renderTable} from '../../ui/terminal.js'
+import {ATOMIC_MAP_ENTRIES, type ImportDiff, applyDocument, diffDocument, mapOf, readDocumentFile, stagingKey} from '../../registry/document.js'
+import {formatCount, paint, plural, renderTable} from '../../ui/terminal.js'
 
 export default class ShardsImport extends RegistryCommand<typeof ShardsImport> {
   /** Holds the lock for long: renewed from a worker thread (see ops/lock-renewer.ts). */
   static longRunning = true
   static override summary = 'Apply a registry document: show the difference, then change it in one atomic step.'
-  static override description = `The document (from shards:export) is checked whole first — format, version, shape and content — and refused before anything changes if any part is wrong. The difference with the registry is shown (shards added, changed, removed with --prune; map entries set), and applied on confirmation or --yes in one atomic step with its event. "-" reads the document from stdin.`
+  static override description = `The document (from shards:export) is checked whole first — format, version, shape and content — and refused before anything changes if any part is wrong. The difference with the registry is shown (shards added, changed, removed with --prune; map entries set), and applied on confirmation or --yes in one atomic step with its event. "-" reads the document from stdin.
+
+Any size, in constant memory: the map is read a batch at a time, compared with the registry's a batch at a time, and staged in a hash of its own; onto an empty map it is renamed into place in the same atomic step as the shards. A change of more than ${ATOMIC_MAP_ENTRIES.toLocaleString('en-US')} map entries to an existing map is applied a slice of that size at a time (each slice atomic, every hash always routed to an existing shard), so that no single step keeps the registry from answering applications.`
 
   static override examples = [
     '<%= config.bin %> <%= command.id %> registry.json --dry-run',
@@ -30,32 +36,41 @@ export default class ShardsImport extends RegistryCommand<typeof ShardsImport> {
     yes: yesFlag,
   }
 
-  async run(): Promise<{applied: boolean; diff: ImportDiff}> {
-    const text = await this.read(this.args.file)
-    const doc = parseDocument(text)
+  async run(): Promise<{applied: boolean; diff: ImportDiff; steps?: number}> {
+    const file = await this.source(this.args.file)
+    const {doc, hasMap} = await readDocumentFile(file)
     const registry = await this.registry()
-    const make = () => diffDocument(registry, doc, {prune: this.flags.prune})
-    const count = ({diff, mapUpdates}: Awaited<ReturnType<typeof make>>) => diff.added.length + diff.changed.length + diff.removed.length + mapUpdates.length
-    const show = ({diff}: Awaited<ReturnType<typeof make>>) => {
+    const stage = stagingKey(registry, this.operatorToken)
+    let applied = false
+    // The staged map changes are this run's own: gone on every exit path unless applied.
+    this.onCleanup(async () => {
+      if (!applied) await registry.client.unlink(stage).catch(() => undefined)
+    })
+    const make = (staging: boolean) => diffDocument(registry, doc, {prune: this.flags.prune, map: hasMap ? mapOf(file, doc) : undefined, stage: staging ? stage : undefined})
+    type Plan = Awaited<ReturnType<typeof make>>
+    const count = ({diff}: Plan) => diff.added.length + diff.changed.length + diff.removed.length + diff.mapSet + diff.mapChanged
+    const show = ({diff}: Plan) => {
       if (!this.jsonEnabled()) this.render(diff)
     }
     if (this.flags['dry-run']) {
-      const plan = await make()
+      const plan = await make(false)
       show(plan)
       this.progress(count(plan) === 0 ? 'The registry already matches the document.' : paint.warn('Dry run: nothing changed.'))
       return {applied: false, diff: plan.diff}
     }
     const {plan, confirmed} = await this.planThenLock(
-      make,
+      () => make(true),
       (plan) => {
         show(plan)
-        const {diff, mapUpdates} = plan
+        const {diff} = plan
         const destructive = diff.changed.length + diff.removed.length + diff.mapChanged > 0
-        return count(plan) > 0 && destructive ? `Apply: ${diff.added.length} added, ${diff.changed.length} changed, ${diff.removed.length} removed, ${mapUpdates.length} map entries?` : undefined
+        return count(plan) > 0 && destructive
+          ? `Apply: ${diff.added.length} added, ${diff.changed.length} changed, ${diff.removed.length} removed, ${plural(diff.mapSet + diff.mapChanged, 'map entry', 'map entries')}?`
+          : undefined
       },
-      ({diff, mapUpdates}) => ({diff, mapUpdates: mapUpdates.length}),
+      ({diff}) => diff,
     )
-    const {diff, mapUpdates} = plan
+    const {diff} = plan
     if (count(plan) === 0) {
       this.progress('The registry already matches the document.')
       return {applied: false, diff}
@@ -64,22 +79,28 @@ export default class ShardsImport extends RegistryCommand<typeof ShardsImport> {
       this.progress('Nothing changed.')
       return {applied: false, diff}
     }
-    await applyDocument(registry, diff, mapUpdates)
-    this.progress(`Imported: ${diff.added.length} added, ${diff.changed.length} changed, ${diff.removed.length} removed, ${mapUpdates.length} map entries.`)
-    return {applied: true, diff}
+    const {steps} = await applyDocument(registry, diff, {key: stage, entries: plan.staged, mapWasEmpty: plan.mapWasEmpty})
+    applied = true
+    const sliced = steps > 1 ? ` in ${steps} steps (a map change of more than ${formatCount(ATOMIC_MAP_ENTRIES)} entries is applied a slice at a time)` : ''
+    this.progress(`Imported: ${diff.added.length} added, ${diff.changed.length} changed, ${diff.removed.length} removed, ${plural(plan.staged, 'map entry', 'map entries')}${sliced}.`)
+    return {applied: true, diff, steps}
   }
 
-  private async read(file: string): Promise<string> {
-    if (file === '-') {
-      const chunks: Buffer[] = []
-      for await (const chunk of process.stdin) chunks.push(chunk as Buffer)
-      return Buffer.concat(chunks).toString('utf8')
+  /** A file to read twice: the document itself, or stdin spooled to a temporary file. */
+  private async source(file: string): Promise<string> {
+    if (file !== '-') {
+      try {
+        await access(file, constants.R_OK)
+      } catch (error) {
+        throw usageError(`cannot read ${file}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`)
+      }
+      return file
     }
-    try {
-      return await readFile(file, 'utf8')
-    } catch (error) {
-      throw usageError(`cannot read ${file}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`)
-    }
+    const dir = await mkdtemp(join(tmpdir(), 'shardctl-import-'))
+    this.onCleanup(() => rm(dir, {recursive: true, force: true}))
+    const spooled = join(dir, 'document.json')
+    await pipeline(process.stdin, createWriteStream(spooled))
+    return spooled
   }
 
   private render(diff: ImportDiff): void {
