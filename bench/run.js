@@ -12,13 +12,15 @@ import {ROOT, cleanup, loadAverage, machine} from './lib.js'
 import * as list from './list.js'
 import * as lookup from './lookup.js'
 import * as promote from './promote.js'
+import * as registry from './registry.js'
 import * as split from './split.js'
 
 // reps: repetitions of assign and lookup; coldReps: of shards:list, a third of a second each.
 // splitKeysPerDb: keys in each of the split source's 100 dbs (~200 bytes each: ~1 GB full).
+// registryHashes: the map of the registry benchmarks (export, import, counts); --scale: ten million.
 const SETTINGS = {
-  full: {hashes: 1_000_000, reps: 5, coldReps: 15, splitKeysPerDb: 40_000, splitReps: 3},
-  quick: {hashes: 200_000, reps: 3, coldReps: 5, splitKeysPerDb: 4000, splitReps: 1},
+  full: {hashes: 1_000_000, reps: 5, coldReps: 15, splitKeysPerDb: 40_000, splitReps: 3, registryHashes: 1_000_000},
+  quick: {hashes: 200_000, reps: 3, coldReps: 5, splitKeysPerDb: 4000, splitReps: 1, registryHashes: 100_000},
 }
 
 const BENCHMARKS = [
@@ -28,6 +30,7 @@ const BENCHMARKS = [
   ['shards:promote', promote],
   ['shards:split', split],
   ['shards:check', check],
+  ['registry', registry],
 ]
 
 const COLUMNS = [
@@ -42,7 +45,8 @@ const COLUMNS = [
 
 async function main() {
   const mode = process.argv.includes('--quick') ? 'quick' : 'full'
-  const settings = SETTINGS[mode]
+  const settings = {...SETTINGS[mode]}
+  if (process.argv.includes('--scale')) settings.registryHashes = 10_000_000
   const started = new Date()
   const host = machine()
   note(`shardctl benchmarks, ${mode} run: ${settings.hashes.toLocaleString('en-US')} hashes, ${settings.reps} repetitions (shards:list ${settings.coldReps})`)
@@ -106,7 +110,7 @@ ${missed.length === 0 ? 'Every target is met.' : `## Why targets are missed\n\n$
 * load average (1, 5, 15 min): ${host.load} at the start, ${loadAverage()} at the end (other work on the machine shows here)
 * Node.js ${host.node}, redis-server ${host.redis}
 * shardctl: commit ${host.commit}, as built in \`dist/\`
-* ${mode} run: ${settings.hashes.toLocaleString('en-US')} hashes, ${settings.reps} repetitions (shards:list: ${settings.coldReps}); took ${Math.round(seconds)} s
+* ${mode} run: ${settings.hashes.toLocaleString('en-US')} hashes (registry rows: ${settings.registryHashes.toLocaleString('en-US')}), ${settings.reps} repetitions (shards:list: ${settings.coldReps}); took ${Math.round(seconds)} s
 
 ## How to reproduce
 
@@ -114,6 +118,8 @@ ${missed.length === 0 ? 'Every target is met.' : `## Why targets are missed\n\n$
 npm run build                  # the benchmarks run dist/, as bin/run.js does
 npm run bench                  # full run: under ten minutes; rewrites BENCHMARKS.md
 npm run bench -- --quick       # ${SETTINGS.quick.hashes.toLocaleString('en-US')} hashes, ${SETTINGS.quick.reps} repetitions: a minute or two
+npm run bench -- --scale       # the registry rows at 10,000,000 hashes instead of 1,000,000
+npm run bench -- --only registry  # one benchmark, printed, BENCHMARKS.md left alone
 \`\`\`
 
 Needs \`redis-server\` and \`redis-benchmark\` on PATH (Debian: \`redis-server\`, \`redis-tools\`).
