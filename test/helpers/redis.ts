@@ -1,4 +1,4 @@
-import {mkdtempSync, rmSync} from 'node:fs'
+import {mkdtempSync, readFileSync, readdirSync, readlinkSync, rmSync} from 'node:fs'
 import {tmpdir} from 'node:os'
 import {join} from 'node:path'
 import {Redis} from 'ioredis'
@@ -97,6 +97,26 @@ export async function stopAll(): Promise<void> {
   for (const client of clients) client.disconnect()
   clients.clear()
   await Promise.all([...running].map((s) => s.stop()))
+}
+
+/**
+ * Stop every redis-server whose working directory is under `dir`: what a command
+ * under test started there (split --spawn), even when the test failed before it
+ * learned the pids.
+ */
+export async function stopServersIn(dir: string): Promise<void> {
+  const found: {pid: number; port: number}[] = []
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue
+    try {
+      const cwd = readlinkSync(`/proc/${entry}/cwd`).replace(/ \(deleted\)$/, '')
+      const port = /redis-server\S*\s+\S*:(\d+)/.exec(readFileSync(`/proc/${entry}/cmdline`, 'utf8').replaceAll('\0', ' '))?.[1]
+      if (port !== undefined && (cwd === dir || cwd.startsWith(`${dir}/`))) found.push({pid: Number(entry), port: Number(port)})
+    } catch {
+      // gone, or not ours to read
+    }
+  }
+  await Promise.all(found.map((p) => stopRedis(p)))
 }
 
 /** Every key of a Redis db with its type and content: compare before/after to prove "no change". */

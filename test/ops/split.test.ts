@@ -5,12 +5,12 @@ import {join} from 'node:path'
 import {expect} from 'chai'
 import type {Redis} from 'ioredis'
 
-import {freePort, portIsFree, stopRedis} from '../../src/sandbox/redis-process.js'
+import {freePort, portIsFree} from '../../src/sandbox/redis-process.js'
 import {ANSI_ALL, cli, spawnCli, startCli, ttyCli, until} from '../helpers/cli.js'
 import {useFleet} from '../helpers/fleet.js'
 import {fencesOf, fleetState, frozenFor, readJournal, resume, roleOf, stepDone, stoppedAt, takesWrites, untilStepDone} from '../helpers/ops.js'
 import {startReplyDelayProxy} from '../helpers/proxy.js'
-import {type TestServer, startServer, withClients} from '../helpers/redis.js'
+import {type TestServer, startServer, stopServersIn, withClients} from '../helpers/redis.js'
 import {ContinuousWriter, LateHearingWriter, missingWrites} from '../helpers/writer.js'
 
 const SHARDS = ['s000', 's001', 's002', 's003', 's004', 's005']
@@ -417,12 +417,11 @@ describe('shards:split', () => {
 
   it("--spawn starts the target with the source's settings and a replica, end to end", async () => {
     const dir = mkdtempSync(join(tmpdir(), 'shardctl-spawn-'))
-    let spawned: {pid: number; port: number}[] = []
     try {
       const run = await spawnCli(['shards:split', inst(source), '--spawn', '--spawn-replicas', '1', '--dir', dir, ...BOUNDS, '--yes', '--json', ...r()])
       expect(run.exitCode, run.stderr).to.equal(0)
       const result = JSON.parse(run.stdout)
-      spawned = result.spawned
+      const {spawned} = result
       expect(spawned).to.have.length(2)
       const [newMaster, newReplica] = spawned
       for (const m of result.plan.moves as {id: string; db: number}[]) {
@@ -431,7 +430,7 @@ describe('shards:split', () => {
       const list = await spawnCli(['shards:list', '--json', ...r()])
       for (const s of JSON.parse(list.stdout).shards) expect(s.problems, s.id).to.deep.equal([])
     } finally {
-      for (const p of spawned) await stopRedis(p)
+      await stopServersIn(dir)
       rmSync(dir, {recursive: true, force: true})
     }
   })
