@@ -15,8 +15,8 @@ import {formatCount, paint, plural, renderTable} from '../../ui/terminal.js'
 export default class ShardsImport extends RegistryCommand<typeof ShardsImport> {
   /** Holds the lock for long: renewed from a worker thread (see ops/lock-renewer.ts). */
   static longRunning = true
-  static override summary = 'Apply a registry document: show the difference, then change it in one atomic step.'
-  static override description = `The document (from shards:export) is checked whole first — format, version, shape and content — and refused before anything changes if any part is wrong. The difference with the registry is shown (shards added, changed, removed with --prune; map entries set), and applied on confirmation or --yes in one atomic step with its event. "-" reads the document from stdin.
+  static override summary = 'Apply a registry document: show the difference, then apply it atomically (a large map change in atomic slices).'
+  static override description = `The document (from shards:export) is checked whole first — format, version, shape and content — and refused before anything changes if any part is wrong. The difference with the registry is shown (shards added, changed, removed with --prune; map entries set), and applied on confirmation or --yes, atomically and with its event. "-" reads the document from stdin.
 
 Any size, in constant memory: the map is read a batch at a time, compared with the registry's a batch at a time, and staged in a hash of its own; onto an empty map it is renamed into place in the same atomic step as the shards. A change of more than ${ATOMIC_MAP_ENTRIES.toLocaleString('en-US')} map entries to an existing map is applied a slice of that size at a time (each slice atomic, every hash always routed to an existing shard), so that no single step keeps the registry from answering applications.`
 
