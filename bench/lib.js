@@ -24,8 +24,8 @@ const servers = new Set()
 const children = new Set()
 let scratchDir
 
-/** A temporary directory for this run's files (hash lists, usage reports). */
-function scratch(name) {
+/** A file in this run's temporary directory (hash lists, usage reports), removed by cleanup(). */
+export function scratch(name) {
   scratchDir ??= mkdtempSync(join(tmpdir(), 'shardctl-bench-'))
   return join(scratchDir, name)
 }

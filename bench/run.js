@@ -8,6 +8,7 @@ import {join} from 'node:path'
 
 import * as assign from './assign.js'
 import * as check from './check.js'
+import * as fleet from './fleet.js'
 import {ROOT, cleanup, loadAverage, machine} from './lib.js'
 import * as list from './list.js'
 import * as lookup from './lookup.js'
@@ -30,6 +31,7 @@ const BENCHMARKS = [
   ['shards:promote', promote],
   ['shards:split', split],
   ['shards:check', check],
+  ['fleet', fleet],
   ['registry', registry],
 ]
 
@@ -160,6 +162,19 @@ Every shardctl run is a new \`node bin/run.js …\` process, timed from spawn to
   shards per instance. Each repetition times \`node -e 0\`, \`shardctl --version\` and
   \`shards:check --canary --json\` (checked: healthy, every canary seen on every
   replica). Figures: the p50 and p99 (nearest rank) of the check's wall time.
+* **fleet**: a registry and 200 instances (AOF, no replica), 50 shards on each: 10,000
+  shards registered by one \`shards:import\`. Five repetitions each of \`node -e 0\`, then
+  \`shards:list --json\` and \`shards:check --allow-no-replica --json\` (checked: 10,000
+  healthy shards). Every instance's \`total_connections_received\` is read before and
+  after each run: exactly one connection per instance means every instance was probed
+  once. Ratio over node's wall time; peak memory: the largest max RSS.
+* **registry**: a registry with 2,000 shards and the map (1,000,000 hashes; 10,000,000
+  with \`--scale\`). Baselines: a bare client-side HSCAN of the map to a file, and
+  \`redis-cli --pipe\` of the same HSETs into an empty instance. Then
+  \`shards:export --with-map\`, \`shards:list --counts --no-probe\`, \`shards:import\` of the
+  export into an empty registry, and again onto it after 1% of its entries were
+  re-pointed (both checked entry by entry). While each import runs, a client PINGs the
+  registry every 10 ms: the longest answer is the longest stall.
 
 ## Repetitions
 
