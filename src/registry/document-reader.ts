@@ -33,25 +33,30 @@ export async function readMembers(file: string, chunkSize = 1 << 20): Promise<Do
   return {members, hasMap}
 }
 
-/** The map's entries, in batches of up to `size`, in document order. */
-export async function* readMap(file: string, size = 5000, chunkSize = 1 << 20): AsyncGenerator<[string, string][]> {
-  const batches: [string, string][][] = []
-  const waitForConsumer = async () => {
-    while (batches.length > 2) await new Promise<void>((resolve) => setImmediate(resolve))
-  }
-  let batch: [string, string][] = []
+/**
+ * The map's entries, in batches of up to `size` entries, in document order. A batch is
+ * flat, hash then id: [hash, id, hash, id, ...], ready to be a command's arguments.
+ */
+export async function* readMap(file: string, size = 5000, chunkSize = 1 << 20): AsyncGenerator<string[]> {
+  const batches: string[][] = []
+  // The scanner pushes; this generator pulls. The scanner waits while batches pile up,
+  // until the consumer takes one.
+  let taken: (() => void) | undefined
+  let batch: string[] = []
   let wake: (() => void) | undefined
   let done = false
   let failure: unknown
-  // The scanner pushes; this generator pulls. The scanner waits while batches pile up.
   const pending = scan(file, {
     pair: (hash, id) => {
-      batch.push([hash, id])
-      if (batch.length < size) return undefined
+      batch.push(hash, id)
+      if (batch.length < size * 2) return undefined
       batches.push(batch)
       batch = []
       wake?.()
-      return batches.length > 2 ? waitForConsumer() : undefined
+      if (batches.length <= 2) return undefined
+      return new Promise<void>((resolve) => {
+        taken = resolve
+      })
     },
   }, chunkSize).then(
     () => {
@@ -67,7 +72,13 @@ export async function* readMap(file: string, size = 5000, chunkSize = 1 << 20): 
   )
   for (;;) {
     if (batches.length > 0) {
-      yield batches.shift()!
+      const next = batches.shift()!
+      if (batches.length <= 2 && taken) {
+        const resume = taken
+        taken = undefined
+        resume()
+      }
+      yield next
       continue
     }
     if (done) break
@@ -214,67 +225,81 @@ async function scan(file: string, on: Handlers, chunkSize: number): Promise<void
    * after an entry whose consumer asks to wait (`wait`) before going on.
    */
   const pairsInBuffer = (): {status: 'end' | 'more' | 'next'; wait?: Promise<void>} => {
+    const keep = on.pair !== undefined
     for (;;) {
       const entry = at
       while (at < text.length && text.charCodeAt(at) <= 32) at++
-      if (at >= text.length || text[at] !== '"') {
+      if (at >= text.length || text.charCodeAt(at) !== 34) {
         at = entry
         return {status: 'more'}
       }
-      const hash = quoted(at)
+      const hash = quoted(at, keep)
       if (hash === undefined) {
         at = entry
         return {status: 'more'}
       }
-      let i = hash.end
+      let i = quotedEnd
       while (i < text.length && text.charCodeAt(i) <= 32) i++
       if (i >= text.length) {
         at = entry
         return {status: 'more'}
       }
-      if (text[i] !== ':') fail('expected ":" in the map')
+      if (text.charCodeAt(i) !== 58) fail('expected ":" in the map')
       i++
       while (i < text.length && text.charCodeAt(i) <= 32) i++
       if (i >= text.length) {
         at = entry
         return {status: 'more'}
       }
-      if (text[i] !== '"') fail(`map entry ${JSON.stringify(hash.value)} is not a string`)
-      const id = quoted(i)
+      if (text.charCodeAt(i) !== 34) fail(`map entry ${JSON.stringify(quoted(at, true))} is not a string`)
+      const id = quoted(i, keep)
       if (id === undefined) {
         at = entry
         return {status: 'more'}
       }
-      i = id.end
+      i = quotedEnd
       while (i < text.length && text.charCodeAt(i) <= 32) i++
       if (i >= text.length) {
         at = entry
         return {status: 'more'}
       }
-      const next = text[i]
-      if (next !== ',' && next !== '}') fail('expected "," or "}" in the map')
+      const next = text.charCodeAt(i)
+      if (next !== 44 && next !== 125) fail('expected "," or "}" in the map')
       at = i + 1
-      const wait = on.pair?.(hash.value, id.value) ?? undefined
-      if (next === '}') return {status: 'end', wait}
+      const wait = keep ? on.pair!(hash, id) : undefined
+      if (next === 125) return {status: 'end', wait}
       if (wait) return {status: 'next', wait}
     }
   }
-  /** A complete string token starting at `from` (its quote), or undefined when the buffer cuts it. */
-  const quoted = (from: number): {value: string; end: number} | undefined => {
+  /**
+   * A complete string token starting at `from` (its quote), decoded, or undefined when
+   * the buffer cuts it; `quotedEnd` is then just past its closing quote. With `keep`
+   * false only its syntax is checked and '' returned: the first pass allocates nothing.
+   */
+  let quotedEnd = 0
+  const quoted = (from: number, keep: boolean): string | undefined => {
     let search = from + 1
     for (;;) {
       const quote = text.indexOf('"', search)
       if (quote === -1) return undefined
       let backslashes = 0
-      for (let k = quote - 1; k > from && text[k] === '\\'; k--) backslashes++
+      for (let k = quote - 1; k > from && text.charCodeAt(k) === 92; k--) backslashes++
       if (backslashes % 2 === 1) {
         search = quote + 1
         continue
       }
-      const raw = text.slice(from, quote + 1)
-      if (!raw.includes('\\')) return {value: raw.slice(1, -1), end: quote + 1}
+      quotedEnd = quote + 1
+      if (keep) {
+        const raw = text.slice(from + 1, quote)
+        if (!raw.includes('\\')) return raw
+      } else {
+        let escaped = false
+        for (let k = from + 1; k < quote && !escaped; k++) escaped = text.charCodeAt(k) === 92
+        if (!escaped) return ''
+      }
       try {
-        return {value: JSON.parse(raw) as string, end: quote + 1}
+        const decoded = JSON.parse(text.slice(from, quote + 1)) as string
+        return keep ? decoded : ''
       } catch {
         return fail('invalid escape in a string')
       }

@@ -122,13 +122,13 @@ export async function readDocumentFile(file: string): Promise<{doc: RegistryDocu
   return {doc, hasMap: pass.hasMap}
 }
 
-/** The map of a document file, a batch at a time, each entry checked against the document's shards. */
-export async function* mapOf(file: string, doc: RegistryDocument): AsyncGenerator<[string, string][]> {
+/** The map of a document file, a flat batch at a time (hash, id, ...), each entry checked against the document's shards. */
+export async function* mapOf(file: string, doc: RegistryDocument): AsyncGenerator<string[]> {
   const ids = new Set(doc.shards.map((s) => s.id))
   try {
     for await (const batch of readMap(file, MAP_BATCH)) {
-      for (const [hash, id] of batch) {
-        if (!ids.has(id)) throw invalid(`map entry ${JSON.stringify(hash)} points at ${JSON.stringify(id)}, not a shard of the document`)
+      for (let i = 0; i < batch.length; i += 2) {
+        if (!ids.has(batch[i + 1])) throw invalid(`map entry ${JSON.stringify(batch[i])} points at ${JSON.stringify(batch[i + 1])}, not a shard of the document`)
       }
       yield batch
     }
@@ -213,7 +213,7 @@ const same = (a: DocumentShard, b: DocumentShard) => JSON.stringify(a) === JSON.
 export async function diffDocument(
   registry: Registry,
   doc: RegistryDocument,
-  options: {prune: boolean; map?: AsyncIterable<[string, string][]>; stage?: string},
+  options: {prune: boolean; map?: AsyncIterable<string[]>; stage?: string},
 ): Promise<{diff: ImportDiff; staged: number; mapWasEmpty: boolean}> {
   const {shards, broken} = await registry.snapshot()
   if (broken.length > 0) throw new ShardctlError(`shards ${broken.map((b) => b.id).join(', ')} are corrupt`, {code: 'ECORRUPT', hint: 'repair them first (see shards:list)'})
@@ -243,14 +243,24 @@ export async function diffDocument(
   const [stageSet, stageRepoint] = options.stage ? stagedParts(options.stage) : []
   if (options.stage) await registry.client.unlink(stageSet!, stageRepoint!)
   // Batches compared and staged with several in flight: the round trips overlap.
-  const compare = async (batch: [string, string][]) => {
-    // An empty map has nothing to compare with: every entry is new.
-    const now = mapSize === 0 ? [] : await registry.client.hmget(registry.keys.map, ...batch.map(([h]) => h))
+  const compare = async (batch: string[]) => {
+    // An empty map has nothing to compare with: every entry is new, the batch as it is.
+    if (mapSize === 0) {
+      diff.mapSet += batch.length / 2
+      if (options.stage) await registry.client.hset(stageSet!, ...batch)
+      staged += batch.length / 2
+      return
+    }
+    const hashes: string[] = []
+    for (let i = 0; i < batch.length; i += 2) hashes.push(batch[i])
+    const now = await registry.client.hmget(registry.keys.map, ...hashes)
     const fresh: string[] = []
     const moved: string[] = []
-    batch.forEach(([hash, id], j) => {
-      const before = now[j] ?? null
-      if (before === id) return
+    for (let j = 0; j < now.length; j++) {
+      const hash = batch[2 * j]
+      const id = batch[2 * j + 1]
+      const before = now[j]
+      if (before === id) continue
       if (before === null) {
         diff.mapSet++
         fresh.push(hash, id)
@@ -259,7 +269,7 @@ export async function diffDocument(
         repointed++
         moved.push(hash, id)
       }
-    })
+    }
     await Promise.all([
       options.stage && fresh.length > 0 ? registry.client.hset(stageSet!, ...fresh) : undefined,
       options.stage && moved.length > 0 ? registry.client.hset(stageRepoint!, ...moved) : undefined,

@@ -20,7 +20,10 @@ describe('registry/document-reader: a document of any size in constant memory', 
   }
   const all = async (file: string, chunk: number) => {
     const pairs: [string, string][] = []
-    for await (const batch of readMap(file, 3, chunk)) pairs.push(...batch)
+    for await (const batch of readMap(file, 3, chunk)) {
+      expect(batch.length).to.be.within(2, 6)
+      for (let i = 0; i < batch.length; i += 2) pairs.push([batch[i], batch[i + 1]])
+    }
     return pairs
   }
 
@@ -61,6 +64,8 @@ describe('registry/document-reader: a document of any size in constant memory', 
     ['text after the document', '{"a": 1} {"b": 2}'],
     ['a missing colon', '{"a" 1}'],
     ['garbage in a member', '{"a": nope}'],
+    ['an invalid escape in a map key', '{"map": {"h\\x": "s1"}}'],
+    ['an invalid escape in a map value', '{"map": {"h": "s\\q1"}}'],
   ] as const) {
     it(`refuses ${name}`, async () => {
       const file = write(`bad-${name.replaceAll(' ', '-')}.json`, text)
