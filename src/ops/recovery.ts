@@ -22,6 +22,7 @@ export type Refusal = {kind: 'refuse'; reason: string; hint: string}
 // ---- promote --------------------------------------------------------------------
 
 export type PromoteAction =
+  | 'fence' // fence the old master (again: it lost the fence, as a restart does)
   | 'catch-up' // wait until the new master holds every byte of the (fenced) old one
   | 'promote' // the new master: REPLICAOF NO ONE
   | 'demote' // the old master follows the new one
@@ -68,10 +69,22 @@ export function decidePromoteRecovery(entry: Pick<JournalEntry, 'steps'> & {plan
       }
       return {kind: 'refuse', reason: 'cannot finish the promote: the new master does not answer', hint: 'bring it back, then run the command again'}
     }
+    // The old master was fenced by this operation and is not any more (it restarted, or
+    // someone lifted the fence): clients with stale routing can write to it again.
+    const lostFence = graceful && old.reachable && old.role === 'master' && !old.fenced && stepStarted(entry, 'fence') && !stepDone(entry, 'lift')
     const actions: PromoteAction[] = []
     if (next.role !== 'master') {
+      // Fenced again before the catch-up, so that the proof covers its last write.
+      if (lostFence) actions.push('fence')
       if (old.reachable && next.followsPeer) actions.push('catch-up')
       actions.push('promote')
+    } else if (lostFence) {
+      // Both have been masters since: demoting the old one would drop what it took.
+      return {
+        kind: 'refuse',
+        reason: 'the old master lost its fence after the new one was promoted: both may have taken writes, and demoting it would drop those it took',
+        hint: 'fence it (CONFIG SET min-replicas-to-write 1000000), compare its data with the new master\'s, then make it a replica by hand and delete the journal',
+      }
     }
     if (registry !== 'after') actions.push('registry')
     if (old.reachable && !(old.role === 'slave' && old.followsPeer)) actions.push('demote')

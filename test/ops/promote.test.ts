@@ -1,11 +1,11 @@
 import {expect} from 'chai'
-import type {Redis} from 'ioredis'
+import {Redis} from 'ioredis'
 
 import {cli, spawnCli, startCli, until} from '../helpers/cli.js'
 import {useFleet} from '../helpers/fleet.js'
 import {fencesOf, fleetState, frozenFor, readJournal, resume, roleOf, stepDone, stoppedAt, takesWrites} from '../helpers/ops.js'
 import {startReplyDelayProxy} from '../helpers/proxy.js'
-import {type TestServer, startReplicated, startServer} from '../helpers/redis.js'
+import {type TestServer, startReplicated, startServer, withClients} from '../helpers/redis.js'
 import {ContinuousWriter, missingWrites} from '../helpers/writer.js'
 
 /**
@@ -252,6 +252,32 @@ describe('shards:promote', () => {
     expect(await takesWrites(master)).to.equal(true)
     for (const id of SHARDS) expect(await reg.hget(`shards.${id}`, 'master')).to.equal(master.address(Number(id.slice(1))))
     expect(await reg.exists('shards._journal', 'shards._lock')).to.equal(0)
+  })
+
+  it('killed after the switch, and the old master lost its fence meanwhile (as a restart does): the rerun fences it again, so a late write is refused, never dropped', async () => {
+    const killed = await spawnCli(['shards:promote', 's000', '--replica', inst(replicas[0]), '--max-pause', '5s', ...BOUNDS, '--yes', ...r()], {
+      env: {SHARDCTL_FAILPOINT: 'registry:after:kill'},
+    })
+    expect(killed.exitCode, killed.stderr).to.not.equal(0)
+    await withClients([master], async ([c]) => {
+      await c.config('SET', 'min-replicas-to-write', '0')
+      await c.call('CLIENT', 'UNPAUSE')
+    })
+    const run = await stoppedAt(['shards:promote', 's000', '--yes', '--json', ...r()], 'promote:before:stop')
+    // A client with stale routing writes to the old master once the catch-up is proven.
+    const stale = new Redis({port: master.port, host: '127.0.0.1', commandTimeout: 2000, maxRetriesPerRequest: 0, retryStrategy: () => null})
+    stale.on('error', () => undefined)
+    const acknowledged = await stale.set('late-write', 'x').then(
+      () => true,
+      () => false,
+    )
+    stale.disconnect()
+    resume(run)
+    const done = await run.done
+    expect(done.exitCode, done.stderr + done.stdout).to.equal(0)
+    expect(JSON.parse(done.stdout).recovered).to.equal('rolled-forward')
+    expect(acknowledged, 'a write the old master acknowledged after the catch-up would be dropped by its demotion').to.equal(false)
+    await expectConsistent(replicas[0], [master, replicas[1]])
   })
 
   it('the old master dies mid-promote: the rerun refuses to roll back, and --force finishes as an emergency', async () => {

@@ -42,6 +42,18 @@ describe('ops/recovery: what a recovery does with a journal and the facts', () =
         {kind: 'roll-forward', actions: ['catch-up', 'promote', 'demote', 'lift', 'repoint', 'carry-fencing']},
       ],
       [
+        'switched, and the old master lost its fence meanwhile (a restart): fence it again before the catch-up',
+        graceful(['fence', 'catch-up', 'registry']),
+        {registry: 'after', old: up('master', false, false), new: up('slave', true)},
+        {kind: 'roll-forward', actions: ['fence', 'catch-up', 'promote', 'demote', 'lift', 'repoint', 'carry-fencing']},
+      ],
+      [
+        'promoted, and the old master lost its fence meanwhile: refuse (demoting it would drop what it took)',
+        graceful(['fence', 'catch-up', 'registry', 'promote']),
+        {registry: 'after', old: up('master', false, false), new: up('master')},
+        {kind: 'refuse'},
+      ],
+      [
         'promoted: demote, lift, repoint, fencing',
         graceful(['fence', 'catch-up', 'registry', 'promote']),
         {registry: 'after', old: up('master', false, true), new: up('master')},
