@@ -22,6 +22,30 @@ export function hasWorked(client: ClientInfo): boolean {
   return !SETUP_COMMAND.test(client.cmd)
 }
 
+/**
+ * Whether a command (as CLIENT LIST names it: "set", "config|set") can change data, from
+ * the flags COMMAND INFO gives it: "write", or "may_replicate" (scripts, functions).
+ * EXEC runs whatever was queued; a command the server does not describe counts as a
+ * write: when in doubt, a stray.
+ */
+export function isWriteCommand(name: string, flags: string[] | undefined): boolean {
+  if (flags === undefined || name.toLowerCase() === 'exec') return true
+  return flags.includes('write') || flags.includes('may_replicate')
+}
+
+/** isWriteCommand with the flags asked of the instance once per command name. */
+export function writeCommandsOf(client: Redis): (name: string) => Promise<boolean> {
+  const known = new Map<string, boolean>()
+  return async (name) => {
+    const key = name.toLowerCase()
+    if (!known.has(key)) {
+      const reply = (await client.call('COMMAND', 'INFO', key).catch(() => [null])) as ([string, number, string[]] | null)[]
+      known.set(key, isWriteCommand(key, reply[0]?.[2]))
+    }
+    return known.get(key)!
+  }
+}
+
 /** One CLIENT LIST line: `id=7 addr=127.0.0.1:5301 laddr=... name= age=0 ... db=3 ...` */
 export function parseClientLine(line: string): ClientInfo | undefined {
   const fields: Record<string, string> = {}

@@ -178,8 +178,12 @@ export interface HoldOutcome {
   heldMs: number
 }
 
-/** The shortest quiet period that counts as "no client uses the moved databases". */
-export const MIN_QUIET_MS = 30
+/**
+ * The shortest quiet period that counts as "no client uses the moved databases": long
+ * enough for a client that writes now and then (not back to back) to show itself. The
+ * hold pauses nobody (the targets still follow the source), so waiting costs only time.
+ */
+export const MIN_QUIET_MS = 500
 
 /**
  * Keep clients off the moved databases of the source while the targets still follow

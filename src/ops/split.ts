@@ -3,7 +3,7 @@ import {setTimeout as sleep} from 'node:timers/promises'
 import type {Redis} from 'ioredis'
 
 import {ExitCode, ShardctlError, usageError} from '../errors.js'
-import {killClients, clientsOn} from '../fleet/clients.js'
+import {type ClientInfo, clientsOn, hasWorked, killClients, writeCommandsOf} from '../fleet/clients.js'
 import type {ConnectionPool, ScriptedRedis} from '../fleet/connect.js'
 import {parseInfo} from '../fleet/info.js'
 import {databaseCount, flushDb, keysPerDb, sampleKeys} from '../fleet/instance.js'
@@ -11,6 +11,7 @@ import {
   DEFAULT_FENCING,
   type FencingSettings,
   copyProgress,
+  fenceWrites,
   follows,
   isWriteFence,
   liftFence,
@@ -91,7 +92,12 @@ export interface SplitPlan {
 
 /** Writes that landed on a moved database of the source after the cut-over, per source db. */
 export interface StrayWrites {
-  [db: string]: {shard: string; to: string; keys: number; sample: string[]}
+  /**
+   * keys: what the moved database holds on the source after the grace period (kept);
+   * writers: the connections seen writing there meanwhile ("addr (command)"), whose
+   * writes reached no copy the registry routes to (a delete leaves no key behind).
+   */
+  [db: string]: {shard: string; to: string; keys: number; sample: string[]; writers?: string[]}
 }
 
 export interface SplitResult {
@@ -298,23 +304,34 @@ async function waitForCopy(source: Redis, targets: Redis[], onCopy?: (read: numb
 /**
  * Lift the fence and drop the moved databases as one step that no other client's
  * command can come between: one pipeline, written at once and small enough for one
- * packet, which Redis runs through before it serves anyone else — the fencing comes
- * back, CLIENT UNPAUSE wakes the waiting clients (they run only once this connection's
- * buffered commands are done), and a script empties the databases. A write that a
- * client with stale routing sends from then on lands on an empty database, where the
- * grace step finds it. (Under the fence the flush itself would be refused, and under
- * the pause it would wait behind the very writes it must not drop.)
+ * packet, which Redis runs through before it serves anyone else. The write fence goes
+ * off entirely (min-replicas-to-write 0) while the pause still holds everyone else,
+ * CLIENT UNPAUSE wakes the waiting clients (they run only once this connection's
+ * buffered commands are done), a script empties the databases, and the operator's own
+ * fencing comes back last. So the flush cannot be refused by that fencing (a replica of
+ * the source that is down or lagging would make it answer NOREPLICAS and leave the
+ * moved databases unfenced and full). A write that a client with stale routing sends
+ * from then on lands on an empty database, where the grace step finds it. (Under the
+ * pause the flush would wait behind the very writes it must not drop.) Should the flush
+ * fail all the same, the source is fenced again before the error is reported.
  */
 async function releaseAndDrop(source: ScriptedRedis, previous: FencingSettings, dbs: number[]): Promise<void> {
   // defineCommand gives pipelines the script too; ioredis's types do not know it.
   const pipeline = source.pipeline() as ReturnType<ScriptedRedis['pipeline']> & {flushDbs(numKeys: number, ...dbs: string[]): unknown}
-  pipeline.config('SET', 'min-replicas-to-write', previous['min-replicas-to-write'], 'min-replicas-max-lag', previous['min-replicas-max-lag'])
+  pipeline.config('SET', 'min-replicas-to-write', '0')
   pipeline.call('CLIENT', 'UNPAUSE')
   pipeline.flushDbs(0, ...dbs.map(String))
+  pipeline.config('SET', 'min-replicas-to-write', previous['min-replicas-to-write'], 'min-replicas-max-lag', previous['min-replicas-max-lag'])
   const replies = await pipeline.exec()
   const failed = replies?.find(([error]) => error)
-  if (failed) throw failed[0]
+  if (failed) {
+    await fenceWrites(source, 1000, previous).catch(() => undefined)
+    throw failed[0]
+  }
 }
+
+/** How often the grace period looks for clients writing to the moved databases. */
+const GRACE_POLL_MS = 20
 
 /** One split in progress: its connections (all opened before the journal begins), journal, clock and steps. */
 class SplitRun {
@@ -470,10 +487,12 @@ class SplitRun {
       this.journal.step(
         'grace',
         async () => {
-          await sleep(this.plan.graceMs)
           // Kept on purpose, or gone (a source that is down takes no writes): nothing to look for.
-          if (this.plan.keepSource || this.result.keptOnSource.length > 0 || !this.source) return this.result.strays
-          await this.findStrays()
+          if (this.plan.keepSource || this.result.keptOnSource.length > 0 || !this.source) {
+            await sleep(this.plan.graceMs)
+            return this.result.strays
+          }
+          await this.findStrays(await this.watchMovedDbs(this.plan.graceMs))
           return this.result.strays
         },
         {keepResult: true},
@@ -506,15 +525,47 @@ class SplitRun {
       ),
   }
 
-  /** Every moved database of the source holding keys after the cut-over: named, kept, recorded for shards:reconcile. */
-  private async findStrays(): Promise<void> {
+  /**
+   * For the grace period, watch the moved databases of the source for clients that
+   * write there (stale routing): each one is named and cut off, so that it re-reads its
+   * routing. Keys alone would not tell: a delete, an expiry or an overwrite of a key that
+   * is gone from the source leaves nothing to find. Polled, so a connection that opens,
+   * writes and closes between two looks is seen only by the keys it leaves.
+   */
+  private async watchMovedDbs(ms: number): Promise<Map<number, Set<string>>> {
+    const source = this.sourceClient
+    const moved = new Set(this.movedDbs)
+    const isWrite = writeCommandsOf(source)
+    const writers = new Map<number, Set<string>>()
+    const end = Date.now() + ms
+    for (;;) {
+      const writing: ClientInfo[] = []
+      for (const c of (await clientsOn(source, moved)).filter(hasWorked)) if (await isWrite(c.cmd)) writing.push(c)
+      for (const c of writing) writers.set(c.db, (writers.get(c.db) ?? new Set()).add(`${c.addr} (${c.cmd})`))
+      await killClients(
+        source,
+        writing.map((c) => c.id),
+      )
+      const left = end - Date.now()
+      if (left <= 0) return writers
+      await sleep(Math.min(GRACE_POLL_MS, left))
+    }
+  }
+
+  /**
+   * Every moved database of the source holding keys after the cut-over, or written to
+   * during the grace period: named; keys kept and recorded for shards:reconcile.
+   */
+  private async findStrays(writers: Map<number, Set<string>>): Promise<void> {
     const keys = await keysPerDb(this.sourceClient)
     const change = new Change()
     for (const move of this.plan.moves) {
       const count = keys.get(move.db) ?? 0
+      const seen = [...(writers.get(move.db) ?? [])]
+      if (count === 0 && seen.length === 0) continue
+      const sample = count === 0 ? [] : await sampleKeys(this.sourceClient, move.db)
+      this.result.strays[String(move.db)] = {shard: move.id, to: move.after.master, keys: count, sample, ...(seen.length > 0 ? {writers: seen} : {})}
       if (count === 0) continue
-      const sample = await sampleKeys(this.sourceClient, move.db)
-      this.result.strays[String(move.db)] = {shard: move.id, to: move.after.master, keys: count, sample}
       this.result.strayWrites[String(move.db)] = count
       this.result.keptOnSource.push(move.db)
       change.hset(this.registry.keys.strays, {[`${this.plan.source}/${move.db}`]: JSON.stringify({shard: move.id, to: move.after.master, keys: count, at: new Date().toISOString()})})

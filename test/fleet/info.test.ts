@@ -1,6 +1,6 @@
 import {expect} from 'chai'
 
-import {hasWorked, parseClientLine} from '../../src/fleet/clients.js'
+import {hasWorked, isWriteCommand, parseClientLine} from '../../src/fleet/clients.js'
 import {parseInfo, parseKeyspace, parseReplication, sameHost} from '../../src/fleet/info.js'
 import {isWriteFence} from '../../src/fleet/replication.js'
 
@@ -73,6 +73,23 @@ describe('fleet/info: what an instance says about itself', () => {
     const client = (cmd: string) => ({id: 1, addr: '', name: '', db: 3, cmd})
     for (const cmd of ['NULL', 'select', 'auth', 'hello', 'ping', 'info', 'client|setname', 'client|setinfo']) expect(hasWorked(client(cmd)), cmd).to.equal(false)
     for (const cmd of ['set', 'get', 'hset', 'eval', 'exec', 'client|kill']) expect(hasWorked(client(cmd)), cmd).to.equal(true)
+  })
+
+  it('isWriteCommand: a command that can change data, by its COMMAND INFO flags; EXEC and an unknown command count as writes', () => {
+    const table: [string, string[] | undefined, boolean][] = [
+      ['set', ['write', 'denyoom'], true],
+      ['del', ['write'], true],
+      ['expire', ['write', 'fast'], true],
+      ['get', ['readonly', 'fast'], false],
+      ['scan', ['readonly'], false],
+      ['eval', ['noscript', 'skip_monitor', 'may_replicate', 'no_mandatory_keys', 'stale'], true],
+      ['fcall', ['noscript', 'skip_monitor', 'may_replicate', 'no_mandatory_keys', 'stale'], true],
+      ['eval_ro', ['noscript', 'skip_monitor', 'no_mandatory_keys', 'stale', 'readonly'], false],
+      ['exec', ['noscript', 'loading', 'stale', 'skip_slowlog'], true],
+      ['EXEC', [], true],
+      ['module.cmd', undefined, true],
+    ]
+    for (const [name, flags, write] of table) expect(isWriteCommand(name, flags), name).to.equal(write)
   })
 
   it("isWriteFence: only shardctl's own fence value, not an operator's fencing", () => {

@@ -10,7 +10,7 @@ import {ANSI_ALL, cli, spawnCli, startCli, ttyCli, until} from '../helpers/cli.j
 import {useFleet} from '../helpers/fleet.js'
 import {fencesOf, fleetState, frozenFor, readJournal, resume, roleOf, stepDone, stoppedAt, takesWrites, untilStepDone} from '../helpers/ops.js'
 import {startReplyDelayProxy} from '../helpers/proxy.js'
-import {type TestServer, startServer, stopServersIn, withClients} from '../helpers/redis.js'
+import {type TestServer, startServer, stopServersIn, waitForStreaming, withClients} from '../helpers/redis.js'
 import {ContinuousWriter, LateHearingWriter, missingWrites} from '../helpers/writer.js'
 
 const SHARDS = ['s000', 's001', 's002', 's003', 's004', 's005']
@@ -216,6 +216,70 @@ describe('shards:split', () => {
     })
     expect((await keyspace(source))[2]).to.equal(undefined)
     expect(await reg.exists('shards._strays')).to.equal(0)
+  })
+
+  it('a client with stale routing that deletes on a moved database after the cut-over (no key left to find): named, cut off, exit 3', async () => {
+    const run = await startCli(['shards:split', inst(source), '--to', inst(target), '--shards', 's002', '--grace', '2s', '--yes', '--json', ...r()])
+    await untilStepDone(reg, 'release')
+    // An application's pooled connection: it stays open, as they do.
+    const stale = source.client(2)
+    try {
+      expect(await stale.del('seed:0')).to.equal(0) // acknowledged, and applied nowhere the registry routes
+      const done = await run.done
+      expect(done.exitCode, done.stderr).to.equal(3)
+      const result = JSON.parse(done.stdout)
+      expect(result.strays['2']).to.deep.include({shard: 's002', keys: 0, sample: []})
+      expect(result.strays['2'].writers).to.have.length(1)
+      expect(result.strays['2'].writers[0]).to.match(/^127\.0\.0\.1:\d+ \(del\)$/)
+      expect(result.keptOnSource).to.deep.equal([])
+      expect(await reg.exists('shards._strays')).to.equal(0)
+      // Cut off, so that it re-reads its routing; the data is intact where the registry routes.
+      const ids = await withClients([source], async ([c]) => String(await c.call('CLIENT', 'LIST')))
+      expect(ids).to.not.match(/db=2 .*cmd=del/)
+      await withClients([target], async ([c]) => {
+        await c.select(2)
+        expect(await c.exists('seed:0')).to.equal(1)
+      })
+    } finally {
+      stale.disconnect()
+    }
+  })
+
+  it('killed after promote, and the source lost its fence meanwhile (as a restart does): the rerun keeps its copies and exits 3 saying why', async () => {
+    const killed = await spawnCli(['shards:split', inst(source), '--to', inst(target), '--shards', 's001,s002', ...BOUNDS, '--yes', ...r()], {
+      env: {SHARDCTL_FAILPOINT: 'promote:after:kill'},
+    })
+    expect(killed.exitCode, killed.stderr).to.not.equal(0)
+    await withClients([source], async ([c]) => {
+      await c.config('SET', 'min-replicas-to-write', '0')
+      await c.call('CLIENT', 'UNPAUSE')
+    })
+    const again = await spawnCli(['shards:split', inst(source), ...BOUNDS, '--yes', ...r()])
+    expect(again.exitCode, again.stderr).to.equal(3)
+    expect(again.stdout).to.match(/Finished the interrupted split/)
+    expect(again.stderr).to.match(/lost its fence during the cut-over, so its copy of db 1, 2 was kept/)
+    const space = await keyspace(source)
+    expect([space[1], space[2]]).to.deep.equal([500, 400])
+  })
+
+  it("the source's own fencing cannot be met at release (its replica died): the moved databases are dropped all the same, its fencing restored", async () => {
+    const replica = await startServer(['--replicaof', '127.0.0.1', String(source.port)])
+    try {
+      await waitForStreaming(replica, source)
+      await withClients([source], ([c]) => c.config('SET', 'min-replicas-to-write', '1', 'min-replicas-max-lag', '10'))
+      const run = await stoppedAt(['shards:split', inst(source), '--to', inst(target), '--shards', 's001,s002', ...BOUNDS, '--yes', '--json', ...r()], 'release:before:stop')
+      await replica.stop()
+      await until('the source has no replica left', async () => /connected_slaves:0/.test(await withClients([source], ([c]) => c.info('replication'))))
+      resume(run)
+      const done = await run.done
+      expect(done.exitCode, done.stderr + done.stdout).to.equal(0)
+      expect(JSON.parse(done.stdout).droppedFromSource).to.deep.equal([1, 2])
+      const space = await keyspace(source)
+      expect([space[1], space[2]]).to.deep.equal([undefined, undefined])
+      expect(await withClients([source], ([c]) => c.config('GET', 'min-replicas-to-write'))).to.deep.equal(['min-replicas-to-write', '1'])
+    } finally {
+      await replica.stop()
+    }
   })
 
   it('Ctrl-C in the middle: exit 130 saying how to finish; the rerun finishes it', async () => {

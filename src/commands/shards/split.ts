@@ -20,9 +20,9 @@ export default class ShardsSplit extends RegistryCommand<typeof ShardsSplit> {
 Plan: by default half of the source's shards, chosen so that keys end up balanced between the source and the target(s); --shards picks them. The plan is printed (with any shard that ends with fewer replicas) and applied on confirmation or --yes.
 Targets must answer, be empty, serve no shard and have enough databases; --spawn starts one on this machine with the source's settings (and --spawn-replicas replicas of it).
 Live copy: each target follows the source as a replica while writes go on (progress on stderr).
-Switch and hold: the registry routes the moved shards to the targets (one compare-and-set step with its event) while the targets still follow the source, so a client that hears of it late writes to the source and the write still reaches a target. Clients on the moved databases of the source are disconnected until none comes back (at most --hold; past it the routing goes back to the source and the split is rolled back, exit 3, naming those clients).
+Switch and hold: the registry routes the moved shards to the targets (one compare-and-set step with its event) while the targets still follow the source, so a client that hears of it late writes to the source and the write still reaches a target. Clients on the moved databases of the source are disconnected until none comes back for half a second, or four times the longest a client took to come back (at most --hold; past it the routing goes back to the source and the split is rolled back, exit 3, naming those clients).
 Cut-over: the source is fenced (writes pause for at most --max-pause, then are refused: a fence that never runs out by itself), every target is proven to hold every byte (offsets equal), the targets become masters, the source drops the moved databases, the fence is lifted. The real pauses are reported.
-After --grace, a moved database that holds keys on the source again took writes from a client with stale routing: the split exits 3, names the databases and keys, keeps them, and records them for shards:reconcile. --keep-source keeps the source's copies instead (then writes landing there cannot be told apart).
+During --grace, a client that writes to a moved database of the source has stale routing: it is named and disconnected, and the split exits 3. After it, a moved database that holds keys on the source again took such writes: the split exits 3, names the databases and keys, keeps them, and records them for shards:reconcile. --keep-source keeps the source's copies instead (then writes landing there cannot be told apart).
 Each step is journaled; a killed split is finished or rolled back by the next shards:split of the same source; a run that lost its lock changes nothing more and exits 4.`
 
   static override examples = [
@@ -159,14 +159,29 @@ Each step is journaled; a killed split is finished or rolled back by the next sh
   private reportStrays(result: SplitResult): SplitResult {
     const strays = Object.entries(result.strays)
     if (strays.length === 0) {
-      if (result.keptOnSource.length > 0) this.warn(`the source keeps its copy of db ${result.keptOnSource.join(', ')} (${result.plan.keepSource ? '--keep-source' : 'not watched for stray writes'}): check them, then drop them by hand`)
-      return result
+      if (result.keptOnSource.length === 0) return result
+      const dbs = result.keptOnSource.join(', ')
+      if (result.plan.keepSource) {
+        this.warn(`the source keeps its copy of db ${dbs} (--keep-source): check them, then drop them by hand`)
+        return result
+      }
+      // Kept because the source lost the fence mid-split (it restarted, or someone lifted
+      // it): clients with stale routing may have written there unwatched.
+      return this.partial(
+        result,
+        `the source lost its fence during the cut-over, so its copy of db ${dbs} was kept and may hold writes from clients with stale routing that the targets lack. Compare each with its target (shards:list shows where it is routed) before dropping it`,
+      )
     }
-    const lines = strays.map(([db, s]) => `db ${db} (shard ${s.shard}, now at ${s.to}): ${s.keys} keys, e.g. ${s.sample.slice(0, 5).join(', ')}`)
-    return this.partial(
-      result,
-      `writes landed on the source after the cut-over, from clients with stale routing; kept there: ${lines.join('; ')}. Move them where the registry routes with: shardctl shards:reconcile`,
-    )
+    const lines = strays.map(([db, s]) => {
+      const keys = s.keys > 0 ? `${plural(s.keys, 'key')} kept, e.g. ${s.sample.slice(0, 5).join(', ')}` : 'no key left'
+      const writers = s.writers?.length ? `, written to by ${s.writers.join(', ')}` : ''
+      return `db ${db} (shard ${s.shard}, now at ${s.to}): ${keys}${writers}`
+    })
+    const then = [
+      strays.some(([, s]) => s.keys > 0) ? 'Move the kept keys where the registry routes with: shardctl shards:reconcile.' : '',
+      strays.some(([, s]) => s.writers?.length) ? 'The clients named do not follow the routing: what they deleted or changed there reached no copy the registry routes to; fix their routing and check that data.' : '',
+    ]
+    return this.partial(result, `writes landed on the source after the cut-over, from clients with stale routing: ${lines.join('; ')}. ${then.filter(Boolean).join(' ')}`)
   }
 
   private nothing(): {applied: false} {
