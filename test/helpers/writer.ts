@@ -147,7 +147,8 @@ export class LateHearingWriter {
   constructor(
     private readonly registry: Redis,
     private readonly shards: string[],
-    private readonly options: {hearsAfterMs: number; prefix?: string},
+    /** everyMs: a pause after each acknowledged write (an application that writes now and then). */
+    private readonly options: {hearsAfterMs: number; prefix?: string; everyMs?: number},
   ) {}
 
   get total(): number {
@@ -211,6 +212,7 @@ export class LateHearingWriter {
         await this.client(this.routes.get(shard)!).set(key, 'v')
         keys.push(key)
         seq++
+        if (this.options.everyMs) await new Promise((r) => setTimeout(r, this.options.everyMs))
       } catch {
         this.reloads.onError++
         await new Promise((r) => setTimeout(r, 2))

@@ -179,6 +179,19 @@ describe('shards:split', () => {
     expect(await reg.exists('shards._journal', 'shards._lock')).to.equal(0)
   })
 
+  it('a client that never reloads and writes only every 150 ms is seen by the hold all the same: past --hold the split is rolled back, nothing lost', async () => {
+    const app = new LateHearingWriter(reg, ['s001'], {hearsAfterMs: 60_000, everyMs: 150})
+    await app.start()
+    await app.waitFor(2)
+    const run = await spawnCli(['shards:split', inst(source), '--to', inst(target), '--hold', '2s', ...BOUNDS, '--yes', '--json', ...r()])
+    await app.stop()
+    expect(run.exitCode, run.stderr).to.equal(3)
+    expect(JSON.parse(run.stdout).error).to.include({code: 'EHELD'})
+    expect(await reg.hget('shards.s001', 'master')).to.equal(source.address(1))
+    expect(await missingWrites(reg, app)).to.deep.equal([])
+    expect(await keyspace(target)).to.deep.equal({})
+  })
+
   it('a write after the cut-over from a client with stale routing: named, kept, exit 3; shards:reconcile moves it where the registry routes', async () => {
     const run = await startCli(['shards:split', inst(source), '--to', inst(target), '--shards', 's002', '--grace', '2s', '--yes', '--json', ...r()])
     await untilStepDone(reg, 'release')
