@@ -325,6 +325,9 @@ export abstract class RegistryCommand<T extends typeof Command> extends Shardctl
     }
     this.onCleanup(() => lock.release())
     registry.fence = {key: lock.key, value: lock.value}
+    // Taken over from a run that left an operation open: cut that run off first.
+    const {cutOffJournalOwner} = await import('./ops/takeover.js')
+    await cutOffJournalOwner(registry, () => this.pool(), this.operatorToken)
     return lock
   }
 

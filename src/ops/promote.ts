@@ -543,4 +543,9 @@ export async function recoverPromote(
 }
 
 export {pendingOperation, readJournal}
+
+/** Every instance a promote acts on: the old master, the new one and the other replicas. */
+export function promoteInstances(plan: PromotePlan): Endpoint[] {
+  return PromoteRun.instances(plan)
+}
 export type {ShardNodes}

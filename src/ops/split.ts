@@ -330,6 +330,11 @@ async function releaseAndDrop(source: ScriptedRedis, previous: FencingSettings, 
   }
 }
 
+/** Every instance a split acts on: the source, the targets and their replicas. */
+export function splitInstances(plan: SplitPlan): Endpoint[] {
+  return SplitRun.instances(plan)
+}
+
 /** How often the grace period looks for clients writing to the moved databases. */
 const GRACE_POLL_MS = 20
 

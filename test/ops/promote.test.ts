@@ -194,6 +194,20 @@ describe('shards:promote', () => {
     }
   })
 
+  it('a stale operator stopped just before an action, overtaken by a command that ignores the journal: once resumed it does not act', async () => {
+    const stale = await stoppedAt(['shards:promote', 's000', '--replica', inst(replicas[0]), ...BOUNDS, '--yes', ...r()], 'demote:before:stop', {SHARDCTL_LOCK_LEASE: '1s'})
+    await until('the stale lease expired', async () => (await reg.exists('shards._lock')) === 0)
+    const other = await spawnCli(['shards:weight', 'elsewhere', '3', '--yes', ...r()])
+    expect(other.exitCode, other.stderr).to.equal(0)
+    resume(stale)
+    const resumed = await stale.done
+    expect(resumed.exitCode, resumed.stderr).to.equal(4)
+    expect((await roleOf(master)).role, 'the stale run demoted the old master after losing its lease').to.equal('master')
+    const again = await spawnCli(['shards:promote', 's000', '--yes', '--json', ...r()])
+    expect(again.exitCode, again.stderr + again.stdout).to.equal(0)
+    await expectConsistent(replicas[0], [master, replicas[1]])
+  })
+
   describe('the compare-and-set covers the whole instance', () => {
     async function changedMeanwhile(change: () => Promise<unknown>): Promise<{exitCode: number; stderr: string}> {
       const run = await stoppedAt(['shards:promote', 's000', '--replica', inst(replicas[0]), ...BOUNDS, '--yes', ...r()], 'catch-up:after:stop')
