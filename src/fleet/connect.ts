@@ -36,7 +36,6 @@ export type ScriptedRedis = Redis & {
   journal(lockKey: string, journalKey: string, lockValue: string, json: string, leaseMs: string): Promise<string>
   flushDbs(numKeys: number, ...dbs: string[]): Promise<number>
   countMap(map: string, cursor: string, count: string): Promise<string[]>
-  readShards(numKeys: number, ...keys: string[]): Promise<(string[] | Error)[]>
 }
 
 /**

@@ -217,20 +217,16 @@ export class Registry {
   async snapshot(): Promise<RegistrySnapshot> {
     const weights = await this.weights()
     const ids = [...weights.keys()]
-    // SNAPSHOT_SLICE shards per script call, the slices in flight together.
-    const slices: Promise<(string[] | Error)[]>[] = []
-    for (let i = 0; i < ids.length; i += SNAPSHOT_SLICE) {
-      const keys = ids.slice(i, i + SNAPSHOT_SLICE).map((id) => this.keys.shard(id))
-      slices.push(this.client.readShards(keys.length, ...keys))
-    }
-    const replies = (await Promise.all(slices)).flat()
+    const pipeline = this.client.pipeline()
+    for (const id of ids) pipeline.hgetall(this.keys.shard(id))
+    const replies = ids.length === 0 ? [] : ((await pipeline.exec()) ?? [])
     const shards: Shard[] = []
     const broken: ShardProblem[] = []
     ids.forEach((id, i) => {
-      const reply = replies[i] ?? new Error('no reply')
-      const entry = reply instanceof Error
-        ? {id, weight: weights.get(id) ?? null, problems: [describeReadError(this.keys.shard(id), reply)], raw: {}}
-        : parseShardFields(id, weights.get(id)!, pairsToRecord(reply))
+      const [error, fields] = replies[i] ?? [new Error('no reply'), null]
+      const entry = error
+        ? {id, weight: weights.get(id) ?? null, problems: [describeReadError(this.keys.shard(id), error)], raw: {}}
+        : parseShardFields(id, weights.get(id)!, fields as Record<string, string>)
       if (isShardProblem(entry)) broken.push(entry)
       else shards.push(entry)
     })
@@ -378,15 +374,6 @@ function expectType(key: string, ...types: string[]) {
       throw corruptRegistryError(`registry key ${key} has the wrong type: a ${actual}, expected a ${types.join(' or ')}`)
     }
   }
-}
-
-/** Shards read per script call by snapshot(): about a millisecond of the registry's time each. */
-const SNAPSHOT_SLICE = 500
-
-function pairsToRecord(flat: string[]): Record<string, string> {
-  const record: Record<string, string> = {}
-  for (let i = 0; i < flat.length; i += 2) record[flat[i]] = flat[i + 1]
-  return record
 }
 
 function describeReadError(key: string, error: Error): string {
