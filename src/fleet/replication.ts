@@ -67,6 +67,16 @@ export async function setFencing(client: Redis, settings: FencingSettings): Prom
   await client.config('SET', ...FENCING.flatMap((name) => [name, settings[name]]))
 }
 
+/**
+ * Whether the instance, as a replica, would take writes of its own (replica-read-only
+ * no): those writes reach no master and vanish at the next full sync. A CONFIG that
+ * does not answer counts as read-only (the default).
+ */
+export async function writableAsReplica(client: Redis): Promise<boolean> {
+  const reply = (await client.config('GET', 'replica-read-only').catch(() => [])) as string[]
+  return reply[1] === 'no'
+}
+
 export async function makeMaster(client: Redis): Promise<void> {
   await client.call('REPLICAOF', 'NO', 'ONE')
 }

@@ -61,7 +61,7 @@ export async function checkHealth(registry: Registry, pool: ConnectionPool, opti
   const nodes = instancesOf(groups)
   const states = await probeInstances(nodes, pool, {
     persistence: options.persistence,
-    config: [...FENCING_SETTINGS, ...(options.persistence ? PERSISTENCE_SETTINGS : [])],
+    config: [...FENCING_SETTINGS, 'replica-read-only', ...(options.persistence ? PERSISTENCE_SETTINGS : [])],
   })
   const report: CheckReport = {
     healthy: true,

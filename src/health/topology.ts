@@ -91,6 +91,9 @@ function replicaStatus(
     status.problems.push(`is a ${repl.role}, not a replica`)
     return status
   }
+  if (state.config?.['replica-read-only'] === 'no') {
+    status.problems.push('takes writes of its own (replica-read-only no): they reach no master and vanish at its next full sync')
+  }
   if (!follows(repl, masterRef)) {
     status.follows = `${repl.masterHost}:${repl.masterPort}`
     status.problems.push(`follows ${status.follows}, not the master`)

@@ -156,6 +156,20 @@ export async function fenceStep(journal: Journal<unknown>, client: Redis, instan
   )
 }
 
+/**
+ * A node that follows the other side during the operation (a split's target, a
+ * promote's old master once demoted) must refuse writes meanwhile: with
+ * replica-read-only no, a client with stale routing would get writes acknowledged there
+ * that reach no master.
+ */
+export function writableReplicaRefusal(instance: string, role: string): ShardctlError {
+  return new ShardctlError(`${role} ${instance} has replica-read-only no: while it follows the other side it would acknowledge writes that reach no master`, {
+    code: 'EREFUSED',
+    exitCode: ExitCode.unhealthy,
+    hint: `CONFIG SET replica-read-only yes on ${instance} (and in its configuration file), then run the command again; nothing was changed`,
+  })
+}
+
 /** Why a catch-up proof failed, in one line: who, where it stood, and what was done about it. */
 export function notCaughtUp(caught: CatchUp, what: {replicas: string; when: string; undone?: string; fencedHint: string}): ShardctlError {
   const line = caught.lost

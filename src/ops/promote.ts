@@ -14,11 +14,12 @@ import {
   readFencing,
   replicationOf,
   setFencing,
+  writableAsReplica,
 } from '../fleet/replication.js'
 import {type Endpoint, type ShardAddress, endpointOf, formatAddress, instanceKey, parseInstance} from '../registry/address.js'
 import {Change, type Registry, type ShardNodes} from '../registry/registry.js'
 import {type Shard, validateShardId} from '../registry/schema.js'
-import {type CatchUp, PauseClock, type PlannedMove, catchUp, cutOffPreviousOwner, fenceStep, nodesOf, notCaughtUp as notCaughtUpLine, registryState, switchOrFindOut} from './cutover.js'
+import {type CatchUp, PauseClock, type PlannedMove, catchUp, cutOffPreviousOwner, fenceStep, nodesOf, notCaughtUp as notCaughtUpLine, registryState, switchOrFindOut, writableReplicaRefusal} from './cutover.js'
 import {Journal, type JournalEntry, pendingOperation, readJournal, stepResult} from './journal.js'
 import type {OperatorLock} from './lock.js'
 import {type PromoteAction, decidePromoteRecovery} from './recovery.js'
@@ -166,6 +167,9 @@ export async function planPromote(registry: Registry, pool: ConnectionPool, requ
   if (masterReachable && request.force && !request.yes) {
     throw usageError(`the master ${masterKey} answers, but --force skips the zero-loss handoff`, 'drop --force for a graceful promote, or add --yes to force it anyway')
   }
+
+  // Once demoted, the old master follows the new one: it must refuse writes as a replica.
+  if (mode === 'graceful' && (await writableAsReplica(await pool.get(master)))) throw writableReplicaRefusal(masterKey, 'the master')
 
   const candidates = [...kinds.keys()].map((key, i) => {
     const {info, error} = states[i]

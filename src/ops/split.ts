@@ -21,11 +21,12 @@ import {
   replicationOf,
   waitForOffset,
   waitForStreaming,
+  writableAsReplica,
 } from '../fleet/replication.js'
 import {type Endpoint, type ShardAddress, endpointOf, formatAddress, instanceKey} from '../registry/address.js'
 import {Change, type Registry, compareIds} from '../registry/registry.js'
 import {sharedDatabases} from '../registry/schema.js'
-import {type CatchUp, PauseClock, type PlannedMove, catchUp, cutOffPreviousOwner, fenceStep, holdClientsOff, nodesOf, notCaughtUp as notCaughtUpLine, registryState, switchOrFindOut} from './cutover.js'
+import {type CatchUp, PauseClock, type PlannedMove, catchUp, cutOffPreviousOwner, fenceStep, holdClientsOff, nodesOf, notCaughtUp as notCaughtUpLine, registryState, switchOrFindOut, writableReplicaRefusal} from './cutover.js'
 import {Journal, type JournalEntry, stepDone, stepResult} from './journal.js'
 import type {OperatorLock} from './lock.js'
 import {type SplitAction, decideSplitRecovery} from './recovery.js'
@@ -216,6 +217,7 @@ export async function planSplit(registry: Registry, pool: ConnectionPool, reques
       throw usageError(`target ${instanceKey(target)} is a replica of ${info.masterHost}:${info.masterPort}`, 'a target must be a standalone, empty instance')
     }
     await checkEmpty(client, instanceKey(target), 'target')
+    if (await writableAsReplica(client)) throw writableReplicaRefusal(instanceKey(target), 'target')
     const databases = await databaseCount(client, target)
     if (databases <= maxUsedDb) {
       throw usageError(`target ${instanceKey(target)} has ${databases} databases; the source uses db ${maxUsedDb}`, `start it with --databases ${maxUsedDb + 1} or more (or use --spawn)`)
@@ -225,6 +227,7 @@ export async function planSplit(registry: Registry, pool: ConnectionPool, reques
     const client = await reach(pool, replica, 'cannot reach the target replica')
     const info = await replicationOf(client)
     if (!follows(info, request.targets[0])) await checkEmpty(client, instanceKey(replica), 'target replica')
+    if (await writableAsReplica(client)) throw writableReplicaRefusal(instanceKey(replica), 'target replica')
   }
 
   const withKeys = onSource.map((s) => ({shard: s, id: s.id, keys: sourceKeys.get(s.master.db) ?? 0}))

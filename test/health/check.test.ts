@@ -92,6 +92,14 @@ describe('shards:check', () => {
     expect(report.topology[0].replicas[1].problems).to.deep.equal([])
   })
 
+  it('a replica that takes writes of its own (replica-read-only no) is reported, exit 3', async () => {
+    await replicas[1].client().config('SET', 'replica-read-only', 'no')
+    const {exitCode, report} = await check()
+    expect(exitCode).to.equal(3)
+    expect(problems(report)).to.include(`replica ${inst(replicas[1])} takes writes of its own (replica-read-only no): they reach no master and vanish at its next full sync`)
+    expect(report.topology[0].replicas[0].problems).to.deep.equal([])
+  })
+
   it('a killed replica is unreachable, exit 3, within --timeout', async () => {
     await replicas[1].stop()
     const {exitCode, report} = await check('--timeout', '1s')

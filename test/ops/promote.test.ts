@@ -360,6 +360,16 @@ describe('shards:promote', () => {
       expect(await reg.hgetall('shards.s000')).to.deep.equal(before)
     })
 
+    it('a master that would take writes once demoted (replica-read-only no): exit 3, nothing changes', async () => {
+      await master.client().config('SET', 'replica-read-only', 'no')
+      const before = await reg.hgetall('shards.s000')
+      const run = await spawnCli(['shards:promote', 's000', '--replica', inst(replicas[0]), '--yes', ...r()])
+      expect(run.exitCode, run.stderr).to.equal(3)
+      expect(run.stderr.trim().split('\n').at(-1)).to.match(new RegExp(`the master ${inst(master)} has replica-read-only no`))
+      expect(await reg.hgetall('shards.s000')).to.deep.equal(before)
+      expect(await takesWrites(master)).to.equal(true)
+    })
+
     it('the named replica does not replicate that master', async () => {
       const run = await spawnCli(['shards:promote', 's000', '--replica', inst(other), '--yes', ...r()])
       expect(run.exitCode).to.equal(1)

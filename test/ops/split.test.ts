@@ -417,6 +417,11 @@ describe('shards:split', () => {
       expect((await keyspace(target))[7]).to.equal(1)
     })
 
+    it('a target that would take writes while it follows the source (replica-read-only no): exit 3', async () => {
+      await withClients([target], ([c]) => c.config('SET', 'replica-read-only', 'no'))
+      await refused([inst(source), '--to', inst(target)], /target 127\.0\.0\.1:\d+ has replica-read-only no/, 3)
+    })
+
     it('a target that already serves a shard', async () => {
       await cli(['shards:add', 'far', '--master', target.address(9), ...r()])
       await refused([inst(source), '--to', inst(target)], /127\.0\.0\.1:\d+ already serves shard far/)

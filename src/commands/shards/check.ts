@@ -16,7 +16,7 @@ export default class ShardsCheck extends RegistryCommand<typeof ShardsCheck> {
   static override summary = 'Check replication, fencing and persistence against the registry; exit 3 when unhealthy.'
   static override description = `Every instance is probed once, in parallel, with one connection each; shards that share their master and replica instances are reported on one line.
 
-Topology (always): each shard's master answers and is a master; each replica (slaveN, persistN) replicates that master with its link up, within --max-lag bytes and --max-lag-seconds; no instance the registry does not name replicates a master.
+Topology (always): each shard's master answers and is a master; each replica (slaveN, persistN) replicates that master with its link up, within --max-lag bytes and --max-lag-seconds, and refuses writes of its own (replica-read-only yes); no instance the registry does not name replicates a master.
 
 Fencing (always): a master with replicas but without min-replicas-to-write keeps taking writes when cut off from all of them — writes lost when a replica is promoted in its place. --fence sets min-replicas-to-write (--fence-replicas) and min-replicas-max-lag (--fence-max-lag) on those masters, after confirmation or --yes, and tries CONFIG REWRITE so a restart keeps it.
 
