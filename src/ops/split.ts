@@ -26,7 +26,7 @@ import {
 import {type Endpoint, type ShardAddress, endpointOf, formatAddress, instanceKey} from '../registry/address.js'
 import {Change, type Registry, compareIds} from '../registry/registry.js'
 import {sharedDatabases} from '../registry/schema.js'
-import {type CatchUp, PauseClock, type PlannedMove, catchUp, cutOffPreviousOwner, fenceStep, holdClientsOff, nodesOf, notCaughtUp as notCaughtUpLine, registryState, switchOrFindOut, writableReplicaRefusal} from './cutover.js'
+import {type CatchUp, PauseClock, type PlannedMove, catchUp, cutOffPreviousOwner, fenceStep, MIN_QUIET_MS, holdClientsOff, nodesOf, notCaughtUp as notCaughtUpLine, registryState, switchOrFindOut, writableReplicaRefusal} from './cutover.js'
 import {Journal, type JournalEntry, stepDone, stepResult} from './journal.js'
 import type {OperatorLock} from './lock.js'
 import {type SplitAction, decideSplitRecovery} from './recovery.js'
@@ -60,6 +60,8 @@ export interface SplitRequest {
   maxPauseMs: number
   graceMs: number
   holdMs: number
+  /** How long no client may come back to a moved database before the hold counts as clear. */
+  quietMs: number
   keepSource: boolean
   /**
    * Targets and target replicas that --spawn will start (with the source's settings):
@@ -88,6 +90,7 @@ export interface SplitPlan {
   maxPauseMs: number
   graceMs: number
   holdMs: number
+  quietMs: number
   keepSource: boolean
 }
 
@@ -265,6 +268,7 @@ export async function planSplit(registry: Registry, pool: ConnectionPool, reques
     maxPauseMs: request.maxPauseMs,
     graceMs: request.graceMs,
     holdMs: request.holdMs,
+    quietMs: request.quietMs,
     keepSource: request.keepSource,
   }
 }
@@ -436,7 +440,7 @@ class SplitRun {
     },
     hold: async () => {
       this.switchedAt ??= Date.now()
-      const outcome = await this.journal.step('hold', () => holdClientsOff(this.sourceClient, new Set(this.movedDbs), this.plan.holdMs), {keepResult: true})
+      const outcome = await this.journal.step('hold', () => holdClientsOff(this.sourceClient, new Set(this.movedDbs), this.plan.holdMs, this.plan.quietMs), {keepResult: true})
       if (!outcome.clear) {
         await this.abort(
           'clients',
@@ -695,6 +699,7 @@ export async function recoverSplit(
 ): Promise<SplitResult> {
   const plan = entry.plan as SplitPlan
   plan.holdMs ??= 10_000
+  plan.quietMs ??= MIN_QUIET_MS
   plan.fewerReplicas ??= []
   await cutOffPreviousOwner(pool, entry, SplitRun.instances(plan), lock.token)
   const journal = await Journal.resume(registry, lock, entry as JournalEntry<SplitPlan>)

@@ -179,11 +179,11 @@ describe('shards:split', () => {
     expect(await reg.exists('shards._journal', 'shards._lock')).to.equal(0)
   })
 
-  it('a client that never reloads and writes only every 150 ms is seen by the hold all the same: past --hold the split is rolled back, nothing lost', async () => {
+  it('a client that never reloads and writes only every 150 ms is seen by the hold with --quiet 500ms: past --hold the split is rolled back, nothing lost', async () => {
     const app = new LateHearingWriter(reg, ['s001'], {hearsAfterMs: 60_000, everyMs: 150})
     await app.start()
     await app.waitFor(2)
-    const run = await spawnCli(['shards:split', inst(source), '--to', inst(target), '--hold', '2s', ...BOUNDS, '--yes', '--json', ...r()])
+    const run = await spawnCli(['shards:split', inst(source), '--to', inst(target), '--hold', '2s', '--quiet', '500ms', ...BOUNDS, '--yes', '--json', ...r()])
     await app.stop()
     expect(run.exitCode, run.stderr).to.equal(3)
     expect(JSON.parse(run.stdout).error).to.include({code: 'EHELD'})
@@ -462,6 +462,7 @@ describe('shards:split', () => {
       ['the source as its own target', ['S', '--to', 'S'], /is the source itself/],
       ['a bad --max-pause', ['S', '--to', 'T', '--max-pause', 'never'], /invalid duration/],
       ['a bad --hold', ['S', '--to', 'T', '--hold', '-1s'], /invalid duration/],
+      ['a bad --quiet', ['S', '--to', 'T', '--quiet', 'soon'], /invalid duration/],
       ['no target at all', ['S'], /no target/],
     ] as const) {
       it(`bad input, ${name}: exit 2, one line`, async () => {

@@ -20,7 +20,7 @@ export default class ShardsSplit extends RegistryCommand<typeof ShardsSplit> {
 Plan: by default half of the source's shards, chosen so that keys end up balanced between the source and the target(s); --shards picks them. The plan is printed (with any shard that ends with fewer replicas) and applied on confirmation or --yes.
 Targets must answer, be empty, serve no shard and have enough databases; --spawn starts one on this machine with the source's settings (and --spawn-replicas replicas of it).
 Live copy: each target follows the source as a replica while writes go on (progress on stderr).
-Switch and hold: the registry routes the moved shards to the targets (one compare-and-set step with its event) while the targets still follow the source, so a client that hears of it late writes to the source and the write still reaches a target. Clients on the moved databases of the source are disconnected until none comes back for half a second, or four times the longest a client took to come back (at most --hold; past it the routing goes back to the source and the split is rolled back, exit 3, naming those clients).
+Switch and hold: the registry routes the moved shards to the targets (one compare-and-set step with its event) while the targets still follow the source, so a client that hears of it late writes to the source and the write still reaches a target. Clients on the moved databases of the source are disconnected until none comes back for --quiet, or four times the longest a client took to come back (at most --hold; past it the routing goes back to the source and the split is rolled back, exit 3, naming those clients).
 Cut-over: the source is fenced (writes pause for at most --max-pause, then are refused: a fence that never runs out by itself), every target is proven to hold every byte (offsets equal), the targets become masters, the source drops the moved databases, the fence is lifted. The real pauses are reported.
 During --grace, a client that writes to a moved database of the source has stale routing: it is named and disconnected, and the split exits 3. After it, a moved database that holds keys on the source again took such writes: the split exits 3, names the databases and keys, keeps them, and records them for shards:reconcile. --keep-source keeps the source's copies instead (then writes landing there cannot be told apart).
 Each step is journaled; a killed split is finished or rolled back by the next shards:split of the same source; a run that lost its lock changes nothing more and exits 4.`
@@ -47,6 +47,11 @@ Each step is journaled; a killed split is finished or rolled back by the next sh
     'max-pause': Flags.string({summary: 'Longest write pause allowed for the cut-over (ms, or 500ms, 2s).', default: '1000'}),
     grace: Flags.string({summary: 'How long after the cut-over to look for writes that landed on the source\'s moved databases.', default: '5s'}),
     hold: Flags.string({summary: 'Longest wait for clients to leave the moved databases on the source before the cut-over.', default: '10s'}),
+    quiet: Flags.string({
+      summary: 'How long no client may come back to a moved database on the source before the cut-over.',
+      description: 'The moved shards take no writes for at least this long (their new masters still follow the source). Raise it when some clients may ignore the routing and write only now and then: the hold then catches them (and rolls back past --hold) instead of the grace period finding their writes after the cut-over.',
+      default: '30ms',
+    }),
     'keep-source': Flags.boolean({summary: "Keep the source's copy of the moved databases."}),
     'dry-run': dryRunFlag,
     yes: yesFlag,
@@ -58,6 +63,7 @@ Each step is journaled; a killed split is finished or rolled back by the next sh
     const maxPauseMs = parseDuration(flags['max-pause'])
     const graceMs = parseDuration(flags.grace)
     const holdMs = parseDuration(flags.hold)
+    const quietMs = parseDuration(flags.quiet)
     if (maxPauseMs > 60_000) throw usageError('--max-pause is at most 60s')
     if (!flags.spawn && (flags.port !== undefined || flags.dir !== undefined || flags['spawn-replicas'] > 0)) {
       throw usageError('--port, --dir and --spawn-replicas go with --spawn')
@@ -82,7 +88,7 @@ Each step is journaled; a killed split is finished or rolled back by the next sh
       targets.push(toBeStarted[0])
       targetReplicas.push(...toBeStarted.slice(1))
     }
-    const request = {source, targets, shards, targetReplicas, maxPauseMs, graceMs, holdMs, keepSource: flags['keep-source']}
+    const request = {source, targets, shards, targetReplicas, maxPauseMs, graceMs, holdMs, quietMs, keepSource: flags['keep-source']}
     const make = async () => {
       const pending = await readJournal(registry)
       if (pending) throw pendingOperation(pending)
