@@ -35,7 +35,10 @@ async function once(hashes) {
     // Baseline of the import: redis-cli --pipe of the same HSETs into an empty instance.
     const pipeFile = `${dir}/pipe.resp`
     await respOfMap(source, pipeFile)
+    // The registry's stalls under the baseline too: what a single hash of this size costs Redis itself.
+    const pipeStalls = await watchStalls(target)
     const piped = await runProcess('sh', ['-c', `redis-cli -p ${target.port} --pipe < ${pipeFile} > /dev/null`])
+    const pipeStall = await pipeStalls.stop()
     await withRedis(target, (c) => c.flushall())
 
     const stalls = await watchStalls(target)
@@ -64,6 +67,7 @@ async function once(hashes) {
       countMs: counted.ms,
       countRss: counted.maxRssMb,
       pipeMs: piped.ms,
+      pipeStall,
       importMs: imported.ms,
       importRss: imported.maxRssMb,
       importStall: emptyStall,
@@ -160,7 +164,8 @@ function report(samples, hashes) {
   const countRatio = samples.map((s) => s.countMs / s.scanMs)
   const importRatio = samples.map((s) => s.importMs / s.pipeMs)
   const reimportRatio = samples.map((s) => s.reimportMs / s.pipeMs)
-  const worstStall = Math.max(...samples.map((s) => Math.max(s.importStall, s.reimportStall)))
+  const stall = (key) => Math.max(...samples.map((s) => s[key]))
+  const baselineStall = `; under redis-cli --pipe itself the registry stalled at most ${formatMs(stall('pipeStall'))}`
   const rows = [
     {
       benchmark: 'shards:export --with-map',
@@ -185,28 +190,28 @@ function report(samples, hashes) {
     {
       benchmark: 'shards:import (empty registry)',
       workload,
-      shardctl: `${formatMs(m('importMs'))}, peak ${formatMb(m('importRss'))}; registry stalled at most ${formatMs(Math.max(...samples.map((s) => s.importStall)))}`,
-      baseline: `redis-cli --pipe of the HSETs ${formatMs(m('pipeMs'))}`,
+      shardctl: `${formatMs(m('importMs'))}, peak ${formatMb(m('importRss'))}; registry stalled at most ${formatMs(stall('importStall'))}`,
+      baseline: `redis-cli --pipe of the HSETs ${formatMs(m('pipeMs'))}, registry stalled at most ${formatMs(stall('pipeStall'))}`,
       ratio: `${spread(importRatio)}×`,
       target: `≤ 2×; ≤ 250 MB; stalls ≤ ${STALL_TARGET_MS} ms`,
-      met: median(importRatio) <= 2 && m('importRss') <= 250 && Math.max(...samples.map((s) => s.importStall)) <= STALL_TARGET_MS,
-      cause: 'Two passes over the document (members, then the map: about 70 MB/s each) and the staging HSETs; the staged map is renamed into place.',
+      met: median(importRatio) <= 2 && m('importRss') <= 250 && stall('importStall') <= STALL_TARGET_MS,
+      cause: `Two passes over the document (members, then the map) and the staging HSETs into one hash; the staged map is renamed into place${baselineStall}.`,
     },
     {
       benchmark: 'shards:import (1% of the map different)',
       workload,
-      shardctl: `${formatMs(m('reimportMs'))}, peak ${formatMb(m('reimportRss'))}; registry stalled at most ${formatMs(Math.max(...samples.map((s) => s.reimportStall)))}`,
+      shardctl: `${formatMs(m('reimportMs'))}, peak ${formatMb(m('reimportRss'))}; registry stalled at most ${formatMs(stall('reimportStall'))}`,
       baseline: `redis-cli --pipe of all the HSETs ${formatMs(m('pipeMs'))}`,
       ratio: `${spread(reimportRatio)}×`,
       target: `≤ 2×; ≤ 250 MB; stalls ≤ ${STALL_TARGET_MS} ms`,
-      met: median(reimportRatio) <= 2 && m('reimportRss') <= 250 && worstStall <= STALL_TARGET_MS,
-      cause: 'Every entry of the document is compared with the registry (HMGET in batches of 5,000); the differences are merged a slice of 10,000 at a time.',
+      met: median(reimportRatio) <= 2 && m('reimportRss') <= 250 && stall('reimportStall') <= STALL_TARGET_MS,
+      cause: `Every entry of the document is compared with the registry (HMGET in batches of 5,000); the differences are merged in atomic slices of 20,000${baselineStall}.`,
     },
   ]
   return {
     rows,
     details: samples.map(
-      (s, i) => `rep ${i + 1}: HSCAN ${formatMs(s.scanMs)}, export ${formatMs(s.exportMs)} (${formatMb(s.exportRss)}), counts ${formatMs(s.countMs)}, redis-cli --pipe ${formatMs(s.pipeMs)}, import ${formatMs(s.importMs)} (${formatMb(s.importRss)}, stall ${formatMs(s.importStall)}), 1% re-import ${formatMs(s.reimportMs)} (${formatMb(s.reimportRss)}, stall ${formatMs(s.reimportStall)})`,
+      (s, i) => `rep ${i + 1}: HSCAN ${formatMs(s.scanMs)}, export ${formatMs(s.exportMs)} (${formatMb(s.exportRss)}), counts ${formatMs(s.countMs)}, redis-cli --pipe ${formatMs(s.pipeMs)} (stall ${formatMs(s.pipeStall)}), import ${formatMs(s.importMs)} (${formatMb(s.importRss)}, stall ${formatMs(s.importStall)}), 1% re-import ${formatMs(s.reimportMs)} (${formatMb(s.reimportRss)}, stall ${formatMs(s.reimportStall)})`,
     ),
   }
 }
