@@ -288,7 +288,7 @@ export async function diffDocument(
 }
 
 /** The two staging hashes of an import: entries new to the map, and re-pointed ones. */
-function stagedParts(stage: string): [string, string] {
+export function stagedParts(stage: string): [string, string] {
   return [`${stage}:set`, `${stage}:repoint`]
 }
 
@@ -322,10 +322,12 @@ export async function applyDocument(
   }
   const [fresh, moved] = stagedParts(stage.key)
   const merge = (target: Change, limit?: number) => target.mergeHash(fresh, registry.keys.map, {limit, nx: true}).mergeHash(moved, registry.keys.map, {limit})
-  if (stage.entries === 0 || stage.mapWasEmpty || stage.entries <= ATOMIC_MAP_ENTRIES) {
-    // Onto an empty map the staged one is renamed into place, unless an application
-    // assigned a hash meanwhile: then it is merged instead, set-if-absent.
-    if (stage.entries > 0 && stage.mapWasEmpty && (await registry.client.exists(registry.keys.map)) === 0) change.expectAbsent(registry.keys.map).rename(fresh, registry.keys.map)
+  // Onto a map that is still empty the staged one is renamed into place, whatever its
+  // size. If an application assigned a hash meanwhile, the staged entries are merged
+  // instead, set-if-absent: in one step when small, else in slices like any large change.
+  const renamed = stage.entries > 0 && stage.mapWasEmpty && (await registry.client.exists(registry.keys.map)) === 0
+  if (stage.entries === 0 || renamed || stage.entries <= ATOMIC_MAP_ENTRIES) {
+    if (renamed) change.expectAbsent(registry.keys.map).rename(fresh, registry.keys.map)
     else if (stage.entries > 0) merge(change)
     removeAll(change)
     const event = await registry.apply(change, 'registry.imported', details)

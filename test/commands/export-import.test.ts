@@ -1,4 +1,4 @@
-import {mkdtempSync, rmSync, writeFileSync} from 'node:fs'
+import {mkdtempSync, readFileSync, rmSync, writeFileSync} from 'node:fs'
 import {tmpdir} from 'node:os'
 import {join} from 'node:path'
 
@@ -98,6 +98,21 @@ describe('shards:export and shards:import', () => {
     await fleet.reg.del('shards.map')
     expect((await spawnCli(['shards:import', file, '--prune', '--yes', ...fleet.r()])).exitCode).to.equal(0)
     expect(await fleet.reg.exists('shards.s2')).to.equal(0)
+  })
+
+  it('an import that is not applied (no answer without a terminal) leaves no staged entries behind', async () => {
+    await seed()
+    const file = join(dir, 'repointed.json')
+    await cli(['shards:export', '--with-map', '--out', file, ...fleet.r()])
+    const doc = JSON.parse(readFileSync(file, 'utf8'))
+    for (let i = 0; i < 100; i++) doc.map[`h${i}`] = 's1' // re-pointed: a change that asks first
+    doc.map.fresh = 's2'
+    writeFileSync(file, JSON.stringify(doc))
+    const before = await fleet.dump()
+    const run = await spawnCli(['shards:import', file, ...fleet.r()])
+    expect(run.exitCode, run.stderr).to.equal(2)
+    expect(await fleet.reg.keys('shards._staging*')).to.deep.equal([])
+    expect(await fleet.dump()).to.deep.equal(before)
   })
 
   const bad: [string, unknown, RegExp][] = [

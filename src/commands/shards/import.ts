@@ -9,7 +9,7 @@ import {Args, Flags} from '@oclif/core'
 import {RegistryCommand} from '../../base-command.js'
 import {usageError} from '../../errors.js'
 import {dryRunFlag, yesFlag} from '../../flags.js'
-import {ATOMIC_MAP_ENTRIES, type ImportDiff, applyDocument, diffDocument, mapOf, readDocumentFile, stagingKey} from '../../registry/document.js'
+import {ATOMIC_MAP_ENTRIES, type ImportDiff, applyDocument, diffDocument, mapOf, readDocumentFile, stagedParts, stagingKey} from '../../registry/document.js'
 import {formatCount, paint, plural, renderTable} from '../../ui/terminal.js'
 
 export default class ShardsImport extends RegistryCommand<typeof ShardsImport> {
@@ -44,7 +44,7 @@ Any size, in constant memory: the map is read a batch at a time, compared with t
     let applied = false
     // The staged map changes are this run's own: gone on every exit path unless applied.
     this.onCleanup(async () => {
-      if (!applied) await registry.client.unlink(stage).catch(() => undefined)
+      if (!applied) await registry.client.unlink(...stagedParts(stage)).catch(() => undefined)
     })
     const make = (staging: boolean) => diffDocument(registry, doc, {prune: this.flags.prune, map: hasMap ? mapOf(file, doc) : undefined, stage: staging ? stage : undefined})
     type Plan = Awaited<ReturnType<typeof make>>
