@@ -346,7 +346,8 @@ export abstract class RegistryCommand<T extends typeof Command> extends Shardctl
 
 /** The default registry (nothing given) does not answer: say that it was the default, and how to name one. */
 function defaultRegistryUnreachable(error: ShardctlError): ShardctlError {
-  if (!(error instanceof ShardctlError) || error.exitCode === ExitCode.usage) return error
+  // Reached but refused (authentication, not Redis, TLS): that error says what is true.
+  if (!(error instanceof ShardctlError) || error.code !== 'EUNREACHABLE') return error
   const [, where, why] = /^cannot reach (\S+): (.*)$/.exec(error.message) ?? [undefined, '127.0.0.1:6379', error.message]
   return new ShardctlError(`no registry given, and the default one (${where}) cannot be reached: ${why}`, {
     code: error.code,

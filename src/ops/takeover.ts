@@ -2,6 +2,8 @@ import type {ConnectionPool} from '../fleet/connect.js'
 import type {Registry} from '../registry/registry.js'
 import {cutOffPreviousOwner} from './cutover.js'
 import {readJournal} from './journal.js'
+import type {PromotePlan} from './promote.js'
+import type {SplitPlan} from './split.js'
 
 /**
  * Taking the lock while an operation's journal is open: the run that wrote it lost its
@@ -13,8 +15,9 @@ import {readJournal} from './journal.js'
 export async function cutOffJournalOwner(registry: Registry, pool: () => Promise<ConnectionPool>, ownToken: string): Promise<void> {
   const entry = await readJournal(registry)
   if (!entry?.owner || entry.owner === ownToken) return
+  // Loaded only here: most commands never find a journal open.
   const instances = entry.type === 'split'
-    ? (await import('./split.js')).splitInstances(entry.plan as never)
-    : (await import('./promote.js')).promoteInstances(entry.plan as never)
+    ? (await import('./split.js')).splitInstances(entry.plan as SplitPlan)
+    : (await import('./promote.js')).promoteInstances(entry.plan as PromotePlan)
   await cutOffPreviousOwner(await pool(), entry, instances, ownToken)
 }
