@@ -173,6 +173,10 @@ describe('shards:list', () => {
     expect(json.broken.map((b) => b.id)).to.deep.equal(['ghost', 's2'])
     const {stderr} = await cli(['shards:list', '--no-probe', ...fleet.r()])
     expect(stderr).to.match(/shard s2 is not readable: master is not an address/)
+    // Unreadable shards gate --exit-status like unhealthy ones.
+    const gated = await cli(['shards:list', '--no-probe', '--exit-status', ...fleet.r()])
+    expect(gated.exitCode).to.equal(3)
+    expect(gated.stderr).to.match(/2 shards with problems: ghost, s2/)
   })
 
   it('fails with one line naming the key when a registry key has the wrong type', async () => {

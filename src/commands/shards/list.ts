@@ -18,7 +18,7 @@ export default class ShardsList extends RegistryCommand<typeof ShardsList> {
 
 At hundreds of shards: --filter narrows (instance=HOST:PORT, a master or replica of the shard; health=ok or health=problem; id=PREFIX*), --sort orders, --columns picks, and the replicas column is a short count unless --wide. --instances shows one line per instance instead — shards, keys, used memory against maxmemory, replicas and their lag, with a bar of keys (or --chart memory) — the view to decide what to split.
 
---exit-status makes a script's job easy: exit 3 when any shard listed has a problem.`
+--exit-status makes a script's job easy: exit 3 when any shard listed has a problem, or cannot be read from the registry.`
 
   static override examples = [
     '<%= config.bin %> <%= command.id %>',
@@ -38,7 +38,7 @@ At hundreds of shards: --filter narrows (instance=HOST:PORT, a master or replica
     wide: Flags.boolean({summary: 'Every replica with its address and lag (default: a short count).', default: false}),
     instances: Flags.boolean({summary: 'One line per instance: shards, keys, memory, replicas, lag, and a bar chart.', default: false}),
     chart: Flags.string({summary: 'With --instances: what the bars show.', options: ['keys', 'memory'], default: 'keys'}),
-    'exit-status': Flags.boolean({summary: 'Exit 3 when any shard listed has a problem.', default: false}),
+    'exit-status': Flags.boolean({summary: 'Exit 3 when any shard listed has a problem or is unreadable.', default: false}),
   }
 
   async run(): Promise<FleetOverview & {registry: string; prefix: string}> {
@@ -53,7 +53,8 @@ At hundreds of shards: --filter narrows (instance=HOST:PORT, a master or replica
       else this.render(overview, columns)
     }
     const result = {registry: formatAddress(flags.registry), prefix: flags.prefix, ...overview}
-    const unhealthy = overview.shards.filter((s) => s.problems.length > 0)
+    // A shard the registry cannot describe (overview.broken) is always listed, as a warning: it gates too.
+    const unhealthy = [...overview.shards.filter((s) => s.problems.length > 0), ...overview.broken]
     if (flags['exit-status'] && unhealthy.length > 0) {
       return this.partial(result, `${plural(unhealthy.length, 'shard')} with problems: ${unhealthy.slice(0, 5).map((s) => s.id).join(', ')}${unhealthy.length > 5 ? ', ...' : ''}`)
     }
