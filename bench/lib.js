@@ -11,7 +11,7 @@ import {waitForStreaming} from '../dist/fleet/replication.js'
 import {freePort, startRedis, stopRedis} from '../dist/sandbox/redis-process.js'
 
 export const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..')
-const BIN = join(ROOT, 'bin', 'run.js')
+export const BIN = join(ROOT, 'bin', 'run.js')
 const USAGE_PRELOAD = pathToFileURL(join(ROOT, 'bench', 'usage.js')).href
 
 /** The registry map key under the default prefix (README: P.map). */
@@ -163,6 +163,9 @@ export async function shardctl(args, {stdin, stdout} = {}) {
   const usage = JSON.parse(readFileSync(usageFile, 'utf8'))
   return {...result, maxRssMb: usage.maxRssKb / 1024, cpuMs: usage.cpuMs}
 }
+
+/** The environment of a shardctl the benchmarks run: every setting is given as a flag. */
+export const benchEnv = () => withoutShardctlVariables(process.env)
 
 /** The benchmarks give every setting as a flag: SHARDCTL_* from the caller's shell must not interfere. */
 function withoutShardctlVariables(env) {

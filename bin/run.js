@@ -1,7 +1,9 @@
 #!/usr/bin/env node
-import {execute} from '@oclif/core'
-
+import {runBundled} from './fast.js'
 import {joinTopicWords} from './topic-words.js'
 
 joinTopicWords(process.argv)
-await execute({dir: import.meta.url})
+if (!(await runBundled(process.argv))) {
+  const {execute} = await import('@oclif/core')
+  await execute({dir: import.meta.url})
+}

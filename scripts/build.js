@@ -1,10 +1,11 @@
 #!/usr/bin/env node
 // The build: Lua scripts -> a TypeScript module (nothing is read from disk at run time),
-// then a clean compile, then the oclif manifest (commands load from it and dist/).
+// then a clean compile, then the oclif manifest (commands load from it and dist/), then
+// the bundle of the start-up fast path (src/fast/commands.ts, started by bin/run.js).
 import {execFileSync} from 'node:child_process'
 import {readdirSync, readFileSync, rmSync, writeFileSync} from 'node:fs'
 import {dirname, join} from 'node:path'
-import {fileURLToPath} from 'node:url'
+import {fileURLToPath, pathToFileURL} from 'node:url'
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..')
 const luaDir = join(root, 'src', 'lua')
@@ -27,6 +28,59 @@ export function generateLua() {
 
 const bin = (name) => join(root, 'node_modules', '.bin', name)
 
+/**
+ * dist/fast/commands.cjs: the fast-path commands and everything they import in one file,
+ * so that a cold start resolves and reads one module instead of hundreds. '@oclif/core'
+ * becomes src/fast/oclif-core.ts (the same classes without the framework's index).
+ * CommonJS, so that bin/fast.js can compile it with V8's code cache.
+ */
+export async function bundleFastPath() {
+  const {build} = await import('esbuild')
+  const dist = join(root, 'dist')
+  await build({
+    entryPoints: [join(dist, 'fast', 'commands.js')],
+    outfile: join(dist, 'fast', 'commands.cjs'),
+    bundle: true,
+    platform: 'node',
+    format: 'cjs',
+    target: 'node20',
+    // oclif's TypeScript support: never loaded outside development.
+    external: ['typescript'],
+    // No import() is left in the bundle: bin/fast.js compiles it with a code cache, and Node 20
+    // loses a script's dynamic-import callback when it comes from a cache. Every module the
+    // bundle loads later is required (built-ins) or already inside it, initialised on first use.
+    supported: {'dynamic-import': false},
+    minifySyntax: true,
+    minifyWhitespace: true,
+    logLevel: 'warning',
+    plugins: [
+      {
+        name: 'shardctl-fast-path',
+        setup(on) {
+          on.onResolve({filter: /^@oclif\/core$/}, () => ({path: join(dist, 'fast', 'oclif-core.js')}))
+          // oclif's Command reaches its Config (plugin discovery, globbing, TypeScript paths) only
+          // in Command.run, which the fast path does not call: a stand-in that says so if it ever is.
+          on.onResolve({filter: /^\.\/config$/}, (ref) =>
+            ref.importer.endsWith(join('@oclif', 'core', 'lib', 'command.js')) ? {path: 'oclif-config', namespace: 'fast-path-stub'} : undefined,
+          )
+          on.onLoad({filter: /.*/, namespace: 'fast-path-stub'}, () => ({
+            contents: "exports.Config = {load() { throw new Error('oclif Config.load is not part of the fast-path bundle (src/fast/commands.ts)') }}",
+            loader: 'js',
+          }))
+          // A module of ours keeps its own import.meta.url (the lock's worker is a file beside it).
+          on.onLoad({filter: /\.js$/}, (file) => {
+            if (!file.path.startsWith(dist)) return undefined
+            const code = readFileSync(file.path, 'utf8')
+            return {contents: code.replaceAll('import.meta.url', JSON.stringify(pathToFileURL(file.path).href)), loader: 'js'}
+          })
+        },
+      },
+    ],
+  })
+  const bundle = readFileSync(join(dist, 'fast', 'commands.cjs'), 'utf8')
+  if (/\bimport\([^)]/.test(bundle)) throw new Error('dist/fast/commands.cjs still has an import() call: see the comment on "supported" in scripts/build.js')
+}
+
 generateLua()
 if (!process.argv.includes('--lua-only')) {
   rmSync(join(root, 'dist'), {force: true, recursive: true})
@@ -34,6 +88,7 @@ if (!process.argv.includes('--lua-only')) {
     execFileSync(bin('tsc'), ['-p', root], {cwd: root, stdio: 'inherit'})
     // oclif's own output (an update notice) is noise here; shown only when it fails.
     execFileSync(bin('oclif'), ['manifest'], {cwd: root, stdio: 'pipe'})
+    await bundleFastPath()
   } catch (error) {
     console.error(String(error.stderr ?? ''), 'build failed')
     process.exit(1)

@@ -243,7 +243,7 @@ export abstract class RegistryCommand<T extends typeof Command> extends Shardctl
 
   private async askPassword(message: string): Promise<string> {
     if (!this.terminal.interactive) throw usageError('--ask-password needs a terminal', 'set SHARDCTL_REGISTRY_PASSWORD / SHARDCTL_INSTANCE_PASSWORD instead')
-    const {password} = await import('@inquirer/prompts')
+    const {password} = await import('./ui/prompts.js')
     return password({message}, {output: process.stderr})
   }
 

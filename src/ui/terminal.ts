@@ -76,7 +76,7 @@ export async function confirm(mode: TerminalMode, question: string, options: {ye
       hint: 'no terminal to ask in: pass --yes (or set SHARDCTL_YES=1) to go ahead, or --dry-run to only look',
     })
   }
-  const {confirm: ask} = await import('@inquirer/prompts')
+  const {confirm: ask} = await import('./prompts.js')
   return ask({message: question, default: false}, {output: process.stderr})
 }
 

@@ -1,0 +1,111 @@
+import {existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync} from 'node:fs'
+import {tmpdir} from 'node:os'
+import {join} from 'node:path'
+
+import {expect} from 'chai'
+
+import {BUNDLED} from '../../bin/fast.js'
+import {ids} from '../../src/fast/commands.js'
+import {freePort} from '../../src/sandbox/redis-process.js'
+import {type CliResult, root, spawnCli, ttyCli} from '../helpers/cli.js'
+import {useFleet} from '../helpers/fleet.js'
+
+const CACHE = join(root, 'dist', 'fast', 'commands.cjs.cache')
+const OCLIF = {SHARDCTL_NO_BUNDLE: '1'}
+
+/** Replica lag moves between two runs (the master's pings): the only figure that may differ. */
+const steady = (r: CliResult) => ({
+  exitCode: r.exitCode,
+  stdout: r.stdout.replaceAll(/("lagBytes": )\d+/g, '$1N').replaceAll(/lag \d+(\.\d+)?( ?[KMG]?i?B)/g, 'lag N$2'),
+  stderr: r.stderr,
+})
+
+describe('start-up fast path (bin/fast.js, dist/fast/commands.cjs)', () => {
+  const fleet = useFleet({instances: 2, replicas: 1})
+  let dir: string
+  let config: string
+
+  before(() => {
+    dir = mkdtempSync(join(tmpdir(), 'shardctl-fast-'))
+    config = join(dir, 'config.json')
+  })
+  after(() => rmSync(dir, {recursive: true, force: true}))
+
+  beforeEach(async () => {
+    const at = (i: number, db: number) => fleet.instances[i].master.address(db)
+    const replica = (i: number, db: number) => fleet.instances[i].replicas[0].address(db)
+    const add = async (id: string, i: number, db: number, weight: number) =>
+      expect((await spawnCli(['shards:add', id, '--master', at(i, db), '--replica', replica(i, db), '--weight', String(weight), ...fleet.r()])).exitCode).to.equal(0)
+    await add('s1', 0, 1, 1)
+    await add('s2', 0, 2, 3)
+    await add('s3', 1, 1, 2)
+    await fleet.instances[0].master.client(2).mset('a', '1', 'b', '2')
+    writeFileSync(config, JSON.stringify({contexts: {staging: {registry: fleet.registry.url}}}))
+  })
+
+  it('lists exactly the commands the bundle holds', () => {
+    expect([...BUNDLED].sort()).to.deep.equal([...ids].sort())
+  })
+
+  it('prints, fails and exits exactly as the same command run through oclif', async () => {
+    const unused = await freePort()
+    const cases: {args: string[]; env?: Record<string, string>}[] = [
+      {args: ['shards:list', '--json', ...fleet.r()]},
+      {args: ['shards:list', ...fleet.r()]},
+      {args: ['shards', 'list', '--wide', ...fleet.r()]},
+      {args: ['shards:list', '--no-probe', '--sort', 'weight', '--columns', 'id,weight,share', ...fleet.r()]},
+      {args: ['shards:list', '--filter', 'id=s*', '--filter', 'health=ok', '--sort=keys', ...fleet.r()]},
+      {args: ['shards:list', '--instances', '--chart', 'memory', ...fleet.r()]},
+      {args: ['shards:list', '--counts', '--json', `--registry=${fleet.registry.url}`]},
+      {args: ['shards:list', '--json'], env: {SHARDCTL_REGISTRY: fleet.registry.url}},
+      {args: ['shards:list', '--context', 'staging', '--json'], env: {SHARDCTL_CONFIG: config}},
+      {args: ['shards:list', '--context', 'nope'], env: {SHARDCTL_CONFIG: config}},
+      {args: ['shards:list', '--exit-status', '--json', ...fleet.r()], env: {}},
+      // Bad input of every kind: oclif's parser and the command's own checks, under --json too.
+      {args: ['shards:list', '--sort', 'colour', ...fleet.r()]},
+      {args: ['shards:list', '--colums', 'id', ...fleet.r()]},
+      {args: ['shards:list', '--columns', 'id,nope', '--json', ...fleet.r()]},
+      {args: ['shards:list', '--filter', 'colour=blue', ...fleet.r()]},
+      {args: ['shards:list', 'extra', ...fleet.r()]},
+      {args: ['shards:list', '--registry']},
+      {args: ['shards:list', '-r', 'redis://user:pw@127.0.0.1:notaport/0']},
+      {args: ['shards:list', '--json', '-r', `127.0.0.1:${unused}`]},
+      {args: ['shards:list', '--timeout', '0', ...fleet.r()]},
+      {args: ['shards:list', '--help']},
+    ]
+    for (const {args, env} of cases) {
+      const [bundled, oclif] = [await spawnCli(args, {env}), await spawnCli(args, {env: {...env, ...OCLIF}})]
+      expect(steady(bundled), args.join(' ')).to.deep.equal(steady(oclif))
+    }
+    // A problem shard: exit 3 under --exit-status, the same on both paths.
+    await fleet.reg.hset('shards.s3', 'master', 'not an address')
+    const args = ['shards:list', '--exit-status', ...fleet.r()]
+    const bundled = await spawnCli(args)
+    expect(bundled.exitCode).to.equal(3)
+    expect(steady(bundled)).to.deep.equal(steady(await spawnCli(args, {env: OCLIF})))
+  })
+
+  it('colours a terminal the same way', async () => {
+    const args = ['shards:list', ...fleet.r()]
+    const [bundled, oclif] = [await ttyCli(args, ''), await ttyCli(args, '', OCLIF)]
+    expect(bundled.screen).to.match(/\u001B\[/)
+    expect(steady(bundled)).to.deep.equal(steady(oclif))
+  })
+
+  it('runs from the bundle, keeps its code cache, and survives a cache that does not match', async () => {
+    const args = ['shards:list', '--json', ...fleet.r()]
+    rmSync(CACHE, {force: true})
+    const expected = steady(await spawnCli(args, {env: OCLIF}))
+    expect(existsSync(CACHE), 'oclif path leaves no cache').to.equal(false)
+    // Only the bundle writes the cache: proof that it ran, and after a success only.
+    expect((await spawnCli(['shards:list', '-r', `127.0.0.1:${await freePort()}`])).exitCode).to.equal(1)
+    expect(existsSync(CACHE), 'no cache after a failed run').to.equal(false)
+    expect(steady(await spawnCli(args))).to.deep.equal(expected)
+    expect(existsSync(CACHE), 'cache written after a successful run').to.equal(true)
+    expect(steady(await spawnCli(args))).to.deep.equal(expected)
+    // A cache from another build or Node.js: rejected by V8, compiled afresh and replaced.
+    writeFileSync(CACHE, 'not a code cache')
+    expect(steady(await spawnCli(args))).to.deep.equal(expected)
+    expect(readFileSync(CACHE, 'utf8')).not.to.equal('not a code cache')
+  })
+})
