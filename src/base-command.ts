@@ -42,6 +42,13 @@ export abstract class ShardctlCommand<T extends typeof Command> extends Command 
   protected terminal!: TerminalMode
 
   private readonly cleanups: (() => Promise<void>)[] = []
+  /** The flags that took their default: given neither on the command line nor in the environment. */
+  private defaulted = new Set<string>()
+
+  /** Whether a flag that has a default was given, on the command line or through its environment variable. */
+  protected given(flag: string): boolean {
+    return !this.defaulted.has(flag)
+  }
   private readonly onSigint = () => void this.interrupted()
 
   public override async init(): Promise<void> {
@@ -56,7 +63,7 @@ export abstract class ShardctlCommand<T extends typeof Command> extends Command 
     process.stdout.on('error', (error: NodeJS.ErrnoException) => {
       if (error.code === 'EPIPE') process.exit(ExitCode.ok)
     })
-    const {args, flags} = await this.parse({
+    const {args, flags, metadata} = await this.parse({
       args: this.ctor.args,
       baseFlags: this.ctor.baseFlags,
       enableJsonFlag: this.ctor.enableJsonFlag,
@@ -65,6 +72,7 @@ export abstract class ShardctlCommand<T extends typeof Command> extends Command 
     })
     this.flags = flags as BaseFlags<T>
     this.args = args as Args<T>
+    this.defaulted = new Set(Object.entries(metadata.flags).filter(([, m]) => m.setFromDefault).map(([name]) => name))
     this.terminal = decideTerminal({json: this.jsonEnabled(), noColor: Boolean(this.flags['no-color'])})
   }
 
@@ -182,12 +190,11 @@ export abstract class RegistryCommand<T extends typeof Command> extends Shardctl
     const flags = this.flags as RegistryFlags
     this.context = loadContext(flags.context)
     // A registry or prefix given as a flag or in the environment wins over the context.
-    if (this.context?.registry && !this.givenRegistry()) {
+    if (this.context?.registry && !this.given('registry')) {
       rememberUrlSecrets([this.context.registry])
       flags.registry = parseAddress(this.context.registry)
     }
-    const givenPrefix = this.argv.some((a) => a === '--prefix' || a.startsWith('--prefix=')) || Boolean(process.env.SHARDCTL_PREFIX)
-    if (this.context?.prefix && !givenPrefix) flags.prefix = validatePrefix(this.context.prefix)
+    if (this.context?.prefix && !this.given('prefix')) flags.prefix = validatePrefix(this.context.prefix)
   }
 
   /** Every question names the fleet it is about, so nobody changes the wrong one. */
@@ -253,18 +260,13 @@ export abstract class RegistryCommand<T extends typeof Command> extends Shardctl
     if (!this.registryInstance) {
       const client = this.resolveConnections().then(({registry, options}) =>
         connect(registry, options).catch((error: ShardctlError) => {
-          throw this.givenRegistry() || this.context?.registry ? error : defaultRegistryUnreachable(error)
+          throw this.given('registry') || this.context?.registry ? error : defaultRegistryUnreachable(error)
         }),
       )
       this.onCleanup(() => client.then(close, () => undefined))
       this.registryInstance = client.then((c) => new Registry(c, registryKeys(flags.prefix), currentActor(this.id ?? 'shardctl')))
     }
     return this.registryInstance
-  }
-
-  /** Whether a registry was named (flag or environment), or the default is in use. */
-  private givenRegistry(): boolean {
-    return this.argv.some((a) => a === '-r' || a === '--registry' || a.startsWith('--registry=') || /^-r./.test(a)) || Boolean(process.env.SHARDCTL_REGISTRY)
   }
 
   /**

@@ -196,6 +196,10 @@ describe('several fleets: named contexts', () => {
     expect(current.stderr).to.match(/cannot reach 127\.0\.0\.1:1/)
     const flag = await spawnCli(['shards:list', '--json', ...fleet.r()], {env})
     expect(flag.exitCode).to.equal(0)
+    // The environment names the registry as a flag does: it wins over the current context too.
+    const fromEnv = await spawnCli(['shards:list', '--json'], {env: {...env, SHARDCTL_REGISTRY: fleet.registry.url}})
+    expect(fromEnv.exitCode, fromEnv.stderr).to.equal(0)
+    expect(JSON.parse(fromEnv.stdout).shards).to.have.length(2)
     const unknown = await spawnCli(['shards:list', '--context', 'nope'], {env})
     expect(unknown.exitCode).to.equal(2)
     expect(unknown.stderr).to.match(/no context "nope" in .*config\.json — it has test, down/)

@@ -5,7 +5,7 @@ import {dryRunFlag, shardIdArg} from '../../flags.js'
 import {usageError} from '../../errors.js'
 import {type AssignResult, type Batches, WeightedPicker, assignHashes, checkHash, inBatches, lookupHashes, noWeightedShard} from '../../registry/assign.js'
 import {readLineBatches, writeChunk} from '../../ui/lines.js'
-import {paint, renderTable} from '../../ui/terminal.js'
+import {paint, plural, renderTable} from '../../ui/terminal.js'
 
 interface AssignSummary {
   total: number
@@ -92,7 +92,7 @@ export default class ShardsAssign extends RegistryCommand<typeof ShardsAssign> {
     if (!summary.elsewhere) return result
     const named = summary.elsewhereSample!.map((e) => `${e.hash} (${e.shard})`).join(', ')
     const more = summary.elsewhere > summary.elsewhereSample!.length ? ` and ${summary.elsewhere - summary.elsewhereSample!.length} more` : ''
-    const which = summary.elsewhere === 1 ? '1 hash is' : `${summary.elsewhere.toLocaleString('en-US')} hashes are`
+    const which = `${plural(summary.elsewhere, 'hash', 'hashes')} ${summary.elsewhere === 1 ? 'is' : 'are'}`
     return this.partial(result, `${which} already on another shard and stayed there, not on ${this.flags.shard}: ${named}${more}; move them with --force`)
   }
 

@@ -10,7 +10,7 @@ import {describeIds, instancesOf} from '../../health/groups.js'
 import type {PersistenceRow} from '../../health/persistence.js'
 import type {ReplicaStatus, TopologyRow} from '../../health/topology.js'
 import {Change} from '../../registry/registry.js'
-import {formatCount, paint, renderTable} from '../../ui/terminal.js'
+import {formatCount, paint, plural, renderTable} from '../../ui/terminal.js'
 
 export default class ShardsCheck extends RegistryCommand<typeof ShardsCheck> {
   static override summary = 'Check replication, fencing and persistence against the registry; exit 3 when unhealthy.'
@@ -110,8 +110,8 @@ Exit code 0 when everything is healthy, 3 when any problem is found: a CI job ca
       else this.warn(u.problems[0])
     }
     if (report.leftovers.length > 0) this.section('Left behind', ['WHAT', 'STATUS'], report.leftovers.map((row) => [row.subject, status(row.problems)]))
-    const where = `${report.shards} shard${report.shards === 1 ? '' : 's'} on ${report.instances} instance${report.instances === 1 ? '' : 's'}`
-    this.progress(report.healthy ? `${where}: ${paint.ok('healthy')}` : `${where}: ${paint.bad(`${report.problems} problem${report.problems === 1 ? '' : 's'}`)}`)
+    const where = `${plural(report.shards, 'shard')} on ${plural(report.instances, 'instance')}`
+    this.progress(report.healthy ? `${where}: ${paint.ok('healthy')}` : `${where}: ${paint.bad(plural(report.problems, 'problem'))}`)
   }
 
   private section(title: string, head: string[], rows: string[][]): void {

@@ -3,7 +3,7 @@ import {Args, Flags} from '@oclif/core'
 import {RegistryCommand} from '../../base-command.js'
 import {dryRunFlag, shardIdArg, yesFlag} from '../../flags.js'
 import {type RemovePlan, applyRemoval, planRemoval, refuseRemoval} from '../../registry/manage.js'
-import {paint} from '../../ui/terminal.js'
+import {paint, plural} from '../../ui/terminal.js'
 
 export default class ShardsRemove extends RegistryCommand<typeof ShardsRemove> {
   static override summary = 'Remove a shard from the registry, or drain it (weight 0).'
@@ -37,7 +37,7 @@ export default class ShardsRemove extends RegistryCommand<typeof ShardsRemove> {
     const describe = (plan: RemovePlan) =>
       plan.action === 'drain'
         ? `drain shard ${plan.id} (weight 0: no new hashes)`
-        : `remove shard ${plan.id}${plan.hashes > 0 ? `, leaving ${plan.hashes.toLocaleString('en-US')} ${plan.hashes === 1 ? 'hash' : 'hashes'} pointing at nothing` : ''}`
+        : `remove shard ${plan.id}${plan.hashes > 0 ? `, leaving ${plural(plan.hashes, 'hash', 'hashes')} pointing at nothing` : ''}`
     const refuse = (plan: RemovePlan) => {
       if (plan.action === 'remove' && plan.hashes > 0 && !flags.force) throw refuseRemoval(plan)
     }
