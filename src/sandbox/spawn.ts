@@ -5,6 +5,7 @@ import {join} from 'node:path'
 import type {Redis} from 'ioredis'
 
 import {copiedSettings} from '../fleet/instance.js'
+import {parseInstance} from '../registry/address.js'
 import {type RedisProcess, freePort, portIsFree, startRedis, stopRedis} from './redis-process.js'
 import {usageError} from '../errors.js'
 
@@ -94,6 +95,35 @@ export function recordSpawned(dir: string, instances: SpawnedInstance[]): void {
 
 export function forgetSpawned(dir: string, ports: number[]): void {
   writeSpawned(dir, readSpawned(dir).filter((i) => !ports.includes(i.port)))
+}
+
+/**
+ * The ports of what --spawn started for splits of the local instances on `ports`, and of
+ * those instances in turn: what goes with a sandbox made of those instances.
+ */
+export function spawnedFor(ports: number[], all = readSpawned()): number[] {
+  const chosen = new Set<number>()
+  const sources = new Set(ports)
+  const sourcePort = (i: SpawnedInstance) => {
+    try {
+      const source = parseInstance(i.forSplitOf)
+      return source.host === '127.0.0.1' ? source.port : undefined
+    } catch {
+      return undefined
+    }
+  }
+  for (let grew = true; grew; ) {
+    grew = false
+    for (const i of all) {
+      const port = sourcePort(i)
+      if (!chosen.has(i.port) && port !== undefined && sources.has(port)) {
+        chosen.add(i.port)
+        sources.add(i.port)
+        grew = true
+      }
+    }
+  }
+  return [...chosen]
 }
 
 /** Stop what --spawn started (all, or those on `ports`) and forget it; a reused pid is never signalled. */

@@ -64,7 +64,9 @@ describe('sandbox:up, sandbox:status, sandbox:down', () => {
     const up = await spawnCli(['sandbox:up', '--dir', dir, '--port', String(base), '--instances', '1', '--replicas', '1', '--shards', '4', '--json'])
     expect(up.exitCode, up.stderr + up.stdout).to.equal(0)
     const env = {SHARDCTL_REGISTRY: JSON.parse(up.stdout).registry, SHARDCTL_SPAWN_DIR: join(dir, 'spawned')}
-    const split = await spawnCli(['shards:split', `127.0.0.1:${base + 1}`, '--spawn', '--port', String(base + 10), '--spawn-replicas', '1', '--grace', '200ms', '--yes', '--json'], {env})
+    // Data elsewhere (--dir): still recorded where sandbox:status and sandbox:down look.
+    const elsewhere = join(dir, 'elsewhere')
+    const split = await spawnCli(['shards:split', `127.0.0.1:${base + 1}`, '--spawn', '--dir', elsewhere, '--port', String(base + 10), '--spawn-replicas', '1', '--grace', '200ms', '--yes', '--json'], {env})
     expect(split.exitCode, split.stderr + split.stdout).to.equal(0)
     const result = JSON.parse(split.stdout)
     try {
@@ -78,7 +80,9 @@ describe('sandbox:up, sandbox:status, sandbox:down', () => {
       expect(check.exitCode, check.stdout).to.equal(0)
       // What --spawn started is listed with the sandbox, and stopped with it.
       const status = await spawnCli(['sandbox:status', '--dir', dir, '--json'], {env})
-      expect(JSON.parse(status.stdout).spawned.map((i: {port: number}) => i.port)).to.have.members([base + 10, base + 11])
+      const listed = JSON.parse(status.stdout).spawned as {port: number; dir: string; stoppedWithSandbox: boolean}[]
+      expect(listed.map((i) => i.port)).to.have.members([base + 10, base + 11])
+      for (const i of listed) expect(i).to.include({dir: join(elsewhere, String(i.port)), stoppedWithSandbox: true})
       const down = await spawnCli(['sandbox:down', '--dir', dir, '--json'], {env})
       expect(JSON.parse(down.stdout)).to.include({spawned: 2})
       for (const p of result.spawned) expect(isAlive(p.pid), `spawned pid ${p.pid}`).to.equal(false)

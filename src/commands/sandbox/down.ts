@@ -4,7 +4,7 @@ import {ShardctlCommand} from '../../base-command.js'
 import {dryRunFlag} from '../../flags.js'
 import {defaultSandboxDir, sandboxDown, sandboxStatus} from '../../sandbox/fleet.js'
 import {isAlive} from '../../sandbox/redis-process.js'
-import {readSpawned, stopSpawned} from '../../sandbox/spawn.js'
+import {readSpawned, spawnedFor, stopSpawned} from '../../sandbox/spawn.js'
 import {plural} from '../../ui/terminal.js'
 import {sandboxDirFlag} from './up.js'
 
@@ -22,38 +22,16 @@ export default class SandboxDown extends ShardctlCommand<typeof SandboxDown> {
     const dir = this.flags.dir ?? defaultSandboxDir()
     if (this.flags['dry-run']) {
       const {nodes} = await sandboxStatus(dir)
-      const mine = spawnedFrom(nodes.map((n) => n.port))
+      const mine = spawnedFor(nodes.map((n) => n.port))
       const running = [...nodes.filter((n) => n.running).map((n) => ({...n, label: n.role})), ...readSpawned().filter((i) => mine.includes(i.port) && isAlive(i.pid)).map((i) => ({...i, label: 'spawned'}))]
       this.log(running.length === 0 ? `No sandbox process runs from ${dir}.` : `Would stop ${running.map((n) => `${n.label} 127.0.0.1:${n.port} (pid ${n.pid})`).join(', ')}.`)
       return {stopped: 0, dir, wouldStop: running.map((n) => ({port: n.port, pid: n.pid}))}
     }
     const {nodes} = await sandboxStatus(dir)
     const result = await sandboxDown(dir, {keepData: this.flags['keep-data']})
-    const spawned = await stopSpawned(undefined, spawnedFrom(nodes.map((n) => n.port)))
+    const spawned = await stopSpawned(undefined, spawnedFor(nodes.map((n) => n.port)))
     const stopped = result.stopped + spawned
     this.progress(stopped === 0 ? `No sandbox process was running from ${dir}.` : `Stopped ${plural(stopped, 'redis-server process', 'redis-server processes')}${spawned > 0 ? ` (${spawned} started by shards:split --spawn)` : ''}.`)
     return {...result, stopped, spawned}
   }
-}
-
-/**
- * The instances --spawn started for splits of the sandbox's instances (and of those
- * instances in turn): they go with the sandbox; anything else --spawn started stays.
- */
-function spawnedFrom(ports: number[]): number[] {
-  const all = readSpawned()
-  const chosen = new Set<number>()
-  const sources = new Set(ports)
-  for (let grew = true; grew; ) {
-    grew = false
-    for (const i of all) {
-      const port = Number(/^127\.0\.0\.1:(\d+)$/.exec(i.forSplitOf)?.[1])
-      if (!chosen.has(i.port) && sources.has(port)) {
-        chosen.add(i.port)
-        sources.add(i.port)
-        grew = true
-      }
-    }
-  }
-  return [...chosen]
 }

@@ -1,7 +1,7 @@
 import {ShardctlCommand} from '../../base-command.js'
 import {defaultSandboxDir, sandboxStatus} from '../../sandbox/fleet.js'
 import {isAlive, isOurRedis} from '../../sandbox/redis-process.js'
-import {readSpawned} from '../../sandbox/spawn.js'
+import {readSpawned, spawnedFor} from '../../sandbox/spawn.js'
 import {paint, plural, renderTable} from '../../ui/terminal.js'
 import {sandboxDirFlag} from './up.js'
 
@@ -14,7 +14,9 @@ export default class SandboxStatus extends ShardctlCommand<typeof SandboxStatus>
   async run() {
     const dir = this.flags.dir ?? defaultSandboxDir()
     const {state, nodes} = await sandboxStatus(dir)
-    const spawned = readSpawned().map((i) => ({...i, running: isAlive(i.pid) && isOurRedis(i.pid, i.port)}))
+    const all = readSpawned()
+    const mine = new Set(spawnedFor(nodes.map((n) => n.port), all))
+    const spawned = all.map((i) => ({...i, running: isAlive(i.pid) && isOurRedis(i.pid, i.port), stoppedWithSandbox: mine.has(i.port)}))
     const result = {dir, running: nodes.filter((n) => n.running).length, registry: state?.registryUrl ?? null, nodes, spawned}
     if (!state && spawned.length === 0) {
       this.progress(`No sandbox in ${dir}. Start one with sandbox:up.`)
@@ -28,7 +30,9 @@ export default class SandboxStatus extends ShardctlCommand<typeof SandboxStatus>
       ]
       this.log(renderTable(['ROLE', 'ADDRESS', 'REPLICA', 'PID', 'STATE'], rows))
       if (state) this.progress(`Registry: ${state.registryUrl} (prefix ${state.prefix}). Data in ${dir}.`)
-      if (spawned.length > 0) this.progress(`${plural(spawned.length, 'instance')} started by shards:split --spawn; sandbox:down stops them too.`)
+      const others = spawned.length - mine.size
+      if (mine.size > 0) this.progress(`${plural(mine.size, 'instance')} started by shards:split --spawn for this sandbox; sandbox:down stops them too.`)
+      if (others > 0) this.progress(`${plural(others, 'instance')} started by shards:split --spawn for other splits; sandbox:down leaves ${others === 1 ? 'it' : 'them'} running.`)
     }
     const stopped = nodes.length - result.running
     if (stopped > 0) this.partial(result, `${stopped} of ${nodes.length} sandbox processes are not running`)
