@@ -12,7 +12,7 @@ import vm from 'node:vm'
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..')
 const BUNDLE = join(ROOT, 'dist', 'fast', 'commands.cjs')
 /** Kept in step with src/fast/commands.ts (a test checks); read here without loading the bundle. */
-export const BUNDLED = new Set(['shards:list'])
+export const BUNDLED = new Set(['shards:check', 'shards:list', 'shards:lookup'])
 
 /** Run argv's command from the bundle and resolve true, or resolve false for oclif to run it. */
 export async function runBundled(argv) {

@@ -1,5 +1,6 @@
 /**
- * The start-up fast path: the commands a script runs cold and often, bundled by
+ * The start-up fast path: the commands a script runs cold and often (list, lookup,
+ * check: read-only, quick, run from cron and CI), bundled by
  * scripts/build.js into dist/fast/commands.cjs and started by bin/run.js without
  * oclif's plugin discovery. Each is the very command class oclif runs; only the
  * Config differs: built from package.json instead of loaded with every plugin's
@@ -9,9 +10,11 @@ import type {Config} from '@oclif/core'
 
 import {Errors} from '@oclif/core'
 
+import ShardsCheck from '../commands/shards/check.js'
 import ShardsList from '../commands/shards/list.js'
+import ShardsLookup from '../commands/shards/lookup.js'
 
-const COMMANDS = {'shards:list': ShardsList}
+const COMMANDS = {'shards:check': ShardsCheck, 'shards:list': ShardsList, 'shards:lookup': ShardsLookup}
 
 export const ids = Object.keys(COMMANDS)
 
