@@ -32,8 +32,9 @@ function wantsHelp(args) {
 
 /**
  * The bundle as a CommonJS module, compiled from its code cache when one matches. After a
- * successful run that had to compile, the cache is written (atomically, next to the bundle;
- * skipped where that is read-only): it then holds every function that run compiled.
+ * run that went through (exit 0, or 3: done, and something to report) and had to compile,
+ * the cache is written (atomically, next to the bundle; skipped where that is read-only):
+ * it then holds every function that run compiled, not only those of an early failure.
  * undefined when there is no bundle (a checkout not built yet).
  */
 function load(file) {
@@ -54,7 +55,7 @@ function load(file) {
   })
   if (cachedData === undefined || script.cachedDataRejected) {
     process.once('exit', (code) => {
-      if (code !== 0) return
+      if (code !== 0 && code !== 3) return
       try {
         const partial = `${cacheFile}.${process.pid}`
         writeFileSync(partial, script.createCachedData())

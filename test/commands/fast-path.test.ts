@@ -109,7 +109,7 @@ describe('start-up fast path (bin/fast.js, dist/fast/commands.cjs)', () => {
     rmSync(CACHE, {force: true})
     const expected = steady(await spawnCli(args, {env: OCLIF}))
     expect(existsSync(CACHE), 'oclif path leaves no cache').to.equal(false)
-    // Only the bundle writes the cache: proof that it ran, and after a success only.
+    // Only the bundle writes the cache: proof that it ran, and only after a run that went through.
     expect((await spawnCli(['shards:list', '-r', `127.0.0.1:${await freePort()}`])).exitCode).to.equal(1)
     expect(existsSync(CACHE), 'no cache after a failed run').to.equal(false)
     expect(steady(await spawnCli(args))).to.deep.equal(expected)
@@ -119,5 +119,9 @@ describe('start-up fast path (bin/fast.js, dist/fast/commands.cjs)', () => {
     writeFileSync(CACHE, 'not a code cache')
     expect(steady(await spawnCli(args))).to.deep.equal(expected)
     expect(readFileSync(CACHE, 'utf8')).not.to.equal('not a code cache')
+    // A check that finds problems (exit 3: these masters are not fenced) ran through: it writes the cache too.
+    rmSync(CACHE, {force: true})
+    expect((await spawnCli(['shards:check', ...fleet.r()])).exitCode).to.equal(3)
+    expect(existsSync(CACHE), 'cache written after exit 3').to.equal(true)
   })
 })
