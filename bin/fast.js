@@ -3,7 +3,8 @@
 // V8's code cache: no module resolution over hundreds of files, no oclif plugin
 // discovery, no recompiling the same code on every start. Help, every other command
 // and SHARDCTL_NO_BUNDLE=1 go through oclif as before.
-import {readFileSync, renameSync, writeFileSync} from 'node:fs'
+import {accessSync, constants, readFileSync, renameSync, rmSync, writeFileSync} from 'node:fs'
+import {createHash, randomBytes} from 'node:crypto'
 import {createRequire} from 'node:module'
 import {dirname, join} from 'node:path'
 import {fileURLToPath} from 'node:url'
@@ -31,39 +32,59 @@ function wantsHelp(args) {
 }
 
 /**
- * The bundle as a CommonJS module, compiled from its code cache when one matches. After a
- * run that went through (exit 0, or 3: done, and something to report) and had to compile,
- * the cache is written (atomically, next to the bundle; skipped where that is read-only):
- * it then holds every function that run compiled, not only those of an early failure.
- * undefined when there is no bundle (a checkout not built yet).
+ * The bundle as a CommonJS module, compiled from its code cache when the cache was made from
+ * this very source. V8 itself checks only the source's length, so the cache starts with a
+ * hash of the source it was made from: a cache left from another build is never used.
+ * After a run that went through (exit 0, or 3: done, and something to report) and had to
+ * compile, the cache is written next to the bundle, atomically, where that is writable: it
+ * then holds every function that run compiled, not only those of an early failure.
+ * undefined when there is no usable bundle (a checkout not built yet): oclif runs instead.
  */
 function load(file) {
-  let source
+  let bytes
   try {
-    source = readFileSync(file, 'utf8')
+    bytes = readFileSync(file)
   } catch {
     return undefined
   }
+  const source = bytes.toString('utf8')
   const cacheFile = `${file}.cache`
+  const header = Buffer.from(`${createHash('sha1').update(bytes).digest('hex')}\n`)
   let cachedData
   try {
-    cachedData = readFileSync(cacheFile)
+    const cache = readFileSync(cacheFile)
+    if (cache.subarray(0, header.length).equals(header)) cachedData = cache.subarray(header.length)
   } catch {}
-  const script = new vm.Script(`(function (exports, require, module, __filename, __dirname) {${source}\n})`, {
-    filename: file,
-    cachedData,
-  })
-  if (cachedData === undefined || script.cachedDataRejected) {
+  let script
+  let exports
+  try {
+    script = new vm.Script(`(function (exports, require, module, __filename, __dirname) {${source}\n})`, {filename: file, cachedData})
+    const module = {exports: {}}
+    script.runInThisContext()(module.exports, createRequire(file), module, file, dirname(file))
+    exports = module.exports
+  } catch {
+    return undefined
+  }
+  if ((cachedData === undefined || script.cachedDataRejected) && writable(dirname(file))) {
     process.once('exit', (code) => {
       if (code !== 0 && code !== 3) return
+      const partial = `${cacheFile}.${process.pid}.${randomBytes(6).toString('hex')}`
       try {
-        const partial = `${cacheFile}.${process.pid}`
-        writeFileSync(partial, script.createCachedData())
+        writeFileSync(partial, Buffer.concat([header, script.createCachedData()]), {flag: 'wx'})
         renameSync(partial, cacheFile)
-      } catch {}
+      } catch {
+        rmSync(partial, {force: true})
+      }
     })
   }
-  const module = {exports: {}}
-  script.runInThisContext()(module.exports, createRequire(file), module, file, dirname(file))
-  return module.exports
+  return exports
+}
+
+function writable(dir) {
+  try {
+    accessSync(dir, constants.W_OK)
+    return true
+  } catch {
+    return false
+  }
 }

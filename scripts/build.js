@@ -4,8 +4,8 @@
 // the bundle of the start-up fast path (src/fast/commands.ts, started by bin/run.js).
 import {execFileSync} from 'node:child_process'
 import {readdirSync, readFileSync, rmSync, writeFileSync} from 'node:fs'
-import {dirname, join} from 'node:path'
-import {fileURLToPath, pathToFileURL} from 'node:url'
+import {dirname, join, relative} from 'node:path'
+import {fileURLToPath} from 'node:url'
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..')
 const luaDir = join(root, 'src', 'lua')
@@ -53,6 +53,8 @@ export async function bundleFastPath() {
     minifySyntax: true,
     minifyWhitespace: true,
     logLevel: 'warning',
+    // An import.meta left over would be empty in CommonJS: a wrong path at run time, so a failed build.
+    logOverride: {'empty-import-meta': 'error'},
     plugins: [
       {
         name: 'shardctl-fast-path',
@@ -67,11 +69,13 @@ export async function bundleFastPath() {
             contents: "exports.Config = {load() { throw new Error('oclif Config.load is not part of the fast-path bundle (src/fast/commands.ts)') }}",
             loader: 'js',
           }))
-          // A module of ours keeps its own import.meta.url (the lock's worker is a file beside it).
+          // A module of ours keeps its own import.meta.url (the lock's worker is a file beside it),
+          // found from where the bundle is at run time: an installed or moved dist/ works too.
           on.onLoad({filter: /\.js$/}, (file) => {
             if (!file.path.startsWith(dist)) return undefined
-            const code = readFileSync(file.path, 'utf8')
-            return {contents: code.replaceAll('import.meta.url', JSON.stringify(pathToFileURL(file.path).href)), loader: 'js'}
+            const own = JSON.stringify(relative(join(dist, 'fast'), file.path))
+            const url = `require('node:url').pathToFileURL(require('node:path').join(__dirname, ${own})).href`
+            return {contents: readFileSync(file.path, 'utf8').replaceAll('import.meta.url', url), loader: 'js'}
           })
         },
       },
@@ -90,7 +94,7 @@ if (!process.argv.includes('--lua-only')) {
     execFileSync(bin('oclif'), ['manifest'], {cwd: root, stdio: 'pipe'})
     await bundleFastPath()
   } catch (error) {
-    console.error(String(error.stderr ?? ''), 'build failed')
+    console.error(String(error.stderr ?? ''), `build failed: ${error.message}`)
     process.exit(1)
   }
 }
