@@ -69,32 +69,36 @@ export interface SpawnedInstance {
   forSplitOf: string
 }
 
-function recordFile(dir: string): string {
-  return join(dir, 'spawned.json')
+/**
+ * The one record of what --spawn started, in the default spawn directory whatever --dir
+ * said for the data (each entry names its own): sandbox:status and sandbox:down read it.
+ */
+function recordFile(): string {
+  return join(defaultSpawnDir(), 'spawned.json')
 }
 
-export function readSpawned(dir = defaultSpawnDir()): SpawnedInstance[] {
+export function readSpawned(): SpawnedInstance[] {
   try {
-    const parsed = JSON.parse(readFileSync(recordFile(dir), 'utf8')) as {instances?: SpawnedInstance[]}
+    const parsed = JSON.parse(readFileSync(recordFile(), 'utf8')) as {instances?: SpawnedInstance[]}
     return Array.isArray(parsed.instances) ? parsed.instances : []
   } catch {
     return []
   }
 }
 
-function writeSpawned(dir: string, instances: SpawnedInstance[]): void {
-  mkdirSync(dir, {recursive: true})
-  if (instances.length === 0) rmSync(recordFile(dir), {force: true})
-  else writeFileSync(recordFile(dir), `${JSON.stringify({version: 1, instances}, null, 2)}\n`)
+function writeSpawned(instances: SpawnedInstance[]): void {
+  mkdirSync(defaultSpawnDir(), {recursive: true})
+  if (instances.length === 0) rmSync(recordFile(), {force: true})
+  else writeFileSync(recordFile(), `${JSON.stringify({version: 1, instances}, null, 2)}\n`)
 }
 
-export function recordSpawned(dir: string, instances: SpawnedInstance[]): void {
+export function recordSpawned(instances: SpawnedInstance[]): void {
   const ports = new Set(instances.map((i) => i.port))
-  writeSpawned(dir, [...readSpawned(dir).filter((i) => !ports.has(i.port)), ...instances])
+  writeSpawned([...readSpawned().filter((i) => !ports.has(i.port)), ...instances])
 }
 
-export function forgetSpawned(dir: string, ports: number[]): void {
-  writeSpawned(dir, readSpawned(dir).filter((i) => !ports.includes(i.port)))
+function forgetSpawned(ports: number[]): void {
+  writeSpawned(readSpawned().filter((i) => !ports.includes(i.port)))
 }
 
 /**
@@ -127,12 +131,9 @@ export function spawnedFor(ports: number[], all = readSpawned()): number[] {
 }
 
 /** Stop what --spawn started (all, or those on `ports`) and forget it; a reused pid is never signalled. */
-export async function stopSpawned(dir = defaultSpawnDir(), ports?: number[]): Promise<number> {
-  const chosen = readSpawned(dir).filter((i) => ports === undefined || ports.includes(i.port))
+export async function stopSpawned(ports?: number[]): Promise<number> {
+  const chosen = readSpawned().filter((i) => ports === undefined || ports.includes(i.port))
   const results = await Promise.all(chosen.map((i) => stopRedis(i)))
-  forgetSpawned(
-    dir,
-    chosen.map((i) => i.port),
-  )
+  forgetSpawned(chosen.map((i) => i.port))
   return results.filter((r) => r === 'stopped').length
 }

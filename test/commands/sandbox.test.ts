@@ -5,6 +5,7 @@ import {join} from 'node:path'
 import {expect} from 'chai'
 
 import {freePort, isAlive, portIsFree, stopRedis} from '../../src/sandbox/redis-process.js'
+import {type SpawnedInstance, spawnedFor} from '../../src/sandbox/spawn.js'
 import {spawnCli} from '../helpers/cli.js'
 
 describe('sandbox:up, sandbox:status, sandbox:down', () => {
@@ -143,4 +144,25 @@ describe('sandbox:up, sandbox:status, sandbox:down', () => {
     expect(run.stderr).to.match(/redis-server not found — install it: apt-get install -y redis-server/)
     expect(existsSync(join(dir, 'sandbox.json'))).to.equal(false)
   })
+})
+
+describe('sandbox/spawn spawnedFor: what --spawn started that goes with a sandbox', () => {
+  const spawned = (port: number, forSplitOf: string): SpawnedInstance => ({port, pid: 1, dir: `/d/${port}`, startedAt: '', forSplitOf})
+  const record = [
+    spawned(7010, '127.0.0.1:7001'), // a split of a sandbox instance
+    spawned(7011, '127.0.0.1:7001'), // its replica
+    spawned(7020, '127.0.0.1:7010'), // a split of that spawned instance in turn
+    spawned(7030, '127.0.0.1:9000'), // a split of another local instance
+    spawned(7040, '10.0.0.5:7001'), // same port, another host: not the sandbox's
+    spawned(7050, 'not an address'), // a damaged record never matches
+  ]
+  const cases: [string, number[], number[]][] = [
+    ['the sandbox on 7000-7001', [7000, 7001], [7010, 7011, 7020]],
+    ['no sandbox instance split', [7002], []],
+    ['the other instance', [9000], [7030]],
+    ['no sandbox', [], []],
+  ]
+  for (const [what, ports, expected] of cases) {
+    it(what, () => expect(spawnedFor(ports, record).sort()).to.deep.equal(expected))
+  }
 })

@@ -22,14 +22,15 @@ export default class SandboxDown extends ShardctlCommand<typeof SandboxDown> {
     const dir = this.flags.dir ?? defaultSandboxDir()
     if (this.flags['dry-run']) {
       const {nodes} = await sandboxStatus(dir)
-      const mine = spawnedFor(nodes.map((n) => n.port))
-      const running = [...nodes.filter((n) => n.running).map((n) => ({...n, label: n.role})), ...readSpawned().filter((i) => mine.includes(i.port) && isAlive(i.pid)).map((i) => ({...i, label: 'spawned'}))]
+      const all = readSpawned()
+      const mine = spawnedFor(nodes.map((n) => n.port), all)
+      const running = [...nodes.filter((n) => n.running).map((n) => ({...n, label: n.role})), ...all.filter((i) => mine.includes(i.port) && isAlive(i.pid)).map((i) => ({...i, label: 'spawned'}))]
       this.log(running.length === 0 ? `No sandbox process runs from ${dir}.` : `Would stop ${running.map((n) => `${n.label} 127.0.0.1:${n.port} (pid ${n.pid})`).join(', ')}.`)
       return {stopped: 0, dir, wouldStop: running.map((n) => ({port: n.port, pid: n.pid}))}
     }
     const {nodes} = await sandboxStatus(dir)
     const result = await sandboxDown(dir, {keepData: this.flags['keep-data']})
-    const spawned = await stopSpawned(undefined, spawnedFor(nodes.map((n) => n.port)))
+    const spawned = await stopSpawned(spawnedFor(nodes.map((n) => n.port)))
     const stopped = result.stopped + spawned
     this.progress(stopped === 0 ? `No sandbox process was running from ${dir}.` : `Stopped ${plural(stopped, 'redis-server process', 'redis-server processes')}${spawned > 0 ? ` (${spawned} started by shards:split --spawn)` : ''}.`)
     return {...result, stopped, spawned}

@@ -121,13 +121,12 @@ Each step is journaled; a killed split is finished or rolled back by the next sh
       const spawnDir = flags.dir ?? defaultSpawnDir()
       const instances = await spawnLike(await pool.get(source), {ports: toBeStarted.map((e) => e.port), dir: spawnDir})
       spawned.push(...[instances.target, ...instances.replicas].map(({port, pid, dir}) => ({port, pid, dir})))
-      // Recorded in one place whatever --dir says (each entry names its data directory):
-      // sandbox:status lists them, sandbox:down stops those started for the sandbox.
-      recordSpawned(defaultSpawnDir(), spawned.map((p) => ({...p, startedAt: new Date().toISOString(), forSplitOf: instanceKey(source)})))
+      // Recorded (whatever --dir says): sandbox:status lists them, sandbox:down stops those started for the sandbox.
+      recordSpawned(spawned.map((p) => ({...p, startedAt: new Date().toISOString(), forSplitOf: instanceKey(source)})))
       this.progress(`Started redis-server on ${spawned.map((p) => `127.0.0.1:${p.port} (pid ${p.pid})`).join(', ')}, data in ${spawnDir}.`)
       // Started for this split only: if it never begins, nothing is left running.
       this.onCleanup(async () => {
-        if (!started) await stopSpawned(defaultSpawnDir(), spawned.map((p) => p.port))
+        if (!started) await stopSpawned(spawned.map((p) => p.port))
       })
       // Now that they exist, they are checked like any target (empty, databases).
       const real = await planSplit(registry, pool, request)
