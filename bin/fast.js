@@ -54,7 +54,9 @@ function load(file) {
   try {
     const cache = readFileSync(cacheFile)
     if (cache.subarray(0, header.length).equals(header)) cachedData = cache.subarray(header.length)
-  } catch {}
+  } catch {
+    // no cache yet, or unreadable: compile from source
+  }
   let script
   let exports
   try {

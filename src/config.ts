@@ -58,7 +58,7 @@ export function loadContext(name: string | undefined, env: NodeJS.ProcessEnv = p
   if (!context) throw usageError(`no context "${wanted}" in ${path}`, `it has ${Object.keys(contexts).join(', ') || 'none'}`)
   if (context.registry !== undefined && typeof context.registry !== 'string') throw usageError(`context "${wanted}" in ${path}: registry is not a string`)
   if (context.prefix !== undefined && typeof context.prefix !== 'string') throw usageError(`context "${wanted}" in ${path}: prefix is not a string`)
-  return {name: wanted, registry: context.registry as string | undefined, prefix: context.prefix as string | undefined}
+  return {name: wanted, registry: context.registry, prefix: context.prefix}
 }
 
 /** How a confirmation names the fleet it acts on. */

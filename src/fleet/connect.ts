@@ -122,7 +122,7 @@ function nameTheHost(client: Redis, where: string, options: ConnectOptions): voi
     return reply.catch((error: Error) => {
       throw commandFailed(error, where, command.name, options)
     })
-  }) as typeof client.sendCommand
+  })
 }
 
 /** A failed command as one line naming the host; the instance's own reply stays readable in it. */

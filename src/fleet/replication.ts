@@ -35,7 +35,7 @@ export const WRITE_FENCE_REPLICAS = 1_000_000
 export const DEFAULT_FENCING: FencingSettings = {'min-replicas-to-write': '0', 'min-replicas-max-lag': '10'}
 
 export async function readFencing(client: Redis): Promise<FencingSettings> {
-  const pairs = await Promise.all(FENCING.map((name) => client.config('GET', name) as Promise<string[]>))
+  const pairs = await Promise.all(FENCING.map((name) => client.config('GET', name)))
   return {'min-replicas-to-write': pairs[0][1] ?? '0', 'min-replicas-max-lag': pairs[1][1] ?? '10'}
 }
 

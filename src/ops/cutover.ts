@@ -38,8 +38,8 @@ const sameNodes = (a: ShardNodes, b: ShardNodes) => JSON.stringify(nodeFields(a)
 export function registryStateOf(shards: Shard[], moves: PlannedMove[]): RegistryState {
   const byId = new Map(shards.map((s) => [s.id, nodesOf(s)]))
   const now = moves.map((m) => byId.get(m.id))
-  if (moves.every((m, i) => now[i] && sameNodes(now[i]!, m.before))) return 'before'
-  if (moves.every((m, i) => now[i] && sameNodes(now[i]!, m.after))) return 'after'
+  if (moves.every((m, i) => now[i] && sameNodes(now[i], m.before))) return 'before'
+  if (moves.every((m, i) => now[i] && sameNodes(now[i], m.after))) return 'after'
   return 'changed'
 }
 

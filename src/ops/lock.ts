@@ -1,5 +1,6 @@
 import {randomBytes} from 'node:crypto'
 import {hostname} from 'node:os'
+import type {Worker} from 'node:worker_threads'
 
 import {ExitCode, ShardctlError} from '../errors.js'
 import type {ConnectOptions, ScriptedRedis} from '../fleet/connect.js'
@@ -66,12 +67,12 @@ export class OperatorLock {
     const value = JSON.stringify(holder)
     let reply = await client.lockAcquire(key, value, String(leaseMs), '')
     if (reply !== 'OK') {
-      const [current] = reply as [string, number]
+      const [current] = reply
       // A holder on this host whose process is gone will never release: take over now.
       if (holderIsDead(current)) reply = await client.lockAcquire(key, value, String(leaseMs), current)
     }
     if (reply !== 'OK') {
-      const [current, ttl] = reply as [string, number]
+      const [current, ttl] = reply
       throw lockHeld(key, current, ttl)
     }
     const lock = new OperatorLock(client, key, value, leaseMs)
@@ -84,7 +85,7 @@ export class OperatorLock {
     return this.lost
   }
 
-  private worker?: import('node:worker_threads').Worker
+  private worker?: Worker
 
   /**
    * Renew from a worker thread too (see lock-renewer.ts), for operations that may keep

@@ -97,7 +97,7 @@ export function* inBatches<T>(items: T[], size = BATCH_SIZE): Generator<T[]> {
  * next batch (a person typing): the input and the oldest result race.
  */
 export async function* pipelined<T, R>(batches: AsyncIterable<T[]> | Iterable<T[]>, depth: number, send: (batch: T[]) => Promise<R>): AsyncGenerator<R> {
-  const source = Symbol.asyncIterator in batches ? batches[Symbol.asyncIterator]() : (batches as Iterable<T[]>)[Symbol.iterator]()
+  const source = Symbol.asyncIterator in batches ? batches[Symbol.asyncIterator]() : (batches)[Symbol.iterator]()
   const inFlight: Promise<R>[] = []
   let next: Promise<IteratorResult<T[]>> | undefined = Promise.resolve(source.next())
   while (next !== undefined || inFlight.length > 0) {

@@ -63,7 +63,7 @@ export async function startRedis(options: StartOptions): Promise<RedisProcess> {
     throw redisServerMissing(error as Error)
   }
   let exited: string | undefined
-  child.then((result) => {
+  void child.then((result) => {
     exited = result.failed && (result as {code?: string}).code === 'ENOENT' ? 'ENOENT' : `exit ${result.exitCode ?? result.signal}`
   })
   if (options.detached) child.unref()

@@ -7,7 +7,7 @@ import type {Readable, Writable} from 'node:stream'
  */
 export async function* readLineBatches(input: Readable, size = 1000): AsyncGenerator<string[]> {
   let rest = ''
-  let batch: string[] = []
+  const batch: string[] = []
   const take = (line: string) => {
     const item = line.endsWith('\r') ? line.slice(0, -1) : line
     if (item.trim() !== '') batch.push(item)

@@ -3,7 +3,7 @@ import {expect} from 'chai'
 import {cli, spawnCli, ttyCli} from '../helpers/cli.js'
 import {useFleet} from '../helpers/fleet.js'
 
-describe('shards:init', '--yes', () => {
+describe('shards:init --yes', () => {
   const fleet = useFleet({instances: 2, replicas: 1})
   const inst = (i: number) => `127.0.0.1:${fleet.instances[i].master.port}`
   const repl = (i: number) => `127.0.0.1:${fleet.instances[i].replicas[0].port}`
@@ -14,7 +14,7 @@ describe('shards:init', '--yes', () => {
     run = await cli(['shards:init', '--yes', '--instance', inst(1), '--count', '3', '--json', ...fleet.r()])
     expect(run.exitCode).to.equal(0)
     expect(JSON.parse(run.stdout).shards.map((s: {id: string}) => s.id)).to.deep.equal(['s004', 's005', 's006'])
-    expect(await fleet.reg.zrange('shards.list', 0, -1)).to.deep.equal(['s000', 's001', 's002', 's003', 's004', 's005', 's006'])
+    expect(await fleet.reg.zrange('shards.list', '0', '-1')).to.deep.equal(['s000', 's001', 's002', 's003', 's004', 's005', 's006'])
     expect(await fleet.reg.hgetall('shards.s003')).to.deep.equal({master: `${inst(0)}/5`, slave0: `${repl(0)}/5`})
     expect(await fleet.reg.hgetall('shards.s004')).to.deep.equal({master: `${inst(1)}/0`})
   })
@@ -72,7 +72,7 @@ describe('shards:weight', () => {
     const result = JSON.parse(run.stdout)
     expect(result.applied).to.equal(true)
     const weights = Object.fromEntries(
-      (await fleet.reg.zrange('shards.list', 0, -1, 'WITHSCORES')).flatMap((v, i, a) => (i % 2 === 0 ? [[v, Number(a[i + 1])]] : [])),
+      (await fleet.reg.zrange('shards.list', '0', '-1', 'WITHSCORES')).flatMap((v, i, a) => (i % 2 === 0 ? [[v, Number(a[i + 1])]] : [])),
     )
     expect(weights.s002).to.be.greaterThan(weights.s001)
     expect(weights.s001).to.be.greaterThan(weights.s000)

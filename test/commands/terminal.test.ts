@@ -89,7 +89,7 @@ describe('the wire contract', () => {
     expect((await cli(['shards:assign', ...hashes, ...fleet.r()])).exitCode).to.equal(0)
 
     // The application's view: shards.map, shards.<id>, shards.list, nothing else.
-    const weights = await fleet.reg.zrange('shards.list', 0, -1, 'WITHSCORES')
+    const weights = await fleet.reg.zrange('shards.list', '0', '-1', 'WITHSCORES')
     expect(weights).to.deep.equal(['s002', '0', 's000', '1', 's001', '1', 's003', '1', 's004', '1'])
     for (const hash of hashes) {
       const id = await fleet.reg.hget('shards.map', hash)

@@ -140,9 +140,7 @@ export async function ttyCli(
 }
 
 /** ANSI escape sequences, to prove there are none. */
-// eslint-disable-next-line no-control-regex
 export const ANSI = /\u001B\[[0-9;]*m/
 
 /** Every terminal escape sequence (colours, cursor moves), to read a screen as text. */
-// eslint-disable-next-line no-control-regex
 export const ANSI_ALL = /\u001B(\[[0-9;?]*[A-Za-z]|\][^\u0007]*\u0007)/g

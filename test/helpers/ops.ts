@@ -114,7 +114,7 @@ function parseReplicationSummary(text: string): {role: string; masterPort?: numb
 export async function fencesOf(servers: TestServer[]): Promise<string[]> {
   const fenced: string[] = []
   for (const s of servers) {
-    const [, value] = await withClients([s], ([c]) => c.config('GET', 'min-replicas-to-write') as Promise<string[]>)
+    const [, value] = await withClients([s], ([c]) => c.config('GET', 'min-replicas-to-write'))
     if (value === '1000000') fenced.push(String(s.port))
   }
   return fenced

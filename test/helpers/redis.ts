@@ -126,7 +126,7 @@ export async function dumpDb(client: Redis): Promise<Record<string, unknown>> {
   for (const key of keys) {
     const type = await client.type(key)
     if (type === 'hash') out[key] = {type, value: await client.hgetall(key)}
-    else if (type === 'zset') out[key] = {type, value: await client.zrange(key, 0, -1, 'WITHSCORES')}
+    else if (type === 'zset') out[key] = {type, value: await client.zrange(key, '0', '-1', 'WITHSCORES')}
     else if (type === 'list') out[key] = {type, value: await client.lrange(key, 0, -1)}
     else if (type === 'string') out[key] = {type, value: await client.get(key)}
     else if (type === 'set') out[key] = {type, value: (await client.smembers(key)).sort()}

@@ -105,7 +105,7 @@ describe('ops/recovery: what a recovery does with a journal and the facts', () =
     ]
     for (const [name, entry, facts, expected] of cases) {
       it(name, () => {
-        expect(decidePromoteRecovery(entry, facts)).to.deep.include(expected as object)
+        expect(decidePromoteRecovery(entry, facts)).to.deep.include(expected)
       })
     }
   })
@@ -180,7 +180,7 @@ describe('ops/recovery: what a recovery does with a journal and the facts', () =
     ]
     for (const [name, entry, facts, expected] of cases) {
       it(name, () => {
-        expect(decideSplitRecovery(entry, facts)).to.deep.include(expected as object)
+        expect(decideSplitRecovery(entry, facts)).to.deep.include(expected)
       })
     }
   })

@@ -102,7 +102,7 @@ Each step is journaled; a killed split is finished or rolled back by the next sh
       return empty(plan)
     }
     const fingerprint = (plan: SplitPlan) => ({targets: plan.targets, moves: plan.moves.map((m) => [m.id, m.to, m.before, m.after]), staying: plan.staying.map((s) => s.id)})
-    let {plan, confirmed} = await this.planThenLock(
+    const planned = await this.planThenLock(
       make,
       (plan) => {
         if (!this.jsonEnabled()) this.render(plan, toBeStarted)
@@ -112,6 +112,8 @@ Each step is journaled; a killed split is finished or rolled back by the next sh
       },
       fingerprint,
     )
+    let plan = planned.plan
+    const confirmed = planned.confirmed
     if (!confirmed) return {...empty(plan), ...this.nothing()}
     const lock = await this.lock()
 
