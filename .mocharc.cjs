@@ -3,14 +3,10 @@
 const named = process.argv.slice(2).some((a) => /\.test\.ts$/.test(a))
 
 module.exports = {
-  "node-option": [
-    "import=tsx"
-  ],
-  "timeout": 300000,
-  "recursive": true,
-  "reporter": "./test/helpers/reporter.cjs",
-  "require": [
-    "test/helpers/hooks.ts"
-  ]
+  'node-option': ['import=tsx'],
+  timeout: 300000,
+  recursive: true,
+  reporter: './test/helpers/reporter.cjs',
+  require: ['test/helpers/hooks.ts'],
 }
-if (!named) module.exports.spec = ["test/**/*.test.ts"]
+if (!named) module.exports.spec = ['test/**/*.test.ts']

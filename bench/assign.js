@@ -2,8 +2,18 @@
 // same registry instance: the rate of the whole shardctl process (startup included,
 // stdin read from a file) divided by redis-benchmark's requests per second.
 import {
-  MAP_KEY, commandStats, formatMb, formatRate, hashFile, median, redisBenchmark, shardctl, spread,
-  stopServers, weightedRegistry, withRedis,
+  MAP_KEY,
+  commandStats,
+  formatMb,
+  formatRate,
+  hashFile,
+  median,
+  redisBenchmark,
+  shardctl,
+  spread,
+  stopServers,
+  weightedRegistry,
+  withRedis,
 } from './lib.js'
 
 // Issue 14's goal: as fast as a client sending one HSETNX per hash.
@@ -21,7 +31,11 @@ export async function run({hashes, reps}) {
     for (let rep = 0; rep < reps; rep++) {
       await clearMap()
       await commandStats(registry, {reset: true})
-      const baseline = await redisBenchmark(registry, {requests: hashes, keyspace: FRESH_KEYSPACE, command: ['HSETNX', MAP_KEY, 'key:__rand_int__', 'v']})
+      const baseline = await redisBenchmark(registry, {
+        requests: hashes,
+        keyspace: FRESH_KEYSPACE,
+        command: ['HSETNX', MAP_KEY, 'key:__rand_int__', 'v'],
+      })
       const baselineStats = await commandStats(registry, {reset: true})
       await clearMap()
       const result = await shardctl(['shards:assign', '--stdin', '--quiet', '--registry', registry.url], {stdin: input})
@@ -51,9 +65,10 @@ function report(hashes, samples) {
   const ratio = m('ratio')
   const peakRss = Math.max(...samples.map((s) => s.rssMb))
   const workload = `${hashes.toLocaleString('en-US')} fresh hashes, 100 shards with weights 1–4`
-  const measured = `The shardctl process used ${(m('cpuMs') / 1000).toFixed(2)} s of CPU in ${(m('ms') / 1000).toFixed(2)} s of wall time `
-    + `(${Math.round(100 * m('cpuMs') / m('ms'))}% of a core). The registry spent ${m('scriptUsPerHash').toFixed(2)} µs per hash in the assign script `
-    + `(a bare HSETNX: ${m('hsetnxUs').toFixed(2)} µs), so Redis alone would allow a ratio of about ${(1e6 / m('scriptUsPerHash') / m('baseline')).toFixed(2)}.`
+  const measured =
+    `The shardctl process used ${(m('cpuMs') / 1000).toFixed(2)} s of CPU in ${(m('ms') / 1000).toFixed(2)} s of wall time ` +
+    `(${Math.round((100 * m('cpuMs')) / m('ms'))}% of a core). The registry spent ${m('scriptUsPerHash').toFixed(2)} µs per hash in the assign script ` +
+    `(a bare HSETNX: ${m('hsetnxUs').toFixed(2)} µs), so Redis alone would allow a ratio of about ${(1e6 / m('scriptUsPerHash') / m('baseline')).toFixed(2)}.`
   return {
     rows: [
       {
@@ -64,14 +79,15 @@ function report(hashes, samples) {
         ratio: spread(samples.map((s) => s.ratio)),
         target: `≥ ${RATIO_TARGET}`,
         met: ratio >= RATIO_TARGET,
-        cause: `${measured} Before (commit a0f3551): ratio 0.39, CPU-bound in shardctl: every hash went alone through four async `
-          + 'generators, a promise chain per line. Fixed by streaming whole batches (one promise and one output string per 1,000 hashes) '
-          + 'and by a script that returns only the ids of hashes that kept an assignment and calls Redis through a local: 1.97 → 1.55 µs '
-          + 'per hash. What remains is the registry: the script\'s atomic set-if-absent with its shard check and event costs about twice '
-          + 'a bare HSETNX, so the ceiling is the ratio above; a plain HSETNX pipeline would be faster but could not refuse a shard that '
-          + 'left the registry, nor publish its event atomically. Tried and measured slower: one HMGET and one HSET per batch in the '
-          + 'script instead of an HSETNX per hash (2.3 s of the registry\'s time per million hashes against 2.1 s), and one ZMSCORE for '
-          + 'the shard check instead of a ZSCORE per shard (no difference).',
+        cause:
+          `${measured} Before (commit a0f3551): ratio 0.39, CPU-bound in shardctl: every hash went alone through four async ` +
+          'generators, a promise chain per line. Fixed by streaming whole batches (one promise and one output string per 1,000 hashes) ' +
+          'and by a script that returns only the ids of hashes that kept an assignment and calls Redis through a local: 1.97 → 1.55 µs ' +
+          "per hash. What remains is the registry: the script's atomic set-if-absent with its shard check and event costs about twice " +
+          'a bare HSETNX, so the ceiling is the ratio above; a plain HSETNX pipeline would be faster but could not refuse a shard that ' +
+          'left the registry, nor publish its event atomically. Tried and measured slower: one HMGET and one HSET per batch in the ' +
+          "script instead of an HSETNX per hash (2.3 s of the registry's time per million hashes against 2.1 s), and one ZMSCORE for " +
+          'the shard check instead of a ZSCORE per shard (no difference).',
       },
       {
         benchmark: 'shards:assign --stdin --quiet, peak memory',
@@ -81,12 +97,16 @@ function report(hashes, samples) {
         ratio: '—',
         target: `≤ ${RSS_TARGET_MB} MB`,
         met: peakRss <= RSS_TARGET_MB,
-        cause: 'Before (commit a0f3551): 156 MB, the result objects and promises of one hash each. Batching brought it to the figure '
-          + 'above: ~60 MB is Node, oclif and ioredis (`shardctl --version` alone), the rest the 8 batches in flight; constant for any '
-          + 'number of hashes.',
+        cause:
+          'Before (commit a0f3551): 156 MB, the result objects and promises of one hash each. Batching brought it to the figure ' +
+          'above: ~60 MB is Node, oclif and ioredis (`shardctl --version` alone), the rest the 8 batches in flight; constant for any ' +
+          'number of hashes.',
       },
     ],
-    details: samples.map((s, i) => `rep ${i + 1}: shardctl ${formatRate(s.rate)} (${Math.round(s.ms)} ms, CPU ${Math.round(s.cpuMs)} ms, max RSS ${formatMb(s.rssMb)}), `
-      + `redis-benchmark ${formatRate(s.baseline)}, ratio ${s.ratio.toFixed(2)}`),
+    details: samples.map(
+      (s, i) =>
+        `rep ${i + 1}: shardctl ${formatRate(s.rate)} (${Math.round(s.ms)} ms, CPU ${Math.round(s.cpuMs)} ms, max RSS ${formatMb(s.rssMb)}), ` +
+        `redis-benchmark ${formatRate(s.baseline)}, ratio ${s.ratio.toFixed(2)}`,
+    ),
   }
 }

@@ -15,8 +15,20 @@ export async function run({coldReps}) {
   try {
     for (const [i, replica] of replicas.entries()) await waitForSync(replica, masters[i])
     for (const [i, master] of masters.entries()) {
-      await shardctl(['shards:init', '--yes', '--registry', registry.url, '--instance', master.address, '--replica', replicas[i].address,
-        '--count', String(SHARDS_PER_INSTANCE), '--first-id', String(i * SHARDS_PER_INSTANCE)])
+      await shardctl([
+        'shards:init',
+        '--yes',
+        '--registry',
+        registry.url,
+        '--instance',
+        master.address,
+        '--replica',
+        replicas[i].address,
+        '--count',
+        String(SHARDS_PER_INSTANCE),
+        '--first-id',
+        String(i * SHARDS_PER_INSTANCE),
+      ])
     }
     const check = () => shardctl(['shards:check', '--canary', '--json', '--registry', registry.url])
     const node = () => runProcess(process.execPath, ['-e', '0'])
@@ -29,7 +41,13 @@ export async function run({coldReps}) {
       const floor = await version()
       const result = await check()
       const roundTrips = verify(result).canary.flatMap((row) => row.replicas.map((r) => r.maxMs))
-      samples.push({ms: result.ms, baselineMs: baseline.ms, floorMs: floor.ms, canaryMaxMs: Math.max(...roundTrips), canaryP50Ms: median(roundTrips)})
+      samples.push({
+        ms: result.ms,
+        baselineMs: baseline.ms,
+        floorMs: floor.ms,
+        canaryMaxMs: Math.max(...roundTrips),
+        canaryP50Ms: median(roundTrips),
+      })
     }
     // Redis delays writes up to 2 s when an everysec fsync is still pending (a busy
     // disk): counted in INFO persistence, so that a slow run can be told apart.
@@ -47,7 +65,9 @@ function verify(result) {
   const report = JSON.parse(result.stdout)
   const seen = report.canary.flatMap((row) => row.replicas).filter((r) => r.seen === r.expected).length
   if (!report.healthy || report.shards !== INSTANCES * SHARDS_PER_INSTANCE || seen !== INSTANCES) {
-    throw new Error(`shards:check --canary: expected ${INSTANCES * SHARDS_PER_INSTANCE} healthy shards and ${INSTANCES} replicas seeing every canary, got ${report.shards} shards, ${seen} replicas, ${report.problems} problems`)
+    throw new Error(
+      `shards:check --canary: expected ${INSTANCES * SHARDS_PER_INSTANCE} healthy shards and ${INSTANCES} replicas seeing every canary, got ${report.shards} shards, ${seen} replicas, ${report.problems} problems`,
+    )
   }
   return report
 }
@@ -77,11 +97,14 @@ function report(samples, delayedFsyncs) {
       },
     ],
     details: [
-      `wall over ${samples.length} runs: p50 ${formatMs(p50)}, p99 ${formatMs(p99)}; shardctl --version (startup alone) ${formatMs(median(samples.map((s) => s.floorMs)))}; `
-        + `canary round trip, write on the master to key read on the replica: median of the replicas ${median(samples.map((s) => s.canaryP50Ms)).toFixed(1)} ms, `
-        + `slowest replica ${median(samples.map((s) => s.canaryMaxMs)).toFixed(1)} ms (median over runs); `
-        + `writes Redis delayed for a pending AOF fsync (aof_delayed_fsync, all instances): ${delayedFsyncs}`,
-      ...samples.map((s, i) => `rep ${i + 1}: shards:check ${formatMs(s.ms)}, shardctl --version ${formatMs(s.floorMs)}, node -e 0 ${formatMs(s.baselineMs)}`),
+      `wall over ${samples.length} runs: p50 ${formatMs(p50)}, p99 ${formatMs(p99)}; shardctl --version (startup alone) ${formatMs(median(samples.map((s) => s.floorMs)))}; ` +
+        `canary round trip, write on the master to key read on the replica: median of the replicas ${median(samples.map((s) => s.canaryP50Ms)).toFixed(1)} ms, ` +
+        `slowest replica ${median(samples.map((s) => s.canaryMaxMs)).toFixed(1)} ms (median over runs); ` +
+        `writes Redis delayed for a pending AOF fsync (aof_delayed_fsync, all instances): ${delayedFsyncs}`,
+      ...samples.map(
+        (s, i) =>
+          `rep ${i + 1}: shards:check ${formatMs(s.ms)}, shardctl --version ${formatMs(s.floorMs)}, node -e 0 ${formatMs(s.baselineMs)}`,
+      ),
     ],
   }
 }

@@ -28,7 +28,10 @@ export async function run() {
     verifyCheck(await check())
     const samples = {list: [], check: []}
     for (let rep = 0; rep < REPS; rep++) {
-      for (const [name, command, verify] of [['list', list, verifyList], ['check', check, verifyCheck]]) {
+      for (const [name, command, verify] of [
+        ['list', list, verifyList],
+        ['check', check, verifyCheck],
+      ]) {
         const baseline = await node()
         const before = await connectionsReceived(instances)
         const result = await command()
@@ -36,8 +39,15 @@ export async function run() {
         verify(result)
         // The counting connection itself is one per instance and per reading: subtract it.
         const perInstance = after.map((n, i) => n - before[i] - 1)
-        samples[name].push({ms: result.ms, baselineMs: baseline.ms, ratio: result.ms / baseline.ms, rssMb: result.maxRssMb, cpuMs: result.cpuMs,
-          minConnections: Math.min(...perInstance), maxConnections: Math.max(...perInstance)})
+        samples[name].push({
+          ms: result.ms,
+          baselineMs: baseline.ms,
+          ratio: result.ms / baseline.ms,
+          rssMb: result.maxRssMb,
+          cpuMs: result.cpuMs,
+          minConnections: Math.min(...perInstance),
+          maxConnections: Math.max(...perInstance),
+        })
       }
     }
     return report(samples)
@@ -48,22 +58,31 @@ export async function run() {
 
 /** 50 shards on each instance, one per database, registered by one shards:import. */
 async function register(registry, instances) {
-  const shards = instances.flatMap((instance, i) => Array.from({length: SHARDS_PER_INSTANCE}, (_, db) => ({
-    id: `s${String(i * SHARDS_PER_INSTANCE + db).padStart(5, '0')}`,
-    weight: 1,
-    master: `${instance.address}/${db}`,
-    replicas: [],
-    persist: [],
-    extra: {},
-  })))
+  const shards = instances.flatMap((instance, i) =>
+    Array.from({length: SHARDS_PER_INSTANCE}, (_, db) => ({
+      id: `s${String(i * SHARDS_PER_INSTANCE + db).padStart(5, '0')}`,
+      weight: 1,
+      master: `${instance.address}/${db}`,
+      replicas: [],
+      persist: [],
+      extra: {},
+    })),
+  )
   const file = scratch('fleet.json')
-  writeFileSync(file, JSON.stringify({format: 'shardctl-registry', version: 1, prefix: 'shards', exportedAt: new Date().toISOString(), shards}))
+  writeFileSync(
+    file,
+    JSON.stringify({format: 'shardctl-registry', version: 1, prefix: 'shards', exportedAt: new Date().toISOString(), shards}),
+  )
   await shardctl(['shards:import', file, '--yes', '--json', '--registry', registry.url], {stdout: 'ignore'})
 }
 
 /** INFO stats total_connections_received of every instance, read on one connection each. */
 async function connectionsReceived(instances) {
-  return Promise.all(instances.map((instance) => withRedis(instance, async (client) => Number(/total_connections_received:(\d+)/.exec(await client.info('stats'))?.[1]))))
+  return Promise.all(
+    instances.map((instance) =>
+      withRedis(instance, async (client) => Number(/total_connections_received:(\d+)/.exec(await client.info('stats'))?.[1])),
+    ),
+  )
 }
 
 function verifyList(result) {
@@ -91,7 +110,10 @@ function report(samples) {
       workload: `${SHARDS.toLocaleString('en-US')} shards on ${INSTANCES} instances`,
       shardctl: `${formatMs(m('ms'))}, peak ${formatMb(peak)}; ${probedOnce ? 'every instance probed once' : `connections per instance ${Math.min(...list.map((s) => s.minConnections))}–${Math.max(...list.map((s) => s.maxConnections))}`}`,
       baseline: `node -e 0 ${formatMs(m('baselineMs'))}`,
-      ratio: `${spread(list.map((s) => s.ratio), 1)}×`,
+      ratio: `${spread(
+        list.map((s) => s.ratio),
+        1,
+      )}×`,
       target: `each instance probed once; peak ≤ ${RSS_TARGET_MB} MB; ratio reported`,
       met: probedOnce && peak <= RSS_TARGET_MB,
       cause: probedOnce ? `peak memory ${formatMb(peak)}` : 'an instance received more than one connection per run',
@@ -99,7 +121,12 @@ function report(samples) {
   })
   return {
     rows,
-    details: Object.entries(samples).flatMap(([name, list]) => list.map((s, i) => `${name} rep ${i + 1}: ${formatMs(s.ms)} (CPU ${formatMs(s.cpuMs)}, max RSS ${formatMb(s.rssMb)}), `
-      + `node -e 0 ${formatMs(s.baselineMs)}, ratio ${s.ratio.toFixed(1)}×, connections per instance ${s.minConnections}–${s.maxConnections}`)),
+    details: Object.entries(samples).flatMap(([name, list]) =>
+      list.map(
+        (s, i) =>
+          `${name} rep ${i + 1}: ${formatMs(s.ms)} (CPU ${formatMs(s.cpuMs)}, max RSS ${formatMb(s.rssMb)}), ` +
+          `node -e 0 ${formatMs(s.baselineMs)}, ratio ${s.ratio.toFixed(1)}×, connections per instance ${s.minConnections}–${s.maxConnections}`,
+      ),
+    ),
   }
 }

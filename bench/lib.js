@@ -94,8 +94,20 @@ export async function weightedRegistry() {
   const [registry] = await startServers(1)
   const [instance] = await startServers(1, ['--databases', '128'])
   for (let group = 0; group < 4; group++) {
-    await shardctl(['shards:init', '--yes', '--registry', registry.url, '--instance', instance.address,
-      '--count', '25', '--first-db', String(25 * group), '--weight', String(group + 1)])
+    await shardctl([
+      'shards:init',
+      '--yes',
+      '--registry',
+      registry.url,
+      '--instance',
+      instance.address,
+      '--count',
+      '25',
+      '--first-db',
+      String(25 * group),
+      '--weight',
+      String(group + 1),
+    ])
   }
   return {registry, servers: [registry, instance]}
 }
@@ -174,12 +186,27 @@ function withoutShardctlVariables(env) {
 
 /** Requests per second of `redis-benchmark -c 50 -P 64 -n <requests> -r <keyspace> <command...>`. */
 export async function redisBenchmark(server, {requests, keyspace, command}) {
-  const args = ['-h', '127.0.0.1', '-p', String(server.port), '-c', '50', '-P', '64',
-    '-n', String(requests), '-r', String(keyspace), '--csv', ...command]
+  const args = [
+    '-h',
+    '127.0.0.1',
+    '-p',
+    String(server.port),
+    '-c',
+    '50',
+    '-P',
+    '64',
+    '-n',
+    String(requests),
+    '-r',
+    String(keyspace),
+    '--csv',
+    ...command,
+  ]
   const result = await run('redis-benchmark', args)
   // --csv: a header line, then "<command>","<rps>",...
   const rps = Number(/^"[^"]*","([\d.]+)"/m.exec(result.stdout)?.[1])
-  if (result.code !== 0 || !(rps > 0)) throw new Error(`redis-benchmark ${args.join(' ')} failed: ${result.stderr.trim() || result.stdout.trim()}`)
+  if (result.code !== 0 || !(rps > 0))
+    throw new Error(`redis-benchmark ${args.join(' ')} failed: ${result.stderr.trim() || result.stdout.trim()}`)
   return rps
 }
 
@@ -238,7 +265,9 @@ export function machine() {
 
 /** "0.31 0.52 0.40": the 1, 5 and 15 minute load averages, where other work on the machine shows. */
 export function loadAverage() {
-  return loadavg().map((l) => l.toFixed(2)).join(' ')
+  return loadavg()
+    .map((l) => l.toFixed(2))
+    .join(' ')
 }
 
 /** The commit measured, and whether src/ differed from it. */
@@ -272,7 +301,10 @@ export class PacedWriter {
   }
 
   async start() {
-    this.registry = await connect({host: '127.0.0.1', port: this.registryServer.port, db: 0}, {timeoutMs: 30_000, clientName: 'bench-writer'})
+    this.registry = await connect(
+      {host: '127.0.0.1', port: this.registryServer.port, db: 0},
+      {timeoutMs: 30_000, clientName: 'bench-writer'},
+    )
     // As an application server does: reload the routing on every registry event.
     this.events = this.registry.duplicate()
     await this.events.connect()

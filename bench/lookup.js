@@ -1,8 +1,17 @@
 // shards:lookup --stdin on assigned hashes, output to /dev/null, against
 // redis-benchmark HGET of the same hashes on the same registry instance.
 import {
-  MAP_KEY, commandStats, formatMb, formatRate, hashFile, median, redisBenchmark, shardctl, spread,
-  stopServers, weightedRegistry,
+  MAP_KEY,
+  commandStats,
+  formatMb,
+  formatRate,
+  hashFile,
+  median,
+  redisBenchmark,
+  shardctl,
+  spread,
+  stopServers,
+  weightedRegistry,
 } from './lib.js'
 
 const RATIO_TARGET = 0.5
@@ -50,13 +59,17 @@ function report(hashes, samples) {
         ratio: spread(samples.map((s) => s.ratio)),
         target: `≥ ${RATIO_TARGET}`,
         met: ratio >= RATIO_TARGET,
-        cause: `The shardctl process used ${(m('cpuMs') / 1000).toFixed(2)} s of CPU in ${(m('ms') / 1000).toFixed(2)} s of wall time `
-          + `(${Math.round(100 * m('cpuMs') / m('ms'))}% of a core), while the registry spent only ${m('hmgetUsPerHash').toFixed(2)} µs per hash in HMGET. `
-          + 'Before (commit a0f3551): ratio 0.40, CPU-bound in shardctl (a promise and a write per line); batch-at-a-time streaming '
-          + '(HMGET batches of 1,000, 8 in flight, one output string per batch) brought it to the figure above.',
+        cause:
+          `The shardctl process used ${(m('cpuMs') / 1000).toFixed(2)} s of CPU in ${(m('ms') / 1000).toFixed(2)} s of wall time ` +
+          `(${Math.round((100 * m('cpuMs')) / m('ms'))}% of a core), while the registry spent only ${m('hmgetUsPerHash').toFixed(2)} µs per hash in HMGET. ` +
+          'Before (commit a0f3551): ratio 0.40, CPU-bound in shardctl (a promise and a write per line); batch-at-a-time streaming ' +
+          '(HMGET batches of 1,000, 8 in flight, one output string per batch) brought it to the figure above.',
       },
     ],
-    details: samples.map((s, i) => `rep ${i + 1}: shardctl ${formatRate(s.rate)} (${Math.round(s.ms)} ms, CPU ${Math.round(s.cpuMs)} ms, max RSS ${formatMb(s.rssMb)}), `
-      + `redis-benchmark ${formatRate(s.baseline)}, ratio ${s.ratio.toFixed(2)}`),
+    details: samples.map(
+      (s, i) =>
+        `rep ${i + 1}: shardctl ${formatRate(s.rate)} (${Math.round(s.ms)} ms, CPU ${Math.round(s.cpuMs)} ms, max RSS ${formatMb(s.rssMb)}), ` +
+        `redis-benchmark ${formatRate(s.baseline)}, ratio ${s.ratio.toFixed(2)}`,
+    ),
   }
 }

@@ -22,7 +22,16 @@ export async function run({reps}) {
     for (let rep = 0; rep < reps; rep++) {
       // shardctl: promote the replica.
       let close = writer.window()
-      const result = await shardctl(['shards:promote', master.address, '--replica', replica.address, '--yes', '--json', '--registry', registry.url])
+      const result = await shardctl([
+        'shards:promote',
+        master.address,
+        '--replica',
+        replica.address,
+        '--yes',
+        '--json',
+        '--registry',
+        registry.url,
+      ])
       await new Promise((r) => setTimeout(r, 300))
       const gap = close()
       const pauseMs = JSON.parse(result.stdout).pauseMs
@@ -54,7 +63,8 @@ async function failoverWithRegistry(registry, master, replica, shards) {
   })
   await withRedis(registry, async (c) => {
     const multi = c.multi()
-    for (const [i, shard] of shards.entries()) multi.hset(`shards.${shard}`, 'master', `${replica.address}/${i}`, 'slave0', `${master.address}/${i}`)
+    for (const [i, shard] of shards.entries())
+      multi.hset(`shards.${shard}`, 'master', `${replica.address}/${i}`, 'slave0', `${master.address}/${i}`)
     await multi.exec()
   })
   return performance.now() - start
@@ -74,10 +84,14 @@ function report(samples, lost, acked) {
         ratio: `${(median(gaps) / median(baseline)).toFixed(2)}×; ${lost} of ${acked.toLocaleString('en-US')} writes lost`,
         target: `worst ≤ ${PAUSE_TARGET_MS} ms and below FAILOVER's; 0 lost`,
         met: worst <= PAUSE_TARGET_MS && median(gaps) < median(baseline) && lost === 0,
-        cause: `Worst write gap ${formatMs(worst)} over ${samples.length} promotes: the gap includes the writer noticing READONLY and re-reading the registry; `
-          + 'on a shared 2-core machine a scheduling hiccup of the writer or of redis-server shows here directly.',
+        cause:
+          `Worst write gap ${formatMs(worst)} over ${samples.length} promotes: the gap includes the writer noticing READONLY and re-reading the registry; ` +
+          'on a shared 2-core machine a scheduling hiccup of the writer or of redis-server shows here directly.',
       },
     ],
-    details: samples.map((s, i) => `rep ${i + 1}: shardctl gap ${formatMs(s.gap)} (pause ${formatMs(s.pauseMs)}), FAILOVER gap ${formatMs(s.baselineGap)} (${formatMs(s.failoverMs)} to master + registry)`),
+    details: samples.map(
+      (s, i) =>
+        `rep ${i + 1}: shardctl gap ${formatMs(s.gap)} (pause ${formatMs(s.pauseMs)}), FAILOVER gap ${formatMs(s.baselineGap)} (${formatMs(s.failoverMs)} to master + registry)`,
+    ),
   }
 }

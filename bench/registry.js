@@ -51,7 +51,7 @@ async function once(hashes) {
       const n = Math.floor(hashes / 100)
       for (let i = 0; i < n; i += 10_000) {
         const args = []
-        for (let j = i; j < Math.min(n, i + 10_000); j++) args.push(`user:${j * 97 % hashes}`, 's0')
+        for (let j = i; j < Math.min(n, i + 10_000); j++) args.push(`user:${(j * 97) % hashes}`, 's0')
         await c.hset('shards.map', ...args)
       }
     })
@@ -90,8 +90,10 @@ async function fill(server, hashes) {
       pipeline.zadd('shards.list', 1, `s${i}`)
     }
     await pipeline.exec()
-    const script = "for i = tonumber(ARGV[1]), tonumber(ARGV[2]) do redis.call('HSET', KEYS[1], 'user:' .. i, 's' .. (i % tonumber(ARGV[3]))) end return 1"
-    for (let i = 0; i < hashes; i += 100_000) await c.eval(script, 1, 'shards.map', String(i), String(Math.min(hashes, i + 100_000) - 1), String(SHARDS))
+    const script =
+      "for i = tonumber(ARGV[1]), tonumber(ARGV[2]) do redis.call('HSET', KEYS[1], 'user:' .. i, 's' .. (i % tonumber(ARGV[3]))) end return 1"
+    for (let i = 0; i < hashes; i += 100_000)
+      await c.eval(script, 1, 'shards.map', String(i), String(Math.min(hashes, i + 100_000) - 1), String(SHARDS))
   })
 }
 
@@ -211,7 +213,8 @@ function report(samples, hashes) {
   return {
     rows,
     details: samples.map(
-      (s, i) => `rep ${i + 1}: HSCAN ${formatMs(s.scanMs)}, export ${formatMs(s.exportMs)} (${formatMb(s.exportRss)}), counts ${formatMs(s.countMs)}, redis-cli --pipe ${formatMs(s.pipeMs)} (stall ${formatMs(s.pipeStall)}), import ${formatMs(s.importMs)} (${formatMb(s.importRss)}, stall ${formatMs(s.importStall)}), 1% re-import ${formatMs(s.reimportMs)} (${formatMb(s.reimportRss)}, stall ${formatMs(s.reimportStall)})`,
+      (s, i) =>
+        `rep ${i + 1}: HSCAN ${formatMs(s.scanMs)}, export ${formatMs(s.exportMs)} (${formatMb(s.exportRss)}), counts ${formatMs(s.countMs)}, redis-cli --pipe ${formatMs(s.pipeMs)} (stall ${formatMs(s.pipeStall)}), import ${formatMs(s.importMs)} (${formatMb(s.importRss)}, stall ${formatMs(s.importStall)}), 1% re-import ${formatMs(s.reimportMs)} (${formatMb(s.reimportRss)}, stall ${formatMs(s.reimportStall)})`,
     ),
   }
 }

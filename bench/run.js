@@ -51,7 +51,9 @@ async function main() {
   if (process.argv.includes('--scale')) settings.registryHashes = 10_000_000
   const started = new Date()
   const host = machine()
-  note(`shardctl benchmarks, ${mode} run: ${settings.hashes.toLocaleString('en-US')} hashes, ${settings.reps} repetitions (shards:list ${settings.coldReps})`)
+  note(
+    `shardctl benchmarks, ${mode} run: ${settings.hashes.toLocaleString('en-US')} hashes, ${settings.reps} repetitions (shards:list ${settings.coldReps})`,
+  )
 
   const results = []
   // --only <name>: run one benchmark and print it, without rewriting BENCHMARKS.md.
@@ -79,7 +81,14 @@ async function main() {
 function textTable(rows) {
   const cells = [COLUMNS.map(([, title]) => title), ...rows.map((row) => COLUMNS.map(([key]) => row[key]))]
   const widths = COLUMNS.map((_, i) => Math.max(...cells.map((line) => line[i].length)))
-  return cells.map((line) => line.map((cell, i) => cell.padEnd(widths[i])).join('  ').trimEnd()).join('\n')
+  return cells
+    .map((line) =>
+      line
+        .map((cell, i) => cell.padEnd(widths[i]))
+        .join('  ')
+        .trimEnd(),
+    )
+    .join('\n')
 }
 
 function markdown({mode, settings, host, started, seconds, rows, results}) {
@@ -87,7 +96,9 @@ function markdown({mode, settings, host, started, seconds, rows, results}) {
   const table = [
     `| ${COLUMNS.map(([, title]) => title).join(' | ')} |`,
     `| ${COLUMNS.map(() => '---').join(' | ')} |`,
-    ...rows.map((row) => `| ${COLUMNS.map(([key]) => cell(key === 'result' && row.met === false ? '**missed**' : row[key])).join(' | ')} |`),
+    ...rows.map(
+      (row) => `| ${COLUMNS.map(([key]) => cell(key === 'result' && row.met === false ? '**missed**' : row[key])).join(' | ')} |`,
+    ),
   ]
   const missed = rows.filter((row) => row.met === false)
   const date = started.toISOString().replace('T', ' ').slice(0, 16)
@@ -97,10 +108,14 @@ Written by \`npm run bench\` (\`bench/run.js\`) on ${date} UTC, ${mode} run. Do 
 
 The machines are shared and noisy, so every figure is a **ratio** against a baseline
 measured in the same run, on the same machine, right before it; each ratio is the
-median over the repetitions, with their range in brackets.${mode === 'quick' ? `
+median over the repetitions, with their range in brackets.${
+    mode === 'quick'
+      ? `
 
 This is a quick run: with ${settings.hashes.toLocaleString('en-US')} hashes the fixed startup weighs more,
-so assign and lookup ratios come out lower than in a full run, for which the targets are set.` : ''}
+so assign and lookup ratios come out lower than in a full run, for which the targets are set.`
+      : ''
+  }
 
 ${table.join('\n')}
 
@@ -190,7 +205,11 @@ function note(message) {
 // process.on, not once: execa's exit handler (signal-exit) re-raises the signal,
 // killing this process mid-cleanup, when it finds itself the only listener left.
 let stopping = false
-for (const [signal, code] of [['SIGINT', 130], ['SIGTERM', 143], ['SIGHUP', 129]]) {
+for (const [signal, code] of [
+  ['SIGINT', 130],
+  ['SIGTERM', 143],
+  ['SIGHUP', 129],
+]) {
   process.on(signal, () => {
     if (stopping) return
     stopping = true

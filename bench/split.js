@@ -20,7 +20,12 @@ export async function run({splitKeysPerDb, splitReps}) {
   for (let rep = 0; rep < Math.max(3, splitReps); rep++) targets.push({to: await cutOver('to'), spawn: await cutOver('spawn')})
   const result = report(samples, splitKeysPerDb)
   result.rows.push(targetRow(targets))
-  result.details.push(...targets.map((t, i) => `--to vs --spawn, rep ${i + 1}: --to pause ${formatMs(t.to.pauseMs)}, held ${formatMs(t.to.heldMs)}, gap ${formatMs(t.to.gap)}; --spawn pause ${formatMs(t.spawn.pauseMs)}, held ${formatMs(t.spawn.heldMs)}, gap ${formatMs(t.spawn.gap)}`))
+  result.details.push(
+    ...targets.map(
+      (t, i) =>
+        `--to vs --spawn, rep ${i + 1}: --to pause ${formatMs(t.to.pauseMs)}, held ${formatMs(t.to.heldMs)}, gap ${formatMs(t.to.gap)}; --spawn pause ${formatMs(t.spawn.pauseMs)}, held ${formatMs(t.spawn.heldMs)}, gap ${formatMs(t.spawn.gap)}`,
+    ),
+  )
   return result
 }
 
@@ -39,7 +44,8 @@ async function cutOver(mode) {
   let spawned = []
   try {
     await withRedis(source, async (c) => {
-      for (let db = 0; db < SPAWN_DBS; db++) await c.multi().select(db).call('DEBUG', 'POPULATE', String(SPAWN_KEYS), `db${db}`, '200').select(0).exec()
+      for (let db = 0; db < SPAWN_DBS; db++)
+        await c.multi().select(db).call('DEBUG', 'POPULATE', String(SPAWN_KEYS), `db${db}`, '200').select(0).exec()
     })
     await shardctl(['shards:init', '--yes', '--registry', registry.url, '--instance', source.address, '--count', String(SPAWN_DBS)])
     const moved = Array.from({length: SPAWN_DBS / 2}, (_, i) => `s${String(2 * i + 1).padStart(3, '0')}`)
@@ -48,7 +54,19 @@ async function cutOver(mode) {
     await new Promise((r) => setTimeout(r, 300))
     const close = writer.window()
     const where = mode === 'to' ? ['--to', rest[0].address] : ['--spawn', '--dir', spawnDir]
-    const result = await shardctl(['shards:split', source.address, ...where, '--shards', moved.join(','), '--grace', '100ms', '--yes', '--json', '--registry', registry.url])
+    const result = await shardctl([
+      'shards:split',
+      source.address,
+      ...where,
+      '--shards',
+      moved.join(','),
+      '--grace',
+      '100ms',
+      '--yes',
+      '--json',
+      '--registry',
+      registry.url,
+    ])
     await new Promise((r) => setTimeout(r, 200))
     const gap = close()
     await writer.stop()
@@ -88,7 +106,8 @@ async function once(keysPerDb) {
   try {
     // ~200-byte values: DEBUG POPULATE fills each db in place.
     await withRedis(source, async (c) => {
-      for (let db = 0; db < DBS; db++) await c.multi().select(db).call('DEBUG', 'POPULATE', String(keysPerDb), `db${db}`, '200').select(0).exec()
+      for (let db = 0; db < DBS; db++)
+        await c.multi().select(db).call('DEBUG', 'POPULATE', String(keysPerDb), `db${db}`, '200').select(0).exec()
     })
     const bytes = await withRedis(source, async (c) => Number(/used_memory_dataset:(\d+)/.exec(await c.info('memory'))[1]))
     // Baseline: a raw full sync of the same data onto an empty instance.
@@ -105,7 +124,20 @@ async function once(keysPerDb) {
     await writer.start()
     await new Promise((r) => setTimeout(r, 300))
     const close = writer.window()
-    const result = await shardctl(['shards:split', source.address, '--to', target.address, '--shards', moved.join(','), '--grace', '100ms', '--yes', '--json', '--registry', registry.url])
+    const result = await shardctl([
+      'shards:split',
+      source.address,
+      '--to',
+      target.address,
+      '--shards',
+      moved.join(','),
+      '--grace',
+      '100ms',
+      '--yes',
+      '--json',
+      '--registry',
+      registry.url,
+    ])
     await new Promise((r) => setTimeout(r, 200))
     const gap = close()
     await writer.stop()
@@ -132,13 +164,14 @@ function report(samples, keysPerDb) {
         ratio: `${spread(samples.map((s) => s.ratio))}×`,
         target: `≤ ${RATIO_TARGET}×`,
         met: m('ratio') <= RATIO_TARGET,
-        cause: 'A split is one full sync of the whole source (replication cannot copy a subset of databases, so the 50 staying '
-          + 'databases travel too and are dropped on the target afterwards) plus fixed costs, measured with timestamps on its steps '
-          + '(100 dbs × 20,000 keys): ~235 ms to start and plan, ~180 ms from the pause to the end of the clean-up (--grace 100 ms '
-          + 'included). The rest is the sync itself, and the baseline sync is what varies: three consecutive REPLICAOF syncs of the '
-          + 'same data onto fresh instances took 3.1, 4.0 and 4.2 s here, so the ratio spans what the repetitions show. Moving only the '
-          + 'moved databases (DUMP/RESTORE or MIGRATE per key) would copy half the bytes but loses the replication stream that '
-          + 'makes the cut-over exact: not done.',
+        cause:
+          'A split is one full sync of the whole source (replication cannot copy a subset of databases, so the 50 staying ' +
+          'databases travel too and are dropped on the target afterwards) plus fixed costs, measured with timestamps on its steps ' +
+          '(100 dbs × 20,000 keys): ~235 ms to start and plan, ~180 ms from the pause to the end of the clean-up (--grace 100 ms ' +
+          'included). The rest is the sync itself, and the baseline sync is what varies: three consecutive REPLICAOF syncs of the ' +
+          'same data onto fresh instances took 3.1, 4.0 and 4.2 s here, so the ratio spans what the repetitions show. Moving only the ' +
+          'moved databases (DUMP/RESTORE or MIGRATE per key) would copy half the bytes but loses the replication stream that ' +
+          'makes the cut-over exact: not done.',
       },
       {
         benchmark: 'shards:split (cut-over)',
@@ -148,11 +181,15 @@ function report(samples, keysPerDb) {
         ratio: `${lost} writes lost`,
         target: `worst gap ≤ ${PAUSE_TARGET_MS} ms; 0 lost`,
         met: worstGap <= PAUSE_TARGET_MS && lost === 0,
-        cause: 'The writer\'s gap includes the hold: from the registry switch its writes to the target fail (READONLY, it still follows '
-          + 'the source) until no client comes back to a moved database of the source for the quiet time (at least 30 ms), then the '
-          + 'cut-over; and its reconnect and re-read of the registry. On a shared 2-core machine a scheduling hiccup shows here directly.',
+        cause:
+          "The writer's gap includes the hold: from the registry switch its writes to the target fail (READONLY, it still follows " +
+          'the source) until no client comes back to a moved database of the source for the quiet time (at least 30 ms), then the ' +
+          'cut-over; and its reconnect and re-read of the registry. On a shared 2-core machine a scheduling hiccup shows here directly.',
       },
     ],
-    details: samples.map((s, i) => `rep ${i + 1}: split ${formatMs(s.ms)}, sync ${formatMs(s.baselineMs)}, ratio ${s.ratio.toFixed(2)}, pause ${formatMs(s.pauseMs)}, held ${formatMs(s.heldMs)}, writer gap ${formatMs(s.gap)}, lost ${s.lost}`),
+    details: samples.map(
+      (s, i) =>
+        `rep ${i + 1}: split ${formatMs(s.ms)}, sync ${formatMs(s.baselineMs)}, ratio ${s.ratio.toFixed(2)}, pause ${formatMs(s.pauseMs)}, held ${formatMs(s.heldMs)}, writer gap ${formatMs(s.gap)}, lost ${s.lost}`,
+    ),
   }
 }

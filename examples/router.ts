@@ -134,7 +134,9 @@ export class ShardRouter {
     } catch {
       return this.reloadAll()
     }
-    const named = [event.shards, event.ids, event.id ? [event.id] : undefined, event.moves ? Object.keys(event.moves) : undefined].find(Array.isArray) as string[] | undefined
+    const named = [event.shards, event.ids, event.id ? [event.id] : undefined, event.moves ? Object.keys(event.moves) : undefined].find(
+      Array.isArray,
+    ) as string[] | undefined
     if (event.type === 'hashes.assigned' || event.type === 'weights.changed') return
     if (named && named.length > 0) await Promise.all(named.map((id) => this.reload(id)))
     else await this.reloadAll()

@@ -63,10 +63,13 @@ export async function bundleFastPath() {
           // oclif's Command reaches its Config (plugin discovery, globbing, TypeScript paths) only
           // in Command.run, which the fast path does not call: a stand-in that says so if it ever is.
           on.onResolve({filter: /^\.\/config$/}, (ref) =>
-            ref.importer.endsWith(join('@oclif', 'core', 'lib', 'command.js')) ? {path: 'oclif-config', namespace: 'fast-path-stub'} : undefined,
+            ref.importer.endsWith(join('@oclif', 'core', 'lib', 'command.js'))
+              ? {path: 'oclif-config', namespace: 'fast-path-stub'}
+              : undefined,
           )
           on.onLoad({filter: /.*/, namespace: 'fast-path-stub'}, () => ({
-            contents: "exports.Config = {load() { throw new Error('oclif Config.load is not part of the fast-path bundle (src/fast/commands.ts)') }}",
+            contents:
+              "exports.Config = {load() { throw new Error('oclif Config.load is not part of the fast-path bundle (src/fast/commands.ts)') }}",
             loader: 'js',
           }))
           // A module of ours keeps its own import.meta.url (the lock's worker is a file beside it),
@@ -82,7 +85,8 @@ export async function bundleFastPath() {
     ],
   })
   const bundle = readFileSync(join(dist, 'fast', 'commands.cjs'), 'utf8')
-  if (/\bimport\([^)]/.test(bundle)) throw new Error('dist/fast/commands.cjs still has an import() call: see the comment on "supported" in scripts/build.js')
+  if (/\bimport\([^)]/.test(bundle))
+    throw new Error('dist/fast/commands.cjs still has an import() call: see the comment on "supported" in scripts/build.js')
 }
 
 generateLua()

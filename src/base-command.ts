@@ -72,7 +72,11 @@ export abstract class ShardctlCommand<T extends typeof Command> extends Command 
     })
     this.flags = flags as BaseFlags<T>
     this.args = args as Args<T>
-    this.defaulted = new Set(Object.entries(metadata.flags).filter(([, m]) => m.setFromDefault).map(([name]) => name))
+    this.defaulted = new Set(
+      Object.entries(metadata.flags)
+        .filter(([, m]) => m.setFromDefault)
+        .map(([name]) => name),
+    )
     this.terminal = decideTerminal({json: this.jsonEnabled(), noColor: Boolean(this.flags['no-color'])})
   }
 
@@ -153,7 +157,9 @@ export abstract class ShardctlCommand<T extends typeof Command> extends Command 
     }
     if (process.env.DEBUG && error.stack) note(error.stack)
     if (this.jsonEnabled()) {
-      this.logJson({error: {code: failure.code, message: failure.message, hint: failure.hint && scrub(failure.hint), exitCode: failure.exitCode}})
+      this.logJson({
+        error: {code: failure.code, message: failure.message, hint: failure.hint && scrub(failure.hint), exitCode: failure.exitCode},
+      })
     } else {
       const hint = failure.hint ? paint.dim(` — ${failure.hint}`) : ''
       note(`${paint.bad('Error:')} ${failure.message}${hint}`)
@@ -173,7 +179,11 @@ export abstract class RegistryCommand<T extends typeof Command> extends Shardctl
 
   static override baseFlags = {
     ...ShardctlCommand.baseFlags,
-    context: Flags.string({env: 'SHARDCTL_CONTEXT', summary: 'A named fleet from the config file (registry, prefix): see README, Several fleets.', helpValue: '<name>'}),
+    context: Flags.string({
+      env: 'SHARDCTL_CONTEXT',
+      summary: 'A named fleet from the config file (registry, prefix): see README, Several fleets.',
+      helpValue: '<name>',
+    }),
     registry: registryFlag(),
     prefix: prefixFlag(),
     timeout: timeoutFlag(),
@@ -224,11 +234,19 @@ export abstract class RegistryCommand<T extends typeof Command> extends Shardctl
           throw usageError(`cannot read --${flag} ${file}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`)
         }
       }
-      const tls = {ca: read('tls-ca', flags['tls-ca']), cert: read('tls-cert', flags['tls-cert']), key: read('tls-key', flags['tls-key']), insecure: flags['tls-insecure']}
+      const tls = {
+        ca: read('tls-ca', flags['tls-ca']),
+        cert: read('tls-cert', flags['tls-cert']),
+        key: read('tls-key', flags['tls-key']),
+        insecure: flags['tls-insecure'],
+      }
       if (tls.insecure) this.warn('TLS certificates are not verified (--tls-insecure): anyone on the path can read and change this traffic')
       const registry: ConnectTarget = {...flags.registry}
       registry.username ??= env.SHARDCTL_REGISTRY_USER || undefined
-      if (flags['ask-password']) registry.password = await this.askPassword(`Password for the registry ${instanceKey(registry)}${registry.username ? ` (user ${registry.username})` : ''}:`)
+      if (flags['ask-password'])
+        registry.password = await this.askPassword(
+          `Password for the registry ${instanceKey(registry)}${registry.username ? ` (user ${registry.username})` : ''}:`,
+        )
       registry.password ??= env.SHARDCTL_REGISTRY_PASSWORD || undefined
       rememberSecret(registry.password)
       const instanceUser = flags['instance-user'] ?? registry.username
@@ -249,7 +267,8 @@ export abstract class RegistryCommand<T extends typeof Command> extends Shardctl
   }
 
   private async askPassword(message: string): Promise<string> {
-    if (!this.terminal.interactive) throw usageError('--ask-password needs a terminal', 'set SHARDCTL_REGISTRY_PASSWORD / SHARDCTL_INSTANCE_PASSWORD instead')
+    if (!this.terminal.interactive)
+      throw usageError('--ask-password needs a terminal', 'set SHARDCTL_REGISTRY_PASSWORD / SHARDCTL_INSTANCE_PASSWORD instead')
     const {password} = await import('./ui/prompts.js')
     return password({message}, {output: process.stderr})
   }
@@ -323,7 +342,9 @@ export abstract class RegistryCommand<T extends typeof Command> extends Shardctl
     // Long operations renew from a thread a busy main thread cannot starve.
     if ((this.ctor as {longRunning?: boolean}).longRunning) {
       const {registry: target, options} = await this.resolveConnections()
-      await lock.renewInWorker(target, options).catch((error: Error) => this.warn(`the lock is renewed from the main thread only: ${error.message}`))
+      await lock
+        .renewInWorker(target, options)
+        .catch((error: Error) => this.warn(`the lock is renewed from the main thread only: ${error.message}`))
     }
     this.onCleanup(() => lock.release())
     registry.fence = {key: lock.key, value: lock.value}
@@ -342,8 +363,6 @@ export abstract class RegistryCommand<T extends typeof Command> extends Shardctl
     })
     return this.shardPool
   }
-
-
 }
 
 /** The default registry (nothing given) does not answer: say that it was the default, and how to name one. */
@@ -388,7 +407,10 @@ export function describeFailure(error: Error & {oclif?: {exit?: number}; code?: 
   if (error.name === 'ExitPromptError' || error.name === 'AbortPromptError') {
     return {message: 'cancelled', code: 'EINTERRUPTED', exitCode: ExitCode.interrupted}
   }
-  const parseError = error.oclif?.exit === 2 || 'parse' in error || /^(Nonexistent flag|Unexpected argument|Missing \d+ required arg|Expected )/.test(error.message)
+  const parseError =
+    error.oclif?.exit === 2 ||
+    'parse' in error ||
+    /^(Nonexistent flag|Unexpected argument|Missing \d+ required arg|Expected )/.test(error.message)
   if (parseError || error instanceof Errors.CLIError) {
     // oclif wraps our parsers' errors: keep the innermost, most precise line.
     const cause = (error as {cause?: unknown}).cause

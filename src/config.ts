@@ -40,7 +40,11 @@ export function loadContext(name: string | undefined, env: NodeJS.ProcessEnv = p
     text = readFileSync(path, 'utf8')
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') {
-      if (name !== undefined) throw usageError(`no context "${name}": ${path} does not exist`, 'create it with the fleets you operate (see README, Several fleets)')
+      if (name !== undefined)
+        throw usageError(
+          `no context "${name}": ${path} does not exist`,
+          'create it with the fleets you operate (see README, Several fleets)',
+        )
       return undefined
     }
     throw usageError(`cannot read ${path}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`)
@@ -56,8 +60,10 @@ export function loadContext(name: string | undefined, env: NodeJS.ProcessEnv = p
   if (wanted === undefined) return undefined
   const context = contexts[wanted]
   if (!context) throw usageError(`no context "${wanted}" in ${path}`, `it has ${Object.keys(contexts).join(', ') || 'none'}`)
-  if (context.registry !== undefined && typeof context.registry !== 'string') throw usageError(`context "${wanted}" in ${path}: registry is not a string`)
-  if (context.prefix !== undefined && typeof context.prefix !== 'string') throw usageError(`context "${wanted}" in ${path}: prefix is not a string`)
+  if (context.registry !== undefined && typeof context.registry !== 'string')
+    throw usageError(`context "${wanted}" in ${path}: registry is not a string`)
+  if (context.prefix !== undefined && typeof context.prefix !== 'string')
+    throw usageError(`context "${wanted}" in ${path}: prefix is not a string`)
   return {name: wanted, registry: context.registry, prefix: context.prefix}
 }
 

@@ -96,10 +96,29 @@ export const countFlag = (what: string, min: number, max: number) =>
 
 /** TLS and credentials: for the registry (rediss:// or these files) and the shard instances. */
 export const tlsFlags = {
-  'tls-ca': Flags.string({env: 'SHARDCTL_TLS_CA', summary: 'CA certificate (PEM) to verify TLS servers with.', helpValue: '<file>', helpGroup: 'CONNECTION'}),
-  'tls-cert': Flags.string({env: 'SHARDCTL_TLS_CERT', summary: 'Client certificate (PEM) for TLS.', helpValue: '<file>', helpGroup: 'CONNECTION'}),
-  'tls-key': Flags.string({env: 'SHARDCTL_TLS_KEY', summary: 'Client private key (PEM) for TLS.', helpValue: '<file>', helpGroup: 'CONNECTION'}),
-  'tls-insecure': Flags.boolean({env: 'SHARDCTL_TLS_INSECURE', summary: 'Do not verify TLS certificates (warns; for tests only).', helpGroup: 'CONNECTION'}),
+  'tls-ca': Flags.string({
+    env: 'SHARDCTL_TLS_CA',
+    summary: 'CA certificate (PEM) to verify TLS servers with.',
+    helpValue: '<file>',
+    helpGroup: 'CONNECTION',
+  }),
+  'tls-cert': Flags.string({
+    env: 'SHARDCTL_TLS_CERT',
+    summary: 'Client certificate (PEM) for TLS.',
+    helpValue: '<file>',
+    helpGroup: 'CONNECTION',
+  }),
+  'tls-key': Flags.string({
+    env: 'SHARDCTL_TLS_KEY',
+    summary: 'Client private key (PEM) for TLS.',
+    helpValue: '<file>',
+    helpGroup: 'CONNECTION',
+  }),
+  'tls-insecure': Flags.boolean({
+    env: 'SHARDCTL_TLS_INSECURE',
+    summary: 'Do not verify TLS certificates (warns; for tests only).',
+    helpGroup: 'CONNECTION',
+  }),
   'instance-tls': Flags.boolean({
     env: 'SHARDCTL_INSTANCE_TLS',
     summary: 'Connect to shard instances over TLS (default: as the registry).',
@@ -111,5 +130,8 @@ export const tlsFlags = {
     summary: 'ACL user for the shard instances (password: SHARDCTL_INSTANCE_PASSWORD or --ask-password).',
     helpGroup: 'CONNECTION',
   }),
-  'ask-password': Flags.boolean({summary: 'Prompt for the password (not echoed) instead of taking it from the URL or environment.', helpGroup: 'CONNECTION'}),
+  'ask-password': Flags.boolean({
+    summary: 'Prompt for the password (not echoed) instead of taking it from the URL or environment.',
+    helpGroup: 'CONNECTION',
+  }),
 }

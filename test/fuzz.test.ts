@@ -25,7 +25,15 @@ const noisy = fc.oneof(
   fc.string(),
   fc.fullUnicodeString(),
   fc.stringOf(fc.constantFrom(...':/[]@.0123456789abcdefrs-_%'.split('')), {maxLength: 30}),
-  fc.tuple(fc.constantFrom('redis://', 'rediss://', '', '['), fc.string(), fc.constantFrom(':', ']:'), fc.integer({min: -5, max: 70_000}), fc.constantFrom('', '/', '/0', '/x', '/99999999')).map((p) => p.join('')),
+  fc
+    .tuple(
+      fc.constantFrom('redis://', 'rediss://', '', '['),
+      fc.string(),
+      fc.constantFrom(':', ']:'),
+      fc.integer({min: -5, max: 70_000}),
+      fc.constantFrom('', '/', '/0', '/x', '/99999999'),
+    )
+    .map((p) => p.join('')),
 )
 
 describe('property: parsers never crash', () => {
@@ -58,7 +66,10 @@ describe('property: parsers never crash', () => {
         totalOrUsage(() => validateShardId(input))
         const ms = totalOrUsage(() => parseDuration(input))
         if (ms !== undefined) expect(ms).to.be.greaterThan(0)
-        const fields = Object.fromEntries([['master', input], ['slave0', input]])
+        const fields = Object.fromEntries([
+          ['master', input],
+          ['slave0', input],
+        ])
         const entry = parseShardFields('s1', 1, fields)
         if (!isShardProblem(entry)) expect(entry.master.port).to.be.within(1, 65_535)
       }),
@@ -67,12 +78,30 @@ describe('property: parsers never crash', () => {
   })
 
   it('registry documents: any JSON is a document or a usage error', () => {
-    const shard = fc.record({id: fc.string(), weight: fc.oneof(fc.double(), fc.string()), master: noisy, replicas: fc.array(noisy, {maxLength: 2})}, {requiredKeys: []})
-    const doc = fc.record({format: fc.constantFrom('shardctl-registry', 'x'), version: fc.constantFrom(1, 2, '1'), shards: fc.oneof(fc.array(shard, {maxLength: 3}), fc.anything()), map: fc.anything()}, {requiredKeys: []})
+    const shard = fc.record(
+      {id: fc.string(), weight: fc.oneof(fc.double(), fc.string()), master: noisy, replicas: fc.array(noisy, {maxLength: 2})},
+      {requiredKeys: []},
+    )
+    const doc = fc.record(
+      {
+        format: fc.constantFrom('shardctl-registry', 'x'),
+        version: fc.constantFrom(1, 2, '1'),
+        shards: fc.oneof(fc.array(shard, {maxLength: 3}), fc.anything()),
+        map: fc.anything(),
+      },
+      {requiredKeys: []},
+    )
     fc.assert(
-      fc.property(fc.oneof(doc.map((d) => JSON.stringify(d)), fc.json(), fc.string()), (text) => {
-        totalOrUsage(() => parseDocument(text))
-      }),
+      fc.property(
+        fc.oneof(
+          doc.map((d) => JSON.stringify(d)),
+          fc.json(),
+          fc.string(),
+        ),
+        (text) => {
+          totalOrUsage(() => parseDocument(text))
+        },
+      ),
       {numRuns: 1000},
     )
   })

@@ -15,7 +15,8 @@ export interface ClientInfo {
  * What a client library sends by itself when it (re)connects: a connection whose last
  * command is one of these has done no work of the application's yet.
  */
-const SETUP_COMMAND = /^(null|select|auth|hello|ping|info|echo|readonly|readwrite|quit|reset|command(\|.*)?|client\|(setname|setinfo|id|getname|tracking|no-evict|no-touch))$/i
+const SETUP_COMMAND =
+  /^(null|select|auth|hello|ping|info|echo|readonly|readwrite|quit|reset|command(\|.*)?|client\|(setname|setinfo|id|getname|tracking|no-evict|no-touch))$/i
 
 /** Whether the connection has run an application command, not only its library's set-up. */
 export function hasWorked(client: ClientInfo): boolean {

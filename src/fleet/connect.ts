@@ -96,7 +96,10 @@ export async function connect(target: ConnectTarget, options: ConnectOptions): P
         const reply = (await client.config('GET', 'databases').catch(() => [])) as string[]
         client.disconnect()
         const has = reply[1] === undefined ? '' : ` (it has ${reply[1]}: 0 to ${Number(reply[1]) - 1})`
-        throw usageError(`database ${target.db} does not exist on ${instanceKey(target)}${has}`, 'the part after / is a database number below the instance\'s "databases" setting')
+        throw usageError(
+          `database ${target.db} does not exist on ${instanceKey(target)}${has}`,
+          'the part after / is a database number below the instance\'s "databases" setting',
+        )
       }
       client.disconnect()
       throw unreachable(target, error as Error)
@@ -116,17 +119,22 @@ export async function connect(target: ConnectTarget, options: ConnectOptions): P
  */
 function nameTheHost(client: Redis, where: string, options: ConnectOptions): void {
   const send = client.sendCommand.bind(client)
-  client.sendCommand = ((command: {name: string}, stream?: unknown, node?: unknown) => {
+  client.sendCommand = (command: {name: string}, stream?: unknown, node?: unknown) => {
     const reply = (send as (c: unknown, s?: unknown, n?: unknown) => Promise<unknown>)(command, stream, node)
     if (stream !== undefined) return reply
     return reply.catch((error: Error) => {
       throw commandFailed(error, where, command.name, options)
     })
-  })
+  }
 }
 
 /** A failed command as one line naming the host; the instance's own reply stays readable in it. */
-export function commandFailed(error: Error, where: string, command: string, options: Pick<ConnectOptions, 'timeoutMs' | 'nameHostInReplies'>): Error {
+export function commandFailed(
+  error: Error,
+  where: string,
+  command: string,
+  options: Pick<ConnectOptions, 'timeoutMs' | 'nameHostInReplies'>,
+): Error {
   if (error instanceof ShardctlError) return error
   const name = command.toUpperCase()
   if (/^Command timed out/.test(error.message)) {
@@ -137,7 +145,11 @@ export function commandFailed(error: Error, where: string, command: string, opti
     })
   }
   if (error.message === 'Connection is closed.' || /Stream isn't writeable/.test(error.message)) {
-    return new ShardctlError(`lost the connection to ${where} (during ${name})`, {code: 'ECONNLOST', hint: 'check that the host is up', cause: error})
+    return new ShardctlError(`lost the connection to ${where} (during ${name})`, {
+      code: 'ECONNLOST',
+      hint: 'check that the host is up',
+      cause: error,
+    })
   }
   if (options.nameHostInReplies && error.name === 'ReplyError') {
     const named = new Error(`${where} refused ${name}: ${error.message}`, {cause: error})
@@ -165,7 +177,8 @@ export async function close(client: Redis | undefined): Promise<void> {
 export function unreachable(target: {host: string; port: number}, cause: Error): ShardctlError {
   const where = instanceKey(target)
   const {kind, text} = describeCause(cause)
-  const say = (message: string, code: string, hint: string) => new ShardctlError(message, {code, exitCode: ExitCode.unexpected, hint, cause})
+  const say = (message: string, code: string, hint: string) =>
+    new ShardctlError(message, {code, exitCode: ExitCode.unexpected, hint, cause})
   switch (kind) {
     case 'auth': {
       return say(`authentication failed for ${where}: ${text}`, 'EAUTH', 'it answers: check the username and password for this instance')
@@ -177,13 +190,21 @@ export function unreachable(target: {host: string; port: number}, cause: Error):
       return say(`cannot reach ${where}: timed out`, 'EUNREACHABLE', 'check that the host is up and not overloaded, or raise --timeout')
     }
     case 'refused': {
-      return say(`cannot reach ${where}: connection refused`, 'EUNREACHABLE', 'nothing listens there: check that redis-server runs and the address and port are right')
+      return say(
+        `cannot reach ${where}: connection refused`,
+        'EUNREACHABLE',
+        'nothing listens there: check that redis-server runs and the address and port are right',
+      )
     }
     case 'dns': {
       return say(`cannot reach ${where}: host name not found`, 'EUNREACHABLE', 'check the host name')
     }
     case 'tls': {
-      return say(`cannot reach ${where}: ${text}`, 'ETLS', 'check --tls-ca (and --tls-cert/--tls-key), or whether this instance speaks TLS at all')
+      return say(
+        `cannot reach ${where}: ${text}`,
+        'ETLS',
+        'check --tls-ca (and --tls-cert/--tls-key), or whether this instance speaks TLS at all',
+      )
     }
     default: {
       return say(`cannot reach ${where}: ${text}`, 'EUNREACHABLE', 'check that the host is up and the address is right')
@@ -191,15 +212,20 @@ export function unreachable(target: {host: string; port: number}, cause: Error):
   }
 }
 
-function describeCause(error: Error & {code?: string}): {kind: 'auth' | 'protocol' | 'timeout' | 'refused' | 'dns' | 'tls' | 'other'; text: string} {
+function describeCause(error: Error & {code?: string}): {
+  kind: 'auth' | 'protocol' | 'timeout' | 'refused' | 'dns' | 'tls' | 'other'
+  text: string
+} {
   const message = error.message.replace(/^ReplyError: /, '').split('\n')[0]
   if (/WRONGPASS|NOAUTH|NOPERM|invalid password|invalid username-password/i.test(message)) return {kind: 'auth', text: message}
-  if (/Protocol error|unexpected reply|unknown reply|Unknown RESP type|ERR unknown command 'HELLO'/i.test(message)) return {kind: 'protocol', text: message.replace(/\. Please report this\.$/, '')}
+  if (/Protocol error|unexpected reply|unknown reply|Unknown RESP type|ERR unknown command 'HELLO'/i.test(message))
+    return {kind: 'protocol', text: message.replace(/\. Please report this\.$/, '')}
   if (error.code === 'ECONNREFUSED') return {kind: 'refused', text: 'connection refused'}
   if (error.code === 'ENOTFOUND' || error.code === 'EAI_AGAIN') return {kind: 'dns', text: 'host name not found'}
   if (error.code === 'ETIMEDOUT' || /timed? ?out/i.test(message)) return {kind: 'timeout', text: 'timed out'}
   if (error.code === 'EHOSTUNREACH' || error.code === 'ENETUNREACH') return {kind: 'other', text: 'host unreachable'}
-  if (/certificate|self.signed|SSL|TLS|ssl3_|wrong version number/i.test(`${error.code ?? ''} ${message}`)) return {kind: 'tls', text: `TLS failed (${message})`}
+  if (/certificate|self.signed|SSL|TLS|ssl3_|wrong version number/i.test(`${error.code ?? ''} ${message}`))
+    return {kind: 'tls', text: `TLS failed (${message})`}
   return {kind: 'other', text: message}
 }
 
@@ -220,7 +246,10 @@ export class ConnectionPool {
     const key = instanceKey(instance)
     let client = this.clients.get(key)
     if (!client) {
-      client = connect({...this.credentials(instance), host: instance.host, port: instance.port, db: 0}, {...this.options, nameHostInReplies: true})
+      client = connect(
+        {...this.credentials(instance), host: instance.host, port: instance.port, db: 0},
+        {...this.options, nameHostInReplies: true},
+      )
       this.clients.set(key, client)
     }
     return client
@@ -231,7 +260,10 @@ export class ConnectionPool {
    * credentials and options, also closed by closeAll().
    */
   dedicated(instance: {host: string; port: number}, overrides: Partial<ConnectOptions> = {}): Promise<ScriptedRedis> {
-    const client = connect({...this.credentials(instance), host: instance.host, port: instance.port, db: 0}, {...this.options, nameHostInReplies: true, ...overrides})
+    const client = connect(
+      {...this.credentials(instance), host: instance.host, port: instance.port, db: 0},
+      {...this.options, nameHostInReplies: true, ...overrides},
+    )
     this.extra.add(client)
     return client
   }

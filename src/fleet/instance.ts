@@ -9,7 +9,7 @@ import {parseInfo, parseKeyspace} from './info.js'
  */
 export async function databaseCount(client: Redis, instance: {host: string; port: number}): Promise<number> {
   try {
-    const reply = (await client.config('GET', 'databases'))
+    const reply = await client.config('GET', 'databases')
     if (reply.length === 2) return Number(reply[1])
   } catch {
     // fall through to probing with SELECT
@@ -58,7 +58,7 @@ export async function copiedSettings(client: Redis, options: {withReplicas: bool
   if (options.withReplicas) names.push('min-replicas-to-write', 'min-replicas-max-lag')
   for (const name of names) {
     try {
-      const reply = (await client.config('GET', name))
+      const reply = await client.config('GET', name)
       if (reply.length === 2) args.push(`--${name}`, reply[1])
     } catch {
       // CONFIG may be renamed away: the new instance keeps redis-server's default

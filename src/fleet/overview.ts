@@ -70,7 +70,13 @@ export async function fleetOverview(registry: Registry, pool: ConnectionPool, op
   const nodes = (s: Shard) => [s.master, ...s.replicas, ...s.persist]
   const instances = new Set(shards.flatMap((s) => nodes(s).map((n) => instanceKey(n))))
   const [states, counts] = await Promise.all([
-    options.probe || options.instances ? probeInstances(shards.flatMap((s) => nodes(s)), pool, {memory: options.instances}) : undefined,
+    options.probe || options.instances
+      ? probeInstances(
+          shards.flatMap((s) => nodes(s)),
+          pool,
+          {memory: options.instances},
+        )
+      : undefined,
     options.counts ? registry.countAssignments((n) => options.onProgress?.(`counted ${n.toLocaleString('en-US')} hashes`)) : undefined,
   ])
   const totalWeight = shards.reduce((sum, s) => sum + s.weight, 0)
@@ -79,7 +85,12 @@ export async function fleetOverview(registry: Registry, pool: ConnectionPool, op
     const kinds = [...shard.replicas.map(() => 'slave' as const), ...shard.persist.map(() => 'persist' as const)]
     const health = states
       ? shardHealth(shard, states, formatAddress)
-      : {master: {address: formatAddress(shard.master)}, replicas: nodes(shard).slice(1).map((r) => ({address: formatAddress(r)}))}
+      : {
+          master: {address: formatAddress(shard.master)},
+          replicas: nodes(shard)
+            .slice(1)
+            .map((r) => ({address: formatAddress(r)})),
+        }
     const entry: ShardOverview = {
       id: shard.id,
       weight: shard.weight,

@@ -39,35 +39,42 @@ export async function probeInstances(
 ): Promise<Map<string, InstanceState>> {
   const unique = new Map<string, {host: string; port: number}>()
   for (const instance of instances) unique.set(instanceKey(instance), instance)
-  const sections = ['replication', 'keyspace', ...(options.persistence ? ['persistence', 'server'] : []), ...(options.memory ? ['memory'] : [])]
+  const sections = [
+    'replication',
+    'keyspace',
+    ...(options.persistence ? ['persistence', 'server'] : []),
+    ...(options.memory ? ['memory'] : []),
+  ]
   const settings = options.config ?? []
-  const states = await mapLimited(
-    [...unique],
-    PROBE_CONCURRENCY,
-    async ([key, instance]): Promise<InstanceState> => {
-      try {
-        const client = await pool.get(instance)
-        const pipeline = client.pipeline()
-        for (const section of sections) pipeline.info(section)
-        for (const name of settings) pipeline.config('GET', name)
-        const replies = (await pipeline.exec()) ?? []
-        const infoReplies = replies.slice(0, sections.length)
-        const failed = infoReplies.find(([error]) => error)
-        if (failed) throw failed[0]
-        const info = parseInfo(infoReplies.map(([, text]) => String(text)).join('\n'))
-        const state: InstanceState = {instance: key, reachable: true, replication: parseReplication(info), keysByDb: parseKeyspace(info), info}
-        if (settings.length > 0) {
-          const configReplies = replies.slice(sections.length)
-          const refused = configReplies.find(([error]) => error)
-          if (refused) state.configError = (refused[0] as Error).message.split('\n')[0]
-          else state.config = Object.fromEntries(configReplies.flatMap(([, pair]) => toPairs(pair as string[])))
-        }
-        return state
-      } catch (error) {
-        return {instance: key, reachable: false, error: (error as Error).message}
+  const states = await mapLimited([...unique], PROBE_CONCURRENCY, async ([key, instance]): Promise<InstanceState> => {
+    try {
+      const client = await pool.get(instance)
+      const pipeline = client.pipeline()
+      for (const section of sections) pipeline.info(section)
+      for (const name of settings) pipeline.config('GET', name)
+      const replies = (await pipeline.exec()) ?? []
+      const infoReplies = replies.slice(0, sections.length)
+      const failed = infoReplies.find(([error]) => error)
+      if (failed) throw failed[0]
+      const info = parseInfo(infoReplies.map(([, text]) => String(text)).join('\n'))
+      const state: InstanceState = {
+        instance: key,
+        reachable: true,
+        replication: parseReplication(info),
+        keysByDb: parseKeyspace(info),
+        info,
       }
-    },
-  )
+      if (settings.length > 0) {
+        const configReplies = replies.slice(sections.length)
+        const refused = configReplies.find(([error]) => error)
+        if (refused) state.configError = (refused[0] as Error).message.split('\n')[0]
+        else state.config = Object.fromEntries(configReplies.flatMap(([, pair]) => toPairs(pair as string[])))
+      }
+      return state
+    } catch (error) {
+      return {instance: key, reachable: false, error: (error as Error).message}
+    }
+  })
   return new Map(states.map((s) => [s.instance, s]))
 }
 

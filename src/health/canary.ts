@@ -89,7 +89,8 @@ async function canary(group: ShardGroup, states: Map<string, InstanceState>, poo
   } finally {
     await removeCanary(master, key, dbs)
   }
-  for (const r of row.replicas) row.problems.push(...r.problems.map((p) => `${r.kind === 'persist' ? 'persistence replica' : 'replica'} ${r.instance} ${p}`))
+  for (const r of row.replicas)
+    row.problems.push(...r.problems.map((p) => `${r.kind === 'persist' ? 'persistence replica' : 'replica'} ${r.instance} ${p}`))
   return row
 }
 
@@ -109,7 +110,13 @@ interface Watcher {
 
 /** Subscribe on a replica, then (once started) poll its databases until every canary key is there. */
 function watchReplica(replica: NodeRef, pool: ConnectionPool, key: string, dbs: number[], timeoutMs: number): Watcher {
-  const result: CanaryReplica = {instance: replica.instance, kind: replica.kind as 'slave' | 'persist', seen: 0, expected: dbs.length, problems: []}
+  const result: CanaryReplica = {
+    instance: replica.instance,
+    kind: replica.kind as 'slave' | 'persist',
+    seen: 0,
+    expected: dbs.length,
+    problems: [],
+  }
   let start!: (sentAt: number | undefined) => void
   const started = new Promise<number | undefined>((resolve) => {
     start = resolve
@@ -149,7 +156,9 @@ function watchReplica(replica: NodeRef, pool: ConnectionPool, key: string, dbs: 
     const heard = await Promise.race([message, sleep(Math.max(0, sentAt + timeoutMs - performance.now()), undefined, {ref: false})])
     if (heard !== undefined) result.pubsubMs = round(heard - sentAt)
     if (result.seen < result.expected) {
-      result.problems.push(`never saw the canary write of ${result.expected - result.seen} of ${result.expected} database(s) within ${timeoutMs} ms`)
+      result.problems.push(
+        `never saw the canary write of ${result.expected - result.seen} of ${result.expected} database(s) within ${timeoutMs} ms`,
+      )
     }
     if (heard === undefined) result.problems.push(`never received the canary message within ${timeoutMs} ms`)
     return result

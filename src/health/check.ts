@@ -74,7 +74,9 @@ export async function checkHealth(registry: Registry, pool: ConnectionPool, opti
     unreplicated: unreplicated(groups).map((u) => ({
       ...u,
       accepted: Boolean(options.allowNoReplica),
-      problems: options.allowNoReplica ? [] : [`master ${u.master} has no replica: losing it loses its shards (add replicas, or pass --allow-no-replica)`],
+      problems: options.allowNoReplica
+        ? []
+        : [`master ${u.master} has no replica: losing it loses its shards (add replicas, or pass --allow-no-replica)`],
     })),
     leftovers: wanted.size === 0 ? await checkLeftovers(registry, pool, shards, states) : [],
   }

@@ -33,14 +33,27 @@ export async function checkLeftovers(
 ): Promise<LeftoverRow[]> {
   const rows: LeftoverRow[] = []
   for (const shared of sharedDatabases(shards)) {
-    rows.push({subject: shared.database, problems: [`is the master database of ${shared.ids.length} shards (${shared.ids.join(', ')}): a database holds one shard; they share and overwrite each other's keys`]})
+    rows.push({
+      subject: shared.database,
+      problems: [
+        `is the master database of ${shared.ids.length} shards (${shared.ids.join(', ')}): a database holds one shard; they share and overwrite each other's keys`,
+      ],
+    })
   }
   for (const stray of await readStrays(registry)) {
-    rows.push({subject: stray.source, problems: [`holds ${stray.recorded} key(s) written after shard ${stray.shard} moved away: run shards:reconcile`]})
+    rows.push({
+      subject: stray.source,
+      problems: [`holds ${stray.recorded} key(s) written after shard ${stray.shard} moved away: run shards:reconcile`],
+    })
   }
   for (const [instance, state] of states) {
     if (state.config && isWriteFence(state.config as {'min-replicas-to-write': string})) {
-      rows.push({subject: instance, problems: ['refuses every write: an interrupted shardctl operation left its fence on (run that promote or split again to finish it)']})
+      rows.push({
+        subject: instance,
+        problems: [
+          'refuses every write: an interrupted shardctl operation left its fence on (run that promote or split again to finish it)',
+        ],
+      })
     }
   }
   rows.push(...(await formerMasters(registry, pool, shards)))
@@ -74,11 +87,16 @@ async function formerMasters(registry: Registry, pool: ConnectionPool, shards: S
         const problems: string[] = []
         const followers = repl.replicas.filter((r) => replicas.some((n) => n.port === r.port && sameHost(r.host, n.host)))
         const fencing = await readFencing(client).catch(() => undefined)
-        const refuses = fencing && (isWriteFence(fencing) || (Number(fencing['min-replicas-to-write']) > 0 && Number(info.min_slaves_good_slaves ?? 0) < Number(fencing['min-replicas-to-write'])))
+        const refuses =
+          fencing &&
+          (isWriteFence(fencing) ||
+            (Number(fencing['min-replicas-to-write']) > 0 &&
+              Number(info.min_slaves_good_slaves ?? 0) < Number(fencing['min-replicas-to-write'])))
         problems.push(
           `is not in the registry but runs as a master${refuses ? ' (it refuses writes now: NOREPLICAS)' : ''}; no shard routes to it: make it a replica of the shards' master or shut it down`,
         )
-        if (followers.length > 0) problems.push(`still has registered replica(s) following it: ${followers.map((f) => `${f.host}:${f.port}`).join(', ')}`)
+        if (followers.length > 0)
+          problems.push(`still has registered replica(s) following it: ${followers.map((f) => `${f.host}:${f.port}`).join(', ')}`)
         return {subject: instance, problems}
       } catch (error) {
         return {subject: instance, problems: [`is not in the registry and could not be read: ${shortError((error as Error).message)}`]}

@@ -25,7 +25,11 @@ export interface PersistenceRow {
   problems: string[]
 }
 
-export function checkPersistence(groups: ShardGroup[], states: Map<string, InstanceState>, options: {maxSaveAgeSeconds: number}): PersistenceRow[] {
+export function checkPersistence(
+  groups: ShardGroup[],
+  states: Map<string, InstanceState>,
+  options: {maxSaveAgeSeconds: number},
+): PersistenceRow[] {
   // Per instance: its role, its shards, and whether it is expected to persist (or only
   // looked at for the restart-empty hazard, as a master whose persistence replicas persist).
   const nodes = new Map<string, {role: PersistenceRow['role']; shards: string[]; persists: boolean}>()
@@ -39,7 +43,8 @@ export function checkPersistence(groups: ShardGroup[], states: Map<string, Insta
     const ids = group.shards.map((s) => s.id)
     const persist = group.replicas.filter((r) => r.kind === 'persist')
     const persisting = persist.length > 0 ? persist : [group.master, ...group.replicas]
-    for (const node of persisting) add(node.instance, node.kind === 'master' ? 'master' : node.kind === 'persist' ? 'persist' : 'replica', ids, true)
+    for (const node of persisting)
+      add(node.instance, node.kind === 'master' ? 'master' : node.kind === 'persist' ? 'persist' : 'replica', ids, true)
     if (persist.length > 0) add(group.master.instance, 'master', ids, false)
   }
   const now = Date.now() / 1000
@@ -67,14 +72,18 @@ function inspect(row: PersistenceRow, state: InstanceState | undefined, full: bo
   const save = state.config?.save
 
   if (row.role === 'master' && !row.aof && save !== undefined && save.trim() === '') {
-    row.problems.push('persists nothing (no AOF, no RDB save points): restarted, it comes back empty and its replicas copy the empty data set')
+    row.problems.push(
+      'persists nothing (no AOF, no RDB save points): restarted, it comes back empty and its replicas copy the empty data set',
+    )
   }
   if (!full) return
   if (state.configError) row.problems.push(`cannot read its settings (${state.configError}): allow CONFIG GET for this check`)
   if (!row.aof) row.problems.push('append-only file off')
-  else if (row.fsync !== undefined && row.fsync !== 'everysec' && row.fsync !== 'always') row.problems.push(`appendfsync ${row.fsync}: writes are not fsynced every second`)
+  else if (row.fsync !== undefined && row.fsync !== 'everysec' && row.fsync !== 'always')
+    row.problems.push(`appendfsync ${row.fsync}: writes are not fsynced every second`)
   if (row.aof && row.aofLastWrite !== 'ok') row.problems.push(`last AOF write failed (${row.aofLastWrite})`)
-  if (row.aof && info.aof_last_bgrewrite_status && info.aof_last_bgrewrite_status !== 'ok') row.problems.push(`last AOF rewrite failed (${info.aof_last_bgrewrite_status})`)
+  if (row.aof && info.aof_last_bgrewrite_status && info.aof_last_bgrewrite_status !== 'ok')
+    row.problems.push(`last AOF rewrite failed (${info.aof_last_bgrewrite_status})`)
   if (row.rdbLastSave !== 'ok') row.problems.push(`last RDB save failed (${row.rdbLastSave})`)
   if (maxSaveAge > 0 && row.changesSinceSave > 0 && row.lastSaveAgeSeconds > maxSaveAge) {
     row.problems.push(`last RDB save ${row.lastSaveAgeSeconds} s ago, ${row.changesSinceSave} changes since (limit ${maxSaveAge} s)`)

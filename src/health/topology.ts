@@ -53,22 +53,29 @@ function topologyRow(group: ShardGroup, states: Map<string, InstanceState>, limi
     replicas: [],
     problems: [],
   }
-  if (!master?.reachable) row.problems.push(`master ${group.master.instance} unreachable${master?.error ? ` (${shortError(master.error)})` : ''}`)
+  if (!master?.reachable)
+    row.problems.push(`master ${group.master.instance} unreachable${master?.error ? ` (${shortError(master.error)})` : ''}`)
   else if (master.replication?.role !== 'master') {
     const follows = master.replication?.masterHost ? ` of ${master.replication.masterHost}:${master.replication.masterPort}` : ''
     row.problems.push(`master ${group.master.instance} is a replica${follows}`)
   }
   for (const shard of group.shards) {
-    for (const [kind, list] of [['slave', shard.replicas], ['persist', shard.persist]] as const) {
+    for (const [kind, list] of [
+      ['slave', shard.replicas],
+      ['persist', shard.persist],
+    ] as const) {
       list.forEach((r, i) => {
-        if (r.db !== shard.master.db) row.problems.push(`shard ${shard.id}: ${kind}${i} names db ${r.db}, but replication keeps the master's db ${shard.master.db}`)
+        if (r.db !== shard.master.db)
+          row.problems.push(`shard ${shard.id}: ${kind}${i} names db ${r.db}, but replication keeps the master's db ${shard.master.db}`)
       })
     }
   }
   for (const replica of group.replicas) {
     const status = replicaStatus(group.master, replica, master, states.get(replica.instance), limits)
     row.replicas.push(status)
-    row.problems.push(...status.problems.map((p) => `${replica.kind === 'persist' ? 'persistence replica' : 'replica'} ${replica.instance} ${p}`))
+    row.problems.push(
+      ...status.problems.map((p) => `${replica.kind === 'persist' ? 'persistence replica' : 'replica'} ${replica.instance} ${p}`),
+    )
   }
   return row
 }
@@ -80,7 +87,12 @@ function replicaStatus(
   state: InstanceState | undefined,
   limits: TopologyLimits,
 ): ReplicaStatus {
-  const status: ReplicaStatus = {instance: replica.instance, kind: replica.kind as 'slave' | 'persist', reachable: Boolean(state?.reachable), problems: []}
+  const status: ReplicaStatus = {
+    instance: replica.instance,
+    kind: replica.kind as 'slave' | 'persist',
+    reachable: Boolean(state?.reachable),
+    problems: [],
+  }
   const repl = state?.replication
   if (!state?.reachable || !repl) {
     status.problems.push(`unreachable${state?.error ? ` (${shortError(state.error)})` : ''}`)

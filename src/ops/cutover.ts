@@ -53,7 +53,12 @@ export async function registryState(registry: Registry, moves: PlannedMove[]): P
  * everything after it, so it is never guessed. Returns whether the registry now
  * holds the switch; a conflict (someone changed it) is thrown.
  */
-export async function switchOrFindOut(registry: Registry, moves: PlannedMove[], target: 'after' | 'before', apply: () => Promise<unknown>): Promise<boolean> {
+export async function switchOrFindOut(
+  registry: Registry,
+  moves: PlannedMove[],
+  target: 'after' | 'before',
+  apply: () => Promise<unknown>,
+): Promise<boolean> {
   try {
     await apply()
     return true
@@ -138,13 +143,22 @@ export async function catchUp(master: Redis, replicas: Redis[], deadline: number
  * with the step's start record, so that whatever happens next, a recovery lifts the
  * fence back to it. An instance fenced already was left so by an interrupted run.
  */
-export async function fenceStep(journal: Journal<unknown>, client: Redis, instance: string, maxPauseMs: number, clock: PauseClock): Promise<void> {
+export async function fenceStep(
+  journal: Journal<unknown>,
+  client: Redis,
+  instance: string,
+  maxPauseMs: number,
+  clock: PauseClock,
+): Promise<void> {
   const previous = await readFencing(client)
   if (isWriteFence(previous)) {
-    throw new ShardctlError(`${instance} is fenced already (min-replicas-to-write ${previous['min-replicas-to-write']}): an interrupted operation left it so`, {
-      code: 'ESTATE',
-      hint: 'see shards:history and shards:check; the run that fenced it lifts the fence when it is run again',
-    })
+    throw new ShardctlError(
+      `${instance} is fenced already (min-replicas-to-write ${previous['min-replicas-to-write']}): an interrupted operation left it so`,
+      {
+        code: 'ESTATE',
+        hint: 'see shards:history and shards:check; the run that fenced it lifts the fence when it is run again',
+      },
+    )
   }
   await journal.step(
     'fence',
@@ -163,11 +177,14 @@ export async function fenceStep(journal: Journal<unknown>, client: Redis, instan
  * that reach no master.
  */
 export function writableReplicaRefusal(instance: string, role: string): ShardctlError {
-  return new ShardctlError(`${role} ${instance} has replica-read-only no: while it follows the other side it would acknowledge writes that reach no master`, {
-    code: 'EREFUSED',
-    exitCode: ExitCode.unhealthy,
-    hint: `CONFIG SET replica-read-only yes on ${instance} (and in its configuration file), then run the command again; nothing was changed`,
-  })
+  return new ShardctlError(
+    `${role} ${instance} has replica-read-only no: while it follows the other side it would acknowledge writes that reach no master`,
+    {
+      code: 'EREFUSED',
+      exitCode: ExitCode.unhealthy,
+      hint: `CONFIG SET replica-read-only yes on ${instance} (and in its configuration file), then run the command again; nothing was changed`,
+    },
+  )
 }
 
 /** Why a catch-up proof failed, in one line: who, where it stood, and what was done about it. */
@@ -255,7 +272,12 @@ export async function holdClientsOff(source: Redis, dbs: Set<number>, maxMs: num
  * opens is followed by a lock check that fails. Unreachable instances are skipped
  * (nothing can act on them now, this recovery included).
  */
-export async function cutOffPreviousOwner(pool: ConnectionPool, entry: JournalEntry, instances: Endpoint[], ownToken: string): Promise<void> {
+export async function cutOffPreviousOwner(
+  pool: ConnectionPool,
+  entry: JournalEntry,
+  instances: Endpoint[],
+  ownToken: string,
+): Promise<void> {
   if (!entry.owner || entry.owner === ownToken) return
   const name = operatorClientName(entry.owner)
   await Promise.all(

@@ -17,6 +17,6 @@ export async function failpoint(step: string, when: 'before' | 'after'): Promise
     if (sleep) await new Promise((resolve) => setTimeout(resolve, Number(sleep[1])))
     // busy-N: the main thread computes for N ms without yielding (timers starve meanwhile).
     const busy = /^busy-(\d+)$/.exec(action ?? '')
-    if (busy) for (const end = Date.now() + Number(busy[1]); Date.now() < end; );
+    if (busy) for (const end = Date.now() + Number(busy[1]); Date.now() < end;);
   }
 }

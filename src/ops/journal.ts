@@ -122,7 +122,12 @@ export class Journal<P> {
    */
   async step<T>(name: string, action: () => Promise<T>, options: {intent?: unknown; keepResult?: boolean} = {}): Promise<T> {
     this.onStep?.(name)
-    this.entry.steps.push({name, state: 'started', at: new Date().toISOString(), ...(options.intent === undefined ? {} : {result: options.intent})})
+    this.entry.steps.push({
+      name,
+      state: 'started',
+      at: new Date().toISOString(),
+      ...(options.intent === undefined ? {} : {result: options.intent}),
+    })
     await this.save()
     await failpoint(name, 'before')
     let result: T
@@ -166,7 +171,13 @@ export class Journal<P> {
 
   private async write(json: string): Promise<void> {
     try {
-      await this.registry.client.journal(this.registry.keys.lock, this.registry.keys.journal, this.lock.value, json, String(this.lock.leaseMs))
+      await this.registry.client.journal(
+        this.registry.keys.lock,
+        this.registry.keys.journal,
+        this.lock.value,
+        json,
+        String(this.lock.leaseMs),
+      )
     } catch (error) {
       if ((error as Error).message.includes('LOCKLOST')) throw lockLostMidway()
       throw error
@@ -175,19 +186,25 @@ export class Journal<P> {
 }
 
 function lockLostMidway(cause?: Error): ShardctlError {
-  return new ShardctlError(`the operator lock was lost during the operation${cause ? ` (then: ${cause.message})` : ''}; this run stopped and changes nothing more`, {
-    code: 'ELOCKLOST',
-    exitCode: ExitCode.locked,
-    hint: 'another operator may have taken over: see shards:history, then run the same command again to finish or roll back the operation',
-  })
+  return new ShardctlError(
+    `the operator lock was lost during the operation${cause ? ` (then: ${cause.message})` : ''}; this run stopped and changes nothing more`,
+    {
+      code: 'ELOCKLOST',
+      exitCode: ExitCode.locked,
+      hint: 'another operator may have taken over: see shards:history, then run the same command again to finish or roll back the operation',
+    },
+  )
 }
 
 export function pendingOperation(entry: JournalEntry): ShardctlError {
   const last = lastStep(entry)
   const where = last ? `at step "${last.name}" (${last.state})` : 'before its first step'
-  return new ShardctlError(`an interrupted ${entry.type} of ${entry.target}, started by ${entry.by} at ${entry.startedAt}, stopped ${where}`, {
-    code: 'EPENDING',
-    exitCode: ExitCode.unexpected,
-    hint: `run shardctl shards:${entry.type} ${entry.target} to finish or roll it back first`,
-  })
+  return new ShardctlError(
+    `an interrupted ${entry.type} of ${entry.target}, started by ${entry.by} at ${entry.startedAt}, stopped ${where}`,
+    {
+      code: 'EPENDING',
+      exitCode: ExitCode.unexpected,
+      hint: `run shardctl shards:${entry.type} ${entry.target} to finish or roll it back first`,
+    },
+  )
 }

@@ -54,7 +54,12 @@ export class OperatorLock {
     return (parseHolder(this.value) as LockHolder).token
   }
 
-  static async acquire(client: ScriptedRedis, key: string, actor: Actor, options: {leaseMs?: number; token?: string} = {}): Promise<OperatorLock> {
+  static async acquire(
+    client: ScriptedRedis,
+    key: string,
+    actor: Actor,
+    options: {leaseMs?: number; token?: string} = {},
+  ): Promise<OperatorLock> {
     const leaseMs = options.leaseMs ?? LEASE_MS
     const holder: LockHolder = {
       token: options.token ?? newOperatorToken(),
@@ -93,7 +98,14 @@ export class OperatorLock {
    */
   async renewInWorker(target: ConnectTarget, options: ConnectOptions): Promise<void> {
     const {Worker} = await import('node:worker_threads')
-    const data: RenewerData = {target, options: {...options, clientName: `${options.clientName ?? 'shardctl'}-lease`}, key: this.key, value: this.value, leaseMs: this.leaseMs, everyMs: Math.min(RENEW_EVERY_MS, this.leaseMs / 3)}
+    const data: RenewerData = {
+      target,
+      options: {...options, clientName: `${options.clientName ?? 'shardctl'}-lease`},
+      key: this.key,
+      value: this.value,
+      leaseMs: this.leaseMs,
+      everyMs: Math.min(RENEW_EVERY_MS, this.leaseMs / 3),
+    }
     const worker = new Worker(new URL('./lock-renewer.js', import.meta.url), {workerData: data})
     worker.unref()
     this.worker = worker

@@ -19,7 +19,19 @@ import {
 import {type Endpoint, type ShardAddress, endpointOf, formatAddress, instanceKey, parseInstance} from '../registry/address.js'
 import {Change, type Registry, type ShardNodes} from '../registry/registry.js'
 import {type Shard, validateShardId} from '../registry/schema.js'
-import {type CatchUp, PauseClock, type PlannedMove, catchUp, cutOffPreviousOwner, fenceStep, nodesOf, notCaughtUp as notCaughtUpLine, registryState, switchOrFindOut, writableReplicaRefusal} from './cutover.js'
+import {
+  type CatchUp,
+  PauseClock,
+  type PlannedMove,
+  catchUp,
+  cutOffPreviousOwner,
+  fenceStep,
+  nodesOf,
+  notCaughtUp as notCaughtUpLine,
+  registryState,
+  switchOrFindOut,
+  writableReplicaRefusal,
+} from './cutover.js'
 import {Journal, type JournalEntry, pendingOperation, readJournal, stepResult} from './journal.js'
 import type {OperatorLock} from './lock.js'
 import {type PromoteAction, decidePromoteRecovery} from './recovery.js'
@@ -115,7 +127,11 @@ function planMoves(shards: Shard[], oldMaster: Endpoint, newMaster: Endpoint, ke
       id: s.id,
       db: s.master.db,
       before: nodesOf(s),
-      after: {master: formatAddress(at(newMaster, s.master.db)), replicas: replicas.map(formatAddress), persist: persist.map(formatAddress)},
+      after: {
+        master: formatAddress(at(newMaster, s.master.db)),
+        replicas: replicas.map(formatAddress),
+        persist: persist.map(formatAddress),
+      },
     }
   })
 }
@@ -145,17 +161,24 @@ export async function planPromote(registry: Registry, pool: ConnectionPool, requ
     if (named === masterKey) throw usageError(`${named} is the master itself`, 'name one of its replicas')
     if (!kinds.has(named)) kinds.set(named, 'slave')
   }
-  if (kinds.size === 0) throw usageError(`the shards on ${masterKey} have no replica in the registry`, 'add replicas first (shards:add or shards:init --replica)')
+  if (kinds.size === 0)
+    throw usageError(
+      `the shards on ${masterKey} have no replica in the registry`,
+      'add replicas first (shards:add or shards:init --replica)',
+    )
 
   const [masterState, ...states] = await Promise.all([probe(pool, master), ...[...kinds.keys()].map((k) => probe(pool, endpointOf(k)))])
   const masterReachable = masterState.info !== undefined
   const masterOffset = masterState.info?.offset
 
   if (masterReachable && masterState.info!.role !== 'master') {
-    throw new ShardctlError(`${masterKey} is not a master (it replicates ${masterState.info!.masterHost}:${masterState.info!.masterPort})`, {
-      code: 'ESTATE',
-      hint: 'the registry and the fleet disagree: see shards:list',
-    })
+    throw new ShardctlError(
+      `${masterKey} is not a master (it replicates ${masterState.info!.masterHost}:${masterState.info!.masterPort})`,
+      {
+        code: 'ESTATE',
+        hint: 'the registry and the fleet disagree: see shards:list',
+      },
+    )
   }
   const mode: PromotePlan['mode'] = masterReachable && !request.force ? 'graceful' : 'emergency'
   if (!masterReachable && !request.force) {
@@ -165,7 +188,10 @@ export async function planPromote(registry: Registry, pool: ConnectionPool, requ
     })
   }
   if (masterReachable && request.force && !request.yes) {
-    throw usageError(`the master ${masterKey} answers, but --force skips the zero-loss handoff`, 'drop --force for a graceful promote, or add --yes to force it anyway')
+    throw usageError(
+      `the master ${masterKey} answers, but --force skips the zero-loss handoff`,
+      'drop --force for a graceful promote, or add --yes to force it anyway',
+    )
   }
 
   // Once demoted, the old master follows the new one: it must refuse writes as a replica.
@@ -201,10 +227,13 @@ export async function planPromote(registry: Registry, pool: ConnectionPool, requ
       .sort((a, b) => b.info!.offset - a.info!.offset || (a.kind === b.kind ? 0 : a.kind === 'slave' ? -1 : 1))
     chosen = ranked[0]
     if (!chosen) {
-      throw new ShardctlError(`no replica of ${masterKey} can be promoted: ${candidates.map((c) => `${c.instance} ${c.note}`).join('; ')}`, {
-        code: 'EREFUSED',
-        hint: 'bring a replica in sync (shards:list shows links and lag), or raise --max-lag',
-      })
+      throw new ShardctlError(
+        `no replica of ${masterKey} can be promoted: ${candidates.map((c) => `${c.instance} ${c.note}`).join('; ')}`,
+        {
+          code: 'EREFUSED',
+          hint: 'bring a replica in sync (shards:list shows links and lag), or raise --max-lag',
+        },
+      )
     }
   }
   const newMaster = endpointOf(chosen.instance)
@@ -255,7 +284,10 @@ class PromoteRun {
 
   /** Connect to every instance that answers; the old master may be gone (emergency). */
   async connect(): Promise<void> {
-    ;[this.old, this.next] = await Promise.all([this.pool.get(this.oldEp).catch(() => undefined), this.pool.get(this.newEp).catch(() => undefined)])
+    ;[this.old, this.next] = await Promise.all([
+      this.pool.get(this.oldEp).catch(() => undefined),
+      this.pool.get(this.newEp).catch(() => undefined),
+    ])
     await Promise.all(this.plan.others.map((o) => this.pool.get(endpointOf(o)).catch(() => undefined)))
   }
 
@@ -265,7 +297,11 @@ class PromoteRun {
   }
 
   private get newMaster(): Redis {
-    if (!this.next) throw new ShardctlError(`the new master ${this.plan.newMaster} does not answer`, {code: 'EUNREACHABLE', hint: 'bring it back, then run the command again'})
+    if (!this.next)
+      throw new ShardctlError(`the new master ${this.plan.newMaster} does not answer`, {
+        code: 'EUNREACHABLE',
+        hint: 'bring it back, then run the command again',
+      })
     return this.next
   }
 
@@ -395,7 +431,9 @@ class PromoteRun {
     const {plan} = this
     await this.actions.fence()
     // Half the pause for the catch-up; the rest covers the switch, the promotion and the lift.
-    const caught = await this.journal.step('catch-up', () => catchUp(this.oldMaster, [this.newMaster], this.clock.deadline(plan.maxPauseMs / 2)))
+    const caught = await this.journal.step('catch-up', () =>
+      catchUp(this.oldMaster, [this.newMaster], this.clock.deadline(plan.maxPauseMs / 2)),
+    )
     if (!caught.caughtUp) await this.abort('catch-up', notCaughtUp(plan, caught, `within --max-pause ${plan.maxPauseMs} ms`, true))
     let switched: boolean
     try {
@@ -404,13 +442,22 @@ class PromoteRun {
       if ((error as ShardctlError).code !== 'ECONFLICT') throw error
       // Someone changed the registry: it still names the old master, and the new one is
       // still its replica. Lifting the fence is the whole undo; nothing is lost.
-      return this.abort('registry changed', new ShardctlError(`${(error as Error).message}; the promote was undone: ${plan.oldMaster} is the master again and takes writes`, {
-        code: 'ECONFLICT',
-        hint: 'look at shards:list, then run the command again',
-      }))
+      return this.abort(
+        'registry changed',
+        new ShardctlError(`${(error as Error).message}; the promote was undone: ${plan.oldMaster} is the master again and takes writes`, {
+          code: 'ECONFLICT',
+          hint: 'look at shards:list, then run the command again',
+        }),
+      )
     }
     if (!switched) {
-      return this.abort('registry refused', new ShardctlError(`the registry did not take the switch; the promote was undone: ${plan.oldMaster} is the master again`, {code: 'EFAILED', hint: 'run the command again'}))
+      return this.abort(
+        'registry refused',
+        new ShardctlError(`the registry did not take the switch; the promote was undone: ${plan.oldMaster} is the master again`, {
+          code: 'EFAILED',
+          hint: 'run the command again',
+        }),
+      )
     }
     await this.run(['verify', 'promote', 'demote', 'lift', 'repoint', 'carry-fencing'])
     this.pauseFigures()
@@ -478,8 +525,17 @@ async function promoteFacts(registry: Registry, pool: ConnectionPool, plan: Prom
   const fenced = oldState.client ? await readFencing(oldState.client).then(isWriteFence, () => undefined) : undefined
   return {
     registry: state,
-    old: {reachable: Boolean(oldState.info), role: oldState.info?.role, followsPeer: oldState.info ? follows(oldState.info, newEp) : undefined, fenced},
-    new: {reachable: Boolean(newState.info), role: newState.info?.role, followsPeer: newState.info ? follows(newState.info, oldEp) : undefined},
+    old: {
+      reachable: Boolean(oldState.info),
+      role: oldState.info?.role,
+      followsPeer: oldState.info ? follows(oldState.info, newEp) : undefined,
+      fenced,
+    },
+    new: {
+      reachable: Boolean(newState.info),
+      role: newState.info?.role,
+      followsPeer: newState.info ? follows(newState.info, oldEp) : undefined,
+    },
   }
 }
 
@@ -516,15 +572,26 @@ export async function recoverPromote(
     // replica (which had caught up, or nearly), and the dead master leaves the shards.
     const {shards} = await registry.snapshot()
     const moving = shards.filter((s) => plan.shards.some((m) => m.id === s.id))
-    const emergency: PromotePlan = {...plan, mode: 'emergency', masterReachable: false, shards: planMoves(moving, endpointOf(plan.oldMaster), endpointOf(plan.newMaster), false)}
-    if (!(await options.confirmEmergency(emergency))) throw usageError('nothing changed: the interrupted promote is still pending', 'run again to decide')
+    const emergency: PromotePlan = {
+      ...plan,
+      mode: 'emergency',
+      masterReachable: false,
+      shards: planMoves(moving, endpointOf(plan.oldMaster), endpointOf(plan.newMaster), false),
+    }
+    if (!(await options.confirmEmergency(emergency)))
+      throw usageError('nothing changed: the interrupted promote is still pending', 'run again to decide')
     plan = emergency
     journal.entry.plan = emergency
     const run = new PromoteRun(registry, pool, journal, plan)
     await run.connect()
     run.result.missedBytes = null
     await run.run(['promote', 'registry', 'repoint'])
-    await registry.apply(new Change(), 'promote.finished', {from: plan.oldMaster, to: plan.newMaster, recovered: 'rolled-forward', mode: 'emergency'})
+    await registry.apply(new Change(), 'promote.finished', {
+      from: plan.oldMaster,
+      to: plan.newMaster,
+      recovered: 'rolled-forward',
+      mode: 'emergency',
+    })
     await journal.close()
     return {...run.result, applied: true, recovered: 'rolled-forward'}
   }

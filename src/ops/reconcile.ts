@@ -72,16 +72,29 @@ export async function reconcileStrays(
   const rows: ReconcileRow[] = []
   for (const entry of entries) {
     const shard = shards.find((s) => s.id === entry.shard)
-    const row: ReconcileRow = {...entry, to: shard ? formatAddress(shard.master) : null, keys: 0, moved: 0, conflicts: [], conflictCount: 0, done: false}
+    const row: ReconcileRow = {
+      ...entry,
+      to: shard ? formatAddress(shard.master) : null,
+      keys: 0,
+      moved: 0,
+      conflicts: [],
+      conflictCount: 0,
+      done: false,
+    }
     rows.push(row)
     if (!shard) continue
-    if (row.to === entry.source) throw new ShardctlError(`shard ${shard.id} is routed to ${entry.source} again: its strays are already where it lives`, {code: 'ECONFLICT', hint: `remove the record: redis-cli HDEL ${registry.keys.strays} ${entry.source}`})
+    if (row.to === entry.source)
+      throw new ShardctlError(`shard ${shard.id} is routed to ${entry.source} again: its strays are already where it lives`, {
+        code: 'ECONFLICT',
+        hint: `remove the record: redis-cli HDEL ${registry.keys.strays} ${entry.source}`,
+      })
     const source = await onDb(pool, entry.source)
     const destination = await onDb(pool, row.to!)
     row.keys = await source.dbsize()
     const to = parseAddress(row.to!)
     const auth = pool.credentialsOf(to)
-    const authArgs = auth.password === undefined ? [] : auth.username === undefined ? ['AUTH', auth.password] : ['AUTH2', auth.username, auth.password]
+    const authArgs =
+      auth.password === undefined ? [] : auth.username === undefined ? ['AUTH', auth.password] : ['AUTH2', auth.username, auth.password]
     let cursor = '0'
     do {
       const [next, keys] = await source.scan(cursor, 'COUNT', String(BATCH))
@@ -95,8 +108,20 @@ export async function reconcileStrays(
       if (options.dryRun) continue
       const move = async (batch: string[], replace: boolean) => {
         if (batch.length === 0) return
-        const reply = await source.call('MIGRATE', to.host, String(to.port), '', String(to.db), String(MIGRATE_TIMEOUT_MS), ...(replace ? ['REPLACE'] : []), ...authArgs, 'KEYS', ...batch)
-        if (reply !== 'OK' && reply !== 'NOKEY') throw new ShardctlError(`MIGRATE from ${entry.source} to ${row.to} answered ${String(reply)}`, {code: 'EFAILED'})
+        const reply = await source.call(
+          'MIGRATE',
+          to.host,
+          String(to.port),
+          '',
+          String(to.db),
+          String(MIGRATE_TIMEOUT_MS),
+          ...(replace ? ['REPLACE'] : []),
+          ...authArgs,
+          'KEYS',
+          ...batch,
+        )
+        if (reply !== 'OK' && reply !== 'NOKEY')
+          throw new ShardctlError(`MIGRATE from ${entry.source} to ${row.to} answered ${String(reply)}`, {code: 'EFAILED'})
         row.moved += batch.length
       }
       await move(free, false).catch(async (error: Error) => {
@@ -114,7 +139,12 @@ export async function reconcileStrays(
       options.onProgress?.(`${entry.source}: ${row.moved} of ${row.keys} keys moved to ${row.to}`)
     } while (cursor !== '0')
     if (!options.dryRun && (await source.dbsize()) === 0) {
-      await registry.apply(new Change().hdel(registry.keys.strays, [entry.source]), 'strays.reconciled', {source: entry.source, shard: entry.shard, to: row.to, moved: row.moved})
+      await registry.apply(new Change().hdel(registry.keys.strays, [entry.source]), 'strays.reconciled', {
+        source: entry.source,
+        shard: entry.shard,
+        to: row.to,
+        moved: row.moved,
+      })
       row.done = true
     }
   }

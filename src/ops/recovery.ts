@@ -47,7 +47,10 @@ export interface PromoteFacts {
   new: NodeFacts
 }
 
-export function decidePromoteRecovery(entry: Pick<JournalEntry, 'steps'> & {plan: {mode: 'graceful' | 'emergency'}}, facts: PromoteFacts): PromoteRecovery {
+export function decidePromoteRecovery(
+  entry: Pick<JournalEntry, 'steps'> & {plan: {mode: 'graceful' | 'emergency'}},
+  facts: PromoteFacts,
+): PromoteRecovery {
   const {registry, old, new: next} = facts
   const graceful = entry.plan.mode === 'graceful'
   if (registry === 'changed') {
@@ -58,20 +61,29 @@ export function decidePromoteRecovery(entry: Pick<JournalEntry, 'steps'> & {plan
     }
   }
   const touched = stepStarted(entry, 'fence') || stepStarted(entry, 'promote')
-  if (registry === 'before' && !touched && next.role !== 'master' && !old.fenced) return {kind: 'close', reason: 'nothing had been changed yet'}
+  if (registry === 'before' && !touched && next.role !== 'master' && !old.fenced)
+    return {kind: 'close', reason: 'nothing had been changed yet'}
 
   const forward = registry === 'after' || (!graceful && !old.reachable && stepStarted(entry, 'promote'))
   if (forward) {
     if (!next.reachable) {
       // Gone before it was ever promoted: it never took a write, the fenced old master has them all.
       if (registry === 'after' && graceful && old.reachable && !stepStarted(entry, 'promote')) {
-        return {kind: 'roll-back', actions: ['undo-registry', ...(old.role === 'master' ? [] : (['restore-old'] as PromoteAction[])), 'lift']}
+        return {
+          kind: 'roll-back',
+          actions: ['undo-registry', ...(old.role === 'master' ? [] : (['restore-old'] as PromoteAction[])), 'lift'],
+        }
       }
-      return {kind: 'refuse', reason: 'cannot finish the promote: the new master does not answer', hint: 'bring it back, then run the command again'}
+      return {
+        kind: 'refuse',
+        reason: 'cannot finish the promote: the new master does not answer',
+        hint: 'bring it back, then run the command again',
+      }
     }
     // The old master was fenced by this operation and is not any more (it restarted, or
     // someone lifted the fence): clients with stale routing can write to it again.
-    const lostFence = graceful && old.reachable && old.role === 'master' && !old.fenced && stepStarted(entry, 'fence') && !stepDone(entry, 'lift')
+    const lostFence =
+      graceful && old.reachable && old.role === 'master' && !old.fenced && stepStarted(entry, 'fence') && !stepDone(entry, 'lift')
     const actions: PromoteAction[] = []
     if (next.role !== 'master') {
       // Fenced again before the catch-up, so that the proof covers its last write.
@@ -82,8 +94,9 @@ export function decidePromoteRecovery(entry: Pick<JournalEntry, 'steps'> & {plan
       // Both have been masters since: demoting the old one would drop what it took.
       return {
         kind: 'refuse',
-        reason: 'the old master lost its fence after the new one was promoted: both may have taken writes, and demoting it would drop those it took',
-        hint: 'fence it (CONFIG SET min-replicas-to-write 1000000), compare its data with the new master\'s, then make it a replica by hand and delete the journal',
+        reason:
+          'the old master lost its fence after the new one was promoted: both may have taken writes, and demoting it would drop those it took',
+        hint: "fence it (CONFIG SET min-replicas-to-write 1000000), compare its data with the new master's, then make it a replica by hand and delete the journal",
       }
     }
     if (registry !== 'after') actions.push('registry')
@@ -149,21 +162,45 @@ export function decideSplitRecovery(entry: Pick<JournalEntry, 'steps'>, facts: S
   if (registry === 'before') {
     // Routing never left the source, or was brought back by the hold: the targets only hold copies.
     if (stepStarted(journal, 'release')) {
-      return {kind: 'refuse', reason: 'the registry names the source again, but the source already dropped the moved databases', hint: 'someone changed the registry back: point the moved shards at the targets by hand'}
+      return {
+        kind: 'refuse',
+        reason: 'the registry names the source again, but the source already dropped the moved databases',
+        hint: 'someone changed the registry back: point the moved shards at the targets by hand',
+      }
     }
-    if (!source.reachable) return {kind: 'refuse', reason: 'the source does not answer', hint: 'bring it back, then run the command again to roll the split back'}
-    if (unreachable) return {kind: 'refuse', reason: 'a target does not answer, so its copy cannot be dropped', hint: 'bring it back, then run the command again'}
+    if (!source.reachable)
+      return {
+        kind: 'refuse',
+        reason: 'the source does not answer',
+        hint: 'bring it back, then run the command again to roll the split back',
+      }
+    if (unreachable)
+      return {
+        kind: 'refuse',
+        reason: 'a target does not answer, so its copy cannot be dropped',
+        hint: 'bring it back, then run the command again',
+      }
     return {kind: 'roll-back', actions: [...(fenceStarted || source.fenced ? (['lift'] as SplitAction[]) : []), 'detach-targets']}
   }
 
   // The registry routes the moved shards to the targets: the only way is forward.
-  if (unreachable) return {kind: 'refuse', reason: 'a target does not answer: the split cannot be finished', hint: 'bring it back, then run the command again'}
+  if (unreachable)
+    return {
+      kind: 'refuse',
+      reason: 'a target does not answer: the split cannot be finished',
+      hint: 'bring it back, then run the command again',
+    }
   // Released (the fence lifted and the moved databases dropped together): what is left
   // is to look for writes that landed since, and to clean the targets.
   if (stepDone(journal, 'release') || (stepStarted(journal, 'release') && !source.fenced)) {
     return {kind: 'roll-forward', actions: [...(stepDone(journal, 'grace') ? [] : (['grace'] as SplitAction[])), 'clean-target']}
   }
-  if (!source.reachable) return {kind: 'refuse', reason: 'the source does not answer: the split cannot be finished', hint: 'bring it back, then run the command again'}
+  if (!source.reachable)
+    return {
+      kind: 'refuse',
+      reason: 'the source does not answer: the split cannot be finished',
+      hint: 'bring it back, then run the command again',
+    }
 
   const promoted = targets.filter((t) => t.role === 'master').length
   if (promoted === 0) {
@@ -172,9 +209,15 @@ export function decideSplitRecovery(entry: Pick<JournalEntry, 'steps'>, facts: S
   }
   if (source.fenced) {
     // Cut over half-way, and the fence still holds: no write can have landed on the source since.
-    return {kind: 'roll-forward', actions: [...(promoted < targets.length ? (['catch-up', 'promote'] as SplitAction[]) : []), 'release', 'grace', 'clean-target']}
+    return {
+      kind: 'roll-forward',
+      actions: [...(promoted < targets.length ? (['catch-up', 'promote'] as SplitAction[]) : []), 'release', 'grace', 'clean-target'],
+    }
   }
   // Cut over half-way without the fence (the source restarted, or someone lifted it):
   // writes may have reached its copies unwatched, so they are kept, and said so.
-  return {kind: 'roll-forward', actions: [...(promoted < targets.length ? (['promote'] as SplitAction[]) : []), 'keep-source', 'clean-target']}
+  return {
+    kind: 'roll-forward',
+    actions: [...(promoted < targets.length ? (['promote'] as SplitAction[]) : []), 'keep-source', 'clean-target'],
+  }
 }

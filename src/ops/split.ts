@@ -26,7 +26,21 @@ import {
 import {type Endpoint, type ShardAddress, endpointOf, formatAddress, instanceKey} from '../registry/address.js'
 import {Change, type Registry, compareIds} from '../registry/registry.js'
 import {sharedDatabases} from '../registry/schema.js'
-import {type CatchUp, PauseClock, type PlannedMove, catchUp, cutOffPreviousOwner, fenceStep, MIN_QUIET_MS, holdClientsOff, nodesOf, notCaughtUp as notCaughtUpLine, registryState, switchOrFindOut, writableReplicaRefusal} from './cutover.js'
+import {
+  type CatchUp,
+  PauseClock,
+  type PlannedMove,
+  catchUp,
+  cutOffPreviousOwner,
+  fenceStep,
+  MIN_QUIET_MS,
+  holdClientsOff,
+  nodesOf,
+  notCaughtUp as notCaughtUpLine,
+  registryState,
+  switchOrFindOut,
+  writableReplicaRefusal,
+} from './cutover.js'
 import {Journal, type JournalEntry, stepDone, stepResult} from './journal.js'
 import type {OperatorLock} from './lock.js'
 import {type SplitAction, decideSplitRecovery} from './recovery.js'
@@ -143,7 +157,10 @@ export function assignMoves(shards: {id: string; keys: number}[], targets: strin
     return moves
   }
   const source = '\u0000source'
-  const load = new Map<string, {keys: number; count: number}>([[source, {keys: 0, count: 0}], ...targets.map((t) => [t, {keys: 0, count: 0}] as const)])
+  const load = new Map<string, {keys: number; count: number}>([
+    [source, {keys: 0, count: 0}],
+    ...targets.map((t) => [t, {keys: 0, count: 0}] as const),
+  ])
   for (const s of [...shards].sort((a, b) => b.keys - a.keys || compareIds(a.id, b.id))) {
     const [lightest] = [...load].sort(([, a], [, b]) => a.keys - b.keys || a.count - b.count)[0]
     const entry = load.get(lightest)!
@@ -158,7 +175,10 @@ async function reach(pool: ConnectionPool, e: Endpoint, what: string): Promise<R
   try {
     return await pool.get(e)
   } catch (error) {
-    throw new ShardctlError(`${what} ${instanceKey(e)}: ${(error as Error).message}`, {code: 'EUNREACHABLE', hint: 'check the address, or raise --timeout'})
+    throw new ShardctlError(`${what} ${instanceKey(e)}: ${(error as Error).message}`, {
+      code: 'EUNREACHABLE',
+      hint: 'check the address, or raise --timeout',
+    })
   }
 }
 
@@ -166,7 +186,10 @@ async function checkEmpty(client: Redis, key: string, role: string): Promise<voi
   const used = [...(await keysPerDb(client))].filter(([, n]) => n > 0)
   if (used.length > 0) {
     const total = used.reduce((sum, [, n]) => sum + n, 0)
-    throw usageError(`${role} ${key} is not empty: ${total} keys in db ${used.map(([db]) => db).join(', ')}`, 'a split copies onto empty instances only; nothing was changed')
+    throw usageError(
+      `${role} ${key} is not empty: ${total} keys in db ${used.map(([db]) => db).join(', ')}`,
+      'a split copies onto empty instances only; nothing was changed',
+    )
   }
 }
 
@@ -186,29 +209,42 @@ export async function planSplit(registry: Registry, pool: ConnectionPool, reques
 
   const {shards} = await registry.snapshot()
   const onSource = shards.filter((s) => instanceKey(s.master) === sourceKey)
-  if (onSource.length === 0) throw usageError(`no shard in the registry has its master on ${sourceKey}`, 'name the master instance of some shards (see shards:list)')
+  if (onSource.length === 0)
+    throw usageError(`no shard in the registry has its master on ${sourceKey}`, 'name the master instance of some shards (see shards:list)')
   // A database holds one shard (SPEC §4.9): moving one of two would drop the other's data with it.
   const [shared] = sharedDatabases(onSource)
   if (shared) {
-    throw usageError(`db ${shared.database.replace(/^.*\//, '')} of ${sourceKey} holds two shards, ${shared.ids.sort(compareIds).join(' and ')}`, 'a database holds one shard: remove or repoint one of them first (shards:check lists them all)')
+    throw usageError(
+      `db ${shared.database.replace(/^.*\//, '')} of ${sourceKey} holds two shards, ${shared.ids.sort(compareIds).join(' and ')}`,
+      'a database holds one shard: remove or repoint one of them first (shards:check lists them all)',
+    )
   }
   for (const id of request.shards ?? []) {
     const shard = shards.find((s) => s.id === id)
     if (!shard) throw usageError(`unknown shard "${id}"`, 'see shards:list')
-    if (instanceKey(shard.master) !== sourceKey) throw usageError(`shard ${id} is not on ${sourceKey} (its master is ${formatAddress(shard.master)})`)
+    if (instanceKey(shard.master) !== sourceKey)
+      throw usageError(`shard ${id} is not on ${sourceKey} (its master is ${formatAddress(shard.master)})`)
   }
   // A target is wiped when it starts to follow the source: no shard may live on it, in any role.
   for (const key of [...targetKeys, ...request.targetReplicas.map(instanceKey)]) {
     const user = shards.find((s) => [s.master, ...s.replicas, ...s.persist].some((n) => instanceKey(n) === key))
-    if (user) throw usageError(`${key} already serves shard ${user.id} (see shards:list)`, 'a split copies onto instances no shard uses; nothing was changed')
+    if (user)
+      throw usageError(
+        `${key} already serves shard ${user.id} (see shards:list)`,
+        'a split copies onto instances no shard uses; nothing was changed',
+      )
   }
   if (request.shards && request.shards.length === onSource.length) {
-    throw usageError(`--shards names every shard of ${sourceKey}`, 'a split leaves some shards on the source; to move all, promote a replica instead')
+    throw usageError(
+      `--shards names every shard of ${sourceKey}`,
+      'a split leaves some shards on the source; to move all, promote a replica instead',
+    )
   }
 
   const source = await reach(pool, request.source, 'cannot reach the source')
   const sourceRole = await replicationOf(source)
-  if (sourceRole.role !== 'master') throw usageError(`the source ${sourceKey} is not a master`, 'the registry and the fleet disagree: see shards:list')
+  if (sourceRole.role !== 'master')
+    throw usageError(`the source ${sourceKey} is not a master`, 'the registry and the fleet disagree: see shards:list')
   const sourceKeys = await keysPerDb(source)
   const maxUsedDb = Math.max(0, ...sourceKeys.keys(), ...onSource.map((s) => s.master.db))
 
@@ -217,13 +253,19 @@ export async function planSplit(registry: Registry, pool: ConnectionPool, reques
     const client = await reach(pool, target, 'cannot reach the target')
     const info = await replicationOf(client)
     if (info.role !== 'master' && !follows(info, request.source)) {
-      throw usageError(`target ${instanceKey(target)} is a replica of ${info.masterHost}:${info.masterPort}`, 'a target must be a standalone, empty instance')
+      throw usageError(
+        `target ${instanceKey(target)} is a replica of ${info.masterHost}:${info.masterPort}`,
+        'a target must be a standalone, empty instance',
+      )
     }
     await checkEmpty(client, instanceKey(target), 'target')
     if (await writableAsReplica(client)) throw writableReplicaRefusal(instanceKey(target), 'target')
     const databases = await databaseCount(client, target)
     if (databases <= maxUsedDb) {
-      throw usageError(`target ${instanceKey(target)} has ${databases} databases; the source uses db ${maxUsedDb}`, `start it with --databases ${maxUsedDb + 1} or more (or use --spawn)`)
+      throw usageError(
+        `target ${instanceKey(target)} has ${databases} databases; the source uses db ${maxUsedDb}`,
+        `start it with --databases ${maxUsedDb + 1} or more (or use --spawn)`,
+      )
     }
   }
   for (const replica of request.targetReplicas.filter((r) => !started.has(instanceKey(r)))) {
@@ -246,7 +288,11 @@ export async function planSplit(registry: Registry, pool: ConnectionPool, reques
         keys,
         to: instanceKey(to),
         before: nodesOf(shard),
-        after: {master: formatAddress(at(to, shard.master.db)), replicas: request.targetReplicas.map((r) => formatAddress(at(r, shard.master.db))), persist: []},
+        after: {
+          master: formatAddress(at(to, shard.master.db)),
+          replicas: request.targetReplicas.map((r) => formatAddress(at(r, shard.master.db))),
+          persist: [],
+        },
       }
     })
   const staying = withKeys.filter((s) => !assignment.has(s.id)).map((s) => ({id: s.id, db: s.shard.master.db, keys: s.keys}))
@@ -293,7 +339,10 @@ async function waitForCopy(source: Redis, targets: Redis[], onCopy?: (read: numb
     if (states.every((s) => s.linkUp && !s.syncing)) {
       const streaming = await Promise.all(targets.map((t) => waitForStreaming(source, t, Date.now() + 60_000)))
       if (streaming.every(Boolean)) return
-      throw new ShardctlError('a target linked up but did not apply the live stream within 60 s', {code: 'ESTALLED', hint: "check the targets' logs; run the split again to roll it back"})
+      throw new ShardctlError('a target linked up but did not apply the live stream within 60 s', {
+        code: 'ESTALLED',
+        hint: "check the targets' logs; run the split again to roll it back",
+      })
     }
     const read = states.reduce((sum, s) => sum + s.readBytes, 0)
     const total = states.reduce((sum, s) => sum + Math.max(0, s.totalBytes), 0)
@@ -302,7 +351,10 @@ async function waitForCopy(source: Redis, targets: Redis[], onCopy?: (read: numb
       stalledSince = Date.now()
       onCopy?.(read, total)
     } else if (Date.now() - stalledSince > 60_000) {
-      throw new ShardctlError('the live copy made no progress for 60 s', {code: 'ESTALLED', hint: "check the targets' logs; run the split again to roll it back"})
+      throw new ShardctlError('the live copy made no progress for 60 s', {
+        code: 'ESTALLED',
+        hint: "check the targets' logs; run the split again to roll it back",
+      })
     }
     await sleep(100)
   }
@@ -328,7 +380,13 @@ async function releaseAndDrop(source: ScriptedRedis, previous: FencingSettings, 
   pipeline.config('SET', 'min-replicas-to-write', '0')
   pipeline.call('CLIENT', 'UNPAUSE')
   pipeline.flushDbs(0, ...dbs.map(String))
-  pipeline.config('SET', 'min-replicas-to-write', previous['min-replicas-to-write'], 'min-replicas-max-lag', previous['min-replicas-max-lag'])
+  pipeline.config(
+    'SET',
+    'min-replicas-to-write',
+    previous['min-replicas-to-write'],
+    'min-replicas-max-lag',
+    previous['min-replicas-max-lag'],
+  )
   const replies = await pipeline.exec()
   const failed = replies?.find(([error]) => error)
   if (failed) {
@@ -378,7 +436,11 @@ class SplitRun {
   }
 
   private get sourceClient(): ScriptedRedis {
-    if (!this.source) throw new ShardctlError(`the source ${this.plan.source} does not answer`, {code: 'EUNREACHABLE', hint: 'bring it back, then run the command again'})
+    if (!this.source)
+      throw new ShardctlError(`the source ${this.plan.source} does not answer`, {
+        code: 'EUNREACHABLE',
+        hint: 'bring it back, then run the command again',
+      })
     return this.source
   }
 
@@ -406,10 +468,13 @@ class SplitRun {
     const {shards} = await this.registry.snapshot()
     const used = shards.filter((s) => instanceKey(s.master) === instance && dbs.includes(s.master.db))
     if (used.length > 0) {
-      throw new ShardctlError(`will not drop ${instance} db ${used.map((s) => s.master.db).join(', ')}: the registry routes shard ${used.map((s) => s.id).join(', ')} there`, {
-        code: 'ECONFLICT',
-        hint: 'the registry changed during the split: look at shards:list, then run the command again',
-      })
+      throw new ShardctlError(
+        `will not drop ${instance} db ${used.map((s) => s.master.db).join(', ')}: the registry routes shard ${used.map((s) => s.id).join(', ')} there`,
+        {
+          code: 'ECONFLICT',
+          hint: 'the registry changed during the split: look at shards:list, then run the command again',
+        },
+      )
     }
   }
 
@@ -424,7 +489,9 @@ class SplitRun {
         await waitForCopy(this.sourceClient, this.targets, this.onCopy)
         // A target that just loaded its copy still works through the stream buffered
         // meanwhile: let it, before the pause, so that the pause holds only the last bytes.
-        await Promise.all(this.targets.map((t) => waitForOffset(this.sourceClient, t, Date.now() + PRE_PAUSE_WAIT_MS, PRE_PAUSE_SLACK_BYTES)))
+        await Promise.all(
+          this.targets.map((t) => waitForOffset(this.sourceClient, t, Date.now() + PRE_PAUSE_WAIT_MS, PRE_PAUSE_SLACK_BYTES)),
+        )
       }),
     registry: async () => {
       const switched = await this.journal.step('registry', () =>
@@ -440,13 +507,21 @@ class SplitRun {
     },
     hold: async () => {
       this.switchedAt ??= Date.now()
-      const outcome = await this.journal.step('hold', () => holdClientsOff(this.sourceClient, new Set(this.movedDbs), this.plan.holdMs, this.plan.quietMs), {keepResult: true})
+      const outcome = await this.journal.step(
+        'hold',
+        () => holdClientsOff(this.sourceClient, new Set(this.movedDbs), this.plan.holdMs, this.plan.quietMs),
+        {keepResult: true},
+      )
       if (!outcome.clear) {
         await this.abort(
           'clients',
           new ShardctlError(
             `clients kept using the moved databases on ${this.plan.source} for --hold ${this.plan.holdMs} ms (${outcome.lingering.join(', ')}); the split was rolled back, nothing was lost`,
-            {code: 'EHELD', exitCode: ExitCode.unhealthy, hint: 'those clients do not reload their routing on the event or on a dropped connection: fix or restart them, or raise --hold, then run the split again'},
+            {
+              code: 'EHELD',
+              exitCode: ExitCode.unhealthy,
+              hint: 'those clients do not reload their routing on the event or on a dropped connection: fix or restart them, or raise --hold, then run the split again',
+            },
           ),
           {undoRegistry: true},
         )
@@ -456,7 +531,11 @@ class SplitRun {
     'catch-up': () =>
       this.journal.step('catch-up', async () => {
         const unpromoted = await Promise.all(this.targets.map(async (t) => ((await replicationOf(t)).role === 'master' ? undefined : t)))
-        const caught = await catchUp(this.sourceClient, unpromoted.filter((t): t is Redis => t !== undefined), Date.now() + FENCED_CATCH_UP_MS)
+        const caught = await catchUp(
+          this.sourceClient,
+          unpromoted.filter((t): t is Redis => t !== undefined),
+          Date.now() + FENCED_CATCH_UP_MS,
+        )
         if (!caught.caughtUp) throw notCaughtUp(this.plan, caught, false)
       }),
     promote: () =>
@@ -523,7 +602,11 @@ class SplitRun {
         const {shards} = await this.registry.snapshot()
         for (const [i, t] of this.plan.targets.entries()) {
           const user = shards.find((s) => instanceKey(s.master) === t.instance)
-          if (user) throw new ShardctlError(`will not empty ${t.instance}: the registry routes shard ${user.id} there`, {code: 'ECONFLICT', hint: 'look at shards:list'})
+          if (user)
+            throw new ShardctlError(`will not empty ${t.instance}: the registry routes shard ${user.id} there`, {
+              code: 'ECONFLICT',
+              hint: 'look at shards:list',
+            })
           // Empty at planning time, so everything on it is the split's own copy.
           await makeMaster(this.targets[i])
           await this.targets[i].flushall('ASYNC')
@@ -576,11 +659,24 @@ class SplitRun {
       const seen = [...(writers.get(move.db) ?? [])]
       if (count === 0 && seen.length === 0) continue
       const sample = count === 0 ? [] : await sampleKeys(this.sourceClient, move.db)
-      this.result.strays[String(move.db)] = {shard: move.id, to: move.after.master, keys: count, sample, ...(seen.length > 0 ? {writers: seen} : {})}
+      this.result.strays[String(move.db)] = {
+        shard: move.id,
+        to: move.after.master,
+        keys: count,
+        sample,
+        ...(seen.length > 0 ? {writers: seen} : {}),
+      }
       if (count === 0) continue
       this.result.strayWrites[String(move.db)] = count
       this.result.keptOnSource.push(move.db)
-      change.hset(this.registry.keys.strays, {[`${this.plan.source}/${move.db}`]: JSON.stringify({shard: move.id, to: move.after.master, keys: count, at: new Date().toISOString()})})
+      change.hset(this.registry.keys.strays, {
+        [`${this.plan.source}/${move.db}`]: JSON.stringify({
+          shard: move.id,
+          to: move.after.master,
+          keys: count,
+          at: new Date().toISOString(),
+        }),
+      })
     }
     if (change.ops.length > 0) {
       await this.registry.apply(change, 'strays.found', {from: this.plan.source, strays: this.result.strayWrites})
@@ -624,12 +720,24 @@ class SplitRun {
       switched = (await this.actions.registry()) as boolean
     } catch (error) {
       if ((error as ShardctlError).code !== 'ECONFLICT') throw error
-      return this.abort('registry changed', new ShardctlError(`${(error as Error).message}; the split was undone`, {code: 'ECONFLICT', hint: 'look at shards:list, then run the command again'}))
+      return this.abort(
+        'registry changed',
+        new ShardctlError(`${(error as Error).message}; the split was undone`, {
+          code: 'ECONFLICT',
+          hint: 'look at shards:list, then run the command again',
+        }),
+      )
     }
-    if (!switched) return this.abort('registry refused', new ShardctlError('the registry did not take the switch; the split was undone', {code: 'EFAILED', hint: 'run the command again'}))
+    if (!switched)
+      return this.abort(
+        'registry refused',
+        new ShardctlError('the registry did not take the switch; the split was undone', {code: 'EFAILED', hint: 'run the command again'}),
+      )
     await this.actions.hold()
     await this.actions.fence()
-    const caught = await this.journal.step('catch-up', () => catchUp(this.sourceClient, this.targets, this.clock.deadline(plan.maxPauseMs / 2)))
+    const caught = await this.journal.step('catch-up', () =>
+      catchUp(this.sourceClient, this.targets, this.clock.deadline(plan.maxPauseMs / 2)),
+    )
     if (!caught.caughtUp) {
       // The targets still follow: lifting the fence and routing back lose nothing.
       await this.abort('catch-up', notCaughtUp(plan, caught, true), {lift: true, undoRegistry: true})

@@ -16,8 +16,9 @@ export async function cutOffJournalOwner(registry: Registry, pool: () => Promise
   const entry = await readJournal(registry)
   if (!entry?.owner || entry.owner === ownToken) return
   // Loaded only here: most commands never find a journal open.
-  const instances = entry.type === 'split'
-    ? (await import('./split.js')).splitInstances(entry.plan as SplitPlan)
-    : (await import('./promote.js')).promoteInstances(entry.plan as PromotePlan)
+  const instances =
+    entry.type === 'split'
+      ? (await import('./split.js')).splitInstances(entry.plan as SplitPlan)
+      : (await import('./promote.js')).promoteInstances(entry.plan as PromotePlan)
   await cutOffPreviousOwner(await pool(), entry, instances, ownToken)
 }

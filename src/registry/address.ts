@@ -75,7 +75,10 @@ export function parseAddress(input: string): ConnectTarget {
   if (text === '') throw usageError('empty address', 'use host:port/db, e.g. 10.0.0.5:6379/3')
   if (SCHEME.test(text)) return parseUrl(text)
   if (text.includes('@')) {
-    throw usageError(`invalid address "${redact(`redis://${text}`).slice('redis://'.length)}"`, 'credentials go in a URL: redis://user:password@host:port/db')
+    throw usageError(
+      `invalid address "${redact(`redis://${text}`).slice('redis://'.length)}"`,
+      'credentials go in a URL: redis://user:password@host:port/db',
+    )
   }
 
   const match = /^(?:\[([^\]]*)\]|([^:/[\]]*)):([^/]*)(?:\/(.*))?$/.exec(text)

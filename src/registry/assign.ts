@@ -69,7 +69,8 @@ export interface AssignOptions {
 export const MAX_HASH_LENGTH = 1024
 
 export function checkHash(hash: string): string {
-  if (hash.length === 0) throw new ShardctlError('empty shard hash', {code: 'EUSAGE', exitCode: ExitCode.usage, hint: 'give one hash per argument or per line'})
+  if (hash.length === 0)
+    throw new ShardctlError('empty shard hash', {code: 'EUSAGE', exitCode: ExitCode.usage, hint: 'give one hash per argument or per line'})
   if (hash.length > MAX_HASH_LENGTH) {
     throw new ShardctlError(`shard hash of ${hash.length} characters is too long`, {
       code: 'EUSAGE',
@@ -96,14 +97,19 @@ export function* inBatches<T>(items: T[], size = BATCH_SIZE): Generator<T[]> {
  * A result is yielded as soon as it is in, even while the input is slow to bring the
  * next batch (a person typing): the input and the oldest result race.
  */
-export async function* pipelined<T, R>(batches: AsyncIterable<T[]> | Iterable<T[]>, depth: number, send: (batch: T[]) => Promise<R>): AsyncGenerator<R> {
-  const source = Symbol.asyncIterator in batches ? batches[Symbol.asyncIterator]() : (batches)[Symbol.iterator]()
+export async function* pipelined<T, R>(
+  batches: AsyncIterable<T[]> | Iterable<T[]>,
+  depth: number,
+  send: (batch: T[]) => Promise<R>,
+): AsyncGenerator<R> {
+  const source = Symbol.asyncIterator in batches ? batches[Symbol.asyncIterator]() : batches[Symbol.iterator]()
   const inFlight: Promise<R>[] = []
   let next: Promise<IteratorResult<T[]>> | undefined = Promise.resolve(source.next())
   while (next !== undefined || inFlight.length > 0) {
     if (next !== undefined && inFlight.length < depth) {
       const input: Promise<{item: IteratorResult<T[]>}> = next.then((item) => ({item}))
-      const first: {item: IteratorResult<T[]>} | 'result' = inFlight.length === 0 ? await input : await Promise.race([input, inFlight[0].then(() => 'result' as const)])
+      const first: {item: IteratorResult<T[]>} | 'result' =
+        inFlight.length === 0 ? await input : await Promise.race([input, inFlight[0].then(() => 'result' as const)])
       if (first !== 'result') {
         next = first.item.done ? undefined : Promise.resolve(source.next())
         if (!first.item.done && first.item.value.length > 0) {

@@ -22,14 +22,18 @@ export interface DocumentPass {
 export async function readMembers(file: string, chunkSize = 1 << 20): Promise<DocumentPass> {
   const members: Record<string, unknown> = {}
   let hasMap = false
-  await scan(file, {
-    member: (key, value) => {
-      members[key] = value
+  await scan(
+    file,
+    {
+      member: (key, value) => {
+        members[key] = value
+      },
+      map: () => {
+        hasMap = true
+      },
     },
-    map: () => {
-      hasMap = true
-    },
-  }, chunkSize)
+    chunkSize,
+  )
   return {members, hasMap}
 }
 
@@ -46,19 +50,23 @@ export async function* readMap(file: string, size = 5000, chunkSize = 1 << 20): 
   let wake: (() => void) | undefined
   let done = false
   let failure: unknown
-  const pending = scan(file, {
-    pair: (hash, id) => {
-      batch.push(hash, id)
-      if (batch.length < size * 2) return undefined
-      batches.push(batch)
-      batch = []
-      wake?.()
-      if (batches.length <= 2) return undefined
-      return new Promise<void>((resolve) => {
-        taken = resolve
-      })
+  const pending = scan(
+    file,
+    {
+      pair: (hash, id) => {
+        batch.push(hash, id)
+        if (batch.length < size * 2) return undefined
+        batches.push(batch)
+        batch = []
+        wake?.()
+        if (batches.length <= 2) return undefined
+        return new Promise<void>((resolve) => {
+          taken = resolve
+        })
+      },
     },
-  }, chunkSize).then(
+    chunkSize,
+  ).then(
     () => {
       if (batch.length > 0) batches.push(batch)
       done = true

@@ -52,7 +52,11 @@ async function write(out: Writable, chunk: string): Promise<void> {
 }
 
 /** Write the document; the map is streamed with HSCAN, so millions of entries take constant memory. */
-export async function writeDocument(registry: Registry, out: Writable, options: {withMap: boolean}): Promise<{shards: number; mapEntries: number}> {
+export async function writeDocument(
+  registry: Registry,
+  out: Writable,
+  options: {withMap: boolean},
+): Promise<{shards: number; mapEntries: number}> {
   const {shards, broken} = await registry.snapshot()
   if (broken.length > 0) {
     throw new ShardctlError(`shards ${broken.map((b) => b.id).join(', ')} are corrupt and cannot be exported`, {
@@ -128,7 +132,8 @@ export async function* mapOf(file: string, doc: RegistryDocument): AsyncGenerato
   try {
     for await (const batch of readMap(file, MAP_BATCH)) {
       for (let i = 0; i < batch.length; i += 2) {
-        if (!ids.has(batch[i + 1])) throw invalid(`map entry ${JSON.stringify(batch[i])} points at ${JSON.stringify(batch[i + 1])}, not a shard of the document`)
+        if (!ids.has(batch[i + 1]))
+          throw invalid(`map entry ${JSON.stringify(batch[i])} points at ${JSON.stringify(batch[i + 1])}, not a shard of the document`)
       }
       yield batch
     }
@@ -150,7 +155,8 @@ const MAP_IN_FLIGHT = 4
 function validateDocument(data: unknown): RegistryDocument {
   if (!isObject(data)) throw invalid('not an object')
   if (data.format !== DOCUMENT_FORMAT) throw invalid(`format is ${JSON.stringify(data.format)}, expected "${DOCUMENT_FORMAT}"`)
-  if (data.version !== DOCUMENT_VERSION) throw invalid(`version ${JSON.stringify(data.version)} is not supported (this shardctl reads version ${DOCUMENT_VERSION})`)
+  if (data.version !== DOCUMENT_VERSION)
+    throw invalid(`version ${JSON.stringify(data.version)} is not supported (this shardctl reads version ${DOCUMENT_VERSION})`)
   if (!Array.isArray(data.shards)) throw invalid('"shards" is not a list')
   const ids = new Set<string>()
   const shards = data.shards.map((raw, i): DocumentShard => {
@@ -160,7 +166,8 @@ function validateDocument(data: unknown): RegistryDocument {
     if (typeof id !== 'string' || !isValidShardId(id)) throw invalid(`${where}.id ${JSON.stringify(id)} is not a valid shard id`)
     if (ids.has(id)) throw invalid(`shard ${id} appears twice`)
     ids.add(id)
-    if (typeof raw.weight !== 'number' || !Number.isFinite(raw.weight) || raw.weight < 0) throw invalid(`shard ${id}: weight ${JSON.stringify(raw.weight)} is not a finite number >= 0`)
+    if (typeof raw.weight !== 'number' || !Number.isFinite(raw.weight) || raw.weight < 0)
+      throw invalid(`shard ${id}: weight ${JSON.stringify(raw.weight)} is not a finite number >= 0`)
     const address = (value: unknown, field: string): string => {
       if (typeof value !== 'string') throw invalid(`shard ${id}: ${field} is not a string`)
       try {
@@ -178,21 +185,39 @@ function validateDocument(data: unknown): RegistryDocument {
       return value.map((v, j) => address(v, `${field}[${j}]`))
     }
     const extra = raw.extra ?? {}
-    if (!isObject(extra) || Object.values(extra).some((v) => typeof v !== 'string')) throw invalid(`shard ${id}: extra is not an object of strings`)
-    if (Object.keys(extra).some((f) => f === 'master' || /^(slave|persist)\d+$/.test(f))) throw invalid(`shard ${id}: extra holds a field of the schema`)
-    return {id, weight: raw.weight, master: address(raw.master, 'master'), replicas: list(raw.replicas, 'replicas'), persist: list(raw.persist, 'persist'), extra: extra as Record<string, string>}
+    if (!isObject(extra) || Object.values(extra).some((v) => typeof v !== 'string'))
+      throw invalid(`shard ${id}: extra is not an object of strings`)
+    if (Object.keys(extra).some((f) => f === 'master' || /^(slave|persist)\d+$/.test(f)))
+      throw invalid(`shard ${id}: extra holds a field of the schema`)
+    return {
+      id,
+      weight: raw.weight,
+      master: address(raw.master, 'master'),
+      replicas: list(raw.replicas, 'replicas'),
+      persist: list(raw.persist, 'persist'),
+      extra: extra as Record<string, string>,
+    }
   })
   const [shared] = sharedDatabases(shards.map((s) => ({id: s.id, master: parseAddress(s.master)})))
-  if (shared) throw invalid(`shards ${shared.ids.join(' and ')} have the same master database ${shared.database}: a database holds one shard`)
+  if (shared)
+    throw invalid(`shards ${shared.ids.join(' and ')} have the same master database ${shared.database}: a database holds one shard`)
   let map: Record<string, string> | undefined
   if (data.map !== undefined) {
     if (!isObject(data.map)) throw invalid('"map" is not an object')
     for (const [hash, id] of Object.entries(data.map)) {
-      if (typeof id !== 'string' || !ids.has(id)) throw invalid(`map entry ${JSON.stringify(hash)} points at ${JSON.stringify(id)}, not a shard of the document`)
+      if (typeof id !== 'string' || !ids.has(id))
+        throw invalid(`map entry ${JSON.stringify(hash)} points at ${JSON.stringify(id)}, not a shard of the document`)
     }
     map = data.map as Record<string, string>
   }
-  return {format: DOCUMENT_FORMAT, version: DOCUMENT_VERSION, prefix: String(data.prefix ?? ''), exportedAt: String(data.exportedAt ?? ''), shards, map}
+  return {
+    format: DOCUMENT_FORMAT,
+    version: DOCUMENT_VERSION,
+    prefix: String(data.prefix ?? ''),
+    exportedAt: String(data.exportedAt ?? ''),
+    shards,
+    map,
+  }
 }
 
 export interface ImportDiff {
@@ -223,7 +248,11 @@ export async function diffDocument(
   options: {prune: boolean; map?: AsyncIterable<string[]>; stage?: string},
 ): Promise<{diff: ImportDiff; staged: number; mapWasEmpty: boolean}> {
   const {shards, broken} = await registry.snapshot()
-  if (broken.length > 0) throw new ShardctlError(`shards ${broken.map((b) => b.id).join(', ')} are corrupt`, {code: 'ECORRUPT', hint: 'repair them first (see shards:list)'})
+  if (broken.length > 0)
+    throw new ShardctlError(`shards ${broken.map((b) => b.id).join(', ')} are corrupt`, {
+      code: 'ECORRUPT',
+      hint: 'repair them first (see shards:list)',
+    })
   const current = new Map(shards.map((s) => [s.id, toDocumentShard(s)]))
   const wanted = new Set(doc.shards.map((s) => s.id))
   const diff: ImportDiff = {added: [], changed: [], removed: [], unchanged: 0, mapSet: 0, mapChanged: 0}
@@ -238,7 +267,10 @@ export async function diffDocument(
   const kept = shards.filter((s) => !wanted.has(s.id) && !diff.removed.includes(s.id))
   const [shared] = sharedDatabases([...kept, ...doc.shards.map((s) => ({id: s.id, master: parseAddress(s.master)}))])
   if (shared) {
-    throw usageError(`importing would leave shards ${shared.ids.join(' and ')} on the same master database ${shared.database}`, 'a database holds one shard: fix the document, or import with --prune if the registry\'s shard is to go')
+    throw usageError(
+      `importing would leave shards ${shared.ids.join(' and ')} on the same master database ${shared.database}`,
+      "a database holds one shard: fix the document, or import with --prune if the registry's shard is to go",
+    )
   }
 
   const mapSize = await registry.guard(registry.keys.map, 'a hash', () => registry.client.hlen(registry.keys.map))
@@ -288,7 +320,10 @@ export async function diffDocument(
     const counts = await registry.countAssignments()
     const used = diff.removed.filter((id) => (counts.get(id) ?? 0) > 0)
     if (used.length > 0 && repointed === 0) {
-      throw usageError(`--prune would remove shards ${used.join(', ')} while hashes point at them`, 'drain and empty them first, or import without --prune')
+      throw usageError(
+        `--prune would remove shards ${used.join(', ')} while hashes point at them`,
+        'drain and empty them first, or import without --prune',
+      )
     }
   }
   return {diff, staged, mapWasEmpty: mapSize === 0}
@@ -317,18 +352,29 @@ export async function applyDocument(
 ): Promise<{event: RegistryEvent; steps: number}> {
   const change = new Change().expectType(registry.keys.list, 'zset', 'none').expectType(registry.keys.map, 'hash', 'none')
   const put = (s: DocumentShard) => {
-    const fields = shardFields({master: parseAddress(s.master), replicas: s.replicas.map(parseAddress), persist: s.persist.map(parseAddress), extra: s.extra})
+    const fields = shardFields({
+      master: parseAddress(s.master),
+      replicas: s.replicas.map(parseAddress),
+      persist: s.persist.map(parseAddress),
+      extra: s.extra,
+    })
     change.del(registry.keys.shard(s.id)).hset(registry.keys.shard(s.id), fields).zadd(registry.keys.list, s.id, s.weight)
   }
   for (const s of diff.added) change.expectMember(registry.keys.list, s.id, false)
   for (const s of diff.added) put(s)
   for (const c of diff.changed) put(c.after)
-  const details = {added: diff.added.map((s) => s.id), changed: diff.changed.map((c) => c.id), removed: diff.removed, mapEntries: stage.entries}
+  const details = {
+    added: diff.added.map((s) => s.id),
+    changed: diff.changed.map((c) => c.id),
+    removed: diff.removed,
+    mapEntries: stage.entries,
+  }
   const removeAll = (target: Change) => {
     for (const id of diff.removed) target.del(registry.keys.shard(id)).zrem(registry.keys.list, id)
   }
   const [fresh, moved] = stagedParts(stage.key)
-  const merge = (target: Change, limit?: number) => target.mergeHash(fresh, registry.keys.map, {limit, nx: true}).mergeHash(moved, registry.keys.map, {limit})
+  const merge = (target: Change, limit?: number) =>
+    target.mergeHash(fresh, registry.keys.map, {limit, nx: true}).mergeHash(moved, registry.keys.map, {limit})
   // Onto a map that is still empty the staged one is renamed into place, whatever its
   // size. If an application assigned a hash meanwhile, the staged entries are merged
   // instead, set-if-absent: in one step when small, else in slices like any large change.

@@ -52,7 +52,10 @@ async function checkFree(registry: Registry, shards: NewShard[]): Promise<void> 
     const fresh = new Set(shards.map((s) => s.id))
     const [mine, theirs] = [shared.ids.filter((id) => fresh.has(id)), shared.ids.filter((id) => !fresh.has(id))]
     const who = theirs.length > 0 ? `shard ${theirs.join(', ')}` : `shard ${mine.slice(1).join(', ')} of the same command`
-    throw usageError(`${shared.database} is already the master of ${who}; it cannot also hold shard ${mine[0]}`, 'a database holds one shard: choose another database')
+    throw usageError(
+      `${shared.database} is already the master of ${who}; it cannot also hold shard ${mine[0]}`,
+      'a database holds one shard: choose another database',
+    )
   }
 }
 
@@ -76,11 +79,7 @@ export interface RemovePlan {
  * Remove a shard, refused while hashes point at it (they would route nowhere) unless
  * forced; or drain it (weight 0) so it takes no new hashes.
  */
-export async function planRemoval(
-  registry: Registry,
-  id: string,
-  options: {drain: boolean; onCounting?: () => void},
-): Promise<RemovePlan> {
+export async function planRemoval(registry: Registry, id: string, options: {drain: boolean; onCounting?: () => void}): Promise<RemovePlan> {
   validateShardId(id)
   const weights = await registry.weights()
   if (!weights.has(id)) throw unknownShard(id)
@@ -90,12 +89,15 @@ export async function planRemoval(
 }
 
 export function refuseRemoval(plan: RemovePlan): ShardctlError {
-  return new ShardctlError(`${plan.hashes.toLocaleString('en-US')} ${plan.hashes === 1 ? 'hash still points' : 'hashes still point'} at shard ${plan.id}`, {
-    code: 'EINUSE',
-    // A refusal because of what the registry holds, not an unexpected failure.
-    exitCode: ExitCode.unhealthy,
-    hint: 'use --drain to stop new assignments, move the data first, or --force to remove it anyway',
-  })
+  return new ShardctlError(
+    `${plan.hashes.toLocaleString('en-US')} ${plan.hashes === 1 ? 'hash still points' : 'hashes still point'} at shard ${plan.id}`,
+    {
+      code: 'EINUSE',
+      // A refusal because of what the registry holds, not an unexpected failure.
+      exitCode: ExitCode.unhealthy,
+      hint: 'use --drain to stop new assignments, move the data first, or --force to remove it anyway',
+    },
+  )
 }
 
 export async function applyRemoval(registry: Registry, plan: RemovePlan): Promise<RemovePlan> {

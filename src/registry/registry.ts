@@ -3,15 +3,7 @@ import {hostname, userInfo} from 'node:os'
 import {ExitCode, ShardctlError, corruptRegistryError} from '../errors.js'
 import type {ScriptedRedis} from '../fleet/connect.js'
 import {lockLost} from '../ops/lock.js'
-import {
-  type RegistryKeys,
-  type Shard,
-  type ShardProblem,
-  formatWeight,
-  isShardProblem,
-  parseShardFields,
-  shardFields,
-} from './schema.js'
+import {type RegistryKeys, type Shard, type ShardProblem, formatWeight, isShardProblem, parseShardFields, shardFields} from './schema.js'
 
 /** Map entries one counting script looks at: a few milliseconds of the registry's time. */
 const COUNT_SLICE = 10_000
@@ -338,7 +330,12 @@ export class Registry {
    * being dropped), and each instance involved still holds exactly the shards planned
    * (a shard registered on it meanwhile aborts it, rather than being left behind).
    */
-  async repointShards(moves: ShardRepoint[], instances: {instance: string; ids: string[]}[], type: string, details: Record<string, unknown>): Promise<RegistryEvent> {
+  async repointShards(
+    moves: ShardRepoint[],
+    instances: {instance: string; ids: string[]}[],
+    type: string,
+    details: Record<string, unknown>,
+  ): Promise<RegistryEvent> {
     const change = new Change().expectType(this.keys.list, 'zset')
     for (const {instance, ids} of instances) change.expectShardsOn(this.keys.list, this.keys.prefix, instance, ids)
     for (const move of moves) {
@@ -400,4 +397,3 @@ function describeChangeError(error: Error): Error {
   }
   return error
 }
-

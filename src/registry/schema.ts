@@ -59,10 +59,7 @@ export function isValidShardId(id: string): boolean {
 export function validateShardId(id: string): string {
   if (RESERVED_IDS.has(id)) throw usageError(`shard id "${id}" is reserved by the registry`, 'choose another id')
   if (!ID_PATTERN.test(id)) {
-    throw usageError(
-      `invalid shard id "${id}"`,
-      'an id is 1-64 characters of letters, digits, _ and -, starting with a letter or digit',
-    )
+    throw usageError(`invalid shard id "${id}"`, 'an id is 1-64 characters of letters, digits, _ and -, starting with a letter or digit')
   }
   return id
 }
@@ -70,7 +67,8 @@ export function validateShardId(id: string): string {
 /** A weight as given on the command line or in a document: a finite number >= 0. */
 export function parseWeight(input: string | number): number {
   const text = String(input).trim()
-  if (/^-\s*(\d|\.\d)/.test(text)) throw usageError(`invalid weight "${text}": negative`, 'a weight is a finite number >= 0; 0 takes a shard out of new assignments')
+  if (/^-\s*(\d|\.\d)/.test(text))
+    throw usageError(`invalid weight "${text}": negative`, 'a weight is a finite number >= 0; 0 takes a shard out of new assignments')
   // Number('') is 0 and Number('0x10') is 16: accept only plain decimal notation.
   if (!/^[+]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/.test(text)) {
     throw usageError(`invalid weight "${text}"`, 'a weight is a finite number >= 0, e.g. 1 or 0.5')

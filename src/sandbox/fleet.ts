@@ -54,7 +54,9 @@ export function readState(dir: string): SandboxState | undefined {
   try {
     return JSON.parse(readFileSync(file, 'utf8')) as SandboxState
   } catch (error) {
-    throw new ShardctlError(`${file} is not readable: ${(error as Error).message}`, {hint: 'remove it by hand once no sandbox process runs'})
+    throw new ShardctlError(`${file} is not readable: ${(error as Error).message}`, {
+      hint: 'remove it by hand once no sandbox process runs',
+    })
   }
 }
 

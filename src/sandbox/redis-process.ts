@@ -40,15 +40,23 @@ export async function startRedis(options: StartOptions): Promise<RedisProcess> {
   mkdirSync(options.dir, {recursive: true})
   const logfile = join(options.dir, 'redis.log')
   const args = [
-    '--port', String(options.port),
-    '--bind', '127.0.0.1',
-    '--dir', options.dir,
-    '--logfile', logfile,
-    '--save', '',
-    '--appendonly', 'no',
-    '--daemonize', 'no',
+    '--port',
+    String(options.port),
+    '--bind',
+    '127.0.0.1',
+    '--dir',
+    options.dir,
+    '--logfile',
+    logfile,
+    '--save',
+    '',
+    '--appendonly',
+    'no',
+    '--daemonize',
+    'no',
     // Tests and the sandbox attach replicas one at a time: start their sync at once.
-    '--repl-diskless-sync-delay', '0',
+    '--repl-diskless-sync-delay',
+    '0',
     ...(options.args ?? []),
   ]
   let child
@@ -71,11 +79,14 @@ export async function startRedis(options: StartOptions): Promise<RedisProcess> {
   const deadline = Date.now() + (options.readyTimeoutMs ?? 10_000)
   for (;;) {
     if (exited === 'ENOENT' || pid === undefined) throw redisServerMissing()
-    if (exited) throw new ShardctlError(`redis-server on port ${options.port} stopped at start (${exited}): ${logTail(logfile)}`, {code: 'ESTART'})
+    if (exited)
+      throw new ShardctlError(`redis-server on port ${options.port} stopped at start (${exited}): ${logTail(logfile)}`, {code: 'ESTART'})
     if (await answers(options.port)) return {port: options.port, pid, dir: options.dir}
     if (Date.now() > deadline) {
       child.kill('SIGKILL')
-      throw new ShardctlError(`redis-server on port ${options.port} did not answer within ${options.readyTimeoutMs ?? 10_000} ms`, {code: 'ESTART'})
+      throw new ShardctlError(`redis-server on port ${options.port} did not answer within ${options.readyTimeoutMs ?? 10_000} ms`, {
+        code: 'ESTART',
+      })
     }
     await sleep(20)
   }

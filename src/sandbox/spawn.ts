@@ -46,7 +46,8 @@ export async function spawnLike(source: Redis, options: SpawnOptions): Promise<S
   const [first, ...rest] = options.ports
   const settings = await copiedSettings(source, {withReplicas: rest.length > 0})
   const dir = options.dir ?? defaultSpawnDir()
-  const start = (port: number, extra: string[] = []) => startRedis({port, dir: join(dir, String(port)), args: [...settings, ...extra], detached: true})
+  const start = (port: number, extra: string[] = []) =>
+    startRedis({port, dir: join(dir, String(port)), args: [...settings, ...extra], detached: true})
   const target = await start(first)
   const replicas: RedisProcess[] = []
   try {
@@ -116,7 +117,7 @@ export function spawnedFor(ports: number[], all = readSpawned()): number[] {
       return undefined
     }
   }
-  for (let grew = true; grew; ) {
+  for (let grew = true; grew;) {
     grew = false
     for (const i of all) {
       const port = sourcePort(i)

@@ -16,10 +16,9 @@ export interface TerminalMode {
 
 export function decideTerminal(options: {json: boolean; noColor: boolean}): TerminalMode {
   const env = process.env
-  const color =
-    !options.json && !options.noColor && env.NO_COLOR === undefined && Boolean(process.stdout.isTTY) && env.TERM !== 'dumb'
+  const color = !options.json && !options.noColor && env.NO_COLOR === undefined && Boolean(process.stdout.isTTY) && env.TERM !== 'dumb'
   // chalk 5 ignores NO_COLOR: set its level ourselves so every colour call obeys the decision.
-  chalk.level = color ? Math.max(chalk.level, 1) as typeof chalk.level : 0
+  chalk.level = color ? (Math.max(chalk.level, 1) as typeof chalk.level) : 0
   const interactive = !options.json && Boolean(process.stdin.isTTY) && Boolean(process.stdout.isTTY) && !isCi()
   return {color, interactive, json: options.json}
 }
@@ -45,9 +44,21 @@ export function renderTable(head: string[], rows: (string | number)[][], align?:
     style: {head: [], border: [], compact: true, 'padding-left': 1, 'padding-right': 1},
     ...(align ? {colAligns: align} : {}),
     chars: {
-      top: '', 'top-mid': '', 'top-left': '', 'top-right': '',
-      bottom: '', 'bottom-mid': '', 'bottom-left': '', 'bottom-right': '',
-      left: '', 'left-mid': '', mid: '', 'mid-mid': '', right: '', 'right-mid': '', middle: ' ',
+      top: '',
+      'top-mid': '',
+      'top-left': '',
+      'top-right': '',
+      bottom: '',
+      'bottom-mid': '',
+      'bottom-left': '',
+      'bottom-right': '',
+      left: '',
+      'left-mid': '',
+      mid: '',
+      'mid-mid': '',
+      right: '',
+      'right-mid': '',
+      middle: ' ',
     },
   })
   for (const row of rows) table.push(row.map(String))

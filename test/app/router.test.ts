@@ -19,7 +19,10 @@ describe('the example application (examples/router.ts) through a promote and a s
   const inst = (s: TestServer) => `127.0.0.1:${s.port}`
 
   before(async () => {
-    ;({master, replicas: [replica]} = await startReplicated(1))
+    ;({
+      master,
+      replicas: [replica],
+    } = await startReplicated(1))
     target = await startServer()
   })
   after(async () => {
@@ -27,7 +30,9 @@ describe('the example application (examples/router.ts) through a promote and a s
   })
 
   it('loses no acknowledged write, and keeps writing', async () => {
-    expect((await cli(['shards:init', '--instance', inst(master), '--replica', inst(replica), '--count', '4', '--yes', ...fleet.r()])).exitCode).to.equal(0)
+    expect(
+      (await cli(['shards:init', '--instance', inst(master), '--replica', inst(replica), '--count', '4', '--yes', ...fleet.r()])).exitCode,
+    ).to.equal(0)
     const hashes = ['user:1', 'user:2', 'user:3', 'user:4', 'user:5', 'user:6']
     expect((await cli(['shards:assign', ...hashes, ...fleet.r()])).exitCode).to.equal(0)
     const router = await ShardRouter.open({registry: fleet.registry.url})
@@ -50,10 +55,29 @@ describe('the example application (examples/router.ts) through a promote and a s
     }
     try {
       await waitFor(300)
-      const promote = await spawnCli(['shards:promote', inst(master), '--replica', inst(replica), '--max-lag', '1000000000', '--yes', ...fleet.r()])
+      const promote = await spawnCli([
+        'shards:promote',
+        inst(master),
+        '--replica',
+        inst(replica),
+        '--max-lag',
+        '1000000000',
+        '--yes',
+        ...fleet.r(),
+      ])
       expect(promote.exitCode, promote.stderr).to.equal(0)
       await waitFor(total() + 300)
-      const split = await spawnCli(['shards:split', inst(replica), '--to', inst(target), '--grace', '300ms', '--yes', '--json', ...fleet.r()])
+      const split = await spawnCli([
+        'shards:split',
+        inst(replica),
+        '--to',
+        inst(target),
+        '--grace',
+        '300ms',
+        '--yes',
+        '--json',
+        ...fleet.r(),
+      ])
       expect(split.exitCode, split.stderr + split.stdout).to.equal(0)
       expect(JSON.parse(split.stdout).strays).to.deep.equal({})
       await waitFor(total() + 300)

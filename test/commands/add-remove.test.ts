@@ -10,13 +10,27 @@ describe('shards:add and shards:remove', () => {
 
   it('add writes exactly the schema: the shard hash and its weight, credentials stripped', async () => {
     const {exitCode, stdout} = await cli([
-      'shards:add', 's1', '--master', `redis://u:secret@${master(1)}`, '--replica', replica(1), '--replica', '127.0.0.1:1/1',
-      '--persist', '127.0.0.1:2/1', '--weight', '2.5', ...fleet.r(),
+      'shards:add',
+      's1',
+      '--master',
+      `redis://u:secret@${master(1)}`,
+      '--replica',
+      replica(1),
+      '--replica',
+      '127.0.0.1:1/1',
+      '--persist',
+      '127.0.0.1:2/1',
+      '--weight',
+      '2.5',
+      ...fleet.r(),
     ])
     expect(exitCode).to.equal(0)
     expect(stdout).to.match(/Added shard s1/)
     expect(await fleet.reg.hgetall('shards.s1')).to.deep.equal({
-      master: master(1), slave0: replica(1), slave1: '127.0.0.1:1/1', persist0: '127.0.0.1:2/1',
+      master: master(1),
+      slave0: replica(1),
+      slave1: '127.0.0.1:1/1',
+      persist0: '127.0.0.1:2/1',
     })
     expect(await fleet.reg.zscore('shards.list', 's1')).to.equal('2.5')
   })

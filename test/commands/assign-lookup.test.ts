@@ -34,7 +34,11 @@ describe('shards:assign and shards:lookup', () => {
     for (const id of await fleet.reg.hvals('shards.map')) counts[id] = (counts[id] ?? 0) + 1
     expect(counts.s003).to.equal(undefined)
     // Expected 2,000 / 6,000 / 12,000; the standard deviation is below 70, so 8 sd is 560.
-    for (const [id, p] of [['s000', 0.1], ['s001', 0.3], ['s002', 0.6]] as const) {
+    for (const [id, p] of [
+      ['s000', 0.1],
+      ['s001', 0.3],
+      ['s002', 0.6],
+    ] as const) {
       expect(Math.abs(counts[id] - n * p), id).to.be.lessThan(560)
     }
   })
@@ -82,9 +86,17 @@ describe('shards:assign and shards:lookup', () => {
   it('--stdin streams tab-separated lines, or NDJSON ending with a summary under --json', async () => {
     const plain = await spawnCli(['shards:assign', '--stdin', ...fleet.r()], {input: 'a\r\nb\n\n c\n'})
     expect(plain.exitCode).to.equal(0)
-    expect(plain.stdout.trim().split('\n').map((l) => l.split('\t')[0])).to.deep.equal(['a', 'b', ' c'])
+    expect(
+      plain.stdout
+        .trim()
+        .split('\n')
+        .map((l) => l.split('\t')[0]),
+    ).to.deep.equal(['a', 'b', ' c'])
     const json = await spawnCli(['shards:assign', '--stdin', '--json', ...fleet.r()], {input: 'a\nd\n'})
-    const lines = json.stdout.trim().split('\n').map((l) => JSON.parse(l))
+    const lines = json.stdout
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l))
     expect(lines).to.have.length(3)
     expect(lines[0]).to.include({hash: 'a', assigned: false})
     expect(lines[2]).to.deep.equal({summary: {total: 2, assigned: 1, existing: 1, dryRun: false}})
@@ -94,9 +106,16 @@ describe('shards:assign and shards:lookup', () => {
     const hashes = Array.from({length: 2500}, (_, i) => `many${i}`)
     const run = await spawnCli(['shards:assign', '--stdin', ...fleet.r()], {input: hashes.join('\n')})
     expect(run.exitCode).to.equal(0)
-    expect(run.stdout.trim().split('\n').map((l) => l.split('\t')[0])).to.deep.equal(hashes)
+    expect(
+      run.stdout
+        .trim()
+        .split('\n')
+        .map((l) => l.split('\t')[0]),
+    ).to.deep.equal(hashes)
     const {execa} = await import('execa')
-    const piped = await execa('bash', ['-c', `seq 1 200000 | node ${binary} shards:lookup --stdin -r ${fleet.registry.url} | head -1`], {reject: false})
+    const piped = await execa('bash', ['-c', `seq 1 200000 | node ${binary} shards:lookup --stdin -r ${fleet.registry.url} | head -1`], {
+      reject: false,
+    })
     expect(piped.stdout).to.equal('1\t-\t-')
     expect(piped.stderr).not.to.match(/EPIPE|Error/)
   })

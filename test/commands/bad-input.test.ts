@@ -72,7 +72,9 @@ describe('bad input, every command', () => {
         const run = await spawnCli(['shards:list', ...json, '-r', `redis://127.0.0.1:${fleet.registry.port}/${db}`])
         expect(run.exitCode, run.stderr).to.equal(2)
         const message = json.length > 0 ? JSON.parse(run.stdout).error.message : run.stderr.trim()
-        expect(message).to.match(new RegExp(`database ${db} does not exist on 127\\.0\\.0\\.1:${fleet.registry.port} \\(it has 16: 0 to 15\\)`))
+        expect(message).to.match(
+          new RegExp(`database ${db} does not exist on 127\\.0\\.0\\.1:${fleet.registry.port} \\(it has 16: 0 to 15\\)`),
+        )
         expect(run.stdout).not.to.include('s000')
       }
     })
@@ -102,15 +104,60 @@ describe('bad input, every command', () => {
   }
 
   const corrupt: [string, () => Promise<unknown>, string[], RegExp][] = [
-    ['the weights key is a string', () => fleet.reg.del('shards.list').then(() => fleet.reg.set('shards.list', 'x')), ['shards:weight', 's000', '3'], /shards\.list has the wrong type/],
-    ['the map is a list', () => fleet.reg.del('shards.map').then(() => fleet.reg.rpush('shards.map', 'x')), ['shards:assign', 'h9'], /shards\.map has the wrong type/],
-    ['the map is a list (lookup)', () => fleet.reg.del('shards.map').then(() => fleet.reg.rpush('shards.map', 'x')), ['shards:lookup', 'h1'], /shards\.map has the wrong type/],
-    ['the map is a list (remove)', () => fleet.reg.del('shards.map').then(() => fleet.reg.rpush('shards.map', 'x')), ['shards:remove', 's000', '--yes'], /shards\.map has the wrong type/],
-    ['a shard key is a string', () => fleet.reg.del('shards.s000').then(() => fleet.reg.set('shards.s000', 'x')), ['shards:assign', 'h9', '--shard', 's000'], /shards\.s000 has the wrong type/],
-    ['a shard hash has no master', () => fleet.reg.hdel('shards.s000', 'master').then(() => fleet.reg.hset('shards.s000', 'slave0', 'h:1')), ['shards:assign', 'h9', '--shard', 's000'], /shard s000 .* is corrupt: no master field/],
-    ['a shard hash holds garbage', () => fleet.reg.hset('shards.s000', 'master', '%%%'), ['shards:assign', 'h9', '--shard', 's000'], /corrupt: master is not an address/],
-    ['the history is a string (a script must not half-apply)', () => fleet.reg.set('shards._history', 'x'), ['shards:weight', 's000', '3'], /shards\._history is a string, expected list/],
-    ['the list is a hash (add)', () => fleet.reg.del('shards.list').then(() => fleet.reg.hset('shards.list', 'a', 'b')), ['shards:add', 's5', '--master', '127.0.0.1:1/5'], /shards\.list/],
+    [
+      'the weights key is a string',
+      () => fleet.reg.del('shards.list').then(() => fleet.reg.set('shards.list', 'x')),
+      ['shards:weight', 's000', '3'],
+      /shards\.list has the wrong type/,
+    ],
+    [
+      'the map is a list',
+      () => fleet.reg.del('shards.map').then(() => fleet.reg.rpush('shards.map', 'x')),
+      ['shards:assign', 'h9'],
+      /shards\.map has the wrong type/,
+    ],
+    [
+      'the map is a list (lookup)',
+      () => fleet.reg.del('shards.map').then(() => fleet.reg.rpush('shards.map', 'x')),
+      ['shards:lookup', 'h1'],
+      /shards\.map has the wrong type/,
+    ],
+    [
+      'the map is a list (remove)',
+      () => fleet.reg.del('shards.map').then(() => fleet.reg.rpush('shards.map', 'x')),
+      ['shards:remove', 's000', '--yes'],
+      /shards\.map has the wrong type/,
+    ],
+    [
+      'a shard key is a string',
+      () => fleet.reg.del('shards.s000').then(() => fleet.reg.set('shards.s000', 'x')),
+      ['shards:assign', 'h9', '--shard', 's000'],
+      /shards\.s000 has the wrong type/,
+    ],
+    [
+      'a shard hash has no master',
+      () => fleet.reg.hdel('shards.s000', 'master').then(() => fleet.reg.hset('shards.s000', 'slave0', 'h:1')),
+      ['shards:assign', 'h9', '--shard', 's000'],
+      /shard s000 .* is corrupt: no master field/,
+    ],
+    [
+      'a shard hash holds garbage',
+      () => fleet.reg.hset('shards.s000', 'master', '%%%'),
+      ['shards:assign', 'h9', '--shard', 's000'],
+      /corrupt: master is not an address/,
+    ],
+    [
+      'the history is a string (a script must not half-apply)',
+      () => fleet.reg.set('shards._history', 'x'),
+      ['shards:weight', 's000', '3'],
+      /shards\._history is a string, expected list/,
+    ],
+    [
+      'the list is a hash (add)',
+      () => fleet.reg.del('shards.list').then(() => fleet.reg.hset('shards.list', 'a', 'b')),
+      ['shards:add', 's5', '--master', '127.0.0.1:1/5'],
+      /shards\.list/,
+    ],
   ]
 
   for (const [name, breakIt, args, message] of corrupt) {

@@ -39,7 +39,14 @@ describe('shards:export and shards:import', () => {
     // stdout export is the document itself, also under --json
     const doc = JSON.parse((await spawnCli(['shards:export', '--json', ...fleet.r()])).stdout)
     expect(doc).to.include({format: 'shardctl-registry', version: 1})
-    expect(doc.shards[1]).to.deep.equal({id: 's2', weight: 1, master: '[fd00::1]:6379/2', replicas: [], persist: ['10.0.0.3:6379/2'], extra: {owner: 'team-a'}})
+    expect(doc.shards[1]).to.deep.equal({
+      id: 's2',
+      weight: 1,
+      master: '[fd00::1]:6379/2',
+      replicas: [],
+      persist: ['10.0.0.3:6379/2'],
+      extra: {owner: 'team-a'},
+    })
   })
 
   it('a map larger than every batch: exported, imported into an empty registry, and onto one that differs in many entries — exactly', async () => {
@@ -122,13 +129,39 @@ describe('shards:export and shards:import', () => {
     ['no shard list', {format: 'shardctl-registry', version: 1}, /"shards" is not a list/],
     ['a bad id', {format: 'shardctl-registry', version: 1, shards: [{id: '_x', weight: 1, master: 'h:1/0'}]}, /is not a valid shard id/],
     ['a negative weight', {format: 'shardctl-registry', version: 1, shards: [{id: 'a', weight: -1, master: 'h:1/0'}]}, /weight -1/],
-    ['a garbage master', {format: 'shardctl-registry', version: 1, shards: [{id: 'a', weight: 1, master: 'nope'}]}, /master "nope" is not an address/],
-    ['a password', {format: 'shardctl-registry', version: 1, shards: [{id: 'a', weight: 1, master: 'redis://u:p@h:1/0'}]}, /holds credentials/],
-    ['a duplicate id', {format: 'shardctl-registry', version: 1, shards: [{id: 'a', weight: 1, master: 'h:1/0'}, {id: 'a', weight: 1, master: 'h:1/1'}]}, /appears twice/],
+    [
+      'a garbage master',
+      {format: 'shardctl-registry', version: 1, shards: [{id: 'a', weight: 1, master: 'nope'}]},
+      /master "nope" is not an address/,
+    ],
+    [
+      'a password',
+      {format: 'shardctl-registry', version: 1, shards: [{id: 'a', weight: 1, master: 'redis://u:p@h:1/0'}]},
+      /holds credentials/,
+    ],
+    [
+      'a duplicate id',
+      {
+        format: 'shardctl-registry',
+        version: 1,
+        shards: [
+          {id: 'a', weight: 1, master: 'h:1/0'},
+          {id: 'a', weight: 1, master: 'h:1/1'},
+        ],
+      },
+      /appears twice/,
+    ],
     ['a map to nowhere', {format: 'shardctl-registry', version: 1, shards: [], map: {h: 'zz'}}, /not a shard of the document/],
     [
       'two shards on one database',
-      {format: 'shardctl-registry', version: 1, shards: [{id: 'a', weight: 1, master: 'h:1/0'}, {id: 'b', weight: 1, master: 'h:1/0'}]},
+      {
+        format: 'shardctl-registry',
+        version: 1,
+        shards: [
+          {id: 'a', weight: 1, master: 'h:1/0'},
+          {id: 'b', weight: 1, master: 'h:1/0'},
+        ],
+      },
       /shards a and b have the same master database h:1\/0/,
     ],
     [
@@ -152,7 +185,11 @@ describe('shards:export and shards:import', () => {
   }
 
   it('reads the document from stdin with -', async () => {
-    const doc = {format: 'shardctl-registry', version: 1, shards: [{id: 'a', weight: 1, master: 'h:1/0', replicas: [], persist: [], extra: {}}]}
+    const doc = {
+      format: 'shardctl-registry',
+      version: 1,
+      shards: [{id: 'a', weight: 1, master: 'h:1/0', replicas: [], persist: [], extra: {}}],
+    }
     const run = await spawnCli(['shards:import', '-', ...fleet.r()], {input: JSON.stringify(doc)})
     expect(run.exitCode, run.stderr).to.equal(0)
     expect(await fleet.reg.hgetall('shards.a')).to.deep.equal({master: 'h:1/0'})

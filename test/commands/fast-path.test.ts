@@ -38,7 +38,10 @@ describe('start-up fast path (bin/fast.js, dist/fast/commands.cjs)', () => {
     const at = (i: number, db: number) => fleet.instances[i].master.address(db)
     const replica = (i: number, db: number) => fleet.instances[i].replicas[0].address(db)
     const add = async (id: string, i: number, db: number, weight: number) =>
-      expect((await spawnCli(['shards:add', id, '--master', at(i, db), '--replica', replica(i, db), '--weight', String(weight), ...fleet.r()])).exitCode).to.equal(0)
+      expect(
+        (await spawnCli(['shards:add', id, '--master', at(i, db), '--replica', replica(i, db), '--weight', String(weight), ...fleet.r()]))
+          .exitCode,
+      ).to.equal(0)
     await add('s1', 0, 1, 1)
     await add('s2', 0, 2, 3)
     await add('s3', 1, 1, 2)

@@ -26,7 +26,10 @@ describe('shards:history', () => {
   it('in a pipe, details are never cut', async () => {
     const ids = Array.from({length: 30}, (_, i) => `shard-number-${i}`)
     for (const id of ids) await fleet.reg.zadd('shards.list', 1, id)
-    await fleet.reg.lpush('shards._history', JSON.stringify({v: 1, type: 'shards.added', at: '2026-12-01T00:00:00.000Z', by: 'ops@host', command: 'shards:init', ids}))
+    await fleet.reg.lpush(
+      'shards._history',
+      JSON.stringify({v: 1, type: 'shards.added', at: '2026-12-01T00:00:00.000Z', by: 'ops@host', command: 'shards:init', ids}),
+    )
     const piped = await spawnCli(['shards:history', ...fleet.r()])
     expect(piped.stdout).to.include('shard-number-29')
     expect(piped.stdout).not.to.include('…')

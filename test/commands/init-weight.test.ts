@@ -9,7 +9,19 @@ describe('shards:init --yes', () => {
   const repl = (i: number) => `127.0.0.1:${fleet.instances[i].replicas[0].port}`
 
   it('creates N shards on consecutive dbs, replicas on the same dbs, ids continuing across instances', async () => {
-    let run = await cli(['shards:init', '--yes', '--instance', inst(0), '--replica', repl(0), '--count', '4', '--first-db', '2', ...fleet.r()])
+    let run = await cli([
+      'shards:init',
+      '--yes',
+      '--instance',
+      inst(0),
+      '--replica',
+      repl(0),
+      '--count',
+      '4',
+      '--first-db',
+      '2',
+      ...fleet.r(),
+    ])
     expect(run.exitCode).to.equal(0)
     run = await cli(['shards:init', '--yes', '--instance', inst(1), '--count', '3', '--json', ...fleet.r()])
     expect(run.exitCode).to.equal(0)

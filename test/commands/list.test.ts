@@ -27,8 +27,22 @@ describe('shards:list', () => {
   const replicaAddr = (i: number, db: number) => fleet.instances[i].replicas[0].address(db)
 
   async function seed(): Promise<void> {
-    for (const [id, i, db, weight] of [['s1', 0, 1, 1], ['s2', 0, 2, 3], ['s3', 1, 1, 0]] as const) {
-      const {exitCode} = await cli(['shards:add', id, '--master', addr(i, db), '--replica', replicaAddr(i, db), '--weight', String(weight), ...fleet.r()])
+    for (const [id, i, db, weight] of [
+      ['s1', 0, 1, 1],
+      ['s2', 0, 2, 3],
+      ['s3', 1, 1, 0],
+    ] as const) {
+      const {exitCode} = await cli([
+        'shards:add',
+        id,
+        '--master',
+        addr(i, db),
+        '--replica',
+        replicaAddr(i, db),
+        '--weight',
+        String(weight),
+        ...fleet.r(),
+      ])
       expect(exitCode).to.equal(0)
     }
   }

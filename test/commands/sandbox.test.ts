@@ -34,7 +34,20 @@ describe('sandbox:up, sandbox:status, sandbox:down', () => {
   })
 
   it('starts real processes that outlive the command, registers the shards, and down stops exactly them', async () => {
-    const up = await spawnCli(['sandbox:up', '--dir', dir, '--port', String(base), '--instances', '2', '--replicas', '1', '--shards', '6', '--json'])
+    const up = await spawnCli([
+      'sandbox:up',
+      '--dir',
+      dir,
+      '--port',
+      String(base),
+      '--instances',
+      '2',
+      '--replicas',
+      '1',
+      '--shards',
+      '6',
+      '--json',
+    ])
     expect(up.exitCode, up.stderr + up.stdout).to.equal(0)
     const state = JSON.parse(up.stdout)
     expect(state.registry).to.equal(`redis://127.0.0.1:${base}/0`)
@@ -62,12 +75,42 @@ describe('sandbox:up, sandbox:status, sandbox:down', () => {
   })
 
   it('a sandbox instance splits onto a spawned instance end to end', async () => {
-    const up = await spawnCli(['sandbox:up', '--dir', dir, '--port', String(base), '--instances', '1', '--replicas', '1', '--shards', '4', '--json'])
+    const up = await spawnCli([
+      'sandbox:up',
+      '--dir',
+      dir,
+      '--port',
+      String(base),
+      '--instances',
+      '1',
+      '--replicas',
+      '1',
+      '--shards',
+      '4',
+      '--json',
+    ])
     expect(up.exitCode, up.stderr + up.stdout).to.equal(0)
     const env = {SHARDCTL_REGISTRY: JSON.parse(up.stdout).registry, SHARDCTL_SPAWN_DIR: join(dir, 'spawned')}
     // Data elsewhere (--dir): still recorded where sandbox:status and sandbox:down look.
     const elsewhere = join(dir, 'elsewhere')
-    const split = await spawnCli(['shards:split', `127.0.0.1:${base + 1}`, '--spawn', '--dir', elsewhere, '--port', String(base + 10), '--spawn-replicas', '1', '--grace', '200ms', '--yes', '--json'], {env})
+    const split = await spawnCli(
+      [
+        'shards:split',
+        `127.0.0.1:${base + 1}`,
+        '--spawn',
+        '--dir',
+        elsewhere,
+        '--port',
+        String(base + 10),
+        '--spawn-replicas',
+        '1',
+        '--grace',
+        '200ms',
+        '--yes',
+        '--json',
+      ],
+      {env},
+    )
     expect(split.exitCode, split.stderr + split.stdout).to.equal(0)
     const result = JSON.parse(split.stdout)
     try {
@@ -93,7 +136,20 @@ describe('sandbox:up, sandbox:status, sandbox:down', () => {
   })
 
   it('status exits 3 when a recorded process died; up refuses while one runs', async () => {
-    const up = await spawnCli(['sandbox:up', '--dir', dir, '--port', String(base), '--instances', '1', '--replicas', '0', '--shards', '2', '--json'])
+    const up = await spawnCli([
+      'sandbox:up',
+      '--dir',
+      dir,
+      '--port',
+      String(base),
+      '--instances',
+      '1',
+      '--replicas',
+      '0',
+      '--shards',
+      '2',
+      '--json',
+    ])
     expect(up.exitCode, up.stderr + up.stdout).to.equal(0)
     const again = await spawnCli(['sandbox:up', '--dir', dir, '--port', String(base + 10)])
     expect(again.exitCode).to.equal(2)
@@ -107,7 +163,17 @@ describe('sandbox:up, sandbox:status, sandbox:down', () => {
 
   it('down never signals a process that is not the recorded redis-server', async () => {
     // A record whose pid is this test process: a reused pid must be left alone.
-    writeFileSync(join(dir, 'sandbox.json'), JSON.stringify({version: 1, dir, prefix: 'shards', registryUrl: '', createdAt: '', nodes: [{role: 'registry', port: 1, pid: process.pid, dir: join(dir, 'x')}]}))
+    writeFileSync(
+      join(dir, 'sandbox.json'),
+      JSON.stringify({
+        version: 1,
+        dir,
+        prefix: 'shards',
+        registryUrl: '',
+        createdAt: '',
+        nodes: [{role: 'registry', port: 1, pid: process.pid, dir: join(dir, 'x')}],
+      }),
+    )
     const down = await spawnCli(['sandbox:down', '--dir', dir, '--json'])
     expect(down.exitCode).to.equal(0)
     expect(JSON.parse(down.stdout).stopped).to.equal(0)
@@ -139,7 +205,9 @@ describe('sandbox:up, sandbox:status, sandbox:down', () => {
   })
 
   it('says how to get redis-server when it is missing', async () => {
-    const run = await spawnCli(['sandbox:up', '--dir', dir, '--port', String(base)], {env: {SHARDCTL_REDIS_SERVER: '/nonexistent/redis-server'}})
+    const run = await spawnCli(['sandbox:up', '--dir', dir, '--port', String(base)], {
+      env: {SHARDCTL_REDIS_SERVER: '/nonexistent/redis-server'},
+    })
     expect(run.exitCode).to.equal(1)
     expect(run.stderr).to.match(/redis-server not found — install it: apt-get install -y redis-server/)
     expect(existsSync(join(dir, 'sandbox.json'))).to.equal(false)

@@ -41,7 +41,10 @@ describe('terminal manners', () => {
 
   it('never prints a password from the registry URL', async () => {
     const secret = registerSecret('hunter2-secret')
-    for (const args of [['-r', `redis://admin:${secret}@127.0.0.1:1/0`], ['-r', `redis://admin:${secret}@127.0.0.1:99999/0`]]) {
+    for (const args of [
+      ['-r', `redis://admin:${secret}@127.0.0.1:1/0`],
+      ['-r', `redis://admin:${secret}@127.0.0.1:99999/0`],
+    ]) {
       for (const json of [[], ['--json']]) {
         const run = await spawnCli(['shards:list', ...args, ...json], {env: {DEBUG: undefined}})
         expect(run.exitCode).to.not.equal(0)
@@ -83,7 +86,17 @@ describe('the wire contract', () => {
   it('an application that knows only the three keys routes every hash shardctl assigned', async () => {
     const port = fleet.instances[0].master.port
     const replica = fleet.instances[0].replicas[0].port
-    await cli(['shards:init', '--yes', '--instance', `127.0.0.1:${port}`, '--replica', `127.0.0.1:${replica}`, '--count', '5', ...fleet.r()])
+    await cli([
+      'shards:init',
+      '--yes',
+      '--instance',
+      `127.0.0.1:${port}`,
+      '--replica',
+      `127.0.0.1:${replica}`,
+      '--count',
+      '5',
+      ...fleet.r(),
+    ])
     await cli(['shards:weight', 's002', '0', ...fleet.r()])
     const hashes = Array.from({length: 200}, (_, i) => `user:${i}`)
     expect((await cli(['shards:assign', ...hashes, ...fleet.r()])).exitCode).to.equal(0)
@@ -103,7 +116,16 @@ describe('the wire contract', () => {
     }
     // shardctl's own keys are named so that no shard id can take them.
     const keys = (await fleet.reg.keys('*')).sort()
-    expect(keys).to.deep.equal(['shards._history', 'shards.list', 'shards.map', 'shards.s000', 'shards.s001', 'shards.s002', 'shards.s003', 'shards.s004'])
+    expect(keys).to.deep.equal([
+      'shards._history',
+      'shards.list',
+      'shards.map',
+      'shards.s000',
+      'shards.s001',
+      'shards.s002',
+      'shards.s003',
+      'shards.s004',
+    ])
   })
 
   it('keeps fields it does not own untouched', async () => {
@@ -166,7 +188,9 @@ describe('the command line forgives and explains', () => {
     if (!(await portIsFree(6379))) this.skip() // a Redis on the default port answers here
     const run = await spawnCli(['shards:list'], {env: {SHARDCTL_REGISTRY: undefined}})
     expect(run.exitCode).to.equal(1)
-    expect(run.stderr).to.match(/no registry given, and the default one \(127\.0\.0\.1:6379\) cannot be reached: connection refused — name the registry with -r host:port\/db or SHARDCTL_REGISTRY/)
+    expect(run.stderr).to.match(
+      /no registry given, and the default one \(127\.0\.0\.1:6379\) cannot be reached: connection refused — name the registry with -r host:port\/db or SHARDCTL_REGISTRY/,
+    )
   })
 })
 
@@ -183,7 +207,10 @@ describe('several fleets: named contexts', () => {
 
   beforeEach(async () => {
     await cli(['shards:init', '--yes', '--instance', `127.0.0.1:${fleet.instances[0].master.port}`, '--count', '2', ...fleet.r()])
-    writeFileSync(file, JSON.stringify({current: 'down', contexts: {test: {registry: fleet.registry.url}, down: {registry: 'redis://127.0.0.1:1/0'}}}))
+    writeFileSync(
+      file,
+      JSON.stringify({current: 'down', contexts: {test: {registry: fleet.registry.url}, down: {registry: 'redis://127.0.0.1:1/0'}}}),
+    )
   })
 
   it('--context picks a fleet, the file names the current one, a flag still wins', async () => {
@@ -209,6 +236,8 @@ describe('several fleets: named contexts', () => {
     const env = {SHARDCTL_CONFIG: file, SHARDCTL_REGISTRY: undefined}
     const run = await spawnCli(['shards:remove', 's000', '--context', 'test'], {env})
     expect(run.exitCode).to.equal(2)
-    expect(run.stderr).to.match(new RegExp(`confirmation needed: on fleet test \\(127\\.0\\.0\\.1:${fleet.registry.port}/0\\): Remove shard s000\\?`))
+    expect(run.stderr).to.match(
+      new RegExp(`confirmation needed: on fleet test \\(127\\.0\\.0\\.1:${fleet.registry.port}/0\\): Remove shard s000\\?`),
+    )
   })
 })

@@ -29,7 +29,10 @@ describe('shards:watch', () => {
   const r = () => ['-r', registry.url]
 
   before(async () => {
-    ;({master: registry, replicas: [replica]} = await startReplicated(1))
+    ;({
+      master: registry,
+      replicas: [replica],
+    } = await startReplicated(1))
     shard = await startServer()
     reg = registry.client()
   })
@@ -85,11 +88,7 @@ describe('shards:watch', () => {
     const watching = spawnCli(['shards:watch', '--json', '--count', '3', ...r()])
     await subscribed(reg)
     // One script, six events: they reach the watcher in one socket read.
-    await reg.eval(
-      "for i = 1, 6 do redis.call('PUBLISH', KEYS[1], cjson.encode({v = 1, type = 'burst', n = i})) end",
-      1,
-      CHANNEL,
-    )
+    await reg.eval("for i = 1, 6 do redis.call('PUBLISH', KEYS[1], cjson.encode({v = 1, type = 'burst', n = i})) end", 1, CHANNEL)
     const run = await watching
     expect(run.exitCode, run.stderr).to.equal(0)
     expect(lines(run.stdout).map((l) => JSON.parse(l).n)).to.deep.equal([1, 2, 3])
@@ -99,7 +98,9 @@ describe('shards:watch', () => {
     const run = await spawnCli(['shards:watch', '--via', `127.0.0.1:${shard.port}`, ...r()])
     expect(run.exitCode).to.equal(2)
     expect(run.stderr.trim().split('\n')).to.have.length(1)
-    expect(run.stderr).to.match(new RegExp(`--via 127.0.0.1:${shard.port} is not a replica of the registry 127.0.0.1:${registry.port}: it is a master`))
+    expect(run.stderr).to.match(
+      new RegExp(`--via 127.0.0.1:${shard.port} is not a replica of the registry 127.0.0.1:${registry.port}: it is a master`),
+    )
   })
 
   it('stays subscribed while idle for longer than --timeout', async () => {

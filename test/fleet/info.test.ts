@@ -6,7 +6,9 @@ import {isWriteFence} from '../../src/fleet/replication.js'
 
 describe('fleet/info: what an instance says about itself', () => {
   it('parseInfo reads fields, skips sections and blank lines, keeps colons in values', () => {
-    expect(parseInfo('# Server\r\nredis_version:7.0.15\r\n\r\nexecutable:/usr/bin/redis-server\r\nconfig_file:\r\nweird:a:b\r\n')).to.deep.equal({
+    expect(
+      parseInfo('# Server\r\nredis_version:7.0.15\r\n\r\nexecutable:/usr/bin/redis-server\r\nconfig_file:\r\nweird:a:b\r\n'),
+    ).to.deep.equal({
       redis_version: '7.0.15',
       executable: '/usr/bin/redis-server',
       config_file: '',
@@ -63,7 +65,8 @@ describe('fleet/info: what an instance says about itself', () => {
   })
 
   it('parseClientLine: id, address, name and database of a CLIENT LIST line', () => {
-    const line = 'id=7 addr=127.0.0.1:5301 laddr=127.0.0.1:7001 fd=9 name=shardctl-ab12 age=3 idle=0 flags=N db=3 sub=0 psub=0 cmd=client|list user=default resp=2'
+    const line =
+      'id=7 addr=127.0.0.1:5301 laddr=127.0.0.1:7001 fd=9 name=shardctl-ab12 age=3 idle=0 flags=N db=3 sub=0 psub=0 cmd=client|list user=default resp=2'
     expect(parseClientLine(line)).to.deep.equal({id: 7, addr: '127.0.0.1:5301', name: 'shardctl-ab12', db: 3, cmd: 'client|list'})
     expect(parseClientLine('id=8 addr=[::1]:5302 name= db=0')).to.deep.equal({id: 8, addr: '[::1]:5302', name: '', db: 0, cmd: 'NULL'})
     expect(parseClientLine('')).to.equal(undefined)
@@ -71,7 +74,8 @@ describe('fleet/info: what an instance says about itself', () => {
 
   it("hasWorked: a connection that ran only its library's reconnection is not using its database", () => {
     const client = (cmd: string) => ({id: 1, addr: '', name: '', db: 3, cmd})
-    for (const cmd of ['NULL', 'select', 'auth', 'hello', 'ping', 'info', 'client|setname', 'client|setinfo']) expect(hasWorked(client(cmd)), cmd).to.equal(false)
+    for (const cmd of ['NULL', 'select', 'auth', 'hello', 'ping', 'info', 'client|setname', 'client|setinfo'])
+      expect(hasWorked(client(cmd)), cmd).to.equal(false)
     for (const cmd of ['set', 'get', 'hset', 'eval', 'exec', 'client|kill']) expect(hasWorked(client(cmd)), cmd).to.equal(true)
   })
 

@@ -53,7 +53,9 @@ describe('no credential is ever printed, whatever the URL looks like', () => {
   }
 
   it('a wrong password says authentication failed for that host, not that it is unreachable', async () => {
-    const run = await spawnCli(['shards:list', '-r', `redis://127.0.0.1:${guarded.port}/0`], {env: {SHARDCTL_REGISTRY_PASSWORD: secret('wrong-one-123')}})
+    const run = await spawnCli(['shards:list', '-r', `redis://127.0.0.1:${guarded.port}/0`], {
+      env: {SHARDCTL_REGISTRY_PASSWORD: secret('wrong-one-123')},
+    })
     expect(run.exitCode).to.equal(1)
     expect(run.stderr).to.match(new RegExp(`127\\.0\\.0\\.1:${guarded.port}: (WRONGPASS|invalid username-password)`))
   })

@@ -15,11 +15,33 @@ async function openssl(args: string[], cwd: string): Promise<void> {
 
 /** A CA, a server certificate for 127.0.0.1 and a client certificate, made for this run. */
 async function makeCertificates(dir: string): Promise<void> {
-  await openssl(['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'ca.key', '-out', 'ca.crt', '-days', '2', '-subj', '/CN=shardctl-test-ca'], dir)
+  await openssl(
+    ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'ca.key', '-out', 'ca.crt', '-days', '2', '-subj', '/CN=shardctl-test-ca'],
+    dir,
+  )
   writeFileSync(join(dir, 'ext'), 'subjectAltName=IP:127.0.0.1,DNS:localhost\n')
   for (const name of ['server', 'client']) {
     await openssl(['req', '-newkey', 'rsa:2048', '-nodes', '-keyout', `${name}.key`, '-out', `${name}.csr`, '-subj', `/CN=${name}`], dir)
-    await openssl(['x509', '-req', '-in', `${name}.csr`, '-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial', '-out', `${name}.crt`, '-days', '2', '-extfile', 'ext'], dir)
+    await openssl(
+      [
+        'x509',
+        '-req',
+        '-in',
+        `${name}.csr`,
+        '-CA',
+        'ca.crt',
+        '-CAkey',
+        'ca.key',
+        '-CAcreateserial',
+        '-out',
+        `${name}.crt`,
+        '-days',
+        '2',
+        '-extfile',
+        'ext',
+      ],
+      dir,
+    )
   }
 }
 
@@ -35,8 +57,16 @@ describe('TLS', () => {
     tlsPort = await freePort()
     // The registry and a shard instance in one server: plain port for the test's own setup, TLS for shardctl.
     server = await startServer([
-      '--tls-port', String(tlsPort), '--tls-cert-file', file('server.crt'), '--tls-key-file', file('server.key'),
-      '--tls-ca-cert-file', file('ca.crt'), '--tls-auth-clients', 'optional',
+      '--tls-port',
+      String(tlsPort),
+      '--tls-cert-file',
+      file('server.crt'),
+      '--tls-key-file',
+      file('server.key'),
+      '--tls-ca-cert-file',
+      file('ca.crt'),
+      '--tls-auth-clients',
+      'optional',
     ])
     const c = server.client()
     await c.hset('shards.s1', 'master', `127.0.0.1:${tlsPort}/1`)
@@ -103,7 +133,20 @@ describe('credentials and ACLs', () => {
     const c = server.client()
     await c.hset('shards.s1', 'master', `127.0.0.1:${server.port}/1`)
     await c.zadd('shards.list', 1, 's1')
-    await c.call('ACL', 'SETUSER', 'reader', 'on', `>${secret}`, '~shards.*', '&*', '+@read', '+@connection', '+info', '-@write', '-@scripting')
+    await c.call(
+      'ACL',
+      'SETUSER',
+      'reader',
+      'on',
+      `>${secret}`,
+      '~shards.*',
+      '&*',
+      '+@read',
+      '+@connection',
+      '+info',
+      '-@write',
+      '-@scripting',
+    )
     await c.call('ACL', 'SETUSER', 'admin', 'on', `>${adminSecret}`, '~*', '&*', '+@all')
     c.disconnect()
   })
@@ -126,21 +169,31 @@ describe('credentials and ACLs', () => {
 
   it('takes the password from SHARDCTL_REGISTRY_USER / SHARDCTL_REGISTRY_PASSWORD, and instance credentials apart', async () => {
     const run = await spawnCli(['shards:list', '-r', `127.0.0.1:${server.port}`, '--json'], {
-      env: {SHARDCTL_REGISTRY_USER: 'reader', SHARDCTL_REGISTRY_PASSWORD: secret, SHARDCTL_INSTANCE_USER: 'admin', SHARDCTL_INSTANCE_PASSWORD: adminSecret},
+      env: {
+        SHARDCTL_REGISTRY_USER: 'reader',
+        SHARDCTL_REGISTRY_PASSWORD: secret,
+        SHARDCTL_INSTANCE_USER: 'admin',
+        SHARDCTL_INSTANCE_PASSWORD: adminSecret,
+      },
     })
     expect(run.exitCode, run.stderr).to.equal(0)
     expect(JSON.parse(run.stdout).shards[0].master.reachable).to.equal(true)
   })
 
   it('a wrong password fails naming the host, never the password', async () => {
-    const run = await spawnCli(['shards:list', '--json'], {env: {SHARDCTL_REGISTRY: `redis://reader:wrong-${secret}@127.0.0.1:${server.port}/0`}})
+    const run = await spawnCli(['shards:list', '--json'], {
+      env: {SHARDCTL_REGISTRY: `redis://reader:wrong-${secret}@127.0.0.1:${server.port}/0`},
+    })
     expect(run.exitCode).to.equal(1)
     expect(JSON.parse(run.stdout).error).to.include({code: 'EAUTH'})
     expect(run.stdout + run.stderr).not.to.include(secret)
   })
 
   it('--ask-password prompts on the terminal without echoing', async () => {
-    const run = await ttyCli(['shards:list', '-r', `reader@127.0.0.1:${server.port}`.replace(/^/, 'redis://'), '--ask-password', '--no-probe'], `${secret}\r`)
+    const run = await ttyCli(
+      ['shards:list', '-r', `reader@127.0.0.1:${server.port}`.replace(/^/, 'redis://'), '--ask-password', '--no-probe'],
+      `${secret}\r`,
+    )
     expect(run.screen).to.match(/Password for the registry/)
     expect(run.exitCode, run.screen).to.equal(0)
     expect(run.screen).to.match(/s1/)

@@ -8,7 +8,18 @@ import {useFleet} from '../helpers/fleet.js'
 import {type TestServer, startReplicated, startServer, waitForCatchUp, waitForStreaming} from '../helpers/redis.js'
 
 /** Instances as production should run them: AOF fsynced every second, RDB saves, fenced by one replica. */
-const HEALTHY = ['--appendonly', 'yes', '--appendfsync', 'everysec', '--save', '3600 1', '--min-replicas-to-write', '1', '--min-replicas-max-lag', '10']
+const HEALTHY = [
+  '--appendonly',
+  'yes',
+  '--appendfsync',
+  'everysec',
+  '--save',
+  '3600 1',
+  '--min-replicas-to-write',
+  '1',
+  '--min-replicas-max-lag',
+  '10',
+]
 
 /**
  * A registry, a master with two replicas and three shards on its dbs 0-2, fresh for
@@ -24,7 +35,16 @@ describe('shards:check', () => {
   beforeEach(async () => {
     ;({master, replicas} = await startReplicated(2, HEALTHY))
     extra = []
-    const init = await cli(['shards:init', '--yes', '--instance', inst(master), ...replicas.flatMap((x) => ['--replica', inst(x)]), '--count', '3', ...fleet.r()])
+    const init = await cli([
+      'shards:init',
+      '--yes',
+      '--instance',
+      inst(master),
+      ...replicas.flatMap((x) => ['--replica', inst(x)]),
+      '--count',
+      '3',
+      ...fleet.r(),
+    ])
     expect(init.exitCode, init.stderr).to.equal(0)
   })
   afterEach(async () => {
@@ -38,7 +58,15 @@ describe('shards:check', () => {
 
   /** Every problem of a report, flat. */
   const problems = (report: CheckReport) =>
-    [...report.broken, ...report.topology, ...report.fencing, ...(report.canary ?? []), ...(report.persistence ?? []), ...report.unreplicated, ...report.leftovers].flatMap((r) => r.problems)
+    [
+      ...report.broken,
+      ...report.topology,
+      ...report.fencing,
+      ...(report.canary ?? []),
+      ...(report.persistence ?? []),
+      ...report.unreplicated,
+      ...report.leftovers,
+    ].flatMap((r) => r.problems)
 
   async function canaryKeys(server: TestServer): Promise<string[]> {
     const keys: string[] = []
@@ -96,7 +124,9 @@ describe('shards:check', () => {
     await replicas[1].client().config('SET', 'replica-read-only', 'no')
     const {exitCode, report} = await check()
     expect(exitCode).to.equal(3)
-    expect(problems(report)).to.include(`replica ${inst(replicas[1])} takes writes of its own (replica-read-only no): they reach no master and vanish at its next full sync`)
+    expect(problems(report)).to.include(
+      `replica ${inst(replicas[1])} takes writes of its own (replica-read-only no): they reach no master and vanish at its next full sync`,
+    )
     expect(report.topology[0].replicas[0].problems).to.deep.equal([])
   })
 
@@ -248,17 +278,23 @@ describe('shards:check', () => {
     await waitForStreaming(stranger, master)
     const {exitCode, report} = await check()
     expect(exitCode).to.equal(3)
-    expect(problems(report)).to.deep.equal([`127.0.0.1:${stranger.port} replicates master ${inst(master)}, but the registry does not name it`])
+    expect(problems(report)).to.deep.equal([
+      `127.0.0.1:${stranger.port} replicates master ${inst(master)}, but the registry does not name it`,
+    ])
   })
 
   it('a master with no replica is a problem, unless accepted with --allow-no-replica', async () => {
-    const lonely = await startServer(HEALTHY.filter((a, i, all) => !a.startsWith('--min-replicas') && !all[i - 1]?.startsWith('--min-replicas')))
+    const lonely = await startServer(
+      HEALTHY.filter((a, i, all) => !a.startsWith('--min-replicas') && !all[i - 1]?.startsWith('--min-replicas')),
+    )
     extra.push(lonely)
     await fleet.reg.hset('shards.solo', 'master', lonely.address(4))
     await fleet.reg.zadd('shards.list', 1, 'solo')
     const {exitCode, report} = await check()
     expect(exitCode).to.equal(3)
-    expect(problems(report)).to.deep.equal([`master ${inst(lonely)} has no replica: losing it loses its shards (add replicas, or pass --allow-no-replica)`])
+    expect(problems(report)).to.deep.equal([
+      `master ${inst(lonely)} has no replica: losing it loses its shards (add replicas, or pass --allow-no-replica)`,
+    ])
     const accepted = await check('--allow-no-replica')
     expect(accepted.exitCode).to.equal(0)
     expect(accepted.report.unreplicated).to.deep.equal([{master: inst(lonely), shards: ['solo'], accepted: true, problems: []}])
@@ -269,7 +305,9 @@ describe('shards:check', () => {
     await fleet.reg.zadd('shards.list', 1, 'twin')
     const {exitCode, report} = await check()
     expect(exitCode).to.equal(3)
-    expect(problems(report)).to.deep.equal([`is the master database of 2 shards (s001, twin): a database holds one shard; they share and overwrite each other's keys`])
+    expect(problems(report)).to.deep.equal([
+      `is the master database of 2 shards (s001, twin): a database holds one shard; they share and overwrite each other's keys`,
+    ])
     expect(report.leftovers[0].subject).to.equal(master.address(1))
   })
 
@@ -289,17 +327,31 @@ describe('shards:check', () => {
     // As after an emergency failover: the old master left the shards, then came back.
     const revived = await startServer(['--min-replicas-to-write', '1', '--min-replicas-max-lag', '10'])
     extra.push(revived)
-    await fleet.reg.lpush('shards._history', JSON.stringify({v: 1, type: 'shards.promoted', at: new Date().toISOString(), by: 't', command: 'shards:promote', mode: 'emergency', from: inst(revived), removedMaster: inst(revived)}))
+    await fleet.reg.lpush(
+      'shards._history',
+      JSON.stringify({
+        v: 1,
+        type: 'shards.promoted',
+        at: new Date().toISOString(),
+        by: 't',
+        command: 'shards:promote',
+        mode: 'emergency',
+        from: inst(revived),
+        removedMaster: inst(revived),
+      }),
+    )
     const alone = await check()
     expect(alone.exitCode).to.equal(3)
     expect(alone.report.leftovers.find((r) => r.subject === inst(revived))!.problems).to.deep.equal([
-      'is not in the registry but runs as a master (it refuses writes now: NOREPLICAS); no shard routes to it: make it a replica of the shards\' master or shut it down',
+      "is not in the registry but runs as a master (it refuses writes now: NOREPLICAS); no shard routes to it: make it a replica of the shards' master or shut it down",
     ])
     // A registered replica that follows it: said on both sides.
     await replicas[1].client().replicaof('127.0.0.1', revived.port)
     await waitForStreaming(replicas[1], revived)
     const followed = await check()
-    expect(followed.report.leftovers.find((r) => r.subject === inst(revived))!.problems[1]).to.equal(`still has registered replica(s) following it: 127.0.0.1:${replicas[1].port}`)
+    expect(followed.report.leftovers.find((r) => r.subject === inst(revived))!.problems[1]).to.equal(
+      `still has registered replica(s) following it: 127.0.0.1:${replicas[1].port}`,
+    )
     expect(problems(followed.report)).to.include(`replica ${inst(replicas[1])} follows 127.0.0.1:${revived.port}, not the master`)
   })
 

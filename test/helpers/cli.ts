@@ -45,9 +45,18 @@ export interface RunningCli {
 }
 
 /** Start the real binary in its own process: stdin, environment, signals and exit codes as a user gets them. */
-export async function startCli(args: string[], options: {input?: string; env?: Record<string, string | undefined>} = {}): Promise<RunningCli> {
+export async function startCli(
+  args: string[],
+  options: {input?: string; env?: Record<string, string | undefined>} = {},
+): Promise<RunningCli> {
   const {execa} = await import('execa')
-  const env: Record<string, string | undefined> = {...process.env, NO_COLOR: undefined, FORCE_COLOR: undefined, DEBUG: undefined, ...options.env}
+  const env: Record<string, string | undefined> = {
+    ...process.env,
+    NO_COLOR: undefined,
+    FORCE_COLOR: undefined,
+    DEBUG: undefined,
+    ...options.env,
+  }
   const child = execa('node', [binary, ...args], {
     env,
     extendEnv: false,
@@ -86,7 +95,10 @@ export function killLeftovers(): void {
 }
 
 /** Run the real binary to its end. */
-export async function spawnCli(args: string[], options: {input?: string; env?: Record<string, string | undefined>} = {}): Promise<CliResult> {
+export async function spawnCli(
+  args: string[],
+  options: {input?: string; env?: Record<string, string | undefined>} = {},
+): Promise<CliResult> {
   return (await startCli(args, options)).done
 }
 

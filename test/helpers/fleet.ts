@@ -22,9 +22,7 @@ export function useFleet(options: {instances?: number; replicas?: number} = {}):
   before(async () => {
     fleet.registry = await startServer()
     fleet.reg = fleet.registry.client()
-    fleet.instances = await Promise.all(
-      Array.from({length: options.instances ?? 0}, () => startReplicated(options.replicas ?? 0)),
-    )
+    fleet.instances = await Promise.all(Array.from({length: options.instances ?? 0}, () => startReplicated(options.replicas ?? 0)))
     fleet.r = () => ['-r', fleet.registry.url]
     fleet.dump = () => dumpDb(fleet.reg)
   })

@@ -22,7 +22,8 @@ export async function readJournal(reg: Redis, prefix = 'shards'): Promise<Journa
   return raw === null ? null : (JSON.parse(raw) as JournalView)
 }
 
-export const stepDone = (journal: JournalView | null, step: string) => journal !== null && journal.steps.some((s) => s.name === step && s.state === 'done')
+export const stepDone = (journal: JournalView | null, step: string) =>
+  journal !== null && journal.steps.some((s) => s.name === step && s.state === 'done')
 
 /** Wait until the journal records the step as done. */
 export async function untilStepDone(reg: Redis, step: string): Promise<void> {
@@ -98,7 +99,10 @@ export async function fleetState(reg: Redis, servers: TestServer[]): Promise<unk
         port: s.port,
         ...parseReplicationSummary(await c.info('replication')),
         fencing: await c.config('GET', 'min-replicas-*'),
-        keyspace: (await c.info('keyspace')).split('\n').filter((l) => l.startsWith('db')).map((l) => l.replace(/,expires.*$/, '').trim()),
+        keyspace: (await c.info('keyspace'))
+          .split('\n')
+          .filter((l) => l.startsWith('db'))
+          .map((l) => l.replace(/,expires.*$/, '').trim()),
       })),
     ),
   )
@@ -122,7 +126,15 @@ export async function fencesOf(servers: TestServer[]): Promise<string[]> {
 
 /** Whether the instance takes a write right now (not fenced, paused or a replica): a SET with a short timeout. */
 export async function takesWrites(server: TestServer, db = 0): Promise<boolean> {
-  const probe = new Redis({port: server.port, host: '127.0.0.1', db, protocol: 2, commandTimeout: 2000, maxRetriesPerRequest: 0, retryStrategy: () => null})
+  const probe = new Redis({
+    port: server.port,
+    host: '127.0.0.1',
+    db,
+    protocol: 2,
+    commandTimeout: 2000,
+    maxRetriesPerRequest: 0,
+    retryStrategy: () => null,
+  })
   probe.on('error', () => undefined)
   try {
     await probe.set('__takes_writes', '1')

@@ -76,7 +76,9 @@ export async function waitForStreaming(replica: TestServer, master: TestServer):
 
 /** Wait until `replica` has processed everything `master` has sent so far. */
 export async function waitForCatchUp(replica: TestServer, master: TestServer): Promise<void> {
-  const ok = await withClients([replica, master], async ([r, m]) => reachesOffset(r, parseReplication(parseInfo(await m.info('replication'))).offset, Date.now() + 60_000))
+  const ok = await withClients([replica, master], async ([r, m]) =>
+    reachesOffset(r, parseReplication(parseInfo(await m.info('replication'))).offset, Date.now() + 60_000),
+  )
   if (!ok) throw new Error(`replica on ${replica.port} never caught up with ${master.port}`)
 }
 

@@ -71,7 +71,15 @@ export class ContinuousWriter {
     const key = `${host}:${port}/${db}`
     let client = this.clients.get(key)
     if (!client) {
-      client = new Redis({host, port: Number(port), db: Number(db), protocol: 2, maxRetriesPerRequest: 0, enableOfflineQueue: true, retryStrategy: () => 50})
+      client = new Redis({
+        host,
+        port: Number(port),
+        db: Number(db),
+        protocol: 2,
+        maxRetriesPerRequest: 0,
+        enableOfflineQueue: true,
+        retryStrategy: () => 50,
+      })
       client.on('error', () => undefined)
       this.clients.set(key, client)
     }
@@ -194,7 +202,15 @@ export class LateHearingWriter {
     let client = this.clients.get(address)
     if (!client) {
       const [, host, port, db] = /^(.+):(\d+)\/(\d+)$/.exec(address)!
-      client = new Redis({host, port: Number(port), db: Number(db), protocol: 2, maxRetriesPerRequest: null, enableOfflineQueue: true, retryStrategy: () => 5})
+      client = new Redis({
+        host,
+        port: Number(port),
+        db: Number(db),
+        protocol: 2,
+        maxRetriesPerRequest: null,
+        enableOfflineQueue: true,
+        retryStrategy: () => 5,
+      })
       client.on('error', () => undefined) // reconnects by itself: the application never hears of it
       this.clients.set(address, client)
     }

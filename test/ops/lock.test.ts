@@ -13,7 +13,15 @@ import {startServer} from '../helpers/redis.js'
 describe('the operator lock', () => {
   const fleet = useFleet({instances: 1})
   const holder = (extra: Record<string, unknown> = {}) =>
-    JSON.stringify({token: 't1', holder: 'alice@ops-1', host: 'ops-1', pid: 4242, command: 'shards:split', since: new Date(Date.now() - 90_000).toISOString(), ...extra})
+    JSON.stringify({
+      token: 't1',
+      holder: 'alice@ops-1',
+      host: 'ops-1',
+      pid: 4242,
+      command: 'shards:split',
+      since: new Date(Date.now() - 90_000).toISOString(),
+      ...extra,
+    })
 
   it('a second operator fails at once with exit 4, naming holder and age; nothing changes', async () => {
     await fleet.reg.set('shards._lock', holder(), 'PX', 60_000)
@@ -27,7 +35,9 @@ describe('the operator lock', () => {
     ]) {
       const run = await spawnCli([...args, ...fleet.r()])
       expect(run.exitCode, args.join(' ')).to.equal(4)
-      expect(run.stderr).to.match(/another operator holds the lock: alice@ops-1 \(shards:split, pid 4242\) since .* \(9\d s ago\)|\(9\ds ago\)/)
+      expect(run.stderr).to.match(
+        /another operator holds the lock: alice@ops-1 \(shards:split, pid 4242\) since .* \(9\d s ago\)|\(9\ds ago\)/,
+      )
       const json = await spawnCli([...args, '--json', ...fleet.r()])
       expect(JSON.parse(json.stdout).error).to.include({code: 'ELOCKED', exitCode: 4})
     }
@@ -87,10 +97,15 @@ describe('the operator lock', () => {
     const source = fleet.instances[0].master
     const target = await startServer()
     try {
-      expect((await cli(['shards:init', '--yes', '--instance', `127.0.0.1:${source.port}`, '--count', '2', ...fleet.r()])).exitCode).to.equal(0)
-      const run = await spawnCli(['shards:split', `127.0.0.1:${source.port}`, '--to', `127.0.0.1:${target.port}`, '--grace', '100ms', '--yes', ...fleet.r()], {
-        env: {SHARDCTL_LOCK_LEASE: '1s', SHARDCTL_FAILPOINT: 'copy:after:busy-3000'},
-      })
+      expect(
+        (await cli(['shards:init', '--yes', '--instance', `127.0.0.1:${source.port}`, '--count', '2', ...fleet.r()])).exitCode,
+      ).to.equal(0)
+      const run = await spawnCli(
+        ['shards:split', `127.0.0.1:${source.port}`, '--to', `127.0.0.1:${target.port}`, '--grace', '100ms', '--yes', ...fleet.r()],
+        {
+          env: {SHARDCTL_LOCK_LEASE: '1s', SHARDCTL_FAILPOINT: 'copy:after:busy-3000'},
+        },
+      )
       expect(run.exitCode, run.stderr).to.equal(0)
       const masters = [await fleet.reg.hget('shards.s000', 'master'), await fleet.reg.hget('shards.s001', 'master')]
       expect(masters.filter((m) => m?.startsWith(`127.0.0.1:${target.port}/`))).to.have.length(1)

@@ -32,7 +32,16 @@ describe('shards:promote', () => {
   beforeEach(async () => {
     ;({master, replicas} = await startReplicated(2))
     other = await startServer()
-    const init = await cli(['shards:init', '--instance', inst(master), ...replicas.flatMap((x) => ['--replica', inst(x)]), '--count', '3', '--yes', ...r()])
+    const init = await cli([
+      'shards:init',
+      '--instance',
+      inst(master),
+      ...replicas.flatMap((x) => ['--replica', inst(x)]),
+      '--count',
+      '3',
+      '--yes',
+      ...r(),
+    ])
     expect(init.exitCode, init.stderr).to.equal(0)
     expect((await cli(['shards:add', 'elsewhere', '--master', other.address(0), ...r()])).exitCode).to.equal(0)
   })
@@ -45,7 +54,9 @@ describe('shards:promote', () => {
     for (const id of SHARDS) {
       const fields = await reg.hgetall(`shards.${id}`)
       expect(fields.master, id).to.equal(newMaster.address(Number(id.slice(1))))
-      const replicaPorts = Object.entries(fields).filter(([f]) => f.startsWith('slave')).map(([, a]) => Number(/:(\d+)\//.exec(a)![1]))
+      const replicaPorts = Object.entries(fields)
+        .filter(([f]) => f.startsWith('slave'))
+        .map(([, a]) => Number(/:(\d+)\//.exec(a)![1]))
       expect(replicaPorts.sort()).to.deep.equal(followers.map((f) => f.port).sort())
     }
     expect((await roleOf(newMaster)).role).to.equal('master')
@@ -73,7 +84,18 @@ describe('shards:promote', () => {
     // A fenced master: the new one must be fenced as well afterwards.
     await master.client().config('SET', 'min-replicas-to-write', '1', 'min-replicas-max-lag', '9')
     const writer = await startWriter()
-    const run = await spawnCli(['shards:promote', 's001', '--replica', inst(replicas[0]), '--max-pause', '5s', ...BOUNDS, '--yes', '--json', ...r()])
+    const run = await spawnCli([
+      'shards:promote',
+      's001',
+      '--replica',
+      inst(replicas[0]),
+      '--max-pause',
+      '5s',
+      ...BOUNDS,
+      '--yes',
+      '--json',
+      ...r(),
+    ])
     expect(run.exitCode, run.stderr + run.stdout).to.equal(0)
     await expectNothingLost(writer)
     const result = JSON.parse(run.stdout)
@@ -84,7 +106,12 @@ describe('shards:promote', () => {
     await expectConsistent(replicas[0], [master, replicas[1]])
     const history = (await reg.lrange('shards._history', 0, 5)).map((e) => JSON.parse(e).type)
     expect(history).to.include('shards.promoted')
-    expect(await replicas[0].client().config('GET', 'min-replicas-*')).to.have.members(['min-replicas-to-write', '1', 'min-replicas-max-lag', '9'])
+    expect(await replicas[0].client().config('GET', 'min-replicas-*')).to.have.members([
+      'min-replicas-to-write',
+      '1',
+      'min-replicas-max-lag',
+      '9',
+    ])
     expect(result.fencing).to.deep.equal({'min-replicas-to-write': '1', 'min-replicas-max-lag': '9'})
     // The old master, now a replica, has its own fencing back, not shardctl's fence.
     expect(await master.client().config('GET', 'min-replicas-to-write')).to.deep.equal(['min-replicas-to-write', '1'])
@@ -102,7 +129,10 @@ describe('shards:promote', () => {
     for (const step of ['fence', 'catch-up', 'registry', 'promote', 'demote', 'lift']) {
       it(`stopped (SIGSTOP) after ${step}`, async () => {
         const writer = await startWriter()
-        const run = await stoppedAt(['shards:promote', 's000', '--replica', inst(replicas[0]), ...BOUNDS, '--yes', '--json', ...r()], `${step}:after:stop`)
+        const run = await stoppedAt(
+          ['shards:promote', 's000', '--replica', inst(replicas[0]), ...BOUNDS, '--yes', '--json', ...r()],
+          `${step}:after:stop`,
+        )
         await frozenFor(run, 2500)
         const done = await run.done
         expect(done.exitCode, done.stderr + done.stdout).to.equal(0)
@@ -123,8 +153,21 @@ describe('shards:promote', () => {
         const proxy = await startReplyDelayProxy(fleet.registry.port)
         try {
           const writer = await startWriter()
-          const run = await startCli(['shards:promote', 's000', '--replica', inst(replicas[0]), ...BOUNDS, '--yes', '--json', '-r', `redis://127.0.0.1:${proxy.port}/0`])
-          await until(`step ${step} done`, async () => stepDone(await readJournal(reg), step) || (await reg.exists('shards._journal')) === 0)
+          const run = await startCli([
+            'shards:promote',
+            's000',
+            '--replica',
+            inst(replicas[0]),
+            ...BOUNDS,
+            '--yes',
+            '--json',
+            '-r',
+            `redis://127.0.0.1:${proxy.port}/0`,
+          ])
+          await until(
+            `step ${step} done`,
+            async () => stepDone(await readJournal(reg), step) || (await reg.exists('shards._journal')) === 0,
+          )
           proxy.stallFor(2500)
           const done = await run.done
           expect(done.exitCode, done.stderr + done.stdout).to.equal(0)
@@ -155,9 +198,12 @@ describe('shards:promote', () => {
     for (const [failpoint, outcome] of steps) {
       it(`SIGKILL at ${failpoint}: the next run ${outcome === 'rolled-back' ? 'rolls back' : 'finishes'}, nothing lost`, async () => {
         const writer = await startWriter()
-        const killed = await spawnCli(['shards:promote', 's000', '--replica', inst(replicas[0]), '--max-pause', '5s', ...BOUNDS, '--yes', ...r()], {
-          env: {SHARDCTL_FAILPOINT: `${failpoint}:kill`},
-        })
+        const killed = await spawnCli(
+          ['shards:promote', 's000', '--replica', inst(replicas[0]), '--max-pause', '5s', ...BOUNDS, '--yes', ...r()],
+          {
+            env: {SHARDCTL_FAILPOINT: `${failpoint}:kill`},
+          },
+        )
         expect(killed.exitCode, killed.stderr).to.not.equal(0)
         expect(await reg.exists('shards._journal'), killed.stderr).to.equal(1)
 
@@ -175,7 +221,11 @@ describe('shards:promote', () => {
     for (const step of ['fence', 'catch-up', 'registry', 'promote', 'demote']) {
       it(`stopped after ${step}: once resumed it changes nothing anywhere and exits 4`, async () => {
         const writer = await startWriter()
-        const stale = await stoppedAt(['shards:promote', 's000', '--replica', inst(replicas[0]), ...BOUNDS, '--yes', ...r()], `${step}:after:stop`, {SHARDCTL_LOCK_LEASE: '1s'})
+        const stale = await stoppedAt(
+          ['shards:promote', 's000', '--replica', inst(replicas[0]), ...BOUNDS, '--yes', ...r()],
+          `${step}:after:stop`,
+          {SHARDCTL_LOCK_LEASE: '1s'},
+        )
         // The lease runs out by itself: nothing renews it while the holder is stopped.
         await until('the stale lease expired', async () => (await reg.exists('shards._lock')) === 0)
         const recovery = await spawnCli(['shards:promote', 's000', '--yes', '--json', ...r()])
@@ -195,7 +245,11 @@ describe('shards:promote', () => {
   })
 
   it('a stale operator stopped just before an action, overtaken by a command that ignores the journal: once resumed it does not act', async () => {
-    const stale = await stoppedAt(['shards:promote', 's000', '--replica', inst(replicas[0]), ...BOUNDS, '--yes', ...r()], 'demote:before:stop', {SHARDCTL_LOCK_LEASE: '1s'})
+    const stale = await stoppedAt(
+      ['shards:promote', 's000', '--replica', inst(replicas[0]), ...BOUNDS, '--yes', ...r()],
+      'demote:before:stop',
+      {SHARDCTL_LOCK_LEASE: '1s'},
+    )
     await until('the stale lease expired', async () => (await reg.exists('shards._lock')) === 0)
     const other = await spawnCli(['shards:weight', 'elsewhere', '3', '--yes', ...r()])
     expect(other.exitCode, other.stderr).to.equal(0)
@@ -210,7 +264,10 @@ describe('shards:promote', () => {
 
   describe('the compare-and-set covers the whole instance', () => {
     async function changedMeanwhile(change: () => Promise<unknown>): Promise<{exitCode: number; stderr: string}> {
-      const run = await stoppedAt(['shards:promote', 's000', '--replica', inst(replicas[0]), ...BOUNDS, '--yes', ...r()], 'catch-up:after:stop')
+      const run = await stoppedAt(
+        ['shards:promote', 's000', '--replica', inst(replicas[0]), ...BOUNDS, '--yes', ...r()],
+        'catch-up:after:stop',
+      )
       await change()
       resume(run)
       return run.done
@@ -239,7 +296,10 @@ describe('shards:promote', () => {
   })
 
   it('the replica dies while the master is fenced: the error names it, the fence is lifted, nothing changes', async () => {
-    const run = await stoppedAt(['shards:promote', 's000', '--replica', inst(replicas[0]), '--timeout', '1s', '--yes', ...r()], 'fence:after:stop')
+    const run = await stoppedAt(
+      ['shards:promote', 's000', '--replica', inst(replicas[0]), '--timeout', '1s', '--yes', ...r()],
+      'fence:after:stop',
+    )
     await replicas[0].stop()
     resume(run)
     const done = await run.done
@@ -252,7 +312,10 @@ describe('shards:promote', () => {
   })
 
   it('the new master dies after the registry switch, before its promotion: the error names it; the rerun switches back and lifts the fence', async () => {
-    const run = await stoppedAt(['shards:promote', 's000', '--replica', inst(replicas[0]), '--timeout', '1s', '--yes', ...r()], 'registry:after:stop')
+    const run = await stoppedAt(
+      ['shards:promote', 's000', '--replica', inst(replicas[0]), '--timeout', '1s', '--yes', ...r()],
+      'registry:after:stop',
+    )
     await replicas[0].stop()
     resume(run)
     const done = await run.done
@@ -269,9 +332,12 @@ describe('shards:promote', () => {
   })
 
   it('killed after the switch, and the old master lost its fence meanwhile (as a restart does): the rerun fences it again, so a late write is refused, never dropped', async () => {
-    const killed = await spawnCli(['shards:promote', 's000', '--replica', inst(replicas[0]), '--max-pause', '5s', ...BOUNDS, '--yes', ...r()], {
-      env: {SHARDCTL_FAILPOINT: 'registry:after:kill'},
-    })
+    const killed = await spawnCli(
+      ['shards:promote', 's000', '--replica', inst(replicas[0]), '--max-pause', '5s', ...BOUNDS, '--yes', ...r()],
+      {
+        env: {SHARDCTL_FAILPOINT: 'registry:after:kill'},
+      },
+    )
     expect(killed.exitCode, killed.stderr).to.not.equal(0)
     await withClients([master], async ([c]) => {
       await c.config('SET', 'min-replicas-to-write', '0')
@@ -279,7 +345,13 @@ describe('shards:promote', () => {
     })
     const run = await stoppedAt(['shards:promote', 's000', '--yes', '--json', ...r()], 'promote:before:stop')
     // A client with stale routing writes to the old master once the catch-up is proven.
-    const stale = new Redis({port: master.port, host: '127.0.0.1', commandTimeout: 2000, maxRetriesPerRequest: 0, retryStrategy: () => null})
+    const stale = new Redis({
+      port: master.port,
+      host: '127.0.0.1',
+      commandTimeout: 2000,
+      maxRetriesPerRequest: 0,
+      retryStrategy: () => null,
+    })
     stale.on('error', () => undefined)
     const acknowledged = await stale.set('late-write', 'x').then(
       () => true,
@@ -412,7 +484,10 @@ describe('shards:promote', () => {
 
     it('the catch-up does not finish within --max-pause: the fence is lifted, nothing changes', async () => {
       const before = await reg.hgetall('shards.s000')
-      const run = await stoppedAt(['shards:promote', 's000', '--replica', inst(replicas[0]), '--max-pause', '400', '--timeout', '150ms', '--yes', ...r()], 'fence:before:stop')
+      const run = await stoppedAt(
+        ['shards:promote', 's000', '--replica', inst(replicas[0]), '--max-pause', '400', '--timeout', '150ms', '--yes', ...r()],
+        'fence:before:stop',
+      )
       // Just before the fence: freeze the replica and write to the master, then go on.
       process.kill(replicas[0].pid, 'SIGSTOP')
       try {

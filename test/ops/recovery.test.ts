@@ -6,7 +6,10 @@ import type {Shard} from '../../src/registry/schema.js'
 
 /** A journal that got as far as these steps (each started, all but the last `open` ones done). */
 function journal(steps: string[], open: string[] = []) {
-  return steps.flatMap((name) => [{name, state: 'started' as const, at: ''}, ...(open.includes(name) ? [] : [{name, state: 'done' as const, at: ''}])])
+  return steps.flatMap((name) => [
+    {name, state: 'started' as const, at: ''},
+    ...(open.includes(name) ? [] : [{name, state: 'done' as const, at: ''}]),
+  ])
 }
 
 const up = (role: string, followsPeer = false, fenced = false): NodeFacts => ({reachable: true, role, followsPeer, fenced})
@@ -134,18 +137,48 @@ describe('ops/recovery: what a recovery does with a journal and the facts', () =
     const FROM_HOLD = ['hold', 'fence', 'catch-up', 'promote', 'release', 'grace', 'clean-target']
     const cut = ['copy', 'registry', 'hold', 'fence', 'catch-up']
     const cases: [string, ReturnType<typeof split>, Parameters<typeof decideSplitRecovery>[1], unknown][] = [
-      ['killed while copying: detach the targets', split(['copy'], ['copy']), {registry: 'before', source: source(), targets: [following]}, {kind: 'roll-back', actions: ['detach-targets']}],
-      ['routing switched back by the hold: detach', split(['copy', 'registry', 'hold', 'undo-registry']), {registry: 'before', source: source(), targets: [following]}, {kind: 'roll-back', actions: ['detach-targets']}],
-      ['routing switched back after a failed catch-up, the fence still on: lift, detach', split([...cut, 'undo-registry'], ['catch-up']), {registry: 'before', source: source(true), targets: [following]}, {kind: 'roll-back', actions: ['lift', 'detach-targets']}],
-      ['switched, targets still follow: start over from the hold', split(['copy', 'registry']), {registry: 'after', source: source(), targets: [following]}, {kind: 'roll-forward', actions: FROM_HOLD}],
-      ['fenced, targets still follow: lift, then start over from the hold', split(cut), {registry: 'after', source: source(true), targets: [following]}, {kind: 'roll-forward', actions: ['lift', ...FROM_HOLD]}],
+      [
+        'killed while copying: detach the targets',
+        split(['copy'], ['copy']),
+        {registry: 'before', source: source(), targets: [following]},
+        {kind: 'roll-back', actions: ['detach-targets']},
+      ],
+      [
+        'routing switched back by the hold: detach',
+        split(['copy', 'registry', 'hold', 'undo-registry']),
+        {registry: 'before', source: source(), targets: [following]},
+        {kind: 'roll-back', actions: ['detach-targets']},
+      ],
+      [
+        'routing switched back after a failed catch-up, the fence still on: lift, detach',
+        split([...cut, 'undo-registry'], ['catch-up']),
+        {registry: 'before', source: source(true), targets: [following]},
+        {kind: 'roll-back', actions: ['lift', 'detach-targets']},
+      ],
+      [
+        'switched, targets still follow: start over from the hold',
+        split(['copy', 'registry']),
+        {registry: 'after', source: source(), targets: [following]},
+        {kind: 'roll-forward', actions: FROM_HOLD},
+      ],
+      [
+        'fenced, targets still follow: lift, then start over from the hold',
+        split(cut),
+        {registry: 'after', source: source(true), targets: [following]},
+        {kind: 'roll-forward', actions: ['lift', ...FROM_HOLD]},
+      ],
       [
         'half promoted under the fence: catch up, promote, release, grace, clean',
         split([...cut, 'promote'], ['promote']),
         {registry: 'after', source: source(true), targets: [promoted, following]},
         {kind: 'roll-forward', actions: ['catch-up', 'promote', 'release', 'grace', 'clean-target']},
       ],
-      ['promoted under the fence: release, grace, clean', split([...cut, 'promote']), {registry: 'after', source: source(true), targets: [promoted]}, {kind: 'roll-forward', actions: ['release', 'grace', 'clean-target']}],
+      [
+        'promoted under the fence: release, grace, clean',
+        split([...cut, 'promote']),
+        {registry: 'after', source: source(true), targets: [promoted]},
+        {kind: 'roll-forward', actions: ['release', 'grace', 'clean-target']},
+      ],
       [
         'killed in the release before it ran (still fenced): release, grace, clean',
         split([...cut, 'promote', 'release'], ['release']),
@@ -164,19 +197,54 @@ describe('ops/recovery: what a recovery does with a journal and the facts', () =
         {registry: 'after', source: source(false), targets: [promoted]},
         {kind: 'roll-forward', actions: ['keep-source', 'clean-target']},
       ],
-      ['released: grace, clean', split([...cut, 'promote', 'release']), {registry: 'after', source: source(), targets: [promoted]}, {kind: 'roll-forward', actions: ['grace', 'clean-target']}],
-      ['graced: clean', split([...cut, 'promote', 'release', 'grace']), {registry: 'after', source: source(), targets: [promoted]}, {kind: 'roll-forward', actions: ['clean-target']}],
-      ['released, the source gone: the targets are finished without it', split([...cut, 'promote', 'release']), {registry: 'after', source: down, targets: [promoted]}, {kind: 'roll-forward', actions: ['grace', 'clean-target']}],
-      ['someone else changed the registry: refuse', split(['copy', 'registry']), {registry: 'changed', source: source(), targets: [following]}, {kind: 'refuse'}],
-      ['a target gone after the switch: refuse', split(['copy', 'registry']), {registry: 'after', source: source(), targets: [down]}, {kind: 'refuse'}],
+      [
+        'released: grace, clean',
+        split([...cut, 'promote', 'release']),
+        {registry: 'after', source: source(), targets: [promoted]},
+        {kind: 'roll-forward', actions: ['grace', 'clean-target']},
+      ],
+      [
+        'graced: clean',
+        split([...cut, 'promote', 'release', 'grace']),
+        {registry: 'after', source: source(), targets: [promoted]},
+        {kind: 'roll-forward', actions: ['clean-target']},
+      ],
+      [
+        'released, the source gone: the targets are finished without it',
+        split([...cut, 'promote', 'release']),
+        {registry: 'after', source: down, targets: [promoted]},
+        {kind: 'roll-forward', actions: ['grace', 'clean-target']},
+      ],
+      [
+        'someone else changed the registry: refuse',
+        split(['copy', 'registry']),
+        {registry: 'changed', source: source(), targets: [following]},
+        {kind: 'refuse'},
+      ],
+      [
+        'a target gone after the switch: refuse',
+        split(['copy', 'registry']),
+        {registry: 'after', source: source(), targets: [down]},
+        {kind: 'refuse'},
+      ],
       [
         'routing back at the source although it dropped the moved databases: refuse',
         split([...cut, 'promote', 'release']),
         {registry: 'before', source: source(), targets: [promoted]},
         {kind: 'refuse'},
       ],
-      ['the source gone before the switch: refuse', split(['copy']), {registry: 'before', source: down, targets: [following]}, {kind: 'refuse'}],
-      ['the source gone after the switch, before the release: refuse', split(['copy', 'registry']), {registry: 'after', source: down, targets: [following]}, {kind: 'refuse'}],
+      [
+        'the source gone before the switch: refuse',
+        split(['copy']),
+        {registry: 'before', source: down, targets: [following]},
+        {kind: 'refuse'},
+      ],
+      [
+        'the source gone after the switch, before the release: refuse',
+        split(['copy', 'registry']),
+        {registry: 'after', source: down, targets: [following]},
+        {kind: 'refuse'},
+      ],
     ]
     for (const [name, entry, facts, expected] of cases) {
       it(name, () => {
@@ -190,7 +258,11 @@ describe('ops/recovery: what a recovery does with a journal and the facts', () =
       const parse = (a: string) => ({host: a.split(':')[0], port: Number(a.split(':')[1].split('/')[0]), db: Number(a.split('/')[1])})
       return {id, weight: 1, master: parse(master), replicas: replicas.map(parse), persist: [], extra: {}}
     }
-    const move = {id: 's1', before: {master: 'a:1/0', replicas: ['b:1/0'], persist: []}, after: {master: 'b:1/0', replicas: ['a:1/0'], persist: []}}
+    const move = {
+      id: 's1',
+      before: {master: 'a:1/0', replicas: ['b:1/0'], persist: []},
+      after: {master: 'b:1/0', replicas: ['a:1/0'], persist: []},
+    }
     it('before, after, or changed by someone else (a replica added counts)', () => {
       expect(registryStateOf([shard('s1', 'a:1/0', ['b:1/0'])], [move])).to.equal('before')
       expect(registryStateOf([shard('s1', 'b:1/0', ['a:1/0'])], [move])).to.equal('after')

@@ -8,7 +8,18 @@ import type {Redis} from 'ioredis'
 import {freePort, portIsFree} from '../../src/sandbox/redis-process.js'
 import {ANSI_ALL, cli, spawnCli, startCli, ttyCli, until} from '../helpers/cli.js'
 import {useFleet} from '../helpers/fleet.js'
-import {fencesOf, fleetState, frozenFor, readJournal, resume, roleOf, stepDone, stoppedAt, takesWrites, untilStepDone} from '../helpers/ops.js'
+import {
+  fencesOf,
+  fleetState,
+  frozenFor,
+  readJournal,
+  resume,
+  roleOf,
+  stepDone,
+  stoppedAt,
+  takesWrites,
+  untilStepDone,
+} from '../helpers/ops.js'
 import {startReplyDelayProxy} from '../helpers/proxy.js'
 import {type TestServer, startServer, stopServersIn, waitForStreaming, withClients} from '../helpers/redis.js'
 import {ContinuousWriter, LateHearingWriter, missingWrites} from '../helpers/writer.js'
@@ -84,7 +95,18 @@ describe('shards:split', () => {
 
   it('under a continuous writer: every acknowledged write is where the registry says, nothing stays behind', async () => {
     const writer = await startWriter()
-    const run = await spawnCli(['shards:split', inst(source), '--to', inst(target), '--max-pause', '5s', ...BOUNDS, '--yes', '--json', ...r()])
+    const run = await spawnCli([
+      'shards:split',
+      inst(source),
+      '--to',
+      inst(target),
+      '--max-pause',
+      '5s',
+      ...BOUNDS,
+      '--yes',
+      '--json',
+      ...r(),
+    ])
     expect(run.exitCode, run.stderr).to.equal(0)
     await expectNothingLost(writer)
     const result = JSON.parse(run.stdout)
@@ -129,7 +151,20 @@ describe('shards:split', () => {
   it('--shards moves exactly those, spread over several targets', async () => {
     const second = await startServer()
     try {
-      const run = await spawnCli(['shards:split', inst(source), '--to', inst(target), '--to', inst(second), '--shards', 's000,s003,s004', ...BOUNDS, '--yes', '--json', ...r()])
+      const run = await spawnCli([
+        'shards:split',
+        inst(source),
+        '--to',
+        inst(target),
+        '--to',
+        inst(second),
+        '--shards',
+        's000,s003,s004',
+        ...BOUNDS,
+        '--yes',
+        '--json',
+        ...r(),
+      ])
       expect(run.exitCode, run.stderr).to.equal(0)
       const moves = JSON.parse(run.stdout).plan.moves as {id: string; to: string}[]
       expect(moves.map((m) => m.id).sort()).to.deep.equal(['s000', 's003', 's004'])
@@ -152,7 +187,18 @@ describe('shards:split', () => {
     const app = new LateHearingWriter(reg, SHARDS, {hearsAfterMs: 1000})
     await app.start()
     await app.waitFor(300)
-    const run = await spawnCli(['shards:split', inst(source), '--to', inst(target), '--max-pause', '5s', ...BOUNDS, '--yes', '--json', ...r()])
+    const run = await spawnCli([
+      'shards:split',
+      inst(source),
+      '--to',
+      inst(target),
+      '--max-pause',
+      '5s',
+      ...BOUNDS,
+      '--yes',
+      '--json',
+      ...r(),
+    ])
     const before = app.total
     await app.waitFor(before + 300)
     await app.stop()
@@ -183,7 +229,20 @@ describe('shards:split', () => {
     const app = new LateHearingWriter(reg, ['s001'], {hearsAfterMs: 60_000, everyMs: 150})
     await app.start()
     await app.waitFor(2)
-    const run = await spawnCli(['shards:split', inst(source), '--to', inst(target), '--hold', '2s', '--quiet', '500ms', ...BOUNDS, '--yes', '--json', ...r()])
+    const run = await spawnCli([
+      'shards:split',
+      inst(source),
+      '--to',
+      inst(target),
+      '--hold',
+      '2s',
+      '--quiet',
+      '500ms',
+      ...BOUNDS,
+      '--yes',
+      '--json',
+      ...r(),
+    ])
     await app.stop()
     expect(run.exitCode, run.stderr).to.equal(3)
     expect(JSON.parse(run.stdout).error).to.include({code: 'EHELD'})
@@ -193,7 +252,19 @@ describe('shards:split', () => {
   })
 
   it('a write after the cut-over from a client with stale routing: named, kept, exit 3; shards:reconcile moves it where the registry routes', async () => {
-    const run = await startCli(['shards:split', inst(source), '--to', inst(target), '--shards', 's002', '--grace', '2s', '--yes', '--json', ...r()])
+    const run = await startCli([
+      'shards:split',
+      inst(source),
+      '--to',
+      inst(target),
+      '--shards',
+      's002',
+      '--grace',
+      '2s',
+      '--yes',
+      '--json',
+      ...r(),
+    ])
     await untilStepDone(reg, 'release')
     await withClients([source], async ([stale]) => {
       await stale.select(2)
@@ -215,7 +286,13 @@ describe('shards:split', () => {
 
     const dry = await spawnCli(['shards:reconcile', '--dry-run', '--json', ...r()])
     expect(dry.exitCode, dry.stderr).to.equal(0)
-    expect(JSON.parse(dry.stdout).strays[0]).to.include({source: `${inst(source)}/2`, shard: 's002', to: target.address(2), keys: 2, conflictCount: 1})
+    expect(JSON.parse(dry.stdout).strays[0]).to.include({
+      source: `${inst(source)}/2`,
+      shard: 's002',
+      to: target.address(2),
+      keys: 2,
+      conflictCount: 1,
+    })
     const moved = await spawnCli(['shards:reconcile', '--yes', '--json', ...r()])
     expect(moved.exitCode, moved.stderr).to.equal(3)
     expect(JSON.parse(moved.stdout).strays[0]).to.include({moved: 1, conflictCount: 1, done: false})
@@ -232,7 +309,19 @@ describe('shards:split', () => {
   })
 
   it('a client with stale routing that deletes on a moved database after the cut-over (no key left to find): named, cut off, exit 3', async () => {
-    const run = await startCli(['shards:split', inst(source), '--to', inst(target), '--shards', 's002', '--grace', '2s', '--yes', '--json', ...r()])
+    const run = await startCli([
+      'shards:split',
+      inst(source),
+      '--to',
+      inst(target),
+      '--shards',
+      's002',
+      '--grace',
+      '2s',
+      '--yes',
+      '--json',
+      ...r(),
+    ])
     await untilStepDone(reg, 'release')
     // An application's pooled connection: it stays open, as they do.
     const stale = source.client(2)
@@ -259,9 +348,12 @@ describe('shards:split', () => {
   })
 
   it('killed after promote, and the source lost its fence meanwhile (as a restart does): the rerun keeps its copies and exits 3 saying why', async () => {
-    const killed = await spawnCli(['shards:split', inst(source), '--to', inst(target), '--shards', 's001,s002', ...BOUNDS, '--yes', ...r()], {
-      env: {SHARDCTL_FAILPOINT: 'promote:after:kill'},
-    })
+    const killed = await spawnCli(
+      ['shards:split', inst(source), '--to', inst(target), '--shards', 's001,s002', ...BOUNDS, '--yes', ...r()],
+      {
+        env: {SHARDCTL_FAILPOINT: 'promote:after:kill'},
+      },
+    )
     expect(killed.exitCode, killed.stderr).to.not.equal(0)
     await withClients([source], async ([c]) => {
       await c.config('SET', 'min-replicas-to-write', '0')
@@ -280,9 +372,14 @@ describe('shards:split', () => {
     try {
       await waitForStreaming(replica, source)
       await withClients([source], ([c]) => c.config('SET', 'min-replicas-to-write', '1', 'min-replicas-max-lag', '10'))
-      const run = await stoppedAt(['shards:split', inst(source), '--to', inst(target), '--shards', 's001,s002', ...BOUNDS, '--yes', '--json', ...r()], 'release:before:stop')
+      const run = await stoppedAt(
+        ['shards:split', inst(source), '--to', inst(target), '--shards', 's001,s002', ...BOUNDS, '--yes', '--json', ...r()],
+        'release:before:stop',
+      )
       await replica.stop()
-      await until('the source has no replica left', async () => /connected_slaves:0/.test(await withClients([source], ([c]) => c.info('replication'))))
+      await until('the source has no replica left', async () =>
+        /connected_slaves:0/.test(await withClients([source], ([c]) => c.info('replication'))),
+      )
       resume(run)
       const done = await run.done
       expect(done.exitCode, done.stderr + done.stdout).to.equal(0)
@@ -296,12 +393,18 @@ describe('shards:split', () => {
   })
 
   it('Ctrl-C in the middle: exit 130 saying how to finish; the rerun finishes it', async () => {
-    const run = await startCli(['shards:split', inst(source), '--to', inst(target), ...BOUNDS, '--yes', ...r()], {env: {SHARDCTL_FAILPOINT: 'registry:after:sleep-60000'}})
+    const run = await startCli(['shards:split', inst(source), '--to', inst(target), ...BOUNDS, '--yes', ...r()], {
+      env: {SHARDCTL_FAILPOINT: 'registry:after:sleep-60000'},
+    })
     await untilStepDone(reg, 'registry')
     process.kill(run.pid, 'SIGINT')
     const done = await run.done
     expect(done.exitCode).to.equal(130)
-    expect(done.stderr).to.match(new RegExp(`Interrupted\\. The split is recorded in the registry's journal; run shards:split ${inst(source)} again to finish or roll it back\\.`))
+    expect(done.stderr).to.match(
+      new RegExp(
+        `Interrupted\\. The split is recorded in the registry's journal; run shards:split ${inst(source)} again to finish or roll it back\\.`,
+      ),
+    )
     const again = await spawnCli(['shards:split', inst(source), ...BOUNDS, '--yes', '--json', ...r()])
     expect(again.exitCode, again.stderr).to.equal(0)
     expect(JSON.parse(again.stdout).recovered).to.equal('rolled-forward')
@@ -326,9 +429,12 @@ describe('shards:split', () => {
     for (const [failpoint, outcome] of steps) {
       it(`SIGKILL at ${failpoint}: the next run ${outcome === 'rolled-back' ? 'rolls back' : 'finishes'}, nothing lost`, async () => {
         const writer = await startWriter(['s000', 's001', 's002'])
-        const killed = await spawnCli(['shards:split', inst(source), '--to', inst(target), '--max-pause', '5s', ...BOUNDS, '--yes', ...r()], {
-          env: {SHARDCTL_FAILPOINT: `${failpoint}:kill`},
-        })
+        const killed = await spawnCli(
+          ['shards:split', inst(source), '--to', inst(target), '--max-pause', '5s', ...BOUNDS, '--yes', ...r()],
+          {
+            env: {SHARDCTL_FAILPOINT: `${failpoint}:kill`},
+          },
+        )
         expect(killed.exitCode, killed.stderr).to.not.equal(0)
         expect(await reg.exists('shards._journal'), killed.stderr).to.equal(1)
         const again = await spawnCli(['shards:split', inst(source), ...BOUNDS, '--yes', '--json', ...r()])
@@ -346,7 +452,10 @@ describe('shards:split', () => {
     for (const step of ['registry', 'hold', 'fence', 'catch-up', 'promote', 'release']) {
       it(`stopped (SIGSTOP) after ${step}`, async () => {
         const writer = await startWriter()
-        const run = await stoppedAt(['shards:split', inst(source), '--to', inst(target), ...BOUNDS, '--yes', '--json', ...r()], `${step}:after:stop`)
+        const run = await stoppedAt(
+          ['shards:split', inst(source), '--to', inst(target), ...BOUNDS, '--yes', '--json', ...r()],
+          `${step}:after:stop`,
+        )
         await frozenFor(run, 2500)
         const done = await run.done
         expect(done.exitCode, done.stderr + done.stdout).to.equal(0)
@@ -365,8 +474,21 @@ describe('shards:split', () => {
         const proxy = await startReplyDelayProxy(fleet.registry.port)
         try {
           const writer = await startWriter()
-          const run = await startCli(['shards:split', inst(source), '--to', inst(target), ...BOUNDS, '--yes', '--json', '-r', `redis://127.0.0.1:${proxy.port}/0`])
-          await until(`step ${step} done`, async () => stepDone(await readJournal(reg), step) || (await reg.exists('shards._journal')) === 0)
+          const run = await startCli([
+            'shards:split',
+            inst(source),
+            '--to',
+            inst(target),
+            ...BOUNDS,
+            '--yes',
+            '--json',
+            '-r',
+            `redis://127.0.0.1:${proxy.port}/0`,
+          ])
+          await until(
+            `step ${step} done`,
+            async () => stepDone(await readJournal(reg), step) || (await reg.exists('shards._journal')) === 0,
+          )
           proxy.stallFor(2500)
           const done = await run.done
           expect(done.exitCode, done.stderr + done.stdout).to.equal(0)
@@ -383,7 +505,11 @@ describe('shards:split', () => {
     for (const step of ['registry', 'fence', 'promote', 'release']) {
       it(`stopped after ${step}: once resumed it changes nothing anywhere and exits 4`, async () => {
         const writer = await startWriter(['s000', 's001', 's002'])
-        const stale = await stoppedAt(['shards:split', inst(source), '--to', inst(target), ...BOUNDS, '--yes', ...r()], `${step}:after:stop`, {SHARDCTL_LOCK_LEASE: '1s'})
+        const stale = await stoppedAt(
+          ['shards:split', inst(source), '--to', inst(target), ...BOUNDS, '--yes', ...r()],
+          `${step}:after:stop`,
+          {SHARDCTL_LOCK_LEASE: '1s'},
+        )
         await until('the stale lease expired', async () => (await reg.exists('shards._lock')) === 0)
         const recovery = await spawnCli(['shards:split', inst(source), ...BOUNDS, '--yes', '--json', ...r()])
         expect(recovery.exitCode, recovery.stderr + recovery.stdout).to.equal(0)
@@ -501,14 +627,29 @@ describe('shards:split', () => {
   it("--spawn starts the target with the source's settings and a replica, end to end", async () => {
     const dir = mkdtempSync(join(tmpdir(), 'shardctl-spawn-'))
     try {
-      const run = await spawnCli(['shards:split', inst(source), '--spawn', '--spawn-replicas', '1', '--dir', dir, ...BOUNDS, '--yes', '--json', ...r()])
+      const run = await spawnCli([
+        'shards:split',
+        inst(source),
+        '--spawn',
+        '--spawn-replicas',
+        '1',
+        '--dir',
+        dir,
+        ...BOUNDS,
+        '--yes',
+        '--json',
+        ...r(),
+      ])
       expect(run.exitCode, run.stderr).to.equal(0)
       const result = JSON.parse(run.stdout)
       const {spawned} = result
       expect(spawned).to.have.length(2)
       const [newMaster, newReplica] = spawned
       for (const m of result.plan.moves as {id: string; db: number}[]) {
-        expect(await reg.hgetall(`shards.${m.id}`)).to.deep.equal({master: `127.0.0.1:${newMaster.port}/${m.db}`, slave0: `127.0.0.1:${newReplica.port}/${m.db}`})
+        expect(await reg.hgetall(`shards.${m.id}`)).to.deep.equal({
+          master: `127.0.0.1:${newMaster.port}/${m.db}`,
+          slave0: `127.0.0.1:${newReplica.port}/${m.db}`,
+        })
       }
       const list = await spawnCli(['shards:list', '--json', ...r()])
       for (const s of JSON.parse(list.stdout).shards) expect(s.problems, s.id).to.deep.equal([])

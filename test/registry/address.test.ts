@@ -23,10 +23,30 @@ describe('registry/address', () => {
     expect(formatAddress(parseAddress('redis://u:secret@h:1/2'))).to.equal('h:1/2')
   })
 
-  const bad = ['', 'redis://%@h:1', 'redis://u:%zz@h:1', 'host', 'host:', ':6379', 'host:0', 'host:65536', 'host:abc', 'host:6379/x', 'host:6379/-1', '[::1:6379', 'a b:1', 'http://h:1', 'redis://h:1/db', '::1:6379', 'host:6379/3/4']
+  const bad = [
+    '',
+    'redis://%@h:1',
+    'redis://u:%zz@h:1',
+    'host',
+    'host:',
+    ':6379',
+    'host:0',
+    'host:65536',
+    'host:abc',
+    'host:6379/x',
+    'host:6379/-1',
+    '[::1:6379',
+    'a b:1',
+    'http://h:1',
+    'redis://h:1/db',
+    '::1:6379',
+    'host:6379/3/4',
+  ]
   for (const input of bad) {
     it(`refuses ${JSON.stringify(input)} with a usage error`, () => {
-      expect(() => parseAddress(input)).to.throw(ShardctlError).with.property('exitCode', 2)
+      expect(() => parseAddress(input))
+        .to.throw(ShardctlError)
+        .with.property('exitCode', 2)
     })
   }
 

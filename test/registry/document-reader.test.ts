@@ -31,7 +31,7 @@ describe('registry/document-reader: a document of any size in constant memory', 
     format: 'shardctl-registry',
     version: 1,
     shards: [{id: 's1', weight: 1.5, master: 'h:1/0', replicas: ['r:1/0'], persist: [], extra: {note: 'a "quoted" {brace} [x], \\\\ end'}}],
-    map: {'user:1': 's1', 'we"ird\\\\key': 's1', 'ü:ñ': 's1', '': 's1', 'last': 's1'},
+    map: {'user:1': 's1', 'we"ird\\\\key': 's1', 'ü:ñ': 's1', '': 's1', last: 's1'},
   }
 
   // Every chunk size, down to 1 byte: a token cut anywhere is read whole.

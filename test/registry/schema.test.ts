@@ -17,7 +17,9 @@ describe('registry/schema', () => {
   it('accepts valid ids and refuses the rest', () => {
     for (const id of ['s1', '0', 'A-b_c', 'x'.repeat(64)]) expect(validateShardId(id)).to.equal(id)
     for (const id of ['', '_x', '-x', 'map', 'list', 'a.b', 'a b', 'x'.repeat(65), 'é', 's1\n']) {
-      expect(() => validateShardId(id), id).to.throw(ShardctlError).with.property('exitCode', 2)
+      expect(() => validateShardId(id), id)
+        .to.throw(ShardctlError)
+        .with.property('exitCode', 2)
     }
   })
 
@@ -26,7 +28,9 @@ describe('registry/schema', () => {
     expect(parseWeight('2.5')).to.equal(2.5)
     expect(parseWeight('1e3')).to.equal(1000)
     for (const w of ['-1', '-0.5', 'NaN', 'Infinity', '-Infinity', '1e999', '', 'abc', '0x10', '1,5', ' ']) {
-      expect(() => parseWeight(w), w).to.throw(ShardctlError).with.property('exitCode', 2)
+      expect(() => parseWeight(w), w)
+        .to.throw(ShardctlError)
+        .with.property('exitCode', 2)
     }
   })
 
@@ -58,7 +62,13 @@ describe('registry/schema', () => {
 
 describe('registry/assign WeightedPicker', () => {
   it('maps the unit interval onto weights in proportion and never picks weight 0', () => {
-    const picker = new WeightedPicker(new Map([['a', 1], ['zero', 0], ['b', 3]]))
+    const picker = new WeightedPicker(
+      new Map([
+        ['a', 1],
+        ['zero', 0],
+        ['b', 3],
+      ]),
+    )
     expect(picker.total).to.equal(4)
     expect(picker.pick(0)).to.equal('a')
     expect(picker.pick(0.2499)).to.equal('a')
@@ -74,8 +84,18 @@ describe('registry/assign WeightedPicker', () => {
 
 describe('registry/manage proposeEvenWeights', () => {
   it('gives the emptier shards more weight and keeps drained shards drained', () => {
-    const current = new Map([['full', 1], ['half', 1], ['empty', 1], ['drained', 0]])
-    const fill = new Map([['full', 100], ['half', 50], ['empty', 0], ['drained', 0]])
+    const current = new Map([
+      ['full', 1],
+      ['half', 1],
+      ['empty', 1],
+      ['drained', 0],
+    ])
+    const fill = new Map([
+      ['full', 100],
+      ['half', 50],
+      ['empty', 0],
+      ['drained', 0],
+    ])
     const proposed = Object.fromEntries(proposeEvenWeights(current, fill).map((c) => [c.id, c.proposed]))
     expect(proposed.drained).to.equal(0)
     expect(proposed.empty).to.be.greaterThan(proposed.half)
@@ -83,7 +103,13 @@ describe('registry/manage proposeEvenWeights', () => {
   })
 
   it('proposes equal weights for an empty fleet', () => {
-    const changes = proposeEvenWeights(new Map([['a', 5], ['b', 1]]), new Map())
+    const changes = proposeEvenWeights(
+      new Map([
+        ['a', 5],
+        ['b', 1],
+      ]),
+      new Map(),
+    )
     expect(changes.map((c) => c.proposed)).to.deep.equal([100, 100])
   })
 })

@@ -15,7 +15,12 @@ export default class SandboxStatus extends ShardctlCommand<typeof SandboxStatus>
     const dir = this.flags.dir ?? defaultSandboxDir()
     const {state, nodes} = await sandboxStatus(dir)
     const all = readSpawned()
-    const mine = new Set(spawnedFor(nodes.map((n) => n.port), all))
+    const mine = new Set(
+      spawnedFor(
+        nodes.map((n) => n.port),
+        all,
+      ),
+    )
     const spawned = all.map((i) => ({...i, running: isAlive(i.pid) && isOurRedis(i.pid, i.port), stoppedWithSandbox: mine.has(i.port)}))
     const result = {dir, running: nodes.filter((n) => n.running).length, registry: state?.registryUrl ?? null, nodes, spawned}
     if (!state && spawned.length === 0) {
@@ -25,14 +30,24 @@ export default class SandboxStatus extends ShardctlCommand<typeof SandboxStatus>
     if (!this.jsonEnabled()) {
       const state_ = (running: boolean) => (running ? paint.ok('running') : paint.bad('stopped'))
       const rows = [
-        ...nodes.map((n) => [n.role, `127.0.0.1:${n.port}`, n.replicaOf ? `of 127.0.0.1:${n.replicaOf}` : '', String(n.pid), state_(n.running)]),
+        ...nodes.map((n) => [
+          n.role,
+          `127.0.0.1:${n.port}`,
+          n.replicaOf ? `of 127.0.0.1:${n.replicaOf}` : '',
+          String(n.pid),
+          state_(n.running),
+        ]),
         ...spawned.map((i) => ['spawned', `127.0.0.1:${i.port}`, `for the split of ${i.forSplitOf}`, String(i.pid), state_(i.running)]),
       ]
       this.log(renderTable(['ROLE', 'ADDRESS', 'REPLICA', 'PID', 'STATE'], rows))
       if (state) this.progress(`Registry: ${state.registryUrl} (prefix ${state.prefix}). Data in ${dir}.`)
       const others = spawned.length - mine.size
-      if (mine.size > 0) this.progress(`${plural(mine.size, 'instance')} started by shards:split --spawn for this sandbox; sandbox:down stops them too.`)
-      if (others > 0) this.progress(`${plural(others, 'instance')} started by shards:split --spawn for other splits; sandbox:down leaves ${others === 1 ? 'it' : 'them'} running.`)
+      if (mine.size > 0)
+        this.progress(`${plural(mine.size, 'instance')} started by shards:split --spawn for this sandbox; sandbox:down stops them too.`)
+      if (others > 0)
+        this.progress(
+          `${plural(others, 'instance')} started by shards:split --spawn for other splits; sandbox:down leaves ${others === 1 ? 'it' : 'them'} running.`,
+        )
     }
     const stopped = nodes.length - result.running
     if (stopped > 0) this.partial(result, `${stopped} of ${nodes.length} sandbox processes are not running`)

@@ -37,7 +37,13 @@ export default class SandboxUp extends ShardctlCommand<typeof SandboxUp> {
     const dir = flags.dir ?? defaultSandboxDir()
     if (flags['dry-run']) {
       const plan = planPorts({basePort: flags.port, instances: flags.instances, replicas: flags.replicas})
-      const rows = [['registry', String(plan.registry), ''], ...plan.instances.flatMap((i) => [['master', String(i.port), ''], ...i.replicas.map((r) => ['replica', String(r), `of ${i.port}`])])]
+      const rows = [
+        ['registry', String(plan.registry), ''],
+        ...plan.instances.flatMap((i) => [
+          ['master', String(i.port), ''],
+          ...i.replicas.map((r) => ['replica', String(r), `of ${i.port}`]),
+        ]),
+      ]
       this.log(renderTable(['ROLE', 'PORT', 'REPLICA'], rows))
       this.progress(`Would start ${rows.length} redis-server processes with ${flags.shards} shards; data in ${dir} (dry run).`)
       return {registry: `redis://127.0.0.1:${plan.registry}/0`, prefix: flags.prefix, dir, nodes: [], dryRun: true}

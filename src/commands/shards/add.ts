@@ -16,7 +16,12 @@ export default class ShardsAdd extends RegistryCommand<typeof ShardsAdd> {
   ]
 
   static override args = {
-    id: Args.string({description: 'Shard id: 1-64 of [A-Za-z0-9_-], starting with a letter or digit.', required: true, parse: shardIdArg, ignoreStdin: true}),
+    id: Args.string({
+      description: 'Shard id: 1-64 of [A-Za-z0-9_-], starting with a letter or digit.',
+      required: true,
+      parse: shardIdArg,
+      ignoreStdin: true,
+    }),
   }
 
   static override flags = {
@@ -42,7 +47,13 @@ export default class ShardsAdd extends RegistryCommand<typeof ShardsAdd> {
     this.log(`${verb} shard ${paint.bold(shard.id)}: master ${formatAddress(shard.master)}, ${replicas}, weight ${shard.weight}`)
     return {
       applied: result.applied,
-      shard: {id: shard.id, weight: shard.weight, master: formatAddress(shard.master), replicas: shard.replicas.map(formatAddress), persist: shard.persist.map(formatAddress)},
+      shard: {
+        id: shard.id,
+        weight: shard.weight,
+        master: formatAddress(shard.master),
+        replicas: shard.replicas.map(formatAddress),
+        persist: shard.persist.map(formatAddress),
+      },
     }
   }
 }

@@ -3,7 +3,16 @@ import {Args, Flags} from '@oclif/core'
 import {RegistryCommand} from '../../base-command.js'
 import {dryRunFlag, shardIdArg} from '../../flags.js'
 import {usageError} from '../../errors.js'
-import {type AssignResult, type Batches, WeightedPicker, assignHashes, checkHash, inBatches, lookupHashes, noWeightedShard} from '../../registry/assign.js'
+import {
+  type AssignResult,
+  type Batches,
+  WeightedPicker,
+  assignHashes,
+  checkHash,
+  inBatches,
+  lookupHashes,
+  noWeightedShard,
+} from '../../registry/assign.js'
 import {readLineBatches, writeChunk} from '../../ui/lines.js'
 import {paint, plural, renderTable} from '../../ui/terminal.js'
 
@@ -67,7 +76,12 @@ export default class ShardsAssign extends RegistryCommand<typeof ShardsAssign> {
       }
       if (!this.jsonEnabled() && !flags.quiet) {
         const status = (r: AssignResult) => (r.assigned ? paint.ok(flags['dry-run'] ? 'would assign' : 'assigned') : paint.dim('existing'))
-        this.log(renderTable(['HASH', 'SHARD', 'STATUS'], all.map((r) => [r.hash, r.shard, status(r)])))
+        this.log(
+          renderTable(
+            ['HASH', 'SHARD', 'STATUS'],
+            all.map((r) => [r.hash, r.shard, status(r)]),
+          ),
+        )
       }
       this.progress(this.describe(summary))
       return this.ignoredShard({...summary, results: all}, summary)
@@ -91,9 +105,13 @@ export default class ShardsAssign extends RegistryCommand<typeof ShardsAssign> {
   private ignoredShard<R extends object>(result: R, summary: AssignSummary): R {
     if (!summary.elsewhere) return result
     const named = summary.elsewhereSample!.map((e) => `${e.hash} (${e.shard})`).join(', ')
-    const more = summary.elsewhere > summary.elsewhereSample!.length ? ` and ${summary.elsewhere - summary.elsewhereSample!.length} more` : ''
+    const more =
+      summary.elsewhere > summary.elsewhereSample!.length ? ` and ${summary.elsewhere - summary.elsewhereSample!.length} more` : ''
     const which = `${plural(summary.elsewhere, 'hash', 'hashes')} ${summary.elsewhere === 1 ? 'is' : 'are'}`
-    return this.partial(result, `${which} already on another shard and stayed there, not on ${this.flags.shard}: ${named}${more}; move them with --force`)
+    return this.partial(
+      result,
+      `${which} already on another shard and stayed there, not on ${this.flags.shard}: ${named}${more}; move them with --force`,
+    )
   }
 
   private batches(stdin: boolean): Batches {
@@ -114,7 +132,9 @@ export default class ShardsAssign extends RegistryCommand<typeof ShardsAssign> {
     const move = this.flags.force && shard !== undefined
     for await (const batch of lookupHashes(registry, batches)) {
       yield batch.map(({hash, shard: existing}) =>
-        existing !== null && !move ? {hash, shard: existing, assigned: false} : {hash, shard: shard ?? picker!.pick(), assigned: existing !== shard},
+        existing !== null && !move
+          ? {hash, shard: existing, assigned: false}
+          : {hash, shard: shard ?? picker!.pick(), assigned: existing !== shard},
       )
     }
   }

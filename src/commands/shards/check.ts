@@ -38,13 +38,37 @@ Exit code 0 when everything is healthy, 3 when any problem is found: a CI job ca
     shard: Flags.custom<string>({summary: 'Check only this shard (repeatable).', helpValue: '<id>', multiple: true, parse: shardIdArg})(),
     canary: Flags.boolean({summary: 'Write a canary per shard and see it arrive on every replica.', default: false}),
     persistence: Flags.boolean({summary: 'Check AOF, fsync and RDB saves on the persisting nodes.', default: false}),
-    'max-lag': countFlag('byte count', 0, Number.MAX_SAFE_INTEGER)({summary: 'A replica further behind than this many bytes is a problem.', default: 1_048_576, helpValue: '<bytes>'}),
-    'max-lag-seconds': countFlag('number of seconds', 0, 86_400)({summary: 'A replica not heard from for longer is a problem.', default: 10}),
-    'max-save-age': countFlag('number of seconds', 0, 31_536_000)({summary: 'Oldest acceptable RDB save, in seconds, when changes wait for one (0: no limit).', default: 3600}),
+    'max-lag': countFlag(
+      'byte count',
+      0,
+      Number.MAX_SAFE_INTEGER,
+    )({summary: 'A replica further behind than this many bytes is a problem.', default: 1_048_576, helpValue: '<bytes>'}),
+    'max-lag-seconds': countFlag(
+      'number of seconds',
+      0,
+      86_400,
+    )({summary: 'A replica not heard from for longer is a problem.', default: 10}),
+    'max-save-age': countFlag(
+      'number of seconds',
+      0,
+      31_536_000,
+    )({summary: 'Oldest acceptable RDB save, in seconds, when changes wait for one (0: no limit).', default: 3600}),
     fence: Flags.boolean({summary: 'Set min-replicas-to-write on masters that have none (asks first).', default: false}),
-    'allow-no-replica': Flags.boolean({summary: 'Accept masters without any replica (reported, not a problem).', env: 'SHARDCTL_ALLOW_NO_REPLICA', default: false}),
-    'fence-replicas': countFlag('replica count', 1, 100)({summary: 'min-replicas-to-write that --fence sets (at most the replicas a master has).', default: 1}),
-    'fence-max-lag': countFlag('number of seconds', 1, 3600)({summary: 'min-replicas-max-lag, in seconds, that --fence sets.', default: 10}),
+    'allow-no-replica': Flags.boolean({
+      summary: 'Accept masters without any replica (reported, not a problem).',
+      env: 'SHARDCTL_ALLOW_NO_REPLICA',
+      default: false,
+    }),
+    'fence-replicas': countFlag(
+      'replica count',
+      1,
+      100,
+    )({summary: 'min-replicas-to-write that --fence sets (at most the replicas a master has).', default: 1}),
+    'fence-max-lag': countFlag(
+      'number of seconds',
+      1,
+      3600,
+    )({summary: 'min-replicas-max-lag, in seconds, that --fence sets.', default: 10}),
     'dry-run': dryRunFlag,
     yes: yesFlag,
   }
@@ -75,7 +99,11 @@ Exit code 0 when everything is healthy, 3 when any problem is found: a CI job ca
           await applyFence(plan, instancesOf(groups), pool, settings)
           const fenced = plan.filter((r) => r.action === 'fenced')
           if (fenced.length > 0) {
-            await registry.apply(new Change(), 'instances.fenced', {masters: fenced.map((r) => r.master), minReplicasToWrite: settings.minReplicas, minReplicasMaxLag: settings.maxLagSeconds})
+            await registry.apply(new Change(), 'instances.fenced', {
+              masters: fenced.map((r) => r.master),
+              minReplicasToWrite: settings.minReplicas,
+              minReplicasMaxLag: settings.maxLagSeconds,
+            })
           }
           tally(report)
         } else {
@@ -100,16 +128,39 @@ Exit code 0 when everything is healthy, 3 when any problem is found: a CI job ca
       return
     }
     const status = (problems: string[]) => (problems.length === 0 ? paint.ok('ok') : paint.bad(problems.join('\n')))
-    this.section('Topology', ['MASTER', 'SHARDS', 'REPLICAS', 'STATUS'], report.topology.map((row) => topologyLine(row, status)))
-    this.section('Fencing', ['MASTER', 'SHARDS', 'REPLICAS', 'MIN-REPLICAS', 'GOOD', 'STATUS'], report.fencing.map((row) => fencingLine(row, status)))
-    if (report.canary) this.section('Canary', ['MASTER', 'SHARDS', 'REPLICA', 'SEEN', 'P50', 'MAX', 'PUBSUB', 'STATUS'], report.canary.flatMap((row) => canaryLines(row, status)))
-    if (report.persistence) this.section('Persistence', ['NODE', 'ROLE', 'SHARDS', 'AOF', 'FSYNC', 'LAST SAVE', 'STATUS'], report.persistence.map((row) => persistenceLine(row, status)))
+    this.section(
+      'Topology',
+      ['MASTER', 'SHARDS', 'REPLICAS', 'STATUS'],
+      report.topology.map((row) => topologyLine(row, status)),
+    )
+    this.section(
+      'Fencing',
+      ['MASTER', 'SHARDS', 'REPLICAS', 'MIN-REPLICAS', 'GOOD', 'STATUS'],
+      report.fencing.map((row) => fencingLine(row, status)),
+    )
+    if (report.canary)
+      this.section(
+        'Canary',
+        ['MASTER', 'SHARDS', 'REPLICA', 'SEEN', 'P50', 'MAX', 'PUBSUB', 'STATUS'],
+        report.canary.flatMap((row) => canaryLines(row, status)),
+      )
+    if (report.persistence)
+      this.section(
+        'Persistence',
+        ['NODE', 'ROLE', 'SHARDS', 'AOF', 'FSYNC', 'LAST SAVE', 'STATUS'],
+        report.persistence.map((row) => persistenceLine(row, status)),
+      )
     for (const b of report.broken) this.warn(`shard ${b.id} is not readable: ${b.problems.join('; ')}`)
     for (const u of report.unreplicated) {
       if (u.accepted) this.progress(paint.dim(`${u.master} has no replica (accepted with --allow-no-replica)`))
       else this.warn(u.problems[0])
     }
-    if (report.leftovers.length > 0) this.section('Left behind', ['WHAT', 'STATUS'], report.leftovers.map((row) => [row.subject, status(row.problems)]))
+    if (report.leftovers.length > 0)
+      this.section(
+        'Left behind',
+        ['WHAT', 'STATUS'],
+        report.leftovers.map((row) => [row.subject, status(row.problems)]),
+      )
     const where = `${plural(report.shards, 'shard')} on ${plural(report.instances, 'instance')}`
     this.progress(report.healthy ? `${where}: ${paint.ok('healthy')}` : `${where}: ${paint.bad(plural(report.problems, 'problem'))}`)
   }
@@ -134,10 +185,20 @@ function topologyLine(row: TopologyRow, status: Status): string[] {
 }
 
 function fencingLine(row: FencingRow, status: Status): string[] {
-  const setting = row.fenced ? `${row.minReplicasToWrite ?? 'on'}${row.minReplicasMaxLag === undefined ? '' : ` (lag ≤ ${row.minReplicasMaxLag}s)`}` : paint.warn('0')
+  const setting = row.fenced
+    ? `${row.minReplicasToWrite ?? 'on'}${row.minReplicasMaxLag === undefined ? '' : ` (lag ≤ ${row.minReplicasMaxLag}s)`}`
+    : paint.warn('0')
   let cell = row.replicas === 0 && row.problems.length === 0 ? paint.dim('no replicas to fence with') : status(row.problems)
-  if (row.action) cell += `\n${row.action === 'fenced' ? paint.ok('fenced now') : paint.warn(row.action)}${row.actionNote ? paint.dim(`: ${row.actionNote}`) : ''}`
-  return [row.master, describeIds(row.shards), String(row.replicas), setting, row.goodReplicas === undefined ? '-' : String(row.goodReplicas), cell]
+  if (row.action)
+    cell += `\n${row.action === 'fenced' ? paint.ok('fenced now') : paint.warn(row.action)}${row.actionNote ? paint.dim(`: ${row.actionNote}`) : ''}`
+  return [
+    row.master,
+    describeIds(row.shards),
+    String(row.replicas),
+    setting,
+    row.goodReplicas === undefined ? '-' : String(row.goodReplicas),
+    cell,
+  ]
 }
 
 function canaryLines(row: CanaryRow, status: Status): string[][] {
@@ -157,5 +218,13 @@ function canaryLines(row: CanaryRow, status: Status): string[][] {
 
 function persistenceLine(row: PersistenceRow, status: Status): string[] {
   const age = row.lastSaveAgeSeconds === undefined ? '-' : `${formatCount(row.lastSaveAgeSeconds)} s ago`
-  return [row.instance, row.role, describeIds([...new Set(row.shards)]), row.aof === undefined ? '-' : row.aof ? 'on' : 'off', row.fsync ?? '-', age, status(row.problems)]
+  return [
+    row.instance,
+    row.role,
+    describeIds([...new Set(row.shards)]),
+    row.aof === undefined ? '-' : row.aof ? 'on' : 'off',
+    row.fsync ?? '-',
+    age,
+    status(row.problems),
+  ]
 }

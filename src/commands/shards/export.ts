@@ -30,7 +30,9 @@ export default class ShardsExport extends RegistryCommand<typeof ShardsExport> {
     const counts = await writeDocument(registry, file, {withMap: this.flags['with-map']})
     file.end()
     await finished(file)
-    this.progress(`Wrote ${counts.shards} shards${this.flags['with-map'] ? ` and ${counts.mapEntries} map entries` : ''} to ${this.flags.out}.`)
+    this.progress(
+      `Wrote ${counts.shards} shards${this.flags['with-map'] ? ` and ${counts.mapEntries} map entries` : ''} to ${this.flags.out}.`,
+    )
     return {out: this.flags.out, ...counts}
   }
 }

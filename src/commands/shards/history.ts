@@ -19,7 +19,13 @@ export default class ShardsHistory extends RegistryCommand<typeof ShardsHistory>
     if (!this.jsonEnabled()) {
       if (events.length === 0) this.progress('No history yet.')
       // Cut to fit a terminal; whole in a pipe, where a script or a file reads it.
-      else this.log(renderTable(['AT', 'BY', 'COMMAND', 'CHANGE', 'DETAILS'], events.map((e) => [e.at, e.by, e.command, e.type, describeEvent(e, process.stdout.isTTY ? 100 : Infinity)])))
+      else
+        this.log(
+          renderTable(
+            ['AT', 'BY', 'COMMAND', 'CHANGE', 'DETAILS'],
+            events.map((e) => [e.at, e.by, e.command, e.type, describeEvent(e, process.stdout.isTTY ? 100 : Infinity)]),
+          ),
+        )
     }
     return {events}
   }

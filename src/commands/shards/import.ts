@@ -9,13 +9,23 @@ import {Args, Flags} from '@oclif/core'
 import {RegistryCommand} from '../../base-command.js'
 import {usageError} from '../../errors.js'
 import {dryRunFlag, yesFlag} from '../../flags.js'
-import {ATOMIC_MAP_ENTRIES, type ImportDiff, applyDocument, diffDocument, mapOf, readDocumentFile, stagedParts, stagingKey} from '../../registry/document.js'
+import {
+  ATOMIC_MAP_ENTRIES,
+  type ImportDiff,
+  applyDocument,
+  diffDocument,
+  mapOf,
+  readDocumentFile,
+  stagedParts,
+  stagingKey,
+} from '../../registry/document.js'
 import {formatCount, paint, plural, renderTable} from '../../ui/terminal.js'
 
 export default class ShardsImport extends RegistryCommand<typeof ShardsImport> {
   /** Holds the lock for long: renewed from a worker thread (see ops/lock-renewer.ts). */
   static longRunning = true
-  static override summary = 'Apply a registry document: show the difference, then apply it atomically (a large map change in atomic slices).'
+  static override summary =
+    'Apply a registry document: show the difference, then apply it atomically (a large map change in atomic slices).'
   static override description = `The document (from shards:export) is checked whole first — format, version, shape and content — and refused before anything changes if any part is wrong. The difference with the registry is shown (shards added, changed, removed with --prune; map entries set), and applied on confirmation or --yes, atomically and with its event. "-" reads the document from stdin.
 
 Any size, in constant memory: the map is read a batch at a time, compared with the registry's a batch at a time, and staged in a hash of its own; onto an empty map it is renamed into place in the same atomic step as the shards. A change of more than ${ATOMIC_MAP_ENTRIES.toLocaleString('en-US')} map entries to an existing map is applied a slice of that size at a time (each slice atomic, every hash always routed to an existing shard), so that no single step keeps the registry from answering applications.`
@@ -46,7 +56,8 @@ Any size, in constant memory: the map is read a batch at a time, compared with t
     this.onCleanup(async () => {
       if (!applied) await registry.client.unlink(...stagedParts(stage)).catch(() => undefined)
     })
-    const make = (staging: boolean) => diffDocument(registry, doc, {prune: this.flags.prune, map: hasMap ? mapOf(file, doc) : undefined, stage: staging ? stage : undefined})
+    const make = (staging: boolean) =>
+      diffDocument(registry, doc, {prune: this.flags.prune, map: hasMap ? mapOf(file, doc) : undefined, stage: staging ? stage : undefined})
     type Plan = Awaited<ReturnType<typeof make>>
     const count = ({diff}: Plan) => diff.added.length + diff.changed.length + diff.removed.length + diff.mapSet + diff.mapChanged
     const show = ({diff}: Plan) => {
@@ -81,8 +92,13 @@ Any size, in constant memory: the map is read a batch at a time, compared with t
     }
     const {steps} = await applyDocument(registry, diff, {key: stage, entries: plan.staged, mapWasEmpty: plan.mapWasEmpty})
     applied = true
-    const sliced = steps > 1 ? ` in ${steps} steps (a map change of more than ${formatCount(ATOMIC_MAP_ENTRIES)} entries is applied a slice at a time)` : ''
-    this.progress(`Imported: ${diff.added.length} added, ${diff.changed.length} changed, ${diff.removed.length} removed, ${plural(plan.staged, 'map entry', 'map entries')}${sliced}.`)
+    const sliced =
+      steps > 1
+        ? ` in ${steps} steps (a map change of more than ${formatCount(ATOMIC_MAP_ENTRIES)} entries is applied a slice at a time)`
+        : ''
+    this.progress(
+      `Imported: ${diff.added.length} added, ${diff.changed.length} changed, ${diff.removed.length} removed, ${plural(plan.staged, 'map entry', 'map entries')}${sliced}.`,
+    )
     return {applied: true, diff, steps}
   }
 
@@ -105,7 +121,11 @@ Any size, in constant memory: the map is read a batch at a time, compared with t
 
   private render(diff: ImportDiff): void {
     const rows: string[][] = [
-      ...diff.added.map((s) => [paint.ok('+'), s.id, `weight ${s.weight}, master ${s.master}${s.replicas.length ? `, replicas ${s.replicas.join(' ')}` : ''}`]),
+      ...diff.added.map((s) => [
+        paint.ok('+'),
+        s.id,
+        `weight ${s.weight}, master ${s.master}${s.replicas.length ? `, replicas ${s.replicas.join(' ')}` : ''}`,
+      ]),
       ...diff.changed.flatMap((c) => {
         const lines: string[][] = []
         for (const key of ['weight', 'master', 'replicas', 'persist', 'extra'] as const) {

@@ -16,7 +16,10 @@ export default class ShardsInit extends RegistryCommand<typeof ShardsInit> {
 
   static override flags = {
     instance: instanceFlag({summary: 'The instance (host:port) whose databases become shards.', required: true}),
-    replica: instanceFlag({summary: 'A replica instance of it (repeat for more): becomes slave0, slave1, ... of every shard.', multiple: true}),
+    replica: instanceFlag({
+      summary: 'A replica instance of it (repeat for more): becomes slave0, slave1, ... of every shard.',
+      multiple: true,
+    }),
     count: countFlag('count', 1, 100_000)({summary: 'How many shards.', required: true}),
     'first-db': countFlag('first db', 0, 1_000_000)({summary: 'Database of the first shard.', default: 0}),
     'id-prefix': Flags.string({summary: 'Shard ids are this prefix and a number.', default: 's'}),

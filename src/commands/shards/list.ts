@@ -32,7 +32,11 @@ At hundreds of shards: --filter narrows (instance=HOST:PORT, a master or replica
   static override flags = {
     probe: Flags.boolean({summary: 'Probe every instance (--no-probe: registry only).', default: true, allowNo: true}),
     counts: Flags.boolean({summary: 'Count the hashes assigned to each shard (scans the whole map).', default: false}),
-    filter: Flags.string({summary: 'Only shards matching: instance=HOST:PORT, health=ok|problem, id=PREFIX* (repeat: all must match).', multiple: true, helpValue: '<expr>'}),
+    filter: Flags.string({
+      summary: 'Only shards matching: instance=HOST:PORT, health=ok|problem, id=PREFIX* (repeat: all must match).',
+      multiple: true,
+      helpValue: '<expr>',
+    }),
     sort: Flags.string({summary: 'Order of the shards.', options: [...SORTS], default: 'id'}),
     columns: Flags.string({summary: `Columns to show, comma-separated: ${COLUMNS.join(',')}.`, helpValue: '<list>'}),
     wide: Flags.boolean({summary: 'Every replica with its address and lag (default: a short count).', default: false}),
@@ -46,8 +50,15 @@ At hundreds of shards: --filter narrows (instance=HOST:PORT, a master or replica
     const columns = this.columnsWanted()
     const filters = (flags.filter ?? []).map(parseFilter)
     const registry = await this.registry()
-    const overview = await fleetOverview(registry, await this.pool(), {probe: flags.probe || flags.instances, counts: flags.counts, instances: flags.instances})
-    overview.shards = sortShards(overview.shards.filter((s) => filters.every((f) => f(s))), flags.sort as (typeof SORTS)[number])
+    const overview = await fleetOverview(registry, await this.pool(), {
+      probe: flags.probe || flags.instances,
+      counts: flags.counts,
+      instances: flags.instances,
+    })
+    overview.shards = sortShards(
+      overview.shards.filter((s) => filters.every((f) => f(s))),
+      flags.sort as (typeof SORTS)[number],
+    )
     if (!this.jsonEnabled()) {
       if (flags.instances) this.renderInstances(overview)
       else this.render(overview, columns)
@@ -56,7 +67,13 @@ At hundreds of shards: --filter narrows (instance=HOST:PORT, a master or replica
     // A shard the registry cannot describe (overview.broken) is always listed, as a warning: it gates too.
     const unhealthy = [...overview.shards.filter((s) => s.problems.length > 0), ...overview.broken]
     if (flags['exit-status'] && unhealthy.length > 0) {
-      return this.partial(result, `${plural(unhealthy.length, 'shard')} with problems: ${unhealthy.slice(0, 5).map((s) => s.id).join(', ')}${unhealthy.length > 5 ? ', ...' : ''}`)
+      return this.partial(
+        result,
+        `${plural(unhealthy.length, 'shard')} with problems: ${unhealthy
+          .slice(0, 5)
+          .map((s) => s.id)
+          .join(', ')}${unhealthy.length > 5 ? ', ...' : ''}`,
+      )
     }
     return result
   }
@@ -72,10 +89,16 @@ At hundreds of shards: --filter narrows (instance=HOST:PORT, a master or replica
   private render(overview: FleetOverview, wanted: Column[]): void {
     if (overview.shards.length === 0 && overview.broken.length === 0) {
       const filtered = (this.flags.filter ?? []).length > 0
-      this.progress(filtered ? 'No shard matches the filter.' : `No shards under "${this.flags.prefix}" in ${formatAddress(this.flags.registry)}. Add some with shards:add or shards:init.`)
+      this.progress(
+        filtered
+          ? 'No shard matches the filter.'
+          : `No shards under "${this.flags.prefix}" in ${formatAddress(this.flags.registry)}. Add some with shards:add or shards:init.`,
+      )
       return
     }
-    const columns = wanted.filter((c) => (c === 'hashes' ? overview.shards[0]?.hashes !== undefined : c === 'keys' || c === 'status' ? overview.probed : true))
+    const columns = wanted.filter((c) =>
+      c === 'hashes' ? overview.shards[0]?.hashes !== undefined : c === 'keys' || c === 'status' ? overview.probed : true,
+    )
     const cell: Record<Column, (s: ShardOverview) => string> = {
       id: (s) => s.id,
       weight: (s) => String(s.weight),
@@ -86,10 +109,18 @@ At hundreds of shards: --filter narrows (instance=HOST:PORT, a master or replica
       replicas: (s) => this.replicas(s, overview.probed),
       status: (s) => (s.problems.length === 0 ? paint.ok('ok') : paint.bad(s.problems.join('; '))),
     }
-    this.log(renderTable(columns.map((c) => c.toUpperCase()), overview.shards.map((s) => columns.map((c) => cell[c](s)))))
+    this.log(
+      renderTable(
+        columns.map((c) => c.toUpperCase()),
+        overview.shards.map((s) => columns.map((c) => cell[c](s))),
+      ),
+    )
 
     const problems = overview.shards.filter((s) => s.problems.length > 0).length
-    const summary = [`${plural(overview.shards.length, 'shard')} on ${plural(overview.instances, 'instance')}`, `total weight ${overview.totalWeight}`]
+    const summary = [
+      `${plural(overview.shards.length, 'shard')} on ${plural(overview.instances, 'instance')}`,
+      `total weight ${overview.totalWeight}`,
+    ]
     if (overview.probed) summary.push(problems === 0 ? paint.ok('all healthy') : paint.bad(`${problems} with problems`))
     if (overview.orphanHashes) summary.push(paint.warn(`${plural(overview.orphanHashes, 'hash', 'hashes')} point at unknown shards`))
     this.progress(summary.join(', '))
@@ -125,7 +156,8 @@ At hundreds of shards: --filter narrows (instance=HOST:PORT, a master or replica
     const byMemory = this.flags.chart === 'memory'
     const measure = (r: InstanceOverview) => (byMemory ? r.usedMemory : r.keys) ?? 0
     const most = Math.max(1, ...rows.map(measure))
-    const memory = (r: InstanceOverview) => (r.usedMemory === undefined ? '-' : `${formatBytes(r.usedMemory)}${r.maxMemory ? ` of ${formatBytes(r.maxMemory)}` : ''}`)
+    const memory = (r: InstanceOverview) =>
+      r.usedMemory === undefined ? '-' : `${formatBytes(r.usedMemory)}${r.maxMemory ? ` of ${formatBytes(r.maxMemory)}` : ''}`
     this.log(
       renderTable(
         ['INSTANCE', 'ROLE', 'SHARDS', 'KEYS', 'MEMORY', 'REPLICAS', 'LAG', byMemory ? 'MEMORY' : 'KEYS'],

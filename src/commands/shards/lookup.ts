@@ -23,10 +23,7 @@ export default class ShardsLookup extends RegistryCommand<typeof ShardsLookup> {
   static override summary = 'Look shard hashes up: their shard id and master address.'
   static override description = `Unassigned hashes are reported as such, and the command then exits 3. --stdin reads one hash per line and streams "hash<TAB>shard<TAB>master" ("-" where unassigned; NDJSON under --json, ending with a summary line).`
 
-  static override examples = [
-    '<%= config.bin %> <%= command.id %> user:1001',
-    '<%= config.bin %> <%= command.id %> --stdin < hashes.txt',
-  ]
+  static override examples = ['<%= config.bin %> <%= command.id %> user:1001', '<%= config.bin %> <%= command.id %> --stdin < hashes.txt']
 
   static override args = {
     hash: Args.string({description: 'Shard hashes to look up (or --stdin).', multiple: true, ignoreStdin: true}),
@@ -37,9 +34,10 @@ export default class ShardsLookup extends RegistryCommand<typeof ShardsLookup> {
   }
 
   async run(): Promise<(LookupSummary & {results: LookupRow[]}) | {summary: LookupSummary}> {
-    const given = (this.args.hash ?? [])
+    const given = this.args.hash ?? []
     if (this.flags.stdin && given.length > 0) throw usageError('give hashes as arguments or with --stdin, not both')
-    if (!this.flags.stdin && given.length === 0) throw usageError('no hashes given', 'pass hashes as arguments, or --stdin to read them one per line')
+    if (!this.flags.stdin && given.length === 0)
+      throw usageError('no hashes given', 'pass hashes as arguments, or --stdin to read them one per line')
     const registry = await this.registry()
     // Masters come from one snapshot; a hash pointing at an unknown shard shows no master.
     const {shards} = await registry.snapshot()
@@ -59,10 +57,18 @@ export default class ShardsLookup extends RegistryCommand<typeof ShardsLookup> {
       if (out) await writeChunk(process.stdout, `${found.map(line).join('\n')}\n`)
       else rows.push(...found)
     }
-    if (out) this.progress(`${summary.total.toLocaleString('en-US')} hashes: ${summary.found.toLocaleString('en-US')} found, ${summary.unassigned.toLocaleString('en-US')} unassigned.`)
+    if (out)
+      this.progress(
+        `${summary.total.toLocaleString('en-US')} hashes: ${summary.found.toLocaleString('en-US')} found, ${summary.unassigned.toLocaleString('en-US')} unassigned.`,
+      )
 
     if (!out && !this.jsonEnabled()) {
-      this.log(renderTable(['HASH', 'SHARD', 'MASTER'], rows.map((r) => [r.hash, r.shard ?? paint.warn('unassigned'), r.master ?? '-'])))
+      this.log(
+        renderTable(
+          ['HASH', 'SHARD', 'MASTER'],
+          rows.map((r) => [r.hash, r.shard ?? paint.warn('unassigned'), r.master ?? '-']),
+        ),
+      )
     }
     const result = out ? {summary} : {...summary, results: rows}
     if (summary.unassigned > 0) this.partial(result, `${summary.unassigned} of ${summary.total} hashes are not assigned to any shard`)

@@ -6,7 +6,16 @@ import {ExitCode, ShardctlError, usageError} from '../../errors.js'
 import type {ConnectionPool} from '../../fleet/connect.js'
 import type {Registry} from '../../registry/registry.js'
 import {pendingOperation, readJournal} from '../../ops/journal.js'
-import {type PromotePlan, type PromoteRequest, type PromoteResult, executePromote, journalMatches, planPromote, recoverPromote, resolveInstance} from '../../ops/promote.js'
+import {
+  type PromotePlan,
+  type PromoteRequest,
+  type PromoteResult,
+  executePromote,
+  journalMatches,
+  planPromote,
+  recoverPromote,
+  resolveInstance,
+} from '../../ops/promote.js'
 import {parseInstance} from '../../registry/address.js'
 import {formatCount, paint, plural, renderTable} from '../../ui/terminal.js'
 
@@ -92,7 +101,13 @@ Each step is recorded in the registry's journal before it is taken. A run killed
         chosen = parseInstance(plan.newMaster)
         return question(plan)
       },
-      (plan) => ({mode: plan.mode, from: plan.oldMaster, to: plan.newMaster, others: plan.others, shards: plan.shards.map((m) => [m.id, m.before, m.after])}),
+      (plan) => ({
+        mode: plan.mode,
+        from: plan.oldMaster,
+        to: plan.newMaster,
+        others: plan.others,
+        shards: plan.shards.map((m) => [m.id, m.before, m.after]),
+      }),
     )
     if (!confirmed) {
       this.progress('Nothing changed.')
@@ -104,10 +119,15 @@ Each step is recorded in the registry's journal before it is taken. A run killed
     const result = await executePromote(registry, lock, pool, plan, {onStep: (step) => steps.step(step)}).finally(() => steps.end())
     this.report(result)
     if (result.pauseExceeded) {
-      this.warn(`writes were held ${result.pauseMs} ms, beyond --max-pause ${request.maxPauseMs} ms (the registry or this process was slow); none was lost`)
+      this.warn(
+        `writes were held ${result.pauseMs} ms, beyond --max-pause ${request.maxPauseMs} ms (the registry or this process was slow); none was lost`,
+      )
     }
     if (result.unreachable.length > 0) {
-      this.partial(result, `promoted, but ${result.unreachable.join(', ')} could not be repointed: point them at ${plan.newMaster} when they are back`)
+      this.partial(
+        result,
+        `promoted, but ${result.unreachable.join(', ')} could not be repointed: point them at ${plan.newMaster} when they are back`,
+      )
     }
     return result
   }
@@ -116,11 +136,19 @@ Each step is recorded in the registry's journal before it is taken. A run killed
   private async recover(registry: Registry, pool: ConnectionPool): Promise<PromoteResult> {
     const lock = await this.lock()
     const pending = await readJournal(registry)
-    if (!pending) throw new ShardctlError('the interrupted promote was finished by someone else meanwhile', {code: 'ECHANGED', exitCode: ExitCode.unhealthy, hint: 'see shards:history, then run the command again'})
+    if (!pending)
+      throw new ShardctlError('the interrupted promote was finished by someone else meanwhile', {
+        code: 'ECHANGED',
+        exitCode: ExitCode.unhealthy,
+        hint: 'see shards:history, then run the command again',
+      })
     this.progress(`Found an interrupted promote of ${(pending.plan as PromotePlan).oldMaster}; finishing or rolling it back...`)
     const recovered = await recoverPromote(registry, lock, pool, pending, {
       confirmEmergency: this.flags.force
-        ? (plan) => this.confirm(`${plan.oldMaster} is gone: finish the interrupted promote as an emergency failover to ${plan.newMaster}? Writes it had not received are lost.`)
+        ? (plan) =>
+            this.confirm(
+              `${plan.oldMaster} is gone: finish the interrupted promote as an emergency failover to ${plan.newMaster}? Writes it had not received are lost.`,
+            )
         : undefined,
     })
     this.log(
@@ -133,19 +161,35 @@ Each step is recorded in the registry's journal before it is taken. A run killed
 
   private render(plan: PromotePlan): void {
     const head = plan.mode === 'graceful' ? 'Graceful promote' : paint.bad('Emergency failover')
-    this.progress(`${head}: ${plan.oldMaster} → ${paint.bold(plan.newMaster)}${plan.lagBytes === null ? '' : `, ${formatCount(plan.lagBytes)} bytes behind now`}`)
-    this.log(renderTable(['SHARD', 'MASTER NOW', 'MASTER AFTER', 'REPLICAS AFTER'], plan.shards.map((s) => [s.id, s.before.master, s.after.master, s.after.replicas.join(', ') || '-'])))
-    for (const c of plan.candidates.filter((c) => !c.chosen)) this.progress(paint.dim(`  ${c.instance}: ${c.note === 'ok' ? 'will follow the new master' : c.note}`))
+    this.progress(
+      `${head}: ${plan.oldMaster} → ${paint.bold(plan.newMaster)}${plan.lagBytes === null ? '' : `, ${formatCount(plan.lagBytes)} bytes behind now`}`,
+    )
+    this.log(
+      renderTable(
+        ['SHARD', 'MASTER NOW', 'MASTER AFTER', 'REPLICAS AFTER'],
+        plan.shards.map((s) => [s.id, s.before.master, s.after.master, s.after.replicas.join(', ') || '-']),
+      ),
+    )
+    for (const c of plan.candidates.filter((c) => !c.chosen))
+      this.progress(paint.dim(`  ${c.instance}: ${c.note === 'ok' ? 'will follow the new master' : c.note}`))
   }
 
   private report(result: PromoteResult): void {
     const {plan} = result
     if (plan.mode === 'graceful') {
-      this.log(`Promoted ${plan.newMaster} for ${plan.shards.length} shards; writes paused ${result.pauseMs} ms (replica master after ${result.promoteMs} ms).`)
-      if (result.fencing) this.progress(`Fenced like its predecessor: min-replicas-to-write ${result.fencing['min-replicas-to-write']}, min-replicas-max-lag ${result.fencing['min-replicas-max-lag']}.`)
+      this.log(
+        `Promoted ${plan.newMaster} for ${plan.shards.length} shards; writes paused ${result.pauseMs} ms (replica master after ${result.promoteMs} ms).`,
+      )
+      if (result.fencing)
+        this.progress(
+          `Fenced like its predecessor: min-replicas-to-write ${result.fencing['min-replicas-to-write']}, min-replicas-max-lag ${result.fencing['min-replicas-max-lag']}.`,
+        )
     } else {
-      const missed = result.missedBytes === null || result.missedBytes === undefined ? 'an unknown number of' : formatCount(result.missedBytes)
-      this.log(`Failed over to ${plan.newMaster} for ${plan.shards.length} shards. It may have missed ${missed} bytes of replication from ${plan.oldMaster}, which left the shards.`)
+      const missed =
+        result.missedBytes === null || result.missedBytes === undefined ? 'an unknown number of' : formatCount(result.missedBytes)
+      this.log(
+        `Failed over to ${plan.newMaster} for ${plan.shards.length} shards. It may have missed ${missed} bytes of replication from ${plan.oldMaster}, which left the shards.`,
+      )
     }
   }
 }

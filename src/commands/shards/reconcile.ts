@@ -42,16 +42,31 @@ A key the destination already has is a conflict: it stays on the source and is n
       return {strays: plan, applied: false}
     }
     const keys = plan.reduce((n, r) => n + r.keys, 0)
-    if (!(await this.confirm(`Move ${formatCount(keys)} stray key(s) to where the registry routes their shards${flags.replace ? ', overwriting what is there' : ''}?`))) {
+    if (
+      !(await this.confirm(
+        `Move ${formatCount(keys)} stray key(s) to where the registry routes their shards${flags.replace ? ', overwriting what is there' : ''}?`,
+      ))
+    ) {
       this.progress('Nothing changed.')
       return {strays: plan, applied: false}
     }
-    const rows = await reconcileStrays(registry, pool, {dryRun: false, replace: flags.replace, onProgress: (line) => this.progress(paint.dim(`  ${line}`))})
+    const rows = await reconcileStrays(registry, pool, {
+      dryRun: false,
+      replace: flags.replace,
+      onProgress: (line) => this.progress(paint.dim(`  ${line}`)),
+    })
     this.render(rows)
     const left = rows.filter((r) => !r.done)
     if (left.length > 0) {
-      const why = left.map((r) => (r.to === null ? `${r.source}: shard ${r.shard} is not in the registry` : `${r.source}: ${r.conflictCount} key(s) the destination already has, e.g. ${r.conflicts.slice(0, 5).join(', ')}`))
-      return this.partial({strays: rows, applied: true}, `not everything could be moved: ${why.join('; ')} (--replace lets the stray writes win)`)
+      const why = left.map((r) =>
+        r.to === null
+          ? `${r.source}: shard ${r.shard} is not in the registry`
+          : `${r.source}: ${r.conflictCount} key(s) the destination already has, e.g. ${r.conflicts.slice(0, 5).join(', ')}`,
+      )
+      return this.partial(
+        {strays: rows, applied: true},
+        `not everything could be moved: ${why.join('; ')} (--replace lets the stray writes win)`,
+      )
     }
     this.log(`Moved ${formatCount(rows.reduce((n, r) => n + r.moved, 0))} key(s); no stray writes are left.`)
     return {strays: rows, applied: true}
@@ -62,7 +77,14 @@ A key the destination already has is a conflict: it stays on the source and is n
     this.log(
       renderTable(
         ['LANDED ON', 'SHARD', 'BELONGS ON', 'KEYS', 'MOVED', 'CONFLICTS'],
-        rows.map((r) => [r.source, r.shard, r.to ?? paint.bad('not in the registry'), formatCount(r.keys), formatCount(r.moved), formatCount(r.conflictCount)]),
+        rows.map((r) => [
+          r.source,
+          r.shard,
+          r.to ?? paint.bad('not in the registry'),
+          formatCount(r.keys),
+          formatCount(r.moved),
+          formatCount(r.conflictCount),
+        ]),
       ),
     )
   }

@@ -39,17 +39,27 @@ Each step is journaled; a killed split is finished or rolled back by the next sh
   static override flags = {
     to: Flags.string({summary: 'A target instance, host:port (repeat for several).', multiple: true, helpValue: '<host:port>'}),
     shards: Flags.string({summary: 'The shards to move, comma-separated (default: half, balanced by keys).', helpValue: '<id,id,...>'}),
-    spawn: Flags.boolean({summary: 'Start a new local redis-server as a target, with the source\'s settings.'}),
+    spawn: Flags.boolean({summary: "Start a new local redis-server as a target, with the source's settings."}),
     port: countFlag('port', 1024, 65_535)({summary: 'With --spawn: its port (replicas take the next ones).'}),
     dir: Flags.string({summary: 'With --spawn: where its data goes.', defaultHelp: async () => '~/.shardctl/instances'}),
     'spawn-replicas': countFlag('spawn replicas', 0, 8)({summary: 'With --spawn: replicas of the new instance.', default: 0}),
-    'to-replica': Flags.string({summary: 'A replica instance of the (single) target, host:port: the moved shards keep a replica.', multiple: true}),
+    'to-replica': Flags.string({
+      summary: 'A replica instance of the (single) target, host:port: the moved shards keep a replica.',
+      multiple: true,
+    }),
     'max-pause': Flags.string({summary: 'Longest write pause allowed for the cut-over (ms, or 500ms, 2s).', default: '1000'}),
-    grace: Flags.string({summary: 'How long after the cut-over to look for writes that landed on the source\'s moved databases.', default: '5s'}),
-    hold: Flags.string({summary: 'Longest wait for clients to leave the moved databases on the source before the cut-over.', default: '10s'}),
+    grace: Flags.string({
+      summary: "How long after the cut-over to look for writes that landed on the source's moved databases.",
+      default: '5s',
+    }),
+    hold: Flags.string({
+      summary: 'Longest wait for clients to leave the moved databases on the source before the cut-over.',
+      default: '10s',
+    }),
     quiet: Flags.string({
       summary: 'How long no client may come back to a moved database on the source before the cut-over.',
-      description: 'The moved shards take no writes for at least this long (their new masters still follow the source). Raise it when some clients may ignore the routing and write only now and then: the hold then catches them (and rolls back past --hold) instead of the grace period finding their writes after the cut-over.',
+      description:
+        'The moved shards take no writes for at least this long (their new masters still follow the source). Raise it when some clients may ignore the routing and write only now and then: the hold then catches them (and rolls back past --hold) instead of the grace period finding their writes after the cut-over.',
       default: '30ms',
     }),
     'keep-source': Flags.boolean({summary: "Keep the source's copy of the moved databases."}),
@@ -68,7 +78,10 @@ Each step is journaled; a killed split is finished or rolled back by the next sh
     if (!flags.spawn && (flags.port !== undefined || flags.dir !== undefined || flags['spawn-replicas'] > 0)) {
       throw usageError('--port, --dir and --spawn-replicas go with --spawn')
     }
-    const shards = flags.shards?.split(',').map((s) => s.trim()).filter(Boolean)
+    const shards = flags.shards
+      ?.split(',')
+      .map((s) => s.trim())
+      .filter(Boolean)
     const registry = await this.registry()
     const pool = await this.pool()
 
@@ -83,7 +96,9 @@ Each step is journaled; a killed split is finished or rolled back by the next sh
     const targets: Endpoint[] = (flags.to ?? []).map(parseInstance)
     const targetReplicas: Endpoint[] = (flags['to-replica'] ?? []).map(parseInstance)
     // --spawn: the ports are decided first, so the plan (and the question) name the new instances.
-    const toBeStarted: Endpoint[] = flags.spawn ? (await spawnPorts(flags.port, flags['spawn-replicas'])).map((port) => ({host: '127.0.0.1', port})) : []
+    const toBeStarted: Endpoint[] = flags.spawn
+      ? (await spawnPorts(flags.port, flags['spawn-replicas'])).map((port) => ({host: '127.0.0.1', port}))
+      : []
     if (toBeStarted.length > 0) {
       targets.push(toBeStarted[0])
       targetReplicas.push(...toBeStarted.slice(1))
@@ -94,20 +109,34 @@ Each step is journaled; a killed split is finished or rolled back by the next sh
       if (pending) throw pendingOperation(pending)
       return planSplit(registry, pool, {...request, toBeStarted})
     }
-    const empty = (plan: SplitPlan): SplitResult => ({plan, applied: false, strayWrites: {}, strays: {}, droppedFromSource: [], keptOnSource: []})
+    const empty = (plan: SplitPlan): SplitResult => ({
+      plan,
+      applied: false,
+      strayWrites: {},
+      strays: {},
+      droppedFromSource: [],
+      keptOnSource: [],
+    })
     if (flags['dry-run']) {
       const plan = await make()
       if (!this.jsonEnabled()) this.render(plan, toBeStarted)
       this.progress(paint.warn('Dry run: nothing changed.'))
       return empty(plan)
     }
-    const fingerprint = (plan: SplitPlan) => ({targets: plan.targets, moves: plan.moves.map((m) => [m.id, m.to, m.before, m.after]), staying: plan.staying.map((s) => s.id)})
+    const fingerprint = (plan: SplitPlan) => ({
+      targets: plan.targets,
+      moves: plan.moves.map((m) => [m.id, m.to, m.before, m.after]),
+      staying: plan.staying.map((s) => s.id),
+    })
     const planned = await this.planThenLock(
       make,
       (plan) => {
         if (!this.jsonEnabled()) this.render(plan, toBeStarted)
         const fewer = plan.fewerReplicas.length > 0 ? `; ${plan.fewerReplicas.length} of them end with fewer replicas` : ''
-        const start = toBeStarted.length > 0 ? `Start ${plural(toBeStarted.length, 'new redis-server')} on this machine (${toBeStarted.map((e) => `127.0.0.1:${e.port}`).join(', ')}) and move` : 'Move'
+        const start =
+          toBeStarted.length > 0
+            ? `Start ${plural(toBeStarted.length, 'new redis-server')} on this machine (${toBeStarted.map((e) => `127.0.0.1:${e.port}`).join(', ')}) and move`
+            : 'Move'
         return `${start} ${plural(plan.moves.length, 'shard')} off ${plan.source} (copy ~${(plan.sourceBytes / 1e6).toFixed(1)} MB; writes pause at most ${maxPauseMs} ms${fewer})?`
       },
       fingerprint,
@@ -133,17 +162,28 @@ Each step is journaled; a killed split is finished or rolled back by the next sh
       // Now that they exist, they are checked like any target (empty, databases).
       const real = await planSplit(registry, pool, request)
       if (JSON.stringify(fingerprint(real)) !== JSON.stringify(fingerprint(plan))) {
-        throw new ShardctlError('the spawned instances do not give the planned split; nothing was changed and they were stopped', {code: 'ECHANGED', exitCode: ExitCode.unhealthy})
+        throw new ShardctlError('the spawned instances do not give the planned split; nothing was changed and they were stopped', {
+          code: 'ECHANGED',
+          exitCode: ExitCode.unhealthy,
+        })
       }
       plan = real
     }
     this.interruptNote = `The split is recorded in the registry's journal; run shards:split ${plan.source} again to finish or roll it back.`
     started = true
     const steps = await this.reporter({grace: plan.graceMs})
-    const result = await executeSplit(registry, lock, pool, plan, {onStep: (step) => steps.step(step), onCopy: (read, total) => steps.copied(read, total)}).finally(() => steps.end())
+    const result = await executeSplit(registry, lock, pool, plan, {
+      onStep: (step) => steps.step(step),
+      onCopy: (read, total) => steps.copied(read, total),
+    }).finally(() => steps.end())
     if (spawned.length > 0) result.spawned = spawned
-    this.log(`Moved ${plural(plan.moves.length, 'shard')} off ${plan.source}; writes to the source paused ${result.pauseMs} ms, to the moved shards ${result.heldMs} ms.`)
-    if (result.pauseExceeded) this.warn(`the pause ran ${result.pauseMs} ms, beyond --max-pause ${maxPauseMs} ms (the registry or this process was slow); no write was lost`)
+    this.log(
+      `Moved ${plural(plan.moves.length, 'shard')} off ${plan.source}; writes to the source paused ${result.pauseMs} ms, to the moved shards ${result.heldMs} ms.`,
+    )
+    if (result.pauseExceeded)
+      this.warn(
+        `the pause ran ${result.pauseMs} ms, beyond --max-pause ${maxPauseMs} ms (the registry or this process was slow); no write was lost`,
+      )
     return this.reportStrays(result)
   }
 
@@ -151,7 +191,12 @@ Each step is journaled; a killed split is finished or rolled back by the next sh
   private async recover(registry: Registry, pool: ConnectionPool): Promise<SplitResult> {
     const lock = await this.lock()
     const pending = await readJournal(registry)
-    if (!pending) throw new ShardctlError('the interrupted split was finished by someone else meanwhile', {code: 'ECHANGED', exitCode: ExitCode.unhealthy, hint: 'see shards:history, then run the command again'})
+    if (!pending)
+      throw new ShardctlError('the interrupted split was finished by someone else meanwhile', {
+        code: 'ECHANGED',
+        exitCode: ExitCode.unhealthy,
+        hint: 'see shards:history, then run the command again',
+      })
     this.progress(`Found an interrupted split of ${(pending.plan as SplitPlan).source}; finishing or rolling it back...`)
     const steps = await this.reporter({grace: (pending.plan as SplitPlan).graceMs})
     const recovered = await recoverSplit(registry, lock, pool, pending, {onStep: (step) => steps.step(step)}).finally(() => steps.end())
@@ -187,9 +232,14 @@ Each step is journaled; a killed split is finished or rolled back by the next sh
     })
     const then = [
       strays.some(([, s]) => s.keys > 0) ? 'Move the kept keys where the registry routes with: shardctl shards:reconcile.' : '',
-      strays.some(([, s]) => s.writers?.length) ? 'The clients named do not follow the routing: what they deleted or changed there reached no copy the registry routes to; fix their routing and check that data.' : '',
+      strays.some(([, s]) => s.writers?.length)
+        ? 'The clients named do not follow the routing: what they deleted or changed there reached no copy the registry routes to; fix their routing and check that data.'
+        : '',
     ]
-    return this.partial(result, `writes landed on the source after the cut-over, from clients with stale routing: ${lines.join('; ')}. ${then.filter(Boolean).join(' ')}`)
+    return this.partial(
+      result,
+      `writes landed on the source after the cut-over, from clients with stale routing: ${lines.join('; ')}. ${then.filter(Boolean).join(' ')}`,
+    )
   }
 
   private nothing(): {applied: false} {
@@ -199,12 +249,24 @@ Each step is journaled; a killed split is finished or rolled back by the next sh
 
   private render(plan: SplitPlan, toBeStarted: Endpoint[] = []): void {
     const spawning = toBeStarted.length > 0 ? ` (to be started by --spawn: ${toBeStarted.map(instanceKey).join(', ')})` : ''
-    this.progress(`Split ${plan.source} → ${plan.targets.map((t) => t.instance).join(', ')}${spawning}: ${plural(plan.moves.length, 'shard')} move, ${plan.staying.length} stay.`)
-    this.log(renderTable(['SHARD', 'DB', 'KEYS', 'FROM', 'TO'], plan.moves.map((m) => [m.id, String(m.db), formatCount(m.keys), m.before.master, m.after.master])))
-    this.progress(paint.dim(`After: ${plan.balance.map((b) => `${b.instance} ${b.shards} shards, ${formatCount(b.keys)} keys`).join(' · ')}`))
+    this.progress(
+      `Split ${plan.source} → ${plan.targets.map((t) => t.instance).join(', ')}${spawning}: ${plural(plan.moves.length, 'shard')} move, ${plan.staying.length} stay.`,
+    )
+    this.log(
+      renderTable(
+        ['SHARD', 'DB', 'KEYS', 'FROM', 'TO'],
+        plan.moves.map((m) => [m.id, String(m.db), formatCount(m.keys), m.before.master, m.after.master]),
+      ),
+    )
+    this.progress(
+      paint.dim(`After: ${plan.balance.map((b) => `${b.instance} ${b.shards} shards, ${formatCount(b.keys)} keys`).join(' · ')}`),
+    )
     for (const f of plan.fewerReplicas) {
-      this.progress(paint.warn(`  ${f.id} goes from ${f.before} replica(s) to ${f.after}${f.after === 0 ? ' (give the target replicas with --to-replica or --spawn-replicas)' : ''}`))
+      this.progress(
+        paint.warn(
+          `  ${f.id} goes from ${f.before} replica(s) to ${f.after}${f.after === 0 ? ' (give the target replicas with --to-replica or --spawn-replicas)' : ''}`,
+        ),
+      )
     }
   }
 }
-

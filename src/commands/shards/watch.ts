@@ -41,8 +41,12 @@ The connection is checked with a PING every half --timeout; losing it ends the c
       this.onCleanup(async () => subscriber.disconnect())
       const replication = await replicationOf(subscriber)
       if (!follows(replication, target)) {
-        const actually = replication.role === 'slave' ? `a replica of ${replication.masterHost}:${replication.masterPort}` : `a ${replication.role}`
-        throw usageError(`--via ${where} is not a replica of the registry ${instanceKey(target)}: it is ${actually}`, 'name a replica of the registry, or leave --via out')
+        const actually =
+          replication.role === 'slave' ? `a replica of ${replication.masterHost}:${replication.masterPort}` : `a ${replication.role}`
+        throw usageError(
+          `--via ${where} is not a replica of the registry ${instanceKey(target)}: it is ${actually}`,
+          'name a replica of the registry, or leave --via out',
+        )
       }
     } else {
       subscriber = await connect(target, options)
@@ -74,13 +78,21 @@ The connection is checked with a PING every half --timeout; losing it ends the c
       }
       const lost = (cause?: Error) => {
         stop()
-        reject(new ShardctlError(`lost the connection to ${where}${cause ? `: ${cause.message}` : ''}`, {code: 'ECONNLOST', hint: 'check the host, then watch again'}))
+        reject(
+          new ShardctlError(`lost the connection to ${where}${cause ? `: ${cause.message}` : ''}`, {
+            code: 'ECONNLOST',
+            hint: 'check the host, then watch again',
+          }),
+        )
       }
       // Subscribed, the connection is otherwise silent: a PING proves it is alive, and
       // keeps the socket from reaching its idle timeout.
-      const heartbeat = setInterval(() => {
-        subscriber.ping().catch((error: Error) => lost(error))
-      }, Math.max(50, Math.floor(options.timeoutMs / 2)))
+      const heartbeat = setInterval(
+        () => {
+          subscriber.ping().catch((error: Error) => lost(error))
+        },
+        Math.max(50, Math.floor(options.timeoutMs / 2)),
+      )
       subscriber.on('end', () => lost())
       void ended.then(() => {
         stop()

@@ -37,14 +37,18 @@ export default class ShardsWeight extends RegistryCommand<typeof ShardsWeight> {
     const {flags, args} = this
     const registry = await this.registry()
     if (flags.even && args.id !== undefined) throw usageError('--even takes no shard id or weight', 'run it alone: shards:weight --even')
-    if (!flags.even && (args.id === undefined || args.weight === undefined)) throw usageError('give a shard id and a weight, or --even', 'e.g. shards:weight s042 2')
+    if (!flags.even && (args.id === undefined || args.weight === undefined))
+      throw usageError('give a shard id and a weight, or --even', 'e.g. shards:weight s042 2')
     const make = async (): Promise<WeightChange[]> => {
       if (!flags.even) return [await planWeight(registry, args.id!, parseWeight(args.weight!))]
       const overview = await fleetOverview(registry, await this.pool(), {probe: flags.by === 'keys', counts: flags.by === 'hashes'})
       const fill = new Map<string, number>()
       for (const s of overview.shards) {
         if (flags.by === 'keys' && !s.master.reachable) {
-          throw usageError(`cannot measure shard ${s.id}: master ${s.master.address} unreachable`, 'use --by hashes, or bring the master back')
+          throw usageError(
+            `cannot measure shard ${s.id}: master ${s.master.address} unreachable`,
+            'use --by hashes, or bring the master back',
+          )
         }
         fill.set(s.id, (flags.by === 'keys' ? s.master.keys : s.hashes) ?? 0)
       }
@@ -96,9 +100,21 @@ export default class ShardsWeight extends RegistryCommand<typeof ShardsWeight> {
     const head = ['ID', ...(by ? [by.toUpperCase()] : []), 'WEIGHT', 'SHARE', 'NEW WEIGHT', 'NEW SHARE']
     const rows = changes.map((c, i) => {
       const mark = c.current === c.proposed ? (s: string) => s : paint.bold
-      return [c.id, ...(by ? [formatCount(c.fill)] : []), String(c.current), share(current, i), mark(String(c.proposed)), share(proposed, i)]
+      return [
+        c.id,
+        ...(by ? [formatCount(c.fill)] : []),
+        String(c.current),
+        share(current, i),
+        mark(String(c.proposed)),
+        share(proposed, i),
+      ]
     })
     // A single change does not need its fleet-wide share.
-    this.log(renderTable(by ? head : ['ID', 'WEIGHT', 'NEW WEIGHT'], by ? rows : changes.map((c) => [c.id, String(c.current), String(c.proposed)])))
+    this.log(
+      renderTable(
+        by ? head : ['ID', 'WEIGHT', 'NEW WEIGHT'],
+        by ? rows : changes.map((c) => [c.id, String(c.current), String(c.proposed)]),
+      ),
+    )
   }
 }
