@@ -1,6 +1,6 @@
 import {expect} from 'chai'
 
-import {cli, spawnCli, ttyCli} from '../helpers/cli.js'
+import {cli, spawnCli, ttyCli, until} from '../helpers/cli.js'
 import {useFleet} from '../helpers/fleet.js'
 
 describe('shards:add and shards:remove', () => {
@@ -41,7 +41,7 @@ describe('shards:add and shards:remove', () => {
     await sub.subscribe('shards._events')
     sub.on('message', (_c, m) => events.push(m))
     await cli(['shards:add', 's1', '--master', master(1), ...fleet.r()])
-    for (let i = 0; i < 100 && events.length === 0; i++) await new Promise((r) => setTimeout(r, 10))
+    await until('the event arrived', () => events.length > 0)
     sub.disconnect()
     expect(events).to.have.length(1)
     const event = JSON.parse(events[0])
