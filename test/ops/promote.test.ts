@@ -3,7 +3,18 @@ import {Redis} from 'ioredis'
 
 import {cli, spawnCli, startCli, until} from '../helpers/cli.js'
 import {useFleet} from '../helpers/fleet.js'
-import {fencesOf, fleetState, frozenFor, readJournal, resume, roleOf, stepDone, stoppedAt, takesWrites} from '../helpers/ops.js'
+import {
+  PAST_MAX_PAUSE_MS,
+  fencesOf,
+  fleetState,
+  frozenFor,
+  readJournal,
+  resume,
+  roleOf,
+  stepDone,
+  stoppedAt,
+  takesWrites,
+} from '../helpers/ops.js'
 import {startReplyDelayProxy} from '../helpers/proxy.js'
 import {type TestServer, startReplicated, startServer, withClients} from '../helpers/redis.js'
 import {ContinuousWriter, missingWrites} from '../helpers/writer.js'
@@ -30,8 +41,7 @@ describe('shards:promote', () => {
   })
 
   beforeEach(async () => {
-    ;({master, replicas} = await startReplicated(2))
-    other = await startServer()
+    ;[{master, replicas}, other] = await Promise.all([startReplicated(2), startServer()])
     const init = await cli([
       'shards:init',
       '--instance',
@@ -125,7 +135,7 @@ describe('shards:promote', () => {
     expect((await roleOf(master)).role).to.equal('master')
   })
 
-  describe('frozen for 2.5 s after a step, with the default --max-pause: nothing lost, and the true pause reported', () => {
+  describe('frozen for 1.5 s after a step, with the default --max-pause: nothing lost, and the true pause reported', () => {
     for (const step of ['fence', 'catch-up', 'registry', 'promote', 'demote', 'lift']) {
       it(`stopped (SIGSTOP) after ${step}`, async () => {
         const writer = await startWriter()
@@ -133,21 +143,21 @@ describe('shards:promote', () => {
           ['shards:promote', 's000', '--replica', inst(replicas[0]), ...BOUNDS, '--yes', '--json', ...r()],
           `${step}:after:stop`,
         )
-        await frozenFor(run, 2500)
+        await frozenFor(run, PAST_MAX_PAUSE_MS)
         const done = await run.done
         expect(done.exitCode, done.stderr + done.stdout).to.equal(0)
         await expectNothingLost(writer)
         await expectConsistent(replicas[0], [master, replicas[1]])
         const result = JSON.parse(done.stdout)
         if (step !== 'lift') {
-          expect(result.pauseMs).to.be.at.least(2500)
+          expect(result.pauseMs).to.be.at.least(PAST_MAX_PAUSE_MS)
           expect(result.pauseExceeded).to.equal(true)
         }
       })
     }
   })
 
-  describe('the registry answers 2.5 s late from a step on: nothing lost', () => {
+  describe('the registry answers 1.5 s late from a step on: nothing lost', () => {
     for (const step of ['fence', 'registry', 'promote']) {
       it(`late after ${step}`, async () => {
         const proxy = await startReplyDelayProxy(fleet.registry.port)
@@ -168,7 +178,7 @@ describe('shards:promote', () => {
             `step ${step} done`,
             async () => stepDone(await readJournal(reg), step) || (await reg.exists('shards._journal')) === 0,
           )
-          proxy.stallFor(2500)
+          proxy.stallFor(PAST_MAX_PAUSE_MS)
           const done = await run.done
           expect(done.exitCode, done.stderr + done.stdout).to.equal(0)
           await expectNothingLost(writer)

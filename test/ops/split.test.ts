@@ -18,6 +18,7 @@ import {
   stepDone,
   stoppedAt,
   takesWrites,
+  PAST_MAX_PAUSE_MS,
   untilStepDone,
 } from '../helpers/ops.js'
 import {startReplyDelayProxy} from '../helpers/proxy.js'
@@ -429,7 +430,7 @@ describe('shards:split', () => {
     }
   })
 
-  describe('frozen for 2.5 s after a step, with the default --max-pause: nothing lost', () => {
+  describe('frozen for 1.5 s after a step, with the default --max-pause: nothing lost', () => {
     for (const step of ['registry', 'hold', 'fence', 'catch-up', 'promote', 'release']) {
       it(`stopped (SIGSTOP) after ${step}`, async () => {
         const writer = await startWriter()
@@ -437,7 +438,7 @@ describe('shards:split', () => {
           ['shards:split', inst(source), '--to', inst(target), ...BOUNDS, '--yes', '--json', ...r()],
           `${step}:after:stop`,
         )
-        await frozenFor(run, 2500)
+        await frozenFor(run, PAST_MAX_PAUSE_MS)
         const done = await run.done
         expect(done.exitCode, done.stderr + done.stdout).to.equal(0)
         await expectNothingLost(writer)
@@ -449,7 +450,7 @@ describe('shards:split', () => {
     }
   })
 
-  describe('the registry answers 2.5 s late at a step: nothing lost', () => {
+  describe('the registry answers 1.5 s late at a step: nothing lost', () => {
     for (const step of ['copy', 'registry', 'fence', 'promote']) {
       it(`late after ${step}`, async () => {
         const proxy = await startReplyDelayProxy(fleet.registry.port)
@@ -470,7 +471,7 @@ describe('shards:split', () => {
             `step ${step} done`,
             async () => stepDone(await readJournal(reg), step) || (await reg.exists('shards._journal')) === 0,
           )
-          proxy.stallFor(2500)
+          proxy.stallFor(PAST_MAX_PAUSE_MS)
           const done = await run.done
           expect(done.exitCode, done.stderr + done.stdout).to.equal(0)
           await expectNothingLost(writer)
