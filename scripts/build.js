@@ -6,10 +6,10 @@
 // --if-stale: build only when what the last build was made from has changed (npm runs it as
 // prepack and prepare: `npm pack` and `npm ci` then build once, and a clone installed from
 // its git URL builds before it is packed). Without the devDependencies nothing can be built:
-// said (npm ci --omit=dev of this clone), or failed (a package being made for elsewhere).
+// said (npm ci --omit=dev of this clone), or failed (a package being made).
 import {execFileSync} from 'node:child_process'
 import {createHash} from 'node:crypto'
-import {existsSync, readdirSync, readFileSync, rmSync, writeFileSync} from 'node:fs'
+import {existsSync, readdirSync, readFileSync, realpathSync, rmSync, writeFileSync} from 'node:fs'
 import {dirname, join, relative} from 'node:path'
 import {fileURLToPath} from 'node:url'
 
@@ -142,16 +142,16 @@ if (process.argv.includes('--lua-only')) {
     process.exit(0)
   }
   if (ifStale && !existsSync(bin('tsc'))) {
-    // A production install of this clone (npm ci --omit=dev) goes on without a build; a package
-    // made from it for an install elsewhere (npm install -g <git URL>: npm gives the build no
-    // devDependencies there) would install without dist/, so that fails, saying what works.
-    const here = process.env.INIT_CWD === undefined || process.env.INIT_CWD === root
+    // A production install of this clone (npm ci --omit=dev) goes on without a build. A package
+    // would have no dist/: npm pack fails, and so does npm install -g <git URL> (npm gives that
+    // build no devDependencies; it runs prepare from elsewhere), saying what works.
+    const packing = process.env.npm_lifecycle_event === 'prepack' || realpathSync(process.env.INIT_CWD ?? root) !== realpathSync(root)
     console.error(
-      here
-        ? 'shardctl: not built: the devDependencies are not installed (npm ci, then npm run build)'
-        : 'shardctl: cannot build without the devDependencies, which npm does not install for a global install from a git URL: pack it first, then install the tarball (npm pack <git URL>, then npm install -g ./shardctl-<version>.tgz)',
+      packing
+        ? 'shardctl: cannot build the package without the devDependencies: run npm ci first; from a git URL, npm pack <git URL>, then npm install -g ./shardctl-<version>.tgz'
+        : 'shardctl: not built: the devDependencies are not installed (npm ci, then npm run build)',
     )
-    process.exit(here ? 0 : 1)
+    process.exit(packing ? 1 : 0)
   }
   if (ifStale) console.error('shardctl: building dist/')
   generateLua()
