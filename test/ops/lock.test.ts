@@ -10,6 +10,9 @@ import {cli, spawnCli, until} from '../helpers/cli.js'
 import {useFleet} from '../helpers/fleet.js'
 import {startServer} from '../helpers/redis.js'
 
+/** A lease a test sets for another holder: it outlives the test, however slowly its commands start. */
+const LONG_LEASE_MS = 600_000
+
 describe('the operator lock', () => {
   const fleet = useFleet({instances: 1})
   const holder = (extra: Record<string, unknown> = {}) =>
@@ -25,8 +28,7 @@ describe('the operator lock', () => {
 
   it('a second operator fails at once with exit 4, naming holder and age; nothing changes', async () => {
     const since = Date.now() - 90_000
-    // A lease that outlives the test, however slowly its commands start.
-    await fleet.reg.set('shards._lock', holder({since: new Date(since).toISOString()}), 'PX', 600_000)
+    await fleet.reg.set('shards._lock', holder({since: new Date(since).toISOString()}), 'PX', LONG_LEASE_MS)
     const before = await fleet.dump()
     for (const args of [
       ['shards:add', 's1', '--master', '127.0.0.1:1/0'],
@@ -48,7 +50,7 @@ describe('the operator lock', () => {
   })
 
   it('--dry-run and read-only commands need no lock', async () => {
-    await fleet.reg.set('shards._lock', holder(), 'PX', 60_000)
+    await fleet.reg.set('shards._lock', holder(), 'PX', LONG_LEASE_MS)
     expect((await cli(['shards:list', ...fleet.r()])).exitCode).to.equal(0)
     expect((await cli(['shards:add', 's1', '--master', '127.0.0.1:1/0', '--dry-run', ...fleet.r()])).exitCode).to.equal(0)
   })
@@ -74,12 +76,12 @@ describe('the operator lock', () => {
   })
 
   it('a holder on this host whose process is gone is taken over at once', async () => {
-    await fleet.reg.set('shards._lock', holder({host: hostname(), pid: 2 ** 22 + 17}), 'PX', 60_000)
+    await fleet.reg.set('shards._lock', holder({host: hostname(), pid: 2 ** 22 + 17}), 'PX', LONG_LEASE_MS)
     expect((await cli(['shards:add', 's1', '--master', '127.0.0.1:1/0', ...fleet.r()])).exitCode).to.equal(0)
   })
 
   it('shards:unlock breaks a stale lease on purpose, naming the holder, and records it', async () => {
-    await fleet.reg.set('shards._lock', holder(), 'PX', 60_000)
+    await fleet.reg.set('shards._lock', holder(), 'PX', LONG_LEASE_MS)
     const dry = await spawnCli(['shards:unlock', '--dry-run', ...fleet.r()])
     expect(dry.stdout).to.match(/held by alice@ops-1 .*dry run/)
     expect(await fleet.reg.exists('shards._lock')).to.equal(1)

@@ -533,7 +533,8 @@ describe('shards:promote', () => {
     })
 
     it('a second operator at the same time exits 4 naming the holder', async () => {
-      const first = await stoppedAt(['shards:promote', 's000', '--yes', ...r()], 'fence:before:stop')
+      // Its lease outlives the second's start, however slow: stopped, it cannot renew it.
+      const first = await stoppedAt(['shards:promote', 's000', '--yes', ...r()], 'fence:before:stop', {SHARDCTL_LOCK_LEASE: '10m'})
       const second = await spawnCli(['shards:promote', 's000', '--yes', ...r()])
       expect(second.exitCode).to.equal(4)
       expect(second.stderr).to.match(new RegExp(`another operator holds the lock: \\S+@\\S+ \\(shards:promote, pid ${first.pid}\\) since`))
