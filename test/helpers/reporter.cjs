@@ -3,6 +3,8 @@
 //
 // Always: the slowest test files (wall time, hooks included) on one line. With
 // SHARDCTL_TEST_TIMES=1: every file's wall time and the slowest tests, slowest first.
+// Under mocha --parallel, a file's events arrive at once when it is done: its tests' own
+// times are summed instead (hooks not counted), and said so.
 const {relative} = require('node:path')
 const Mocha = require('mocha')
 
@@ -14,8 +16,9 @@ class SpecWithTotals extends Mocha.reporters.Spec {
   constructor(runner, options) {
     super(runner, options)
     const detailed = process.env.SHARDCTL_TEST_TIMES === '1'
+    const parallel = Boolean(options.parallel)
     const started = Date.now()
-    /** file -> wall time of its top-level suites, before/after hooks included */
+    /** file -> wall time of its top-level suites, before/after hooks included (or, in parallel, its tests' times) */
     const files = new Map()
     const openedAt = new Map()
     const tests = []
@@ -31,7 +34,9 @@ class SpecWithTotals extends Mocha.reporters.Spec {
       openedAt.delete(suite)
     })
     runner.on(EVENT_TEST_END, (test) => {
-      if (test.duration !== undefined) tests.push({title: test.fullTitle(), file: fileOf(test), ms: test.duration})
+      if (test.duration === undefined) return
+      tests.push({title: test.fullTitle(), file: fileOf(test), ms: test.duration})
+      if (parallel) files.set(fileOf(test), (files.get(fileOf(test)) ?? 0) + test.duration)
     })
 
     runner.once(EVENT_RUN_END, () => {
@@ -39,7 +44,11 @@ class SpecWithTotals extends Mocha.reporters.Spec {
       const byTime = [...files].sort((a, b) => b[1] - a[1])
       if (detailed) {
         out('')
-        out('Wall time per file (hooks included), slowest first:')
+        out(
+          parallel
+            ? 'Time of the tests per file (run in parallel: hooks not counted), slowest first:'
+            : 'Wall time per file (hooks included), slowest first:',
+        )
         const width = Math.max(...byTime.map(([f]) => f.length), 4)
         for (const [file, ms] of byTime) out(`  ${file.padEnd(width)}  ${seconds(ms).padStart(8)}`)
         out('')
