@@ -9,6 +9,7 @@ import {freePort, portIsFree} from '../../src/sandbox/redis-process.js'
 import {ANSI_ALL, cli, spawnCli, startCli, ttyCli, until} from '../helpers/cli.js'
 import {useFleet} from '../helpers/fleet.js'
 import {
+  PAST_MAX_PAUSE_MS,
   fencesOf,
   fleetState,
   frozenFor,
@@ -18,7 +19,6 @@ import {
   stepDone,
   stoppedAt,
   takesWrites,
-  PAST_MAX_PAUSE_MS,
   untilStepDone,
 } from '../helpers/ops.js'
 import {startReplyDelayProxy} from '../helpers/proxy.js'
