@@ -1,4 +1,7 @@
+import type {Redis} from 'ioredis'
+
 import {ExitCode, ShardctlError} from '../errors.js'
+import {close} from '../fleet/connect.js'
 import type {Registry} from './registry.js'
 
 /**
@@ -125,56 +128,165 @@ export async function* pipelined<T, R>(
   }
 }
 
+/** How many times one batch is drawn again after the registry refused a drawn shard, before giving up. */
+const MAX_REDRAWS = 100
+
+/**
+ * The weights an assigner draws from, kept current while it runs: re-read when the
+ * registry announces a change on its event channel, and whenever the registry refuses
+ * a drawn shard (drained or gone: the change the event may not have brought yet).
+ * The subscription is a convenience (an ACL may refuse it); the refusal is the proof.
+ */
+export class LiveWeights {
+  private picker: WeightedPicker
+  private loading?: Promise<void>
+  private next?: Promise<void>
+  private subscriber?: Redis
+
+  private constructor(
+    private readonly registry: Registry,
+    picker: WeightedPicker,
+  ) {
+    this.picker = picker
+  }
+
+  static async open(registry: Registry): Promise<LiveWeights> {
+    const live = new LiveWeights(registry, new WeightedPicker(await registry.weights()))
+    if (live.picker.empty) throw noWeightedShard()
+    await live.listen()
+    return live
+  }
+
+  pick(random: number): string {
+    return this.picker.pick(random)
+  }
+
+  /**
+   * Read the weights again. A read already under way may have started before the change
+   * that asks for this one, so another read follows it (one, for every caller meanwhile).
+   */
+  refresh(): Promise<void> {
+    if (!this.loading) {
+      this.loading = this.registry.weights().then(
+        (weights) => {
+          this.picker = new WeightedPicker(weights)
+          this.loading = undefined
+        },
+        (error: unknown) => {
+          this.loading = undefined
+          throw error
+        },
+      )
+      return this.loading
+    }
+    const again = () => {
+      this.next = undefined
+      return this.refresh()
+    }
+    this.next ??= this.loading.then(again, again)
+    return this.next
+  }
+
+  private async listen(): Promise<void> {
+    const subscriber = this.registry.client.duplicate()
+    subscriber.on('error', () => undefined) // a lost subscription only loses the early warning
+    subscriber.on('message', (_channel: string, message: string) => {
+      if (isWeightEvent(message)) this.refresh().catch(() => undefined)
+    })
+    try {
+      await subscriber.connect()
+      await subscriber.subscribe(this.registry.keys.events)
+      this.subscriber = subscriber
+    } catch {
+      subscriber.disconnect()
+    }
+  }
+
+  async close(): Promise<void> {
+    await close(this.subscriber)
+  }
+}
+
+/** Whether an event may have changed the weights: everything but the assignments themselves. */
+function isWeightEvent(message: string): boolean {
+  try {
+    return (JSON.parse(message) as {type?: unknown}).type !== 'hashes.assigned'
+  } catch {
+    return false
+  }
+}
+
 /**
  * Assign hashes with atomic set-if-absent, so concurrent assigners agree on one answer.
- * Streams: each batch's results come back in input order.
+ * Streams: each batch's results come back in input order. Drawn shards follow the
+ * registry's weights as they change during the run: a shard drained meanwhile gets no
+ * hash from the first batch after its drain on (the script refuses it, the batch is drawn again).
  */
 export async function* assignHashes(registry: Registry, batches: Batches, options: AssignOptions = {}): AsyncGenerator<AssignResult[]> {
   const random = options.random ?? Math.random
+  let live: LiveWeights | undefined
   let choose: () => string
   if (options.shard === undefined) {
-    const picker = new WeightedPicker(await registry.weights())
-    if (picker.empty) throw noWeightedShard()
-    choose = () => picker.pick(random())
+    live = await LiveWeights.open(registry)
+    choose = () => live!.pick(random())
   } else {
     const target = options.shard
     await registry.shard(target) // exists and is well-formed
     choose = () => target
   }
-  const template = JSON.stringify(registry.event('hashes.assigned', options.shard ? {shard: options.shard} : {}))
-  const force = options.force && options.shard !== undefined ? '1' : '0'
-  await registry.guard(registry.keys.map, 'a hash', () => registry.client.hlen(registry.keys.map))
+  try {
+    const template = JSON.stringify(registry.event('hashes.assigned', options.shard ? {shard: options.shard} : {}))
+    const mode = options.shard === undefined ? 'draw' : options.force ? 'force' : 'shard'
+    await registry.guard(registry.keys.map, 'a hash', () => registry.client.hlen(registry.keys.map))
 
-  const send = async (batch: string[]): Promise<AssignResult[]> => {
-    const args: string[] = [registry.keys.map, registry.keys.list, registry.keys.events, template, force]
-    const proposed: string[] = []
-    for (const hash of batch) {
-      const id = choose()
-      proposed.push(id)
-      args.push(checkHash(hash), id)
-    }
-    let reply: string[]
-    try {
-      reply = await registry.client.assign(...args)
-    } catch (error) {
-      const missing = /NOSHARD (\S+)/.exec((error as Error).message)
-      if (missing) {
-        throw new ShardctlError(`shard ${missing[1]} left the registry while assigning`, {
-          code: 'ECONFLICT',
-          hint: 'run the command again: the hashes not yet reported were not assigned',
+    const send = async (batch: string[]): Promise<AssignResult[]> => {
+      for (const hash of batch) checkHash(hash)
+      for (let redraws = 0; ; redraws++) {
+        const args: string[] = [registry.keys.map, registry.keys.list, registry.keys.events, template, mode]
+        const proposed: string[] = []
+        for (const hash of batch) {
+          const id = choose()
+          proposed.push(id)
+          args.push(hash, id)
+        }
+        let reply: string[]
+        try {
+          reply = await registry.client.assign(...args)
+        } catch (error) {
+          const message = (error as Error).message
+          if (/STALE \S+/.test(message) && live && redraws < MAX_REDRAWS) {
+            await live.refresh()
+            continue
+          }
+          throw describeAssignError(message, error as Error)
+        }
+        // The reply names only the shards of hashes that kept an existing assignment.
+        const flags = reply[0]
+        let next = 1
+        return batch.map((hash, i) => {
+          const assigned = flags[i] === '1'
+          return {hash, shard: assigned || mode === 'force' ? proposed[i] : reply[next++], assigned}
         })
       }
-      throw error
     }
-    // The reply names only the shards of hashes that kept an existing assignment.
-    const flags = reply[0]
-    let next = 1
-    return batch.map((hash, i) => {
-      const assigned = flags[i] === '1'
-      return {hash, shard: assigned || force === '1' ? proposed[i] : reply[next++], assigned}
-    })
+    yield* pipelined(batches, options.depth ?? 8, send)
+  } finally {
+    await live?.close()
   }
-  yield* pipelined(batches, options.depth ?? 8, send)
+}
+
+function describeAssignError(message: string, error: Error): Error {
+  const missing = /(?:NOSHARD|STALE) (\S+)/.exec(message)
+  if (!missing) return error
+  if (message.startsWith('STALE'))
+    return new ShardctlError(`the weights kept changing while assigning (shard ${missing[1]} was drained or removed again and again)`, {
+      code: 'ECONFLICT',
+      hint: 'run the command again: the hashes not yet reported were not assigned',
+    })
+  return new ShardctlError(`shard ${missing[1]} left the registry while assigning`, {
+    code: 'ECONFLICT',
+    hint: 'run the command again: the hashes not yet reported were not assigned',
+  })
 }
 
 export interface LookupResult {

@@ -28,7 +28,7 @@ interface AssignSummary {
 
 export default class ShardsAssign extends RegistryCommand<typeof ShardsAssign> {
   static override summary = 'Assign shard hashes to shards: weighted at random, or to a named shard.'
-  static override description = `A hash with no shard yet gets one drawn at random with probability weight / sum of weights (weight 0 is never drawn), stored with an atomic set-if-absent: concurrent assigners always end with one answer. A hash that already has a shard keeps it and is reported as existing, unless --force with --shard moves it.
+  static override description = `A hash with no shard yet gets one drawn at random with probability weight / sum of weights (weight 0 is never drawn), stored with an atomic set-if-absent: concurrent assigners always end with one answer. A hash that already has a shard keeps it and is reported as existing, unless --force with --shard moves it. A weight changed while it runs counts at once: a shard drained meanwhile gets no new hash from the next batch on.
 
 --stdin reads one hash per line and streams, in pipelined batches with constant memory: fit for millions of lines. Each result is printed as "hash<TAB>shard" (NDJSON under --json, ending with a summary line).`
 
