@@ -99,6 +99,11 @@ export function* inBatches<T>(items: T[], size = BATCH_SIZE): Generator<T[]> {
  * input order. Memory is bounded by depth batches, whatever the length of the stream.
  * A result is yielded as soon as it is in, even while the input is slow to bring the
  * next batch (a person typing): the input and the oldest result race.
+ *
+ * Nothing sent goes unreported: when the input fails (a bad line), no more is read,
+ * the batches in flight are yielded, then the input's error is thrown; when a send
+ * fails, no more is read or sent, every other batch in flight that went through is
+ * still yielded, then that send's error is thrown.
  */
 export async function* pipelined<T, R>(
   batches: AsyncIterable<T[]> | Iterable<T[]>,
@@ -106,15 +111,28 @@ export async function* pipelined<T, R>(
   send: (batch: T[]) => Promise<R>,
 ): AsyncGenerator<R> {
   const source = Symbol.asyncIterator in batches ? batches[Symbol.asyncIterator]() : batches[Symbol.iterator]()
+  const pull = async (): Promise<IteratorResult<T[]>> => source.next()
   const inFlight: Promise<R>[] = []
-  let next: Promise<IteratorResult<T[]>> | undefined = Promise.resolve(source.next())
+  let next: Promise<IteratorResult<T[]>> | undefined = pull()
+  let inputFailed: {error: unknown} | undefined
   while (next !== undefined || inFlight.length > 0) {
     if (next !== undefined && inFlight.length < depth) {
-      const input: Promise<{item: IteratorResult<T[]>}> = next.then((item) => ({item}))
-      const first: {item: IteratorResult<T[]>} | 'result' =
-        inFlight.length === 0 ? await input : await Promise.race([input, inFlight[0].then(() => 'result' as const)])
+      const input: Promise<{item: IteratorResult<T[]>} | {error: unknown}> = next.then(
+        (item) => ({item}),
+        (error: unknown) => ({error}),
+      )
+      const oldest = inFlight[0]?.then(
+        () => 'result' as const,
+        () => 'result' as const,
+      )
+      const first = oldest === undefined ? await input : await Promise.race([input, oldest])
       if (first !== 'result') {
-        next = first.item.done ? undefined : Promise.resolve(source.next())
+        if ('error' in first) {
+          inputFailed = first
+          next = undefined
+          continue
+        }
+        next = first.item.done ? undefined : pull()
         if (!first.item.done && first.item.value.length > 0) {
           const sent = send(first.item.value)
           // Keep the rejection handled until it is awaited in order below.
@@ -124,8 +142,17 @@ export async function* pipelined<T, R>(
         continue
       }
     }
-    yield await inFlight.shift()!
+    let result: R
+    try {
+      result = await inFlight.shift()!
+    } catch (error) {
+      next = undefined
+      for (const outcome of await Promise.allSettled(inFlight.splice(0))) if (outcome.status === 'fulfilled') yield outcome.value
+      throw error
+    }
+    yield result
   }
+  if (inputFailed) throw inputFailed.error
 }
 
 /** How many times one batch is drawn again after the registry refused a drawn shard, before giving up. */

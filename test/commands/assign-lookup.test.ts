@@ -187,6 +187,28 @@ describe('shards:assign and shards:lookup', () => {
     expect(piped.stderr).not.to.match(/EPIPE|Error/)
   })
 
+  it('a bad line in the middle of --stdin: what came before is assigned and printed, nothing after; exit 3 naming the line', async () => {
+    const good = Array.from({length: 5000}, (_, i) => `good:${i}`)
+    const later = Array.from({length: 3000}, (_, i) => `later:${i}`)
+    const input = [...good, 'x'.repeat(1025), ...later].join('\n')
+    const run = await spawnCli(['shards:assign', '--stdin', ...fleet.r()], {input})
+    expect(run.exitCode, run.stderr).to.equal(3)
+    expect(run.stderr).to.match(/line 5,001: shard hash of 1025 characters is too long/)
+    expect(run.stderr).to.match(/5,000 hashes before it were assigned and printed/)
+    const printedHashes = run.stdout
+      .trim()
+      .split('\n')
+      .map((l) => l.split('\t')[0])
+    expect(printedHashes).to.deep.equal(good)
+    const map = await fleet.reg.hgetall('shards.map')
+    expect(Object.keys(map).sort()).to.deep.equal([...good].sort())
+    // Nothing assigned yet: the bad line changes nothing, and says so with exit 2.
+    const first = await spawnCli(['shards:assign', '--stdin', ...fleet.r()], {input: `${'y'.repeat(1025)}\nz\n`})
+    expect(first.exitCode, first.stderr).to.equal(2)
+    expect(first.stderr).to.match(/line 1: shard hash of 1025 characters is too long/)
+    expect(await fleet.reg.hlen('shards.map')).to.equal(5000)
+  })
+
   it('--dry-run draws but stores nothing', async () => {
     const run = await cli(['shards:assign', 'x', 'y', '--dry-run', '--json', ...fleet.r()])
     expect(run.exitCode).to.equal(0)
