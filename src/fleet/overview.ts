@@ -1,4 +1,5 @@
 import {formatAddress, instanceKey} from '../registry/address.js'
+import {shares} from '../registry/assign.js'
 import type {Registry} from '../registry/registry.js'
 import type {Shard} from '../registry/schema.js'
 import type {ConnectionPool} from './connect.js'
@@ -24,6 +25,7 @@ export interface BrokenShard {
 }
 
 export interface FleetOverview {
+  /** The sum of the weights: null in JSON when it is beyond the largest number (shares are still right). */
   totalWeight: number
   instances: number
   probed: boolean
@@ -80,6 +82,7 @@ export async function fleetOverview(registry: Registry, pool: ConnectionPool, op
     options.counts ? registry.countAssignments((n) => options.onProgress?.(`counted ${n.toLocaleString('en-US')} hashes`)) : undefined,
   ])
   const totalWeight = shards.reduce((sum, s) => sum + s.weight, 0)
+  const shareOf = shares(new Map(shards.map((s) => [s.id, s.weight])))
 
   const overview: ShardOverview[] = shards.map((shard) => {
     const kinds = [...shard.replicas.map(() => 'slave' as const), ...shard.persist.map(() => 'persist' as const)]
@@ -94,7 +97,7 @@ export async function fleetOverview(registry: Registry, pool: ConnectionPool, op
     const entry: ShardOverview = {
       id: shard.id,
       weight: shard.weight,
-      share: totalWeight > 0 ? shard.weight / totalWeight : 0,
+      share: shareOf.get(shard.id) ?? 0,
       master: health.master,
       replicas: health.replicas.map((r, i) => ({...r, kind: kinds[i]})),
       problems: states ? shardProblems(health.master, health.replicas) : [],

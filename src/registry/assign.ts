@@ -5,20 +5,37 @@ import {close} from '../fleet/connect.js'
 import type {Registry} from './registry.js'
 
 /**
+ * Each weight's share of new assignments, weight / sum of weights, computed without
+ * overflow: weights are divided by the largest first, so three shards of 1e308 each
+ * get a third (their sum is no longer a finite number). 0 for weight 0, and for all
+ * when no weight is above 0.
+ */
+export function shares(weights: Map<string, number>): Map<string, number> {
+  const largest = Math.max(0, ...[...weights.values()].filter((w) => w > 0 && Number.isFinite(w)))
+  const scaled = new Map([...weights].map(([id, w]) => [id, largest > 0 && w > 0 && Number.isFinite(w) ? w / largest : 0]))
+  const total = [...scaled.values()].reduce((a, b) => a + b, 0)
+  return new Map([...scaled].map(([id, w]) => [id, total > 0 ? w / total : 0]))
+}
+
+/**
  * The seeds' rule: a new hash goes to a shard chosen at random with probability
  * weight / sum of weights. Weight 0 is never chosen. Prefix sums and a binary search
- * make a draw O(log n), so a million draws over a thousand shards cost nothing.
+ * make a draw O(log n), so a million draws over a thousand shards cost nothing. The
+ * sums are of the weights divided by the largest: any finite weights, up to 1e308
+ * each, add up without overflow (at most the number of shards).
  */
 export class WeightedPicker {
   private readonly ids: string[] = []
   private readonly cumulative: number[] = []
-  readonly total: number
+  /** The sum of the weights divided by the largest one. */
+  private readonly total: number
 
   constructor(weights: Map<string, number>) {
+    const usable = [...weights].filter(([, w]) => w > 0 && Number.isFinite(w))
+    const largest = Math.max(0, ...usable.map(([, w]) => w))
     let total = 0
-    for (const [id, weight] of weights) {
-      if (!(weight > 0) || !Number.isFinite(weight)) continue
-      total += weight
+    for (const [id, weight] of usable) {
+      total += weight / largest
       this.ids.push(id)
       this.cumulative.push(total)
     }

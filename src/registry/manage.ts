@@ -2,6 +2,7 @@ import {ExitCode, ShardctlError, usageError} from '../errors.js'
 import type {ConnectionPool} from '../fleet/connect.js'
 import {databaseCount} from '../fleet/instance.js'
 import {type ShardAddress, instanceKey} from './address.js'
+import {shares} from './assign.js'
 import {type Registry, compareIds, unknownShard} from './registry.js'
 import {type Shard, isValidShardId, sharedDatabases, validateShardId} from './schema.js'
 
@@ -198,9 +199,11 @@ export function proposeEvenWeights(current: Map<string, number>, fill: Map<strin
       return {id, current: weight, proposed: Math.round(share * 100 * active.length), fill: fill.get(id) ?? 0}
     })
   // New numbers that give every shard the share it has now are no change: keep the weights.
-  const sum = (key: 'current' | 'proposed') => proposals.reduce((n, p) => n + p[key], 0)
-  const [before, after] = [sum('current'), sum('proposed')]
-  const sameShares = before > 0 && after > 0 && proposals.every((p) => Math.abs(p.current / before - p.proposed / after) < 0.0005)
+  const shareOf = (key: 'current' | 'proposed') => shares(new Map(proposals.map((p) => [p.id, p[key]])))
+  const [before, after] = [shareOf('current'), shareOf('proposed')]
+  const anyWeight = (of: Map<string, number>) => [...of.values()].some((v) => v > 0)
+  const sameShares =
+    anyWeight(before) && anyWeight(after) && proposals.every((p) => Math.abs(before.get(p.id)! - after.get(p.id)!) < 0.0005)
   return sameShares ? proposals.map((p) => ({...p, proposed: p.current})) : proposals
 }
 

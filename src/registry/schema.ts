@@ -64,7 +64,10 @@ export function validateShardId(id: string): string {
   return id
 }
 
-/** A weight as given on the command line or in a document: a finite number >= 0. */
+/** The smallest weight above 0 that is stored exactly: the smallest normal double. */
+export const MIN_WEIGHT = 2.2250738585072014e-308
+
+/** A weight as given on the command line or in a document: a finite number >= 0, stored as given. */
 export function parseWeight(input: string | number): number {
   const text = String(input).trim()
   if (/^-\s*(\d|\.\d)/.test(text))
@@ -75,6 +78,13 @@ export function parseWeight(input: string | number): number {
   }
   const weight = Number(text)
   if (!Number.isFinite(weight)) throw usageError(`invalid weight "${text}": not finite`, 'a weight is a finite number >= 0')
+  // Below the smallest normal double a weight loses its digits, down to 0: a drain nobody asked for.
+  if (weight < MIN_WEIGHT && /[1-9]/.test(text.replace(/[eE].*$/, ''))) {
+    throw usageError(
+      `invalid weight "${text}": too small to be stored${weight === 0 ? ' (it would be 0, a drain)' : ' exactly'}`,
+      `a weight is 0 or at least ${MIN_WEIGHT}; only the ratios between weights matter: raise the others instead`,
+    )
+  }
   return weight
 }
 

@@ -72,6 +72,24 @@ describe('shards:weight', () => {
     expect(await fleet.reg.zscore('shards.list', 's001')).to.equal('0')
   })
 
+  it('huge weights do not overflow: three of 1e308 share new hashes in thirds; a weight too small to store is refused', async () => {
+    for (const id of ['s000', 's001', 's002']) expect((await cli(['shards:weight', id, '1e308', ...fleet.r()])).exitCode).to.equal(0)
+    const list = JSON.parse((await cli(['shards:list', '--no-probe', '--json', ...fleet.r()])).stdout)
+    expect(list.shards.map((s: {share: number}) => s.share.toFixed(3))).to.deep.equal(['0.333', '0.333', '0.333'])
+    const hashes = Array.from({length: 3000}, (_, i) => `big:${i}`)
+    expect((await cli(['shards:assign', ...hashes, '--quiet', ...fleet.r()])).exitCode).to.equal(0)
+    const counts: Record<string, number> = {}
+    for (const id of await fleet.reg.hvals('shards.map')) counts[id] = (counts[id] ?? 0) + 1
+    // Expected 1,000 each, standard deviation 26: 8 sd is 210.
+    for (const id of ['s000', 's001', 's002']) expect(Math.abs(counts[id] - 1000), id).to.be.lessThan(210)
+    for (const tiny of ['1e-400', '1e-320']) {
+      const run = await cli(['shards:weight', 's000', tiny, ...fleet.r()])
+      expect(run.exitCode, tiny).to.equal(2)
+      expect(run.stderr).to.match(/too small to be stored/)
+    }
+    expect(await fleet.reg.zscore('shards.list', 's000')).to.equal('1e+308')
+  })
+
   it('--even --by keys steers new assignments toward the emptier shards', async () => {
     const db0 = fleet.instances[0].master.client(0)
     const db1 = fleet.instances[0].master.client(1)

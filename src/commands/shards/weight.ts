@@ -5,6 +5,7 @@ import {dryRunFlag, shardIdArg, yesFlag} from '../../flags.js'
 import {fleetOverview} from '../../fleet/overview.js'
 import {usageError} from '../../errors.js'
 import {type WeightChange, applyWeights, planWeight, proposeEvenWeights} from '../../registry/manage.js'
+import {shares} from '../../registry/assign.js'
 import {parseWeight} from '../../registry/schema.js'
 import {formatCount, formatPercent, paint, plural, renderTable} from '../../ui/terminal.js'
 
@@ -91,22 +92,19 @@ export default class ShardsWeight extends RegistryCommand<typeof ShardsWeight> {
   }
 
   private render(changes: WeightChange[], by: string | undefined): void {
-    const share = (list: number[], i: number) => {
-      const total = list.reduce((a, b) => a + b, 0)
-      return formatPercent(total > 0 ? list[i] / total : 0)
-    }
-    const current = changes.map((c) => c.current)
-    const proposed = changes.map((c) => c.proposed)
+    const current = shares(new Map(changes.map((c) => [c.id, c.current])))
+    const proposed = shares(new Map(changes.map((c) => [c.id, c.proposed])))
+    const share = (of: Map<string, number>, id: string) => formatPercent(of.get(id) ?? 0)
     const head = ['ID', ...(by ? [by.toUpperCase()] : []), 'WEIGHT', 'SHARE', 'NEW WEIGHT', 'NEW SHARE']
-    const rows = changes.map((c, i) => {
+    const rows = changes.map((c) => {
       const mark = c.current === c.proposed ? (s: string) => s : paint.bold
       return [
         c.id,
         ...(by ? [formatCount(c.fill)] : []),
         String(c.current),
-        share(current, i),
+        share(current, c.id),
         mark(String(c.proposed)),
-        share(proposed, i),
+        share(proposed, c.id),
       ]
     })
     // A single change does not need its fleet-wide share.
