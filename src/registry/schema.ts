@@ -119,6 +119,11 @@ export interface ShardProblem {
 
 const INDEXED_FIELD = /^(slave|persist)(\d+)$/
 
+/** A field of the schema in a shard hash: master, slaveN, persistN (every other field is kept untouched). */
+export function isNodeField(field: string): boolean {
+  return field === 'master' || INDEXED_FIELD.test(field)
+}
+
 /**
  * Read a shard hash. Returns the problems instead of throwing, so one corrupt
  * shard never hides the others from `shards:list`.
@@ -157,7 +162,7 @@ export function parseShardFields(id: string, weight: number, fields: Record<stri
     }
   }
   for (const [field, value] of Object.entries(fields)) {
-    if (field !== 'master' && !INDEXED_FIELD.test(field)) extra[field] = value
+    if (!isNodeField(field)) extra[field] = value
   }
   if (!Number.isFinite(weight) || weight < 0) problems.push(`weight ${weight} is not a finite number >= 0`)
 
