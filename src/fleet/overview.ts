@@ -1,8 +1,9 @@
 import {formatAddress, instanceKey} from '../registry/address.js'
 import {shares} from '../registry/assign.js'
 import type {Registry} from '../registry/registry.js'
-import type {Shard} from '../registry/schema.js'
+import {type Shard, sharedDatabases} from '../registry/schema.js'
 import type {ConnectionPool} from './connect.js'
+import {identityOf} from './identity.js'
 import {type InstanceState, type NodeHealth, type ReplicaHealth, probeInstances, shardHealth} from './probe.js'
 
 export interface ShardOverview {
@@ -84,6 +85,24 @@ export async function fleetOverview(registry: Registry, pool: ConnectionPool, op
   const totalWeight = shards.reduce((sum, s) => sum + s.weight, 0)
   const shareOf = shares(new Map(shards.map((s) => [s.id, s.weight])))
 
+  // What the registry itself gets wrong, told by what the instances are (their run_id where probed).
+  const identity = identityOf(states ?? new Map())
+  const sharing = new Map<string, string[]>()
+  for (const shared of sharedDatabases(shards, identity.database))
+    for (const id of shared.ids)
+      sharing.set(
+        id,
+        shared.ids.filter((other) => other !== id),
+      )
+  const registryProblems = (shard: Shard): string[] => [
+    ...(sharing.has(shard.id)
+      ? [`master ${formatAddress(shard.master)} is also the master of ${sharing.get(shard.id)!.join(', ')}: a database holds one shard`]
+      : []),
+    ...[...shard.replicas, ...shard.persist]
+      .filter((r) => identity.instance(r) === identity.instance(shard.master))
+      .map((r) => `replica ${formatAddress(r)} is the master itself`),
+  ]
+
   const overview: ShardOverview[] = shards.map((shard) => {
     const kinds = [...shard.replicas.map(() => 'slave' as const), ...shard.persist.map(() => 'persist' as const)]
     const health = states
@@ -100,7 +119,7 @@ export async function fleetOverview(registry: Registry, pool: ConnectionPool, op
       share: shareOf.get(shard.id) ?? 0,
       master: health.master,
       replicas: health.replicas.map((r, i) => ({...r, kind: kinds[i]})),
-      problems: states ? shardProblems(health.master, health.replicas) : [],
+      problems: [...registryProblems(shard), ...(states ? shardProblems(health.master, health.replicas) : [])],
     }
     if (counts) entry.hashes = counts.get(shard.id) ?? 0
     return entry

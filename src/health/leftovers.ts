@@ -1,5 +1,6 @@
 import {parseInfo, parseReplication, sameHost} from '../fleet/info.js'
 import type {ConnectionPool} from '../fleet/connect.js'
+import {identityOf} from '../fleet/identity.js'
 import type {InstanceState} from '../fleet/probe.js'
 import {isWriteFence, readFencing} from '../fleet/replication.js'
 import {readStrays} from '../ops/reconcile.js'
@@ -32,7 +33,7 @@ export async function checkLeftovers(
   states: Map<string, InstanceState>,
 ): Promise<LeftoverRow[]> {
   const rows: LeftoverRow[] = []
-  for (const shared of sharedDatabases(shards)) {
+  for (const shared of sharedDatabases(shards, identityOf(states).database)) {
     rows.push({
       subject: shared.database,
       problems: [

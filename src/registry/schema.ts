@@ -1,5 +1,5 @@
 import {usageError} from '../errors.js'
-import {formatAddress, parseAddress, type ShardAddress} from './address.js'
+import {canonicalDatabase, formatAddress, parseAddress, type ShardAddress} from './address.js'
 
 /**
  * The wire contract of SPEC §2, in one place.
@@ -189,22 +189,19 @@ export function shardFields(shard: Pick<Shard, 'master' | 'replicas' | 'persist'
   return fields
 }
 
-const LOOPBACK = new Set(['127.0.0.1', 'localhost', '::1'])
-
-/** One database's name for comparison: loopback names are one host. */
-function databaseKey(address: ShardAddress): string {
-  return formatAddress({...address, host: LOOPBACK.has(address.host) ? '127.0.0.1' : address.host})
-}
-
 /**
  * Databases that are the master of more than one shard (SPEC §4.9: a database holds
  * one shard). Two shards on one database share their keys: moving or dropping one
- * takes the other's data with it.
+ * takes the other's data with it. Databases are compared by what they are: the
+ * canonical address, or `identify` (the server's run_id and db, where it answers).
  */
-export function sharedDatabases(shards: {id: string; master: ShardAddress}[]): {database: string; ids: string[]}[] {
+export function sharedDatabases(
+  shards: {id: string; master: ShardAddress}[],
+  identify: (address: ShardAddress) => string = canonicalDatabase,
+): {database: string; ids: string[]}[] {
   const byDb = new Map<string, {database: string; ids: string[]}>()
   for (const shard of shards) {
-    const key = databaseKey(shard.master)
+    const key = identify(shard.master)
     const entry = byDb.get(key) ?? {database: formatAddress(shard.master), ids: []}
     entry.ids.push(shard.id)
     byDb.set(key, entry)
