@@ -212,10 +212,17 @@ export async function planWeight(registry: Registry, id: string, weight: number)
 }
 
 /**
+ * The weight --even gives a shard already past its target, of a mean of 100: small, and
+ * never 0. Weight 0 is the operator's drain, which --even keeps; a shard --even weighted
+ * down stays one it weighs again, and gets more once it is the emptier one.
+ */
+export const EVEN_FLOOR = 1
+
+/**
  * Weights that steer new assignments toward the emptier shards. The aim: after as many new
  * items again as the fleet holds now, every shard holds the same. A shard's weight is what
- * it lacks of that target, scaled so the mean weight is 100; a shard already past it gets 0.
- * Drained shards (weight 0) stay drained. An empty fleet gets equal weights.
+ * it lacks of that target, scaled so the mean weight is 100; a shard already past it gets
+ * EVEN_FLOOR. Drained shards (weight 0) stay drained. An empty fleet gets equal weights.
  */
 export function proposeEvenWeights(current: Map<string, number>, fill: Map<string, number>): WeightChange[] {
   const active = [...current].filter(([, w]) => w > 0).map(([id]) => id)
@@ -227,7 +234,8 @@ export function proposeEvenWeights(current: Map<string, number>, fill: Map<strin
     .sort(([a], [b]) => compareIds(a, b))
     .map(([id, weight]) => {
       const share = lack.has(id) && lackTotal > 0 ? lack.get(id)! / lackTotal : 0
-      return {id, current: weight, proposed: Math.round(share * 100 * active.length), fill: fill.get(id) ?? 0}
+      const proposed = lack.has(id) ? Math.max(EVEN_FLOOR, Math.round(share * 100 * active.length)) : 0
+      return {id, current: weight, proposed, fill: fill.get(id) ?? 0}
     })
   // New numbers that give every shard the share it has now are no change: keep the weights.
   const shareOf = (key: 'current' | 'proposed') => shares(new Map(proposals.map((p) => [p.id, p[key]])))

@@ -13,7 +13,7 @@ export default class ShardsWeight extends RegistryCommand<typeof ShardsWeight> {
   static override summary = "Set a shard's weight, or propose weights that even out the fleet."
   static override description = `A shard's weight is its share of new assignments: probability weight / sum of weights; 0 takes it out of new assignments.
 
---even proposes weights that steer new hashes toward the emptier shards, measured by keys in each shard's database (--by keys, probed live) or by hashes assigned in the map (--by hashes), shows current and proposed side by side, and applies them on confirmation or --yes. Drained shards (weight 0) stay drained.`
+--even proposes weights that steer new hashes toward the emptier shards, measured by keys in each shard's database (--by keys, probed live) or by hashes assigned in the map (--by hashes), shows current and proposed side by side, and applies them on confirmation or --yes. Drained shards (weight 0) stay drained; --even itself never drains: a shard already fuller than the rest keeps a small weight (1, of a mean of 100), so a later --even weighs it again.`
 
   static override examples = [
     '<%= config.bin %> <%= command.id %> s042 2.5',
