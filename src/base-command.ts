@@ -1,6 +1,6 @@
 import {Command, Errors, Flags, type Interfaces} from '@oclif/core'
 
-import {ExitCode, ShardctlError, usageError} from './errors.js'
+import {ExitCode, ShardctlError, debugWanted, usageError} from './errors.js'
 import {readFileSync} from 'node:fs'
 
 import {type ConnectOptions, ConnectionPool, close, connect} from './fleet/connect.js'
@@ -155,7 +155,7 @@ export abstract class ShardctlCommand<T extends typeof Command> extends Command 
       const suggestion = closest(unknownFlag[1], known)
       if (suggestion) failure.hint = `did you mean --${suggestion}? (see --help)`
     }
-    if (process.env.DEBUG && error.stack) note(error.stack)
+    if (debugWanted() && error.stack) note(error.stack)
     if (this.jsonEnabled()) {
       this.logJson({
         error: {code: failure.code, message: failure.message, hint: failure.hint && scrub(failure.hint), exitCode: failure.exitCode},
@@ -419,7 +419,7 @@ export function describeFailure(error: Error & {oclif?: {exit?: number}; code?: 
   }
   return {
     message: oneLine(error.message.split('\n')[0] || String(error)),
-    hint: process.env.DEBUG ? undefined : 'set DEBUG=1 for details',
+    hint: debugWanted() ? undefined : 'set DEBUG=1 for details',
     code: error.code ?? 'EUNEXPECTED',
     exitCode: ExitCode.unexpected,
   }
