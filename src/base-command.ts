@@ -6,7 +6,7 @@ import {readFileSync} from 'node:fs'
 import {type ConnectOptions, ConnectionPool, close, connect} from './fleet/connect.js'
 import {OperatorLock, newOperatorToken, operatorClientName} from './ops/lock.js'
 import {noColorFlag, parseDuration, prefixFlag, registryFlag, timeoutFlag, tlsFlags} from './flags.js'
-import {type FleetContext, fleetLabel, loadContext} from './config.js'
+import {type FleetContext, fleetLabel, fleetOf, loadContext} from './config.js'
 import {type ConnectTarget, type Credentials, formatAddress, instanceKey, parseAddress} from './registry/address.js'
 import {Registry, currentActor} from './registry/registry.js'
 import {registryKeys, validatePrefix} from './registry/schema.js'
@@ -207,10 +207,15 @@ export abstract class RegistryCommand<T extends typeof Command> extends Shardctl
     if (this.context?.prefix && !this.given('prefix')) flags.prefix = validatePrefix(this.context.prefix)
   }
 
-  /** Every question names the fleet it is about, so nobody changes the wrong one. */
+  /**
+   * Every question names the fleet it acts on, so nobody changes the wrong one: the
+   * context that is this registry and prefix (the one in use, or another of the file),
+   * else the registry's address alone — never a context whose registry -r overrode.
+   */
   protected override confirm(question: string): Promise<boolean> {
     const flags = this.flags as RegistryFlags
-    return super.confirm(`${fleetLabel(this.context, formatAddress(flags.registry))}: ${question}`)
+    const fleet = fleetOf({registry: flags.registry, prefix: flags.prefix}, this.context)
+    return super.confirm(`${fleetLabel(fleet, formatAddress(flags.registry))}: ${question}`)
   }
 
   /** This run's token: in its lock, and in the name of every connection it opens. */
