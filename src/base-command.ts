@@ -1,12 +1,12 @@
 import {Command, Errors, Flags, type Interfaces} from '@oclif/core'
 
-import {ExitCode, ShardctlError, usageError} from './errors.js'
+import {ExitCode, ShardctlError, debugWanted, usageError} from './errors.js'
 import {readFileSync} from 'node:fs'
 
 import {type ConnectOptions, ConnectionPool, close, connect} from './fleet/connect.js'
 import {OperatorLock, newOperatorToken, operatorClientName} from './ops/lock.js'
 import {noColorFlag, parseDuration, prefixFlag, registryFlag, timeoutFlag, tlsFlags} from './flags.js'
-import {type FleetContext, fleetLabel, loadContext} from './config.js'
+import {type FleetContext, fleetLabel, fleetOf, loadContext} from './config.js'
 import {type ConnectTarget, type Credentials, formatAddress, instanceKey, parseAddress} from './registry/address.js'
 import {Registry, currentActor} from './registry/registry.js'
 import {registryKeys, validatePrefix} from './registry/schema.js'
@@ -155,7 +155,7 @@ export abstract class ShardctlCommand<T extends typeof Command> extends Command 
       const suggestion = closest(unknownFlag[1], known)
       if (suggestion) failure.hint = `did you mean --${suggestion}? (see --help)`
     }
-    if (process.env.DEBUG && error.stack) note(error.stack)
+    if (debugWanted() && error.stack) note(error.stack)
     if (this.jsonEnabled()) {
       this.logJson({
         error: {code: failure.code, message: failure.message, hint: failure.hint && scrub(failure.hint), exitCode: failure.exitCode},
@@ -207,10 +207,15 @@ export abstract class RegistryCommand<T extends typeof Command> extends Shardctl
     if (this.context?.prefix && !this.given('prefix')) flags.prefix = validatePrefix(this.context.prefix)
   }
 
-  /** Every question names the fleet it is about, so nobody changes the wrong one. */
+  /**
+   * Every question names the fleet it acts on, so nobody changes the wrong one: the
+   * context that is this registry and prefix (the one in use, or another of the file),
+   * else the registry's address alone — never a context whose registry -r overrode.
+   */
   protected override confirm(question: string): Promise<boolean> {
     const flags = this.flags as RegistryFlags
-    return super.confirm(`${fleetLabel(this.context, formatAddress(flags.registry))}: ${question}`)
+    const fleet = fleetOf({registry: flags.registry, prefix: flags.prefix}, this.context)
+    return super.confirm(`${fleetLabel(fleet, formatAddress(flags.registry))}: ${question}`)
   }
 
   /** This run's token: in its lock, and in the name of every connection it opens. */
@@ -419,7 +424,7 @@ export function describeFailure(error: Error & {oclif?: {exit?: number}; code?: 
   }
   return {
     message: oneLine(error.message.split('\n')[0] || String(error)),
-    hint: process.env.DEBUG ? undefined : 'set DEBUG=1 for details',
+    hint: debugWanted() ? undefined : 'set DEBUG=1 for details',
     code: error.code ?? 'EUNEXPECTED',
     exitCode: ExitCode.unexpected,
   }

@@ -42,3 +42,11 @@ export function corruptRegistryError(message: string, hint?: string): ShardctlEr
     hint: hint ?? 'inspect the key with redis-cli and repair it by hand',
   })
 }
+
+/**
+ * Whether the operator asked for stack traces: DEBUG, which bin/run.js hands over as
+ * SHARDCTL_DEBUG so that no library's debug output (which would echo credentials) sees it.
+ */
+export function debugWanted(): boolean {
+  return Boolean(process.env.SHARDCTL_DEBUG || process.env.DEBUG)
+}

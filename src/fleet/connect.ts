@@ -29,7 +29,7 @@ export const DEFAULT_TIMEOUT_MS = 5000
 
 /** What the registry's Lua scripts look like on a client. */
 export type ScriptedRedis = Redis & {
-  apply(numKeys: number, ...args: (string | number)[]): Promise<string>
+  apply(numKeys: number, ...args: (string | number | Buffer)[]): Promise<number>
   assign(...args: string[]): Promise<string[]>
   lockAcquire(key: string, value: string, leaseMs: string, deadValue: string): Promise<'OK' | [string, number]>
   lockRenew(key: string, value: string, leaseMs: string): Promise<number>

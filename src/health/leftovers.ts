@@ -1,5 +1,6 @@
 import {parseInfo, parseReplication, sameHost} from '../fleet/info.js'
 import type {ConnectionPool} from '../fleet/connect.js'
+import {identityOf} from '../fleet/identity.js'
 import type {InstanceState} from '../fleet/probe.js'
 import {isWriteFence, readFencing} from '../fleet/replication.js'
 import {readStrays} from '../ops/reconcile.js'
@@ -25,14 +26,22 @@ export interface LeftoverRow {
 /** How far back the history is read for instances that left the registry. */
 const HISTORY_DEPTH = 200
 
+/**
+ * What was left behind, for every shard of the registry (`shards`), or only what
+ * concerns the `selected` ones (check --shard): a database one of them shares, strays
+ * of theirs, a fence on their instances, a former master of theirs.
+ */
 export async function checkLeftovers(
   registry: Registry,
   pool: ConnectionPool,
   shards: Shard[],
   states: Map<string, InstanceState>,
+  selected?: Set<string>,
 ): Promise<LeftoverRow[]> {
+  const concerns = (ids: string[]) => selected === undefined || ids.some((id) => selected.has(id))
   const rows: LeftoverRow[] = []
-  for (const shared of sharedDatabases(shards)) {
+  for (const shared of sharedDatabases(shards, identityOf(states).database)) {
+    if (!concerns(shared.ids)) continue
     rows.push({
       subject: shared.database,
       problems: [
@@ -41,6 +50,7 @@ export async function checkLeftovers(
     })
   }
   for (const stray of await readStrays(registry)) {
+    if (!concerns([stray.shard])) continue
     rows.push({
       subject: stray.source,
       problems: [`holds ${stray.recorded} key(s) written after shard ${stray.shard} moved away: run shards:reconcile`],
@@ -56,17 +66,30 @@ export async function checkLeftovers(
       })
     }
   }
-  rows.push(...(await formerMasters(registry, pool, shards)))
+  rows.push(...(await formerMasters(registry, pool, shards, concerns)))
   return rows
 }
 
+/** The shards an event of the history names: a promote's shards, a split's moves. */
+function shardsOf(event: Record<string, unknown>): string[] {
+  const ids = Array.isArray(event.shards) ? event.shards : []
+  const moves = event.moves && typeof event.moves === 'object' ? Object.keys(event.moves) : []
+  return [...ids, ...moves].filter((id): id is string => typeof id === 'string')
+}
+
 /** Instances the history names as masters that left (emergency failovers, split sources), probed where the registry no longer names them. */
-async function formerMasters(registry: Registry, pool: ConnectionPool, shards: Shard[]): Promise<LeftoverRow[]> {
+async function formerMasters(
+  registry: Registry,
+  pool: ConnectionPool,
+  shards: Shard[],
+  concerns: (ids: string[]) => boolean,
+): Promise<LeftoverRow[]> {
   const named = new Set(shards.flatMap((s) => [s.master, ...s.replicas, ...s.persist].map(instanceKey)))
   const replicas = shards.flatMap((s) => [...s.replicas, ...s.persist])
   const history = await readHistory(registry, HISTORY_DEPTH).catch(() => [])
   const candidates = new Set<string>()
   for (const event of history) {
+    if (!concerns(shardsOf(event))) continue
     for (const field of ['removedMaster', 'from']) {
       const value = event[field]
       if (typeof value === 'string' && /^[^/]+:\d+$/.test(value) && !named.has(value)) candidates.add(value)

@@ -53,6 +53,18 @@ describe('no credential is ever printed, whatever the URL looks like', () => {
     })
   }
 
+  it('DEBUG=ioredis:* or DEBUG=* prints no credential: library debug output never shows', async () => {
+    const pw = secret('the-right-one')
+    for (const debug of ['ioredis:*', '*']) {
+      const run = await spawnCli(['shards:list', '--no-probe', '-r', `redis://127.0.0.1:${guarded.port}/0`], {
+        env: {SHARDCTL_REGISTRY_PASSWORD: pw, DEBUG: debug},
+      })
+      expect(run.exitCode, run.stderr).to.equal(0)
+      expect(run.stdout + run.stderr, debug).not.to.include(pw)
+      expect(run.stderr, debug).not.to.match(/ioredis:|auth\(/)
+    }
+  })
+
   it('a wrong password says authentication failed for that host, not that it is unreachable', async () => {
     const run = await spawnCli(['shards:list', '-r', `redis://127.0.0.1:${guarded.port}/0`], {
       env: {SHARDCTL_REGISTRY_PASSWORD: secret('wrong-one-123')},

@@ -55,6 +55,17 @@ describe('shards:check', () => {
     return {exitCode: run.exitCode, report: JSON.parse(run.stdout) as CheckReport, stderr: run.stderr}
   }
 
+  /** A master with no replica at all (healthy otherwise), serving shard "solo". */
+  async function soloShard(): Promise<TestServer> {
+    const lonely = await startServer(
+      HEALTHY.filter((a, i, all) => !a.startsWith('--min-replicas') && !all[i - 1]?.startsWith('--min-replicas')),
+    )
+    extra.push(lonely)
+    await fleet.reg.hset('shards.solo', 'master', lonely.address(4))
+    await fleet.reg.zadd('shards.list', 1, 'solo')
+    return lonely
+  }
+
   /** Every problem of a report, flat. */
   const problems = (report: CheckReport) =>
     [
@@ -280,12 +291,7 @@ describe('shards:check', () => {
   })
 
   it('a master with no replica is a problem, unless accepted with --allow-no-replica', async () => {
-    const lonely = await startServer(
-      HEALTHY.filter((a, i, all) => !a.startsWith('--min-replicas') && !all[i - 1]?.startsWith('--min-replicas')),
-    )
-    extra.push(lonely)
-    await fleet.reg.hset('shards.solo', 'master', lonely.address(4))
-    await fleet.reg.zadd('shards.list', 1, 'solo')
+    const lonely = await soloShard()
     const {exitCode, report} = await check()
     expect(exitCode).to.equal(3)
     expect(problems(report)).to.deep.equal([
@@ -349,6 +355,44 @@ describe('shards:check', () => {
       `still has registered replica(s) following it: 127.0.0.1:${replicas[1].port}`,
     )
     expect(problems(followed.report)).to.include(`replica ${inst(replicas[1])} follows 127.0.0.1:${revived.port}, not the master`)
+  })
+
+  it('--shard keeps what was left behind of that shard: its stray writes, a database it shares; not what is not its own', async () => {
+    await fleet.reg.hset('shards._strays', `${inst(master)}/7`, JSON.stringify({shard: 's001', keys: 3, at: new Date().toISOString()}))
+    const strays = await check('--shard', 's001')
+    expect(strays.exitCode).to.equal(3)
+    expect(problems(strays.report)).to.deep.equal(['holds 3 key(s) written after shard s001 moved away: run shards:reconcile'])
+    const other = await check('--shard', 's002')
+    expect(other.exitCode, "the strays are not s002's").to.equal(0)
+    await fleet.reg.del('shards._strays')
+    await fleet.reg.hset('shards.twin', 'master', master.address(1), 'slave0', replicas[0].address(1), 'slave1', replicas[1].address(1))
+    await fleet.reg.zadd('shards.list', 1, 'twin')
+    const shared = await check('--shard', 's001')
+    expect(shared.exitCode).to.equal(3)
+    expect(problems(shared.report)).to.deep.equal([
+      `is the master database of 2 shards (s001, twin): a database holds one shard; they share and overwrite each other's keys`,
+    ])
+  })
+
+  it('--canary honours --allow-no-replica: a master accepted without replicas is not a canary failure', async () => {
+    const lonely = await soloShard()
+    const accepted = await check('--canary', '--allow-no-replica')
+    expect(accepted.exitCode, JSON.stringify(problems(accepted.report))).to.equal(0)
+    expect(accepted.report.canary!.find((r) => r.master === inst(lonely))!.skipped).to.match(/no replica .*accepted/)
+    const refused = await check('--canary')
+    expect(refused.exitCode).to.equal(3)
+  })
+
+  it('an empty registry fails the gate (nothing was checked), unless --allow-empty', async () => {
+    const empty = await check('--prefix', 'empty')
+    expect(empty.exitCode).to.equal(3)
+    expect(empty.report.healthy).to.equal(false)
+    expect(empty.report.empty!.problems[0]).to.match(/no shard under this prefix: nothing was checked/)
+    const text = await cli(['shards:check', '--prefix', 'empty', ...fleet.r()])
+    expect(text.exitCode).to.equal(3)
+    expect(text.stderr).to.match(/No shards under "empty" in 127\.0\.0\.1:\d+\/0: nothing was checked/)
+    const allowed = await cli(['shards:check', '--prefix', 'empty', '--allow-empty', ...fleet.r()])
+    expect(allowed.exitCode).to.equal(0)
   })
 
   it('--shard narrows the check; an unknown shard is a usage error; a corrupt entry is a problem', async () => {
