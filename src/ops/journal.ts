@@ -3,7 +3,7 @@ import {randomBytes} from 'node:crypto'
 import {ExitCode, ShardctlError} from '../errors.js'
 import type {Registry} from '../registry/registry.js'
 import {failpoint} from './failpoint.js'
-import type {OperatorLock} from './lock.js'
+import {type OperatorLock, holderIsDead, lockHeld, parseHolder} from './lock.js'
 
 /**
  * The operation journal (SPEC §4.3): a long operation records each step in the
@@ -196,15 +196,45 @@ function lockLostMidway(cause?: Error): ShardctlError {
   )
 }
 
-export function pendingOperation(entry: JournalEntry): ShardctlError {
+function whereItStands(entry: JournalEntry): string {
   const last = lastStep(entry)
-  const where = last ? `at step "${last.name}" (${last.state})` : 'before its first step'
+  return last ? `at step "${last.name}" (${last.state})` : 'before its first step'
+}
+
+/** An operation open in the journal that nobody runs any more: the rerun that recovers it is named. */
+export function pendingOperation(entry: JournalEntry): ShardctlError {
   return new ShardctlError(
-    `an interrupted ${entry.type} of ${entry.target}, started by ${entry.by} at ${entry.startedAt}, stopped ${where}`,
+    `an interrupted ${entry.type} of ${entry.target}, started by ${entry.by} at ${entry.startedAt}, stopped ${whereItStands(entry)}`,
     {
       code: 'EPENDING',
       exitCode: ExitCode.unexpected,
       hint: `run shardctl shards:${entry.type} ${entry.target} to finish or roll it back first`,
     },
   )
+}
+
+/** Who holds the operator lock now, unless it is this run or a holder known to be dead. */
+export async function liveHolder(registry: Registry, ownToken?: string): Promise<{value: string; ttlMs: number} | undefined> {
+  const [value, ttlMs] = await Promise.all([registry.client.get(registry.keys.lock), registry.client.pttl(registry.keys.lock)])
+  if (value === null || holderIsDead(value)) return undefined
+  if (ownToken !== undefined && parseHolder(value)?.token === ownToken) return undefined
+  return {value, ttlMs}
+}
+
+/**
+ * Why an open operation in the journal stops this command, told truthfully. While a
+ * live holder holds the lock, the operation is running (or waits behind that holder):
+ * exit 4, naming the holder and since when, as every other mutating command says it.
+ * Only when nobody holds it is the operation interrupted, and the rerun that recovers
+ * it named.
+ */
+export async function openOperationError(registry: Registry, entry: JournalEntry, ownToken?: string): Promise<ShardctlError> {
+  const held = await liveHolder(registry, ownToken)
+  if (!held) return pendingOperation(entry)
+  const locked = lockHeld(registry.keys.lock, held.value, held.ttlMs)
+  const running = entry.owner !== undefined && parseHolder(held.value)?.token === entry.owner
+  const what = running
+    ? `; it is running the ${entry.type} of ${entry.target}, now ${whereItStands(entry)}`
+    : `; an interrupted ${entry.type} of ${entry.target} also waits in the journal`
+  return new ShardctlError(`${locked.message}${what}`, {code: locked.code, exitCode: locked.exitCode, hint: locked.hint})
 }

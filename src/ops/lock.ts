@@ -151,7 +151,8 @@ export function parseHolder(value: string | null): LockHolder | undefined {
   }
 }
 
-function holderIsDead(value: string): boolean {
+/** A holder on this host whose process is gone: it will never renew nor release. */
+export function holderIsDead(value: string): boolean {
   const holder = parseHolder(value)
   if (!holder || holder.host !== hostname() || holder.pid === process.pid) return false
   try {

@@ -5,7 +5,7 @@ import {dryRunFlag, parseCount, parseDuration, yesFlag} from '../../flags.js'
 import {ExitCode, ShardctlError, usageError} from '../../errors.js'
 import type {ConnectionPool} from '../../fleet/connect.js'
 import type {Registry} from '../../registry/registry.js'
-import {pendingOperation, readJournal} from '../../ops/journal.js'
+import {liveHolder, openOperationError, readJournal} from '../../ops/journal.js'
 import {
   type PromotePlan,
   type PromoteRequest,
@@ -71,7 +71,9 @@ Each step is recorded in the registry's journal before it is taken. A run killed
     if (!flags['dry-run']) {
       const pending = await readJournal(registry)
       if (pending) {
-        if (!journalMatches(pending, instance, shardId)) throw pendingOperation(pending)
+        // Running, not interrupted: say who runs it (exit 4), whichever instance it is about.
+        if (!journalMatches(pending, instance, shardId) || (await liveHolder(registry, this.operatorToken)))
+          throw await openOperationError(registry, pending, this.operatorToken)
         return this.recover(registry, pool)
       }
     }
@@ -81,7 +83,7 @@ Each step is recorded in the registry's journal before it is taken. A run killed
     let chosen: PromoteRequest['replica']
     const make = async () => {
       const pending = await readJournal(registry)
-      if (pending) throw pendingOperation(pending)
+      if (pending) throw await openOperationError(registry, pending, this.operatorToken)
       return planPromote(registry, pool, {...request, replica: request.replica ?? chosen})
     }
     const question = (plan: PromotePlan) =>

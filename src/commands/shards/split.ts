@@ -5,7 +5,7 @@ import {ExitCode, ShardctlError, usageError} from '../../errors.js'
 import type {ConnectionPool} from '../../fleet/connect.js'
 import type {Registry} from '../../registry/registry.js'
 import {countFlag, dryRunFlag, parseDuration, yesFlag} from '../../flags.js'
-import {pendingOperation, readJournal} from '../../ops/journal.js'
+import {liveHolder, openOperationError, readJournal} from '../../ops/journal.js'
 import {type SplitPlan, type SplitResult, executeSplit, planSplit, recoverSplit, splitJournalMatches} from '../../ops/split.js'
 import {type Endpoint, instanceKey, parseInstance} from '../../registry/address.js'
 import {defaultSpawnDir, recordSpawned, spawnLike, spawnPorts, stopSpawned} from '../../sandbox/spawn.js'
@@ -88,7 +88,9 @@ Each step is journaled; a killed split is finished or rolled back by the next sh
     if (!flags['dry-run']) {
       const pending = await readJournal(registry)
       if (pending) {
-        if (!splitJournalMatches(pending, source)) throw pendingOperation(pending)
+        // Running, not interrupted: say who runs it (exit 4), whichever instance it is about.
+        if (!splitJournalMatches(pending, source) || (await liveHolder(registry, this.operatorToken)))
+          throw await openOperationError(registry, pending, this.operatorToken)
         return this.recover(registry, pool)
       }
     }
@@ -106,7 +108,7 @@ Each step is journaled; a killed split is finished or rolled back by the next sh
     const request = {source, targets, shards, targetReplicas, maxPauseMs, graceMs, holdMs, quietMs, keepSource: flags['keep-source']}
     const make = async () => {
       const pending = await readJournal(registry)
-      if (pending) throw pendingOperation(pending)
+      if (pending) throw await openOperationError(registry, pending, this.operatorToken)
       return planSplit(registry, pool, {...request, toBeStarted})
     }
     const empty = (plan: SplitPlan): SplitResult => ({

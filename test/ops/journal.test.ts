@@ -1,0 +1,102 @@
+import {expect} from 'chai'
+import type {Redis} from 'ioredis'
+
+import {type CliResult, cli, spawnCli, startCli} from '../helpers/cli.js'
+import {useFleet} from '../helpers/fleet.js'
+import {fencesOf, untilStepDone} from '../helpers/ops.js'
+import {type TestServer, startReplicated, startServer, withClients} from '../helpers/redis.js'
+
+/**
+ * A second operator is told the truth (issue 19): while a split runs, every command
+ * that reads the journal says that another operator holds the lock, who and since when,
+ * and what it is running (exit 4), never that the split was interrupted. Once the run is
+ * gone (killed), the split is interrupted, and only then is the recovering command named.
+ */
+describe('an operation open in the journal: running or interrupted', () => {
+  const fleet = useFleet()
+  let reg: Redis
+  let source: TestServer
+  let target: TestServer
+  let spare: TestServer
+  let other: {master: TestServer; replicas: TestServer[]}
+  const inst = (s: TestServer) => `127.0.0.1:${s.port}`
+  const r = () => fleet.r()
+
+  before(() => {
+    reg = fleet.reg
+  })
+  beforeEach(async () => {
+    ;[source, target, spare, other] = await Promise.all([startServer(), startServer(), startServer(), startReplicated(1)])
+    expect((await cli(['shards:init', '--instance', inst(source), '--count', '4', '--yes', ...r()])).exitCode).to.equal(0)
+    const far = await cli(['shards:add', 'far', '--master', other.master.address(0), '--replica', other.replicas[0].address(0), ...r()])
+    expect(far.exitCode, far.stderr).to.equal(0)
+    await withClients([source], async ([c]) => c.mset({a: '1', b: '2'}))
+  })
+  afterEach(async () => {
+    await Promise.all([source, target, spare, other.master, ...other.replicas].map((s) => s.stop()))
+  })
+
+  /** Every command that reads the journal, each run plainly and with --json. */
+  const readers = (): string[][] => [
+    ['shards:promote', inst(other.master), '--yes'],
+    ['shards:promote', inst(source), '--yes'],
+    ['shards:promote', 'far', '--dry-run'],
+    ['shards:split', inst(source), '--yes'],
+    ['shards:split', inst(other.master), '--to', inst(spare), '--yes'],
+    ['shards:split', inst(source), '--to', inst(target), '--dry-run'],
+  ]
+
+  async function both(args: string[]): Promise<{plain: CliResult; json: CliResult}> {
+    return {plain: await cli([...args, ...r()]), json: await cli([...args, '--json', ...r()])}
+  }
+
+  it('while a split runs, each of them exits 4 naming the holder, since when and the running split', async () => {
+    // Stays in its cut-over, alive and renewing its lease, with the source fenced.
+    const split = await startCli(['shards:split', inst(source), '--to', inst(target), '--yes', ...r()], {
+      env: {SHARDCTL_FAILPOINT: 'fence:after:sleep-120000'},
+    })
+    try {
+      await untilStepDone(reg, 'fence')
+      const running = new RegExp(
+        `another operator holds the lock: \\S+ \\(shards:split, pid ${split.pid}\\) since \\S+ \\(\\d+s ago\\); it is running the split of ${inst(source)}, now at step "fence" \\(done\\)`,
+      )
+      for (const args of readers()) {
+        const {plain, json} = await both(args)
+        expect(plain.exitCode, `${args.join(' ')}: ${plain.stderr}`).to.equal(4)
+        expect(plain.stderr.trim().split('\n').at(-1), args.join(' ')).to.match(running)
+        expect(plain.stderr, args.join(' ')).not.to.match(/interrupted/)
+        const {error} = JSON.parse(json.stdout) as {error: {code: string; exitCode: number; message: string}}
+        expect(json.exitCode, args.join(' ')).to.equal(4)
+        expect(error, args.join(' ')).to.include({code: 'ELOCKED', exitCode: 4})
+        expect(error.message, args.join(' ')).to.match(running)
+      }
+    } finally {
+      process.kill(split.pid, 'SIGKILL')
+      await split.done
+    }
+  })
+
+  it('once the run is gone, the split is interrupted: each names the rerun that finishes it, which does', async () => {
+    const killed = await spawnCli(['shards:split', inst(source), '--to', inst(target), '--yes', ...r()], {
+      env: {SHARDCTL_FAILPOINT: 'fence:after:kill'},
+    })
+    expect(killed.exitCode).to.not.equal(0)
+    expect(await fencesOf([source])).to.deep.equal([String(source.port)])
+
+    const interrupted = new RegExp(`an interrupted split of ${inst(source)}, started by \\S+ at \\S+, stopped at step "fence" \\(done\\)`)
+    for (const args of readers().filter((a) => !(a[0] === 'shards:split' && a[1] === inst(source) && a[2] === '--yes'))) {
+      const {plain, json} = await both(args)
+      expect(plain.exitCode, `${args.join(' ')}: ${plain.stderr}`).to.equal(1)
+      expect(plain.stderr, args.join(' ')).to.match(interrupted)
+      expect(plain.stderr, args.join(' ')).to.match(new RegExp(`run shardctl shards:split ${inst(source)} to finish or roll it back first`))
+      const {error} = JSON.parse(json.stdout) as {error: {code: string; exitCode: number}}
+      expect(error, args.join(' ')).to.include({code: 'EPENDING', exitCode: 1})
+    }
+
+    const recovered = await spawnCli(['shards:split', inst(source), '--yes', '--json', ...r()])
+    expect(recovered.exitCode, recovered.stderr).to.equal(0)
+    expect(JSON.parse(recovered.stdout)).to.include({recovered: 'rolled-forward', applied: true})
+    expect(await fencesOf([source, target])).to.deep.equal([])
+    expect(await reg.exists('shards._journal', 'shards._lock')).to.equal(0)
+  })
+})
