@@ -1,6 +1,7 @@
 import {expect} from 'chai'
 import type {Redis} from 'ioredis'
 
+import {fencedSince} from '../../src/ops/journal.js'
 import {type CliResult, cli, spawnCli, startCli} from '../helpers/cli.js'
 import {useFleet} from '../helpers/fleet.js'
 import {fencesOf, untilStepDone} from '../helpers/ops.js'
@@ -12,6 +13,22 @@ import {type TestServer, startReplicated, startServer, withClients} from '../hel
  * and what it is running (exit 4), never that the split was interrupted. Once the run is
  * gone (killed), the split is interrupted, and only then is the recovering command named.
  */
+describe('ops/journal: when the fence went on', () => {
+  const at = (name: string, state: 'started' | 'done', t: number) => ({name, state, at: `2026-12-01T10:00:0${t}.000Z`})
+  it('is the start of the last fence step that no lift, release or undo followed', () => {
+    expect(fencedSince({steps: [at('copy', 'started', 0), at('copy', 'done', 1)]})).to.equal(undefined)
+    expect(fencedSince({steps: [at('fence', 'started', 1)]})).to.equal('2026-12-01T10:00:01.000Z')
+    expect(fencedSince({steps: [at('fence', 'started', 1), at('fence', 'done', 2), at('release', 'started', 3)]})).to.equal(
+      '2026-12-01T10:00:01.000Z',
+    )
+    expect(fencedSince({steps: [at('fence', 'started', 1), at('fence', 'done', 2), at('release', 'done', 3)]})).to.equal(undefined)
+    // A run that heals lifted the fence and set it again.
+    const again = [at('fence', 'started', 1), at('lift', 'done', 2), at('hold', 'done', 3), at('fence', 'started', 4)]
+    expect(fencedSince({steps: again})).to.equal('2026-12-01T10:00:04.000Z')
+    expect(fencedSince({steps: [at('fence', 'started', 1), at('undo', 'done', 2)]})).to.equal(undefined)
+  })
+})
+
 describe('an operation open in the journal: running or interrupted', () => {
   const fleet = useFleet()
   let reg: Redis
@@ -41,9 +58,11 @@ describe('an operation open in the journal: running or interrupted', () => {
     ['shards:promote', inst(other.master), '--yes'],
     ['shards:promote', inst(source), '--yes'],
     ['shards:promote', 'far', '--dry-run'],
+    ['shards:promote', '--recover'],
     ['shards:split', inst(source), '--yes'],
     ['shards:split', inst(other.master), '--to', inst(spare), '--yes'],
     ['shards:split', inst(source), '--to', inst(target), '--dry-run'],
+    ['shards:split', '--recover'],
   ]
 
   async function both(args: string[]): Promise<{plain: CliResult; json: CliResult}> {
@@ -76,7 +95,7 @@ describe('an operation open in the journal: running or interrupted', () => {
     }
   })
 
-  it('once the run is gone, the split is interrupted: each names the rerun that finishes it, which does', async () => {
+  it('once the run is gone, the split is interrupted: each names shards:split --recover, which finishes it', async () => {
     const killed = await spawnCli(['shards:split', inst(source), '--to', inst(target), '--yes', ...r()], {
       env: {SHARDCTL_FAILPOINT: 'fence:after:kill'},
     })
@@ -84,19 +103,50 @@ describe('an operation open in the journal: running or interrupted', () => {
     expect(await fencesOf([source])).to.deep.equal([String(source.port)])
 
     const interrupted = new RegExp(`an interrupted split of ${inst(source)}, started by \\S+ at \\S+, stopped at step "fence" \\(done\\)`)
-    for (const args of readers().filter((a) => !(a[0] === 'shards:split' && a[1] === inst(source) && a[2] === '--yes'))) {
+    for (const args of readers().filter((a) => !(a[0] === 'shards:split' && (a[1] === inst(source) || a[1] === '--recover')))) {
       const {plain, json} = await both(args)
       expect(plain.exitCode, `${args.join(' ')}: ${plain.stderr}`).to.equal(1)
       expect(plain.stderr, args.join(' ')).to.match(interrupted)
-      expect(plain.stderr, args.join(' ')).to.match(new RegExp(`run shardctl shards:split ${inst(source)} to finish or roll it back first`))
+      expect(plain.stderr, args.join(' ')).to.match(/run shardctl shards:split --recover to finish or roll it back first/)
       const {error} = JSON.parse(json.stdout) as {error: {code: string; exitCode: number}}
       expect(error, args.join(' ')).to.include({code: 'EPENDING', exitCode: 1})
     }
 
-    const recovered = await spawnCli(['shards:split', inst(source), '--yes', '--json', ...r()])
+    // What a cron job runs: no argument, the split is found in the journal.
+    const recovered = await spawnCli(['shards:split', '--recover', '--json', ...r()])
     expect(recovered.exitCode, recovered.stderr).to.equal(0)
     expect(JSON.parse(recovered.stdout)).to.include({recovered: 'rolled-forward', applied: true})
     expect(await fencesOf([source, target])).to.deep.equal([])
     expect(await reg.exists('shards._journal', 'shards._lock')).to.equal(0)
+
+    for (const command of ['shards:split', 'shards:promote']) {
+      const nothing = await spawnCli([command, '--recover', ...r()])
+      expect(nothing.exitCode, nothing.stderr).to.equal(0)
+      expect(nothing.stdout).to.match(/Nothing to recover: no operation is open in the journal\./)
+      expect(JSON.parse((await spawnCli([command, '--recover', '--json', ...r()])).stdout)).to.deep.equal({
+        applied: false,
+        recovered: 'nothing',
+      })
+    }
+  })
+
+  it('--recover takes no plan: naming targets or shards with it is a usage error', async () => {
+    for (const args of [
+      ['shards:split', '--recover', '--to', inst(target)],
+      ['shards:split', '--recover', '--dry-run'],
+      ['shards:promote', '--recover', '--replica', inst(other.replicas[0])],
+    ]) {
+      const run = await spawnCli([...args, ...r()])
+      expect(run.exitCode, args.join(' ')).to.equal(2)
+      expect(run.stderr.trim().split('\n')).to.have.length(1)
+    }
+    for (const [command, what] of [
+      ['shards:split', /name the instance to split/],
+      ['shards:promote', /name a shard or its master instance/],
+    ] as const) {
+      const run = await spawnCli([command, ...r()])
+      expect(run.exitCode).to.equal(2)
+      expect(run.stderr).to.match(what)
+    }
   })
 })
