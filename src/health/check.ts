@@ -23,6 +23,8 @@ export interface CheckOptions {
   timeoutMs: number
   /** A master with no replica is accepted (said, not a problem). */
   allowNoReplica?: boolean
+  /** The command line that finishes an interrupted operation of this type, named beside the fence it left. */
+  recoverCommand?: (type: 'split' | 'promote') => string
 }
 
 export interface CheckReport {
@@ -78,7 +80,7 @@ export async function checkHealth(registry: Registry, pool: ConnectionPool, opti
         ? []
         : [`master ${u.master} has no replica: losing it loses its shards (add replicas, or pass --allow-no-replica)`],
     })),
-    leftovers: wanted.size === 0 ? await checkLeftovers(registry, pool, shards, states) : [],
+    leftovers: wanted.size === 0 ? await checkLeftovers(registry, pool, shards, states, options.recoverCommand) : [],
   }
   if (options.persistence) report.persistence = checkPersistence(groups, states, {maxSaveAgeSeconds: options.maxSaveAgeSeconds})
   if (options.canary) report.canary = await runCanaries(groups, states, pool, {timeoutMs: options.timeoutMs})

@@ -69,7 +69,7 @@ describe('an operation open in the journal: running or interrupted', () => {
     return {plain: await cli([...args, ...r()]), json: await cli([...args, '--json', ...r()])}
   }
 
-  it('while a split runs, each of them exits 4 naming the holder, since when and the running split', async () => {
+  it('while a split runs, each of them exits 4 naming the holder, since when and the running split; shards:check says it runs', async () => {
     // Stays in its cut-over, alive and renewing its lease, with the source fenced.
     const split = await startCli(['shards:split', inst(source), '--to', inst(target), '--yes', ...r()], {
       env: {SHARDCTL_FAILPOINT: 'fence:after:sleep-120000'},
@@ -89,13 +89,26 @@ describe('an operation open in the journal: running or interrupted', () => {
         expect(error, args.join(' ')).to.include({code: 'ELOCKED', exitCode: 4})
         expect(error.message, args.join(' ')).to.match(running)
       }
+
+      const check = await spawnCli(['shards:check', '--allow-no-replica', ...r()])
+      expect(check.exitCode).to.equal(3)
+      expect(check.stdout).to.match(/running now \(\S+ \(shards:split, pid \d+\) since/)
+      const report = JSON.parse((await spawnCli(['shards:check', '--allow-no-replica', '--json', ...r()])).stdout)
+      const row = report.leftovers.find((l: {subject: string}) => l.subject === inst(source))
+      expect(row.fence).to.include({running: true})
+      expect(row.fence.operation).to.include({type: 'split', target: inst(source)})
+      expect(row.problems[0]).to.match(
+        new RegExp(
+          `^refuses every write since \\S+ \\(\\d+s\\): the split of ${inst(source)}, running now \\(.*pid ${split.pid}.*\\), has it fenced`,
+        ),
+      )
     } finally {
       process.kill(split.pid, 'SIGKILL')
       await split.done
     }
   })
 
-  it('once the run is gone, the split is interrupted: each names shards:split --recover, which finishes it', async () => {
+  it('once the run is gone, the split is interrupted: each names shards:split --recover; check says since when; --recover finishes it', async () => {
     const killed = await spawnCli(['shards:split', inst(source), '--to', inst(target), '--yes', ...r()], {
       env: {SHARDCTL_FAILPOINT: 'fence:after:kill'},
     })
@@ -111,6 +124,18 @@ describe('an operation open in the journal: running or interrupted', () => {
       const {error} = JSON.parse(json.stdout) as {error: {code: string; exitCode: number}}
       expect(error, args.join(' ')).to.include({code: 'EPENDING', exitCode: 1})
     }
+
+    const check = JSON.parse((await spawnCli(['shards:check', '--allow-no-replica', '--json', ...r()])).stdout)
+    const row = check.leftovers.find((l: {subject: string}) => l.subject === inst(source))
+    expect(row.fence).to.include({running: false})
+    expect(row.fence.since).to.be.a('string')
+    expect(row.fence.onForMs).to.be.a('number')
+    expect(row.fence.recover).to.equal(`shardctl shards:split --recover -r ${fleet.registry.url}`)
+    expect(row.problems[0]).to.match(
+      new RegExp(
+        `^refuses every write since \\S+ \\(\\d+s\\): an interrupted split of ${inst(source)} \\(started by \\S+ at \\S+\\) left its fence on; run shardctl shards:split --recover -r redis://127\\.0\\.0\\.1:\\d+/0 to finish or roll it back$`,
+      ),
+    )
 
     // What a cron job runs: no argument, the split is found in the journal.
     const recovered = await spawnCli(['shards:split', '--recover', '--json', ...r()])

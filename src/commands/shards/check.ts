@@ -85,6 +85,7 @@ Exit code 0 when everything is healthy, 3 when any problem is found: a CI job ca
       maxSaveAgeSeconds: flags['max-save-age'],
       timeoutMs: flags.timeout,
       allowNoReplica: flags['allow-no-replica'],
+      recoverCommand: (type) => this.sameFleetCommand(`shards:${type}`, '--recover'),
     })
 
     if (flags.fence) {
