@@ -25,6 +25,8 @@ export interface CheckOptions {
   allowNoReplica?: boolean
   /** A registry with no shard at all passes (otherwise a CI gate fails: nothing was checked). */
   allowEmpty?: boolean
+  /** The command line that finishes an interrupted operation of this type, named beside the fence it left. */
+  recoverCommand?: (type: 'split' | 'promote') => string
 }
 
 export interface CheckReport {
@@ -82,7 +84,14 @@ export async function checkHealth(registry: Registry, pool: ConnectionPool, opti
         ? []
         : [`master ${u.master} has no replica: losing it loses its shards (add replicas, or pass --allow-no-replica)`],
     })),
-    leftovers: await checkLeftovers(registry, pool, snapshot.shards, states, wanted.size === 0 ? undefined : wanted),
+    leftovers: await checkLeftovers(
+      registry,
+      pool,
+      snapshot.shards,
+      states,
+      wanted.size === 0 ? undefined : wanted,
+      options.recoverCommand,
+    ),
   }
   if (snapshot.shards.length === 0 && snapshot.broken.length === 0) {
     report.empty = {

@@ -112,6 +112,20 @@ export class ContinuousWriter {
   }
 }
 
+/** A writer on these shards, started and proven to write (n acknowledged writes). */
+export async function startedWriter(registry: Redis, shards: string[], n = 300): Promise<ContinuousWriter> {
+  const writer = new ContinuousWriter(registry, shards)
+  writer.start()
+  await writer.waitFor(n)
+  return writer
+}
+
+/** Once an operation is over: writes flow again on every shard, then the keys acknowledged but missing where the registry routes. */
+export async function lostWrites(registry: Redis, writer: ContinuousWriter): Promise<string[]> {
+  await writer.resumesThenStop()
+  return missingWrites(registry, writer)
+}
+
 /** Keys of the writer missing on the instance the registry names for their shard. */
 export async function missingWrites(registry: Redis, writer: {acked: Map<string, string[]>}, prefix = 'shards'): Promise<string[]> {
   const missing: string[] = []

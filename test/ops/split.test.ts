@@ -384,7 +384,7 @@ describe('shards:split', () => {
     expect(done.exitCode).to.equal(130)
     expect(done.stderr).to.match(
       new RegExp(
-        `Interrupted\\. The split is recorded in the registry's journal; run shards:split ${inst(source)} again to finish or roll it back\\.`,
+        `Interrupted\\. The split is recorded in the registry's journal; run shardctl shards:split --recover -r redis://127\\.0\\.0\\.1:\\d+/0 to finish or roll it back\\.`,
       ),
     )
     const again = await spawnCli(['shards:split', inst(source), ...BOUNDS, '--yes', '--json', ...r()])

@@ -92,6 +92,7 @@ Exit code 0 when everything is healthy, 3 when any problem is found: a CI job ca
       timeoutMs: flags.timeout,
       allowNoReplica: flags['allow-no-replica'],
       allowEmpty: flags['allow-empty'],
+      recoverCommand: (type) => this.sameFleetCommand(`shards:${type}`, '--recover'),
     })
 
     if (flags.fence) {
