@@ -79,10 +79,10 @@ export async function compareKeys(a: Side, b: Side, keys: Buffer[], settings: Co
   keys.forEach((key, i) => {
     const [x, y] = [outA[i], outB[i]]
     if (x.type === 'none' && y.type === 'none') return // gone from both meanwhile: nothing to compare
-    if (x.type === 'none') return differ(key, 'missingInA', `missing on ${a.where}`)
-    if (y.type === 'none') return differ(key, 'missingInB', `missing on ${b.where}`)
+    if (x.type === 'none') return differ(key, 'missingInA', `a ${y.type}, only on ${b.where}`)
+    if (y.type === 'none') return differ(key, 'missingInB', `a ${x.type}, only on ${a.where}`)
     if (x.type !== y.type) return differ(key, 'type', `a ${x.type} on ${a.where}, a ${y.type} on ${b.where}`)
-    const ttl = ttlDifference(x.expireAt, y.expireAt, settings.ttlToleranceMs)
+    const ttl = ttlDifference(x.expireAt, y.expireAt, settings.ttlToleranceMs, a, b)
     if (ttl) differ(key, 'ttl', ttl)
     same.push(key)
   })
@@ -169,14 +169,12 @@ function describeLength(type: string, length: number | undefined): string {
 }
 
 /** A TTL difference in words, or undefined within the tolerance. */
-export function ttlDifference(x: number, y: number, toleranceMs: number): string | undefined {
+export function ttlDifference(x: number, y: number, toleranceMs: number, a: Side, b: Side): string | undefined {
   if (x === -1 && y === -1) return undefined
-  const show = (t: number) => (t === -1 ? 'no expiry' : `expiry ${new Date(t).toISOString()}`)
-  if (x === -1 || y === -1 || Math.abs(x - y) > toleranceMs) {
-    const by = x !== -1 && y !== -1 ? ` (${Math.abs(x - y)} ms apart)` : ''
-    return `${show(x)} against ${show(y)}${by}`
-  }
-  return undefined
+  if (x !== -1 && y !== -1 && Math.abs(x - y) <= toleranceMs) return undefined
+  const show = (t: number) => (t === -1 ? 'none' : new Date(t).toISOString())
+  const apart = x !== -1 && y !== -1 ? ` (${Math.abs(x - y)} ms apart)` : ''
+  return `expiry ${show(x)} on ${a.where}, ${show(y)} on ${b.where}${apart}`
 }
 
 function* byBudget<T extends {memory: number}>(items: T[], budget: number): Generator<T[]> {

@@ -180,7 +180,7 @@ export async function verifyDatabases(a: DatabaseRef, b: DatabaseRef, options: V
     })
     keys.forEach((key, i) => {
       if (Number(valueOf(replies[i])) === 0 && !tracked.has(keyId(key)))
-        record({key, kinds: ['missingInA'], detail: `missing on ${sideA.where}`})
+        record({key, kinds: ['missingInA'], detail: `only on ${sideB.where}`})
     })
     done += keys.length
     progress({round: 1, phase: 'only-in-b', done, total: sizeB, differing: tracked.size + untrackedCount})
