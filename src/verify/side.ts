@@ -2,24 +2,24 @@ import type {ChainableCommander, Redis} from 'ioredis'
 
 import {commandFailed} from '../fleet/connect.js'
 import {parseInfo} from '../fleet/info.js'
+import {type Reply, inDatabase} from '../fleet/instance.js'
 import {instanceKey} from '../registry/address.js'
 
 /** One database to compare: a connection to its instance, and the database number. */
 export interface DatabaseRef {
   /**
    * A connection to the instance. It may be shared (a ConnectionPool connection): every
-   * request goes as one pipeline that selects `db` first and, last, the database the
-   * connection was on, so nothing else on it notices.
+   * request goes as one pipeline that selects `db` and then the database the connection
+   * was on (fleet/instance.ts, inDatabase), so nothing else on it notices.
    */
   client: Redis
   db: number
 }
 
-/** A reply of a pipelined command: its error, or its value. */
-export type Reply = [Error | null, unknown]
-
 /** The commands the verify needs, and the oldest Redis that has them. */
 const NEEDS = {major: 6, minor: 2, why: 'SMISMEMBER, ZMSCORE'}
+
+export type {Reply}
 
 /**
  * One side of a comparison: runs batches of commands on its database, and knows what
@@ -51,15 +51,14 @@ export class Side {
    * under the comparison); an error of the connection or of SELECT is thrown.
    */
   async run(build: (pipeline: ChainableCommander) => void): Promise<Reply[]> {
-    const back = currentDb(this.client)
-    const pipeline = this.client.pipeline().select(this.db)
-    build(pipeline)
-    pipeline.select(back)
-    const replies = ((await pipeline.exec().catch((error: Error) => [[error, null]])) ?? []) as Reply[]
-    const failed = replies[0]?.[0] ?? replies.at(-1)?.[0] ?? (replies.length < 2 ? new Error('Connection is closed.') : null)
-    if (failed)
-      throw commandFailed(failed, this.where, 'verify', {timeoutMs: this.client.options.commandTimeout ?? 0, nameHostInReplies: true})
-    return replies.slice(1, -1)
+    try {
+      return await inDatabase(this.client, this.db, build)
+    } catch (error) {
+      throw commandFailed(error as Error, this.where, 'verify', {
+        timeoutMs: this.client.options.commandTimeout ?? 0,
+        nameHostInReplies: true,
+      })
+    }
   }
 
   /** host:port/db, for messages. */
@@ -69,15 +68,9 @@ export class Side {
 
   /** Keys in the database (for progress). */
   async size(): Promise<number> {
-    const [[error, n]] = await this.run((p) => p.dbsize())
-    if (error) throw error
-    return Number(n)
+    const [reply] = await this.run((p) => p.dbsize())
+    return Number(valueOf(reply))
   }
-}
-
-/** The database a connection is on now, as ioredis tracks it (SELECTs included). */
-function currentDb(client: Redis): number {
-  return client.condition?.select ?? client.options.db ?? 0
 }
 
 /** The value of a reply, or its error thrown (for commands that must not fail). */
