@@ -1,19 +1,21 @@
 import type {RateLimiter} from './rate.js'
 import {type Reply, type Side, isWrongType, valueOf} from './side.js'
+import {plural} from '../ui/terminal.js'
 import {displayKey} from './keys.js'
 
 /**
  * Comparing keys of two databases by content, never by encoding: a listpack and a
  * hashtable hash, or two hashtables filled in another order, give different DUMP
- * payloads for the same content. In stages, each one pipeline per side for a batch:
+ * payloads for the same content. In stages, each one round trip per side for a batch:
  *
- *   1. outline: TYPE and the absolute expiry (PEXPIRETIME; PTTL before Redis 7);
- *   2. size: the length by type (STRLEN, LLEN, SCARD, ZCARD, HLEN, XLEN) and MEMORY USAGE
- *      (an estimate from a few elements: cheap whatever the key's size);
- *   3. small keys (at most `smallElements` elements and `smallBytes`): the whole value,
- *      put in a canonical order (sets and hashes sorted; zsets come sorted by score);
- *      streams and module types by DUMP, equal payloads proving equal content;
- *   4. large keys, one at a time, in slices of at most `sliceElements` elements or
+ *   1. outline (lua/verify-outline.lua, one script call for the batch): TYPE, the
+ *      absolute expiry (PEXPIRETIME; PTTL before Redis 7), the length by type and
+ *      MEMORY USAGE (an estimate from a few elements: cheap whatever the key's size);
+ *   2. small keys (at most `smallElements` elements and `smallBytes`): the whole value
+ *      — strings with one MGET per batch, others in a canonical order (sets and hashes
+ *      sorted; zsets come sorted by score); streams and module types by DUMP, equal
+ *      payloads proving equal content;
+ *   3. large keys, one at a time, in slices of at most `sliceElements` elements or
  *      `sliceBytes` bytes: HSCAN / SSCAN / ZSCAN on one side and HMGET / SMISMEMBER /
  *      ZMSCORE of the same fields on the other, LRANGE / GETRANGE / XRANGE on both.
  *      A million-field hash is never read in one reply.
@@ -52,12 +54,13 @@ const LENGTH: Record<string, string> = {string: 'STRLEN', list: 'LLEN', set: 'SC
 /** Largest pipeline of whole small values, by their estimated memory. */
 const BATCH_BYTES = 4 * 1024 * 1024
 
-interface Outline {
+export interface Outline {
   type: string
   /** Absolute expiry in ms, -1 when none. */
   expireAt: number
-  length?: number
-  memory?: number
+  /** -1 for a type without a length (a module's). */
+  length: number
+  memory: number
 }
 
 /** Compare `keys` on both sides; returns only the keys that differ. */
@@ -74,8 +77,10 @@ export async function compareKeys(a: Side, b: Side, keys: Buffer[], settings: Co
   }
 
   // 1. outline
-  const [outA, outB] = await Promise.all([outlines(a, keys), outlines(b, keys)])
-  const same: Buffer[] = []
+  const [outA, outB] = await Promise.all([a.outlines(keys), b.outlines(keys)])
+  const strings: Small[] = []
+  const others: Small[] = []
+  const large: {key: Buffer; outline: Outline}[] = []
   keys.forEach((key, i) => {
     const [x, y] = [outA[i], outB[i]]
     if (x.type === 'none' && y.type === 'none') return // gone from both meanwhile: nothing to compare
@@ -84,88 +89,57 @@ export async function compareKeys(a: Side, b: Side, keys: Buffer[], settings: Co
     if (x.type !== y.type) return differ(key, 'type', `a ${x.type} on ${a.where}, a ${y.type} on ${b.where}`)
     const ttl = ttlDifference(x.expireAt, y.expireAt, settings.ttlToleranceMs, a, b)
     if (ttl) differ(key, 'ttl', ttl)
-    same.push(key)
-  })
-
-  // 2. size
-  const index = new Map(keys.map((k, i) => [k, i]))
-  const types = same.map((k) => outA[index.get(k)!].type)
-  const [sizeA, sizeB] = await Promise.all([sizes(a, same, types), sizes(b, same, types)])
-  const small: {key: Buffer; type: string; memory: number}[] = []
-  const large: {key: Buffer; type: string; outline: Outline}[] = []
-  same.forEach((key, i) => {
-    const [x, y] = [sizeA[i], sizeB[i]]
-    if (x === 'changed' || y === 'changed') return differ(key, 'value', 'changed during the comparison')
-    const type = types[i]
     if (x.length !== y.length)
-      return differ(key, 'value', `${describeLength(type, x.length)} on ${a.where}, ${describeLength(type, y.length)} on ${b.where}`)
-    const memory = Math.max(x.memory ?? 0, y.memory ?? 0)
-    const length = x.length ?? 0
-    const isSmall = type === 'string' ? length <= settings.smallBytes : length <= settings.smallElements && memory <= settings.smallBytes
+      return differ(key, 'value', `${describeLength(x.type, x.length)} on ${a.where}, ${describeLength(x.type, y.length)} on ${b.where}`)
+    const memory = Math.max(x.memory, y.memory)
+    const small =
+      x.type === 'string' ? x.length <= settings.smallBytes : x.length <= settings.smallElements && memory <= settings.smallBytes
     // Module types have no length to slice by: compared whole, by DUMP.
-    if (isSmall || LENGTH[type] === undefined) small.push({key, type, memory})
-    else large.push({key, type, outline: {...outA[index.get(key)!], length, memory}})
+    if (x.type === 'string' && small) strings.push({key, type: x.type, memory})
+    else if (small || LENGTH[x.type] === undefined) others.push({key, type: x.type, memory})
+    else large.push({key, outline: {...x, memory}})
   })
 
-  // 3. small keys, whole, in pipelines of bounded size
-  for (const batch of byBudget(small, BATCH_BYTES)) {
+  // 2. small keys, whole, in pipelines of bounded size
+  for (const batch of byBudget(strings, BATCH_BYTES)) {
+    const names = batch.map((s) => s.key)
+    const [x, y] = await Promise.all(
+      [a, b].map(async (side) => valueOf<(Buffer | null)[]>((await side.run((p) => p.mgetBuffer(...names)))[0])),
+    )
+    batch.forEach(({key}, i) => {
+      if (x[i] === null || y[i] === null) differ(key, 'value', 'changed during the comparison')
+      else if (!x[i].equals(y[i])) differ(key, 'value', 'the values differ')
+    })
+  }
+  for (const batch of byBudget(others, BATCH_BYTES)) {
     const [wholeA, wholeB] = await Promise.all([wholeValues(a, batch), wholeValues(b, batch)])
     batch.forEach(({key, type, memory}, i) => {
       if (isWrongType(wholeA[i]) || isWrongType(wholeB[i])) return differ(key, 'value', 'changed during the comparison')
       const detail = compareWhole(type, valueOf(wholeA[i]), valueOf(wholeB[i]), a, b)
       if (detail === undefined) return
       // A stream's DUMP depends on its encoding too: look at its content before saying it differs.
-      if (type === 'stream') large.push({key, type, outline: {type, expireAt: -1, length: 0, memory}})
+      if (type === 'stream') large.push({key, outline: {...outA[keys.indexOf(key)], memory}})
       else differ(key, 'value', detail)
     })
   }
 
-  // 4. large keys, one at a time, in slices
-  for (const {key, type, outline} of large) {
+  // 3. large keys, one at a time, in slices
+  for (const {key, outline} of large) {
     settings.signal?.throwIfAborted()
-    const detail = await compareLarge(a, b, key, type, outline, settings)
+    const detail = await compareLarge(a, b, key, outline, settings)
     if (detail !== undefined) differ(key, 'value', detail)
   }
   return [...found.values()]
 }
 
-async function outlines(side: Side, keys: Buffer[]): Promise<Outline[]> {
-  const replies = await side.run((p) => {
-    for (const key of keys) {
-      p.type(key)
-      if (side.exactExpiry) p.call('PEXPIRETIME', key)
-      else p.pttl(key)
-    }
-  })
-  const now = Date.now()
-  return keys.map((_, i) => {
-    const type = String(valueOf(replies[2 * i]))
-    const ttl = Number(valueOf(replies[2 * i + 1]))
-    // -1: no expiry; -2: no key. PTTL is relative: made absolute with this machine's clock (tolerance covers it).
-    const expireAt = ttl < 0 ? -1 : side.exactExpiry ? ttl : now + ttl
-    return {type, expireAt}
-  })
+interface Small {
+  key: Buffer
+  type: string
+  memory: number
 }
 
-async function sizes(side: Side, keys: Buffer[], types: string[]): Promise<({length?: number; memory?: number} | 'changed')[]> {
-  if (keys.length === 0) return []
-  const replies = await side.run((p) => {
-    keys.forEach((key, i) => {
-      const command = LENGTH[types[i]]
-      if (command) p.call(command, key)
-      else p.exists(key) // a module type: no length to compare, keep the reply count even
-      p.call('MEMORY', 'USAGE', key)
-    })
-  })
-  return keys.map((_, i) => {
-    const [length, memory] = [replies[2 * i], replies[2 * i + 1]]
-    if (isWrongType(length)) return 'changed'
-    return {length: LENGTH[types[i]] ? Number(valueOf(length)) : undefined, memory: Number(valueOf(memory) ?? 0)}
-  })
-}
-
-function describeLength(type: string, length: number | undefined): string {
-  return type === 'string' ? `${length} bytes` : `${length} elements`
+function describeLength(type: string, length: number): string {
+  return type === 'string' ? plural(length, 'byte') : plural(length, 'element')
 }
 
 /** A TTL difference in words, or undefined within the tolerance. */
@@ -200,7 +174,7 @@ const WHOLE: Record<string, string[]> = {
   zset: ['ZRANGE', '0', '-1', 'WITHSCORES'],
 }
 
-async function wholeValues(side: Side, batch: {key: Buffer; type: string}[]): Promise<Reply[]> {
+async function wholeValues(side: Side, batch: Small[]): Promise<Reply[]> {
   return side.run((p) => {
     for (const {key, type} of batch) {
       const [command, ...args] = WHOLE[type] ?? ['DUMP']
@@ -290,22 +264,16 @@ function sliceSize(outline: Outline, settings: CompareSettings): number {
   return Math.max(Math.min(10, settings.sliceElements), Math.min(settings.sliceElements, bySize))
 }
 
-async function compareLarge(
-  a: Side,
-  b: Side,
-  key: Buffer,
-  type: string,
-  outline: Outline,
-  settings: CompareSettings,
-): Promise<string | undefined> {
+async function compareLarge(a: Side, b: Side, key: Buffer, outline: Outline, settings: CompareSettings): Promise<string | undefined> {
+  const {type} = outline
   const n = sliceSize(outline, settings)
   const pay = (elements: number) => settings.rate.take(Math.ceil(elements / ELEMENTS_PER_KEY), settings.signal)
   switch (type) {
     case 'string': {
-      return compareStringSlices(a, b, key, outline.length ?? 0, settings.sliceBytes, pay)
+      return compareStringSlices(a, b, key, outline.length, settings.sliceBytes, pay)
     }
     case 'list': {
-      return compareListSlices(a, b, key, outline.length ?? 0, n, pay)
+      return compareListSlices(a, b, key, outline.length, n, pay)
     }
     case 'hash':
     case 'set':

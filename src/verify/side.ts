@@ -3,7 +3,9 @@ import type {ChainableCommander, Redis} from 'ioredis'
 import {commandFailed} from '../fleet/connect.js'
 import {parseInfo} from '../fleet/info.js'
 import {type Reply, inDatabase} from '../fleet/instance.js'
+import {luaScripts} from '../lua/scripts.generated.js'
 import {instanceKey} from '../registry/address.js'
+import type {Outline} from './compare.js'
 
 /** One database to compare: a connection to its instance, and the database number. */
 export interface DatabaseRef {
@@ -59,6 +61,32 @@ export class Side {
         nameHostInReplies: true,
       })
     }
+  }
+
+  /**
+   * Type, absolute expiry, length and memory of each key (lua/verify-outline.lua): one
+   * script call for the batch instead of four commands a key.
+   */
+  async outlines(keys: Buffer[]): Promise<Outline[]> {
+    const flat = await this.outlineScript(keys, this.exactExpiry ? 'PEXPIRETIME' : 'PTTL')
+    const now = Date.now()
+    return keys.map((_, i) => {
+      const [type, ttl, length, memory] = flat.slice(4 * i, 4 * i + 4)
+      // -1: no expiry; -2: no key. PTTL is relative: made absolute with this machine's clock (the tolerance covers it).
+      const t = Number(ttl)
+      const expireAt = t < 0 ? -1 : this.exactExpiry ? t : now + t
+      return {type: String(type), expireAt, length: Number(length), memory: Number(memory)}
+    })
+  }
+
+  /** Whether each key exists. */
+  async exist(keys: Buffer[]): Promise<boolean[]> {
+    return (await this.outlineScript(keys, '')).map((type) => String(type) !== 'none')
+  }
+
+  private async outlineScript(keys: Buffer[], expiry: string): Promise<unknown[]> {
+    const [reply] = await this.run((p) => p.eval(luaScripts.verifyOutline.lua, keys.length, ...keys, expiry))
+    return valueOf<unknown[]>(reply)
   }
 
   /** host:port/db, for messages. */

@@ -327,6 +327,18 @@ describe('verifyDatabases', () => {
     expect(error?.message).to.equal('stopped by the caller')
   })
 
+  it('still compares an instance that is over its maxmemory (it only reads)', async () => {
+    await seedEveryType([a, b])
+    await a.config('SET', 'maxmemory', '1')
+    try {
+      // The instance refuses writes: the comparison must do none, scripts included.
+      expect(await a.set('x', 'y').catch((e: Error) => e.message)).to.match(/OOM/)
+      expect((await verify()).equal).to.equal(true)
+    } finally {
+      await a.config('SET', 'maxmemory', '0')
+    }
+  })
+
   it('leaves a shared connection on the database it was on', async () => {
     await a.set('here', '3')
     const db0 = one.client(0)
