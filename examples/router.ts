@@ -25,8 +25,13 @@ export interface RouterOptions {
   retries?: number
 }
 
-/** Errors after which the routing may have changed under the application. */
-const REROUTE = /READONLY|NOREPLICAS|Connection is closed|Stream isn't writeable|ECONNREFUSED|ECONNRESET|EPIPE/
+/**
+ * Errors after which the routing may have changed under the application. A connection
+ * killed while a command was in flight (a split holding clients off a moved database
+ * does that) fails the command with ioredis's "max retries per request" error: the
+ * command was not acknowledged, so it is re-routed like the others.
+ */
+const REROUTE = /READONLY|NOREPLICAS|Connection is closed|Stream isn't writeable|ECONNREFUSED|ECONNRESET|EPIPE|max retries per request/
 
 export class ShardRouter {
   /** shard id -> master address host:port/db */
