@@ -6,6 +6,7 @@ import {type ShardAddress, instanceKey} from './address.js'
 import {shares} from './assign.js'
 import {type Registry, compareIds, unknownShard} from './registry.js'
 import {type Shard, isValidShardId, sharedDatabases, validateShardId} from './schema.js'
+import {plural} from '../ui/terminal.js'
 
 /**
  * The everyday registry changes behind add / remove / init / weight. Each returns what it
@@ -122,15 +123,12 @@ export async function planRemoval(registry: Registry, id: string, options: {drai
 }
 
 export function refuseRemoval(plan: RemovePlan): ShardctlError {
-  return new ShardctlError(
-    `${plan.hashes.toLocaleString('en-US')} ${plan.hashes === 1 ? 'hash still points' : 'hashes still point'} at shard ${plan.id}`,
-    {
-      code: 'EINUSE',
-      // A refusal because of what the registry holds, not an unexpected failure.
-      exitCode: ExitCode.unhealthy,
-      hint: 'use --drain to stop new assignments, move the data first, or --force to remove it anyway',
-    },
-  )
+  return new ShardctlError(`${plural(plan.hashes, 'hash still points', 'hashes still point')} at shard ${plan.id}`, {
+    code: 'EINUSE',
+    // A refusal because of what the registry holds, not an unexpected failure.
+    exitCode: ExitCode.unhealthy,
+    hint: 'use --drain to stop new assignments, move the data first, or --force to remove it anyway',
+  })
 }
 
 export async function applyRemoval(registry: Registry, plan: RemovePlan): Promise<RemovePlan> {
@@ -169,7 +167,7 @@ export async function planInit(registry: Registry, pool: ConnectionPool, options
   const lastDb = options.firstDb + options.count - 1
   if (lastDb >= databases) {
     throw usageError(
-      `${instanceKey(options.instance)} has ${databases} databases; dbs ${options.firstDb}-${lastDb} do not fit`,
+      `${instanceKey(options.instance)} has ${plural(databases, 'database')}; dbs ${options.firstDb}-${lastDb} do not fit`,
       'lower --count or --first-db, or raise "databases" in the instance\'s redis.conf',
     )
   }

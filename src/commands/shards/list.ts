@@ -122,7 +122,7 @@ At hundreds of shards: --filter narrows (instance=HOST:PORT, a master or replica
       `total weight ${Number.isFinite(overview.totalWeight) ? overview.totalWeight : 'beyond 1.8e308'}`,
     ]
     if (overview.probed) summary.push(problems === 0 ? paint.ok('all healthy') : paint.bad(`${problems} with problems`))
-    if (overview.orphanHashes) summary.push(paint.warn(`${plural(overview.orphanHashes, 'hash', 'hashes')} point at unknown shards`))
+    if (overview.orphanHashes) summary.push(paint.warn(`${plural(overview.orphanHashes, 'hash points', 'hashes point')} at unknown shards`))
     this.progress(summary.join(', '))
     for (const b of overview.broken) this.warn(`shard ${b.id} is not readable: ${b.problems.join('; ')}`)
   }

@@ -5,7 +5,7 @@ import {usageError} from '../../errors.js'
 import {formatAddress} from '../../registry/address.js'
 import {checkHash, inBatches, lookupHashes} from '../../registry/assign.js'
 import {readLineBatches, writeChunk} from '../../ui/lines.js'
-import {paint, renderTable} from '../../ui/terminal.js'
+import {paint, plural, renderTable} from '../../ui/terminal.js'
 
 interface LookupRow {
   hash: string
@@ -59,7 +59,7 @@ export default class ShardsLookup extends RegistryCommand<typeof ShardsLookup> {
     }
     if (out)
       this.progress(
-        `${summary.total.toLocaleString('en-US')} hashes: ${summary.found.toLocaleString('en-US')} found, ${summary.unassigned.toLocaleString('en-US')} unassigned.`,
+        `${plural(summary.total, 'hash')}: ${summary.found.toLocaleString('en-US')} found, ${summary.unassigned.toLocaleString('en-US')} unassigned.`,
       )
 
     if (!out && !this.jsonEnabled()) {
@@ -71,7 +71,11 @@ export default class ShardsLookup extends RegistryCommand<typeof ShardsLookup> {
       )
     }
     const result = out ? {summary} : {...summary, results: rows}
-    if (summary.unassigned > 0) this.partial(result, `${summary.unassigned} of ${summary.total} hashes are not assigned to any shard`)
+    if (summary.unassigned > 0)
+      this.partial(
+        result,
+        `${summary.unassigned.toLocaleString('en-US')} of ${plural(summary.total, 'hash')} ${summary.unassigned === 1 ? 'is' : 'are'} not assigned to any shard`,
+      )
     return result
   }
 }

@@ -37,7 +37,7 @@ export default class ShardsRemove extends RegistryCommand<typeof ShardsRemove> {
     const describe = (plan: RemovePlan) =>
       plan.action === 'drain'
         ? `drain shard ${plan.id} (weight 0: no new hashes)`
-        : `remove shard ${plan.id}${plan.hashes > 0 ? `, leaving ${plural(plan.hashes, 'hash', 'hashes')} pointing at nothing` : ''}`
+        : `remove shard ${plan.id}${plan.hashes > 0 ? `, leaving ${plural(plan.hashes, 'hash')} pointing at nothing` : ''}`
     const refuse = (plan: RemovePlan) => {
       if (plan.action === 'remove' && plan.hashes > 0 && !flags.force) throw refuseRemoval(plan)
     }
