@@ -84,6 +84,17 @@ describe('shards:watch', () => {
     expect(events[1].weights).to.deep.equal({via1: 3})
   })
 
+  it("the help's jq example filters on an event type that is published", async () => {
+    const help = await spawnCli(['shards:watch', '--help'])
+    const filtered = [...help.stdout.matchAll(/\.type == \\"([\w.-]+)\\"/g)].map((m) => m[1])
+    expect(filtered.length, help.stdout).to.be.greaterThan(0)
+    const watching = spawnCli(['shards:watch', '--json', '--count', '3', ...r()])
+    await subscribed(reg)
+    await makeChanges('help1')
+    const published = lines((await watching).stdout).map((l) => JSON.parse(l).type)
+    for (const type of filtered) expect(published).to.include(type)
+  })
+
   /** A replica of `master` of its own, applying its stream before a watch starts: the test then changes whom it follows. */
   async function ownReplica(master: TestServer): Promise<TestServer> {
     const own = await startServer(['--replicaof', '127.0.0.1', String(master.port)])

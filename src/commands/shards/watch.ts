@@ -21,7 +21,7 @@ The connection is checked with a PING every half --timeout; losing it ends the c
   static override examples = [
     '<%= config.bin %> <%= command.id %>',
     '<%= config.bin %> <%= command.id %> --via 10.0.0.3:6379',
-    '<%= config.bin %> <%= command.id %> --json | jq -c "select(.type == \\"shard.added\\")"',
+    '<%= config.bin %> <%= command.id %> --json | jq -c "select(.type == \\"shards.added\\")"',
     '<%= config.bin %> <%= command.id %> --count 1 --json   # wait for the next change',
   ]
 
