@@ -104,8 +104,11 @@ export async function addShard(
 
 export interface RemovePlan {
   id: string
+  /** Hashes assigned to the shard: routed nowhere once it is removed; still served once it is drained. */
   hashes: number
   action: 'remove' | 'drain'
+  /** A drain of a shard whose weight is 0 already: nothing to change, nothing to publish. */
+  alreadyDrained?: boolean
   applied: boolean
 }
 
@@ -117,9 +120,10 @@ export async function planRemoval(registry: Registry, id: string, options: {drai
   validateShardId(id)
   const weights = await registry.weights()
   if (!weights.has(id)) throw unknownShard(id)
-  if (!options.drain) options.onCounting?.()
-  const hashes = options.drain ? 0 : await registry.assignmentsOf(id)
-  return {id, hashes, action: options.drain ? 'drain' : 'remove', applied: false}
+  options.onCounting?.()
+  const hashes = await registry.assignmentsOf(id)
+  if (!options.drain) return {id, hashes, action: 'remove', applied: false}
+  return {id, hashes, action: 'drain', alreadyDrained: weights.get(id) === 0, applied: false}
 }
 
 export function refuseRemoval(plan: RemovePlan): ShardctlError {
@@ -132,6 +136,7 @@ export function refuseRemoval(plan: RemovePlan): ShardctlError {
 }
 
 export async function applyRemoval(registry: Registry, plan: RemovePlan): Promise<RemovePlan> {
+  if (plan.action === 'drain' && plan.alreadyDrained) return plan
   if (plan.action === 'drain') await registry.setWeights(new Map([[plan.id, 0]]), {drained: true})
   else await registry.removeShard(plan.id, {orphanedHashes: plan.hashes})
   return {...plan, applied: true}
