@@ -107,6 +107,20 @@ describe('shards:list', () => {
     expect((await cli(['shards:list', '--columns', 'id,nope', ...fleet.r()])).stderr).to.match(/unknown column "nope"/)
   })
 
+  it('--sort master orders databases as numbers (/1, /2, /10); --columns id,id shows ID once', async () => {
+    for (const [id, db] of [
+      ['x10', 10],
+      ['x2', 2],
+      ['x1', 1],
+    ] as const) {
+      expect((await cli(['shards:add', id, '--master', addr(0, db), ...fleet.r()])).exitCode).to.equal(0)
+    }
+    expect((await list('--no-probe', '--sort', 'master')).shards.map((s) => s.id)).to.deep.equal(['x1', 'x2', 'x10'])
+    const twice = await cli(['shards:list', '--no-probe', '--columns', 'id,id,weight,ID', ...fleet.r()])
+    expect(twice.exitCode, twice.stderr).to.equal(0)
+    expect(twice.stdout.split('\n')[0].trim().split(/\s+/)).to.deep.equal(['ID', 'WEIGHT'])
+  })
+
   it('--instances: one line per instance with keys, memory and a bar chart; --exit-status gates on problems', async () => {
     await seed()
     await fleet.instances[0].master.client().flushall()

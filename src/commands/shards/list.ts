@@ -83,7 +83,8 @@ At hundreds of shards: --filter narrows (instance=HOST:PORT, a master or replica
     const wanted = this.flags.columns.split(',').map((c) => c.trim().toLowerCase())
     const unknown = wanted.filter((c) => !(COLUMNS as readonly string[]).includes(c))
     if (unknown.length > 0) throw usageError(`unknown column "${unknown[0]}"`, `choose from ${COLUMNS.join(', ')}`)
-    return wanted as Column[]
+    // Each column once, in the order first asked for.
+    return [...new Set(wanted)] as Column[]
   }
 
   private render(overview: FleetOverview, wanted: Column[]): void {
@@ -206,9 +207,12 @@ function sortShards(shards: ShardOverview[], by: (typeof SORTS)[number]): ShardO
     lag: (s) => -lag(s),
     master: (s) => s.master.address,
   }
-  // Stable: shards with the same key stay in id order.
+  // Stable: shards with the same key stay in id order. Addresses compare their numbers
+  // as numbers: 10.0.0.9 before 10.0.0.10, db 2 before db 10.
+  const numeric = new Intl.Collator('en', {numeric: true})
   return [...shards].sort((a, b) => {
     const [x, y] = [key[by](a), key[by](b)]
+    if (typeof x === 'string' && typeof y === 'string') return numeric.compare(x, y)
     return x < y ? -1 : x > y ? 1 : 0
   })
 }
