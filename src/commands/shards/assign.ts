@@ -142,12 +142,17 @@ export default class ShardsAssign extends RegistryCommand<typeof ShardsAssign> {
     const picker = shard === undefined ? new WeightedPicker(await registry.weights()) : undefined
     if (picker?.empty) throw noWeightedShard()
     const move = this.flags.force && shard !== undefined
+    // What this run would have stored: a hash given twice is assigned once, as the real run does
+    // (only the hashes it would store are kept).
+    const stored = new Map<string, string>()
     for await (const batch of lookupHashes(registry, batches)) {
-      yield batch.map(({hash, shard: existing}) =>
-        existing !== null && !move
-          ? {hash, shard: existing, assigned: false}
-          : {hash, shard: shard ?? picker!.pick(), assigned: existing !== shard},
-      )
+      yield batch.map(({hash, shard: existing}): AssignResult => {
+        const current = stored.get(hash) ?? existing
+        if (current !== null && (!move || current === shard)) return {hash, shard: current, assigned: false}
+        const id = shard ?? picker!.pick()
+        stored.set(hash, id)
+        return {hash, shard: id, assigned: true}
+      })
     }
   }
 
