@@ -121,6 +121,29 @@ describe('shards:list', () => {
     expect(twice.stdout.split('\n')[0].trim().split(/\s+/)).to.deep.equal(['ID', 'WEIGHT'])
   })
 
+  it('--sort hashes and --columns hashes count the hashes without --counts; --filter instance= is validated and spelling-blind; --chart needs --instances', async () => {
+    await seed()
+    await fleet.reg.hset('shards.map', 'a', 's3', 'b', 's3', 'c', 's1')
+    expect((await list('--no-probe', '--sort', 'hashes')).shards.map((s) => s.id)).to.deep.equal(['s3', 's1', 's2'])
+    const hashes = await cli(['shards:list', '--no-probe', '--columns', 'id,hashes', ...fleet.r()])
+    expect(hashes.exitCode, hashes.stderr).to.equal(0)
+    expect(hashes.stdout.split('\n').map((l) => l.trim().split(/\s+/))).to.deep.include.members([
+      ['ID', 'HASHES'],
+      ['s3', '2'],
+      ['s2', '0'],
+    ])
+    const port = fleet.instances[1].master.port
+    expect((await list('--no-probe', '--filter', `instance=LOCALHOST:${port}`)).shards.map((s) => s.id)).to.deep.equal(['s3'])
+    for (const bad of [
+      ['--filter', 'instance=bad'],
+      ['--chart', 'memory'],
+    ]) {
+      const run = await cli(['shards:list', '--no-probe', ...bad, ...fleet.r()])
+      expect(run.exitCode, bad.join(' ')).to.equal(2)
+      expect(run.stderr.trim().split('\n'), run.stderr).to.have.length(1)
+    }
+  })
+
   it('--instances: one line per instance with keys, memory and a bar chart; --exit-status gates on problems', async () => {
     await seed()
     await fleet.instances[0].master.client().flushall()

@@ -3,7 +3,7 @@ import {Flags} from '@oclif/core'
 import {RegistryCommand} from '../../base-command.js'
 import {usageError} from '../../errors.js'
 import {type FleetOverview, type InstanceOverview, type ShardOverview, fleetOverview} from '../../fleet/overview.js'
-import {formatAddress} from '../../registry/address.js'
+import {canonicalInstance, formatAddress, parseAddress, parseInstance} from '../../registry/address.js'
 import {bar, formatBytes, formatCount, formatPercent, paint, plural, renderTable} from '../../ui/terminal.js'
 
 const COLUMNS = ['id', 'weight', 'share', 'hashes', 'master', 'keys', 'replicas', 'status'] as const
@@ -49,10 +49,14 @@ At hundreds of shards: --filter narrows (instance=HOST:PORT, a master or replica
     const {flags} = this
     const columns = this.columnsWanted()
     const filters = (flags.filter ?? []).map(parseFilter)
+    if (this.given('chart') && !flags.instances)
+      throw usageError('--chart draws the bars of --instances', 'add --instances, or leave --chart out')
     const registry = await this.registry()
+    // Sorting by hashes, or showing them, needs them counted.
+    const counts = flags.counts || flags.sort === 'hashes' || (flags.columns !== undefined && columns.includes('hashes'))
     const overview = await fleetOverview(registry, await this.pool(), {
       probe: flags.probe || flags.instances,
-      counts: flags.counts,
+      counts,
       instances: flags.instances,
     })
     overview.shards = sortShards(
@@ -185,7 +189,9 @@ function parseFilter(expression: string): (s: ShardOverview) => boolean {
   if (!match) throw usageError(`invalid filter "${expression}"`, 'use instance=HOST:PORT, health=ok|problem or id=PREFIX*')
   const [, key, value] = match
   if (key === 'instance') {
-    const on = (address: string) => address.replace(/\/\d+$/, '') === value
+    // Compared by what the instance is, however spelled (LOCALHOST is 127.0.0.1).
+    const wanted = canonicalInstance(parseInstance(value))
+    const on = (address: string) => canonicalInstance(parseAddress(address)) === wanted
     return (s) => on(s.master.address) || s.replicas.some((r) => on(r.address))
   }
   if (key === 'health') {
