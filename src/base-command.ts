@@ -269,6 +269,10 @@ export abstract class RegistryCommand<T extends typeof Command> extends Shardctl
           throw usageError(`cannot read --${flag} ${file}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`)
         }
       }
+      if ((flags['tls-cert'] === undefined) !== (flags['tls-key'] === undefined)) {
+        const [given, missing] = flags['tls-cert'] === undefined ? ['tls-key', 'tls-cert'] : ['tls-cert', 'tls-key']
+        throw usageError(`--${given} needs --${missing}`, 'a TLS client certificate is given with its private key: pass both, or neither')
+      }
       const tls = {
         ca: read('tls-ca', flags['tls-ca']),
         cert: read('tls-cert', flags['tls-cert']),

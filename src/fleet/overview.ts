@@ -5,6 +5,7 @@ import {type Shard, sharedDatabases} from '../registry/schema.js'
 import type {ConnectionPool} from './connect.js'
 import {identityOf} from './identity.js'
 import {type InstanceState, type NodeHealth, type ReplicaHealth, probeInstances, shardHealth} from './probe.js'
+import {plural} from '../ui/terminal.js'
 
 export interface ShardOverview {
   id: string
@@ -80,7 +81,7 @@ export async function fleetOverview(registry: Registry, pool: ConnectionPool, op
           {memory: options.instances},
         )
       : undefined,
-    options.counts ? registry.countAssignments((n) => options.onProgress?.(`counted ${n.toLocaleString('en-US')} hashes`)) : undefined,
+    options.counts ? registry.countAssignments((n) => options.onProgress?.(`counted ${plural(n, 'hash')}`)) : undefined,
   ])
   const totalWeight = shards.reduce((sum, s) => sum + s.weight, 0)
   const shareOf = shares(new Map(shards.map((s) => [s.id, s.weight])))

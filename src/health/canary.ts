@@ -5,6 +5,7 @@ import {type ConnectionPool, type ScriptedRedis, close} from '../fleet/connect.j
 import type {InstanceState} from '../fleet/probe.js'
 import type {NodeRef, ShardGroup} from './groups.js'
 import {shortError} from './topology.js'
+import {plural} from '../ui/terminal.js'
 
 /**
  * Proof that a write reached more than one server: for each shard a short-lived key
@@ -166,7 +167,7 @@ function watchReplica(replica: NodeRef, pool: ConnectionPool, key: string, dbs: 
     if (heard !== undefined) result.pubsubMs = round(heard - sentAt)
     if (result.seen < result.expected) {
       result.problems.push(
-        `never saw the canary write of ${result.expected - result.seen} of ${result.expected} database(s) within ${timeoutMs} ms`,
+        `never saw the canary write of ${result.expected - result.seen} of ${plural(result.expected, 'database')} within ${timeoutMs} ms`,
       )
     }
     if (heard === undefined) result.problems.push(`never received the canary message within ${timeoutMs} ms`)

@@ -3,6 +3,7 @@ import type {InstanceState} from '../fleet/probe.js'
 import {WRITE_FENCE_REPLICAS} from '../fleet/replication.js'
 import type {NodeRef, ShardGroup} from './groups.js'
 import {shortError} from './topology.js'
+import {plural} from '../ui/terminal.js'
 
 /**
  * Fencing: a master cut off from all its replicas (a network partition) must stop
@@ -57,7 +58,7 @@ export function checkFencing(groups: ShardGroup[], states: Map<string, InstanceS
     }
     if (row.fenced && row.minReplicasToWrite !== undefined) {
       if (row.minReplicasToWrite > row.replicas) {
-        row.problems.push(`needs ${row.minReplicasToWrite} replicas to accept writes, the registry names ${row.replicas}`)
+        row.problems.push(`needs ${plural(row.minReplicasToWrite, 'replica')} to accept writes, the registry names ${row.replicas}`)
       } else if ((row.goodReplicas ?? 0) < row.minReplicasToWrite) {
         row.problems.push(`refuses writes now: ${row.goodReplicas} good replicas of the ${row.minReplicasToWrite} needed`)
       }
@@ -83,7 +84,7 @@ export function fencePlan(rows: FencingRow[], states: Map<string, InstanceState>
     const needed = Math.min(settings.minReplicas, row.replicas)
     if (connected < needed) {
       row.action = 'not fenced'
-      row.actionNote = `only ${connected} replica(s) connected: fencing it now would stop its writes`
+      row.actionNote = `only ${plural(connected, 'replica')} connected: fencing it now would stop its writes`
       continue
     }
     plan.push(row)

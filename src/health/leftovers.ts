@@ -12,6 +12,7 @@ import type {Registry} from '../registry/registry.js'
 import {type Shard, sharedDatabases} from '../registry/schema.js'
 import type {ShardGroup} from './groups.js'
 import {shortError} from './topology.js'
+import {plural} from '../ui/terminal.js'
 
 /**
  * What operations can leave behind that no single shard shows: two shards on one
@@ -62,7 +63,7 @@ export async function checkLeftovers(
     rows.push({
       subject: shared.database,
       problems: [
-        `is the master database of ${shared.ids.length} shards (${shared.ids.join(', ')}): a database holds one shard; they share and overwrite each other's keys`,
+        `is the master database of ${plural(shared.ids.length, 'shard')} (${shared.ids.join(', ')}): a database holds one shard; they share and overwrite each other's keys`,
       ],
     })
   }
@@ -70,7 +71,7 @@ export async function checkLeftovers(
     if (!concerns([stray.shard])) continue
     rows.push({
       subject: stray.source,
-      problems: [`holds ${stray.recorded} key(s) written after shard ${stray.shard} moved away: run shards:reconcile`],
+      problems: [`holds ${plural(stray.recorded, 'key')} written after shard ${stray.shard} moved away: run shards:reconcile`],
     })
   }
   const fenced = [...states].filter(([, state]) => state.config && isWriteFence(state.config as {'min-replicas-to-write': string}))
@@ -186,7 +187,9 @@ async function formerMasters(
           `is not in the registry but runs as a master${refuses ? ' (it refuses writes now: NOREPLICAS)' : ''}; no shard routes to it: make it a replica of the shards' master or shut it down`,
         )
         if (followers.length > 0)
-          problems.push(`still has registered replica(s) following it: ${followers.map((f) => `${f.host}:${f.port}`).join(', ')}`)
+          problems.push(
+            `still has ${plural(followers.length, 'registered replica')} following it: ${followers.map((f) => `${f.host}:${f.port}`).join(', ')}`,
+          )
         return {subject: instance, problems}
       } catch (error) {
         return {subject: instance, problems: [`is not in the registry and could not be read: ${shortError((error as Error).message)}`]}

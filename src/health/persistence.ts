@@ -1,6 +1,7 @@
 import type {InstanceState} from '../fleet/probe.js'
 import type {ShardGroup} from './groups.js'
 import {shortError} from './topology.js'
+import {plural} from '../ui/terminal.js'
 
 /**
  * Whether the nodes that should persist really do: the persistence replicas
@@ -86,6 +87,8 @@ function inspect(row: PersistenceRow, state: InstanceState | undefined, full: bo
     row.problems.push(`last AOF rewrite failed (${info.aof_last_bgrewrite_status})`)
   if (row.rdbLastSave !== 'ok') row.problems.push(`last RDB save failed (${row.rdbLastSave})`)
   if (maxSaveAge > 0 && row.changesSinceSave > 0 && row.lastSaveAgeSeconds > maxSaveAge) {
-    row.problems.push(`last RDB save ${row.lastSaveAgeSeconds} s ago, ${row.changesSinceSave} changes since (limit ${maxSaveAge} s)`)
+    row.problems.push(
+      `last RDB save ${row.lastSaveAgeSeconds} s ago, ${plural(row.changesSinceSave, 'change')} since (limit ${maxSaveAge} s)`,
+    )
   }
 }

@@ -3,6 +3,7 @@ import type {InstanceState} from '../fleet/probe.js'
 import {sameHost} from '../fleet/info.js'
 import {follows} from '../fleet/replication.js'
 import {type NodeRef, type ShardGroup} from './groups.js'
+import {plural} from '../ui/terminal.js'
 
 /**
  * What the registry says against what each instance says: the master is a master,
@@ -134,7 +135,7 @@ function replicaStatus(
     status.lagBytes = Math.max(0, master.replication.offset - repl.offset)
     const seen = master.replication.replicas.find((r) => r.port === replica.port && sameHost(r.host, replica.host))
     if (seen) status.lagSeconds = seen.lagSeconds
-    if (status.lagBytes > limits.maxLagBytes) status.problems.push(`lags ${status.lagBytes} bytes (limit ${limits.maxLagBytes})`)
+    if (status.lagBytes > limits.maxLagBytes) status.problems.push(`lags ${plural(status.lagBytes, 'byte')} (limit ${limits.maxLagBytes})`)
     if (status.lagSeconds !== undefined && status.lagSeconds > limits.maxLagSeconds) {
       status.problems.push(`last acknowledged ${status.lagSeconds} s ago (limit ${limits.maxLagSeconds} s)`)
     }

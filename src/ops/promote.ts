@@ -41,6 +41,7 @@ import {
 import {Journal, type JournalEntry, fencedSince, pendingOperation, readJournal, stepDone, stepResult, stepStarted} from './journal.js'
 import type {OperatorLock} from './lock.js'
 import {type NodeFacts, type PromoteAction, decidePromoteRecovery, refusalError} from './recovery.js'
+import {plural} from '../ui/terminal.js'
 
 /**
  * shards:promote as named steps over the journal. Many shards live in the databases
@@ -214,7 +215,7 @@ export async function planPromote(registry: Registry, pool: ConnectionPool, requ
     else if (mode === 'graceful' && !info.linkUp) note = 'replication link down'
     else if (info.role !== 'slave') note = `not a replica (role ${info.role})`
     else if (mode === 'graceful' && masterOffset !== undefined && masterOffset - info.offset > request.maxLagBytes) {
-      note = `lags ${masterOffset - info.offset} bytes, beyond --max-lag ${request.maxLagBytes}`
+      note = `lags ${plural(masterOffset - info.offset, 'byte')}, beyond --max-lag ${request.maxLagBytes}`
     } else eligible = true
     return {instance: key, info, eligible, note, kind: kinds.get(key)!}
   })

@@ -4,6 +4,7 @@ import {ShardctlError} from '../errors.js'
 import type {ConnectionPool} from '../fleet/connect.js'
 import {endpointOf, formatAddress, instanceKey, parseAddress} from '../registry/address.js'
 import {Change, type Registry} from '../registry/registry.js'
+import {plural} from '../ui/terminal.js'
 
 /**
  * Writes a client with stale routing got acknowledged on a moved database after a
@@ -136,7 +137,7 @@ export async function reconcileStrays(
         }
       })
       if (options.replace) await move(taken, true)
-      options.onProgress?.(`${entry.source}: ${row.moved} of ${row.keys} keys moved to ${row.to}`)
+      options.onProgress?.(`${entry.source}: ${row.moved.toLocaleString('en-US')} of ${plural(row.keys, 'key')} moved to ${row.to}`)
     } while (cursor !== '0')
     if (!options.dryRun && (await source.dbsize()) === 0) {
       await registry.apply(new Change().hdel(registry.keys.strays, [entry.source]), 'strays.reconciled', {

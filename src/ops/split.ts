@@ -50,6 +50,7 @@ import {
 import {Journal, type JournalEntry, fencedSince, stepDone, stepResult, stepStarted} from './journal.js'
 import type {OperatorLock} from './lock.js'
 import {type NodeFacts, type SplitAction, decideSplitRecovery, refusalError} from './recovery.js'
+import {plural} from '../ui/terminal.js'
 
 /**
  * shards:split as named steps over the journal. The chosen shard databases move,
@@ -195,7 +196,7 @@ async function checkEmpty(client: Redis, key: string, role: string): Promise<voi
   if (used.length > 0) {
     const total = used.reduce((sum, [, n]) => sum + n, 0)
     throw usageError(
-      `${role} ${key} is not empty: ${total} keys in db ${used.map(([db]) => db).join(', ')}`,
+      `${role} ${key} is not empty: ${plural(total, 'key')} in db ${used.map(([db]) => db).join(', ')}`,
       'a split copies onto empty instances only; nothing was changed',
     )
   }
@@ -271,7 +272,7 @@ export async function planSplit(registry: Registry, pool: ConnectionPool, reques
     const databases = await databaseCount(client, target)
     if (databases <= maxUsedDb) {
       throw usageError(
-        `target ${instanceKey(target)} has ${databases} databases; the source uses db ${maxUsedDb}`,
+        `target ${instanceKey(target)} has ${plural(databases, 'database')}; the source uses db ${maxUsedDb}`,
         `start it with --databases ${maxUsedDb + 1} or more (or use --spawn)`,
       )
     }

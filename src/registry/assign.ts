@@ -3,6 +3,7 @@ import type {Redis} from 'ioredis'
 import {ExitCode, ShardctlError} from '../errors.js'
 import {close} from '../fleet/connect.js'
 import type {Registry} from './registry.js'
+import {plural} from '../ui/terminal.js'
 
 /**
  * Each weight's share of new assignments, weight / sum of weights, computed without
@@ -92,10 +93,10 @@ export function checkHash(hash: string): string {
   if (hash.length === 0)
     throw new ShardctlError('empty shard hash', {code: 'EUSAGE', exitCode: ExitCode.usage, hint: 'give one hash per argument or per line'})
   if (hash.length > MAX_HASH_LENGTH) {
-    throw new ShardctlError(`shard hash of ${hash.length} characters is too long`, {
+    throw new ShardctlError(`shard hash of ${plural(hash.length, 'character')} is too long`, {
       code: 'EUSAGE',
       exitCode: ExitCode.usage,
-      hint: `a hash is at most ${MAX_HASH_LENGTH} characters`,
+      hint: `a hash is at most ${plural(MAX_HASH_LENGTH, 'character')}`,
     })
   }
   return hash

@@ -6,6 +6,7 @@ import {type ShardAddress, instanceKey} from './address.js'
 import {shares} from './assign.js'
 import {type Registry, compareIds, unknownShard} from './registry.js'
 import {type Shard, isValidShardId, sharedDatabases, validateShardId} from './schema.js'
+import {plural} from '../ui/terminal.js'
 
 /**
  * The everyday registry changes behind add / remove / init / weight. Each returns what it
@@ -103,8 +104,11 @@ export async function addShard(
 
 export interface RemovePlan {
   id: string
+  /** Hashes assigned to the shard: routed nowhere once it is removed; still served once it is drained. */
   hashes: number
   action: 'remove' | 'drain'
+  /** A drain of a shard whose weight is 0 already: nothing to change, nothing to publish. */
+  alreadyDrained?: boolean
   applied: boolean
 }
 
@@ -116,24 +120,23 @@ export async function planRemoval(registry: Registry, id: string, options: {drai
   validateShardId(id)
   const weights = await registry.weights()
   if (!weights.has(id)) throw unknownShard(id)
-  if (!options.drain) options.onCounting?.()
-  const hashes = options.drain ? 0 : await registry.assignmentsOf(id)
-  return {id, hashes, action: options.drain ? 'drain' : 'remove', applied: false}
+  options.onCounting?.()
+  const hashes = await registry.assignmentsOf(id)
+  if (!options.drain) return {id, hashes, action: 'remove', applied: false}
+  return {id, hashes, action: 'drain', alreadyDrained: weights.get(id) === 0, applied: false}
 }
 
 export function refuseRemoval(plan: RemovePlan): ShardctlError {
-  return new ShardctlError(
-    `${plan.hashes.toLocaleString('en-US')} ${plan.hashes === 1 ? 'hash still points' : 'hashes still point'} at shard ${plan.id}`,
-    {
-      code: 'EINUSE',
-      // A refusal because of what the registry holds, not an unexpected failure.
-      exitCode: ExitCode.unhealthy,
-      hint: 'use --drain to stop new assignments, move the data first, or --force to remove it anyway',
-    },
-  )
+  return new ShardctlError(`${plural(plan.hashes, 'hash still points', 'hashes still point')} at shard ${plan.id}`, {
+    code: 'EINUSE',
+    // A refusal because of what the registry holds, not an unexpected failure.
+    exitCode: ExitCode.unhealthy,
+    hint: 'use --drain to stop new assignments, move the data first, or --force to remove it anyway',
+  })
 }
 
 export async function applyRemoval(registry: Registry, plan: RemovePlan): Promise<RemovePlan> {
+  if (plan.action === 'drain' && plan.alreadyDrained) return plan
   if (plan.action === 'drain') await registry.setWeights(new Map([[plan.id, 0]]), {drained: true})
   else await registry.removeShard(plan.id, {orphanedHashes: plan.hashes})
   return {...plan, applied: true}
@@ -169,7 +172,7 @@ export async function planInit(registry: Registry, pool: ConnectionPool, options
   const lastDb = options.firstDb + options.count - 1
   if (lastDb >= databases) {
     throw usageError(
-      `${instanceKey(options.instance)} has ${databases} databases; dbs ${options.firstDb}-${lastDb} do not fit`,
+      `${instanceKey(options.instance)} has ${plural(databases, 'database')}; dbs ${options.firstDb}-${lastDb} do not fit`,
       'lower --count or --first-db, or raise "databases" in the instance\'s redis.conf',
     )
   }

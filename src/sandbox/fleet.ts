@@ -10,6 +10,7 @@ import {Registry, currentActor} from '../registry/registry.js'
 import {applyInit, planInit} from '../registry/manage.js'
 import {registryKeys} from '../registry/schema.js'
 import {type RedisProcess, isAlive, isOurRedis, portIsFree, startRedis, stopRedis} from './redis-process.js'
+import {plural} from '../ui/terminal.js'
 
 /**
  * A local fleet of real redis-server processes: one registry, N instances with R
@@ -119,7 +120,7 @@ export async function sandboxUp(options: SandboxOptions): Promise<SandboxState> 
     writeState(state)
   }
   try {
-    options.onProgress?.(`Starting ${ports.length} redis-server processes on ports ${ports[0]}-${ports.at(-1)}...`)
+    options.onProgress?.(`Starting ${plural(ports.length, 'redis-server process')} on ports ${ports[0]}-${ports.at(-1)}...`)
     await start(plan.registry, 'registry')
     for (const instance of plan.instances) {
       await start(instance.port, 'master')

@@ -96,9 +96,20 @@ export function formatPercent(fraction: number): string {
   return `${(fraction * 100).toFixed(fraction > 0 && fraction < 0.001 ? 3 : 1)}%`
 }
 
-/** "1 shard", "2 shards", "1,000 hashes". */
-export function plural(n: number, noun: string, many = `${noun}s`): string {
+/**
+ * The one way a count meets its noun: "1 shard", "2 shards", "1,000 hashes", "1 entry",
+ * "3 redis-server processes". Give `many` for anything else, or for a verb that agrees
+ * with the count: plural(n, 'hash points', 'hashes point').
+ */
+export function plural(n: number, noun: string, many = pluralOf(noun)): string {
   return `${n.toLocaleString('en-US')} ${n === 1 ? noun : many}`
+}
+
+/** The English plural of a noun (its last word): hash → hashes, entry → entries, replica → replicas. */
+function pluralOf(noun: string): string {
+  if (/(s|x|z|ch|sh)$/.test(noun)) return `${noun}es`
+  if (/[^aeiou]y$/.test(noun)) return `${noun.slice(0, -1)}ies`
+  return `${noun}s`
 }
 
 /** Bytes as a person reads them: 512 B, 3.2 kB, 14.0 MB, 1.2 GB. */

@@ -134,6 +134,34 @@ describe('shards:add and shards:remove', () => {
       expect(await fleet.reg.exists('shards.s1')).to.equal(1)
     })
 
+    it('--drain --json reports the hashes the shard keeps serving', async () => {
+      await fleet.reg.hset('shards.map', 'h1', 's1', 'h2', 's1', 'h3', 's2')
+      const run = await cli(['shards:remove', 's1', '--drain', '--json', ...fleet.r()])
+      expect(run.exitCode, run.stderr).to.equal(0)
+      expect(JSON.parse(run.stdout)).to.include({id: 's1', action: 'drain', hashes: 2, applied: true})
+    })
+
+    it('--drain of a shard drained already changes nothing: no event, no history entry', async () => {
+      expect((await cli(['shards:remove', 's1', '--drain', ...fleet.r()])).exitCode).to.equal(0)
+      const before = await fleet.dump()
+      const subscriber = fleet.registry.client()
+      const heard: string[] = []
+      subscriber.on('message', (_channel: string, message: string) => heard.push(message))
+      await subscriber.subscribe('shards._events')
+      try {
+        const again = await cli(['shards:remove', 's1', '--drain', ...fleet.r()])
+        expect(again.exitCode, again.stderr).to.equal(0)
+        expect(again.stdout).to.include('Shard s1 is drained already (weight 0); nothing changed.')
+        // An event published after ours proves ours would have arrived first, had there been one.
+        await fleet.reg.publish('shards._events', 'marker')
+        await until('the marker arrived', () => heard.includes('marker'))
+        expect(heard).to.deep.equal(['marker'])
+        expect(await fleet.dump()).to.deep.equal(before)
+      } finally {
+        subscriber.disconnect()
+      }
+    })
+
     it('--force removes it anyway, with --yes', async () => {
       await fleet.reg.hset('shards.map', 'h1', 's1')
       const {exitCode} = await cli(['shards:remove', 's1', '--force', '--yes', ...fleet.r()])

@@ -21,6 +21,35 @@ describe('shards:assign and shards:lookup', () => {
     for (const r of result.results.slice(1)) expect(await fleet.reg.hget('shards.map', r.hash)).to.equal(r.shard)
   })
 
+  it('--dry-run gives a hash named twice one shard, once: the second is existing, as a real run says', async () => {
+    const dry = await cli(['shards:assign', 'n1', 'n1', 'n1', 'n1', 'n2', '--dry-run', '--json', ...fleet.r()])
+    expect(dry.exitCode, dry.stderr).to.equal(0)
+    const result = JSON.parse(dry.stdout)
+    const n1 = result.results.filter((r: {hash: string}) => r.hash === 'n1')
+    expect(new Set(n1.map((r: {shard: string}) => r.shard)).size).to.equal(1)
+    expect(n1.map((r: {assigned: boolean}) => r.assigned)).to.deep.equal([true, false, false, false])
+    expect(result).to.include({total: 5, assigned: 2, existing: 3})
+    expect(await fleet.reg.hlen('shards.map')).to.equal(0)
+    // The real run agrees on the counts.
+    const real = JSON.parse((await cli(['shards:assign', 'n1', 'n1', 'n1', 'n1', 'n2', '--json', ...fleet.r()])).stdout)
+    expect(real).to.include({total: 5, assigned: 2, existing: 3})
+  })
+
+  it('lookup of a hash whose shard was removed is not found: named, exit 3', async () => {
+    await fleet.reg.hset('shards.map', 'kept', 's000', 'lost', 'gone')
+    const run = await cli(['shards:lookup', 'kept', 'lost', '--json', ...fleet.r()])
+    expect(run.exitCode).to.equal(3)
+    expect(JSON.parse(run.stdout)).to.include({total: 2, found: 1, unassigned: 0, orphaned: 1})
+    const human = await cli(['shards:lookup', 'kept', 'lost', ...fleet.r()])
+    expect(human.exitCode).to.equal(3)
+    expect(human.stdout).to.include('gone (not in the registry)')
+    expect(human.stderr).to.match(/1 of 2 hashes points at a shard the registry does not have/)
+    const streamed = await spawnCli(['shards:lookup', '--stdin', ...fleet.r()], {input: 'kept\nlost\n'})
+    expect(streamed.exitCode).to.equal(3)
+    expect(streamed.stdout).to.include('lost\tgone\t-')
+    expect(streamed.stderr).to.include('2 hashes: 1 found, 0 unassigned, 1 on a shard the registry does not have.')
+  })
+
   it('assignment follows the weights (many draws, wide tolerance) and never picks weight 0', async () => {
     await cli(['shards:weight', 's000', '1', ...fleet.r()])
     await cli(['shards:weight', 's001', '3', ...fleet.r()])
@@ -193,7 +222,7 @@ describe('shards:assign and shards:lookup', () => {
     const input = [...good, 'x'.repeat(1025), ...later].join('\n')
     const run = await spawnCli(['shards:assign', '--stdin', ...fleet.r()], {input})
     expect(run.exitCode, run.stderr).to.equal(3)
-    expect(run.stderr).to.match(/line 5,001: shard hash of 1025 characters is too long/)
+    expect(run.stderr).to.match(/line 5,001: shard hash of 1,025 characters is too long/)
     expect(run.stderr).to.match(/5,000 hashes before it were assigned and printed/)
     const printedHashes = run.stdout
       .trim()
@@ -205,7 +234,7 @@ describe('shards:assign and shards:lookup', () => {
     // Nothing assigned yet: the bad line changes nothing, and says so with exit 2.
     const first = await spawnCli(['shards:assign', '--stdin', ...fleet.r()], {input: `${'y'.repeat(1025)}\nz\n`})
     expect(first.exitCode, first.stderr).to.equal(2)
-    expect(first.stderr).to.match(/line 1: shard hash of 1025 characters is too long/)
+    expect(first.stderr).to.match(/line 1: shard hash of 1,025 characters is too long/)
     expect(await fleet.reg.hlen('shards.map')).to.equal(5000)
   })
 

@@ -107,6 +107,43 @@ describe('shards:list', () => {
     expect((await cli(['shards:list', '--columns', 'id,nope', ...fleet.r()])).stderr).to.match(/unknown column "nope"/)
   })
 
+  it('--sort master orders databases as numbers (/1, /2, /10); --columns id,id shows ID once', async () => {
+    for (const [id, db] of [
+      ['x10', 10],
+      ['x2', 2],
+      ['x1', 1],
+    ] as const) {
+      expect((await cli(['shards:add', id, '--master', addr(0, db), ...fleet.r()])).exitCode).to.equal(0)
+    }
+    expect((await list('--no-probe', '--sort', 'master')).shards.map((s) => s.id)).to.deep.equal(['x1', 'x2', 'x10'])
+    const twice = await cli(['shards:list', '--no-probe', '--columns', 'id,id,weight,ID', ...fleet.r()])
+    expect(twice.exitCode, twice.stderr).to.equal(0)
+    expect(twice.stdout.split('\n')[0].trim().split(/\s+/)).to.deep.equal(['ID', 'WEIGHT'])
+  })
+
+  it('--sort hashes and --columns hashes count the hashes without --counts; --filter instance= is validated and spelling-blind; --chart needs --instances', async () => {
+    await seed()
+    await fleet.reg.hset('shards.map', 'a', 's3', 'b', 's3', 'c', 's1')
+    expect((await list('--no-probe', '--sort', 'hashes')).shards.map((s) => s.id)).to.deep.equal(['s3', 's1', 's2'])
+    const hashes = await cli(['shards:list', '--no-probe', '--columns', 'id,hashes', ...fleet.r()])
+    expect(hashes.exitCode, hashes.stderr).to.equal(0)
+    expect(hashes.stdout.split('\n').map((l) => l.trim().split(/\s+/))).to.deep.include.members([
+      ['ID', 'HASHES'],
+      ['s3', '2'],
+      ['s2', '0'],
+    ])
+    const port = fleet.instances[1].master.port
+    expect((await list('--no-probe', '--filter', `instance=LOCALHOST:${port}`)).shards.map((s) => s.id)).to.deep.equal(['s3'])
+    for (const bad of [
+      ['--filter', 'instance=bad'],
+      ['--chart', 'memory'],
+    ]) {
+      const run = await cli(['shards:list', '--no-probe', ...bad, ...fleet.r()])
+      expect(run.exitCode, bad.join(' ')).to.equal(2)
+      expect(run.stderr.trim().split('\n'), run.stderr).to.have.length(1)
+    }
+  })
+
   it('--instances: one line per instance with keys, memory and a bar chart; --exit-status gates on problems', async () => {
     await seed()
     await fleet.instances[0].master.client().flushall()

@@ -4,24 +4,14 @@ import {join} from 'node:path'
 
 import {expect} from 'chai'
 
-import {freePort, isAlive, portIsFree, stopRedis} from '../../src/sandbox/redis-process.js'
+import {isAlive, stopRedis} from '../../src/sandbox/redis-process.js'
 import {type SpawnedInstance, spawnedFor} from '../../src/sandbox/spawn.js'
 import {spawnCli} from '../helpers/cli.js'
-import {stopServersIn} from '../helpers/redis.js'
+import {freeRange, stopServersIn} from '../helpers/redis.js'
 
 describe('sandbox:up, sandbox:status, sandbox:down', () => {
   let dir: string
   let base: number
-
-  /** A run of consecutive ports that are all free now (below the ephemeral range, where other tests' servers are). */
-  async function freeRange(count: number): Promise<number> {
-    for (let attempt = 0; attempt < 100; attempt++) {
-      const start = 20_000 + ((await freePort()) % 12_000)
-      const free = await Promise.all(Array.from({length: count}, (_, i) => portIsFree(start + i)))
-      if (free.every(Boolean)) return start
-    }
-    throw new Error(`no ${count} consecutive free ports`)
-  }
 
   beforeEach(async () => {
     dir = mkdtempSync(join(tmpdir(), 'shardctl-sandbox-'))

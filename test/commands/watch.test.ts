@@ -4,7 +4,7 @@ import {expect} from 'chai'
 import type {Redis} from 'ioredis'
 
 import {ANSI, binary, cli, printed, spawnCli, until} from '../helpers/cli.js'
-import {type TestServer, startReplicated, startServer, waitForCatchUp, withClients} from '../helpers/redis.js'
+import {type TestServer, startReplicated, startServer, waitForCatchUp, waitForStreaming, withClients} from '../helpers/redis.js'
 
 const CHANNEL = 'shards._events'
 
@@ -82,6 +82,74 @@ describe('shards:watch', () => {
     expect(events.map((e) => e.type)).to.deep.equal(['shards.added', 'weights.changed', 'hashes.assigned'])
     expect(events[0].ids).to.deep.equal(['via1'])
     expect(events[1].weights).to.deep.equal({via1: 3})
+  })
+
+  it("the help's jq example filters on an event type that is published", async () => {
+    const help = await spawnCli(['shards:watch', '--help'])
+    const filtered = [...help.stdout.matchAll(/\.type == \\"([\w.-]+)\\"/g)].map((m) => m[1])
+    expect(filtered.length, help.stdout).to.be.greaterThan(0)
+    const watching = spawnCli(['shards:watch', '--json', '--count', '3', ...r()])
+    await subscribed(reg)
+    await makeChanges('help1')
+    const published = lines((await watching).stdout).map((l) => JSON.parse(l).type)
+    for (const type of filtered) expect(published).to.include(type)
+  })
+
+  /** A replica of `master` of its own, applying its stream before a watch starts: the test then changes whom it follows. */
+  async function ownReplica(master: TestServer): Promise<TestServer> {
+    const own = await startServer(['--replicaof', '127.0.0.1', String(master.port)])
+    await waitForStreaming(own, master)
+    return own
+  }
+
+  /** The watch ended with exit 1 and one line (after its "Watching" line) that says why, no stack trace. */
+  function expectEnded(run: {exitCode: number; stderr: string}, why: RegExp): void {
+    expect(run.exitCode, run.stderr).to.equal(1)
+    const said = run.stderr.trim().split('\n')
+    expect(said[0]).to.match(/^Watching /)
+    expect(said.slice(1)).to.have.length(1)
+    expect(said[1]).to.match(why)
+  }
+
+  for (const [what, detach, now] of [
+    ['REPLICAOF NO ONE', (c: Redis) => c.replicaof('NO', 'ONE'), () => 'a master'],
+    ['it follows another master', (c: Redis) => c.replicaof('127.0.0.1', String(shard.port)), () => `a replica of 127.0.0.1:${shard.port}`],
+  ] as const) {
+    it(`--via a replica that stops following the registry (${what}) ends the watch: exit 1, naming the replica and what it became`, async () => {
+      const own = await ownReplica(registry)
+      try {
+        const watching = spawnCli(['shards:watch', '--via', `127.0.0.1:${own.port}`, ...r()])
+        const client = own.client()
+        await subscribed(client)
+        await detach(client)
+        expectEnded(
+          await watching,
+          new RegExp(
+            `--via 127\\.0\\.0\\.1:${own.port} no longer follows the registry 127\\.0\\.0\\.1:${registry.port}: it is now ${now().replaceAll('.', '\\.')}: events published on the registry no longer reach it`,
+          ),
+        )
+      } finally {
+        await own.stop()
+      }
+    })
+  }
+
+  it('--via a replica whose link to the registry stays down past --timeout ends the watch: exit 1, naming it', async () => {
+    const lonely = await startServer()
+    const own = await ownReplica(lonely)
+    try {
+      const watching = spawnCli(['shards:watch', '--via', `127.0.0.1:${own.port}`, '--timeout', '500ms', '-r', lonely.url])
+      await subscribed(own.client())
+      await lonely.stop()
+      expectEnded(
+        await watching,
+        new RegExp(
+          `--via 127\\.0\\.0\\.1:${own.port} has lost its link to the registry 127\\.0\\.0\\.1:${lonely.port} for more than 500 ms`,
+        ),
+      )
+    } finally {
+      await Promise.all([own.stop(), lonely.stop()])
+    }
   })
 
   it('--count N prints exactly N events, even when more arrive in one read', async () => {

@@ -116,6 +116,19 @@ describe('TLS', () => {
     }
   })
 
+  it('--tls-cert without --tls-key (or the other way round) is a usage error naming both, before connecting', async () => {
+    for (const [given, missing] of [
+      ['--tls-cert', '--tls-key'],
+      ['--tls-key', '--tls-cert'],
+    ]) {
+      const file_ = given === '--tls-cert' ? file('client.crt') : file('client.key')
+      const run = await spawnCli(['shards:list', '-r', url(), '--no-probe', '--tls-ca', file('ca.crt'), given, file_])
+      expect(run.exitCode, run.stderr).to.equal(2)
+      expect(run.stderr.trim().split('\n')).to.have.length(1)
+      expect(run.stderr).to.include(`${given} needs ${missing}`)
+    }
+  })
+
   it('a missing certificate file is a usage error naming it', async () => {
     const run = await spawnCli(['shards:list', '-r', url(), '--tls-ca', '/nonexistent/ca.crt'])
     expect(run.exitCode).to.equal(2)

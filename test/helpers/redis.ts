@@ -5,7 +5,7 @@ import {Redis} from 'ioredis'
 
 import {parseInfo, parseReplication} from '../../src/fleet/info.js'
 import {reachesOffset, waitForStreaming as streaming} from '../../src/fleet/replication.js'
-import {type RedisProcess, freePort, startRedis, stopRedis} from '../../src/sandbox/redis-process.js'
+import {type RedisProcess, freePort, portIsFree, startRedis, stopRedis} from '../../src/sandbox/redis-process.js'
 
 /**
  * Real redis-server processes for tests: free loopback ports, a temp directory each,
@@ -135,4 +135,14 @@ export async function dumpDb(client: Redis): Promise<Record<string, unknown>> {
     else out[key] = {type}
   }
   return out
+}
+
+/** A run of consecutive ports that are all free now (below the ephemeral range, where other tests' servers are). */
+export async function freeRange(count: number): Promise<number> {
+  for (let attempt = 0; attempt < 100; attempt++) {
+    const start = 20_000 + ((await freePort()) % 12_000)
+    const free = await Promise.all(Array.from({length: count}, (_, i) => portIsFree(start + i)))
+    if (free.every(Boolean)) return start
+  }
+  throw new Error(`no ${count} consecutive free ports`)
 }

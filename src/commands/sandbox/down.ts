@@ -46,7 +46,7 @@ export default class SandboxDown extends ShardctlCommand<typeof SandboxDown> {
     this.progress(
       stopped === 0
         ? `No sandbox process was running from ${dir}.`
-        : `Stopped ${plural(stopped, 'redis-server process', 'redis-server processes')}${spawned > 0 ? ` (${spawned} started by shards:split --spawn)` : ''}.`,
+        : `Stopped ${plural(stopped, 'redis-server process')}${spawned > 0 ? ` (${spawned} started by shards:split --spawn)` : ''}.`,
     )
     return {...result, stopped, spawned}
   }

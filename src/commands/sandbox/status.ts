@@ -50,7 +50,8 @@ export default class SandboxStatus extends ShardctlCommand<typeof SandboxStatus>
         )
     }
     const stopped = nodes.length - result.running
-    if (stopped > 0) this.partial(result, `${stopped} of ${nodes.length} sandbox processes are not running`)
+    if (stopped > 0)
+      this.partial(result, `${stopped} of ${plural(nodes.length, 'sandbox process')} ${stopped === 1 ? 'is' : 'are'} not running`)
     return result
   }
 }

@@ -3,7 +3,7 @@ import {Flags} from '@oclif/core'
 import {ShardctlCommand} from '../../base-command.js'
 import {countFlag, dryRunFlag, prefixFlag} from '../../flags.js'
 import {defaultSandboxDir, planPorts, sandboxUp} from '../../sandbox/fleet.js'
-import {paint, renderTable} from '../../ui/terminal.js'
+import {paint, plural, renderTable} from '../../ui/terminal.js'
 
 export const sandboxDirFlag = Flags.string({
   summary: 'Where the sandbox keeps its data and its record of processes.',
@@ -45,7 +45,9 @@ export default class SandboxUp extends ShardctlCommand<typeof SandboxUp> {
         ]),
       ]
       this.log(renderTable(['ROLE', 'PORT', 'REPLICA'], rows))
-      this.progress(`Would start ${rows.length} redis-server processes with ${flags.shards} shards; data in ${dir} (dry run).`)
+      this.progress(
+        `Would start ${plural(rows.length, 'redis-server process')} with ${plural(flags.shards, 'shard')}; data in ${dir} (dry run).`,
+      )
       return {registry: `redis://127.0.0.1:${plan.registry}/0`, prefix: flags.prefix, dir, nodes: [], dryRun: true}
     }
     const state = await sandboxUp({
@@ -59,7 +61,9 @@ export default class SandboxUp extends ShardctlCommand<typeof SandboxUp> {
     })
     const masters = state.nodes.filter((n) => n.role === 'master').length
     const replicas = state.nodes.filter((n) => n.role === 'replica').length
-    this.progress(`Sandbox up: registry, ${masters} instances, ${replicas} replicas, ${flags.shards} shards. Data in ${dir}.`)
+    this.progress(
+      `Sandbox up: registry, ${plural(masters, 'instance')}, ${plural(replicas, 'replica')}, ${plural(flags.shards, 'shard')}. Data in ${dir}.`,
+    )
     this.progress(`Point shardctl at it:`)
     this.log(`export SHARDCTL_REGISTRY=${state.registryUrl}`)
     if (flags.prefix !== 'shards') this.log(`export SHARDCTL_PREFIX=${flags.prefix}`)

@@ -100,7 +100,7 @@ export default class ShardsAssign extends RegistryCommand<typeof ShardsAssign> {
       // is a change, reported as partial (exit 3); with nothing new stored it is the usage error it is.
       if (!(error instanceof BadLine) || summary.assigned === 0) throw error
       this.progress(this.describe(summary))
-      const before = `${plural(summary.total, 'hash', 'hashes')} before it ${summary.total === 1 ? 'was' : 'were'}`
+      const before = `${plural(summary.total, 'hash')} before it ${summary.total === 1 ? 'was' : 'were'}`
       return this.partial(
         {summary: {...summary, stoppedAt: {line: error.line, error: error.message}}},
         `${error.message}; the ${before} assigned and printed above (${formatCount(summary.assigned)} new), nothing from that line on`,
@@ -119,7 +119,7 @@ export default class ShardsAssign extends RegistryCommand<typeof ShardsAssign> {
     const named = summary.elsewhereSample!.map((e) => `${e.hash} (${e.shard})`).join(', ')
     const more =
       summary.elsewhere > summary.elsewhereSample!.length ? ` and ${summary.elsewhere - summary.elsewhereSample!.length} more` : ''
-    const which = `${plural(summary.elsewhere, 'hash', 'hashes')} ${summary.elsewhere === 1 ? 'is' : 'are'}`
+    const which = plural(summary.elsewhere, 'hash is', 'hashes are')
     return this.partial(
       result,
       `${which} already on another shard and stayed there, not on ${this.flags.shard}: ${named}${more}; move them with --force`,
@@ -142,17 +142,22 @@ export default class ShardsAssign extends RegistryCommand<typeof ShardsAssign> {
     const picker = shard === undefined ? new WeightedPicker(await registry.weights()) : undefined
     if (picker?.empty) throw noWeightedShard()
     const move = this.flags.force && shard !== undefined
+    // What this run would have stored: a hash given twice is assigned once, as the real run does
+    // (only the hashes it would store are kept).
+    const stored = new Map<string, string>()
     for await (const batch of lookupHashes(registry, batches)) {
-      yield batch.map(({hash, shard: existing}) =>
-        existing !== null && !move
-          ? {hash, shard: existing, assigned: false}
-          : {hash, shard: shard ?? picker!.pick(), assigned: existing !== shard},
-      )
+      yield batch.map(({hash, shard: existing}): AssignResult => {
+        const current = stored.get(hash) ?? existing
+        if (current !== null && (!move || current === shard)) return {hash, shard: current, assigned: false}
+        const id = shard ?? picker!.pick()
+        stored.set(hash, id)
+        return {hash, shard: id, assigned: true}
+      })
     }
   }
 
   private describe(s: AssignSummary): string {
     const verb = s.dryRun ? 'would assign' : 'assigned'
-    return `${s.total.toLocaleString('en-US')} hashes: ${s.assigned.toLocaleString('en-US')} ${verb}, ${s.existing.toLocaleString('en-US')} already assigned${s.dryRun ? ' (dry run)' : ''}.`
+    return `${plural(s.total, 'hash')}: ${s.assigned.toLocaleString('en-US')} ${verb}, ${s.existing.toLocaleString('en-US')} already assigned${s.dryRun ? ' (dry run)' : ''}.`
   }
 }

@@ -101,7 +101,7 @@ Exit code 0 when everything is healthy, 3 when any problem is found: a CI job ca
       if (plan.length > 0 && flags['dry-run']) {
         for (const row of plan) row.action = 'would fence'
       } else if (plan.length > 0) {
-        const question = `Set min-replicas-to-write ${settings.minReplicas} and min-replicas-max-lag ${settings.maxLagSeconds} on ${plan.length} master(s): ${plan.map((r) => r.master).join(', ')}?`
+        const question = `Set min-replicas-to-write ${settings.minReplicas} and min-replicas-max-lag ${settings.maxLagSeconds} on ${plural(plan.length, 'master')}: ${plan.map((r) => r.master).join(', ')}?`
         if (await this.confirm(question)) {
           await this.lock()
           await applyFence(plan, instancesOf(groups), pool, settings)

@@ -107,7 +107,7 @@ Any size, in constant memory: the map is read a batch at a time, compared with t
       mapWasEmpty: plan.mapWasEmpty,
     })
     applied = true
-    const sliced = steps > 1 ? ` in ${steps} steps` : ''
+    const sliced = steps > 1 ? ` in ${plural(steps, 'step')}` : ''
     const removed = diff.removed.length - notRemoved.length
     this.progress(
       `Imported: ${diff.added.length} added, ${diff.changed.length} changed, ${removed} removed, ${plural(plan.staged - kept, 'map entry', 'map entries')}${sliced}.`,
@@ -184,6 +184,6 @@ Any size, in constant memory: the map is read a batch at a time, compared with t
       this.warn(
         `${plural(diff.mapOrphans, 'map entry points', 'map entries point')} at a shard the document declares an orphan (gone from the registry it was exported from): imported as ${diff.mapOrphans === 1 ? 'it is' : 'they are'}`,
       )
-    this.progress(`${diff.unchanged} shards unchanged.`)
+    this.progress(`${plural(diff.unchanged, 'shard')} unchanged.`)
   }
 }

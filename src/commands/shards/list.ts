@@ -3,7 +3,7 @@ import {Flags} from '@oclif/core'
 import {RegistryCommand} from '../../base-command.js'
 import {usageError} from '../../errors.js'
 import {type FleetOverview, type InstanceOverview, type ShardOverview, fleetOverview} from '../../fleet/overview.js'
-import {formatAddress} from '../../registry/address.js'
+import {canonicalInstance, formatAddress, parseAddress, parseInstance} from '../../registry/address.js'
 import {bar, formatBytes, formatCount, formatPercent, paint, plural, renderTable} from '../../ui/terminal.js'
 
 const COLUMNS = ['id', 'weight', 'share', 'hashes', 'master', 'keys', 'replicas', 'status'] as const
@@ -49,10 +49,14 @@ At hundreds of shards: --filter narrows (instance=HOST:PORT, a master or replica
     const {flags} = this
     const columns = this.columnsWanted()
     const filters = (flags.filter ?? []).map(parseFilter)
+    if (this.given('chart') && !flags.instances)
+      throw usageError('--chart draws the bars of --instances', 'add --instances, or leave --chart out')
     const registry = await this.registry()
+    // Sorting by hashes, or showing them, needs them counted.
+    const counts = flags.counts || flags.sort === 'hashes' || (flags.columns !== undefined && columns.includes('hashes'))
     const overview = await fleetOverview(registry, await this.pool(), {
       probe: flags.probe || flags.instances,
-      counts: flags.counts,
+      counts,
       instances: flags.instances,
     })
     overview.shards = sortShards(
@@ -83,7 +87,8 @@ At hundreds of shards: --filter narrows (instance=HOST:PORT, a master or replica
     const wanted = this.flags.columns.split(',').map((c) => c.trim().toLowerCase())
     const unknown = wanted.filter((c) => !(COLUMNS as readonly string[]).includes(c))
     if (unknown.length > 0) throw usageError(`unknown column "${unknown[0]}"`, `choose from ${COLUMNS.join(', ')}`)
-    return wanted as Column[]
+    // Each column once, in the order first asked for.
+    return [...new Set(wanted)] as Column[]
   }
 
   private render(overview: FleetOverview, wanted: Column[]): void {
@@ -122,7 +127,7 @@ At hundreds of shards: --filter narrows (instance=HOST:PORT, a master or replica
       `total weight ${Number.isFinite(overview.totalWeight) ? overview.totalWeight : 'beyond 1.8e308'}`,
     ]
     if (overview.probed) summary.push(problems === 0 ? paint.ok('all healthy') : paint.bad(`${problems} with problems`))
-    if (overview.orphanHashes) summary.push(paint.warn(`${plural(overview.orphanHashes, 'hash', 'hashes')} point at unknown shards`))
+    if (overview.orphanHashes) summary.push(paint.warn(`${plural(overview.orphanHashes, 'hash points', 'hashes point')} at unknown shards`))
     this.progress(summary.join(', '))
     for (const b of overview.broken) this.warn(`shard ${b.id} is not readable: ${b.problems.join('; ')}`)
   }
@@ -184,7 +189,9 @@ function parseFilter(expression: string): (s: ShardOverview) => boolean {
   if (!match) throw usageError(`invalid filter "${expression}"`, 'use instance=HOST:PORT, health=ok|problem or id=PREFIX*')
   const [, key, value] = match
   if (key === 'instance') {
-    const on = (address: string) => address.replace(/\/\d+$/, '') === value
+    // Compared by what the instance is, however spelled (LOCALHOST is 127.0.0.1).
+    const wanted = canonicalInstance(parseInstance(value))
+    const on = (address: string) => canonicalInstance(parseAddress(address)) === wanted
     return (s) => on(s.master.address) || s.replicas.some((r) => on(r.address))
   }
   if (key === 'health') {
@@ -206,9 +213,12 @@ function sortShards(shards: ShardOverview[], by: (typeof SORTS)[number]): ShardO
     lag: (s) => -lag(s),
     master: (s) => s.master.address,
   }
-  // Stable: shards with the same key stay in id order.
+  // Stable: shards with the same key stay in id order. Addresses compare their numbers
+  // as numbers: 10.0.0.9 before 10.0.0.10, db 2 before db 10.
+  const numeric = new Intl.Collator('en', {numeric: true})
   return [...shards].sort((a, b) => {
     const [x, y] = [key[by](a), key[by](b)]
+    if (typeof x === 'string' && typeof y === 'string') return numeric.compare(x, y)
     return x < y ? -1 : x > y ? 1 : 0
   })
 }

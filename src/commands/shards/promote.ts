@@ -16,7 +16,7 @@ import {
   resolveInstance,
 } from '../../ops/promote.js'
 import {parseInstance} from '../../registry/address.js'
-import {formatCount, paint, plural, renderTable} from '../../ui/terminal.js'
+import {paint, plural, renderTable} from '../../ui/terminal.js'
 
 export default class ShardsPromote extends OperationCommand<typeof ShardsPromote> {
   protected readonly operation = 'promote'
@@ -101,8 +101,8 @@ Each step is recorded in the registry's journal before it is taken. A promote th
     }
     const question = (plan: PromotePlan) =>
       plan.mode === 'graceful'
-        ? `Promote ${plan.newMaster} to master of these ${plan.shards.length} shards (writes pause for at most ${request.maxPauseMs} ms)?`
-        : `Fail over to ${plan.newMaster} without the master${plan.lagBytes ? ` (it is ${plan.lagBytes} bytes behind)` : ''}? Writes it has not received are lost.`
+        ? `Promote ${plan.newMaster} to master of the ${plural(plan.shards.length, 'shard')} above (writes pause for at most ${request.maxPauseMs} ms)?`
+        : `Fail over to ${plan.newMaster} without the master${plan.lagBytes ? ` (it is ${plural(plan.lagBytes, 'byte')} behind)` : ''}? Writes it has not received are lost.`
     if (flags['dry-run']) {
       const plan = await make()
       if (!this.jsonEnabled()) this.render(plan)
@@ -190,7 +190,7 @@ Each step is recorded in the registry's journal before it is taken. A promote th
   private render(plan: PromotePlan): void {
     const head = plan.mode === 'graceful' ? 'Graceful promote' : paint.bad('Emergency failover')
     this.progress(
-      `${head}: ${plan.oldMaster} → ${paint.bold(plan.newMaster)}${plan.lagBytes === null ? '' : `, ${formatCount(plan.lagBytes)} bytes behind now`}`,
+      `${head}: ${plan.oldMaster} → ${paint.bold(plan.newMaster)}${plan.lagBytes === null ? '' : `, ${plural(plan.lagBytes, 'byte')} behind now`}`,
     )
     this.log(
       renderTable(
@@ -206,7 +206,7 @@ Each step is recorded in the registry's journal before it is taken. A promote th
     const {plan} = result
     if (plan.mode === 'graceful') {
       this.log(
-        `Promoted ${plan.newMaster} for ${plan.shards.length} shards; writes paused ${result.pauseMs} ms (replica master after ${result.promoteMs} ms).`,
+        `Promoted ${plan.newMaster} for ${plural(plan.shards.length, 'shard')}; writes paused ${result.pauseMs} ms (replica master after ${result.promoteMs} ms).`,
       )
       if (result.fencing)
         this.progress(
@@ -214,9 +214,9 @@ Each step is recorded in the registry's journal before it is taken. A promote th
         )
     } else {
       const missed =
-        result.missedBytes === null || result.missedBytes === undefined ? 'an unknown number of' : formatCount(result.missedBytes)
+        result.missedBytes === null || result.missedBytes === undefined ? 'an unknown number of bytes' : plural(result.missedBytes, 'byte')
       this.log(
-        `Failed over to ${plan.newMaster} for ${plan.shards.length} shards. It may have missed ${missed} bytes of replication from ${plan.oldMaster}, which left the shards.`,
+        `Failed over to ${plan.newMaster} for ${plural(plan.shards.length, 'shard')}. It may have missed ${missed} of replication from ${plan.oldMaster}, which left the shards.`,
       )
     }
   }

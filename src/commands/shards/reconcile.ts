@@ -3,7 +3,7 @@ import {Flags} from '@oclif/core'
 import {RegistryCommand} from '../../base-command.js'
 import {dryRunFlag, yesFlag} from '../../flags.js'
 import {type ReconcileRow, readStrays, reconcileStrays} from '../../ops/reconcile.js'
-import {formatCount, paint, renderTable} from '../../ui/terminal.js'
+import {formatCount, paint, plural, renderTable} from '../../ui/terminal.js'
 
 export default class ShardsReconcile extends RegistryCommand<typeof ShardsReconcile> {
   /** Holds the lock for long: renewed from a worker thread (see ops/lock-renewer.ts). */
@@ -44,7 +44,7 @@ A key the destination already has is a conflict: it stays on the source and is n
     const keys = plan.reduce((n, r) => n + r.keys, 0)
     if (
       !(await this.confirm(
-        `Move ${formatCount(keys)} stray key(s) to where the registry routes their shards${flags.replace ? ', overwriting what is there' : ''}?`,
+        `Move ${plural(keys, 'stray key')} to where the registry routes their shards${flags.replace ? ', overwriting what is there' : ''}?`,
       ))
     ) {
       this.progress('Nothing changed.')
@@ -61,14 +61,19 @@ A key the destination already has is a conflict: it stays on the source and is n
       const why = left.map((r) =>
         r.to === null
           ? `${r.source}: shard ${r.shard} is not in the registry`
-          : `${r.source}: ${r.conflictCount} key(s) the destination already has, e.g. ${r.conflicts.slice(0, 5).join(', ')}`,
+          : `${r.source}: ${plural(r.conflictCount, 'key')} the destination already has, e.g. ${r.conflicts.slice(0, 5).join(', ')}`,
       )
       return this.partial(
         {strays: rows, applied: true},
         `not everything could be moved: ${why.join('; ')} (--replace lets the stray writes win)`,
       )
     }
-    this.log(`Moved ${formatCount(rows.reduce((n, r) => n + r.moved, 0))} key(s); no stray writes are left.`)
+    this.log(
+      `Moved ${plural(
+        rows.reduce((n, r) => n + r.moved, 0),
+        'key',
+      )}; no stray writes are left.`,
+    )
     return {strays: rows, applied: true}
   }
 

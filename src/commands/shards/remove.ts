@@ -36,14 +36,19 @@ export default class ShardsRemove extends RegistryCommand<typeof ShardsRemove> {
       })
     const describe = (plan: RemovePlan) =>
       plan.action === 'drain'
-        ? `drain shard ${plan.id} (weight 0: no new hashes)`
-        : `remove shard ${plan.id}${plan.hashes > 0 ? `, leaving ${plural(plan.hashes, 'hash', 'hashes')} pointing at nothing` : ''}`
+        ? `drain shard ${plan.id} (weight 0: no new hashes; it keeps serving ${plural(plan.hashes, 'hash')})`
+        : `remove shard ${plan.id}${plan.hashes > 0 ? `, leaving ${plural(plan.hashes, 'hash')} pointing at nothing` : ''}`
     const refuse = (plan: RemovePlan) => {
       if (plan.action === 'remove' && plan.hashes > 0 && !flags.force) throw refuseRemoval(plan)
     }
+    const drained = (plan: RemovePlan) => `Shard ${plan.id} is drained already (weight 0); nothing changed.`
     if (flags['dry-run']) {
       const plan = await make()
       refuse(plan)
+      if (plan.alreadyDrained) {
+        this.log(drained(plan))
+        return {...plan}
+      }
       this.log(`${paint.warn('Would')} ${describe(plan)} (dry run).`)
       return {...plan}
     }
@@ -57,7 +62,8 @@ export default class ShardsRemove extends RegistryCommand<typeof ShardsRemove> {
       return {...plan}
     }
     const done = await applyRemoval(registry, plan)
-    this.log(plan.action === 'drain' ? `Drained shard ${plan.id}.` : `Removed shard ${plan.id}.`)
+    if (plan.alreadyDrained) this.log(drained(plan))
+    else this.log(plan.action === 'drain' ? `Drained shard ${plan.id}.` : `Removed shard ${plan.id}.`)
     return done
   }
 }

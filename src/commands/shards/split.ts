@@ -142,7 +142,8 @@ Each step is journaled. A split that fails half-way (a host or the registry sile
       make,
       (plan) => {
         if (!this.jsonEnabled()) this.render(plan, toBeStarted)
-        const fewer = plan.fewerReplicas.length > 0 ? `; ${plan.fewerReplicas.length} of them end with fewer replicas` : ''
+        const fewer =
+          plan.fewerReplicas.length > 0 ? `; ${plural(plan.fewerReplicas.length, 'of them ends', 'of them end')} with fewer replicas` : ''
         const start =
           toBeStarted.length > 0
             ? `Start ${plural(toBeStarted.length, 'new redis-server')} on this machine (${toBeStarted.map((e) => `127.0.0.1:${e.port}`).join(', ')}) and move`
@@ -269,7 +270,7 @@ Each step is journaled. A split that fails half-way (a host or the registry sile
   private render(plan: SplitPlan, toBeStarted: Endpoint[] = []): void {
     const spawning = toBeStarted.length > 0 ? ` (to be started by --spawn: ${toBeStarted.map(instanceKey).join(', ')})` : ''
     this.progress(
-      `Split ${plan.source} → ${plan.targets.map((t) => t.instance).join(', ')}${spawning}: ${plural(plan.moves.length, 'shard')} move, ${plan.staying.length} stay.`,
+      `Split ${plan.source} → ${plan.targets.map((t) => t.instance).join(', ')}${spawning}: ${plural(plan.moves.length, 'shard moves', 'shards move')}, ${plural(plan.staying.length, 'stays', 'stay')}.`,
     )
     this.log(
       renderTable(
@@ -278,12 +279,12 @@ Each step is journaled. A split that fails half-way (a host or the registry sile
       ),
     )
     this.progress(
-      paint.dim(`After: ${plan.balance.map((b) => `${b.instance} ${b.shards} shards, ${formatCount(b.keys)} keys`).join(' · ')}`),
+      paint.dim(`After: ${plan.balance.map((b) => `${b.instance} ${plural(b.shards, 'shard')}, ${plural(b.keys, 'key')}`).join(' · ')}`),
     )
     for (const f of plan.fewerReplicas) {
       this.progress(
         paint.warn(
-          `  ${f.id} goes from ${f.before} replica(s) to ${f.after}${f.after === 0 ? ' (give the target replicas with --to-replica or --spawn-replicas)' : ''}`,
+          `  ${f.id} goes from ${plural(f.before, 'replica')} to ${f.after}${f.after === 0 ? ' (give the target replicas with --to-replica or --spawn-replicas)' : ''}`,
         ),
       )
     }
