@@ -1,4 +1,5 @@
 import {isIP} from 'node:net'
+import {type ConnectionOptions} from 'node:tls'
 
 import {Redis, type RedisOptions} from 'ioredis'
 
@@ -38,6 +39,18 @@ export type ScriptedRedis = Redis & {
   countMap(map: string, cursor: string, count: string): Promise<string[]>
 }
 
+/** The options of a TLS connection to `host`: for ioredis and for the raw sockets of the replication client. */
+export function tlsOptions(host: string, tls: TlsSettings | undefined): ConnectionOptions {
+  return {
+    ca: tls?.ca,
+    cert: tls?.cert,
+    key: tls?.key,
+    rejectUnauthorized: !tls?.insecure,
+    // Verify an IP address against the certificate's IP names, not as a host name.
+    ...(isIP(host) ? {} : {servername: host}),
+  }
+}
+
 /**
  * One way to open a Redis connection for a command-line tool: fail fast instead of
  * retrying forever, never queue commands while offline, and report the real cause
@@ -50,16 +63,7 @@ export async function connect(target: ConnectTarget, options: ConnectOptions): P
     db: target.db,
     username: target.username,
     password: target.password,
-    tls: target.tls
-      ? {
-          ca: options.tls?.ca,
-          cert: options.tls?.cert,
-          key: options.tls?.key,
-          rejectUnauthorized: !options.tls?.insecure,
-          // Verify an IP address against the certificate's IP names, not as a host name.
-          ...(isIP(target.host) ? {} : {servername: target.host}),
-        }
-      : undefined,
+    tls: target.tls ? tlsOptions(target.host, options.tls) : undefined,
     protocol: 2,
     lazyConnect: true,
     connectTimeout: options.timeoutMs,
