@@ -177,8 +177,13 @@ export function shardFields(shard: Pick<Shard, 'master' | 'replicas' | 'persist'
 const LOOPBACK = new Set(['127.0.0.1', 'localhost', '::1'])
 
 /** One database's name for comparison: loopback names are one host. */
-function databaseKey(address: ShardAddress): string {
+export function databaseKey(address: ShardAddress): string {
   return formatAddress({...address, host: LOOPBACK.has(address.host) ? '127.0.0.1' : address.host})
+}
+
+/** One instance's name for comparison (host:port): loopback names are one host. */
+export function instanceIdentity(address: {host: string; port: number}): string {
+  return databaseKey({...address, db: 0}).replace(/\/0$/, '')
 }
 
 /**
