@@ -2,9 +2,9 @@ import {usageError} from '../errors.js'
 import type {ConnectionPool} from '../fleet/connect.js'
 import {type InstanceState, probeInstances} from '../fleet/probe.js'
 import {follows} from '../fleet/replication.js'
-import {type Endpoint, endpointOf, instanceKey} from '../registry/address.js'
+import {type Endpoint, canonicalInstance, endpointOf, instanceKey} from '../registry/address.js'
 import {compareIds} from '../registry/registry.js'
-import {type Shard, instanceIdentity} from '../registry/schema.js'
+import type {Shard} from '../registry/schema.js'
 import type {NodeRole} from './manifest.js'
 
 /**
@@ -52,7 +52,7 @@ export interface RegistrySide {
   replicas: Endpoint[]
 }
 
-const sameKey = instanceIdentity
+const sameKey = canonicalInstance
 
 /** The instances to back up and their candidate nodes, from the registry alone. */
 export function selectInstances(

@@ -23,6 +23,10 @@ export interface CheckOptions {
   timeoutMs: number
   /** A master with no replica is accepted (said, not a problem). */
   allowNoReplica?: boolean
+  /** A registry with no shard at all passes (otherwise a CI gate fails: nothing was checked). */
+  allowEmpty?: boolean
+  /** The command line that finishes an interrupted operation of this type, named beside the fence it left. */
+  recoverCommand?: (type: 'split' | 'promote') => string
 }
 
 export interface CheckReport {
@@ -41,6 +45,8 @@ export interface CheckReport {
   unreplicated: {master: string; shards: string[]; accepted: boolean; problems: string[]}[]
   /** What operations can leave behind: shared databases, kept stray writes, fences left on, masters outside the registry. */
   leftovers: LeftoverRow[]
+  /** No shard at all under the prefix: a problem unless --allow-empty (a typo of --prefix, a wiped registry). */
+  empty?: {accepted: boolean; problems: string[]}
 }
 
 export interface Health {
@@ -78,10 +84,26 @@ export async function checkHealth(registry: Registry, pool: ConnectionPool, opti
         ? []
         : [`master ${u.master} has no replica: losing it loses its shards (add replicas, or pass --allow-no-replica)`],
     })),
-    leftovers: wanted.size === 0 ? await checkLeftovers(registry, pool, shards, states) : [],
+    leftovers: await checkLeftovers(
+      registry,
+      pool,
+      snapshot.shards,
+      states,
+      wanted.size === 0 ? undefined : wanted,
+      options.recoverCommand,
+    ),
+  }
+  if (snapshot.shards.length === 0 && snapshot.broken.length === 0) {
+    report.empty = {
+      accepted: Boolean(options.allowEmpty),
+      problems: options.allowEmpty
+        ? []
+        : ['the registry has no shard under this prefix: nothing was checked (pass --allow-empty if that is expected)'],
+    }
   }
   if (options.persistence) report.persistence = checkPersistence(groups, states, {maxSaveAgeSeconds: options.maxSaveAgeSeconds})
-  if (options.canary) report.canary = await runCanaries(groups, states, pool, {timeoutMs: options.timeoutMs})
+  if (options.canary)
+    report.canary = await runCanaries(groups, states, pool, {timeoutMs: options.timeoutMs, allowNoReplica: options.allowNoReplica})
   tally(report)
   return {report, groups, states}
 }
@@ -96,6 +118,7 @@ export function tally(report: CheckReport): void {
     ...(report.persistence ?? []),
     ...report.unreplicated,
     ...report.leftovers,
+    ...(report.empty ? [report.empty] : []),
   ]
   report.problems = rows.reduce((n, row) => n + row.problems.length, 0)
   report.healthy = report.problems === 0

@@ -1,7 +1,7 @@
 import {expect} from 'chai'
 
 import {ShardctlError} from '../../src/errors.js'
-import {formatAddress, parseAddress, parseInstance, redact} from '../../src/registry/address.js'
+import {canonicalDatabase, canonicalHost, formatAddress, parseAddress, parseInstance, redact} from '../../src/registry/address.js'
 
 describe('registry/address', () => {
   it('parses host:port/db and defaults the db to 0', () => {
@@ -64,5 +64,20 @@ describe('registry/address', () => {
   it('refuses a database where an instance is expected', () => {
     expect(parseInstance('h:6379')).to.deep.equal({host: 'h', port: 6379, db: 0})
     expect(() => parseInstance('h:6379/3')).to.throw(/instance was expected/)
+  })
+
+  it('names one host one way, whatever its spelling', () => {
+    const same = [
+      ['LOCALHOST', '127.0.0.1'],
+      ['localhost', '::1'],
+      ['0:0:0:0:0:0:0:1', '::1'],
+      ['127.1', '127.0.0.1'],
+      ['FD00::1', 'fd00:0:0::1'],
+      ['Db5.Internal.', 'db5.internal'],
+    ]
+    for (const [a, b] of same) expect(canonicalHost(a), `${a} = ${b}`).to.equal(canonicalHost(b))
+    expect(canonicalHost('10.0.0.5')).not.to.equal(canonicalHost('10.0.0.6'))
+    expect(canonicalDatabase(parseAddress('LOCALHOST:6379/3'))).to.equal(canonicalDatabase(parseAddress('[::1]:6379/3')))
+    expect(canonicalDatabase(parseAddress('LOCALHOST:6379/3'))).not.to.equal(canonicalDatabase(parseAddress('[::1]:6379/4')))
   })
 })
