@@ -441,7 +441,7 @@ function guarded(handler: RdbHandler): RdbHandler {
       }
     }
   }
-  return out as RdbHandler
+  return out
 }
 
 function hex(value: bigint): string {
