@@ -26,6 +26,8 @@ export interface Destination {
   list(prefix?: string): Promise<StoredObject[]>
   /** Remove objects; those already gone are not an error. */
   remove(keys: string[]): Promise<void>
+  /** Where an object is as a file on this machine, when it is one (a local directory): read in place, not copied. */
+  localFile?(key: string): string
 }
 
 export interface WriteOptions {

@@ -43,6 +43,10 @@ export class LocalDirectory implements Destination {
     await syncDirectory(dirname(path))
   }
 
+  localFile(key: string): string {
+    return this.path(key)
+  }
+
   async read(key: string): Promise<Readable> {
     const path = this.path(key)
     try {

@@ -25,6 +25,11 @@ export interface ConnectOptions {
   clientName?: string
   /** Prefix the host to the instance's own error replies too (instance connections; the registry's are interpreted). */
   nameHostInReplies?: boolean
+  /**
+   * For bulk transfers (a restore's copy sends thousands of commands a second): no timer
+   * per command; a server that stops answering is still noticed by the socket timeout.
+   */
+  bulk?: boolean
 }
 
 export const DEFAULT_TIMEOUT_MS = 5000
@@ -68,7 +73,7 @@ export async function connect(target: ConnectTarget, options: ConnectOptions): P
     protocol: 2,
     lazyConnect: true,
     connectTimeout: options.timeoutMs,
-    commandTimeout: options.timeoutMs,
+    commandTimeout: options.bulk ? undefined : options.timeoutMs,
     socketTimeout: options.timeoutMs,
     maxRetriesPerRequest: 0,
     enableOfflineQueue: false,

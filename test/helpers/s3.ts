@@ -23,6 +23,8 @@ export interface TestS3 {
   flags: () => string[]
   /** Multipart uploads begun and not completed (s3rver keeps their parts on disk). */
   uploadsInProgress: () => number
+  /** Called on every request as it arrives (method, URL): a test's hook to act at a precise moment. */
+  onRequest?: (method: string, url: string) => void
   /** Stop answering at once: the listening socket and every open connection are closed. */
   kill: () => Promise<void>
   /** Serve the same data again (on a new port: endpoint changes). */
@@ -58,6 +60,10 @@ export async function startS3(): Promise<TestS3> {
       // Loaded here: the root hooks import this file, and most test runs need no S3 server.
       const {default: S3rver} = await import('s3rver')
       const server = new S3rver({port, address: '127.0.0.1', silent: true, directory: dir, configureBuckets: [{name: S3_BUCKET}]})
+      server.middleware.unshift(async (ctx, next) => {
+        s3.onRequest?.(ctx.method, ctx.url)
+        await next()
+      })
       await server.run()
       http = server.httpServer
       s3.endpoint = `http://127.0.0.1:${port}`

@@ -14,6 +14,8 @@ declare module 's3rver' {
     constructor(options: S3rverOptions)
     run(): Promise<unknown>
     httpServer: Server
+    /** Koa's middleware stack (s3rver is a Koa application). */
+    middleware: ((ctx: {method: string; url: string}, next: () => Promise<void>) => Promise<void>)[]
     close(): Promise<void>
   }
 }

@@ -1,0 +1,266 @@
+import {createHash} from 'node:crypto'
+import {mkdtempSync, readFileSync, readdirSync, rmSync, statSync, utimesSync, writeFileSync} from 'node:fs'
+import {tmpdir} from 'node:os'
+import {join} from 'node:path'
+
+import {expect} from 'chai'
+import type {Redis} from 'ioredis'
+
+import {crc64} from '../../src/rdb/crc64.js'
+import {type Manifest} from '../../src/backup/manifest.js'
+import {parseDocument} from '../../src/registry/document.js'
+import {BIG_VALUE_BYTES, fillDatabase} from '../helpers/backups.js'
+import {cli, secret, spawnCli} from '../helpers/cli.js'
+import {type TestServer, startReplicated, startServer, waitForCatchUp} from '../helpers/redis.js'
+import {S3_CREDENTIALS, type TestS3, startS3, useS3Credentials} from '../helpers/s3.js'
+
+/**
+ * shards:backup and backups:list/verify/prune against real redis-server
+ * processes and a real S3 server on loopback: a registry with a replica, an instance with
+ * a replica holding five shards (every data type, keys with expiry times, a value larger
+ * than one multipart part).
+ */
+describe('backups: shards:backup, backups:*', () => {
+  let registry: {master: TestServer; replicas: TestServer[]}
+  let source: {master: TestServer; replicas: TestServer[]}
+  let dir: string
+  let s3: TestS3
+  let src: Redis
+  const r = () => ['-r', registry.master.url]
+  const manifestOf = (id: string): Manifest => JSON.parse(readFileSync(join(dir, ...id.split('/'), 'manifest.json'), 'utf8')) as Manifest
+
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'shardctl-backups-'))
+    ;[registry, source, s3] = await Promise.all([startReplicated(1), startReplicated(1, ['--databases', '16']), startS3()])
+    useS3Credentials()
+    const init = await cli([
+      'shards:init',
+      '--instance',
+      `127.0.0.1:${source.master.port}`,
+      '--replica',
+      `127.0.0.1:${source.replicas[0].port}`,
+      '--count',
+      '5',
+      '--yes',
+      ...r(),
+    ])
+    expect(init.exitCode, init.stderr).to.equal(0)
+    src = source.master.client()
+    for (let db = 0; db < 5; db++) await fillDatabase(src, db, {big: db === 3})
+    await waitForCatchUp(source.replicas[0], source.master)
+    await waitForCatchUp(registry.replicas[0], registry.master)
+  })
+  after(async () => {
+    rmSync(dir, {recursive: true, force: true})
+    await s3.stop()
+  })
+
+  describe('to a directory', () => {
+    it('backs up every instance and the registry, each from its replica; the plan says which node serves each', async () => {
+      const dry = await spawnCli(['shards:backup', '--to', dir, '--run', 'never', '--dry-run', ...r()])
+      expect(dry.exitCode, dry.stderr).to.equal(0)
+      expect(dry.stdout).to.match(
+        new RegExp(`127\\.0\\.0\\.1:${source.master.port}\\s+127\\.0\\.0\\.1:${source.replicas[0].port}\\s+replica\\s+5`),
+      )
+      expect(readdirSync(dir)).to.deep.equal([])
+
+      const run = await spawnCli(['shards:backup', '--to', dir, '--run', 't1', ...r()])
+      expect(run.exitCode, run.stderr).to.equal(0)
+      // In a pipe: one line per instance, then the summary.
+      const lines = run.stderr.trim().split('\n')
+      expect(lines.filter((l) => l.startsWith('✔'))).to.have.length(2)
+      expect(lines.at(-1)).to.match(/^Backup t1\/fleet at .*: 2 instances, .*, complete\.$/)
+
+      const manifest = manifestOf('t1/fleet')
+      expect(manifest).to.include({id: 't1/fleet', run: 't1', part: 'fleet', prefix: 'shards'})
+      expect(manifest.failed).to.deep.equal([])
+      const [ofRegistry, ofSource] = [registry.master, source.master].map((m) =>
+        manifest.instances.find((i) => i.instance === `127.0.0.1:${m.port}`)!,
+      )
+      expect(ofRegistry).to.include({registry: true, node: `127.0.0.1:${registry.replicas[0].port}`, nodeRole: 'replica'})
+      expect(ofSource).to.include({registry: false, node: `127.0.0.1:${source.replicas[0].port}`, nodeRole: 'replica', rdbVersion: 10})
+      expect(ofSource.shards).to.deep.equal([0, 1, 2, 3, 4].map((db) => ({id: `s00${db}`, db})))
+      // Keys per database as the instance has them.
+      const keyspace = await src.info('keyspace')
+      for (let db = 0; db < 5; db++)
+        expect(ofSource.keys[String(db)]).to.equal(Number(new RegExp(`db${db}:keys=(\\d+)`).exec(keyspace)![1]))
+      expect(ofSource.bytes).to.be.greaterThan(BIG_VALUE_BYTES)
+      // The stored file is what the manifest says, byte for byte.
+      const stored = readFileSync(join(dir, 't1', 'fleet', ofSource.file))
+      expect(createHash('sha256').update(stored).digest('hex')).to.equal(ofSource.sha256)
+      expect(crc64(stored.subarray(0, -8)).toString(16).padStart(16, '0')).to.equal(ofSource.crc64)
+      // registry.json: the shards:export document of that moment.
+      const document = parseDocument(readFileSync(join(dir, 't1', 'fleet', 'registry.json'), 'utf8'))
+      expect(document.shards.map((s) => s.master)).to.deep.equal([0, 1, 2, 3, 4].map((db) => `127.0.0.1:${source.master.port}/${db}`))
+      // Readable by their owner only.
+      for (const name of readdirSync(join(dir, 't1', 'fleet')))
+        expect(statSync(join(dir, 't1', 'fleet', name)).mode & 0o777, name).to.equal(0o600)
+      expect(statSync(join(dir, 't1', 'fleet')).mode & 0o777).to.equal(0o700)
+    })
+
+    it('backups:list shows it complete; backups:verify --deep loads each snapshot and finds the manifest right', async () => {
+      const list = await cli(['backups:list', '--from', dir, '--json'])
+      expect(list.exitCode, list.stderr).to.equal(0)
+      const [listed] = JSON.parse(list.stdout).backups as {id: string; status: string; instances: string[]}[]
+      expect(listed).to.include({id: 't1/fleet', status: 'complete'})
+      expect(listed.instances).to.have.length(2)
+      const verify = await cli(['backups:verify', 't1', '--from', dir, '--deep', '--json'])
+      expect(verify.exitCode, verify.stderr).to.equal(0)
+      const result = JSON.parse(verify.stdout) as {ok: boolean; backups: {instances: {ok: boolean; loaded: Record<string, number>}[]}[]}
+      expect(result.ok).to.equal(true)
+      expect(result.backups[0].instances.every((i) => i.ok)).to.equal(true)
+      expect(result.backups[0].instances.find((i) => i.loaded['3'] !== undefined)!.loaded['3']).to.equal(
+        manifestOf('t1/fleet').instances.find((i) => !i.registry)!.keys['3'],
+      )
+    })
+
+    it('one byte flipped in a stored snapshot: backups:verify fails naming it', async () => {
+      const backup = await cli(['shards:backup', '--to', dir, '--run', 't2', '--instance', `127.0.0.1:${source.master.port}`, ...r()])
+      expect(backup.exitCode, backup.stderr).to.equal(0)
+      const id = `t2/127.0.0.1-${source.master.port}`
+      const entry = manifestOf(id).instances[0]
+      const file = join(dir, ...id.split('/'), entry.file)
+      const bytes = readFileSync(file)
+      bytes[Math.floor(bytes.length / 2)] ^= 0x01
+      writeFileSync(file, bytes)
+
+      const verify = await cli(['backups:verify', id, '--from', dir])
+      expect(verify.exitCode).to.equal(3)
+      expect(verify.stderr).to.include(entry.file)
+    })
+  })
+
+  describe('to S3', () => {
+    it('backs up (a snapshot larger than one multipart part), lists and verifies --deep through a real S3 server', async () => {
+      const to = s3.url('prod/eu')
+      const run = await cli(['shards:backup', '--to', to, '--run', 's1', '--json', ...s3.flags(), ...r()])
+      expect(run.exitCode, run.stderr).to.equal(0)
+      const result = JSON.parse(run.stdout) as {status: string; instances: {instance: string; bytes: number}[]}
+      expect(result.status).to.equal('complete')
+      expect(result.instances.find((i) => i.instance === `127.0.0.1:${source.master.port}`)!.bytes).to.be.greaterThan(5 * 1024 * 1024)
+
+      const list = JSON.parse((await cli(['backups:list', '--from', to, '--json', ...s3.flags()])).stdout) as {
+        backups: {id: string; status: string}[]
+      }
+      expect(list.backups).to.deep.include.members([{...list.backups[0], id: 's1/fleet', status: 'complete'}])
+      const verify = await cli(['backups:verify', 's1/fleet', '--from', to, '--deep', ...s3.flags()])
+      expect(verify.exitCode, verify.stderr).to.equal(0)
+    })
+
+    it('the S3 server stopped in the middle of an upload: exit non-zero, no manifest, listed incomplete, and pruned once a day old', async () => {
+      const to = s3.url('prod/eu')
+      let killed: Promise<void> | undefined
+      s3.onRequest = (method, url) => {
+        if (method === 'PUT' && /[?&]partNumber=/.test(url)) killed ??= s3.kill()
+      }
+      const run = await spawnCli(['shards:backup', '--to', to, '--run', 's2', '--timeout', '2s', ...s3.flags(), ...r()], {
+        env: S3_CREDENTIALS,
+      })
+      s3.onRequest = undefined
+      expect(killed, 'the upload reached the S3 server').not.to.equal(undefined)
+      expect(run.exitCode).not.to.equal(0)
+      expect(run.stderr).to.match(/cannot reach the S3 endpoint/)
+      await s3.restart()
+
+      const listed = async () =>
+        (
+          JSON.parse((await cli(['backups:list', '--from', to, '--json', ...s3.flags()])).stdout) as {
+            backups: {id: string; status: string}[]
+          }
+        ).backups
+      expect((await listed()).find((b) => b.id === 's2/fleet')).to.include({status: 'incomplete'})
+      // Young, it may still be running: prune keeps it. A day later, it goes; the newest complete one stays.
+      const young = await cli(['backups:prune', '--from', to, '--keep-last', '1', '--yes', ...s3.flags()])
+      expect(young.exitCode, young.stderr).to.equal(0)
+      expect((await listed()).map((b) => b.id)).to.include('s2/fleet')
+      const dayAgo = new Date(Date.now() - 25 * 3600 * 1000)
+      const age = (path: string) => {
+        for (const entry of readdirSync(path, {withFileTypes: true})) {
+          const full = join(path, entry.name)
+          if (entry.isDirectory()) age(full)
+          utimesSync(full, dayAgo, dayAgo)
+        }
+      }
+      age(s3.dir)
+      const old = await cli(['backups:prune', '--from', to, '--keep-last', '0', '--yes', '--json', ...s3.flags()])
+      expect(old.exitCode, old.stderr).to.equal(0)
+      expect((JSON.parse(old.stdout) as {removed: {id: string}[]}).removed.map((b) => b.id)).to.deep.equal(['s2/fleet'])
+      expect((await listed()).map((b) => `${b.id} ${b.status}`)).to.deep.equal(['s1/fleet complete'])
+    })
+
+    it('no AWS secret is ever printed, whatever fails', async () => {
+      const key = secret('aws-secret-key-never-printed-1')
+      const run = await spawnCli(['backups:list', '--from', s3.url(), '--s3-endpoint', `http://user:${key}@127.0.0.1:1`], {
+        env: {...S3_CREDENTIALS, AWS_SECRET_ACCESS_KEY: key},
+      })
+      expect(run.exitCode).to.equal(1)
+      expect(run.stdout + run.stderr).not.to.include(key)
+      const refused = await spawnCli(['backups:list', '--from', s3.url(), ...s3.flags()], {
+        env: {...S3_CREDENTIALS, AWS_ACCESS_KEY_ID: 'SOMEONE-ELSE', AWS_SECRET_ACCESS_KEY: key},
+      })
+      expect(refused.exitCode).to.equal(1)
+      expect(refused.stderr).to.match(/the credentials were refused|access denied/)
+      expect(refused.stdout + refused.stderr).not.to.include(key)
+    })
+  })
+
+  describe('under failure and restriction', () => {
+    it('one instance unreachable: the others complete, exit 3, the failed one named in the output and the manifest', async () => {
+      const dead = await startServer()
+      const deadPort = dead.port
+      await dead.stop()
+      const reg = registry.master.client()
+      // Under another prefix: a fleet of its own in the same registry.
+      await reg.hset('other.a', 'master', `127.0.0.1:${source.master.port}/5`)
+      await reg.hset('other.b', 'master', `127.0.0.1:${deadPort}/0`)
+      await reg.zadd('other.list', 1, 'a', 1, 'b')
+      const run = await spawnCli(['shards:backup', '--to', dir, '--run', 'u1', '--prefix', 'other', '--timeout', '1s', ...r()])
+      expect(run.exitCode).to.equal(3)
+      expect(run.stderr).to.include(`127.0.0.1:${deadPort}`)
+      const manifest = manifestOf('u1/fleet')
+      expect(manifest.failed.map((f) => f.instance)).to.deep.equal([`127.0.0.1:${deadPort}`])
+      expect(manifest.instances.map((i) => i.instance).sort()).to.deep.equal(
+        [`127.0.0.1:${registry.master.port}`, `127.0.0.1:${source.master.port}`].sort(),
+      )
+      const list = JSON.parse((await cli(['backups:list', '--from', dir, '--json'])).stdout) as {backups: {id: string; status: string}[]}
+      expect(list.backups.find((b) => b.id === 'u1/fleet')).to.include({status: 'partial'})
+    })
+
+    it('a backup user with only the documented ACL succeeds', async () => {
+      const password = secret('backup-user-pw-1')
+      // ACLs are not replicated: the user is made on every node a snapshot may come from.
+      const nodes = [registry.master, registry.replicas[0], source.master, source.replicas[0]]
+      for (const node of nodes) {
+        const c = node.client()
+        const registryRules = node === registry.master || node === registry.replicas[0] ? ['~shards.*', '+@read'] : []
+        // As docs/backups.md has them, and no more.
+        const rules = [...registryRules, '+ping', '+client|setname', '+info', '+sync', '+replconf']
+        await c.call('ACL', 'SETUSER', 'backup', 'reset', 'on', `>${password}`, ...rules)
+        c.disconnect()
+      }
+      const run = await spawnCli(['shards:backup', '--to', dir, '--run', 'acl', ...r()], {
+        env: {SHARDCTL_REGISTRY_USER: 'backup', SHARDCTL_REGISTRY_PASSWORD: password},
+      })
+      expect(run.exitCode, run.stderr).to.equal(0)
+      expect(manifestOf('acl/fleet').instances).to.have.length(2)
+    })
+  })
+
+  describe('retention', () => {
+    it('backups:prune keeps the newest complete backup whatever the rules', async () => {
+      const before = JSON.parse((await cli(['backups:list', '--from', dir, '--json'])).stdout) as {
+        backups: {id: string; status: string; part: string}[]
+      }
+      const run = await cli(['backups:prune', '--from', dir, '--keep-last', '0', '--yes', '--json'])
+      expect(run.exitCode, run.stderr).to.equal(0)
+      const after = JSON.parse((await cli(['backups:list', '--from', dir, '--json'])).stdout) as {
+        backups: {id: string; status: string; part: string}[]
+      }
+      // Per series (part): its newest complete backup, nothing else.
+      for (const part of new Set(before.backups.map((b) => b.part))) {
+        const newest = before.backups.find((b) => b.part === part && b.status === 'complete')
+        expect(after.backups.filter((b) => b.part === part).map((b) => b.id)).to.deep.equal(newest ? [newest.id] : [])
+      }
+    })
+  })
+})
