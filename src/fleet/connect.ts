@@ -43,6 +43,7 @@ export type ScriptedRedis = Redis & {
   journal(lockKey: string, journalKey: string, lockValue: string, json: string, leaseMs: string): Promise<string>
   flushDbs(numKeys: number, ...dbs: string[]): Promise<number>
   countMap(map: string, cursor: string, count: string): Promise<string[]>
+  dumpKeysBuffer(numKeys: number, ...keys: Buffer[]): Promise<(Buffer | number | null)[]>
 }
 
 /** The options of a TLS connection to `host`: for ioredis and for the raw sockets of the replication client. */

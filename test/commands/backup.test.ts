@@ -9,29 +9,36 @@ import type {Redis} from 'ioredis'
 import {crc64} from '../../src/rdb/crc64.js'
 import {type Manifest} from '../../src/backup/manifest.js'
 import {parseDocument} from '../../src/registry/document.js'
-import {BIG_VALUE_BYTES, fillDatabase} from '../helpers/backups.js'
-import {cli, secret, spawnCli} from '../helpers/cli.js'
+import {BIG_VALUE_BYTES, differences, fillDatabase} from '../helpers/backups.js'
+import {cli, secret, spawnCli, until} from '../helpers/cli.js'
 import {type TestServer, startReplicated, startServer, waitForCatchUp} from '../helpers/redis.js'
 import {S3_CREDENTIALS, type TestS3, startS3, useS3Credentials} from '../helpers/s3.js'
 
 /**
- * shards:backup and backups:list/verify/prune against real redis-server
+ * shards:backup, backups:list/verify/prune and shards:restore against real redis-server
  * processes and a real S3 server on loopback: a registry with a replica, an instance with
  * a replica holding five shards (every data type, keys with expiry times, a value larger
- * than one multipart part).
+ * than one multipart part), and an empty instance to restore into.
  */
-describe('backups: shards:backup, backups:*', () => {
+describe('backups: shards:backup, backups:*, shards:restore', () => {
   let registry: {master: TestServer; replicas: TestServer[]}
   let source: {master: TestServer; replicas: TestServer[]}
+  let target: TestServer
   let dir: string
   let s3: TestS3
   let src: Redis
+  let dst: Redis
   const r = () => ['-r', registry.master.url]
   const manifestOf = (id: string): Manifest => JSON.parse(readFileSync(join(dir, ...id.split('/'), 'manifest.json'), 'utf8')) as Manifest
 
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), 'shardctl-backups-'))
-    ;[registry, source, s3] = await Promise.all([startReplicated(1), startReplicated(1, ['--databases', '16']), startS3()])
+    ;[registry, source, target, s3] = await Promise.all([
+      startReplicated(1),
+      startReplicated(1, ['--databases', '16']),
+      startServer(['--databases', '16']),
+      startS3(),
+    ])
     useS3Credentials()
     const init = await cli([
       'shards:init',
@@ -46,6 +53,7 @@ describe('backups: shards:backup, backups:*', () => {
     ])
     expect(init.exitCode, init.stderr).to.equal(0)
     src = source.master.client()
+    dst = target.client()
     for (let db = 0; db < 5; db++) await fillDatabase(src, db, {big: db === 3})
     await waitForCatchUp(source.replicas[0], source.master)
     await waitForCatchUp(registry.replicas[0], registry.master)
@@ -114,7 +122,66 @@ describe('backups: shards:backup, backups:*', () => {
       )
     })
 
-    it('one byte flipped in a stored snapshot: backups:verify fails naming it', async () => {
+    it('restores db 3 of one instance into another as db 7: every value and expiry time as they were', async () => {
+      const run = await cli(['shards:restore', 's003', '--from', dir, '--to', `127.0.0.1:${target.port}/7`, '--json', ...r()])
+      expect(run.exitCode, run.stderr).to.equal(0)
+      const result = JSON.parse(run.stdout) as {applied: boolean; copies: {copied: number; sampled: number; toDb: number}[]}
+      expect(result.applied).to.equal(true)
+      expect(result.copies[0]).to.include({toDb: 7})
+      expect(result.copies[0].sampled).to.equal(100)
+      expect(await differences(src, 3, dst, 7)).to.deep.equal([])
+      await dst.select(7)
+      expect(await dst.pttl('ttl:3:hour')).to.be.within(1, 3_600_000)
+      await dst.select(0)
+      // Nothing else was touched.
+      expect(await target.client(3).dbsize()).to.equal(0)
+    })
+
+    it('refuses a database that holds keys or serves a shard (exit 3, nothing changed); --replace empties it first', async () => {
+      const again = await cli(['shards:restore', 's003', '--from', dir, '--to', `127.0.0.1:${target.port}/7`, ...r()])
+      expect(again.exitCode).to.equal(3)
+      expect(again.stderr).to.match(/the target is not free: .*\/7 holds \d+ keys/)
+      const serving = await cli(['shards:restore', 's003', '--from', dir, '--to', `127.0.0.1:${source.master.port}/0`, ...r()])
+      expect(serving.exitCode).to.equal(3)
+      expect(serving.stderr).to.match(/serves s000/)
+
+      await target.client(7).set('left-over', 'x')
+      const replaced = await cli([
+        'shards:restore',
+        's003',
+        '--from',
+        dir,
+        '--to',
+        `127.0.0.1:${target.port}/7`,
+        '--replace',
+        '--yes',
+        ...r(),
+      ])
+      expect(replaced.exitCode, replaced.stderr).to.equal(0)
+      expect(await differences(src, 3, dst, 7)).to.deep.equal([])
+      // Without --yes and without a terminal, nothing is emptied.
+      const unasked = await spawnCli(['shards:restore', 's003', '--from', dir, '--to', `127.0.0.1:${target.port}/7`, '--replace', ...r()])
+      expect(unasked.exitCode).to.equal(2)
+    })
+
+    it('--route points the shard at its copy in one compare-and-set step, with its event', async () => {
+      const events: string[] = []
+      const subscriber = registry.master.client()
+      await subscriber.subscribe('shards._events')
+      subscriber.on('message', (_channel, message: string) => events.push(message))
+      const run = await cli(['shards:restore', 's002', '--from', dir, '--to', `127.0.0.1:${target.port}/9`, '--route', '--yes', ...r()])
+      expect(run.exitCode, run.stderr).to.equal(0)
+      const reg = registry.master.client()
+      expect(await reg.hgetall('shards.s002')).to.deep.equal({master: `127.0.0.1:${target.port}/9`})
+      await until('the event arrives', () => events.length > 0)
+      expect(JSON.parse(events[0])).to.include({type: 'shards.restored', backup: 't1/fleet'})
+      subscriber.disconnect()
+      expect(await differences(src, 2, dst, 9)).to.deep.equal([])
+      // Put it back for the other tests.
+      await reg.hset('shards.s002', 'master', `127.0.0.1:${source.master.port}/2`, 'slave0', `127.0.0.1:${source.replicas[0].port}/2`)
+    })
+
+    it('a stored snapshot flipped or cut short: backups:verify fails naming it, shards:restore refuses and copies nothing', async () => {
       const backup = await cli(['shards:backup', '--to', dir, '--run', 't2', '--instance', `127.0.0.1:${source.master.port}`, ...r()])
       expect(backup.exitCode, backup.stderr).to.equal(0)
       const id = `t2/127.0.0.1-${source.master.port}`
@@ -127,11 +194,108 @@ describe('backups: shards:backup, backups:*', () => {
       const verify = await cli(['backups:verify', id, '--from', dir])
       expect(verify.exitCode).to.equal(3)
       expect(verify.stderr).to.include(entry.file)
+      const restore = await cli(['shards:restore', 's003', '--backup', 't2', '--from', dir, '--to', `127.0.0.1:${target.port}/11`, ...r()])
+      expect(restore.exitCode).to.equal(3)
+      expect(restore.stderr).to.match(/does not match its manifest/)
+      expect(await target.client(11).dbsize()).to.equal(0)
+
+      // The manifest's sha256 made to match the damaged file: Redis's own CRC64 still refuses it, before anything is copied.
+      const manifest = manifestOf(id)
+      manifest.instances[0].sha256 = createHash('sha256').update(bytes).digest('hex')
+      writeFileSync(join(dir, ...id.split('/'), 'manifest.json'), JSON.stringify(manifest))
+      const restoreArgs = ['shards:restore', 's003', '--backup', 't2', '--from', dir, '--to', `127.0.0.1:${target.port}/11`, ...r()]
+      const unchecked = await cli(restoreArgs)
+      expect(unchecked.exitCode).to.equal(3)
+      expect(unchecked.stderr).to.match(/CRC64 does not match its content/)
+      expect(await target.client(11).dbsize()).to.equal(0)
+
+      // Cut short: refused by its size.
+      writeFileSync(file, bytes.subarray(0, bytes.length - 1000))
+      const truncated = await cli(restoreArgs)
+      expect(truncated.exitCode).to.equal(3)
+      expect(truncated.stderr).to.match(/is [\d,]+ bytes, the manifest says [\d,]+/)
+      expect(await target.client(11).dbsize()).to.equal(0)
+    })
+
+    it('an RDB version the target cannot read is refused before anything is copied', async () => {
+      const backup = await cli(['shards:backup', '--to', dir, '--run', 't3', '--instance', `127.0.0.1:${source.master.port}`, ...r()])
+      expect(backup.exitCode, backup.stderr).to.equal(0)
+      // What a Redis 7.2 replica would have sent: RDB version 11 in the header, its checksums right.
+      const id = `t3/127.0.0.1-${source.master.port}`
+      const manifest = manifestOf(id)
+      const entry = manifest.instances[0]
+      const file = join(dir, ...id.split('/'), entry.file)
+      const bytes = readFileSync(file)
+      bytes.write('REDIS0011', 0, 'latin1')
+      bytes.writeBigUInt64LE(crc64(bytes.subarray(0, -8)), bytes.length - 8)
+      writeFileSync(file, bytes)
+      Object.assign(entry, {
+        rdbVersion: 11,
+        redisVersion: '7.2.4',
+        sha256: createHash('sha256').update(bytes).digest('hex'),
+        crc64: crc64(bytes.subarray(0, -8)).toString(16).padStart(16, '0'),
+      })
+      writeFileSync(join(dir, ...id.split('/'), 'manifest.json'), JSON.stringify(manifest))
+
+      const restore = await cli(['shards:restore', 's003', '--backup', 't3', '--from', dir, '--to', `127.0.0.1:${target.port}/12`, ...r()])
+      expect(restore.exitCode).to.equal(3)
+      expect(restore.stderr).to.match(
+        /the snapshot is RDB version 11 \(Redis 7\.2\.4\), and the target 127\.0\.0\.1:\d+ runs Redis 7\.0\.\d+, which reads up to RDB 10/,
+      )
+      expect(await target.client(12).dbsize()).to.equal(0)
+    })
+
+    it('a key whose expiry time passed since the backup is not brought back; the rest is, counted exactly', async () => {
+      await src.pipeline().select(4).set('ttl:4:short', 'gone soon', 'PX', 1500).select(0).exec()
+      const backup = await cli(['shards:backup', '--to', dir, '--run', 't4', '--instance', `127.0.0.1:${source.master.port}`, ...r()])
+      expect(backup.exitCode, backup.stderr).to.equal(0)
+      await until(
+        'the key expires on the source',
+        async () => (await src.pipeline().select(4).exists('ttl:4:short').select(0).exec())![1][1] === 0,
+      )
+      const run = await cli([
+        'shards:restore',
+        's004',
+        '--backup',
+        't4',
+        '--from',
+        dir,
+        '--to',
+        `127.0.0.1:${target.port}/14`,
+        '--json',
+        ...r(),
+      ])
+      expect(run.exitCode, run.stderr + run.stdout).to.equal(0)
+      const [copy] = (JSON.parse(run.stdout) as {copies: {keys: number; copied: number; expired: number; onTarget: number}[]}).copies
+      expect(copy.expired).to.equal(1)
+      expect(copy.copied + copy.expired).to.equal(copy.keys)
+      expect(copy.onTarget).to.equal(copy.copied)
+      expect(await differences(src, 4, dst, 14)).to.deep.equal([])
+    })
+
+    it('an instance given instead of a shard: every shard it held, each into its own database number', async () => {
+      const run = await cli([
+        'shards:restore',
+        `127.0.0.1:${source.master.port}`,
+        '--backup',
+        't1',
+        '--from',
+        dir,
+        '--to',
+        `127.0.0.1:${target.port}`,
+        '--json',
+        ...r(),
+      ])
+      expect(run.exitCode, run.stderr).to.equal(0)
+      const copies = (JSON.parse(run.stdout) as {copies: {shard: string; toDb: number}[]}).copies
+      expect(copies.map((c) => `${c.shard}@${c.toDb}`)).to.deep.equal(['s000@0', 's001@1', 's002@2', 's003@3', 's004@4'])
+      for (let db = 0; db < 5; db++) expect(await differences(src, db, dst, db), `db ${db}`).to.deep.equal([])
+      await dst.flushall()
     })
   })
 
   describe('to S3', () => {
-    it('backs up (a snapshot larger than one multipart part), lists and verifies --deep through a real S3 server', async () => {
+    it('backs up (a snapshot larger than one multipart part), lists, verifies --deep and restores through a real S3 server', async () => {
       const to = s3.url('prod/eu')
       const run = await cli(['shards:backup', '--to', to, '--run', 's1', '--json', ...s3.flags(), ...r()])
       expect(run.exitCode, run.stderr).to.equal(0)
@@ -145,6 +309,9 @@ describe('backups: shards:backup, backups:*', () => {
       expect(list.backups).to.deep.include.members([{...list.backups[0], id: 's1/fleet', status: 'complete'}])
       const verify = await cli(['backups:verify', 's1/fleet', '--from', to, '--deep', ...s3.flags()])
       expect(verify.exitCode, verify.stderr).to.equal(0)
+      const restore = await cli(['shards:restore', 's003', '--from', to, '--to', `127.0.0.1:${target.port}/13`, ...s3.flags(), ...r()])
+      expect(restore.exitCode, restore.stderr).to.equal(0)
+      expect(await differences(src, 3, dst, 13)).to.deep.equal([])
     })
 
     it('the S3 server stopped in the middle of an upload: exit non-zero, no manifest, listed incomplete, and pruned once a day old', async () => {
