@@ -1,5 +1,5 @@
 import {createHash} from 'node:crypto'
-import {mkdtempSync, readFileSync, readdirSync, rmSync, statSync, utimesSync, writeFileSync} from 'node:fs'
+import {existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, utimesSync, writeFileSync} from 'node:fs'
 import {tmpdir} from 'node:os'
 import {join} from 'node:path'
 
@@ -9,8 +9,9 @@ import type {Redis} from 'ioredis'
 import {crc64} from '../../src/rdb/crc64.js'
 import {type Manifest} from '../../src/backup/manifest.js'
 import {parseDocument} from '../../src/registry/document.js'
-import {BIG_VALUE_BYTES, differences, fillDatabase} from '../helpers/backups.js'
-import {cli, secret, spawnCli, until} from '../helpers/cli.js'
+import {BIG_VALUE_BYTES, backupFiles, differences, fillDatabase} from '../helpers/backups.js'
+import {cli, secret, spawnCli, startCli, until} from '../helpers/cli.js'
+import {type ReplyDelayProxy, startReplyDelayProxy} from '../helpers/proxy.js'
 import {type TestServer, startReplicated, startServer, waitForCatchUp} from '../helpers/redis.js'
 import {S3_CREDENTIALS, type TestS3, startS3, useS3Credentials} from '../helpers/s3.js'
 
@@ -391,6 +392,112 @@ describe('backups: shards:backup, backups:*, shards:restore', () => {
       )
       const list = JSON.parse((await cli(['backups:list', '--from', dir, '--json'])).stdout) as {backups: {id: string; status: string}[]}
       expect(list.backups.find((b) => b.id === 'u1/fleet')).to.include({status: 'partial'})
+    })
+
+    /** A one-shard fleet under its own prefix, whose instance is `source`'s master behind a proxy: the test's hands on the wire. */
+    const proxies: ReplyDelayProxy[] = []
+    afterEach(async () => {
+      for (const proxy of proxies.splice(0)) await proxy.close()
+    })
+    const behindProxy = async (prefix: string) => {
+      const proxy = await startReplyDelayProxy(source.master.port)
+      proxies.push(proxy)
+      const instance = `127.0.0.1:${proxy.port}`
+      const reg = registry.master.client()
+      await reg.hset(`${prefix}.a`, 'master', `${instance}/3`)
+      await reg.zadd(`${prefix}.list`, 1, 'a')
+      reg.disconnect()
+      const args = (to: string, run: string) => [
+        'shards:backup',
+        '--to',
+        to,
+        '--run',
+        run,
+        '--prefix',
+        prefix,
+        '--instance',
+        instance,
+        '--from',
+        'master',
+        ...r(),
+      ]
+      return {proxy, args, part: `127.0.0.1-${proxy.port}`}
+    }
+    const listedAt = async (to: string, flags: string[] = []) =>
+      (
+        JSON.parse((await cli(['backups:list', '--from', to, '--json', ...flags])).stdout) as {
+          backups: {id: string; status: string; instances: string[]}[]
+        }
+      ).backups
+
+    it('a snapshot corrupted on the wire is stored nowhere, in a directory or on S3: its CRC64 refuses it, no manifest is written', async () => {
+      const {proxy, args, part} = await behindProxy('wire')
+      // One bit flipped a megabyte into the stream: inside the snapshot's 6 MB value, so only its checksum can tell.
+      const at = 1 << 20
+      let seen = 0
+      proxy.transform = (chunk) => {
+        const before = seen
+        seen += chunk.length
+        if (before >= at || seen <= at) return chunk
+        const flipped = Buffer.from(chunk)
+        flipped[at - before] ^= 0x01
+        return flipped
+      }
+      // A directory of its own: this failed backup stays out of the retention test's way.
+      const elsewhere = mkdtempSync(join(tmpdir(), 'shardctl-backups-wire-'))
+      // s3rver answers AbortMultipartUpload with 405 and keeps the parts: what proves the upload given up is the request.
+      const aborts: string[] = []
+      s3.onRequest = (method, url) => {
+        if (method === 'DELETE' && /[?&]uploadId=/.test(url)) aborts.push(url)
+      }
+      for (const [to, flags] of [
+        [elsewhere, []],
+        [s3.url('wire'), s3.flags()],
+      ] as const) {
+        seen = 0
+        const run = await spawnCli([...args(to, 'w1'), ...flags], {env: S3_CREDENTIALS})
+        expect(run.exitCode, run.stderr).to.equal(1)
+        expect(run.stderr, run.stderr).to.match(/is not a valid snapshot: .*its checksum does not match/)
+        expect(run.stderr).to.match(/no manifest written/)
+        // Listed, incomplete, and holding no snapshot: only the registry document, written first.
+        expect((await listedAt(to, [...flags])).find((b) => b.id === `w1/${part}`)).to.deep.include({status: 'incomplete', instances: []})
+      }
+      expect(backupFiles(elsewhere, `w1/${part}`)).to.deep.equal(['registry.json'])
+      s3.onRequest = undefined
+      expect(aborts, 'the multipart upload was aborted').to.have.length(1)
+      rmSync(elsewhere, {recursive: true, force: true})
+    })
+
+    it("killed in the middle of a snapshot: no manifest, nothing under the snapshot's name; the same run again completes", async () => {
+      const {proxy, args, part} = await behindProxy('cut')
+      // Two megabytes in, the rest is held: the backup is part-way through the snapshot.
+      let seen = 0
+      proxy.transform = (chunk) => {
+        seen += chunk.length
+        if (seen > 2 << 20) proxy.stall()
+        return chunk
+      }
+      const running = await startCli(args(dir, 'k1'))
+      const folder = join(dir, 'k1', part)
+      const partial = () =>
+        (existsSync(folder) ? readdirSync(folder) : []).some(
+          (name) => name.includes('.partial-') && (statSync(join(folder, name), {throwIfNoEntry: false})?.size ?? 0) > 0,
+        )
+      await until('a part of the snapshot is on disk', partial)
+      process.kill(running.pid, 'SIGKILL')
+      await running.done
+      const left = backupFiles(dir, `k1/${part}`)
+      expect(left).not.to.include('manifest.json')
+      expect(left.filter((name) => name.endsWith('.rdb'))).to.deep.equal([])
+      expect((await listedAt(dir)).find((b) => b.id === `k1/${part}`)).to.deep.include({status: 'incomplete', instances: []})
+
+      // The same run again: what the killed attempt left is cleared, and this one completes.
+      proxy.transform = undefined
+      proxy.release()
+      const again = await spawnCli(args(dir, 'k1'))
+      expect(again.exitCode, again.stderr).to.equal(0)
+      expect(backupFiles(dir, `k1/${part}`)).to.deep.equal([`${part}.rdb`, 'manifest.json', 'registry.json'])
+      expect(manifestOf(`k1/${part}`).instances[0].keys['3']).to.be.greaterThan(0)
     })
 
     it('a backup user with only the documented ACL succeeds', async () => {

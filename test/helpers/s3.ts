@@ -21,7 +21,7 @@ export interface TestS3 {
   url: (prefix?: string) => string
   /** Flags for a command: --s3-endpoint. */
   flags: () => string[]
-  /** Multipart uploads begun and not completed (s3rver keeps their parts on disk). */
+  /** Multipart uploads begun and not completed (s3rver keeps their parts on disk; it does not implement AbortMultipartUpload, so aborted ones count too). */
   uploadsInProgress: () => number
   /** Called on every request as it arrives (method, URL): a test's hook to act at a precise moment. */
   onRequest?: (method: string, url: string) => void
