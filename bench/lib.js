@@ -171,7 +171,8 @@ export async function shardctl(args, {stdin, stdout} = {}) {
   const usageFile = scratch(`usage-${++usageReports}.json`)
   const env = {...withoutShardctlVariables(process.env), BENCH_USAGE_FILE: usageFile}
   const result = await run(process.execPath, ['--import', USAGE_PRELOAD, BIN, ...args], {stdin, stdout, env})
-  if (result.code !== 0) throw new Error(`shardctl ${args.join(' ')} exited ${result.code ?? result.signal}: ${result.stderr.trim()}`)
+  if (result.code !== 0)
+    throw new Error(`shardctl ${args.join(' ')} exited ${result.code ?? result.signal}: ${result.stderr.trim() || result.stdout.trim()}`)
   const usage = JSON.parse(readFileSync(usageFile, 'utf8'))
   return {...result, maxRssMb: usage.maxRssKb / 1024, cpuMs: usage.cpuMs}
 }

@@ -7,6 +7,7 @@ import {writeFileSync} from 'node:fs'
 import {join} from 'node:path'
 
 import * as assign from './assign.js'
+import * as backup from './backup.js'
 import * as check from './check.js'
 import * as fleet from './fleet.js'
 import {ROOT, cleanup, loadAverage, machine} from './lib.js'
@@ -20,8 +21,8 @@ import * as split from './split.js'
 // splitKeysPerDb: keys in each of the split source's 100 dbs (~200 bytes each: ~1 GB full).
 // registryHashes: the map of the registry benchmarks (export, import, counts); --scale: ten million.
 const SETTINGS = {
-  full: {hashes: 1_000_000, reps: 5, coldReps: 15, splitKeysPerDb: 40_000, splitReps: 3, registryHashes: 1_000_000},
-  quick: {hashes: 200_000, reps: 3, coldReps: 5, splitKeysPerDb: 4000, splitReps: 1, registryHashes: 100_000},
+  full: {hashes: 1_000_000, reps: 5, coldReps: 15, splitKeysPerDb: 40_000, splitReps: 3, registryHashes: 1_000_000, backupReps: 3},
+  quick: {hashes: 200_000, reps: 3, coldReps: 5, splitKeysPerDb: 4000, splitReps: 1, registryHashes: 100_000, backupReps: 1},
 }
 
 const BENCHMARKS = [
@@ -33,6 +34,7 @@ const BENCHMARKS = [
   ['shards:check', check],
   ['fleet', fleet],
   ['registry', registry],
+  ['backup', backup],
 ]
 
 const COLUMNS = [
@@ -190,6 +192,15 @@ Every shardctl run is a new \`node bin/run.js …\` process, timed from spawn to
   export into an empty registry, and again onto it after 1% of its entries were
   re-pointed (both checked entry by entry). While each import runs, a client PINGs the
   registry every 10 ms: the longest answer is the longest stall.
+* **backup**: an instance with 100 databases filled by \`DEBUG POPULATE\` (~200-byte values,
+  as the split), registered as 100 shards, no replica (so the snapshot comes from it; every
+  test instance waits no \`repl-diskless-sync-delay\`). Each repetition times
+  \`redis-cli --rdb\` of it to a file, then \`shards:backup --instance\` of it to a directory and
+  to S3 (s3rver in a child process on loopback). Ratio: shardctl's snapshot bytes per second
+  over redis-cli's; peak memory: shardctl's max RSS. Then one shard (db 0) restored out of
+  that backup into db 7 of another instance: \`shards:restore\` against the manual way,
+  redis-server started on the snapshot and \`MIGRATE … KEYS\` of db 0, 1,000 keys at a time;
+  ratio of the wall times.
 
 ## Repetitions
 

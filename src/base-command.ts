@@ -10,7 +10,7 @@ import {type FleetContext, fleetLabel, fleetOf, loadContext} from './config.js'
 import {type ConnectTarget, type Credentials, formatAddress, instanceKey, parseAddress} from './registry/address.js'
 import {Registry, currentActor} from './registry/registry.js'
 import {registryKeys, validatePrefix} from './registry/schema.js'
-import {rememberSecret, rememberUrlSecrets, scrub} from './ui/secrets.js'
+import {rememberEnvironmentSecrets, rememberSecret, rememberUrlSecrets, scrub} from './ui/secrets.js'
 import {StepReporter, loadProgressBars} from './ui/progress.js'
 import {closest} from './ui/suggest.js'
 import {type TerminalMode, confirm, decideTerminal, note, paint} from './ui/terminal.js'
@@ -55,8 +55,8 @@ export abstract class ShardctlCommand<T extends typeof Command> extends Command 
 
   public override async init(): Promise<void> {
     // Before anything can echo them: the passwords in the arguments and the environment.
-    rememberUrlSecrets([...this.argv, process.env.SHARDCTL_REGISTRY ?? ''])
-    for (const name of ['SHARDCTL_REGISTRY_PASSWORD', 'SHARDCTL_INSTANCE_PASSWORD']) rememberSecret(process.env[name])
+    rememberUrlSecrets([...this.argv, process.env.SHARDCTL_REGISTRY ?? '', process.env.SHARDCTL_S3_ENDPOINT ?? ''])
+    rememberEnvironmentSecrets()
     await super.init()
     // Decide the terminal first, from argv, so even a parse error is rendered right.
     this.terminal = decideTerminal({json: this.jsonEnabled(), noColor: this.argv.includes('--no-color')})

@@ -1,5 +1,6 @@
 import {Flags} from '@oclif/core'
 
+import type {DestinationSettings} from './backup/destination.js'
 import {usageError} from './errors.js'
 import {type ConnectTarget, parseAddress, parseInstance} from './registry/address.js'
 import {DEFAULT_PREFIX, parseWeight, validatePrefix, validateShardId} from './registry/schema.js'
@@ -156,4 +157,68 @@ export const tlsFlags = {
     summary: 'Prompt for the password (not echoed) instead of taking it from the URL or environment.',
     helpGroup: 'CONNECTION',
   }),
+}
+
+/** Where backups are: a directory or s3://bucket/prefix (SHARDCTL_BACKUPS for both directions). */
+export const backupsFlag = (direction: 'to' | 'from') =>
+  Flags.string({
+    env: 'SHARDCTL_BACKUPS',
+    summary:
+      direction === 'to'
+        ? 'Where the backup goes: a directory, or s3://bucket/prefix.'
+        : 'Where the backups are: a directory, or s3://bucket/prefix.',
+    helpValue: '<dir|s3://bucket/prefix>',
+    required: true,
+  })
+
+/** Reaching S3 or an S3-compatible store. Credentials: the AWS SDK's standard chain, never a flag. */
+export const s3Flags = {
+  's3-endpoint': Flags.string({
+    env: 'SHARDCTL_S3_ENDPOINT',
+    summary: "An S3-compatible store's URL (https://minio.internal:9000); AWS S3 when absent.",
+    helpValue: '<url>',
+    helpGroup: 'S3',
+  }),
+  's3-region': Flags.string({
+    env: 'SHARDCTL_S3_REGION',
+    summary: "The bucket's region (default: AWS_REGION, else us-east-1).",
+    helpValue: '<region>',
+    helpGroup: 'S3',
+  }),
+}
+
+/** Server-side encryption of what a backup writes to S3. */
+export const sseFlags = {
+  sse: Flags.string({
+    env: 'SHARDCTL_S3_SSE',
+    summary: 'Server-side encryption of every object written to S3.',
+    options: ['AES256', 'aws:kms'],
+    helpGroup: 'S3',
+  }),
+  'sse-kms-key-id': Flags.string({
+    env: 'SHARDCTL_S3_KMS_KEY_ID',
+    summary: 'The KMS key for --sse aws:kms (default: the account key for S3).',
+    helpValue: '<key-id|arn>',
+    helpGroup: 'S3',
+  }),
+}
+
+/** The destination settings the S3 and encryption flags give (absent ones left to the defaults). */
+export function destinationSettings(flags: {
+  timeout: number
+  's3-endpoint'?: string
+  's3-region'?: string
+  sse?: string
+  'sse-kms-key-id'?: string
+}): DestinationSettings {
+  const endpoint = flags['s3-endpoint']
+  if (endpoint !== undefined && !/^https?:\/\/[^\s/]+/i.test(endpoint))
+    throw usageError('--s3-endpoint is not an http(s) URL', 'e.g. https://minio.internal:9000')
+  const s3 = {
+    endpoint,
+    region: flags['s3-region'],
+    sse: flags.sse as 'AES256' | 'aws:kms' | undefined,
+    kmsKeyId: flags['sse-kms-key-id'],
+  }
+  return {timeoutMs: flags.timeout, s3: Object.fromEntries(Object.entries(s3).filter(([, v]) => v !== undefined))}
 }

@@ -1,4 +1,5 @@
 import {isIP} from 'node:net'
+import {type ConnectionOptions} from 'node:tls'
 
 import {Redis, type RedisOptions} from 'ioredis'
 
@@ -24,6 +25,11 @@ export interface ConnectOptions {
   clientName?: string
   /** Prefix the host to the instance's own error replies too (instance connections; the registry's are interpreted). */
   nameHostInReplies?: boolean
+  /**
+   * For bulk transfers (a restore's copy sends thousands of commands a second): no timer
+   * per command; a server that stops answering is still noticed by the socket timeout.
+   */
+  bulk?: boolean
 }
 
 export const DEFAULT_TIMEOUT_MS = 5000
@@ -37,6 +43,19 @@ export type ScriptedRedis = Redis & {
   journal(lockKey: string, journalKey: string, lockValue: string, json: string, leaseMs: string): Promise<string>
   flushDbs(numKeys: number, ...dbs: string[]): Promise<number>
   countMap(map: string, cursor: string, count: string): Promise<string[]>
+  dumpKeysBuffer(numKeys: number, ...keys: Buffer[]): Promise<(Buffer | number | null)[]>
+}
+
+/** The options of a TLS connection to `host`: for ioredis and for the raw sockets of the replication client. */
+export function tlsOptions(host: string, tls: TlsSettings | undefined): ConnectionOptions {
+  return {
+    ca: tls?.ca,
+    cert: tls?.cert,
+    key: tls?.key,
+    rejectUnauthorized: !tls?.insecure,
+    // Verify an IP address against the certificate's IP names, not as a host name.
+    ...(isIP(host) ? {} : {servername: host}),
+  }
 }
 
 /**
@@ -51,20 +70,11 @@ export async function connect(target: ConnectTarget, options: ConnectOptions): P
     db: target.db,
     username: target.username,
     password: target.password,
-    tls: target.tls
-      ? {
-          ca: options.tls?.ca,
-          cert: options.tls?.cert,
-          key: options.tls?.key,
-          rejectUnauthorized: !options.tls?.insecure,
-          // Verify an IP address against the certificate's IP names, not as a host name.
-          ...(isIP(target.host) ? {} : {servername: target.host}),
-        }
-      : undefined,
+    tls: target.tls ? tlsOptions(target.host, options.tls) : undefined,
     protocol: 2,
     lazyConnect: true,
     connectTimeout: options.timeoutMs,
-    commandTimeout: options.timeoutMs,
+    commandTimeout: options.bulk ? undefined : options.timeoutMs,
     socketTimeout: options.timeoutMs,
     maxRetriesPerRequest: 0,
     enableOfflineQueue: false,

@@ -26,12 +26,20 @@ export function parseList(value: string): Record<string, string> {
 
 /** Keys per database, from INFO keyspace: db3:keys=10,expires=0,avg_ttl=0 */
 export function parseKeyspace(info: InfoFields): Map<number, number> {
-  const keys = new Map<number, number>()
+  return new Map([...parseKeyspaceExpires(info)].map(([db, {keys}]) => [db, keys]))
+}
+
+/** Keys per database, and how many of them have an expiry time, from INFO keyspace. */
+export function parseKeyspaceExpires(info: InfoFields): Map<number, {keys: number; expires: number}> {
+  const out = new Map<number, {keys: number; expires: number}>()
   for (const [field, value] of Object.entries(info)) {
     const match = /^db(\d+)$/.exec(field)
-    if (match) keys.set(Number(match[1]), Number(parseList(value).keys ?? 0))
+    if (match) {
+      const list = parseList(value)
+      out.set(Number(match[1]), {keys: Number(list.keys ?? 0), expires: Number(list.expires ?? 0)})
+    }
   }
-  return keys
+  return out
 }
 
 export interface ConnectedReplica {

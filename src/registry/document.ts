@@ -63,20 +63,22 @@ function sortedObject(entries: [string, string][]): Record<string, string> {
 
 /**
  * Every shard as a document holds it, read in one round trip; the extra fields as bytes
- * (a field or value need not be text). A shard that does not match the schema fails it.
+ * (a field or value need not be text). Shards that do not match the schema are named
+ * apart (broken), not held.
  */
-export async function documentShards(registry: Registry): Promise<DocumentShard[]> {
+export async function readDocumentShards(registry: Registry): Promise<{shards: DocumentShard[]; broken: string[]}> {
   const weights = await registry.weights()
   const ids = [...weights.keys()]
   const pipeline = registry.client.pipeline()
   for (const id of ids) pipeline.callBuffer('HGETALL', registry.keys.shard(id))
   const replies = ids.length === 0 ? [] : ((await pipeline.exec()) ?? [])
   const broken: string[] = []
-  const shards = ids.map((id, i): DocumentShard | undefined => {
+  const shards: DocumentShard[] = []
+  ids.forEach((id, i) => {
     const [error, reply] = replies[i] ?? [new Error('no reply'), null]
     if (error) {
       broken.push(id)
-      return undefined
+      return
     }
     const flat = reply as Buffer[]
     const fields: Record<string, string> = {}
@@ -89,24 +91,35 @@ export async function documentShards(registry: Registry): Promise<DocumentShard[
     const shard = parseShardFields(id, weights.get(id)!, fields)
     if (isShardProblem(shard)) {
       broken.push(id)
-      return undefined
+      return
     }
-    return {
+    shards.push({
       id,
       weight: shard.weight,
       master: formatAddress(shard.master),
       replicas: shard.replicas.map(formatAddress),
       persist: shard.persist.map(formatAddress),
       extra: sortedObject(extra),
-    }
+    })
   })
+  return {shards, broken}
+}
+
+/** Every shard as a document holds it (see readDocumentShards); a shard that does not match the schema fails it. */
+export async function documentShards(registry: Registry): Promise<DocumentShard[]> {
+  const {shards, broken} = await readDocumentShards(registry)
   if (broken.length > 0) {
     throw new ShardctlError(`shards ${broken.join(', ')} are corrupt`, {
       code: 'ECORRUPT',
       hint: 'see shards:list for what is wrong with them, and repair them first',
     })
   }
-  return shards as DocumentShard[]
+  return shards
+}
+
+/** The document of these shards as of now, without the map (a backup's registry.json). */
+export function shardsDocument(prefix: string, shards: DocumentShard[]): RegistryDocument {
+  return {format: DOCUMENT_FORMAT, version: DOCUMENT_VERSION, prefix, exportedAt: new Date().toISOString(), shards, orphans: {}}
 }
 
 export interface ExportResult {
@@ -128,7 +141,7 @@ export async function writeDocument(registry: Registry, out: Writable, options: 
   const head = {format: DOCUMENT_FORMAT, version: DOCUMENT_VERSION, prefix: registry.keys.prefix, exportedAt: new Date().toISOString()}
   const before = await documentShards(registry)
   if (!options.withMap) {
-    await write(out, `${JSON.stringify({...head, shards: before, orphans: {}}, null, 2)}\n`)
+    await write(out, `${JSON.stringify(shardsDocument(registry.keys.prefix, before), null, 2)}\n`)
     return {shards: before.length, mapEntries: 0, orphans: {}}
   }
   await write(out, `${JSON.stringify(head, null, 2).slice(0, -2)},\n  "map": {`)

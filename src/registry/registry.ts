@@ -325,7 +325,12 @@ export class Registry {
   // ---- the changes ----
 
   addShards(shards: Shard[], details: Record<string, unknown> = {}): Promise<RegistryEvent> {
-    const change = new Change().expectType(this.keys.list, 'zset', 'none')
+    const change = this.additions(new Change().expectType(this.keys.list, 'zset', 'none'), shards)
+    return this.apply(change, 'shards.added', {ids: shards.map((s) => s.id), ...details})
+  }
+
+  /** New shards into a change: each must not exist yet. */
+  private additions(change: Change, shards: Shard[]): Change {
     for (const shard of shards) {
       change
         .expectType(this.keys.shard(shard.id), 'none')
@@ -333,7 +338,7 @@ export class Registry {
         .hset(this.keys.shard(shard.id), shardFields(shard))
         .zadd(this.keys.list, shard.id, shard.weight)
     }
-    return this.apply(change, 'shards.added', {ids: shards.map((s) => s.id), ...details})
+    return change
   }
 
   removeShard(id: string, details: Record<string, unknown> = {}): Promise<RegistryEvent> {
@@ -358,6 +363,10 @@ export class Registry {
     type: string,
     details: Record<string, unknown>,
   ): Promise<RegistryEvent> {
+    return this.apply(this.repointing(moves, instances), type, details)
+  }
+
+  private repointing(moves: ShardRepoint[], instances: {instance: string; ids: string[]}[]): Change {
     const change = new Change().expectType(this.keys.list, 'zset')
     for (const {instance, ids} of instances) change.expectShardsOn(this.keys.list, this.keys.prefix, instance, ids)
     for (const move of moves) {
@@ -369,7 +378,22 @@ export class Registry {
       if (gone.length > 0) change.hdel(key, gone)
       change.hset(key, after)
     }
-    return this.apply(change, type, details)
+    return change
+  }
+
+  /**
+   * Route restored shards to their new copy in one step (shards:restore --route): those
+   * the registry still has are repointed as repointShards does (only if they still have
+   * exactly the nodes planned from, and the target instance still holds exactly the shards
+   * planned); those it lost are added back, with their weight and fields of the backup.
+   */
+  routeRestored(
+    moves: ShardRepoint[],
+    added: Shard[],
+    instances: {instance: string; ids: string[]}[],
+    details: Record<string, unknown>,
+  ): Promise<RegistryEvent> {
+    return this.apply(this.additions(this.repointing(moves, instances), added), 'shards.restored', details)
   }
 
   setWeights(weights: Map<string, number>, details: Record<string, unknown> = {}): Promise<RegistryEvent> {

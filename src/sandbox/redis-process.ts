@@ -23,6 +23,8 @@ export interface StartOptions {
   dir: string
   /** Extra redis-server arguments, e.g. ['--replicaof', '127.0.0.1', '7001']. */
   args?: string[]
+  /** A configuration file read first (settings that must not show in the process list: a password). */
+  configFile?: string
   /** Outlive this process (sandbox); otherwise the child dies with it (tests). */
   detached?: boolean
   /** How long to wait for the server to answer PING. */
@@ -40,6 +42,7 @@ export async function startRedis(options: StartOptions): Promise<RedisProcess> {
   mkdirSync(options.dir, {recursive: true})
   const logfile = join(options.dir, 'redis.log')
   const args = [
+    ...(options.configFile === undefined ? [] : [options.configFile]),
     '--port',
     String(options.port),
     '--bind',
@@ -96,7 +99,8 @@ function redisServerMissing(cause?: Error): ShardctlError {
   return new ShardctlError(`${redisServerBinary()} not found`, {code: 'ENOREDIS', exitCode: ExitCode.unexpected, hint: INSTALL_HINT, cause})
 }
 
-function logTail(file: string): string {
+/** The last lines of a redis-server's log, for a one-line error. */
+export function logTail(file: string): string {
   try {
     const lines = readFileSync(file, 'utf8').trim().split('\n')
     return lines.slice(-2).join(' | ')

@@ -1,6 +1,7 @@
-import type {SingleBar} from 'cli-progress'
+import type {MultiBar, SingleBar} from 'cli-progress'
 
-import {note, paint, type TerminalMode} from './terminal.js'
+import {scrub} from './secrets.js'
+import {bar as drawBar, formatBytes, note, paint, type TerminalMode} from './terminal.js'
 
 /**
  * Progress of a long operation, on stderr. In a terminal: each step with its
@@ -78,10 +79,71 @@ export class StepReporter {
   }
 }
 
+/**
+ * Several transfers at once (a backup of many instances, a restore): in a terminal a
+ * bar each (bytes done of the total, rate, time left), redrawn together; in a pipe or a
+ * log one line per transfer as it ends; under --json nothing.
+ */
+export class TransferProgress {
+  private readonly live: boolean
+  private multi?: MultiBar
+  private readonly bars = new Map<string, {bar: SingleBar; since: number; label: string}>()
+
+  constructor(private readonly mode: TerminalMode) {
+    this.live = !mode.json && Boolean(process.stderr.isTTY) && MultiBarClass !== undefined
+  }
+
+  /** A transfer begins: `label` says what goes where. */
+  start(name: string, label: string): void {
+    if (!this.live) return
+    this.multi ??= new MultiBarClass({format: '{line}', stream: process.stderr, hideCursor: true, clearOnComplete: true})
+    this.bars.set(name, {bar: this.multi.create(1, 0, {line: `  ${label}`}), since: Date.now(), label})
+  }
+
+  /** Bytes moved so far, of `total` (0 when the source did not say). */
+  update(name: string, bytes: number, total: number): void {
+    const entry = this.bars.get(name)
+    if (!entry) return
+    const seconds = Math.max(0.001, (Date.now() - entry.since) / 1000)
+    const rate = bytes / seconds
+    const known = total > 0
+    const parts = [
+      `  ${entry.label}`,
+      known ? `${drawBar(bytes / total, 20).padEnd(20)} ${Math.floor((100 * bytes) / total)}%` : '',
+      `${formatBytes(bytes)}${known ? ` of ${formatBytes(total)}` : ''}`,
+      `${formatBytes(rate)}/s`,
+      known && rate > 0 && bytes < total ? `${formatDuration(((total - bytes) / rate) * 1000)} left` : '',
+    ]
+    entry.bar.update(0, {line: parts.filter(Boolean).join('  ')})
+  }
+
+  /** A transfer ended, well or not: its one line (printed above the bars that go on). */
+  finish(name: string, line: string): void {
+    if (this.mode.json) return
+    const entry = this.bars.get(name)
+    if (entry && this.multi) {
+      this.multi.remove(entry.bar)
+      this.bars.delete(name)
+      this.multi.log(`${scrub(line)}\n`)
+      return
+    }
+    note(line)
+  }
+
+  end(): void {
+    this.multi?.stop()
+    this.multi = undefined
+    this.bars.clear()
+  }
+}
+
 /** cli-progress is loaded where a bar is drawn, not at every start of the tool. */
 let BarClass: typeof SingleBar
+let MultiBarClass: typeof MultiBar
 export async function loadProgressBars(): Promise<void> {
-  BarClass ??= (await import('cli-progress')).default.SingleBar
+  const module = (await import('cli-progress')).default
+  BarClass ??= module.SingleBar
+  MultiBarClass ??= module.MultiBar
 }
 
 export function formatDuration(ms: number): string {

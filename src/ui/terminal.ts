@@ -135,3 +135,11 @@ export function bar(fraction: number, width: number): string {
 export function formatCount(n: number | undefined): string {
   return n === undefined ? '-' : n.toLocaleString('en-US')
 }
+
+/** A moment as a person reads it, UTC to the second: 2026-12-02 14:00:05. */
+export function formatTimestamp(date: Date): string {
+  return date
+    .toISOString()
+    .replace('T', ' ')
+    .replace(/\.\d+Z$/, '')
+}

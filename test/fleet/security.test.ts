@@ -1,82 +1,25 @@
-import {mkdtempSync, rmSync, writeFileSync} from 'node:fs'
-import {tmpdir} from 'node:os'
-import {join} from 'node:path'
-
 import {expect} from 'chai'
 
-import {freePort} from '../../src/sandbox/redis-process.js'
 import {cli, spawnCli, ttyCli, secret as registerSecret} from '../helpers/cli.js'
 import {type TestServer, startServer} from '../helpers/redis.js'
-
-async function openssl(args: string[], cwd: string): Promise<void> {
-  const {execa} = await import('execa')
-  await execa('openssl', args, {cwd})
-}
-
-/** A CA, a server certificate for 127.0.0.1 and a client certificate, made for this run. */
-async function makeCertificates(dir: string): Promise<void> {
-  await openssl(
-    ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'ca.key', '-out', 'ca.crt', '-days', '2', '-subj', '/CN=shardctl-test-ca'],
-    dir,
-  )
-  writeFileSync(join(dir, 'ext'), 'subjectAltName=IP:127.0.0.1,DNS:localhost\n')
-  for (const name of ['server', 'client']) {
-    await openssl(['req', '-newkey', 'rsa:2048', '-nodes', '-keyout', `${name}.key`, '-out', `${name}.csr`, '-subj', `/CN=${name}`], dir)
-    await openssl(
-      [
-        'x509',
-        '-req',
-        '-in',
-        `${name}.csr`,
-        '-CA',
-        'ca.crt',
-        '-CAkey',
-        'ca.key',
-        '-CAcreateserial',
-        '-out',
-        `${name}.crt`,
-        '-days',
-        '2',
-        '-extfile',
-        'ext',
-      ],
-      dir,
-    )
-  }
-}
+import {type TlsTestServer, startTlsServer} from '../helpers/tls.js'
 
 describe('TLS', () => {
-  let dir: string
+  let tls: TlsTestServer
   let server: TestServer
   let tlsPort: number
-  const file = (name: string) => join(dir, name)
+  const file = (name: string) => tls.file(name)
 
   before(async () => {
-    dir = mkdtempSync(join(tmpdir(), 'shardctl-tls-'))
-    await makeCertificates(dir)
-    tlsPort = await freePort()
     // The registry and a shard instance in one server: plain port for the test's own setup, TLS for shardctl.
-    server = await startServer([
-      '--tls-port',
-      String(tlsPort),
-      '--tls-cert-file',
-      file('server.crt'),
-      '--tls-key-file',
-      file('server.key'),
-      '--tls-ca-cert-file',
-      file('ca.crt'),
-      '--tls-auth-clients',
-      'optional',
-    ])
+    tls = await startTlsServer()
+    ;({server, tlsPort} = tls)
     const c = server.client()
     await c.hset('shards.s1', 'master', `127.0.0.1:${tlsPort}/1`)
     await c.zadd('shards.list', 1, 's1')
     c.disconnect()
   })
-  after(async () => {
-    await server.stop()
-    rmSync(dir, {recursive: true, force: true})
-  })
+  after(() => tls.stop())
 
   const url = () => `rediss://127.0.0.1:${tlsPort}/0`
 

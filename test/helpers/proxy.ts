@@ -15,6 +15,8 @@ export interface ReplyDelayProxy {
   release: () => void
   /** Hold every reply for `ms` from now, then let them all through: a registry answering seconds late, once. */
   stallFor: (ms: number) => void
+  /** Every reply chunk passes through this first (a test's hook to alter the bytes, or to stall at a precise point). */
+  transform?: (chunk: Buffer) => Buffer
   close: () => Promise<void>
 }
 
@@ -45,9 +47,10 @@ export async function startReplyDelayProxy(targetPort: number): Promise<ReplyDel
     client.on('data', (chunk) => upstream.write(chunk))
     // Each reply chunk leaves no earlier than the one before it: delays never reorder.
     let lastSend = 0
-    upstream.on('data', (chunk) => {
+    upstream.on('data', (received: Buffer) => {
+      const chunk = proxy.transform ? proxy.transform(received) : received
       const send = () => {
-        if (!client.destroyed) client.write(chunk)
+        if (!client.destroyed && !client.writableEnded) client.write(chunk)
       }
       if (stalled) {
         held.push(send)
@@ -63,7 +66,9 @@ export async function startReplyDelayProxy(targetPort: number): Promise<ReplyDel
       upstream.destroy()
     }
     client.on('close', end).on('error', end)
-    upstream.on('close', end).on('error', end)
+    upstream.on('error', end)
+    // The server closed (a replica's snapshot sent in full): what is on its way to a slow client still arrives.
+    upstream.on('close', () => client.end())
   })
   proxy.port = await listen(server)
   return proxy

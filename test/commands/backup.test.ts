@@ -1,0 +1,540 @@
+import {createHash} from 'node:crypto'
+import {existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, utimesSync, writeFileSync} from 'node:fs'
+import {tmpdir} from 'node:os'
+import {join} from 'node:path'
+
+import {expect} from 'chai'
+import type {Redis} from 'ioredis'
+
+import {crc64} from '../../src/rdb/crc64.js'
+import {type Manifest} from '../../src/backup/manifest.js'
+import {parseDocument} from '../../src/registry/document.js'
+import {BIG_VALUE_BYTES, backupFiles, differences, fillDatabase} from '../helpers/backups.js'
+import {cli, secret, spawnCli, startCli, until} from '../helpers/cli.js'
+import {type ReplyDelayProxy, startReplyDelayProxy} from '../helpers/proxy.js'
+import {type TestServer, startReplicated, startServer, waitForCatchUp} from '../helpers/redis.js'
+import {S3_CREDENTIALS, type TestS3, startS3, useS3Credentials} from '../helpers/s3.js'
+
+/**
+ * shards:backup, backups:list/verify/prune and shards:restore against real redis-server
+ * processes and a real S3 server on loopback: a registry with a replica, an instance with
+ * a replica holding five shards (every data type, keys with expiry times, a value larger
+ * than one multipart part), and an empty instance to restore into.
+ */
+describe('backups: shards:backup, backups:*, shards:restore', () => {
+  let registry: {master: TestServer; replicas: TestServer[]}
+  let source: {master: TestServer; replicas: TestServer[]}
+  let target: TestServer
+  let dir: string
+  let s3: TestS3
+  let src: Redis
+  let dst: Redis
+  const r = () => ['-r', registry.master.url]
+  const manifestOf = (id: string): Manifest => JSON.parse(readFileSync(join(dir, ...id.split('/'), 'manifest.json'), 'utf8')) as Manifest
+
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'shardctl-backups-'))
+    ;[registry, source, target, s3] = await Promise.all([
+      startReplicated(1),
+      startReplicated(1, ['--databases', '16']),
+      startServer(['--databases', '16']),
+      startS3(),
+    ])
+    useS3Credentials()
+    const init = await cli([
+      'shards:init',
+      '--instance',
+      `127.0.0.1:${source.master.port}`,
+      '--replica',
+      `127.0.0.1:${source.replicas[0].port}`,
+      '--count',
+      '5',
+      '--yes',
+      ...r(),
+    ])
+    expect(init.exitCode, init.stderr).to.equal(0)
+    src = source.master.client()
+    dst = target.client()
+    for (let db = 0; db < 5; db++) await fillDatabase(src, db, {big: db === 3})
+    await waitForCatchUp(source.replicas[0], source.master)
+    await waitForCatchUp(registry.replicas[0], registry.master)
+  })
+  after(async () => {
+    rmSync(dir, {recursive: true, force: true})
+    await s3.stop()
+  })
+
+  describe('to a directory', () => {
+    it('backs up every instance and the registry, each from its replica; the plan says which node serves each', async () => {
+      const dry = await spawnCli(['shards:backup', '--to', dir, '--run', 'never', '--dry-run', ...r()])
+      expect(dry.exitCode, dry.stderr).to.equal(0)
+      expect(dry.stdout).to.match(
+        new RegExp(`127\\.0\\.0\\.1:${source.master.port}\\s+127\\.0\\.0\\.1:${source.replicas[0].port}\\s+replica\\s+5`),
+      )
+      expect(readdirSync(dir)).to.deep.equal([])
+
+      const run = await spawnCli(['shards:backup', '--to', dir, '--run', 't1', ...r()])
+      expect(run.exitCode, run.stderr).to.equal(0)
+      // In a pipe: one line per instance, then the summary.
+      const lines = run.stderr.trim().split('\n')
+      expect(lines.filter((l) => l.startsWith('✔'))).to.have.length(2)
+      expect(lines.at(-1)).to.match(/^Backup t1\/fleet at .*: 2 instances, .*, complete\.$/)
+
+      const manifest = manifestOf('t1/fleet')
+      expect(manifest).to.include({id: 't1/fleet', run: 't1', part: 'fleet', prefix: 'shards'})
+      expect(manifest.failed).to.deep.equal([])
+      const [ofRegistry, ofSource] = [registry.master, source.master].map((m) =>
+        manifest.instances.find((i) => i.instance === `127.0.0.1:${m.port}`)!,
+      )
+      expect(ofRegistry).to.include({registry: true, node: `127.0.0.1:${registry.replicas[0].port}`, nodeRole: 'replica'})
+      expect(ofSource).to.include({registry: false, node: `127.0.0.1:${source.replicas[0].port}`, nodeRole: 'replica', rdbVersion: 10})
+      expect(ofSource.shards).to.deep.equal([0, 1, 2, 3, 4].map((db) => ({id: `s00${db}`, db})))
+      // Keys per database as the instance has them.
+      const keyspace = await src.info('keyspace')
+      for (let db = 0; db < 5; db++)
+        expect(ofSource.keys[String(db)]).to.equal(Number(new RegExp(`db${db}:keys=(\\d+)`).exec(keyspace)![1]))
+      expect(ofSource.bytes).to.be.greaterThan(BIG_VALUE_BYTES)
+      // The stored file is what the manifest says, byte for byte.
+      const stored = readFileSync(join(dir, 't1', 'fleet', ofSource.file))
+      expect(createHash('sha256').update(stored).digest('hex')).to.equal(ofSource.sha256)
+      expect(crc64(stored.subarray(0, -8)).toString(16).padStart(16, '0')).to.equal(ofSource.crc64)
+      // registry.json: the shards:export document of that moment.
+      const document = parseDocument(readFileSync(join(dir, 't1', 'fleet', 'registry.json'), 'utf8'))
+      expect(document.shards.map((s) => s.master)).to.deep.equal([0, 1, 2, 3, 4].map((db) => `127.0.0.1:${source.master.port}/${db}`))
+      // Readable by their owner only.
+      for (const name of readdirSync(join(dir, 't1', 'fleet')))
+        expect(statSync(join(dir, 't1', 'fleet', name)).mode & 0o777, name).to.equal(0o600)
+      expect(statSync(join(dir, 't1', 'fleet')).mode & 0o777).to.equal(0o700)
+    })
+
+    it('backups:list shows it complete; backups:verify --deep loads each snapshot and finds the manifest right', async () => {
+      const list = await cli(['backups:list', '--from', dir, '--json'])
+      expect(list.exitCode, list.stderr).to.equal(0)
+      const [listed] = JSON.parse(list.stdout).backups as {id: string; status: string; instances: string[]}[]
+      expect(listed).to.include({id: 't1/fleet', status: 'complete'})
+      expect(listed.instances).to.have.length(2)
+      const verify = await cli(['backups:verify', 't1', '--from', dir, '--deep', '--json'])
+      expect(verify.exitCode, verify.stderr).to.equal(0)
+      const result = JSON.parse(verify.stdout) as {ok: boolean; backups: {instances: {ok: boolean; loaded: Record<string, number>}[]}[]}
+      expect(result.ok).to.equal(true)
+      expect(result.backups[0].instances.every((i) => i.ok)).to.equal(true)
+      expect(result.backups[0].instances.find((i) => i.loaded['3'] !== undefined)!.loaded['3']).to.equal(
+        manifestOf('t1/fleet').instances.find((i) => !i.registry)!.keys['3'],
+      )
+    })
+
+    it('restores db 3 of one instance into another as db 7: every value and expiry time as they were', async () => {
+      const run = await cli(['shards:restore', 's003', '--from', dir, '--to', `127.0.0.1:${target.port}/7`, '--json', ...r()])
+      expect(run.exitCode, run.stderr).to.equal(0)
+      const result = JSON.parse(run.stdout) as {applied: boolean; copies: {copied: number; sampled: number; toDb: number}[]}
+      expect(result.applied).to.equal(true)
+      expect(result.copies[0]).to.include({toDb: 7})
+      expect(result.copies[0].sampled).to.equal(100)
+      expect(await differences(src, 3, dst, 7)).to.deep.equal([])
+      await dst.select(7)
+      expect(await dst.pttl('ttl:3:hour')).to.be.within(1, 3_600_000)
+      await dst.select(0)
+      // Nothing else was touched.
+      expect(await target.client(3).dbsize()).to.equal(0)
+    })
+
+    it('refuses a database that holds keys or serves a shard (exit 3, nothing changed); --replace empties it first', async () => {
+      const again = await cli(['shards:restore', 's003', '--from', dir, '--to', `127.0.0.1:${target.port}/7`, ...r()])
+      expect(again.exitCode).to.equal(3)
+      expect(again.stderr).to.match(/the target is not free: .*\/7 holds \d+ keys/)
+      const serving = await cli(['shards:restore', 's003', '--from', dir, '--to', `127.0.0.1:${source.master.port}/0`, ...r()])
+      expect(serving.exitCode).to.equal(3)
+      expect(serving.stderr).to.match(/serves s000/)
+
+      await target.client(7).set('left-over', 'x')
+      const replaced = await cli([
+        'shards:restore',
+        's003',
+        '--from',
+        dir,
+        '--to',
+        `127.0.0.1:${target.port}/7`,
+        '--replace',
+        '--yes',
+        ...r(),
+      ])
+      expect(replaced.exitCode, replaced.stderr).to.equal(0)
+      expect(await differences(src, 3, dst, 7)).to.deep.equal([])
+      // Without --yes and without a terminal, nothing is emptied.
+      const unasked = await spawnCli(['shards:restore', 's003', '--from', dir, '--to', `127.0.0.1:${target.port}/7`, '--replace', ...r()])
+      expect(unasked.exitCode).to.equal(2)
+    })
+
+    it('--route points the shard at its copy in one compare-and-set step, with its event', async () => {
+      const events: string[] = []
+      const subscriber = registry.master.client()
+      await subscriber.subscribe('shards._events')
+      subscriber.on('message', (_channel, message: string) => events.push(message))
+      const run = await cli(['shards:restore', 's002', '--from', dir, '--to', `127.0.0.1:${target.port}/9`, '--route', '--yes', ...r()])
+      expect(run.exitCode, run.stderr).to.equal(0)
+      const reg = registry.master.client()
+      expect(await reg.hgetall('shards.s002')).to.deep.equal({master: `127.0.0.1:${target.port}/9`})
+      await until('the event arrives', () => events.length > 0)
+      expect(JSON.parse(events[0])).to.include({type: 'shards.restored', backup: 't1/fleet'})
+      subscriber.disconnect()
+      expect(await differences(src, 2, dst, 9)).to.deep.equal([])
+      // Put it back for the other tests.
+      await reg.hset('shards.s002', 'master', `127.0.0.1:${source.master.port}/2`, 'slave0', `127.0.0.1:${source.replicas[0].port}/2`)
+    })
+
+    it('a stored snapshot flipped or cut short: backups:verify fails naming it, shards:restore refuses and copies nothing', async () => {
+      const backup = await cli(['shards:backup', '--to', dir, '--run', 't2', '--instance', `127.0.0.1:${source.master.port}`, ...r()])
+      expect(backup.exitCode, backup.stderr).to.equal(0)
+      const id = `t2/127.0.0.1-${source.master.port}`
+      const entry = manifestOf(id).instances[0]
+      const file = join(dir, ...id.split('/'), entry.file)
+      const bytes = readFileSync(file)
+      bytes[Math.floor(bytes.length / 2)] ^= 0x01
+      writeFileSync(file, bytes)
+
+      const verify = await cli(['backups:verify', id, '--from', dir])
+      expect(verify.exitCode).to.equal(3)
+      expect(verify.stderr).to.include(entry.file)
+      const restore = await cli(['shards:restore', 's003', '--backup', 't2', '--from', dir, '--to', `127.0.0.1:${target.port}/11`, ...r()])
+      expect(restore.exitCode).to.equal(3)
+      expect(restore.stderr).to.match(/does not match its manifest/)
+      expect(await target.client(11).dbsize()).to.equal(0)
+
+      // The manifest's sha256 made to match the damaged file: Redis's own CRC64 still refuses it, before anything is copied.
+      const manifest = manifestOf(id)
+      manifest.instances[0].sha256 = createHash('sha256').update(bytes).digest('hex')
+      writeFileSync(join(dir, ...id.split('/'), 'manifest.json'), JSON.stringify(manifest))
+      const restoreArgs = ['shards:restore', 's003', '--backup', 't2', '--from', dir, '--to', `127.0.0.1:${target.port}/11`, ...r()]
+      const unchecked = await cli(restoreArgs)
+      expect(unchecked.exitCode).to.equal(3)
+      expect(unchecked.stderr).to.match(/CRC64 does not match its content/)
+      expect(await target.client(11).dbsize()).to.equal(0)
+
+      // Cut short: refused by its size.
+      writeFileSync(file, bytes.subarray(0, bytes.length - 1000))
+      const truncated = await cli(restoreArgs)
+      expect(truncated.exitCode).to.equal(3)
+      expect(truncated.stderr).to.match(/is [\d,]+ bytes, the manifest says [\d,]+/)
+      expect(await target.client(11).dbsize()).to.equal(0)
+    })
+
+    it('an RDB version the target cannot read is refused before anything is copied', async () => {
+      const backup = await cli(['shards:backup', '--to', dir, '--run', 't3', '--instance', `127.0.0.1:${source.master.port}`, ...r()])
+      expect(backup.exitCode, backup.stderr).to.equal(0)
+      // What a Redis 7.2 replica would have sent: RDB version 11 in the header, its checksums right.
+      const id = `t3/127.0.0.1-${source.master.port}`
+      const manifest = manifestOf(id)
+      const entry = manifest.instances[0]
+      const file = join(dir, ...id.split('/'), entry.file)
+      const bytes = readFileSync(file)
+      bytes.write('REDIS0011', 0, 'latin1')
+      bytes.writeBigUInt64LE(crc64(bytes.subarray(0, -8)), bytes.length - 8)
+      writeFileSync(file, bytes)
+      Object.assign(entry, {
+        rdbVersion: 11,
+        redisVersion: '7.2.4',
+        sha256: createHash('sha256').update(bytes).digest('hex'),
+        crc64: crc64(bytes.subarray(0, -8)).toString(16).padStart(16, '0'),
+      })
+      writeFileSync(join(dir, ...id.split('/'), 'manifest.json'), JSON.stringify(manifest))
+
+      const restore = await cli(['shards:restore', 's003', '--backup', 't3', '--from', dir, '--to', `127.0.0.1:${target.port}/12`, ...r()])
+      expect(restore.exitCode).to.equal(3)
+      expect(restore.stderr).to.match(
+        /the snapshot is RDB version 11 \(Redis 7\.2\.4\), and the target 127\.0\.0\.1:\d+ runs Redis 7\.0\.\d+, which reads up to RDB 10/,
+      )
+      expect(await target.client(12).dbsize()).to.equal(0)
+    })
+
+    it('a key whose expiry time passed since the backup is not brought back; the rest is, counted exactly', async () => {
+      await src.pipeline().select(4).set('ttl:4:short', 'gone soon', 'PX', 1500).select(0).exec()
+      const backup = await cli(['shards:backup', '--to', dir, '--run', 't4', '--instance', `127.0.0.1:${source.master.port}`, ...r()])
+      expect(backup.exitCode, backup.stderr).to.equal(0)
+      await until(
+        'the key expires on the source',
+        async () => (await src.pipeline().select(4).exists('ttl:4:short').select(0).exec())![1][1] === 0,
+      )
+      const run = await cli([
+        'shards:restore',
+        's004',
+        '--backup',
+        't4',
+        '--from',
+        dir,
+        '--to',
+        `127.0.0.1:${target.port}/14`,
+        '--json',
+        ...r(),
+      ])
+      expect(run.exitCode, run.stderr + run.stdout).to.equal(0)
+      const [copy] = (JSON.parse(run.stdout) as {copies: {keys: number; copied: number; expired: number; onTarget: number}[]}).copies
+      expect(copy.expired).to.equal(1)
+      expect(copy.copied + copy.expired).to.equal(copy.keys)
+      expect(copy.onTarget).to.equal(copy.copied)
+      expect(await differences(src, 4, dst, 14)).to.deep.equal([])
+    })
+
+    it('an instance given instead of a shard: every shard it held, each into its own database number', async () => {
+      const run = await cli([
+        'shards:restore',
+        `127.0.0.1:${source.master.port}`,
+        '--backup',
+        't1',
+        '--from',
+        dir,
+        '--to',
+        `127.0.0.1:${target.port}`,
+        '--json',
+        ...r(),
+      ])
+      expect(run.exitCode, run.stderr).to.equal(0)
+      const copies = (JSON.parse(run.stdout) as {copies: {shard: string; toDb: number}[]}).copies
+      expect(copies.map((c) => `${c.shard}@${c.toDb}`)).to.deep.equal(['s000@0', 's001@1', 's002@2', 's003@3', 's004@4'])
+      for (let db = 0; db < 5; db++) expect(await differences(src, db, dst, db), `db ${db}`).to.deep.equal([])
+      await dst.flushall()
+    })
+  })
+
+  describe('to S3', () => {
+    it('backs up (a snapshot larger than one multipart part), lists, verifies --deep and restores through a real S3 server', async () => {
+      const to = s3.url('prod/eu')
+      const run = await cli(['shards:backup', '--to', to, '--run', 's1', '--json', ...s3.flags(), ...r()])
+      expect(run.exitCode, run.stderr).to.equal(0)
+      const result = JSON.parse(run.stdout) as {status: string; instances: {instance: string; bytes: number}[]}
+      expect(result.status).to.equal('complete')
+      expect(result.instances.find((i) => i.instance === `127.0.0.1:${source.master.port}`)!.bytes).to.be.greaterThan(5 * 1024 * 1024)
+
+      const list = JSON.parse((await cli(['backups:list', '--from', to, '--json', ...s3.flags()])).stdout) as {
+        backups: {id: string; status: string}[]
+      }
+      expect(list.backups).to.deep.include.members([{...list.backups[0], id: 's1/fleet', status: 'complete'}])
+      const verify = await cli(['backups:verify', 's1/fleet', '--from', to, '--deep', ...s3.flags()])
+      expect(verify.exitCode, verify.stderr).to.equal(0)
+      const restore = await cli(['shards:restore', 's003', '--from', to, '--to', `127.0.0.1:${target.port}/13`, ...s3.flags(), ...r()])
+      expect(restore.exitCode, restore.stderr).to.equal(0)
+      expect(await differences(src, 3, dst, 13)).to.deep.equal([])
+    })
+
+    it('the S3 server stopped in the middle of an upload: exit non-zero, no manifest, listed incomplete, and pruned once a day old', async () => {
+      const to = s3.url('prod/eu')
+      let killed: Promise<void> | undefined
+      s3.onRequest = (method, url) => {
+        if (method === 'PUT' && /[?&]partNumber=/.test(url)) killed ??= s3.kill()
+      }
+      const run = await spawnCli(['shards:backup', '--to', to, '--run', 's2', '--timeout', '2s', ...s3.flags(), ...r()], {
+        env: S3_CREDENTIALS,
+      })
+      s3.onRequest = undefined
+      expect(killed, 'the upload reached the S3 server').not.to.equal(undefined)
+      expect(run.exitCode).not.to.equal(0)
+      expect(run.stderr).to.match(/cannot reach the S3 endpoint/)
+      await s3.restart()
+
+      const listed = async () =>
+        (
+          JSON.parse((await cli(['backups:list', '--from', to, '--json', ...s3.flags()])).stdout) as {
+            backups: {id: string; status: string}[]
+          }
+        ).backups
+      expect((await listed()).find((b) => b.id === 's2/fleet')).to.include({status: 'incomplete'})
+      // Young, it may still be running: prune keeps it. A day later, it goes; the newest complete one stays.
+      const young = await cli(['backups:prune', '--from', to, '--keep-last', '1', '--yes', ...s3.flags()])
+      expect(young.exitCode, young.stderr).to.equal(0)
+      expect((await listed()).map((b) => b.id)).to.include('s2/fleet')
+      const dayAgo = new Date(Date.now() - 25 * 3600 * 1000)
+      const age = (path: string) => {
+        for (const entry of readdirSync(path, {withFileTypes: true})) {
+          const full = join(path, entry.name)
+          if (entry.isDirectory()) age(full)
+          utimesSync(full, dayAgo, dayAgo)
+        }
+      }
+      age(s3.dir)
+      const old = await cli(['backups:prune', '--from', to, '--keep-last', '0', '--yes', '--json', ...s3.flags()])
+      expect(old.exitCode, old.stderr).to.equal(0)
+      expect((JSON.parse(old.stdout) as {removed: {id: string}[]}).removed.map((b) => b.id)).to.deep.equal(['s2/fleet'])
+      expect((await listed()).map((b) => `${b.id} ${b.status}`)).to.deep.equal(['s1/fleet complete'])
+    })
+
+    it('no AWS secret is ever printed, whatever fails', async () => {
+      const key = secret('aws-secret-key-never-printed-1')
+      const run = await spawnCli(['backups:list', '--from', s3.url(), '--s3-endpoint', `http://user:${key}@127.0.0.1:1`], {
+        env: {...S3_CREDENTIALS, AWS_SECRET_ACCESS_KEY: key},
+      })
+      expect(run.exitCode).to.equal(1)
+      expect(run.stdout + run.stderr).not.to.include(key)
+      const refused = await spawnCli(['backups:list', '--from', s3.url(), ...s3.flags()], {
+        env: {...S3_CREDENTIALS, AWS_ACCESS_KEY_ID: 'SOMEONE-ELSE', AWS_SECRET_ACCESS_KEY: key},
+      })
+      expect(refused.exitCode).to.equal(1)
+      expect(refused.stderr).to.match(/the credentials were refused|access denied/)
+      expect(refused.stdout + refused.stderr).not.to.include(key)
+    })
+  })
+
+  describe('under failure and restriction', () => {
+    it('one instance unreachable: the others complete, exit 3, the failed one named in the output and the manifest', async () => {
+      const dead = await startServer()
+      const deadPort = dead.port
+      await dead.stop()
+      const reg = registry.master.client()
+      // Under another prefix: a fleet of its own in the same registry.
+      await reg.hset('other.a', 'master', `127.0.0.1:${source.master.port}/5`)
+      await reg.hset('other.b', 'master', `127.0.0.1:${deadPort}/0`)
+      await reg.zadd('other.list', 1, 'a', 1, 'b')
+      const run = await spawnCli(['shards:backup', '--to', dir, '--run', 'u1', '--prefix', 'other', '--timeout', '1s', ...r()])
+      expect(run.exitCode).to.equal(3)
+      expect(run.stderr).to.include(`127.0.0.1:${deadPort}`)
+      const manifest = manifestOf('u1/fleet')
+      expect(manifest.failed.map((f) => f.instance)).to.deep.equal([`127.0.0.1:${deadPort}`])
+      expect(manifest.instances.map((i) => i.instance).sort()).to.deep.equal(
+        [`127.0.0.1:${registry.master.port}`, `127.0.0.1:${source.master.port}`].sort(),
+      )
+      const list = JSON.parse((await cli(['backups:list', '--from', dir, '--json'])).stdout) as {backups: {id: string; status: string}[]}
+      expect(list.backups.find((b) => b.id === 'u1/fleet')).to.include({status: 'partial'})
+    })
+
+    /** A one-shard fleet under its own prefix, whose instance is `source`'s master behind a proxy: the test's hands on the wire. */
+    const proxies: ReplyDelayProxy[] = []
+    afterEach(async () => {
+      for (const proxy of proxies.splice(0)) await proxy.close()
+    })
+    const behindProxy = async (prefix: string) => {
+      const proxy = await startReplyDelayProxy(source.master.port)
+      proxies.push(proxy)
+      const instance = `127.0.0.1:${proxy.port}`
+      const reg = registry.master.client()
+      await reg.hset(`${prefix}.a`, 'master', `${instance}/3`)
+      await reg.zadd(`${prefix}.list`, 1, 'a')
+      reg.disconnect()
+      const args = (to: string, run: string) => [
+        'shards:backup',
+        '--to',
+        to,
+        '--run',
+        run,
+        '--prefix',
+        prefix,
+        '--instance',
+        instance,
+        '--from',
+        'master',
+        ...r(),
+      ]
+      return {proxy, args, part: `127.0.0.1-${proxy.port}`}
+    }
+    const listedAt = async (to: string, flags: string[] = []) =>
+      (
+        JSON.parse((await cli(['backups:list', '--from', to, '--json', ...flags])).stdout) as {
+          backups: {id: string; status: string; instances: string[]}[]
+        }
+      ).backups
+
+    it('a snapshot corrupted on the wire is stored nowhere, in a directory or on S3: its CRC64 refuses it, no manifest is written', async () => {
+      const {proxy, args, part} = await behindProxy('wire')
+      // One bit flipped a megabyte into the stream: inside the snapshot's 6 MB value, so only its checksum can tell.
+      const at = 1 << 20
+      let seen = 0
+      proxy.transform = (chunk) => {
+        const before = seen
+        seen += chunk.length
+        if (before >= at || seen <= at) return chunk
+        const flipped = Buffer.from(chunk)
+        flipped[at - before] ^= 0x01
+        return flipped
+      }
+      // A directory of its own: this failed backup stays out of the retention test's way.
+      const elsewhere = mkdtempSync(join(tmpdir(), 'shardctl-backups-wire-'))
+      // s3rver answers AbortMultipartUpload with 405 and keeps the parts: what proves the upload given up is the request.
+      const aborts: string[] = []
+      s3.onRequest = (method, url) => {
+        if (method === 'DELETE' && /[?&]uploadId=/.test(url)) aborts.push(url)
+      }
+      for (const [to, flags] of [
+        [elsewhere, []],
+        [s3.url('wire'), s3.flags()],
+      ] as const) {
+        seen = 0
+        const run = await spawnCli([...args(to, 'w1'), ...flags], {env: S3_CREDENTIALS})
+        expect(run.exitCode, run.stderr).to.equal(1)
+        expect(run.stderr, run.stderr).to.match(/is not a valid snapshot: .*its checksum does not match/)
+        expect(run.stderr).to.match(/no manifest written/)
+        // Listed, incomplete, and holding no snapshot: only the registry document, written first.
+        expect((await listedAt(to, [...flags])).find((b) => b.id === `w1/${part}`)).to.deep.include({status: 'incomplete', instances: []})
+      }
+      expect(backupFiles(elsewhere, `w1/${part}`)).to.deep.equal(['registry.json'])
+      s3.onRequest = undefined
+      expect(aborts, 'the multipart upload was aborted').to.have.length(1)
+      rmSync(elsewhere, {recursive: true, force: true})
+    })
+
+    it("killed in the middle of a snapshot: no manifest, nothing under the snapshot's name; the same run again completes", async () => {
+      const {proxy, args, part} = await behindProxy('cut')
+      // Two megabytes in, the rest is held: the backup is part-way through the snapshot.
+      let seen = 0
+      proxy.transform = (chunk) => {
+        seen += chunk.length
+        if (seen > 2 << 20) proxy.stall()
+        return chunk
+      }
+      const running = await startCli(args(dir, 'k1'))
+      const folder = join(dir, 'k1', part)
+      const partial = () =>
+        (existsSync(folder) ? readdirSync(folder) : []).some(
+          (name) => name.includes('.partial-') && (statSync(join(folder, name), {throwIfNoEntry: false})?.size ?? 0) > 0,
+        )
+      await until('a part of the snapshot is on disk', partial)
+      process.kill(running.pid, 'SIGKILL')
+      await running.done
+      const left = backupFiles(dir, `k1/${part}`)
+      expect(left).not.to.include('manifest.json')
+      expect(left.filter((name) => name.endsWith('.rdb'))).to.deep.equal([])
+      expect((await listedAt(dir)).find((b) => b.id === `k1/${part}`)).to.deep.include({status: 'incomplete', instances: []})
+
+      // The same run again: what the killed attempt left is cleared, and this one completes.
+      proxy.transform = undefined
+      proxy.release()
+      const again = await spawnCli(args(dir, 'k1'))
+      expect(again.exitCode, again.stderr).to.equal(0)
+      expect(backupFiles(dir, `k1/${part}`)).to.deep.equal([`${part}.rdb`, 'manifest.json', 'registry.json'])
+      expect(manifestOf(`k1/${part}`).instances[0].keys['3']).to.be.greaterThan(0)
+    })
+
+    it('a backup user with only the documented ACL succeeds', async () => {
+      const password = secret('backup-user-pw-1')
+      // ACLs are not replicated: the user is made on every node a snapshot may come from.
+      const nodes = [registry.master, registry.replicas[0], source.master, source.replicas[0]]
+      for (const node of nodes) {
+        const c = node.client()
+        const registryRules = node === registry.master || node === registry.replicas[0] ? ['~shards.*', '+@read'] : []
+        // As docs/backups.md has them, and no more.
+        const rules = [...registryRules, '+ping', '+client|setname', '+info', '+sync', '+replconf']
+        await c.call('ACL', 'SETUSER', 'backup', 'reset', 'on', `>${password}`, ...rules)
+        c.disconnect()
+      }
+      const run = await spawnCli(['shards:backup', '--to', dir, '--run', 'acl', ...r()], {
+        env: {SHARDCTL_REGISTRY_USER: 'backup', SHARDCTL_REGISTRY_PASSWORD: password},
+      })
+      expect(run.exitCode, run.stderr).to.equal(0)
+      expect(manifestOf('acl/fleet').instances).to.have.length(2)
+    })
+  })
+
+  describe('retention', () => {
+    it('backups:prune keeps the newest complete backup whatever the rules', async () => {
+      const before = JSON.parse((await cli(['backups:list', '--from', dir, '--json'])).stdout) as {
+        backups: {id: string; status: string; part: string}[]
+      }
+      const run = await cli(['backups:prune', '--from', dir, '--keep-last', '0', '--yes', '--json'])
+      expect(run.exitCode, run.stderr).to.equal(0)
+      const after = JSON.parse((await cli(['backups:list', '--from', dir, '--json'])).stdout) as {
+        backups: {id: string; status: string; part: string}[]
+      }
+      // Per series (part): its newest complete backup, nothing else.
+      for (const part of new Set(before.backups.map((b) => b.part))) {
+        const newest = before.backups.find((b) => b.part === part && b.status === 'complete')
+        expect(after.backups.filter((b) => b.part === part).map((b) => b.id)).to.deep.equal(newest ? [newest.id] : [])
+      }
+    })
+  })
+})
