@@ -7,7 +7,7 @@ import {type ConnectOptions, ConnectionPool, close, connect} from './fleet/conne
 import {OperatorLock, newOperatorToken, operatorClientName} from './ops/lock.js'
 import {noColorFlag, parseDuration, prefixFlag, registryFlag, timeoutFlag, tlsFlags} from './flags.js'
 import {type FleetContext, fleetLabel, loadContext} from './config.js'
-import {type ConnectTarget, type Credentials, formatAddress, instanceKey, parseAddress} from './registry/address.js'
+import {type ConnectTarget, type Credentials, describeTarget, parseRegistryAddress} from './registry/address.js'
 import {Registry, currentActor} from './registry/registry.js'
 import {registryKeys, validatePrefix} from './registry/schema.js'
 import {rememberSecret, rememberUrlSecrets, scrub} from './ui/secrets.js'
@@ -54,7 +54,8 @@ export abstract class ShardctlCommand<T extends typeof Command> extends Command 
   public override async init(): Promise<void> {
     // Before anything can echo them: the passwords in the arguments and the environment.
     rememberUrlSecrets([...this.argv, process.env.SHARDCTL_REGISTRY ?? ''])
-    for (const name of ['SHARDCTL_REGISTRY_PASSWORD', 'SHARDCTL_INSTANCE_PASSWORD']) rememberSecret(process.env[name])
+    for (const name of ['SHARDCTL_REGISTRY_PASSWORD', 'SHARDCTL_INSTANCE_PASSWORD', 'SHARDCTL_SENTINEL_PASSWORD'])
+      rememberSecret(process.env[name])
     await super.init()
     // Decide the terminal first, from argv, so even a parse error is rendered right.
     this.terminal = decideTerminal({json: this.jsonEnabled(), noColor: this.argv.includes('--no-color')})
@@ -202,7 +203,7 @@ export abstract class RegistryCommand<T extends typeof Command> extends Shardctl
     // A registry or prefix given as a flag or in the environment wins over the context.
     if (this.context?.registry && !this.given('registry')) {
       rememberUrlSecrets([this.context.registry])
-      flags.registry = parseAddress(this.context.registry)
+      flags.registry = parseRegistryAddress(this.context.registry)
     }
     if (this.context?.prefix && !this.given('prefix')) flags.prefix = validatePrefix(this.context.prefix)
   }
@@ -210,7 +211,7 @@ export abstract class RegistryCommand<T extends typeof Command> extends Shardctl
   /** Every question names the fleet it is about, so nobody changes the wrong one. */
   protected override confirm(question: string): Promise<boolean> {
     const flags = this.flags as RegistryFlags
-    return super.confirm(`${fleetLabel(this.context, formatAddress(flags.registry))}: ${question}`)
+    return super.confirm(`${fleetLabel(this.context, describeTarget(flags.registry))}: ${question}`)
   }
 
   /** This run's token: in its lock, and in the name of every connection it opens. */
@@ -245,7 +246,7 @@ export abstract class RegistryCommand<T extends typeof Command> extends Shardctl
       registry.username ??= env.SHARDCTL_REGISTRY_USER || undefined
       if (flags['ask-password'])
         registry.password = await this.askPassword(
-          `Password for the registry ${instanceKey(registry)}${registry.username ? ` (user ${registry.username})` : ''}:`,
+          `Password for the registry ${describeTarget(registry)}${registry.username ? ` (user ${registry.username})` : ''}:`,
         )
       registry.password ??= env.SHARDCTL_REGISTRY_PASSWORD || undefined
       rememberSecret(registry.password)
@@ -257,8 +258,16 @@ export abstract class RegistryCommand<T extends typeof Command> extends Shardctl
       instancePassword ??= flags['instance-user'] === undefined ? registry.password : undefined
       rememberSecret(instancePassword)
       const instanceTls = flags['instance-tls'] ?? Boolean(registry.tls)
+      // The Sentinels (the registry's, and the fleet's) speak TLS when the instances do.
+      const sentinel: Credentials = {
+        username: env.SHARDCTL_SENTINEL_USER || undefined,
+        password: env.SHARDCTL_SENTINEL_PASSWORD || undefined,
+        tls: registry.sentinel ? Boolean(registry.tls) : instanceTls,
+      }
+      if (registry.sentinel) registry.sentinel = {...registry.sentinel, credentials: sentinel}
       return {
         registry,
+        sentinel,
         instance: {username: instanceUser, password: instancePassword, tls: instanceTls},
         options: {timeoutMs: flags.timeout, clientName: operatorClientName(this.operatorToken), tls},
       }
@@ -283,7 +292,11 @@ export abstract class RegistryCommand<T extends typeof Command> extends Shardctl
         }),
       )
       this.onCleanup(() => client.then(close, () => undefined))
-      this.registryInstance = client.then((c) => new Registry(c, registryKeys(flags.prefix), currentActor(this.id ?? 'shardctl')))
+      this.registryInstance = client.then((c) => {
+        const registry = new Registry(c, registryKeys(flags.prefix), currentActor(this.id ?? 'shardctl'))
+        registry.confirmation = {replicas: flags.registry.sentinel ? 1 : 'auto', timeoutMs: flags.timeout}
+        return registry
+      })
     }
     return this.registryInstance
   }
@@ -347,6 +360,7 @@ export abstract class RegistryCommand<T extends typeof Command> extends Shardctl
         .catch((error: Error) => this.warn(`the lock is renewed from the main thread only: ${error.message}`))
     }
     this.onCleanup(() => lock.release())
+    await registry.confirm('the operator lock')
     registry.fence = {key: lock.key, value: lock.value}
     // Taken over from a run that left an operation open: cut that run off first.
     const {cutOffJournalOwner} = await import('./ops/takeover.js')
@@ -378,8 +392,10 @@ function defaultRegistryUnreachable(error: ShardctlError): ShardctlError {
   })
 }
 
-interface Connections {
+export interface Connections {
   registry: ConnectTarget
+  /** For Redis Sentinels: SHARDCTL_SENTINEL_USER / SHARDCTL_SENTINEL_PASSWORD. */
+  sentinel: Credentials
   instance: Credentials
   options: ConnectOptions
 }

@@ -1,7 +1,7 @@
 import {Flags} from '@oclif/core'
 
 import {usageError} from './errors.js'
-import {type ConnectTarget, parseAddress, parseInstance} from './registry/address.js'
+import {type ConnectTarget, parseAddress, parseInstance, parseRegistryAddress} from './registry/address.js'
 import {DEFAULT_PREFIX, parseWeight, validatePrefix, validateShardId} from './registry/schema.js'
 
 /**
@@ -29,11 +29,11 @@ export function parseCount(input: string, what: string, min = 0, max = 1_000_000
 export const registryFlag = Flags.custom<ConnectTarget>({
   char: 'r',
   env: 'SHARDCTL_REGISTRY',
-  summary: 'Registry Redis: redis://[user:password@]host:port/db or host:port/db.',
+  summary: 'Registry Redis: redis://[user:password@]host:port/db, host:port/db, or redis+sentinel://host1,host2,host3/<name>[/db].',
   default: async () => parseAddress('redis://127.0.0.1:6379/0'),
   defaultHelp: async () => 'redis://127.0.0.1:6379/0',
   helpValue: '<url>',
-  parse: async (input) => parseAddress(input),
+  parse: async (input) => parseRegistryAddress(input),
 })
 
 export const prefixFlag = Flags.custom<string>({

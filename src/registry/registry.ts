@@ -191,6 +191,15 @@ export class Registry {
   /** While set, every change applies only if the operator lock still holds this value. */
   fence?: {key: string; value: string}
 
+  /**
+   * The "confirmed on two servers" pattern applied to the registry itself (SPEC §4.12):
+   * while set, each change and each journal write must be acknowledged by a replica of
+   * the registry (WAIT) before shardctl acts on it, so that a registry failover cannot
+   * lose a step shardctl has taken. `auto`: when the registry master has replicas, as
+   * found at the first write (a registry behind Sentinel always asks for one).
+   */
+  confirmation?: {replicas: number | 'auto'; timeoutMs: number}
+
   constructor(
     readonly client: ScriptedRedis,
     readonly keys: RegistryKeys,
@@ -281,7 +290,28 @@ export class Registry {
     } catch (error) {
       throw describeChangeError(error as Error)
     }
+    await this.confirm(`the change ${type}`)
     return event
+  }
+
+  /** Wait until a replica of the registry holds every write made so far on this connection (see `confirmation`). */
+  async confirm(what: string): Promise<void> {
+    const confirmation = this.confirmation
+    if (!confirmation) return
+    if (confirmation.replicas === 'auto') {
+      const role = (await this.client.call('ROLE')) as [string, number, unknown[]]
+      confirmation.replicas = role[0] === 'master' && Array.isArray(role[2]) && role[2].length > 0 ? 1 : 0
+    }
+    if (confirmation.replicas === 0) return
+    // Under the command timeout, so that the answer (how many confirmed) always arrives.
+    const waitMs = Math.max(1, confirmation.timeoutMs - Math.min(500, Math.floor(confirmation.timeoutMs / 4)))
+    const acked = Number(await this.client.call('WAIT', String(confirmation.replicas), String(waitMs)))
+    if (acked >= confirmation.replicas) return
+    throw new ShardctlError(`no replica of the registry confirmed ${what} within ${waitMs} ms: a registry failover now could lose it`, {
+      code: 'EUNCONFIRMED',
+      exitCode: ExitCode.unexpected,
+      hint: "the operation stopped before acting on it; check the registry's replicas (INFO replication), then run the same command again to finish or roll it back",
+    })
   }
 
   event(type: string, details: Record<string, unknown>): RegistryEvent {

@@ -18,7 +18,7 @@ export function rememberSecret(value: string | undefined): void {
 /** Remember the credentials of every URL in these arguments, before anything parses them. */
 export function rememberUrlSecrets(argv: string[]): void {
   for (const arg of argv) {
-    const match = /rediss?:\/\/(.*)@/i.exec(arg)
+    const match = /rediss?(?:\+sentinel)?:\/\/(.*)@/i.exec(arg)
     if (!match) continue
     const auth = match[1]
     const password = auth.includes(':') ? auth.slice(auth.indexOf(':') + 1) : auth
