@@ -7,8 +7,9 @@ import {type ConnectOptions, ConnectionPool, close, connect} from './fleet/conne
 import {OperatorLock, newOperatorToken, operatorClientName} from './ops/lock.js'
 import {noColorFlag, parseDuration, prefixFlag, registryFlag, timeoutFlag, tlsFlags} from './flags.js'
 import {type FleetContext, fleetLabel, loadContext} from './config.js'
-import {type ConnectTarget, type Credentials, describeTarget, parseRegistryAddress} from './registry/address.js'
+import {type ConnectTarget, type Credentials, type Endpoint, describeTarget, parseRegistryAddress} from './registry/address.js'
 import {Registry, currentActor} from './registry/registry.js'
+import type {Sentinels} from './sentinel/sentinels.js'
 import {registryKeys, validatePrefix} from './registry/schema.js'
 import {rememberSecret, rememberUrlSecrets, scrub} from './ui/secrets.js'
 import {StepReporter, loadProgressBars} from './ui/progress.js'
@@ -366,6 +367,23 @@ export abstract class RegistryCommand<T extends typeof Command> extends Shardctl
     const {cutOffJournalOwner} = await import('./ops/takeover.js')
     await cutOffJournalOwner(registry, () => this.pool(), this.operatorToken)
     return lock
+  }
+
+  /**
+   * The Sentinels the fleet is handed to: those given, else those the registry records
+   * (sentinel/record.ts); connections closed when the command ends.
+   */
+  protected async sentinels(given: Endpoint[] = []): Promise<Sentinels> {
+    const [{Sentinels}, {readRecord}, {chooseSentinels}] = await Promise.all([
+      import('./sentinel/sentinels.js'),
+      import('./sentinel/record.js'),
+      import('./sentinel/register.js'),
+    ])
+    const {sentinel, options} = await this.resolveConnections()
+    const endpoints = chooseSentinels(given, await readRecord(await this.registry()))
+    const sentinels = new Sentinels(endpoints, sentinel, options)
+    this.onCleanup(() => sentinels.close())
+    return sentinels
   }
 
   /** Connections to shard instances, one per instance, closed when the command ends. */

@@ -1,7 +1,14 @@
 import {Flags} from '@oclif/core'
 
 import {usageError} from './errors.js'
-import {type ConnectTarget, parseAddress, parseInstance, parseRegistryAddress} from './registry/address.js'
+import {
+  type ConnectTarget,
+  type Endpoint,
+  parseAddress,
+  parseInstance,
+  parseRegistryAddress,
+  parseSentinelAddress,
+} from './registry/address.js'
 import {DEFAULT_PREFIX, parseWeight, validatePrefix, validateShardId} from './registry/schema.js'
 
 /**
@@ -135,3 +142,17 @@ export const tlsFlags = {
     helpGroup: 'CONNECTION',
   }),
 }
+
+/** A Redis Sentinel, host:port (port 26379 unless given); repeatable. Credentials: SHARDCTL_SENTINEL_USER / _PASSWORD. */
+export const sentinelFlag = Flags.custom<Endpoint>({
+  summary: 'A Redis Sentinel, host:port (repeat for each; default: the ones the registry records).',
+  helpValue: '<host:port>',
+  multiple: true,
+  parse: async (input) => parseSentinelAddress(input),
+})
+
+/** A duration flag (500ms, 5s, 2m) as milliseconds. */
+export const durationFlag = Flags.custom<number>({
+  helpValue: '<duration>',
+  parse: async (input) => parseDuration(input),
+})

@@ -66,14 +66,19 @@ export async function startRedis(options: StartOptions): Promise<RedisProcess> {
  * gets a configuration file of its own in `dir`: a Sentinel rewrites its file with
  * what it learns (the masters it monitors, the other Sentinels, the epochs).
  */
-export async function startSentinel(options: Omit<StartOptions, 'args'>): Promise<RedisProcess> {
+export async function startSentinel(options: Omit<StartOptions, 'args'> & {config?: string[]}): Promise<RedisProcess> {
   mkdirSync(options.dir, {recursive: true})
   const logfile = join(options.dir, 'sentinel.log')
   const config = join(options.dir, 'sentinel.conf')
-  writeFileSync(
-    config,
-    [`port ${options.port}`, 'bind 127.0.0.1', `dir ${options.dir}`, `logfile ${logfile}`, 'daemonize no', ''].join('\n'),
-  )
+  const lines = [
+    `port ${options.port}`,
+    'bind 127.0.0.1',
+    `dir ${options.dir}`,
+    `logfile ${logfile}`,
+    'daemonize no',
+    ...(options.config ?? []),
+  ]
+  writeFileSync(config, `${lines.join('\n')}\n`)
   return launch([config, '--sentinel'], logfile, options)
 }
 

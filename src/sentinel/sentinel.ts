@@ -1,9 +1,8 @@
 import type {Redis} from 'ioredis'
 
-import {ShardctlError} from '../errors.js'
 import {type ConnectOptions, type ScriptedRedis, connect} from '../fleet/connect.js'
 import {parseInfo} from '../fleet/info.js'
-import {type Credentials, type Endpoint, instanceKey} from '../registry/address.js'
+import type {Credentials, Endpoint} from '../registry/address.js'
 
 /**
  * Talking to one Redis Sentinel: what it believes about a master name, what it
@@ -196,14 +195,4 @@ export async function removeName(client: Redis, name: string): Promise<'removed'
     if (/No such master/i.test((error as Error).message)) return 'absent'
     throw error
   }
-}
-
-/** A Sentinel that refused or did not answer, in one line. */
-export function sentinelFailed(sentinel: Endpoint | string, what: string, error: Error): ShardctlError {
-  const where = typeof sentinel === 'string' ? sentinel : instanceKey(sentinel)
-  if (error instanceof ShardctlError) return error
-  return new ShardctlError(`Sentinel ${where} refused ${what}: ${error.message.replace(/^.*?refused SENTINEL: /, '')}`, {
-    code: 'ESENTINEL',
-    cause: error,
-  })
 }

@@ -48,9 +48,9 @@ export interface SentinelSet {
 
 const clients = new Set<Redis>()
 
-export async function startSentinels(count = 3): Promise<SentinelSet> {
+export async function startSentinels(count = 3, config: string[] = []): Promise<SentinelSet> {
   const sentinels: TestSentinel[] = []
-  for (let i = 0; i < count; i++) sentinels.push(await startTestSentinel())
+  for (let i = 0; i < count; i++) sentinels.push(await startTestSentinel(config))
   const running = () => sentinels.filter((s) => !s.paused)
   const ask = async <T>(s: TestSentinel, fn: (c: Redis) => Promise<T>): Promise<T> => {
     const c = s.client()
@@ -124,17 +124,18 @@ export function useSentinels(count = 3): SentinelSet {
   return set
 }
 
-async function startTestSentinel(): Promise<TestSentinel> {
+async function startTestSentinel(config: string[]): Promise<TestSentinel> {
   for (let attempt = 0; ; attempt++) {
     const port = await freePort()
     const dir = mkdtempSync(join(tmpdir(), `shardctl-sentinel-${port}-`))
     try {
-      const proc = await startSentinel({port, dir})
+      const proc = await startSentinel({port, dir, config})
       const sentinel: TestSentinel = {
         ...proc,
         address: `127.0.0.1:${port}`,
         client() {
-          const client = new Redis({port, host: '127.0.0.1', protocol: 2, maxRetriesPerRequest: 1, lazyConnect: false})
+          const password = /^requirepass (.*)$/.exec(config.find((l) => l.startsWith('requirepass ')) ?? '')?.[1]
+          const client = new Redis({port, host: '127.0.0.1', protocol: 2, maxRetriesPerRequest: 1, lazyConnect: false, password})
           client.on('error', () => undefined)
           clients.add(client)
           return client
