@@ -365,8 +365,11 @@ export class Registry {
     instances: {instance: string; ids: string[]}[],
     type: string,
     details: Record<string, unknown>,
+    /** More of the same step: checks and operations on other keys (the Sentinel record of the group moved). */
+    also?: (change: Change) => void,
   ): Promise<RegistryEvent> {
     const change = new Change().expectType(this.keys.list, 'zset')
+    also?.(change)
     for (const {instance, ids} of instances) change.expectShardsOn(this.keys.list, this.keys.prefix, instance, ids)
     for (const move of moves) {
       const key = this.keys.shard(move.id)
