@@ -2,8 +2,14 @@
 // The build: Lua scripts -> a TypeScript module (nothing is read from disk at run time),
 // then a clean compile, then the oclif manifest (commands load from it and dist/), then
 // the bundle of the start-up fast path (src/fast/commands.ts, started by bin/run.js).
+//
+// --if-stale: build only when what the last build was made from has changed (npm runs it as
+// prepack and prepare: `npm pack` and `npm ci` then build once, and a clone installed from
+// its git URL builds before it is packed). Without the devDependencies nothing can be built:
+// said (npm ci --omit=dev of this clone), or failed (a package being made).
 import {execFileSync} from 'node:child_process'
-import {readdirSync, readFileSync, rmSync, writeFileSync} from 'node:fs'
+import {createHash} from 'node:crypto'
+import {existsSync, readdirSync, readFileSync, realpathSync, rmSync, writeFileSync} from 'node:fs'
 import {dirname, join, relative} from 'node:path'
 import {fileURLToPath} from 'node:url'
 
@@ -89,14 +95,73 @@ export async function bundleFastPath() {
     throw new Error('dist/fast/commands.cjs still has an import() call: see the comment on "supported" in scripts/build.js')
 }
 
-generateLua()
-if (!process.argv.includes('--lua-only')) {
+/** Where a build records what it was made from: dist/ goes first in every build, and this with it. */
+const STAMP = join(root, 'dist', '.build-inputs')
+
+/**
+ * A digest of everything a build is made from: the sources (Lua included), the build's own
+ * settings, and the locked dependency versions (the start-up bundle holds some of them).
+ */
+export function buildInputs() {
+  const hash = createHash('sha256')
+  const files = (dir) =>
+    readdirSync(dir, {withFileTypes: true}).flatMap((e) => (e.isDirectory() ? files(join(dir, e.name)) : [join(dir, e.name)]))
+  const generated = join(luaDir, 'scripts.generated.ts')
+  const inputs = [
+    ...files(join(root, 'src')),
+    ...['package.json', 'package-lock.json', 'tsconfig.json', 'scripts/build.js'].map((f) => join(root, f)),
+  ]
+  for (const file of inputs.filter((f) => f !== generated && existsSync(f)).sort()) {
+    hash
+      .update(`${relative(root, file)}\0`)
+      .update(readFileSync(file))
+      .update('\0')
+  }
+  return hash.digest('hex')
+}
+
+/** What a command needs at run time, from the last build: all of it there, and made from these inputs. */
+function upToDate(inputs) {
+  const outputs = [
+    'src/lua/scripts.generated.ts',
+    'dist/commands/shards/list.js',
+    'dist/lua/scripts.generated.js',
+    'dist/fast/commands.cjs',
+    'oclif.manifest.json',
+  ]
+  return outputs.every((f) => existsSync(join(root, f))) && existsSync(STAMP) && readFileSync(STAMP, 'utf8') === inputs
+}
+
+if (process.argv.includes('--lua-only')) {
+  generateLua()
+} else {
+  const inputs = buildInputs()
+  const ifStale = process.argv.includes('--if-stale')
+  if (ifStale && upToDate(inputs)) {
+    console.error('shardctl: dist/ is up to date')
+    process.exit(0)
+  }
+  if (ifStale && !existsSync(bin('tsc'))) {
+    // A production install of this clone (npm ci --omit=dev) goes on without a build. A package
+    // would have no dist/: npm pack fails, and so does npm install -g <git URL> (npm gives that
+    // build no devDependencies; it runs prepare from elsewhere), saying what works.
+    const packing = process.env.npm_lifecycle_event === 'prepack' || realpathSync(process.env.INIT_CWD ?? root) !== realpathSync(root)
+    console.error(
+      packing
+        ? 'shardctl: cannot build the package without the devDependencies: run npm ci first; from a git URL, npm pack <git URL>, then npm install -g ./shardctl-<version>.tgz'
+        : 'shardctl: not built: the devDependencies are not installed (npm ci, then npm run build)',
+    )
+    process.exit(packing ? 1 : 0)
+  }
+  if (ifStale) console.error('shardctl: building dist/')
+  generateLua()
   rmSync(join(root, 'dist'), {force: true, recursive: true})
   try {
     execFileSync(bin('tsc'), ['-p', root], {cwd: root, stdio: 'inherit'})
     // oclif's own output (an update notice) is noise here; shown only when it fails.
     execFileSync(bin('oclif'), ['manifest'], {cwd: root, stdio: 'pipe'})
     await bundleFastPath()
+    writeFileSync(STAMP, inputs)
   } catch (error) {
     console.error(String(error.stderr ?? ''), `build failed: ${error.message}`)
     process.exit(1)

@@ -1,13 +1,20 @@
 import {Command, Errors, Flags, type Interfaces} from '@oclif/core'
 
-import {ExitCode, ShardctlError, usageError} from './errors.js'
+import {ExitCode, ShardctlError, debugWanted, usageError} from './errors.js'
 import {readFileSync} from 'node:fs'
 
 import {type ConnectOptions, ConnectionPool, close, connect} from './fleet/connect.js'
 import {OperatorLock, newOperatorToken, operatorClientName} from './ops/lock.js'
 import {noColorFlag, parseDuration, prefixFlag, registryFlag, timeoutFlag, tlsFlags} from './flags.js'
-import {type FleetContext, fleetLabel, loadContext} from './config.js'
-import {type ConnectTarget, type Credentials, type Endpoint, describeTarget, parseRegistryAddress} from './registry/address.js'
+import {type FleetContext, fleetLabel, fleetOf, loadContext} from './config.js'
+import {
+  type ConnectTarget,
+  type Credentials,
+  type Endpoint,
+  describeTarget,
+  formatAddress,
+  parseRegistryAddress,
+} from './registry/address.js'
 import {Registry, currentActor} from './registry/registry.js'
 import type {Sentinels} from './sentinel/sentinels.js'
 import {registryKeys, validatePrefix} from './registry/schema.js'
@@ -25,6 +32,8 @@ export const EXIT_CODES_HELP = `EXIT CODES
   2    usage error: bad flags or arguments, or a confirmation needed where no terminal can ask
   3    unhealthy, partial, or refused because of what the fleet holds
   4    another operator holds the lock
+  5    degraded: a split or promote stopped half-way and some instance still refuses
+       writes; the last line names them and the command that finishes or rolls it back
   130  interrupted`
 
 /**
@@ -157,10 +166,16 @@ export abstract class ShardctlCommand<T extends typeof Command> extends Command 
       const suggestion = closest(unknownFlag[1], known)
       if (suggestion) failure.hint = `did you mean --${suggestion}? (see --help)`
     }
-    if (process.env.DEBUG && error.stack) note(error.stack)
+    if (debugWanted() && error.stack) note(error.stack)
     if (this.jsonEnabled()) {
       this.logJson({
-        error: {code: failure.code, message: failure.message, hint: failure.hint && scrub(failure.hint), exitCode: failure.exitCode},
+        error: {
+          code: failure.code,
+          message: failure.message,
+          hint: failure.hint && scrub(failure.hint),
+          exitCode: failure.exitCode,
+          ...failure.details,
+        },
       })
     } else {
       const hint = failure.hint ? paint.dim(` — ${failure.hint}`) : ''
@@ -209,10 +224,37 @@ export abstract class RegistryCommand<T extends typeof Command> extends Shardctl
     if (this.context?.prefix && !this.given('prefix')) flags.prefix = validatePrefix(this.context.prefix)
   }
 
-  /** Every question names the fleet it is about, so nobody changes the wrong one. */
+  /**
+   * Every question names the fleet it acts on, so nobody changes the wrong one: the
+   * context that is this registry and prefix (the one in use, or another of the file),
+   * else the registry's address alone — never a context whose registry -r overrode.
+   */
   protected override confirm(question: string): Promise<boolean> {
     const flags = this.flags as RegistryFlags
-    return super.confirm(`${fleetLabel(this.context, describeTarget(flags.registry))}: ${question}`)
+    const fleet = fleetOf({registry: flags.registry, prefix: flags.prefix}, this.context)
+    return super.confirm(`${fleetLabel(fleet, describeTarget(flags.registry))}: ${question}`)
+  }
+
+  /**
+   * A command line that reaches the same fleet as this run, for the operator to run
+   * next (e.g. the one that finishes an operation): the flags and environment that
+   * named the registry, prefix, context and TLS files, never a credential.
+   */
+  protected sameFleetCommand(...command: string[]): string {
+    const flags = this.flags as RegistryFlags
+    const args = [this.config.bin, ...command]
+    if (this.given('context') && flags.context) args.push('--context', flags.context)
+    if (this.given('registry')) {
+      const registry = flags.registry
+      args.push('-r', registry.sentinel ? describeTarget(registry) : `${registry.tls ? 'rediss' : 'redis'}://${formatAddress(registry)}`)
+    }
+    if (this.given('prefix')) args.push('--prefix', flags.prefix)
+    for (const file of ['tls-ca', 'tls-cert', 'tls-key', 'instance-user'] as const) {
+      if (flags[file] !== undefined) args.push(`--${file}`, flags[file])
+    }
+    if (flags['tls-insecure']) args.push('--tls-insecure')
+    if (flags['instance-tls'] !== undefined) args.push(flags['instance-tls'] ? '--instance-tls' : '--no-instance-tls')
+    return args.map(shellWord).join(' ')
   }
 
   /** This run's token: in its lock, and in the name of every connection it opens. */
@@ -397,6 +439,11 @@ export abstract class RegistryCommand<T extends typeof Command> extends Shardctl
   }
 }
 
+/** A word as a POSIX shell reads it back: quoted only when it must be. */
+function shellWord(word: string): string {
+  return /^[\w@%+=:,./-]+$/.test(word) ? word : `'${word.replaceAll("'", "'\\''")}'`
+}
+
 /** The default registry (nothing given) does not answer: say that it was the default, and how to name one. */
 function defaultRegistryUnreachable(error: ShardctlError): ShardctlError {
   // Reached but refused (authentication, not Redis, TLS): that error says what is true.
@@ -423,12 +470,13 @@ interface Failure {
   hint?: string
   code: string
   exitCode: number
+  details?: Record<string, unknown>
 }
 
 /** Every error as one line, without secrets, with the exit code SPEC §5 gives it. */
 export function describeFailure(error: Error & {oclif?: {exit?: number}; code?: string}): Failure {
   if (error instanceof ShardctlError) {
-    return {message: oneLine(error.message), hint: error.hint, code: error.code, exitCode: error.exitCode}
+    return {message: oneLine(error.message), hint: error.hint, code: error.code, exitCode: error.exitCode, details: error.details}
   }
   if (/NOPERM/.test(error.message)) {
     return {
@@ -453,7 +501,7 @@ export function describeFailure(error: Error & {oclif?: {exit?: number}; code?: 
   }
   return {
     message: oneLine(error.message.split('\n')[0] || String(error)),
-    hint: process.env.DEBUG ? undefined : 'set DEBUG=1 for details',
+    hint: debugWanted() ? undefined : 'set DEBUG=1 for details',
     code: error.code ?? 'EUNEXPECTED',
     exitCode: ExitCode.unexpected,
   }

@@ -60,6 +60,28 @@ export const timeoutFlag = Flags.custom<number>({
   parse: async (input) => parseDuration(input),
 })
 
+/**
+ * --heal-within of split and promote: how long a cut-over that fails half-way keeps
+ * trying to finish or roll back by itself. Its default follows --max-pause, so it is
+ * decided in the command (healWithinMs); 0 turns healing off.
+ */
+export const healWithinFlag = Flags.string({
+  summary: 'After a failure half-way (a host or the registry silent), how long to keep trying to finish or roll back.',
+  description:
+    'A cut-over that loses a host or the registry does not stop at the first timeout: until this long after the failure it runs again what a rerun would run (the same recovery, the same journal, the same lock), so a host that is back in time costs a pause, not an outage. Past it, the run names every instance that still refuses writes and the command that finishes the operation, and exits 5. 0: report at once.',
+  helpValue: '<duration>',
+  defaultHelp: async () => '--max-pause + 5s',
+})
+
+/** The bound --heal-within gives, or its default: --max-pause plus a few seconds for the hosts to come back. */
+export function healWithinMs(given: string | undefined, maxPauseMs: number): number {
+  if (given === undefined) return maxPauseMs + 5000
+  if (/^\s*0+(\.0*)?\s*(ms|s|m)?\s*$/i.test(given)) return 0
+  const ms = parseDuration(given)
+  if (ms > 600_000) throw usageError('--heal-within is at most 10m', 'past that, let a person or a cron job run --recover')
+  return ms
+}
+
 export const yesFlag = Flags.boolean({
   char: 'y',
   env: 'SHARDCTL_YES',

@@ -83,8 +83,10 @@ export async function killClients(client: Redis, ids: number[]): Promise<void> {
  * A run whose lease was lost cannot reconnect (its connections never retry), so once
  * cut it can no longer act on this instance, whatever it had planned.
  */
-export async function cutConnectionsNamed(client: Redis, name: string): Promise<number> {
-  const theirs = [...(await listClients(client, 'normal')), ...(await listClients(client, 'pubsub'))].filter((c) => c.name === name)
+export async function cutConnectionsNamed(client: Redis, name: string, except?: number): Promise<number> {
+  const theirs = [...(await listClients(client, 'normal')), ...(await listClients(client, 'pubsub'))].filter(
+    (c) => c.name === name && c.id !== except,
+  )
   await killClients(
     client,
     theirs.map((c) => c.id),

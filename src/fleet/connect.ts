@@ -4,7 +4,8 @@ import {Redis, type RedisOptions} from 'ioredis'
 
 import {ExitCode, ShardctlError, usageError} from '../errors.js'
 import {luaScripts} from '../lua/scripts.generated.js'
-import {type ConnectTarget, instanceKey} from '../registry/address.js'
+import {type ConnectTarget, endpointOf, instanceKey} from '../registry/address.js'
+import {cutConnectionsNamed} from './clients.js'
 
 /** TLS material, read once; used for every connection whose target asks for TLS. */
 export interface TlsSettings {
@@ -31,7 +32,7 @@ export const DEFAULT_TIMEOUT_MS = 5000
 
 /** What the registry's Lua scripts look like on a client. */
 export type ScriptedRedis = Redis & {
-  apply(numKeys: number, ...args: (string | number)[]): Promise<string>
+  apply(numKeys: number, ...args: (string | number | Buffer)[]): Promise<number>
   assign(...args: string[]): Promise<string[]>
   lockAcquire(key: string, value: string, leaseMs: string, deadValue: string): Promise<'OK' | [string, number]>
   lockRenew(key: string, value: string, leaseMs: string): Promise<number>
@@ -179,6 +180,52 @@ export function commandFailed(
   return error
 }
 
+/**
+ * Open again, in place, a connection that died: its host went silent past the timeout
+ * or dropped it, and (retryStrategy: null) ioredis never reconnects by itself. Only on
+ * request, never by itself: a run that lost its lock must not come back through a
+ * connection its successor cut, so the caller proves its lock right after. Once open,
+ * the run's older connections to that server are cut (see cutEarlierSelves).
+ */
+export async function reopen(client: ScriptedRedis): Promise<void> {
+  if (client.status !== 'end' && client.status !== 'close') return
+  const where = {host: client.options.host ?? '', port: client.options.port ?? 0}
+  let cause: Error | undefined
+  const onError = (error: Error) => {
+    cause ??= error
+  }
+  client.on('error', onError)
+  try {
+    await client.connect()
+    await client.ping()
+  } catch (error) {
+    if (client.status !== 'end') client.disconnect()
+    throw unreachable(where, cause ?? (error as Error))
+  } finally {
+    client.off('error', onError)
+  }
+  await cutEarlierSelves(client)
+}
+
+/**
+ * On a connection just opened again: cut every other connection of the same name on
+ * that server (this run's: connections are named after the run's lock). A command
+ * sent on a connection before it died may still wait, unread, in the server's input
+ * (a host that was frozen reads it when it wakes up); it must never run after the
+ * facts read on the new connection. Once cut, it never will. Without the rights to
+ * list and kill clients (a restricted ACL user), the old connection is only closed on
+ * this side.
+ */
+async function cutEarlierSelves(client: ScriptedRedis): Promise<void> {
+  const name = client.options.connectionName
+  if (!name) return
+  try {
+    await cutConnectionsNamed(client, name, Number(await client.call('CLIENT', 'ID')))
+  } catch (error) {
+    if ((error as Error).name !== 'ReplyError') throw error
+  }
+}
+
 /** Close a client without leaving the process waiting on it. */
 export async function close(client: Redis | undefined): Promise<void> {
   if (!client || client.status === 'end') return
@@ -272,13 +319,42 @@ export class ConnectionPool {
     const key = instanceKey(instance)
     let client = this.clients.get(key)
     if (!client) {
-      client = connect(
-        {...this.credentials(instance), host: instance.host, port: instance.port, db: 0},
-        {...this.options, nameHostInReplies: true},
-      )
+      client = this.open(instance)
       this.clients.set(key, client)
     }
     return client
+  }
+
+  private open(instance: {host: string; port: number}): Promise<ScriptedRedis> {
+    return connect(
+      {...this.credentials(instance), host: instance.host, port: instance.port, db: 0},
+      {...this.options, nameHostInReplies: true},
+    )
+  }
+
+  /**
+   * Open afresh, in parallel, every connection that failed or died (a connection never
+   * comes back by itself: see reopen), cutting the run's older connections on each
+   * server. For a run that heals an operation, at the start of each attempt, before it
+   * proves its lock again. One that still cannot be opened stays failed, for get() to
+   * report; the dead client objects stay dead.
+   */
+  async revive(): Promise<void> {
+    await Promise.all(
+      [...this.clients].map(async ([key, pending]) => {
+        const client = await pending.catch(() => undefined)
+        if (client?.status === 'ready') return
+        const fresh = this.open(endpointOf(key)).then(async (c) => {
+          await cutEarlierSelves(c).catch(async (error: Error) => {
+            await close(c)
+            throw error
+          })
+          return c
+        })
+        this.clients.set(key, fresh)
+        await fresh.catch(() => undefined)
+      }),
+    )
   }
 
   /**

@@ -1,3 +1,5 @@
+import {sameHost as sameSpelledHost} from '../registry/address.js'
+
 /** Parsing of the INFO command's text. */
 
 export type InfoFields = Record<string, string>
@@ -86,11 +88,7 @@ export function parseReplication(info: InfoFields): ReplicationInfo {
   return replication
 }
 
-const LOCAL = new Set(['127.0.0.1', 'localhost', '::1'])
-
 /** Whether a host an instance reports (INFO's master_host, a replica's ip) is the one the registry names. */
 export function sameHost(reported: string | undefined, registered: string): boolean {
-  if (reported === undefined) return false
-  if (reported === registered) return true
-  return LOCAL.has(reported) && LOCAL.has(registered)
+  return reported !== undefined && sameSpelledHost(reported, registered)
 }

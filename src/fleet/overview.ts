@@ -1,7 +1,9 @@
 import {formatAddress, instanceKey} from '../registry/address.js'
+import {shares} from '../registry/assign.js'
 import type {Registry} from '../registry/registry.js'
-import type {Shard} from '../registry/schema.js'
+import {type Shard, sharedDatabases} from '../registry/schema.js'
 import type {ConnectionPool} from './connect.js'
+import {identityOf} from './identity.js'
 import {type InstanceState, type NodeHealth, type ReplicaHealth, probeInstances, shardHealth} from './probe.js'
 
 export interface ShardOverview {
@@ -24,6 +26,7 @@ export interface BrokenShard {
 }
 
 export interface FleetOverview {
+  /** The sum of the weights: null in JSON when it is beyond the largest number (shares are still right). */
   totalWeight: number
   instances: number
   probed: boolean
@@ -80,6 +83,25 @@ export async function fleetOverview(registry: Registry, pool: ConnectionPool, op
     options.counts ? registry.countAssignments((n) => options.onProgress?.(`counted ${n.toLocaleString('en-US')} hashes`)) : undefined,
   ])
   const totalWeight = shards.reduce((sum, s) => sum + s.weight, 0)
+  const shareOf = shares(new Map(shards.map((s) => [s.id, s.weight])))
+
+  // What the registry itself gets wrong, told by what the instances are (their run_id where probed).
+  const identity = identityOf(states ?? new Map())
+  const sharing = new Map<string, string[]>()
+  for (const shared of sharedDatabases(shards, identity.database))
+    for (const id of shared.ids)
+      sharing.set(
+        id,
+        shared.ids.filter((other) => other !== id),
+      )
+  const registryProblems = (shard: Shard): string[] => [
+    ...(sharing.has(shard.id)
+      ? [`master ${formatAddress(shard.master)} is also the master of ${sharing.get(shard.id)!.join(', ')}: a database holds one shard`]
+      : []),
+    ...[...shard.replicas, ...shard.persist]
+      .filter((r) => identity.instance(r) === identity.instance(shard.master))
+      .map((r) => `replica ${formatAddress(r)} is the master itself`),
+  ]
 
   const overview: ShardOverview[] = shards.map((shard) => {
     const kinds = [...shard.replicas.map(() => 'slave' as const), ...shard.persist.map(() => 'persist' as const)]
@@ -94,10 +116,10 @@ export async function fleetOverview(registry: Registry, pool: ConnectionPool, op
     const entry: ShardOverview = {
       id: shard.id,
       weight: shard.weight,
-      share: totalWeight > 0 ? shard.weight / totalWeight : 0,
+      share: shareOf.get(shard.id) ?? 0,
       master: health.master,
       replicas: health.replicas.map((r, i) => ({...r, kind: kinds[i]})),
-      problems: states ? shardProblems(health.master, health.replicas) : [],
+      problems: [...registryProblems(shard), ...(states ? shardProblems(health.master, health.replicas) : [])],
     }
     if (counts) entry.hashes = counts.get(shard.id) ?? 0
     return entry

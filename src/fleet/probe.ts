@@ -39,10 +39,12 @@ export async function probeInstances(
 ): Promise<Map<string, InstanceState>> {
   const unique = new Map<string, {host: string; port: number}>()
   for (const instance of instances) unique.set(instanceKey(instance), instance)
+  // INFO server always: its run_id tells two names of one server apart from two servers.
   const sections = [
     'replication',
     'keyspace',
-    ...(options.persistence ? ['persistence', 'server'] : []),
+    'server',
+    ...(options.persistence ? ['persistence'] : []),
     ...(options.memory ? ['memory'] : []),
   ]
   const settings = options.config ?? []

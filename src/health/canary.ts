@@ -31,6 +31,8 @@ export interface CanaryRow {
   shards: string[]
   replicas: CanaryReplica[]
   problems: string[]
+  /** Why the canary did not run, when that is not a problem: no replica, accepted with --allow-no-replica. */
+  skipped?: string
 }
 
 /** The canary key and channel: under shardctl's own name, never an application's. */
@@ -40,12 +42,17 @@ export async function runCanaries(
   groups: ShardGroup[],
   states: Map<string, InstanceState>,
   pool: ConnectionPool,
-  options: {timeoutMs: number},
+  options: {timeoutMs: number; allowNoReplica?: boolean},
 ): Promise<CanaryRow[]> {
-  return Promise.all(groups.map((group) => canary(group, states, pool, options.timeoutMs)))
+  return Promise.all(groups.map((group) => canary(group, states, pool, options)))
 }
 
-async function canary(group: ShardGroup, states: Map<string, InstanceState>, pool: ConnectionPool, timeoutMs: number): Promise<CanaryRow> {
+async function canary(
+  group: ShardGroup,
+  states: Map<string, InstanceState>,
+  pool: ConnectionPool,
+  {timeoutMs, allowNoReplica}: {timeoutMs: number; allowNoReplica?: boolean},
+): Promise<CanaryRow> {
   const row: CanaryRow = {master: group.master.instance, shards: group.shards.map((s) => s.id), replicas: [], problems: []}
   const masterState = states.get(group.master.instance)
   if (!masterState?.reachable || masterState.replication?.role !== 'master') {
@@ -53,7 +60,9 @@ async function canary(group: ShardGroup, states: Map<string, InstanceState>, poo
     return row
   }
   if (group.replicas.length === 0) {
-    row.problems.push('no replica to confirm a write on: every write lives on one server')
+    // Accepted by the operator: nothing to confirm on, and nothing wrong with that.
+    if (allowNoReplica) row.skipped = 'no replica to confirm a write on (accepted with --allow-no-replica)'
+    else row.problems.push('no replica to confirm a write on: every write lives on one server')
     return row
   }
   const token = randomBytes(8).toString('hex')

@@ -28,6 +28,10 @@ export interface CheckOptions {
   allowNoReplica?: boolean
   /** How to reach the Sentinels the registry records (their section is checked when it records some). */
   sentinel?: {credentials: SentinelCredentials; options: ConnectOptions}
+  /** A registry with no shard at all passes (otherwise a CI gate fails: nothing was checked). */
+  allowEmpty?: boolean
+  /** The command line that finishes an interrupted operation of this type, named beside the fence it left. */
+  recoverCommand?: (type: 'split' | 'promote') => string
 }
 
 export interface CheckReport {
@@ -48,6 +52,8 @@ export interface CheckReport {
   leftovers: LeftoverRow[]
   /** When the registry records Sentinels: each group against them, and the Sentinels themselves. */
   sentinel?: SentinelReport
+  /** No shard at all under the prefix: a problem unless --allow-empty (a typo of --prefix, a wiped registry). */
+  empty?: {accepted: boolean; problems: string[]}
 }
 
 export interface Health {
@@ -85,10 +91,26 @@ export async function checkHealth(registry: Registry, pool: ConnectionPool, opti
         ? []
         : [`master ${u.master} has no replica: losing it loses its shards (add replicas, or pass --allow-no-replica)`],
     })),
-    leftovers: wanted.size === 0 ? await checkLeftovers(registry, pool, shards, states) : [],
+    leftovers: await checkLeftovers(
+      registry,
+      pool,
+      snapshot.shards,
+      states,
+      wanted.size === 0 ? undefined : wanted,
+      options.recoverCommand,
+    ),
+  }
+  if (snapshot.shards.length === 0 && snapshot.broken.length === 0) {
+    report.empty = {
+      accepted: Boolean(options.allowEmpty),
+      problems: options.allowEmpty
+        ? []
+        : ['the registry has no shard under this prefix: nothing was checked (pass --allow-empty if that is expected)'],
+    }
   }
   if (options.persistence) report.persistence = checkPersistence(groups, states, {maxSaveAgeSeconds: options.maxSaveAgeSeconds})
-  if (options.canary) report.canary = await runCanaries(groups, states, pool, {timeoutMs: options.timeoutMs})
+  if (options.canary)
+    report.canary = await runCanaries(groups, states, pool, {timeoutMs: options.timeoutMs, allowNoReplica: options.allowNoReplica})
   const record = options.sentinel ? await readRecord(registry) : undefined
   if (record && options.sentinel) {
     const {checkSentinel} = await import('./sentinel.js')
@@ -109,6 +131,7 @@ export function tally(report: CheckReport): void {
     ...report.unreplicated,
     ...report.leftovers,
     ...(report.sentinel ? [...report.sentinel.groups, ...report.sentinel.fleet] : []),
+    ...(report.empty ? [report.empty] : []),
   ]
   report.problems = rows.reduce((n, row) => n + row.problems.length, 0)
   report.healthy = report.problems === 0

@@ -1,3 +1,4 @@
+import {type Identity, identityOf} from '../fleet/identity.js'
 import type {InstanceState} from '../fleet/probe.js'
 import {sameHost} from '../fleet/info.js'
 import {follows} from '../fleet/replication.js'
@@ -38,12 +39,13 @@ export interface TopologyLimits {
 }
 
 export function checkTopology(groups: ShardGroup[], states: Map<string, InstanceState>, limits: TopologyLimits): TopologyRow[] {
-  const rows = groups.map((group) => topologyRow(group, states, limits))
+  const identity = identityOf(states)
+  const rows = groups.map((group) => topologyRow(group, states, limits, identity))
   flagUnknownReplicas(groups, rows, states)
   return rows
 }
 
-function topologyRow(group: ShardGroup, states: Map<string, InstanceState>, limits: TopologyLimits): TopologyRow {
+function topologyRow(group: ShardGroup, states: Map<string, InstanceState>, limits: TopologyLimits, identity: Identity): TopologyRow {
   const master = states.get(group.master.instance)
   const row: TopologyRow = {
     master: group.master.instance,
@@ -71,6 +73,18 @@ function topologyRow(group: ShardGroup, states: Map<string, InstanceState>, limi
     }
   }
   for (const replica of group.replicas) {
+    if (identity.instance(replica) === identity.instance(group.master)) {
+      row.replicas.push({
+        instance: replica.instance,
+        kind: replica.kind as 'slave' | 'persist',
+        reachable: Boolean(master?.reachable),
+        problems: [],
+      })
+      row.problems.push(
+        `${replica.kind === 'persist' ? 'persistence replica' : 'replica'} ${replica.instance} is the master itself: its shards have one copy`,
+      )
+      continue
+    }
     const status = replicaStatus(group.master, replica, master, states.get(replica.instance), limits)
     row.replicas.push(status)
     row.problems.push(

@@ -19,17 +19,26 @@
                                              starts with "at" ("host:port/") are exactly ids
                     {t="absent", k}          key k does not exist (it appeared: conflict)
             ops:    {op="hset", k, fields}   {op="hdel", k, fields}   {op="del", k}
+                    {op="hsetargv", k, from, n}
+                                             HSET k with n field/value pairs taken from
+                                             ARGV[5 + from] on: bytes JSON cannot carry
                     {op="zadd", k, m, score} {op="zrem", k, m}
                     {op="rename", k, to}     RENAME k to KEYS[to] (O(1): a staged hash into place)
-                    {op="merge", k, to, limit, nx}
+                    {op="merge", k, to, limit, nx, cas}
                                              move hash k's fields into hash KEYS[to], at most
                                              `limit` of them (all when absent); with nx, a field
-                                             KEYS[to] has meanwhile keeps its value
+                                             KEYS[to] has meanwhile keeps its value; with cas
+                                             (a key index), a field is set only while KEYS[to]
+                                             still holds the value hash KEYS[cas] has for it
+                                             (taken from KEYS[cas] too)
   ARGV[2]   event channel
   ARGV[3]   event JSON (published as is, and pushed to the history)
   ARGV[4]   history length to keep
+  ARGV[5..] values of hsetargv operations
 
-  Returns "OK", or an error reply "CONFLICT <what differs>" and changes nothing.
+  Returns the number of fields a merge left as they were because they held another
+  value than the one it brings (assigned or moved meanwhile), or an error reply
+  "CONFLICT <what differs>" and changes nothing.
 ]]
 local change = cjson.decode(ARGV[1])
 
@@ -111,6 +120,7 @@ for _, c in ipairs(change.checks or {}) do
   end
 end
 
+local kept = 0
 for _, o in ipairs(change.ops or {}) do
   local key = KEYS[o.k]
   if o.op == 'hset' then
@@ -120,6 +130,12 @@ for _, o in ipairs(change.ops or {}) do
       args[#args + 1] = v
     end
     if #args > 0 then redis.call('HSET', key, unpack(args)) end
+  elseif o.op == 'hsetargv' then
+    if o.n > 0 then
+      local args = {}
+      for j = 1, 2 * o.n do args[j] = ARGV[4 + o.from + j] end
+      redis.call('HSET', key, unpack(args))
+    end
   elseif o.op == 'hdel' then
     if #o.fields > 0 then redis.call('HDEL', key, unpack(o.fields)) end
   elseif o.op == 'del' then
@@ -144,7 +160,21 @@ for _, o in ipairs(change.ops or {}) do
       if #page == 0 then
         -- nothing in this page
       elseif o.nx then
-        for i = 1, #page, 2 do redis.call('HSETNX', KEYS[o.to], page[i], page[i + 1]) end
+        for i = 1, #page, 2 do
+          if redis.call('HSETNX', KEYS[o.to], page[i], page[i + 1]) == 0 and redis.call('HGET', KEYS[o.to], page[i]) ~= page[i + 1] then
+            kept = kept + 1
+          end
+        end
+      elseif o.cas then
+        for i = 1, #page, 2 do
+          local now = redis.call('HGET', KEYS[o.to], page[i])
+          if now == redis.call('HGET', KEYS[o.cas], page[i]) then
+            redis.call('HSET', KEYS[o.to], page[i], page[i + 1])
+          elseif now ~= page[i + 1] then
+            kept = kept + 1
+          end
+        end
+        if #fields > 0 then redis.call('HDEL', KEYS[o.cas], unpack(fields)) end
       else
         redis.call('HSET', KEYS[o.to], unpack(page))
       end
@@ -159,4 +189,4 @@ end
 redis.call('LPUSH', KEYS[1], ARGV[3])
 redis.call('LTRIM', KEYS[1], 0, tonumber(ARGV[4]) - 1)
 redis.call('PUBLISH', ARGV[2], ARGV[3])
-return 'OK'
+return kept

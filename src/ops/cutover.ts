@@ -4,7 +4,7 @@ import type {Redis} from 'ioredis'
 
 import {ExitCode, ShardctlError} from '../errors.js'
 import {clientsOn, cutConnectionsNamed, hasWorked, killClients} from '../fleet/clients.js'
-import type {ConnectionPool} from '../fleet/connect.js'
+import {type ConnectionPool, reopen} from '../fleet/connect.js'
 import {type FencingSettings, fenceWrites, isWriteFence, readFencing, replicationOf} from '../fleet/replication.js'
 import type {Endpoint} from '../registry/address.js'
 import {type Registry, type ShardNodes, nodeFields} from '../registry/registry.js'
@@ -77,24 +77,32 @@ export async function switchOrFindOut(
   }
 }
 
-/** The write pause as it really was, from the fence to its lift: the figure reported. */
+/**
+ * The write pause as it really was, from the fence to its lift: the figure reported.
+ * A run that heals may lift the fence and set it again: the pauses add up.
+ */
 export class PauseClock {
   private startedAt?: number
-  private endedAt?: number
+  private pastMs = 0
+  private ever = false
 
   start(): void {
+    this.ever = true
     this.startedAt ??= Date.now()
   }
 
   end(): void {
-    if (this.startedAt !== undefined) this.endedAt ??= Date.now()
+    if (this.startedAt === undefined) return
+    this.pastMs += Date.now() - this.startedAt
+    this.startedAt = undefined
   }
 
   get ms(): number | undefined {
-    return this.startedAt === undefined ? undefined : (this.endedAt ?? Date.now()) - this.startedAt
+    if (!this.ever) return undefined
+    return this.pastMs + (this.startedAt === undefined ? 0 : Date.now() - this.startedAt)
   }
 
-  /** Time left of a budget counted from the start of the pause. */
+  /** Time left of a budget counted from the start of the pause under way. */
   deadline(budgetMs: number): number {
     return (this.startedAt ?? Date.now()) + budgetMs
   }
@@ -287,4 +295,181 @@ export async function cutOffPreviousOwner(
       if (client) await cutConnectionsNamed(client, name).catch(() => undefined)
     }),
   )
+}
+
+// ---- healing ----------------------------------------------------------------------
+
+/** How a run heals its own operation when it fails half-way (see heal). */
+export interface HealPolicy {
+  /** How long after the failure it keeps trying to finish or roll back by itself; 0: not at all. */
+  withinMs: number
+  /** Told once, when a failure starts the healing. */
+  onHealing?: (error: Error, withinMs: number) => void
+}
+
+/** A run that failed half-way and finished or rolled back its operation by itself. */
+export interface Healed {
+  /** The failure that started it. */
+  after: string
+  attempts: number
+  /** From that failure to the end of the operation. */
+  ms: number
+  withinMs: number
+}
+
+/** An instance that refuses writes when a run gives up: why, and the shards routed to it. */
+export interface StillRefusing {
+  instance: string
+  /**
+   * fence: shardctl's write fence is on (it never lifts by itself); replica: the
+   * registry routes shards to it while it still follows another instance (READONLY);
+   * silent: it does not answer.
+   */
+  why: 'fence' | 'replica' | 'silent'
+  shards: string[]
+  /** When the operation set its fence, if the journal says it is on (a silent instance may have it too). */
+  fencedSince?: string
+}
+
+/** What an operation that stopped half-way leaves behind (see OperationLeftOpen). */
+export interface LeftOpen {
+  operation: {type: JournalEntry['type']; target: string; id: string; startedAt: string}
+  /** The failure the run stopped on. */
+  cause: {code: string; message: string; hint?: string}
+  /** The bound it healed within (--heal-within), and whether it tried (not for a failure no retry can fix). */
+  healWithinMs: number
+  retried: boolean
+  refusing: StillRefusing[]
+  /** No acknowledged write was lost: a graceful cut-over's guarantee holds at every step. */
+  lossless: boolean
+}
+
+/**
+ * A cut-over stopped half-way with its journal open: the facts of what it left, for the
+ * command to say (which instances refuse writes, why, since when, and what finishes it).
+ */
+export class OperationLeftOpen extends ShardctlError {
+  constructor(
+    readonly left: LeftOpen,
+    cause: Error,
+  ) {
+    super(`the ${left.operation.type} of ${left.operation.target} stopped half-way: ${left.cause.message}`, {
+      code: left.refusing.length > 0 ? 'EDEGRADED' : 'EOPEN',
+      exitCode: left.refusing.length > 0 ? ExitCode.degraded : ExitCode.unexpected,
+      hint: `run shardctl shards:${left.operation.type} --recover to finish or roll it back`,
+      cause,
+    })
+  }
+}
+
+/**
+ * Failures a retry cannot fix: someone changed the registry or took the operation
+ * over, the input is wrong, or a human must decide. Anything else (a host or the
+ * registry that does not answer, a connection cut) may pass.
+ */
+const FINAL_CODES = new Set(['ECONFLICT', 'ELOCKLOST', 'EUSAGE', 'ECORRUPT', 'EHELD', 'EREFUSED'])
+
+/** Between two attempts: short at first, then up to half a second (a refused connection fails at once). */
+const HEAL_BACKOFF_MS = [50, 100, 200, 500]
+
+/** An operation under heal(): its run, one attempt of its recovery, and what it leaves. */
+export interface HealedOperation<R> {
+  registry: Registry
+  pool: ConnectionPool
+  journal: Journal<unknown>
+  policy?: HealPolicy
+  /** A graceful cut-over (no acknowledged write can be lost at any step). */
+  lossless: boolean
+  run: () => Promise<R>
+  /** One attempt of the recovery; its waits for a host end by `deadline`. */
+  again: (deadline: number) => Promise<R>
+  /** What still refuses writes, read from the fleet and the journal. */
+  left: () => Promise<StillRefusing[]>
+}
+
+/**
+ * Run an operation, and if it fails half-way (its journal still open, its lock still
+ * ours) do not stop at the first failure. Until `withinMs` after it, try again what a
+ * rerun would do: the same recovery over the same journal, under the same lock. Each
+ * attempt first opens again every connection that died (they never come back by
+ * themselves, see reopen) and then proves the lock and writes the journal whole
+ * (reclaim), so that a run that lost its lock meanwhile changes nothing. No attempt
+ * starts after the bound, and each one's waits for a host are capped by it. A host
+ * that is back within the bound costs a pause, not an outage.
+ *
+ * When it gives up, or meets a failure no retry can fix, it throws OperationLeftOpen
+ * with what is left (`left`, read as well as the fleet answers). A failure after which
+ * the operation is over (finished, or undone and closed) is thrown as it is, and so is
+ * a lost lock: whoever took it over owns the operation now.
+ */
+export async function heal<R extends object>(op: HealedOperation<R>): Promise<R & {healed?: Healed}> {
+  let failure: Error
+  try {
+    return await op.run()
+  } catch (error) {
+    failure = error as Error
+  }
+  const withinMs = op.policy?.withinMs ?? 0
+  const retry = (error: Error) => !op.journal.isClosed && !FINAL_CODES.has((error as ShardctlError).code)
+  // Over, or not this run's to tell (a lost lock), or not a failure of the operation (a usage error, a
+  // confirmation no terminal can give: nothing was done, the command line must change).
+  const ownFailure = (error: Error) =>
+    !op.journal.isClosed && (error as ShardctlError).code !== 'ELOCKLOST' && (error as ShardctlError).exitCode !== ExitCode.usage
+  if (!ownFailure(failure)) throw failure
+  const first = failure
+  const started = Date.now()
+  const deadline = started + withinMs
+  if (withinMs > 0 && retry(failure)) {
+    op.policy?.onHealing?.(failure, withinMs)
+    for (let attempt = 1; Date.now() < deadline; attempt++) {
+      await sleep(Math.min(HEAL_BACKOFF_MS[Math.min(attempt - 1, HEAL_BACKOFF_MS.length - 1)], Math.max(0, deadline - Date.now())))
+      try {
+        await reviveConnections(op.registry, op.pool)
+        await op.journal.reclaim()
+        const result = await op.again(deadline)
+        return {...result, healed: {after: first.message, attempts: attempt, ms: Date.now() - started, withinMs}}
+      } catch (error) {
+        failure = error as Error
+        if (!ownFailure(failure)) throw failure
+        if (!retry(failure)) break
+      }
+    }
+  }
+  throw await leftOpen(op, failure, withinMs, withinMs > 0 && retry(first))
+}
+
+async function leftOpen(op: HealedOperation<object>, failure: Error, healWithinMs: number, retried: boolean): Promise<OperationLeftOpen> {
+  await reviveConnections(op.registry, op.pool).catch(() => undefined)
+  const refusing = await op.left().catch(() => [])
+  const {entry} = op.journal
+  return new OperationLeftOpen(
+    {
+      operation: {type: entry.type, target: entry.target, id: entry.id, startedAt: entry.startedAt},
+      cause: {
+        code: (failure as ShardctlError).code ?? 'EUNEXPECTED',
+        message: failure.message,
+        ...((failure as ShardctlError).hint ? {hint: (failure as ShardctlError).hint} : {}),
+      },
+      healWithinMs,
+      retried,
+      refusing,
+      lossless: op.lossless,
+    },
+    failure,
+  )
+}
+
+/** Open again what died: the registry's connection (in place: the lock and the journal use it) and the pool's. */
+async function reviveConnections(registry: Registry, pool: ConnectionPool): Promise<void> {
+  await Promise.all([reopen(registry.client), pool.revive()])
+}
+
+/** The registry's state, or undefined when it cannot be read (for a report, never for a decision). */
+export async function registryStateIfKnown(registry: Registry, moves: PlannedMove[]): Promise<RegistryState | undefined> {
+  return registryState(registry, moves).catch(() => undefined)
+}
+
+/** A wait for a host during a heal attempt ends at the heal's bound, and at `ms` from now otherwise. */
+export function waitUntil(ms: number, healDeadline?: number): number {
+  return healDeadline === undefined ? Date.now() + ms : Math.min(Date.now() + ms, Math.max(healDeadline, Date.now()))
 }

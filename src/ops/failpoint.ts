@@ -3,14 +3,18 @@
  * demote:after:kill, fence:before:sleep-1500, copy:after:busy-3000 (the main thread
  * busy without yielding), or registry:after:stop (the process stops itself with
  * SIGSTOP, as a frozen operator would, until it is sent SIGCONT).
- * Several may be given, separated by commas.
+ * Several may be given, separated by commas. Each fires once per run: a run that heals
+ * takes some steps again, and the fault was placed at the first.
  */
+const fired = new Set<string>()
+
 export async function failpoint(step: string, when: 'before' | 'after'): Promise<void> {
   const spec = process.env.SHARDCTL_FAILPOINT
   if (!spec) return
   for (const point of spec.split(',')) {
     const [name, at, action] = point.split(':')
-    if (name !== step || at !== when) continue
+    if (name !== step || at !== when || fired.has(point)) continue
+    fired.add(point)
     if (action === 'kill') process.kill(process.pid, 'SIGKILL')
     if (action === 'stop') process.kill(process.pid, 'SIGSTOP')
     const sleep = /^sleep-(\d+)$/.exec(action ?? '')

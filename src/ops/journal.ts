@@ -3,7 +3,7 @@ import {randomBytes} from 'node:crypto'
 import {ExitCode, ShardctlError} from '../errors.js'
 import type {Registry} from '../registry/registry.js'
 import {failpoint} from './failpoint.js'
-import type {OperatorLock} from './lock.js'
+import {type OperatorLock, describeHolder, holderIsDead, lockHeld, parseHolder} from './lock.js'
 
 /**
  * The operation journal (SPEC §4.3): a long operation records each step in the
@@ -54,6 +54,19 @@ export async function readJournal(registry: Registry): Promise<JournalEntry | un
   }
 }
 
+/**
+ * When the operation's write fence went on, if the journal says it is on still: the
+ * start of the last fence step with no lift or release done after it.
+ */
+export function fencedSince(entry: Pick<JournalEntry, 'steps'>): string | undefined {
+  let since: string | undefined
+  for (const s of entry.steps) {
+    if (s.name === 'fence' && s.state === 'started') since = s.at
+    if (['lift', 'release', 'undo'].includes(s.name) && s.state === 'done') since = undefined
+  }
+  return since
+}
+
 /** The last step that was started, and whether it finished. */
 export function lastStep(entry: JournalEntry): StepRecord | undefined {
   return entry.steps.at(-1)
@@ -81,6 +94,7 @@ export function stepResult<T>(entry: Pick<JournalEntry, 'steps'>, name: string, 
 export class Journal<P> {
   /** Told the name of each step as it starts (progress for a person). */
   onStep?: (name: string) => void
+  private closed = false
 
   private constructor(
     private readonly registry: Registry,
@@ -150,6 +164,52 @@ export class Journal<P> {
   /** The operation is over (finished or rolled back): the journal goes, the outcome is in the history. */
   async close(): Promise<void> {
     await this.write('')
+    this.closed = true
+  }
+
+  /** Whether the operation ended (finished or rolled back) and the journal is gone. */
+  get isClosed(): boolean {
+    return this.closed
+  }
+
+  /**
+   * Before a run heals its own operation: prove the lock is still ours and write the
+   * journal whole again (a write that was cut short may never have reached it). A lease
+   * that ran out meanwhile is taken again when that is safe (retakeLock).
+   */
+  async reclaim(): Promise<void> {
+    try {
+      await this.save()
+    } catch (error) {
+      if ((error as ShardctlError).code !== 'ELOCKLOST') throw error
+      const retaken = await this.retakeLock()
+      if (retaken.kind === 'taken over') throw error
+      if (retaken.kind === 'held') {
+        throw new ShardctlError(
+          `the lease ran out while the registry did not answer, and another operator holds the lock now (${retaken.by}); this run waits for it`,
+          {code: 'ELOCKWAIT', exitCode: ExitCode.locked},
+        )
+      }
+      await this.save()
+    }
+  }
+
+  /**
+   * The lease ran out while the registry did not answer (nothing renews a lease the
+   * registry cannot hear): take the lock again, but only if the journal in the registry
+   * is still this run's and nobody holds the lock. A successor that took the operation
+   * over wrote its own token as the journal's owner, and one that finished it deleted
+   * the journal: 'taken over', this run stops. Another command holding the lock now
+   * ('held', by whom) may release it: the run that heals tries again. Whoever
+   * held it in between cut this run's connections (see cutOffJournalOwner): they are
+   * opened again before this proof by the run that heals.
+   */
+  private async retakeLock(): Promise<{kind: 'ours' | 'taken over'} | {kind: 'held'; by: string}> {
+    const current = await readJournal(this.registry)
+    if (current?.id !== this.entry.id || current.owner !== this.lock.token) return {kind: 'taken over'}
+    if (await this.lock.retake()) return {kind: 'ours'}
+    const holder = parseHolder(await this.registry.client.get(this.registry.keys.lock))
+    return {kind: 'held', by: holder ? describeHolder(holder) : 'an unknown holder'}
   }
 
   /**
@@ -198,15 +258,45 @@ function lockLostMidway(cause?: Error): ShardctlError {
   )
 }
 
-export function pendingOperation(entry: JournalEntry): ShardctlError {
+function whereItStands(entry: JournalEntry): string {
   const last = lastStep(entry)
-  const where = last ? `at step "${last.name}" (${last.state})` : 'before its first step'
+  return last ? `at step "${last.name}" (${last.state})` : 'before its first step'
+}
+
+/** An operation open in the journal that nobody runs any more: the rerun that recovers it is named. */
+export function pendingOperation(entry: JournalEntry): ShardctlError {
   return new ShardctlError(
-    `an interrupted ${entry.type} of ${entry.target}, started by ${entry.by} at ${entry.startedAt}, stopped ${where}`,
+    `an interrupted ${entry.type} of ${entry.target}, started by ${entry.by} at ${entry.startedAt}, stopped ${whereItStands(entry)}`,
     {
       code: 'EPENDING',
       exitCode: ExitCode.unexpected,
-      hint: `run shardctl shards:${entry.type} ${entry.target} to finish or roll it back first`,
+      hint: `run shardctl shards:${entry.type} --recover to finish or roll it back first`,
     },
   )
+}
+
+/** Who holds the operator lock now, unless it is this run or a holder known to be dead. */
+export async function liveHolder(registry: Registry, ownToken?: string): Promise<{value: string; ttlMs: number} | undefined> {
+  const [value, ttlMs] = await Promise.all([registry.client.get(registry.keys.lock), registry.client.pttl(registry.keys.lock)])
+  if (value === null || holderIsDead(value)) return undefined
+  if (ownToken !== undefined && parseHolder(value)?.token === ownToken) return undefined
+  return {value, ttlMs}
+}
+
+/**
+ * Why an open operation in the journal stops this command, told truthfully. While a
+ * live holder holds the lock, the operation is running (or waits behind that holder):
+ * exit 4, naming the holder and since when, as every other mutating command says it.
+ * Only when nobody holds it is the operation interrupted, and the rerun that recovers
+ * it named.
+ */
+export async function openOperationError(registry: Registry, entry: JournalEntry, ownToken?: string): Promise<ShardctlError> {
+  const held = await liveHolder(registry, ownToken)
+  if (!held) return pendingOperation(entry)
+  const locked = lockHeld(registry.keys.lock, held.value, held.ttlMs)
+  const running = entry.owner !== undefined && parseHolder(held.value)?.token === entry.owner
+  const what = running
+    ? `; it is running the ${entry.type} of ${entry.target}, now ${whereItStands(entry)}`
+    : `; an interrupted ${entry.type} of ${entry.target} also waits in the journal`
+  return new ShardctlError(`${locked.message}${what}`, {code: locked.code, exitCode: locked.exitCode, hint: locked.hint})
 }

@@ -6,7 +6,7 @@
  */
 import {parentPort, workerData} from 'node:worker_threads'
 
-import {type ConnectOptions, close, connect} from '../fleet/connect.js'
+import {type ConnectOptions, close, connect, reopen} from '../fleet/connect.js'
 import type {ConnectTarget} from '../registry/address.js'
 
 export interface RenewerData {
@@ -21,13 +21,30 @@ export interface RenewerData {
 const data = workerData as RenewerData
 const client = await connect(data.target, data.options)
 let stopping = false
+let renewing = false
+
+/**
+ * One renewal. A registry that was silent past the timeout leaves the connection dead
+ * (it never reconnects by itself): it is opened again here, so that a run healing its
+ * operation after the registry came back keeps its lease. Renewing only ever extends a
+ * lease that still holds this run's value, so a new connection cannot revive a lost one.
+ */
+async function renew(): Promise<void> {
+  try {
+    await reopen(client)
+    const held = await client.lockRenew(data.key, data.value, String(data.leaseMs))
+    if (held === 0 && !stopping) parentPort?.postMessage('lost')
+  } catch {
+    // A missed renewal is retried at the next tick; the lease outlives two of them.
+  }
+}
+
 const timer = setInterval(() => {
-  client.lockRenew(data.key, data.value, String(data.leaseMs)).then(
-    (held) => {
-      if (held === 0 && !stopping) parentPort?.postMessage('lost')
-    },
-    () => undefined, // a missed renewal is retried at the next tick; the lease outlives two of them
-  )
+  if (renewing) return
+  renewing = true
+  void renew().finally(() => {
+    renewing = false
+  })
 }, data.everyMs)
 parentPort?.on('message', (message) => {
   if (message !== 'stop') return

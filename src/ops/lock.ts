@@ -86,6 +86,18 @@ export class OperatorLock {
     return lock
   }
 
+  /**
+   * Take the lock again, with the same value (so that every change fenced by it holds
+   * again), after its lease ran out while the registry did not answer: only if nobody
+   * holds it now. See Journal.retakeLock for when that is safe.
+   */
+  async retake(): Promise<boolean> {
+    const reply = await this.client.lockAcquire(this.key, this.value, String(this.leaseMs), '')
+    if (reply !== 'OK') return false
+    this.lost = false
+    return true
+  }
+
   get isLost(): boolean {
     return this.lost
   }
@@ -151,7 +163,8 @@ export function parseHolder(value: string | null): LockHolder | undefined {
   }
 }
 
-function holderIsDead(value: string): boolean {
+/** A holder on this host whose process is gone: it will never renew nor release. */
+export function holderIsDead(value: string): boolean {
   const holder = parseHolder(value)
   if (!holder || holder.host !== hostname() || holder.pid === process.pid) return false
   try {

@@ -21,20 +21,26 @@ import {Change, type Registry, type ShardNodes} from '../registry/registry.js'
 import {type Shard, validateShardId} from '../registry/schema.js'
 import {
   type CatchUp,
+  type HealPolicy,
+  type Healed,
   PauseClock,
   type PlannedMove,
+  type StillRefusing,
   catchUp,
   cutOffPreviousOwner,
   fenceStep,
+  heal,
   nodesOf,
   notCaughtUp as notCaughtUpLine,
   registryState,
+  registryStateIfKnown,
   switchOrFindOut,
+  waitUntil,
   writableReplicaRefusal,
 } from './cutover.js'
-import {Journal, type JournalEntry, pendingOperation, readJournal, stepResult} from './journal.js'
+import {Journal, type JournalEntry, fencedSince, pendingOperation, readJournal, stepDone, stepResult, stepStarted} from './journal.js'
 import type {OperatorLock} from './lock.js'
-import {type PromoteAction, decidePromoteRecovery} from './recovery.js'
+import {type NodeFacts, type PromoteAction, decidePromoteRecovery, refusalError} from './recovery.js'
 
 /**
  * shards:promote as named steps over the journal. Many shards live in the databases
@@ -92,6 +98,8 @@ export interface PromoteResult {
   repointed: string[]
   unreachable: string[]
   recovered?: 'rolled-forward' | 'rolled-back'
+  /** The run failed half-way and finished or rolled back by itself (see --heal-within). */
+  healed?: Healed
   /** The old master's min-replicas-* settings, given to the new master (graceful). */
   fencing?: Record<string, string>
 }
@@ -259,7 +267,6 @@ const FENCED_CATCH_UP_MS = 30_000
  * and each step as a function of its own.
  */
 class PromoteRun {
-  readonly clock = new PauseClock()
   readonly result: PromoteResult
   private readonly oldEp: Endpoint
   private readonly newEp: Endpoint
@@ -271,6 +278,10 @@ class PromoteRun {
     private readonly pool: ConnectionPool,
     private readonly journal: Journal<PromotePlan>,
     readonly plan: PromotePlan,
+    /** The write pause, kept across the attempts of a run that heals. */
+    readonly clock = new PauseClock(),
+    /** In a heal attempt: the end of the heal's bound, where a wait for a host ends too. */
+    private readonly healDeadline?: number,
   ) {
     this.oldEp = endpointOf(plan.oldMaster)
     this.newEp = endpointOf(plan.newMaster)
@@ -341,7 +352,7 @@ class PromoteRun {
     fence: () => fenceStep(this.journal, this.oldMaster, this.plan.oldMaster, this.plan.maxPauseMs, this.clock),
     'catch-up': () =>
       this.journal.step('catch-up', async () => {
-        const caught = await catchUp(this.oldMaster, [this.newMaster], Date.now() + FENCED_CATCH_UP_MS)
+        const caught = await catchUp(this.oldMaster, [this.newMaster], waitUntil(FENCED_CATCH_UP_MS, this.healDeadline))
         if (!caught.caughtUp) throw notCaughtUp(this.plan, caught, 'in time')
       }),
     // After the switch, before the promotion: the new master holds every byte of the
@@ -349,7 +360,7 @@ class PromoteRun {
     verify: () =>
       this.journal.step('verify', async () => {
         if (!this.old || this.plan.mode !== 'graceful') return
-        const caught = await catchUp(this.old, [this.newMaster], Date.now() + FENCED_CATCH_UP_MS)
+        const caught = await catchUp(this.old, [this.newMaster], waitUntil(FENCED_CATCH_UP_MS, this.healDeadline))
         if (!caught.caughtUp) throw notCaughtUp(this.plan, caught, 'after the registry switch')
       }),
     registry: () => this.journal.step('registry', () => this.switchRegistry({recovered: true})),
@@ -495,19 +506,29 @@ function notCaughtUp(plan: PromotePlan, caught: CatchUp, when: string, undone = 
   })
 }
 
+/** What the command gives a promote: progress, and how it heals a failure half-way. */
+export interface PromoteOptions {
+  onStep?: (step: string) => void
+  heal?: HealPolicy
+  /** Asked when the old master is gone and only an emergency finish is left (--force); absent: refuse. */
+  confirmEmergency?: (plan: PromotePlan) => Promise<boolean>
+}
+
 /** Run a planned promote under the lock, step by step over the journal. */
 export async function executePromote(
   registry: Registry,
   lock: OperatorLock,
   pool: ConnectionPool,
   plan: PromotePlan,
-  options: {onStep?: (step: string) => void},
+  options: Omit<PromoteOptions, 'confirmEmergency'>,
 ): Promise<PromoteResult> {
   const journal = await Journal.begin(registry, lock, 'promote', plan.oldMaster, plan)
   journal.onStep = options.onStep
   const run = new PromoteRun(registry, pool, journal, plan)
-  await run.connect()
-  return plan.mode === 'emergency' ? run.emergency() : run.graceful()
+  return healPromote(registry, pool, journal, run.clock, options, async () => {
+    await run.connect()
+    return plan.mode === 'emergency' ? run.emergency() : run.graceful()
+  })
 }
 
 /** Whether a pending operation is about this target (its old or new master, or one of its shards). */
@@ -517,19 +538,23 @@ export function journalMatches(entry: JournalEntry, instance: Endpoint, shardId?
   return entry.type === 'promote' && (plan.oldMaster === key || plan.newMaster === key || plan.shards.some((s) => s.id === shardId))
 }
 
-/** Read what the instances say now, for the recovery's decision. */
-async function promoteFacts(registry: Registry, pool: ConnectionPool, plan: PromotePlan) {
+/**
+ * What the old and the new master say now, for the recovery's decision. An instance
+ * counts as reachable only if it answers every question asked of it: an old master
+ * whose fencing cannot be read is not known to have lost its fence.
+ */
+async function promoteNodeFacts(pool: ConnectionPool, plan: PromotePlan): Promise<{old: NodeFacts; new: NodeFacts}> {
   const oldEp = endpointOf(plan.oldMaster)
   const newEp = endpointOf(plan.newMaster)
-  const [oldState, newState, state] = await Promise.all([probe(pool, oldEp), probe(pool, newEp), registryState(registry, plan.shards)])
-  const fenced = oldState.client ? await readFencing(oldState.client).then(isWriteFence, () => undefined) : undefined
+  const [oldState, newState] = await Promise.all([probe(pool, oldEp), probe(pool, newEp)])
+  const fencing = oldState.client ? await readFencing(oldState.client).catch(() => undefined) : undefined
+  const oldAnswers = oldState.info !== undefined && fencing !== undefined
   return {
-    registry: state,
     old: {
-      reachable: Boolean(oldState.info),
-      role: oldState.info?.role,
-      followsPeer: oldState.info ? follows(oldState.info, newEp) : undefined,
-      fenced,
+      reachable: oldAnswers,
+      role: oldAnswers ? oldState.info?.role : undefined,
+      followsPeer: oldAnswers && oldState.info ? follows(oldState.info, newEp) : undefined,
+      fenced: fencing !== undefined && isWriteFence(fencing),
     },
     new: {
       reachable: Boolean(newState.info),
@@ -542,30 +567,64 @@ async function promoteFacts(registry: Registry, pool: ConnectionPool, plan: Prom
 /**
  * Finish or roll back a promote a killed, stopped or overtaken run left behind. The
  * run that wrote the journal is cut off first; then the journal and the live facts
- * decide (decidePromoteRecovery), and the same step functions as a normal run act.
+ * decide (decidePromoteRecovery), and the same step functions as a normal run act. A
+ * host that does not answer is waited for, within the heal policy's bound.
  */
 export async function recoverPromote(
   registry: Registry,
   lock: OperatorLock,
   pool: ConnectionPool,
   entry: JournalEntry,
-  options: {
-    /** Asked when the old master is gone and only an emergency finish is left (--force); false: refuse. */
-    confirmEmergency?: (plan: PromotePlan) => Promise<boolean>
-  } = {},
+  options: PromoteOptions = {},
 ): Promise<PromoteResult> {
-  let plan = entry.plan as PromotePlan
+  const plan = entry.plan as PromotePlan
   plan.maxPauseMs ??= 1000
   await cutOffPreviousOwner(pool, entry, PromoteRun.instances(plan), lock.token)
   const journal = await Journal.resume(registry, lock, entry as JournalEntry<PromotePlan>)
-  const decision = decidePromoteRecovery(journal.entry, await promoteFacts(registry, pool, plan))
-  if (decision.kind === 'refuse') throw new ShardctlError(decision.reason, {code: 'ECONFLICT', hint: decision.hint})
+  journal.onStep = options.onStep
+  const clock = new PauseClock()
+  return healPromote(registry, pool, journal, clock, options, () => finishOrRollBack(registry, pool, journal, clock, options))
+}
+
+function healPromote(
+  registry: Registry,
+  pool: ConnectionPool,
+  journal: Journal<PromotePlan>,
+  clock: PauseClock,
+  options: PromoteOptions,
+  run: () => Promise<PromoteResult>,
+): Promise<PromoteResult> {
+  return heal({
+    registry,
+    pool,
+    journal,
+    policy: options.heal,
+    lossless: journal.entry.plan.mode === 'graceful',
+    run,
+    again: (deadline) => finishOrRollBack(registry, pool, journal, clock, options, deadline),
+    left: () => stillRefusingAfterPromote(registry, pool, journal.entry),
+  })
+}
+
+/** The recovery itself, over a journal this run owns: decide from the journal and the facts, then act. */
+async function finishOrRollBack(
+  registry: Registry,
+  pool: ConnectionPool,
+  journal: Journal<PromotePlan>,
+  clock: PauseClock,
+  options: PromoteOptions,
+  healDeadline?: number,
+): Promise<PromoteResult> {
+  let {plan} = journal.entry
+  const [registryNow, nodes] = await Promise.all([registryState(registry, plan.shards), promoteNodeFacts(pool, plan)])
+  const decision = decidePromoteRecovery(journal.entry, {registry: registryNow, ...nodes})
+  if (decision.kind === 'refuse') throw refusalError(decision)
 
   if (decision.kind === 'emergency-only') {
     if (!options.confirmEmergency) {
       throw new ShardctlError(`cannot roll back the interrupted promote: the old master ${plan.oldMaster} does not answer`, {
         code: 'EUNREACHABLE',
-        hint: `if it is gone for good, run shards:promote ${plan.oldMaster} --force to finish as an emergency failover to ${plan.newMaster}`,
+        hint: `bring it back and run shards:promote --recover; if it is gone for good, run shards:promote ${plan.oldMaster} --force to finish as an emergency failover to ${plan.newMaster}`,
       })
     }
     // The old master died mid-promote: finish as an emergency failover to the planned
@@ -582,7 +641,7 @@ export async function recoverPromote(
       throw usageError('nothing changed: the interrupted promote is still pending', 'run again to decide')
     plan = emergency
     journal.entry.plan = emergency
-    const run = new PromoteRun(registry, pool, journal, plan)
+    const run = new PromoteRun(registry, pool, journal, plan, clock, healDeadline)
     await run.connect()
     run.result.missedBytes = null
     await run.run(['promote', 'registry', 'repoint'])
@@ -596,13 +655,14 @@ export async function recoverPromote(
     return {...run.result, applied: true, recovered: 'rolled-forward'}
   }
 
-  const run = new PromoteRun(registry, pool, journal, plan)
+  const run = new PromoteRun(registry, pool, journal, plan, clock, healDeadline)
   await run.connect()
   if (decision.kind === 'close') {
     await journal.close()
     return {...run.result, recovered: 'rolled-back'}
   }
   await run.run(decision.actions)
+  run.pauseFigures()
   const forward = decision.kind === 'roll-forward'
   await registry.apply(new Change(), forward ? 'promote.finished' : 'promote.rolled-back', {
     from: plan.oldMaster,
@@ -611,6 +671,37 @@ export async function recoverPromote(
   })
   await journal.close()
   return {...run.result, applied: forward, recovered: forward ? 'rolled-forward' : 'rolled-back'}
+}
+
+/**
+ * What refuses writes when a promote stops half-way: the old master while its fence is
+ * on (with the shards the registry still routes to it), and, once the registry routes
+ * them to the new master, the new master while it is still a replica (READONLY) or does
+ * not answer. Read from the fleet; where the registry cannot be read, the journal says
+ * whether it was switched.
+ */
+async function stillRefusingAfterPromote(
+  registry: Registry,
+  pool: ConnectionPool,
+  entry: JournalEntry<PromotePlan>,
+): Promise<StillRefusing[]> {
+  const {plan} = entry
+  const [registryNow, nodes] = await Promise.all([registryStateIfKnown(registry, plan.shards), promoteNodeFacts(pool, plan)])
+  const switched =
+    registryNow === undefined ? stepStarted(entry, 'registry') && !stepDone(entry, 'undo-registry') : registryNow !== 'before'
+  const since = fencedSince(entry)
+  const ids = plan.shards.map((s) => s.id)
+  const refusing: StillRefusing[] = []
+  const onOld = switched ? [] : ids
+  if (!nodes.old.reachable) {
+    if (!switched || since) refusing.push({instance: plan.oldMaster, why: 'silent', shards: onOld, ...(since ? {fencedSince: since} : {})})
+  } else if (nodes.old.fenced)
+    refusing.push({instance: plan.oldMaster, why: 'fence', shards: onOld, ...(since ? {fencedSince: since} : {})})
+  if (switched) {
+    if (!nodes.new.reachable) refusing.push({instance: plan.newMaster, why: 'silent', shards: ids})
+    else if (nodes.new.role !== 'master') refusing.push({instance: plan.newMaster, why: 'replica', shards: ids})
+  }
+  return refusing
 }
 
 export {pendingOperation, readJournal}

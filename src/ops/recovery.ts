@@ -1,3 +1,4 @@
+import {ShardctlError} from '../errors.js'
 import type {RegistryState} from './cutover.js'
 import {type JournalEntry, stepDone, stepStarted} from './journal.js'
 
@@ -17,7 +18,16 @@ export interface NodeFacts {
   fenced?: boolean
 }
 
-export type Refusal = {kind: 'refuse'; reason: string; hint: string}
+/**
+ * No recovery now. `transient`: only because a host does not answer, which may pass
+ * (a run that heals tries again); otherwise a person must look first.
+ */
+export type Refusal = {kind: 'refuse'; reason: string; hint: string; transient?: true}
+
+/** A refusal as the error a recovery stops on (one that only waits for a host is retried by a run that heals). */
+export function refusalError(refusal: Refusal): ShardctlError {
+  return new ShardctlError(refusal.reason, {code: refusal.transient ? 'EUNREACHABLE' : 'ECONFLICT', hint: refusal.hint})
+}
 
 // ---- promote --------------------------------------------------------------------
 
@@ -78,6 +88,7 @@ export function decidePromoteRecovery(
         kind: 'refuse',
         reason: 'cannot finish the promote: the new master does not answer',
         hint: 'bring it back, then run the command again',
+        transient: true,
       }
     }
     // The old master was fenced by this operation and is not any more (it restarted, or
@@ -111,7 +122,12 @@ export function decidePromoteRecovery(
   if (!old.reachable) {
     return next.reachable
       ? {kind: 'emergency-only', reason: 'the old master does not answer, so the promote cannot be rolled back'}
-      : {kind: 'refuse', reason: 'neither the old nor the new master answers', hint: 'bring one of them back, then run the command again'}
+      : {
+          kind: 'refuse',
+          reason: 'neither the old nor the new master answers',
+          hint: 'bring one of them back, then run the command again',
+          transient: true,
+        }
   }
   const actions: PromoteAction[] = []
   if (old.role !== 'master') actions.push('restore-old')
@@ -173,12 +189,14 @@ export function decideSplitRecovery(entry: Pick<JournalEntry, 'steps'>, facts: S
         kind: 'refuse',
         reason: 'the source does not answer',
         hint: 'bring it back, then run the command again to roll the split back',
+        transient: true,
       }
     if (unreachable)
       return {
         kind: 'refuse',
         reason: 'a target does not answer, so its copy cannot be dropped',
         hint: 'bring it back, then run the command again',
+        transient: true,
       }
     return {kind: 'roll-back', actions: [...(fenceStarted || source.fenced ? (['lift'] as SplitAction[]) : []), 'detach-targets']}
   }
@@ -189,6 +207,7 @@ export function decideSplitRecovery(entry: Pick<JournalEntry, 'steps'>, facts: S
       kind: 'refuse',
       reason: 'a target does not answer: the split cannot be finished',
       hint: 'bring it back, then run the command again',
+      transient: true,
     }
   // Released (the fence lifted and the moved databases dropped together): what is left
   // is to look for writes that landed since, and to clean the targets.
@@ -200,6 +219,7 @@ export function decideSplitRecovery(entry: Pick<JournalEntry, 'steps'>, facts: S
       kind: 'refuse',
       reason: 'the source does not answer: the split cannot be finished',
       hint: 'bring it back, then run the command again',
+      transient: true,
     }
 
   const promoted = targets.filter((t) => t.role === 'master').length

@@ -28,22 +28,28 @@ import {Change, type Registry, compareIds} from '../registry/registry.js'
 import {sharedDatabases} from '../registry/schema.js'
 import {
   type CatchUp,
+  type HealPolicy,
+  type Healed,
   PauseClock,
   type PlannedMove,
+  type StillRefusing,
   catchUp,
   cutOffPreviousOwner,
   fenceStep,
+  heal,
   MIN_QUIET_MS,
   holdClientsOff,
   nodesOf,
   notCaughtUp as notCaughtUpLine,
   registryState,
+  registryStateIfKnown,
   switchOrFindOut,
+  waitUntil,
   writableReplicaRefusal,
 } from './cutover.js'
-import {Journal, type JournalEntry, stepDone, stepResult} from './journal.js'
+import {Journal, type JournalEntry, fencedSince, stepDone, stepResult, stepStarted} from './journal.js'
 import type {OperatorLock} from './lock.js'
-import {type SplitAction, decideSplitRecovery} from './recovery.js'
+import {type NodeFacts, type SplitAction, decideSplitRecovery, refusalError} from './recovery.js'
 
 /**
  * shards:split as named steps over the journal. The chosen shard databases move,
@@ -133,6 +139,8 @@ export interface SplitResult {
   droppedFromSource: number[]
   keptOnSource: number[]
   recovered?: 'rolled-forward' | 'rolled-back'
+  /** The run failed half-way and finished or rolled back by itself (see --heal-within). */
+  healed?: Healed
   /** Instances started with --spawn: stop them with their pid when they are retired. */
   spawned?: {port: number; pid: number; dir: string}[]
 }
@@ -403,15 +411,23 @@ export function splitInstances(plan: SplitPlan): Endpoint[] {
 /** How often the grace period looks for clients writing to the moved databases. */
 const GRACE_POLL_MS = 20
 
-/** One split in progress: its connections (all opened before the journal begins), journal, clock and steps. */
+/**
+ * The clocks of one split, kept across the attempts of a run that heals: the write
+ * pause of the source (fence to lift, added up), and when the moved shards were
+ * switched (they take no writes until their targets are promoted).
+ */
+interface SplitTiming {
+  clock: PauseClock
+  switchedAt?: number
+}
+
+/** One split in progress: its connections (all opened before the journal begins), journal, clocks and steps. */
 class SplitRun {
-  readonly clock = new PauseClock()
   readonly result: SplitResult
   private readonly sourceEp: Endpoint
   private readonly movedDbs: number[]
   private source?: ScriptedRedis
   private targets: Redis[] = []
-  private switchedAt?: number
   onCopy?: (read: number, total: number) => void
 
   constructor(
@@ -419,6 +435,9 @@ class SplitRun {
     private readonly pool: ConnectionPool,
     private readonly journal: Journal<SplitPlan>,
     readonly plan: SplitPlan,
+    private readonly timing: SplitTiming = {clock: new PauseClock()},
+    /** In a heal attempt: the end of the heal's bound, where a wait for a host ends too. */
+    private readonly healDeadline?: number,
   ) {
     this.sourceEp = endpointOf(plan.source)
     this.movedDbs = plan.moves.map((m) => m.db)
@@ -433,6 +452,10 @@ class SplitRun {
     this.source = await this.pool.get(this.sourceEp).catch(() => undefined)
     this.targets = await Promise.all(this.plan.targets.map((t) => this.pool.get(endpointOf(t.instance))))
     await Promise.all(this.plan.targets.flatMap((t) => t.replicas.map((r) => this.pool.get(endpointOf(r)))))
+  }
+
+  get clock(): PauseClock {
+    return this.timing.clock
   }
 
   private get sourceClient(): ScriptedRedis {
@@ -502,11 +525,11 @@ class SplitRun {
           }),
         ),
       )
-      this.switchedAt = Date.now()
+      this.timing.switchedAt = Date.now()
       return switched
     },
     hold: async () => {
-      this.switchedAt ??= Date.now()
+      this.timing.switchedAt ??= Date.now()
       const outcome = await this.journal.step(
         'hold',
         () => holdClientsOff(this.sourceClient, new Set(this.movedDbs), this.plan.holdMs, this.plan.quietMs),
@@ -534,14 +557,14 @@ class SplitRun {
         const caught = await catchUp(
           this.sourceClient,
           unpromoted.filter((t): t is Redis => t !== undefined),
-          Date.now() + FENCED_CATCH_UP_MS,
+          waitUntil(FENCED_CATCH_UP_MS, this.healDeadline),
         )
         if (!caught.caughtUp) throw notCaughtUp(this.plan, caught, false)
       }),
     promote: () =>
       this.journal.step('promote', async () => {
         await Promise.all(this.targets.map((t) => makeMaster(t)))
-        if (this.switchedAt !== undefined) this.result.heldMs = Date.now() - this.switchedAt
+        if (this.timing.switchedAt !== undefined) this.result.heldMs = Date.now() - this.timing.switchedAt
       }),
     release: () =>
       this.journal.step('release', async () => {
@@ -756,19 +779,29 @@ function notCaughtUp(plan: SplitPlan, caught: CatchUp, undone: boolean): Shardct
   })
 }
 
+/** What the command gives a split: progress callbacks, and how it heals a failure half-way. */
+export interface SplitOptions {
+  onStep?: (step: string) => void
+  onCopy?: (read: number, total: number) => void
+  heal?: HealPolicy
+}
+
 export async function executeSplit(
   registry: Registry,
   lock: OperatorLock,
   pool: ConnectionPool,
   plan: SplitPlan,
-  options: {onStep?: (step: string) => void; onCopy?: (read: number, total: number) => void},
+  options: SplitOptions,
 ): Promise<SplitResult> {
   const journal = await Journal.begin(registry, lock, 'split', plan.source, plan)
   journal.onStep = options.onStep
-  const run = new SplitRun(registry, pool, journal, plan)
+  const timing: SplitTiming = {clock: new PauseClock()}
+  const run = new SplitRun(registry, pool, journal, plan, timing)
   run.onCopy = options.onCopy
-  await run.connect()
-  return run.normal()
+  return healSplit(registry, pool, journal, timing, options, async () => {
+    await run.connect()
+    return run.normal()
+  })
 }
 
 export function splitJournalMatches(entry: JournalEntry, source: Endpoint): boolean {
@@ -776,34 +809,44 @@ export function splitJournalMatches(entry: JournalEntry, source: Endpoint): bool
   return entry.type === 'split' && (plan.source === instanceKey(source) || plan.targets.some((t) => t.instance === instanceKey(source)))
 }
 
-async function splitFacts(registry: Registry, pool: ConnectionPool, plan: SplitPlan) {
+/**
+ * What the instances of a split say now. An instance counts as reachable only if it
+ * answers every question asked of it: a source whose fencing cannot be read is not
+ * known to be unfenced.
+ */
+async function splitNodeFacts(pool: ConnectionPool, plan: SplitPlan): Promise<{source: NodeFacts; targets: NodeFacts[]}> {
   const sourceEp = endpointOf(plan.source)
-  const source = await pool.get(sourceEp).catch(() => undefined)
-  const fenced = source ? await readFencing(source).then(isWriteFence, () => false) : false
-  const targets = await Promise.all(
-    plan.targets.map(async (t) => {
-      try {
-        const info = await replicationOf(await pool.get(endpointOf(t.instance)))
-        return {reachable: true, role: info.role, followsPeer: follows(info, sourceEp)}
-      } catch {
-        return {reachable: false}
-      }
-    }),
-  )
-  return {registry: await registryState(registry, plan.moves), source: {reachable: Boolean(source), fenced}, targets}
+  const [fencing, targets] = await Promise.all([
+    pool
+      .get(sourceEp)
+      .then(readFencing)
+      .catch(() => undefined),
+    Promise.all(
+      plan.targets.map(async (t): Promise<NodeFacts> => {
+        try {
+          const info = await replicationOf(await pool.get(endpointOf(t.instance)))
+          return {reachable: true, role: info.role, followsPeer: follows(info, sourceEp)}
+        } catch {
+          return {reachable: false}
+        }
+      }),
+    ),
+  ])
+  return {source: {reachable: fencing !== undefined, fenced: fencing !== undefined && isWriteFence(fencing)}, targets}
 }
 
 /**
  * Finish or roll back a split a killed, stopped or overtaken run left behind: the run
  * that wrote the journal is cut off first; then the journal and the live facts decide
- * (decideSplitRecovery), and the same step functions as a normal run act.
+ * (decideSplitRecovery), and the same step functions as a normal run act. A host that
+ * does not answer is waited for, within the heal policy's bound.
  */
 export async function recoverSplit(
   registry: Registry,
   lock: OperatorLock,
   pool: ConnectionPool,
   entry: JournalEntry,
-  options: {onStep?: (step: string) => void} = {},
+  options: Omit<SplitOptions, 'onCopy'> = {},
 ): Promise<SplitResult> {
   const plan = entry.plan as SplitPlan
   plan.holdMs ??= 10_000
@@ -812,9 +855,43 @@ export async function recoverSplit(
   await cutOffPreviousOwner(pool, entry, SplitRun.instances(plan), lock.token)
   const journal = await Journal.resume(registry, lock, entry as JournalEntry<SplitPlan>)
   journal.onStep = options.onStep
-  const decision = decideSplitRecovery(journal.entry, await splitFacts(registry, pool, plan))
-  if (decision.kind === 'refuse') throw new ShardctlError(decision.reason, {code: 'ECONFLICT', hint: decision.hint})
-  const run = new SplitRun(registry, pool, journal, plan)
+  const timing: SplitTiming = {clock: new PauseClock()}
+  return healSplit(registry, pool, journal, timing, options, () => finishOrRollBack(registry, pool, journal, timing))
+}
+
+function healSplit(
+  registry: Registry,
+  pool: ConnectionPool,
+  journal: Journal<SplitPlan>,
+  timing: SplitTiming,
+  options: Pick<SplitOptions, 'heal'>,
+  run: () => Promise<SplitResult>,
+): Promise<SplitResult> {
+  return heal({
+    registry,
+    pool,
+    journal,
+    policy: options.heal,
+    lossless: true,
+    run,
+    again: (deadline) => finishOrRollBack(registry, pool, journal, timing, deadline),
+    left: () => stillRefusingAfterSplit(registry, pool, journal.entry),
+  })
+}
+
+/** The recovery itself, over a journal this run owns: decide from the journal and the facts, then act. */
+async function finishOrRollBack(
+  registry: Registry,
+  pool: ConnectionPool,
+  journal: Journal<SplitPlan>,
+  timing: SplitTiming,
+  healDeadline?: number,
+): Promise<SplitResult> {
+  const {plan} = journal.entry
+  const [registryNow, nodes] = await Promise.all([registryState(registry, plan.moves), splitNodeFacts(pool, plan)])
+  const decision = decideSplitRecovery(journal.entry, {registry: registryNow, ...nodes})
+  if (decision.kind === 'refuse') throw refusalError(decision)
+  const run = new SplitRun(registry, pool, journal, plan, timing, healDeadline)
   await run.connect()
   if (stepDone(journal.entry, 'grace')) Object.assign(run.result.strays, stepResult(journal.entry, 'grace', 'done'))
   await run.run(decision.actions)
@@ -824,4 +901,34 @@ export async function recoverSplit(
     return {...run.result, recovered: 'rolled-back'}
   }
   return run.finish('rolled-forward')
+}
+
+/**
+ * What refuses writes when a split stops half-way: the source while its fence is on
+ * (with the shards routed to it), and, once the registry routes the moved shards to
+ * the targets, each target that still follows the source (READONLY) or does not answer.
+ * Read from the fleet; where the registry cannot be read, the journal says whether it
+ * was switched.
+ */
+async function stillRefusingAfterSplit(registry: Registry, pool: ConnectionPool, entry: JournalEntry<SplitPlan>): Promise<StillRefusing[]> {
+  const {plan} = entry
+  const [registryNow, nodes] = await Promise.all([registryStateIfKnown(registry, plan.moves), splitNodeFacts(pool, plan)])
+  const switched =
+    registryNow === undefined ? stepStarted(entry, 'registry') && !stepDone(entry, 'undo-registry') : registryNow !== 'before'
+  const since = fencedSince(entry)
+  const onSource = [...plan.staying.map((s) => s.id), ...(switched ? [] : plan.moves.map((m) => m.id))]
+  const refusing: StillRefusing[] = []
+  if (!nodes.source.reachable)
+    refusing.push({instance: plan.source, why: 'silent', shards: onSource, ...(since ? {fencedSince: since} : {})})
+  else if (nodes.source.fenced)
+    refusing.push({instance: plan.source, why: 'fence', shards: onSource, ...(since ? {fencedSince: since} : {})})
+  if (switched) {
+    for (const [i, t] of plan.targets.entries()) {
+      const moved = plan.moves.filter((m) => m.to === t.instance).map((m) => m.id)
+      const facts = nodes.targets[i]
+      if (!facts.reachable) refusing.push({instance: t.instance, why: 'silent', shards: moved})
+      else if (facts.role !== 'master') refusing.push({instance: t.instance, why: 'replica', shards: moved})
+    }
+  }
+  return refusing
 }

@@ -229,8 +229,54 @@ export function instanceKey(address: {host: string; port: number}): string {
   return `${formatHost(address.host)}:${address.port}`
 }
 
+/** Every spelling of this machine's loopback: one host. */
+const LOOPBACK = new Set(['localhost', '127.0.0.1', '::1', '::ffff:7f00:1'])
+
+/**
+ * A host as one name, whatever its spelling: letters in one case, IPv4 and IPv6 in
+ * their normal form (0:0:0:0:0:0:0:1 is ::1, 127.1 is 127.0.0.1), loopback as
+ * 127.0.0.1. What two spellings cannot tell (two names of one server) the server's
+ * run_id can, where it answers (fleet/identity.ts).
+ */
+export function canonicalHost(host: string): string {
+  const lower = host.toLowerCase().replace(/\.$/, '')
+  let normal = lower
+  try {
+    normal = new URL(`http://${formatHost(lower)}/`).hostname.replace(/^\[(.*)\]$/, '$1')
+  } catch {
+    // not a host the URL parser takes (an IPv6 zone): its lower case is its name
+  }
+  return LOOPBACK.has(normal) ? '127.0.0.1' : normal
+}
+
+/** An instance as one name, for comparing: see canonicalHost. */
+export function canonicalInstance(address: {host: string; port: number}): string {
+  return instanceKey({host: canonicalHost(address.host), port: address.port})
+}
+
+/** A database as one name, for comparing: see canonicalHost. */
+export function canonicalDatabase(address: ShardAddress): string {
+  return `${canonicalInstance(address)}/${address.db}`
+}
+
+/**
+ * A registry as one name, for comparing: its database (canonicalDatabase), or behind
+ * Sentinel the master name, the db and its Sentinels in one order (any one of them
+ * leads to the same registry, so the set is what names it).
+ */
+export function canonicalRegistry(target: ConnectTarget): string {
+  if (!target.sentinel) return canonicalDatabase(target)
+  const sentinels = target.sentinel.sentinels.map(canonicalInstance).sort()
+  return `sentinel:${sentinels.join(',')}/${target.sentinel.name}/${target.db}`
+}
+
 export function sameInstance(a: {host: string; port: number}, b: {host: string; port: number}): boolean {
-  return instanceKey(a) === instanceKey(b)
+  return canonicalInstance(a) === canonicalInstance(b)
+}
+
+/** Whether two spellings name one host (see canonicalHost). */
+export function sameHost(a: string, b: string): boolean {
+  return a === b || canonicalHost(a) === canonicalHost(b)
 }
 
 /** The instance a name made by instanceKey (or given as host:port) stands for. */

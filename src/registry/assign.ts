@@ -1,21 +1,41 @@
+import type {Redis} from 'ioredis'
+
 import {ExitCode, ShardctlError} from '../errors.js'
+import {close} from '../fleet/connect.js'
 import type {Registry} from './registry.js'
+
+/**
+ * Each weight's share of new assignments, weight / sum of weights, computed without
+ * overflow: weights are divided by the largest first, so three shards of 1e308 each
+ * get a third (their sum is no longer a finite number). 0 for weight 0, and for all
+ * when no weight is above 0.
+ */
+export function shares(weights: Map<string, number>): Map<string, number> {
+  const largest = Math.max(0, ...[...weights.values()].filter((w) => w > 0 && Number.isFinite(w)))
+  const scaled = new Map([...weights].map(([id, w]) => [id, largest > 0 && w > 0 && Number.isFinite(w) ? w / largest : 0]))
+  const total = [...scaled.values()].reduce((a, b) => a + b, 0)
+  return new Map([...scaled].map(([id, w]) => [id, total > 0 ? w / total : 0]))
+}
 
 /**
  * The seeds' rule: a new hash goes to a shard chosen at random with probability
  * weight / sum of weights. Weight 0 is never chosen. Prefix sums and a binary search
- * make a draw O(log n), so a million draws over a thousand shards cost nothing.
+ * make a draw O(log n), so a million draws over a thousand shards cost nothing. The
+ * sums are of the weights divided by the largest: any finite weights, up to 1e308
+ * each, add up without overflow (at most the number of shards).
  */
 export class WeightedPicker {
   private readonly ids: string[] = []
   private readonly cumulative: number[] = []
-  readonly total: number
+  /** The sum of the weights divided by the largest one. */
+  private readonly total: number
 
   constructor(weights: Map<string, number>) {
+    const usable = [...weights].filter(([, w]) => w > 0 && Number.isFinite(w))
+    const largest = Math.max(0, ...usable.map(([, w]) => w))
     let total = 0
-    for (const [id, weight] of weights) {
-      if (!(weight > 0) || !Number.isFinite(weight)) continue
-      total += weight
+    for (const [id, weight] of usable) {
+      total += weight / largest
       this.ids.push(id)
       this.cumulative.push(total)
     }
@@ -96,6 +116,11 @@ export function* inBatches<T>(items: T[], size = BATCH_SIZE): Generator<T[]> {
  * input order. Memory is bounded by depth batches, whatever the length of the stream.
  * A result is yielded as soon as it is in, even while the input is slow to bring the
  * next batch (a person typing): the input and the oldest result race.
+ *
+ * Nothing sent goes unreported: when the input fails (a bad line), no more is read,
+ * the batches in flight are yielded, then the input's error is thrown; when a send
+ * fails, no more is read or sent, every other batch in flight that went through is
+ * still yielded, then that send's error is thrown.
  */
 export async function* pipelined<T, R>(
   batches: AsyncIterable<T[]> | Iterable<T[]>,
@@ -103,15 +128,28 @@ export async function* pipelined<T, R>(
   send: (batch: T[]) => Promise<R>,
 ): AsyncGenerator<R> {
   const source = Symbol.asyncIterator in batches ? batches[Symbol.asyncIterator]() : batches[Symbol.iterator]()
+  const pull = async (): Promise<IteratorResult<T[]>> => source.next()
   const inFlight: Promise<R>[] = []
-  let next: Promise<IteratorResult<T[]>> | undefined = Promise.resolve(source.next())
+  let next: Promise<IteratorResult<T[]>> | undefined = pull()
+  let inputFailed: {error: unknown} | undefined
   while (next !== undefined || inFlight.length > 0) {
     if (next !== undefined && inFlight.length < depth) {
-      const input: Promise<{item: IteratorResult<T[]>}> = next.then((item) => ({item}))
-      const first: {item: IteratorResult<T[]>} | 'result' =
-        inFlight.length === 0 ? await input : await Promise.race([input, inFlight[0].then(() => 'result' as const)])
+      const input: Promise<{item: IteratorResult<T[]>} | {error: unknown}> = next.then(
+        (item) => ({item}),
+        (error: unknown) => ({error}),
+      )
+      const oldest = inFlight[0]?.then(
+        () => 'result' as const,
+        () => 'result' as const,
+      )
+      const first = oldest === undefined ? await input : await Promise.race([input, oldest])
       if (first !== 'result') {
-        next = first.item.done ? undefined : Promise.resolve(source.next())
+        if ('error' in first) {
+          inputFailed = first
+          next = undefined
+          continue
+        }
+        next = first.item.done ? undefined : pull()
         if (!first.item.done && first.item.value.length > 0) {
           const sent = send(first.item.value)
           // Keep the rejection handled until it is awaited in order below.
@@ -121,60 +159,178 @@ export async function* pipelined<T, R>(
         continue
       }
     }
-    yield await inFlight.shift()!
+    let result: R
+    try {
+      result = await inFlight.shift()!
+    } catch (error) {
+      next = undefined
+      for (const outcome of await Promise.allSettled(inFlight.splice(0))) if (outcome.status === 'fulfilled') yield outcome.value
+      throw error
+    }
+    yield result
+  }
+  if (inputFailed) throw inputFailed.error
+}
+
+/** How many times one batch is drawn again after the registry refused a drawn shard, before giving up. */
+const MAX_REDRAWS = 100
+
+/**
+ * The weights an assigner draws from, kept current while it runs: re-read when the
+ * registry announces a change on its event channel, and whenever the registry refuses
+ * a drawn shard (drained or gone: the change the event may not have brought yet).
+ * The subscription is a convenience (an ACL may refuse it); the refusal is the proof.
+ */
+export class LiveWeights {
+  private picker: WeightedPicker
+  private loading?: Promise<void>
+  private next?: Promise<void>
+  private subscriber?: Redis
+
+  private constructor(
+    private readonly registry: Registry,
+    picker: WeightedPicker,
+  ) {
+    this.picker = picker
+  }
+
+  static async open(registry: Registry): Promise<LiveWeights> {
+    const live = new LiveWeights(registry, new WeightedPicker(await registry.weights()))
+    if (live.picker.empty) throw noWeightedShard()
+    await live.listen()
+    return live
+  }
+
+  pick(random: number): string {
+    return this.picker.pick(random)
+  }
+
+  /**
+   * Read the weights again. A read already under way may have started before the change
+   * that asks for this one, so another read follows it (one, for every caller meanwhile).
+   */
+  refresh(): Promise<void> {
+    if (!this.loading) {
+      this.loading = this.registry.weights().then(
+        (weights) => {
+          this.picker = new WeightedPicker(weights)
+          this.loading = undefined
+        },
+        (error: unknown) => {
+          this.loading = undefined
+          throw error
+        },
+      )
+      return this.loading
+    }
+    const again = () => {
+      this.next = undefined
+      return this.refresh()
+    }
+    this.next ??= this.loading.then(again, again)
+    return this.next
+  }
+
+  private async listen(): Promise<void> {
+    const subscriber = this.registry.client.duplicate()
+    subscriber.on('error', () => undefined) // a lost subscription only loses the early warning
+    subscriber.on('message', (_channel: string, message: string) => {
+      if (isWeightEvent(message)) this.refresh().catch(() => undefined)
+    })
+    try {
+      await subscriber.connect()
+      await subscriber.subscribe(this.registry.keys.events)
+      this.subscriber = subscriber
+    } catch {
+      subscriber.disconnect()
+    }
+  }
+
+  async close(): Promise<void> {
+    await close(this.subscriber)
+  }
+}
+
+/** Whether an event may have changed the weights: everything but the assignments themselves. */
+function isWeightEvent(message: string): boolean {
+  try {
+    return (JSON.parse(message) as {type?: unknown}).type !== 'hashes.assigned'
+  } catch {
+    return false
   }
 }
 
 /**
  * Assign hashes with atomic set-if-absent, so concurrent assigners agree on one answer.
- * Streams: each batch's results come back in input order.
+ * Streams: each batch's results come back in input order. Drawn shards follow the
+ * registry's weights as they change during the run: a shard drained meanwhile gets no
+ * hash from the first batch after its drain on (the script refuses it, the batch is drawn again).
  */
 export async function* assignHashes(registry: Registry, batches: Batches, options: AssignOptions = {}): AsyncGenerator<AssignResult[]> {
   const random = options.random ?? Math.random
+  let live: LiveWeights | undefined
   let choose: () => string
   if (options.shard === undefined) {
-    const picker = new WeightedPicker(await registry.weights())
-    if (picker.empty) throw noWeightedShard()
-    choose = () => picker.pick(random())
+    live = await LiveWeights.open(registry)
+    choose = () => live!.pick(random())
   } else {
     const target = options.shard
     await registry.shard(target) // exists and is well-formed
     choose = () => target
   }
-  const template = JSON.stringify(registry.event('hashes.assigned', options.shard ? {shard: options.shard} : {}))
-  const force = options.force && options.shard !== undefined ? '1' : '0'
-  await registry.guard(registry.keys.map, 'a hash', () => registry.client.hlen(registry.keys.map))
+  try {
+    const template = JSON.stringify(registry.event('hashes.assigned', options.shard ? {shard: options.shard} : {}))
+    const mode = options.shard === undefined ? 'draw' : options.force ? 'force' : 'shard'
+    await registry.guard(registry.keys.map, 'a hash', () => registry.client.hlen(registry.keys.map))
 
-  const send = async (batch: string[]): Promise<AssignResult[]> => {
-    const args: string[] = [registry.keys.map, registry.keys.list, registry.keys.events, template, force]
-    const proposed: string[] = []
-    for (const hash of batch) {
-      const id = choose()
-      proposed.push(id)
-      args.push(checkHash(hash), id)
-    }
-    let reply: string[]
-    try {
-      reply = await registry.client.assign(...args)
-    } catch (error) {
-      const missing = /NOSHARD (\S+)/.exec((error as Error).message)
-      if (missing) {
-        throw new ShardctlError(`shard ${missing[1]} left the registry while assigning`, {
-          code: 'ECONFLICT',
-          hint: 'run the command again: the hashes not yet reported were not assigned',
+    const send = async (batch: string[]): Promise<AssignResult[]> => {
+      for (const hash of batch) checkHash(hash)
+      for (let redraws = 0; ; redraws++) {
+        const args: string[] = [registry.keys.map, registry.keys.list, registry.keys.events, template, mode]
+        const proposed: string[] = []
+        for (const hash of batch) {
+          const id = choose()
+          proposed.push(id)
+          args.push(hash, id)
+        }
+        let reply: string[]
+        try {
+          reply = await registry.client.assign(...args)
+        } catch (error) {
+          const message = (error as Error).message
+          if (/STALE \S+/.test(message) && live && redraws < MAX_REDRAWS) {
+            await live.refresh()
+            continue
+          }
+          throw describeAssignError(message, error as Error)
+        }
+        // The reply names only the shards of hashes that kept an existing assignment.
+        const flags = reply[0]
+        let next = 1
+        return batch.map((hash, i) => {
+          const assigned = flags[i] === '1'
+          return {hash, shard: assigned || mode === 'force' ? proposed[i] : reply[next++], assigned}
         })
       }
-      throw error
     }
-    // The reply names only the shards of hashes that kept an existing assignment.
-    const flags = reply[0]
-    let next = 1
-    return batch.map((hash, i) => {
-      const assigned = flags[i] === '1'
-      return {hash, shard: assigned || force === '1' ? proposed[i] : reply[next++], assigned}
-    })
+    yield* pipelined(batches, options.depth ?? 8, send)
+  } finally {
+    await live?.close()
   }
-  yield* pipelined(batches, options.depth ?? 8, send)
+}
+
+function describeAssignError(message: string, error: Error): Error {
+  const missing = /(?:NOSHARD|STALE) (\S+)/.exec(message)
+  if (!missing) return error
+  if (message.startsWith('STALE'))
+    return new ShardctlError(`the weights kept changing while assigning (shard ${missing[1]} was drained or removed again and again)`, {
+      code: 'ECONFLICT',
+      hint: 'run the command again: the hashes not yet reported were not assigned',
+    })
+  return new ShardctlError(`shard ${missing[1]} left the registry while assigning`, {
+    code: 'ECONFLICT',
+    hint: 'run the command again: the hashes not yet reported were not assigned',
+  })
 }
 
 export interface LookupResult {

@@ -1,7 +1,9 @@
 import {ExitCode, ShardctlError, usageError} from '../errors.js'
 import type {ConnectionPool} from '../fleet/connect.js'
+import {type Identity, identify, identityOf} from '../fleet/identity.js'
 import {databaseCount} from '../fleet/instance.js'
 import {type ShardAddress, instanceKey} from './address.js'
+import {shares} from './assign.js'
 import {type Registry, compareIds, unknownShard} from './registry.js'
 import {type Shard, isValidShardId, sharedDatabases, validateShardId} from './schema.js'
 
@@ -18,10 +20,32 @@ export interface NewShard {
   weight: number
 }
 
-function checkDistinct(shard: NewShard): void {
-  const all = [shard.master, ...shard.replicas, ...(shard.persist ?? [])].map((a) => instanceKey(a))
-  const dup = all.find((a, i) => all.indexOf(a) !== i)
-  if (dup) throw usageError(`${dup} is named twice for shard ${shard.id}`, 'master and replicas must be different instances')
+/** Master and replicas of one shard are different servers: compared by what they are, not how they are spelled. */
+function checkDistinct(shard: NewShard, identity: Identity): void {
+  const nodes = [shard.master, ...shard.replicas, ...(shard.persist ?? [])]
+  const ids = nodes.map((a) => identity.instance(a))
+  const second = ids.findIndex((id, i) => ids.indexOf(id) !== i)
+  if (second === -1) return
+  const [a, b] = [nodes[ids.indexOf(ids[second])], nodes[second]].map((n) => instanceKey(n))
+  throw usageError(
+    a === b ? `${a} is named twice for shard ${shard.id}` : `${a} and ${b} are one instance, named twice for shard ${shard.id}`,
+    'master and replicas must be different instances',
+  )
+}
+
+/**
+ * The identity of the instances a change involves: the new shards' nodes, and the
+ * masters already registered on the same ports (another name of one of them would
+ * otherwise pass). Probed where they answer; an instance that does not is known by
+ * its canonical address.
+ */
+async function identityFor(pool: ConnectionPool | undefined, existing: Shard[], shards: NewShard[]): Promise<Identity> {
+  if (!pool) return identityOf(new Map())
+  const ports = new Set(shards.map((s) => s.master.port))
+  return identify(pool, [
+    ...shards.flatMap((s) => [s.master, ...s.replicas, ...(s.persist ?? [])]),
+    ...existing.filter((s) => ports.has(s.master.port)).map((s) => s.master),
+  ])
 }
 
 function toShard(shard: NewShard): Shard {
@@ -40,14 +64,20 @@ function strip(a: ShardAddress): ShardAddress {
   return {host: a.host, port: a.port, db: a.db}
 }
 
-/** Refuse an id that exists, and a master database another shard already uses (SPEC §4.9). */
-async function checkFree(registry: Registry, shards: NewShard[]): Promise<void> {
+/**
+ * Refuse an id that exists, a master database another shard already uses (SPEC §4.9),
+ * and a shard whose master and replicas are not different instances.
+ */
+async function checkFree(registry: Registry, shards: NewShard[], pool?: ConnectionPool): Promise<void> {
   const {shards: existing, broken} = await registry.snapshot()
   const ids = new Set([...existing.map((s) => s.id), ...broken.map((b) => b.id)])
   for (const shard of shards) {
     if (ids.has(shard.id)) throw usageError(`shard ${shard.id} already exists`, 'choose another id, or remove it first')
   }
-  const [shared] = sharedDatabases([...existing, ...shards])
+  for (const shard of shards) checkDistinct(shard, identityOf(new Map()))
+  const identity = await identityFor(pool, existing, shards)
+  for (const shard of shards) checkDistinct(shard, identity)
+  const [shared] = sharedDatabases([...existing, ...shards], identity.database)
   if (shared) {
     const fresh = new Set(shards.map((s) => s.id))
     const [mine, theirs] = [shared.ids.filter((id) => fresh.has(id)), shared.ids.filter((id) => !fresh.has(id))]
@@ -59,10 +89,13 @@ async function checkFree(registry: Registry, shards: NewShard[]): Promise<void> 
   }
 }
 
-export async function addShard(registry: Registry, shard: NewShard, options: {dryRun: boolean}): Promise<{shard: Shard; applied: boolean}> {
+export async function addShard(
+  registry: Registry,
+  shard: NewShard,
+  options: {dryRun: boolean; pool?: ConnectionPool},
+): Promise<{shard: Shard; applied: boolean}> {
   validateShardId(shard.id)
-  checkDistinct(shard)
-  await checkFree(registry, [shard])
+  await checkFree(registry, [shard], options.pool)
   const entry = toShard(shard)
   if (!options.dryRun) await registry.addShards([entry])
   return {shard: entry, applied: !options.dryRun}
@@ -155,8 +188,7 @@ export async function planInit(registry: Registry, pool: ConnectionPool, options
       weight: options.weight,
     })
   }
-  for (const shard of shards) checkDistinct(shard)
-  await checkFree(registry, shards)
+  await checkFree(registry, shards, pool)
   return shards
 }
 
@@ -180,10 +212,17 @@ export async function planWeight(registry: Registry, id: string, weight: number)
 }
 
 /**
+ * The weight --even gives a shard already past its target, of a mean of 100: small, and
+ * never 0. Weight 0 is the operator's drain, which --even keeps; a shard --even weighted
+ * down stays one it weighs again, and gets more once it is the emptier one.
+ */
+export const EVEN_FLOOR = 1
+
+/**
  * Weights that steer new assignments toward the emptier shards. The aim: after as many new
  * items again as the fleet holds now, every shard holds the same. A shard's weight is what
- * it lacks of that target, scaled so the mean weight is 100; a shard already past it gets 0.
- * Drained shards (weight 0) stay drained. An empty fleet gets equal weights.
+ * it lacks of that target, scaled so the mean weight is 100; a shard already past it gets
+ * EVEN_FLOOR. Drained shards (weight 0) stay drained. An empty fleet gets equal weights.
  */
 export function proposeEvenWeights(current: Map<string, number>, fill: Map<string, number>): WeightChange[] {
   const active = [...current].filter(([, w]) => w > 0).map(([id]) => id)
@@ -195,12 +234,15 @@ export function proposeEvenWeights(current: Map<string, number>, fill: Map<strin
     .sort(([a], [b]) => compareIds(a, b))
     .map(([id, weight]) => {
       const share = lack.has(id) && lackTotal > 0 ? lack.get(id)! / lackTotal : 0
-      return {id, current: weight, proposed: Math.round(share * 100 * active.length), fill: fill.get(id) ?? 0}
+      const proposed = lack.has(id) ? Math.max(EVEN_FLOOR, Math.round(share * 100 * active.length)) : 0
+      return {id, current: weight, proposed, fill: fill.get(id) ?? 0}
     })
   // New numbers that give every shard the share it has now are no change: keep the weights.
-  const sum = (key: 'current' | 'proposed') => proposals.reduce((n, p) => n + p[key], 0)
-  const [before, after] = [sum('current'), sum('proposed')]
-  const sameShares = before > 0 && after > 0 && proposals.every((p) => Math.abs(p.current / before - p.proposed / after) < 0.0005)
+  const shareOf = (key: 'current' | 'proposed') => shares(new Map(proposals.map((p) => [p.id, p[key]])))
+  const [before, after] = [shareOf('current'), shareOf('proposed')]
+  const anyWeight = (of: Map<string, number>) => [...of.values()].some((v) => v > 0)
+  const sameShares =
+    anyWeight(before) && anyWeight(after) && proposals.every((p) => Math.abs(before.get(p.id)! - after.get(p.id)!) < 0.0005)
   return sameShares ? proposals.map((p) => ({...p, proposed: p.current})) : proposals
 }
 

@@ -57,7 +57,8 @@ type Op =
   | {op: 'zadd'; k: number; m: string; score: string}
   | {op: 'zrem'; k: number; m: string}
   | {op: 'rename'; k: number; to: number}
-  | {op: 'merge'; k: number; to: number; limit?: number; nx?: boolean}
+  | {op: 'merge'; k: number; to: number; limit?: number; nx?: boolean; cas?: number}
+  | {op: 'hsetargv'; k: number; from: number; n: number}
 
 /**
  * A change under construction: preconditions and operations over registry keys,
@@ -67,6 +68,8 @@ export class Change {
   readonly keys: string[] = []
   readonly checks: Check[] = []
   readonly ops: Op[] = []
+  /** Field names and values passed as script arguments: bytes that JSON cannot carry. */
+  readonly argv: (string | Buffer)[] = []
 
   private index(key: string): number {
     let i = this.keys.indexOf(key)
@@ -112,6 +115,13 @@ export class Change {
     return this
   }
 
+  /** HSET of any bytes: [field, value, field, value, ...], passed beside the JSON. */
+  hsetBytes(key: string, pairs: (string | Buffer)[]): this {
+    this.ops.push({op: 'hsetargv', k: this.index(key), from: this.argv.length, n: pairs.length / 2})
+    this.argv.push(...pairs)
+    return this
+  }
+
   hdel(key: string, fields: string[]): this {
     this.ops.push({op: 'hdel', k: this.index(key), fields})
     return this
@@ -139,9 +149,15 @@ export class Change {
     return this
   }
 
-  /** Move hash `from`'s fields into hash `to`, at most `limit` of them; with `nx`, a field `to` has keeps its value. */
-  mergeHash(from: string, to: string, options: {limit?: number; nx?: boolean} = {}): this {
-    this.ops.push({op: 'merge', k: this.index(from), to: this.index(to), ...options})
+  /**
+   * Move hash `from`'s fields into hash `to`, at most `limit` of them; with `nx`, a field
+   * `to` has keeps its value; with `cas` (a hash of the values `to` held when planned), a
+   * field is set only while `to` still holds that value. Fields left as they were because
+   * they hold another value are counted in what apply returns.
+   */
+  mergeHash(from: string, to: string, options: {limit?: number; nx?: boolean; cas?: string} = {}): this {
+    const {cas, ...rest} = options
+    this.ops.push({op: 'merge', k: this.index(from), to: this.index(to), ...rest, ...(cas ? {cas: this.index(cas)} : {})})
     return this
   }
 
@@ -275,10 +291,16 @@ export class Registry {
 
   /** Apply a change atomically, with its event. Returns the event as published. */
   async apply(change: Change, type: string, details: Record<string, unknown>): Promise<RegistryEvent> {
+    return (await this.applyCounting(change, type, details)).event
+  }
+
+  /** apply(), and how many fields its merges left as they were because they held another value. */
+  async applyCounting(change: Change, type: string, details: Record<string, unknown>): Promise<{event: RegistryEvent; kept: number}> {
     const event = this.event(type, details)
     if (this.fence) change.fencedBy(this.fence.key, this.fence.value)
+    let kept: number
     try {
-      await this.client.apply(
+      kept = await this.client.apply(
         change.keys.length + 1,
         this.keys.history,
         ...change.keys,
@@ -286,12 +308,13 @@ export class Registry {
         this.keys.events,
         JSON.stringify(event),
         HISTORY_LIMIT,
+        ...change.argv,
       )
     } catch (error) {
       throw describeChangeError(error as Error)
     }
     await this.confirm(`the change ${type}`)
-    return event
+    return {event, kept: Number(kept)}
   }
 
   /** Wait until a replica of the registry holds every write made so far on this connection (see `confirmation`). */

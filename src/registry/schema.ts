@@ -1,5 +1,5 @@
 import {usageError} from '../errors.js'
-import {formatAddress, parseAddress, type ShardAddress} from './address.js'
+import {canonicalDatabase, formatAddress, parseAddress, type ShardAddress} from './address.js'
 
 /**
  * The wire contract of SPEC §2, in one place.
@@ -67,7 +67,10 @@ export function validateShardId(id: string): string {
   return id
 }
 
-/** A weight as given on the command line or in a document: a finite number >= 0. */
+/** The smallest weight above 0 that is stored exactly: the smallest normal double. */
+export const MIN_WEIGHT = 2.2250738585072014e-308
+
+/** A weight as given on the command line or in a document: a finite number >= 0, stored as given. */
 export function parseWeight(input: string | number): number {
   const text = String(input).trim()
   if (/^-\s*(\d|\.\d)/.test(text))
@@ -78,6 +81,13 @@ export function parseWeight(input: string | number): number {
   }
   const weight = Number(text)
   if (!Number.isFinite(weight)) throw usageError(`invalid weight "${text}": not finite`, 'a weight is a finite number >= 0')
+  // Below the smallest normal double a weight loses its digits, down to 0: a drain nobody asked for.
+  if (weight < MIN_WEIGHT && /[1-9]/.test(text.replace(/[eE].*$/, ''))) {
+    throw usageError(
+      `invalid weight "${text}": too small to be stored${weight === 0 ? ' (it would be 0, a drain)' : ' exactly'}`,
+      `a weight is 0 or at least ${MIN_WEIGHT}; only the ratios between weights matter: raise the others instead`,
+    )
+  }
   return weight
 }
 
@@ -111,6 +121,11 @@ export interface ShardProblem {
 }
 
 const INDEXED_FIELD = /^(slave|persist)(\d+)$/
+
+/** A field of the schema in a shard hash: master, slaveN, persistN (every other field is kept untouched). */
+export function isNodeField(field: string): boolean {
+  return field === 'master' || INDEXED_FIELD.test(field)
+}
 
 /**
  * Read a shard hash. Returns the problems instead of throwing, so one corrupt
@@ -150,7 +165,7 @@ export function parseShardFields(id: string, weight: number, fields: Record<stri
     }
   }
   for (const [field, value] of Object.entries(fields)) {
-    if (field !== 'master' && !INDEXED_FIELD.test(field)) extra[field] = value
+    if (!isNodeField(field)) extra[field] = value
   }
   if (!Number.isFinite(weight) || weight < 0) problems.push(`weight ${weight} is not a finite number >= 0`)
 
@@ -177,22 +192,19 @@ export function shardFields(shard: Pick<Shard, 'master' | 'replicas' | 'persist'
   return fields
 }
 
-const LOOPBACK = new Set(['127.0.0.1', 'localhost', '::1'])
-
-/** One database's name for comparison: loopback names are one host. */
-function databaseKey(address: ShardAddress): string {
-  return formatAddress({...address, host: LOOPBACK.has(address.host) ? '127.0.0.1' : address.host})
-}
-
 /**
  * Databases that are the master of more than one shard (SPEC §4.9: a database holds
  * one shard). Two shards on one database share their keys: moving or dropping one
- * takes the other's data with it.
+ * takes the other's data with it. Databases are compared by what they are: the
+ * canonical address, or `identify` (the server's run_id and db, where it answers).
  */
-export function sharedDatabases(shards: {id: string; master: ShardAddress}[]): {database: string; ids: string[]}[] {
+export function sharedDatabases(
+  shards: {id: string; master: ShardAddress}[],
+  identify: (address: ShardAddress) => string = canonicalDatabase,
+): {database: string; ids: string[]}[] {
   const byDb = new Map<string, {database: string; ids: string[]}>()
   for (const shard of shards) {
-    const key = databaseKey(shard.master)
+    const key = identify(shard.master)
     const entry = byDb.get(key) ?? {database: formatAddress(shard.master), ids: []}
     entry.ids.push(shard.id)
     byDb.set(key, entry)

@@ -1,7 +1,7 @@
 import {expect} from 'chai'
 
-import {cli, spawnCli, ttyCli} from '../helpers/cli.js'
-import {useFleet} from '../helpers/fleet.js'
+import {cli, spawnCli, ttyCli, until} from '../helpers/cli.js'
+import {startServer, useFleet} from '../helpers/fleet.js'
 
 describe('shards:add and shards:remove', () => {
   const fleet = useFleet({instances: 1, replicas: 1})
@@ -41,7 +41,7 @@ describe('shards:add and shards:remove', () => {
     await sub.subscribe('shards._events')
     sub.on('message', (_c, m) => events.push(m))
     await cli(['shards:add', 's1', '--master', master(1), ...fleet.r()])
-    for (let i = 0; i < 100 && events.length === 0; i++) await new Promise((r) => setTimeout(r, 10))
+    await until('the event arrived', () => events.length > 0)
     sub.disconnect()
     expect(events).to.have.length(1)
     const event = JSON.parse(events[0])
@@ -63,6 +63,48 @@ describe('shards:add and shards:remove', () => {
       expect(stderr).to.match(message)
     }
     expect(await fleet.dump()).to.deep.equal(before)
+  })
+
+  it('add refuses one database or one instance named twice, however spelled: case, IPv6 forms, loopback names', async () => {
+    const port = fleet.instances[0].master.port
+    expect((await cli(['shards:add', 's1', '--master', `127.0.0.1:${port}/0`, ...fleet.r()])).exitCode).to.equal(0)
+    expect((await cli(['shards:add', 's2', '--master', `[::1]:${port}/2`, ...fleet.r()])).exitCode).to.equal(0)
+    const before = await fleet.dump()
+    for (const [args, message] of [
+      [['x', '--master', `LOCALHOST:${port}/0`], /is already the master of shard s1/],
+      [['x', '--master', `[0:0:0:0:0:0:0:1]:${port}/2`], /is already the master of shard s2/],
+      [['x', '--master', `127.0.0.1:${port}/92`, '--replica', `localhost:${port}/92`], /are one instance, named twice for shard x/],
+    ] as const) {
+      const run = await cli(['shards:add', ...args, ...fleet.r()])
+      expect(run.exitCode, args.join(' ')).to.equal(2)
+      expect(run.stderr).to.match(message)
+    }
+    expect(await fleet.dump()).to.deep.equal(before)
+  })
+
+  it('add refuses two names of one server, told apart by its run_id where it answers', async () => {
+    const twoNames = await startServer(['--bind', '127.0.0.1', '127.0.0.2'])
+    try {
+      expect((await cli(['shards:add', 'a', '--master', `127.0.0.1:${twoNames.port}/0`, ...fleet.r()])).exitCode).to.equal(0)
+      const before = await fleet.dump()
+      const same = await cli(['shards:add', 'b', '--master', `127.0.0.2:${twoNames.port}/0`, ...fleet.r()])
+      expect(same.exitCode).to.equal(2)
+      expect(same.stderr).to.match(/is already the master of shard a/)
+      const self = await cli([
+        'shards:add',
+        'c',
+        '--master',
+        `127.0.0.1:${twoNames.port}/1`,
+        '--replica',
+        `127.0.0.2:${twoNames.port}/1`,
+        ...fleet.r(),
+      ])
+      expect(self.exitCode).to.equal(2)
+      expect(self.stderr).to.match(/are one instance, named twice for shard c/)
+      expect(await fleet.dump()).to.deep.equal(before)
+    } finally {
+      await twoNames.stop()
+    }
   })
 
   it('add --dry-run changes nothing', async () => {

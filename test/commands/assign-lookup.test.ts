@@ -1,6 +1,6 @@
 import {expect} from 'chai'
 
-import {binary, cli, spawnCli} from '../helpers/cli.js'
+import {binary, cli, printed, spawnCli, until} from '../helpers/cli.js'
 import {useFleet} from '../helpers/fleet.js'
 
 describe('shards:assign and shards:lookup', () => {
@@ -40,6 +40,73 @@ describe('shards:assign and shards:lookup', () => {
       ['s002', 0.6],
     ] as const) {
       expect(Math.abs(counts[id] - n * p), id).to.be.lessThan(560)
+    }
+  })
+
+  /** A `shards:assign --stdin` kept running: hashes are written to it as the test goes, and answered in order. */
+  async function runningAssign(): Promise<{
+    send: (hashes: string[]) => Promise<void>
+    end: () => Promise<{exitCode: number; stderr: string}>
+  }> {
+    const {execa} = await import('execa')
+    const child = execa('node', [binary, 'shards:assign', '--stdin', '--quiet', ...fleet.r()], {reject: false, stdin: 'pipe'})
+    let sent = 0
+    return {
+      // Answered once the map holds them all: --quiet prints nothing per hash.
+      async send(hashes) {
+        child.stdin.write(`${hashes.join('\n')}\n`)
+        sent += hashes.length
+        await until(`${sent} hashes assigned`, async () => (await fleet.reg.hlen('shards.map')) >= sent)
+      },
+      async end() {
+        child.stdin.end()
+        const done = await child
+        printed.push(String(done.stdout), String(done.stderr))
+        return {exitCode: done.exitCode ?? 1, stderr: String(done.stderr)}
+      },
+    }
+  }
+  const shardsOf = async (hashes: string[]) => fleet.reg.hmget('shards.map', ...hashes)
+
+  it('a drain takes effect at once: a running --stdin assign gives the drained shard no hash after the change', async () => {
+    const assign = await runningAssign()
+    try {
+      const before = Array.from({length: 2000}, (_, i) => `before:${i}`)
+      await assign.send(before)
+      expect(await shardsOf(before), 'drawn from the weights read at the start').to.include('s000')
+      expect((await cli(['shards:weight', 's000', '0', ...fleet.r()])).exitCode).to.equal(0)
+      const after = Array.from({length: 20_000}, (_, i) => `after:${i}`)
+      for (let i = 0; i < after.length; i += 5000) await assign.send(after.slice(i, i + 5000))
+      const shards = await shardsOf(after)
+      expect(shards.filter((s) => s === null)).to.deep.equal([])
+      expect(shards.filter((s) => s === 's000')).to.deep.equal([])
+    } finally {
+      const run = await assign.end()
+      expect(run.exitCode, run.stderr).to.equal(0)
+    }
+  })
+
+  it('a shard weighted up again during a running --stdin assign takes new hashes again (the event is heard)', async () => {
+    const assign = await runningAssign()
+    try {
+      expect((await cli(['shards:weight', 's000', '0', ...fleet.r()])).exitCode).to.equal(0)
+      await assign.send(Array.from({length: 1000}, (_, i) => `drained:${i}`))
+      expect((await cli(['shards:weight', 's000', '1', ...fleet.r()])).exitCode).to.equal(0)
+      // No refusal tells the assigner of a weight that went up: only the event does.
+      let batch = 0
+      await until(
+        's000 takes hashes again',
+        async () => {
+          const hashes = Array.from({length: 500}, (_, i) => `again:${batch}:${i}`)
+          batch++
+          await assign.send(hashes)
+          return (await shardsOf(hashes)).includes('s000')
+        },
+        200,
+      )
+    } finally {
+      const run = await assign.end()
+      expect(run.exitCode, run.stderr).to.equal(0)
     }
   })
 
@@ -118,6 +185,28 @@ describe('shards:assign and shards:lookup', () => {
     })
     expect(piped.stdout).to.equal('1\t-\t-')
     expect(piped.stderr).not.to.match(/EPIPE|Error/)
+  })
+
+  it('a bad line in the middle of --stdin: what came before is assigned and printed, nothing after; exit 3 naming the line', async () => {
+    const good = Array.from({length: 5000}, (_, i) => `good:${i}`)
+    const later = Array.from({length: 3000}, (_, i) => `later:${i}`)
+    const input = [...good, 'x'.repeat(1025), ...later].join('\n')
+    const run = await spawnCli(['shards:assign', '--stdin', ...fleet.r()], {input})
+    expect(run.exitCode, run.stderr).to.equal(3)
+    expect(run.stderr).to.match(/line 5,001: shard hash of 1025 characters is too long/)
+    expect(run.stderr).to.match(/5,000 hashes before it were assigned and printed/)
+    const printedHashes = run.stdout
+      .trim()
+      .split('\n')
+      .map((l) => l.split('\t')[0])
+    expect(printedHashes).to.deep.equal(good)
+    const map = await fleet.reg.hgetall('shards.map')
+    expect(Object.keys(map).sort()).to.deep.equal([...good].sort())
+    // Nothing assigned yet: the bad line changes nothing, and says so with exit 2.
+    const first = await spawnCli(['shards:assign', '--stdin', ...fleet.r()], {input: `${'y'.repeat(1025)}\nz\n`})
+    expect(first.exitCode, first.stderr).to.equal(2)
+    expect(first.stderr).to.match(/line 1: shard hash of 1025 characters is too long/)
+    expect(await fleet.reg.hlen('shards.map')).to.equal(5000)
   })
 
   it('--dry-run draws but stores nothing', async () => {

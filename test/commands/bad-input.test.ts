@@ -85,7 +85,8 @@ describe('bad input, every command', () => {
       const before = await fleet.dump()
       const registryArgs = args.includes('-r') || args[0].startsWith('sandbox') ? [] : fleet.r()
       const argv = [args[0], ...registryArgs, ...args.slice(1)]
-      const text = await spawnCli(argv)
+      // Both refused before anything is read or changed: run at once.
+      const [text, json] = await Promise.all([spawnCli(argv), spawnCli([args[0], '--json', ...argv.slice(1)])])
       expect(text.exitCode, text.stderr).to.equal(2)
       expect(text.stdout).to.equal('')
       const lines = text.stderr.trim().split('\n')
@@ -93,7 +94,6 @@ describe('bad input, every command', () => {
       expect(lines[0]).to.match(/^Error: /)
       expect(lines[0]).to.match(message)
 
-      const json = await spawnCli([args[0], '--json', ...argv.slice(1)])
       expect(json.exitCode).to.equal(2)
       const error = JSON.parse(json.stdout).error
       expect(error.exitCode).to.equal(2)

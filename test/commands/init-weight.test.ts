@@ -72,6 +72,24 @@ describe('shards:weight', () => {
     expect(await fleet.reg.zscore('shards.list', 's001')).to.equal('0')
   })
 
+  it('huge weights do not overflow: three of 1e308 share new hashes in thirds; a weight too small to store is refused', async () => {
+    for (const id of ['s000', 's001', 's002']) expect((await cli(['shards:weight', id, '1e308', ...fleet.r()])).exitCode).to.equal(0)
+    const list = JSON.parse((await cli(['shards:list', '--no-probe', '--json', ...fleet.r()])).stdout)
+    expect(list.shards.map((s: {share: number}) => s.share.toFixed(3))).to.deep.equal(['0.333', '0.333', '0.333'])
+    const hashes = Array.from({length: 3000}, (_, i) => `big:${i}`)
+    expect((await cli(['shards:assign', ...hashes, '--quiet', ...fleet.r()])).exitCode).to.equal(0)
+    const counts: Record<string, number> = {}
+    for (const id of await fleet.reg.hvals('shards.map')) counts[id] = (counts[id] ?? 0) + 1
+    // Expected 1,000 each, standard deviation 26: 8 sd is 210.
+    for (const id of ['s000', 's001', 's002']) expect(Math.abs(counts[id] - 1000), id).to.be.lessThan(210)
+    for (const tiny of ['1e-400', '1e-320']) {
+      const run = await cli(['shards:weight', 's000', tiny, ...fleet.r()])
+      expect(run.exitCode, tiny).to.equal(2)
+      expect(run.stderr).to.match(/too small to be stored/)
+    }
+    expect(await fleet.reg.zscore('shards.list', 's000')).to.equal('1e+308')
+  })
+
   it('--even --by keys steers new assignments toward the emptier shards', async () => {
     const db0 = fleet.instances[0].master.client(0)
     const db1 = fleet.instances[0].master.client(1)
@@ -95,8 +113,30 @@ describe('shards:weight', () => {
     const run = await cli(['shards:weight', '--even', '--by', 'hashes', '--dry-run', ...fleet.r()])
     expect(run.exitCode).to.equal(0)
     expect(run.stdout).to.match(/ID\s+HASHES\s+WEIGHT\s+SHARE\s+NEW WEIGHT\s+NEW SHARE/)
-    expect(run.stderr).to.match(/Would change 3 weights/)
+    expect(run.stderr).to.match(/Would change 2 weights/) // s000, over-full, keeps its weight of 1
     expect(await fleet.reg.zscore('shards.list', 's000')).to.equal('1')
+  })
+
+  it('--even never drains: an over-full shard keeps a small weight, and a later --even sees it as the emptiest it became', async () => {
+    const weights = async () =>
+      Object.fromEntries(
+        (await fleet.reg.zrange('shards.list', '0', '-1', 'WITHSCORES')).flatMap((v, i, a) => (i % 2 === 0 ? [[v, Number(a[i + 1])]] : [])),
+      )
+    await fleet.reg.hset('shards.map', ...Array.from({length: 300}, (_, i) => [`full${i}`, 's000']).flat())
+    expect((await cli(['shards:weight', '--even', '--by', 'hashes', '--yes', ...fleet.r()])).exitCode).to.equal(0)
+    const first = await weights()
+    expect(first.s000, 'over-full, yet not drained').to.be.greaterThan(0)
+    expect(first.s000).to.be.lessThan(first.s001)
+    // The others fill up past it: s000 is now the emptiest, and --even says so.
+    await fleet.reg.hset('shards.map', ...Array.from({length: 1000}, (_, i) => [`more${i}`, i % 2 ? 's001' : 's002']).flat())
+    expect((await cli(['shards:weight', '--even', '--by', 'hashes', '--yes', ...fleet.r()])).exitCode).to.equal(0)
+    const second = await weights()
+    expect(second.s000).to.be.greaterThan(second.s001)
+    expect(second.s000).to.be.greaterThan(second.s002)
+    // A drain by the operator is still a drain.
+    await cli(['shards:weight', 's001', '0', ...fleet.r()])
+    expect((await cli(['shards:weight', '--even', '--by', 'hashes', '--yes', ...fleet.r()])).exitCode).to.equal(0)
+    expect((await weights()).s001).to.equal(0)
   })
 
   it('--even proposes no change when every share would stay the same (equal weights, equal fill)', async () => {
@@ -124,7 +164,7 @@ describe('shards:weight', () => {
   it('--even interactive: applies on "y"', async () => {
     await fleet.reg.hset('shards.map', 'a', 's000')
     const run = await ttyCli(['shards:weight', '--even', '--by', 'hashes', ...fleet.r()], 'y\r')
-    expect(run.screen).to.match(/Apply 3 new weights\?/)
+    expect(run.screen).to.match(/Apply 2 new weights\?/) // s000, over-full, keeps its weight of 1
     expect(run.exitCode).to.equal(0)
     expect(Number(await fleet.reg.zscore('shards.list', 's000'))).to.be.lessThan(Number(await fleet.reg.zscore('shards.list', 's001')))
   })

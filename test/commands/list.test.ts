@@ -160,6 +160,26 @@ describe('shards:list', () => {
     }
   })
 
+  it('reports two shards on one database, however spelled, and a replica that is the master itself', async () => {
+    const port = fleet.instances[0].master.port
+    await fleet.reg.hset('shards.a', 'master', `127.0.0.1:${port}/5`)
+    await fleet.reg.hset('shards.b', 'master', `LOCALHOST:${port}/5`)
+    await fleet.reg.hset('shards.c', 'master', `127.0.0.1:${port}/6`, 'slave0', `localhost:${port}/6`)
+    await fleet.reg.zadd('shards.list', 1, 'a', 1, 'b', 1, 'c')
+    const run = await cli(['shards:list', '--json', '--exit-status', ...fleet.r()])
+    expect(run.exitCode).to.equal(3)
+    const problems = Object.fromEntries((JSON.parse(run.stdout) as ListJson).shards.map((s) => [s.id, s.problems]))
+    expect(problems.a).to.include(`master 127.0.0.1:${port}/5 is also the master of b: a database holds one shard`)
+    expect(problems.b).to.include(`master LOCALHOST:${port}/5 is also the master of a: a database holds one shard`)
+    expect(problems.c).to.include(`replica localhost:${port}/6 is the master itself`)
+    const text = await cli(['shards:list', ...fleet.r()])
+    expect(text.stderr).not.to.match(/all healthy/)
+    const check = await cli(['shards:check', '--json', '--allow-no-replica', ...fleet.r()])
+    expect(check.exitCode).to.equal(3)
+    expect(check.stdout).to.match(/is the master database of 2 shards \(a, b\)/)
+    expect(check.stdout).to.match(/replica localhost:\d+ is the master itself/)
+  })
+
   it('--no-probe touches no instance', async () => {
     const dead = await freePort()
     await cli(['shards:add', 'gone', '--master', `127.0.0.1:${dead}/0`, ...fleet.r()])

@@ -7,6 +7,7 @@ import {expect} from 'chai'
 import {freePort, isAlive, portIsFree, stopRedis} from '../../src/sandbox/redis-process.js'
 import {type SpawnedInstance, spawnedFor} from '../../src/sandbox/spawn.js'
 import {spawnCli} from '../helpers/cli.js'
+import {stopServersIn} from '../helpers/redis.js'
 
 describe('sandbox:up, sandbox:status, sandbox:down', () => {
   let dir: string
@@ -29,7 +30,8 @@ describe('sandbox:up, sandbox:status, sandbox:down', () => {
   })
 
   afterEach(async () => {
-    await spawnCli(['sandbox:down', '--dir', dir])
+    // Whatever a test started under its directory, stopped without starting one more process.
+    await stopServersIn(dir)
     rmSync(dir, {recursive: true, force: true})
   })
 

@@ -6,7 +6,7 @@ import {expect} from 'chai'
 
 import {ANSI, binary, cli, spawnCli, ttyCli, until, secret as registerSecret} from '../helpers/cli.js'
 import {portIsFree} from '../../src/sandbox/redis-process.js'
-import {useFleet} from '../helpers/fleet.js'
+import {startServer, useFleet} from '../helpers/fleet.js'
 import {startSilentServer} from '../helpers/proxy.js'
 
 describe('terminal manners', () => {
@@ -230,6 +230,34 @@ describe('several fleets: named contexts', () => {
     const unknown = await spawnCli(['shards:list', '--context', 'nope'], {env})
     expect(unknown.exitCode).to.equal(2)
     expect(unknown.stderr).to.match(/no context "nope" in .*config\.json — it has test, down/)
+  })
+
+  it('a confirmation names the fleet acted on: an explicit -r is named by the context it matches, else by its address alone', async () => {
+    const env = {SHARDCTL_CONFIG: file, SHARDCTL_REGISTRY: undefined}
+    // The current context is "down"; -r names the registry of "test".
+    const matching = await spawnCli(['shards:remove', 's000', ...fleet.r()], {env})
+    expect(matching.exitCode).to.equal(2)
+    expect(matching.stderr).to.match(
+      new RegExp(`confirmation needed: on fleet test \\(127\\.0\\.0\\.1:${fleet.registry.port}/0\\): Remove`),
+    )
+    // A registry no context names: its address alone, never the current context's name.
+    const other = await startServer()
+    try {
+      await cli(['shards:add', 'a1', '--master', '10.0.0.1:6379/1', '-r', other.url])
+      const unnamed = await spawnCli(['shards:remove', 'a1', '-r', other.url], {env})
+      expect(unnamed.exitCode).to.equal(2)
+      expect(unnamed.stderr).to.match(new RegExp(`confirmation needed: on registry 127\\.0\\.0\\.1:${other.port}/0: Remove shard a1\\?`))
+      expect(unnamed.stderr).not.to.match(/fleet down/)
+      // The fleet is its registry and its prefix: another prefix on test's registry is not test.
+      await cli(['shards:add', 'p1', '--master', '10.0.0.1:6379/5', '--prefix', 'other', ...fleet.r()])
+      const prefixed = await spawnCli(['shards:remove', 'p1', '--prefix', 'other', '--context', 'test'], {env})
+      expect(prefixed.exitCode).to.equal(2)
+      expect(prefixed.stderr).to.match(
+        new RegExp(`confirmation needed: on registry 127\\.0\\.0\\.1:${fleet.registry.port}/0: Remove shard p1\\?`),
+      )
+    } finally {
+      await other.stop()
+    }
   })
 
   it('every confirmation names the fleet it is about', async () => {

@@ -3,19 +3,19 @@ import {setTimeout as sleep} from 'node:timers/promises'
 import {expect} from 'chai'
 import type {Redis} from 'ioredis'
 
-import {ANSI, binary, cli, printed, spawnCli} from '../helpers/cli.js'
+import {ANSI, binary, cli, printed, spawnCli, until} from '../helpers/cli.js'
 import {type TestServer, startReplicated, startServer, waitForCatchUp, withClients} from '../helpers/redis.js'
 
 const CHANNEL = 'shards._events'
 
-/** Wait (boundedly) until `n` clients subscribe to the event channel on a server. */
+/** Wait until `n` clients subscribe to the event channel on a server. */
 async function subscribed(client: Redis, n = 1): Promise<void> {
-  for (let i = 0; i < 400; i++) {
-    const [, count] = (await client.call('PUBSUB', 'NUMSUB', CHANNEL)) as [string, number]
-    if (count >= n) return
-    await sleep(25)
-  }
-  throw new Error('the watcher never subscribed')
+  await until('the watcher subscribed', async () => (await numsub(client)) >= n)
+}
+
+async function numsub(client: Redis): Promise<number> {
+  const [, count] = (await client.call('PUBSUB', 'NUMSUB', CHANNEL)) as [string, number]
+  return count
 }
 
 const lines = (stdout: string) => stdout.split('\n').filter((l) => l !== '')
@@ -161,12 +161,7 @@ describe('shards:watch', () => {
     expect(done.exitCode).to.equal(130)
     expect(String(done.stderr)).to.match(/Interrupted\./)
     // The server notices the closed socket a moment later.
-    let count = 1
-    for (let i = 0; i < 200 && count > 0; i++) {
-      ;[, count] = (await reg.call('PUBSUB', 'NUMSUB', CHANNEL)) as [string, number]
-      if (count > 0) await sleep(10)
-    }
-    expect(count).to.equal(0)
+    await until('the watcher unsubscribed', async () => (await numsub(reg)) === 0)
   })
 
   it('an unreachable registry fails within --timeout, naming it', async () => {

@@ -1,5 +1,6 @@
 import {expect} from 'chai'
 
+import {mapLimited} from '../../src/fleet/probe.js'
 import {redact} from '../../src/registry/address.js'
 import {secret, spawnCli} from '../helpers/cli.js'
 import {type TestServer, startServer} from '../helpers/redis.js'
@@ -38,19 +39,31 @@ describe('no credential is ever printed, whatever the URL looks like', () => {
         {args: ['-r', `redis://127.0.0.1:${guarded.port}/0`], env: {SHARDCTL_REGISTRY_PASSWORD: pw}, exit: [1, 2]},
         {args: ['-r', `redis://default:${encodeURIComponent(pw)}@127.0.0.1:${guarded.port}/0`], exit: [1, 2]},
       ]
-      for (const {args, env, exit} of cases) {
-        for (const json of [[], ['--json']]) {
-          const run = await spawnCli(['shards:list', '--timeout', '1s', ...args, ...json], {env})
-          const label = `${args.join(' ')} ${json.join('')}`.replaceAll(pw, '<pw>')
-          expect(run.exitCode, label).to.be.oneOf(exit)
-          expect(run.stdout + run.stderr, label).not.to.include(pw)
-          expect(run.stdout + run.stderr, label).not.to.include(encodeURIComponent(pw))
-          if (json.length > 0) expect(JSON.parse(run.stdout).error.message, label).to.be.a('string')
-          else expect(run.stderr.trim().split('\n'), label).to.have.length(1)
-        }
-      }
+      // Every run only reads (or fails to): four at a time.
+      const runs = cases.flatMap(({args, env, exit}) => [[], ['--json']].map((json) => ({args, env, exit, json})))
+      await mapLimited(runs, 4, async ({args, env, exit, json}) => {
+        const run = await spawnCli(['shards:list', '--timeout', '1s', ...args, ...json], {env})
+        const label = `${args.join(' ')} ${json.join('')}`.replaceAll(pw, '<pw>')
+        expect(run.exitCode, label).to.be.oneOf(exit)
+        expect(run.stdout + run.stderr, label).not.to.include(pw)
+        expect(run.stdout + run.stderr, label).not.to.include(encodeURIComponent(pw))
+        if (json.length > 0) expect(JSON.parse(run.stdout).error.message, label).to.be.a('string')
+        else expect(run.stderr.trim().split('\n'), label).to.have.length(1)
+      })
     })
   }
+
+  it('DEBUG=ioredis:* or DEBUG=* prints no credential: library debug output never shows', async () => {
+    const pw = secret('the-right-one')
+    for (const debug of ['ioredis:*', '*']) {
+      const run = await spawnCli(['shards:list', '--no-probe', '-r', `redis://127.0.0.1:${guarded.port}/0`], {
+        env: {SHARDCTL_REGISTRY_PASSWORD: pw, DEBUG: debug},
+      })
+      expect(run.exitCode, run.stderr).to.equal(0)
+      expect(run.stdout + run.stderr, debug).not.to.include(pw)
+      expect(run.stderr, debug).not.to.match(/ioredis:|auth\(/)
+    }
+  })
 
   it('a wrong password says authentication failed for that host, not that it is unreachable', async () => {
     const run = await spawnCli(['shards:list', '-r', `redis://127.0.0.1:${guarded.port}/0`], {

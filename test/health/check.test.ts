@@ -1,11 +1,10 @@
-import {setTimeout as sleep} from 'node:timers/promises'
-
 import {expect} from 'chai'
 
 import type {CheckReport} from '../../src/health/check.js'
-import {ANSI, cli, spawnCli} from '../helpers/cli.js'
+import {parseInfo} from '../../src/fleet/info.js'
+import {ANSI, cli, spawnCli, until} from '../helpers/cli.js'
 import {useFleet} from '../helpers/fleet.js'
-import {type TestServer, startReplicated, startServer, waitForCatchUp, waitForStreaming} from '../helpers/redis.js'
+import {type TestServer, startReplicated, startServer, waitForCatchUp, waitForStreaming, withClients} from '../helpers/redis.js'
 
 /** Instances as production should run them: AOF fsynced every second, RDB saves, fenced by one replica. */
 const HEALTHY = [
@@ -56,6 +55,17 @@ describe('shards:check', () => {
     return {exitCode: run.exitCode, report: JSON.parse(run.stdout) as CheckReport, stderr: run.stderr}
   }
 
+  /** A master with no replica at all (healthy otherwise), serving shard "solo". */
+  async function soloShard(): Promise<TestServer> {
+    const lonely = await startServer(
+      HEALTHY.filter((a, i, all) => !a.startsWith('--min-replicas') && !all[i - 1]?.startsWith('--min-replicas')),
+    )
+    extra.push(lonely)
+    await fleet.reg.hset('shards.solo', 'master', lonely.address(4))
+    await fleet.reg.zadd('shards.list', 1, 'solo')
+    return lonely
+  }
+
   /** Every problem of a report, flat. */
   const problems = (report: CheckReport) =>
     [
@@ -78,16 +88,9 @@ describe('shards:check', () => {
     return keys
   }
 
-  /** Deletions replicate asynchronously: wait (boundedly) until no canary key is left on a server. */
+  /** Deletions replicate asynchronously: wait until no canary key is left on a server. */
   async function expectNoCanaryLeft(servers: TestServer[]): Promise<void> {
-    for (const server of servers) {
-      let left = await canaryKeys(server)
-      for (let i = 0; i < 200 && left.length > 0; i++) {
-        await sleep(25)
-        left = await canaryKeys(server)
-      }
-      expect(left, `canary keys on ${server.port}`).to.deep.equal([])
-    }
+    for (const server of servers) await until(`no canary key left on ${server.port}`, async () => (await canaryKeys(server)).length === 0)
   }
 
   it('a healthy fleet: exit 0, every concern green, and no canary key left behind', async () => {
@@ -213,7 +216,11 @@ describe('shards:check', () => {
 
   it('a stale RDB save, and a master that persists nothing', async () => {
     await master.client(0).set('k', 'v')
-    await sleep(1500)
+    // Older than the limit by the server's own clock (the check rounds to whole seconds).
+    await until('the last save is over 1 s old', async () => {
+      const info = parseInfo(await withClients([master], ([c]) => c.info()))
+      return Math.round(Number(info.server_time_usec) / 1e6 - Number(info.rdb_last_save_time)) > 1
+    })
     const stale = await check('--persistence', '--max-save-age', '1')
     expect(stale.exitCode).to.equal(3)
     const row = stale.report.persistence!.find((p) => p.instance === inst(master))!
@@ -284,12 +291,7 @@ describe('shards:check', () => {
   })
 
   it('a master with no replica is a problem, unless accepted with --allow-no-replica', async () => {
-    const lonely = await startServer(
-      HEALTHY.filter((a, i, all) => !a.startsWith('--min-replicas') && !all[i - 1]?.startsWith('--min-replicas')),
-    )
-    extra.push(lonely)
-    await fleet.reg.hset('shards.solo', 'master', lonely.address(4))
-    await fleet.reg.zadd('shards.list', 1, 'solo')
+    const lonely = await soloShard()
     const {exitCode, report} = await check()
     expect(exitCode).to.equal(3)
     expect(problems(report)).to.deep.equal([
@@ -317,7 +319,7 @@ describe('shards:check', () => {
     const {exitCode, report} = await check()
     expect(exitCode).to.equal(3)
     expect(problems(report)).to.have.members([
-      'refuses every write: an interrupted shardctl operation left its fence on (run that promote or split again to finish it)',
+      "refuses every write: shardctl's write fence is on (min-replicas-to-write 1000000), yet no open operation set it: see shards:history, then lift it by hand (CONFIG SET min-replicas-to-write to its usual value)",
       'holds 3 key(s) written after shard s001 moved away: run shards:reconcile',
     ])
     await master.client().config('SET', 'min-replicas-to-write', '1')
@@ -353,6 +355,44 @@ describe('shards:check', () => {
       `still has registered replica(s) following it: 127.0.0.1:${replicas[1].port}`,
     )
     expect(problems(followed.report)).to.include(`replica ${inst(replicas[1])} follows 127.0.0.1:${revived.port}, not the master`)
+  })
+
+  it('--shard keeps what was left behind of that shard: its stray writes, a database it shares; not what is not its own', async () => {
+    await fleet.reg.hset('shards._strays', `${inst(master)}/7`, JSON.stringify({shard: 's001', keys: 3, at: new Date().toISOString()}))
+    const strays = await check('--shard', 's001')
+    expect(strays.exitCode).to.equal(3)
+    expect(problems(strays.report)).to.deep.equal(['holds 3 key(s) written after shard s001 moved away: run shards:reconcile'])
+    const other = await check('--shard', 's002')
+    expect(other.exitCode, "the strays are not s002's").to.equal(0)
+    await fleet.reg.del('shards._strays')
+    await fleet.reg.hset('shards.twin', 'master', master.address(1), 'slave0', replicas[0].address(1), 'slave1', replicas[1].address(1))
+    await fleet.reg.zadd('shards.list', 1, 'twin')
+    const shared = await check('--shard', 's001')
+    expect(shared.exitCode).to.equal(3)
+    expect(problems(shared.report)).to.deep.equal([
+      `is the master database of 2 shards (s001, twin): a database holds one shard; they share and overwrite each other's keys`,
+    ])
+  })
+
+  it('--canary honours --allow-no-replica: a master accepted without replicas is not a canary failure', async () => {
+    const lonely = await soloShard()
+    const accepted = await check('--canary', '--allow-no-replica')
+    expect(accepted.exitCode, JSON.stringify(problems(accepted.report))).to.equal(0)
+    expect(accepted.report.canary!.find((r) => r.master === inst(lonely))!.skipped).to.match(/no replica .*accepted/)
+    const refused = await check('--canary')
+    expect(refused.exitCode).to.equal(3)
+  })
+
+  it('an empty registry fails the gate (nothing was checked), unless --allow-empty', async () => {
+    const empty = await check('--prefix', 'empty')
+    expect(empty.exitCode).to.equal(3)
+    expect(empty.report.healthy).to.equal(false)
+    expect(empty.report.empty!.problems[0]).to.match(/no shard under this prefix: nothing was checked/)
+    const text = await cli(['shards:check', '--prefix', 'empty', ...fleet.r()])
+    expect(text.exitCode).to.equal(3)
+    expect(text.stderr).to.match(/No shards under "empty" in 127\.0\.0\.1:\d+\/0: nothing was checked/)
+    const allowed = await cli(['shards:check', '--prefix', 'empty', '--allow-empty', ...fleet.r()])
+    expect(allowed.exitCode).to.equal(0)
   })
 
   it('--shard narrows the check; an unknown shard is a usage error; a corrupt entry is a problem', async () => {

@@ -51,6 +51,12 @@ export function resume(run: RunningCli): void {
   process.kill(run.pid, 'SIGCONT')
 }
 
+/**
+ * How long a fault test freezes an operator or stalls the registry: half as long again as the
+ * default --max-pause (1 s), so the pause it causes always runs past it.
+ */
+export const PAST_MAX_PAUSE_MS = 1500
+
 /** Keep a process stopped for a while (the fault itself: a frozen operator), then let it go on. */
 export async function frozenFor(run: RunningCli, ms: number): Promise<void> {
   await sleep(ms)

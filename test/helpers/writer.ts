@@ -112,6 +112,20 @@ export class ContinuousWriter {
   }
 }
 
+/** A writer on these shards, started and proven to write (n acknowledged writes). */
+export async function startedWriter(registry: Redis, shards: string[], n = 300): Promise<ContinuousWriter> {
+  const writer = new ContinuousWriter(registry, shards)
+  writer.start()
+  await writer.waitFor(n)
+  return writer
+}
+
+/** Once an operation is over: writes flow again on every shard, then the keys acknowledged but missing where the registry routes. */
+export async function lostWrites(registry: Redis, writer: ContinuousWriter): Promise<string[]> {
+  await writer.resumesThenStop()
+  return missingWrites(registry, writer)
+}
+
 /** Keys of the writer missing on the instance the registry names for their shard. */
 export async function missingWrites(registry: Redis, writer: {acked: Map<string, string[]>}, prefix = 'shards'): Promise<string[]> {
   const missing: string[] = []
@@ -155,8 +169,12 @@ export class LateHearingWriter {
   constructor(
     private readonly registry: Redis,
     private readonly shards: string[],
-    /** everyMs: a pause after each acknowledged write (an application that writes now and then). */
-    private readonly options: {hearsAfterMs: number; prefix?: string; everyMs?: number},
+    /**
+     * everyMs: a pause after each acknowledged write (an application that writes now and then).
+     * connections: connections per shard, each writing on its own (an application's pool):
+     * when the instance closes them, one is usually back while the others reconnect.
+     */
+    private readonly options: {hearsAfterMs: number; prefix?: string; everyMs?: number; connections?: number},
   ) {}
 
   get total(): number {
@@ -176,7 +194,9 @@ export class LateHearingWriter {
     })
     await this.subscriber.subscribe(`${prefix}._events`)
     this.running = true
-    this.loops = this.shards.map((shard) => this.loop(shard))
+    const pool = Array.from({length: this.options.connections ?? 1}, (_, i) => i)
+    for (const shard of this.shards) this.acked.set(shard, [])
+    this.loops = this.shards.flatMap((shard) => pool.map((connection) => this.loop(shard, connection)))
   }
 
   async waitFor(n: number): Promise<void> {
@@ -198,8 +218,8 @@ export class LateHearingWriter {
     if (master) this.routes.set(shard, master)
   }
 
-  private client(address: string): Redis {
-    let client = this.clients.get(address)
+  private client(address: string, connection: number): Redis {
+    let client = this.clients.get(`${address}#${connection}`)
     if (!client) {
       const [, host, port, db] = /^(.+):(\d+)\/(\d+)$/.exec(address)!
       client = new Redis({
@@ -212,20 +232,19 @@ export class LateHearingWriter {
         retryStrategy: () => 5,
       })
       client.on('error', () => undefined) // reconnects by itself: the application never hears of it
-      this.clients.set(address, client)
+      this.clients.set(`${address}#${connection}`, client)
     }
     return client
   }
 
-  private async loop(shard: string): Promise<void> {
-    const keys: string[] = []
-    this.acked.set(shard, keys)
+  private async loop(shard: string, connection: number): Promise<void> {
+    const keys = this.acked.get(shard)!
     let seq = 0
     const deadline = Date.now() + 120_000
     while (this.running && Date.now() < deadline) {
-      const key = `late:${shard}:${seq}`
+      const key = `late:${shard}:${connection}:${seq}`
       try {
-        await this.client(this.routes.get(shard)!).set(key, 'v')
+        await this.client(this.routes.get(shard)!, connection).set(key, 'v')
         keys.push(key)
         seq++
         if (this.options.everyMs) await new Promise((r) => setTimeout(r, this.options.everyMs))

@@ -9,6 +9,7 @@ import {freePort, portIsFree} from '../../src/sandbox/redis-process.js'
 import {ANSI_ALL, cli, spawnCli, startCli, ttyCli, until} from '../helpers/cli.js'
 import {useFleet} from '../helpers/fleet.js'
 import {
+  PAST_MAX_PAUSE_MS,
   fencesOf,
   fleetState,
   frozenFor,
@@ -184,7 +185,9 @@ describe('shards:split', () => {
   })
 
   it('a client that reconnects by itself and hears of the split 1 s late: no acknowledged write ends off its route', async () => {
-    const app = new LateHearingWriter(reg, SHARDS, {hearsAfterMs: 1000})
+    // Until it hears, its pool is back on the source within milliseconds of each cut: far
+    // inside --quiet, so the hold lasts until it has heard, however busy the machine.
+    const app = new LateHearingWriter(reg, SHARDS, {hearsAfterMs: 1000, connections: 3})
     await app.start()
     await app.waitFor(300)
     const run = await spawnCli([
@@ -194,6 +197,8 @@ describe('shards:split', () => {
       inst(target),
       '--max-pause',
       '5s',
+      '--quiet',
+      '500ms',
       ...BOUNDS,
       '--yes',
       '--json',
@@ -208,64 +213,47 @@ describe('shards:split', () => {
     expect(app.reloads.onEvent).to.be.greaterThan(0)
   })
 
-  it('a client that never reloads its routing keeps the moved databases busy: past --hold the split is rolled back, exit 3, nothing lost', async () => {
-    // Hears nothing for a minute: it reconnects to the source every time it is cut off.
-    const app = new LateHearingWriter(reg, ['s001', 's002', 's005'], {hearsAfterMs: 60_000})
-    await app.start()
-    await app.waitFor(100)
-    const run = await spawnCli(['shards:split', inst(source), '--to', inst(target), '--hold', '1s', ...BOUNDS, '--yes', '--json', ...r()])
+  /** A split whose hold never clears: rolled back, exit 3 naming the clients, routing unchanged, nothing lost. */
+  async function expectHeldBack(app: LateHearingWriter, hold: string, quiet: string): Promise<void> {
+    const args = ['--hold', hold, '--quiet', quiet, ...BOUNDS, '--yes', '--json', ...r()]
+    const run = await spawnCli(['shards:split', inst(source), '--to', inst(target), ...args])
     await app.stop()
     expect(run.exitCode, run.stderr).to.equal(3)
-    expect(JSON.parse(run.stdout).error).to.include({code: 'EHELD'})
-    expect(JSON.parse(run.stdout).error.message).to.match(/clients kept using the moved databases .*127\.0\.0\.1:\d+.*rolled back/)
+    const {error} = JSON.parse(run.stdout)
+    expect(error).to.include({code: 'EHELD'})
+    expect(error.message).to.match(/clients kept using the moved databases .*127\.0\.0\.1:\d+.*rolled back/)
     for (const id of SHARDS) expect(await reg.hget(`shards.${id}`, 'master')).to.equal(source.address(Number(id.slice(1))))
     expect(await missingWrites(reg, app)).to.deep.equal([])
     expect(await keyspace(target)).to.deep.equal({})
     expect((await roleOf(target)).role).to.equal('master')
     expect(await reg.exists('shards._journal', 'shards._lock')).to.equal(0)
+  }
+
+  it('a client that never reloads its routing keeps the moved databases busy: past --hold the split is rolled back, exit 3, nothing lost', async () => {
+    // Hears nothing for a minute: its pool reconnects to the source every time it is cut off,
+    // one connection back within milliseconds while the others reconnect. The hold would clear
+    // only if every connection stayed away for --quiet: a pause no busy machine gives a process.
+    const app = new LateHearingWriter(reg, ['s001', 's002', 's005'], {hearsAfterMs: 60_000, connections: 4})
+    await app.start()
+    await app.waitFor(100)
+    await expectHeldBack(app, '1s', '500ms')
   })
 
-  it('a client that never reloads and writes only every 150 ms is seen by the hold with --quiet 500ms: past --hold the split is rolled back, nothing lost', async () => {
+  it('a client that never reloads and writes only every 150 ms is seen by the hold with --quiet 1s: past --hold the split is rolled back, nothing lost', async () => {
+    // Back every 150 ms: the hold would clear only if a busy machine held it off for 850 ms more.
     const app = new LateHearingWriter(reg, ['s001'], {hearsAfterMs: 60_000, everyMs: 150})
     await app.start()
     await app.waitFor(2)
-    const run = await spawnCli([
-      'shards:split',
-      inst(source),
-      '--to',
-      inst(target),
-      '--hold',
-      '2s',
-      '--quiet',
-      '500ms',
-      ...BOUNDS,
-      '--yes',
-      '--json',
-      ...r(),
-    ])
-    await app.stop()
-    expect(run.exitCode, run.stderr).to.equal(3)
-    expect(JSON.parse(run.stdout).error).to.include({code: 'EHELD'})
-    expect(await reg.hget('shards.s001', 'master')).to.equal(source.address(1))
-    expect(await missingWrites(reg, app)).to.deep.equal([])
-    expect(await keyspace(target)).to.deep.equal({})
+    await expectHeldBack(app, '2s', '1s')
   })
 
   it('a write after the cut-over from a client with stale routing: named, kept, exit 3; shards:reconcile moves it where the registry routes', async () => {
-    const run = await startCli([
-      'shards:split',
-      inst(source),
-      '--to',
-      inst(target),
-      '--shards',
-      's002',
-      '--grace',
-      '2s',
-      '--yes',
-      '--json',
-      ...r(),
-    ])
-    await untilStepDone(reg, 'release')
+    // Stopped once the cut-over is done, before the grace period: the stale writes land in between.
+    const run = await stoppedAt(
+      ['shards:split', inst(source), '--to', inst(target), '--shards', 's002', ...BOUNDS, '--yes', '--json', ...r()],
+      'grace:before:stop',
+    )
+    expect(stepDone(await readJournal(reg), 'release')).to.equal(true)
     await withClients([source], async ([stale]) => {
       await stale.select(2)
       await stale.set('written-after-cut-over', 'x')
@@ -275,6 +263,7 @@ describe('shards:split', () => {
       await c.select(2)
       await c.set('also-on-target', 'newer')
     })
+    resume(run)
     const done = await run.done
     expect(done.exitCode, done.stderr).to.equal(3)
     const result = JSON.parse(done.stdout)
@@ -309,24 +298,17 @@ describe('shards:split', () => {
   })
 
   it('a client with stale routing that deletes on a moved database after the cut-over (no key left to find): named, cut off, exit 3', async () => {
-    const run = await startCli([
-      'shards:split',
-      inst(source),
-      '--to',
-      inst(target),
-      '--shards',
-      's002',
-      '--grace',
-      '2s',
-      '--yes',
-      '--json',
-      ...r(),
-    ])
-    await untilStepDone(reg, 'release')
+    // Stopped once the cut-over is done, before the grace period that must see the delete.
+    const run = await stoppedAt(
+      ['shards:split', inst(source), '--to', inst(target), '--shards', 's002', ...BOUNDS, '--yes', '--json', ...r()],
+      'grace:before:stop',
+    )
+    expect(stepDone(await readJournal(reg), 'release')).to.equal(true)
     // An application's pooled connection: it stays open, as they do.
     const stale = source.client(2)
     try {
       expect(await stale.del('seed:0')).to.equal(0) // acknowledged, and applied nowhere the registry routes
+      resume(run)
       const done = await run.done
       expect(done.exitCode, done.stderr).to.equal(3)
       const result = JSON.parse(done.stdout)
@@ -402,7 +384,7 @@ describe('shards:split', () => {
     expect(done.exitCode).to.equal(130)
     expect(done.stderr).to.match(
       new RegExp(
-        `Interrupted\\. The split is recorded in the registry's journal; run shards:split ${inst(source)} again to finish or roll it back\\.`,
+        `Interrupted\\. The split is recorded in the registry's journal; run shardctl shards:split --recover -r redis://127\\.0\\.0\\.1:\\d+/0 to finish or roll it back\\.`,
       ),
     )
     const again = await spawnCli(['shards:split', inst(source), ...BOUNDS, '--yes', '--json', ...r()])
@@ -448,7 +430,7 @@ describe('shards:split', () => {
     }
   })
 
-  describe('frozen for 2.5 s after a step, with the default --max-pause: nothing lost', () => {
+  describe('frozen for 1.5 s after a step, with the default --max-pause: nothing lost', () => {
     for (const step of ['registry', 'hold', 'fence', 'catch-up', 'promote', 'release']) {
       it(`stopped (SIGSTOP) after ${step}`, async () => {
         const writer = await startWriter()
@@ -456,7 +438,7 @@ describe('shards:split', () => {
           ['shards:split', inst(source), '--to', inst(target), ...BOUNDS, '--yes', '--json', ...r()],
           `${step}:after:stop`,
         )
-        await frozenFor(run, 2500)
+        await frozenFor(run, PAST_MAX_PAUSE_MS)
         const done = await run.done
         expect(done.exitCode, done.stderr + done.stdout).to.equal(0)
         await expectNothingLost(writer)
@@ -468,7 +450,7 @@ describe('shards:split', () => {
     }
   })
 
-  describe('the registry answers 2.5 s late at a step: nothing lost', () => {
+  describe('the registry answers 1.5 s late at a step: nothing lost', () => {
     for (const step of ['copy', 'registry', 'fence', 'promote']) {
       it(`late after ${step}`, async () => {
         const proxy = await startReplyDelayProxy(fleet.registry.port)
@@ -489,7 +471,7 @@ describe('shards:split', () => {
             `step ${step} done`,
             async () => stepDone(await readJournal(reg), step) || (await reg.exists('shards._journal')) === 0,
           )
-          proxy.stallFor(2500)
+          proxy.stallFor(PAST_MAX_PAUSE_MS)
           const done = await run.done
           expect(done.exitCode, done.stderr + done.stdout).to.equal(0)
           await expectNothingLost(writer)

@@ -1,7 +1,16 @@
 import {expect} from 'chai'
 
 import {ShardctlError} from '../../src/errors.js'
-import {describeTarget, formatAddress, parseAddress, parseInstance, parseRegistryAddress, redact} from '../../src/registry/address.js'
+import {
+  canonicalDatabase,
+  canonicalHost,
+  describeTarget,
+  formatAddress,
+  parseAddress,
+  parseInstance,
+  parseRegistryAddress,
+  redact,
+} from '../../src/registry/address.js'
 
 describe('registry/address', () => {
   it('parses host:port/db and defaults the db to 0', () => {
@@ -118,5 +127,20 @@ describe('registry/address', () => {
       }
       expect(() => parseAddress('redis+sentinel://h1/reg')).to.throw(/unsupported scheme/)
     })
+  })
+
+  it('names one host one way, whatever its spelling', () => {
+    const same = [
+      ['LOCALHOST', '127.0.0.1'],
+      ['localhost', '::1'],
+      ['0:0:0:0:0:0:0:1', '::1'],
+      ['127.1', '127.0.0.1'],
+      ['FD00::1', 'fd00:0:0::1'],
+      ['Db5.Internal.', 'db5.internal'],
+    ]
+    for (const [a, b] of same) expect(canonicalHost(a), `${a} = ${b}`).to.equal(canonicalHost(b))
+    expect(canonicalHost('10.0.0.5')).not.to.equal(canonicalHost('10.0.0.6'))
+    expect(canonicalDatabase(parseAddress('LOCALHOST:6379/3'))).to.equal(canonicalDatabase(parseAddress('[::1]:6379/3')))
+    expect(canonicalDatabase(parseAddress('LOCALHOST:6379/3'))).not.to.equal(canonicalDatabase(parseAddress('[::1]:6379/4')))
   })
 })

@@ -69,7 +69,6 @@ describe('registry/assign WeightedPicker', () => {
         ['b', 3],
       ]),
     )
-    expect(picker.total).to.equal(4)
     expect(picker.pick(0)).to.equal('a')
     expect(picker.pick(0.2499)).to.equal('a')
     expect(picker.pick(0.25)).to.equal('b')
@@ -98,6 +97,7 @@ describe('registry/manage proposeEvenWeights', () => {
     ])
     const proposed = Object.fromEntries(proposeEvenWeights(current, fill).map((c) => [c.id, c.proposed]))
     expect(proposed.drained).to.equal(0)
+    expect(proposed.full, 'past its target: weighted down, never drained').to.equal(1)
     expect(proposed.empty).to.be.greaterThan(proposed.half)
     expect(proposed.half).to.be.greaterThan(proposed.full)
   })

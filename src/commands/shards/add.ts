@@ -8,7 +8,7 @@ import {paint} from '../../ui/terminal.js'
 
 export default class ShardsAdd extends RegistryCommand<typeof ShardsAdd> {
   static override summary = 'Register one shard: its master, read replicas and weight.'
-  static override description = `Writes P.<id> (master, slave0..) and P.list in one atomic step and publishes the change. Refused when the id exists or the master's database already belongs to another shard. Credentials in a redis:// address are never written to the registry.`
+  static override description = `Writes P.<id> (master, slave0..) and P.list in one atomic step and publishes the change. Refused when the id exists, when the master's database already belongs to another shard, or when master and replicas are not different instances — compared by what they are: the address in its canonical spelling (LOCALHOST is 127.0.0.1, [0:0:0:0:0:0:0:1] is [::1]) and, where the instances answer, their run_id. Credentials in a redis:// address are never written to the registry.`
 
   static override examples = [
     '<%= config.bin %> <%= command.id %> s042 --master 10.0.0.5:6379/42 --replica 10.0.0.6:6379/42 --weight 1',
@@ -39,7 +39,7 @@ export default class ShardsAdd extends RegistryCommand<typeof ShardsAdd> {
     const result = await addShard(
       await this.registry(),
       {id: this.args.id, master: flags.master, replicas: flags.replica ?? [], persist: flags.persist ?? [], weight: flags.weight},
-      {dryRun: flags['dry-run']},
+      {dryRun: flags['dry-run'], pool: await this.pool()},
     )
     const {shard} = result
     const replicas = shard.replicas.map(formatAddress).join(', ') || 'no replicas'

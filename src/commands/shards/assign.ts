@@ -13,8 +13,8 @@ import {
   lookupHashes,
   noWeightedShard,
 } from '../../registry/assign.js'
-import {readLineBatches, writeChunk} from '../../ui/lines.js'
-import {paint, plural, renderTable} from '../../ui/terminal.js'
+import {BadLine, readLineBatches, writeChunk} from '../../ui/lines.js'
+import {formatCount, paint, plural, renderTable} from '../../ui/terminal.js'
 
 interface AssignSummary {
   total: number
@@ -28,7 +28,7 @@ interface AssignSummary {
 
 export default class ShardsAssign extends RegistryCommand<typeof ShardsAssign> {
   static override summary = 'Assign shard hashes to shards: weighted at random, or to a named shard.'
-  static override description = `A hash with no shard yet gets one drawn at random with probability weight / sum of weights (weight 0 is never drawn), stored with an atomic set-if-absent: concurrent assigners always end with one answer. A hash that already has a shard keeps it and is reported as existing, unless --force with --shard moves it.
+  static override description = `A hash with no shard yet gets one drawn at random with probability weight / sum of weights (weight 0 is never drawn), stored with an atomic set-if-absent: concurrent assigners always end with one answer. A hash that already has a shard keeps it and is reported as existing, unless --force with --shard moves it. A weight changed while it runs counts at once: a shard drained meanwhile gets no new hash from the next batch on.
 
 --stdin reads one hash per line and streams, in pipelined batches with constant memory: fit for millions of lines. Each result is printed as "hash<TAB>shard" (NDJSON under --json, ending with a summary line).`
 
@@ -90,9 +90,21 @@ export default class ShardsAssign extends RegistryCommand<typeof ShardsAssign> {
     // Streaming: one string written per batch, so output keeps pace with Redis.
     this.ndjson = this.jsonEnabled()
     const line = this.ndjson ? (r: AssignResult) => JSON.stringify(r) : (r: AssignResult) => `${r.hash}\t${r.shard}`
-    for await (const batch of results) {
-      count(batch)
-      if (!flags.quiet) await writeChunk(process.stdout, `${batch.map(line).join('\n')}\n`)
+    try {
+      for await (const batch of results) {
+        count(batch)
+        if (!flags.quiet) await writeChunk(process.stdout, `${batch.map(line).join('\n')}\n`)
+      }
+    } catch (error) {
+      // A bad line stops the input; what came before it was assigned and printed. That
+      // is a change, reported as partial (exit 3); with nothing new stored it is the usage error it is.
+      if (!(error instanceof BadLine) || summary.assigned === 0) throw error
+      this.progress(this.describe(summary))
+      const before = `${plural(summary.total, 'hash', 'hashes')} before it ${summary.total === 1 ? 'was' : 'were'}`
+      return this.partial(
+        {summary: {...summary, stoppedAt: {line: error.line, error: error.message}}},
+        `${error.message}; the ${before} assigned and printed above (${formatCount(summary.assigned)} new), nothing from that line on`,
+      )
     }
     this.progress(this.describe(summary))
     return this.ignoredShard({summary}, summary)
@@ -117,7 +129,7 @@ export default class ShardsAssign extends RegistryCommand<typeof ShardsAssign> {
   private batches(stdin: boolean): Batches {
     const given = this.args.hash ?? []
     if (stdin && given.length > 0) throw usageError('give hashes as arguments or with --stdin, not both')
-    if (stdin) return readLineBatches(process.stdin)
+    if (stdin) return readLineBatches(process.stdin, undefined, checkHash)
     if (given.length === 0) throw usageError('no hashes given', 'pass hashes as arguments, or --stdin to read them one per line')
     return inBatches(given.map(checkHash))
   }

@@ -10,6 +10,7 @@ import {describeIds, instancesOf} from '../../health/groups.js'
 import type {PersistenceRow} from '../../health/persistence.js'
 import type {SentinelGroupRow} from '../../health/sentinel.js'
 import type {ReplicaStatus, TopologyRow} from '../../health/topology.js'
+import {formatAddress} from '../../registry/address.js'
 import {Change} from '../../registry/registry.js'
 import {formatCount, paint, plural, renderTable} from '../../ui/terminal.js'
 
@@ -27,7 +28,7 @@ Sentinel (when the registry records Sentinels, see sentinel:register): per group
 
 --persistence checks the persistence replicas (persistN), or every node of shards that name none: append-only file on, fsync every second, last AOF write and RDB save succeeded, last RDB save younger than --max-save-age when changes wait for it (0: do not check the age). A master that persists nothing is flagged: restarted, it would come back empty and its replicas would copy that.
 
-Exit code 0 when everything is healthy, 3 when any problem is found: a CI job can gate on it.`
+Exit code 0 when everything is healthy, 3 when any problem is found: a CI job can gate on it. A registry with no shard at all (a typo in --prefix, a wiped registry) is a problem too, unless --allow-empty.`
 
   static override examples = [
     '<%= config.bin %> <%= command.id %>',
@@ -57,6 +58,11 @@ Exit code 0 when everything is healthy, 3 when any problem is found: a CI job ca
       31_536_000,
     )({summary: 'Oldest acceptable RDB save, in seconds, when changes wait for one (0: no limit).', default: 3600}),
     fence: Flags.boolean({summary: 'Set min-replicas-to-write on masters that have none (asks first).', default: false}),
+    'allow-empty': Flags.boolean({
+      summary: 'Pass when the registry has no shard at all (by default that fails: nothing was checked).',
+      env: 'SHARDCTL_ALLOW_EMPTY',
+      default: false,
+    }),
     'allow-no-replica': Flags.boolean({
       summary: 'Accept masters without any replica (reported, not a problem).',
       env: 'SHARDCTL_ALLOW_NO_REPLICA',
@@ -90,6 +96,8 @@ Exit code 0 when everything is healthy, 3 when any problem is found: a CI job ca
       maxSaveAgeSeconds: flags['max-save-age'],
       timeoutMs: flags.timeout,
       allowNoReplica: flags['allow-no-replica'],
+      allowEmpty: flags['allow-empty'],
+      recoverCommand: (type) => this.sameFleetCommand(`shards:${type}`, '--recover'),
     })
 
     if (flags.fence) {
@@ -128,8 +136,13 @@ Exit code 0 when everything is healthy, 3 when any problem is found: a CI job ca
   }
 
   private render(report: CheckReport): void {
-    if (report.shards === 0 && report.broken.length === 0) {
-      this.progress(`No shards under "${this.flags.prefix}" to check.`)
+    if (report.empty) {
+      const where = `No shards under "${this.flags.prefix}" in ${formatAddress(this.flags.registry)}`
+      if (report.empty.accepted) this.progress(`${where}: nothing to check (accepted with --allow-empty).`)
+      else
+        this.warn(
+          `${where}: nothing was checked, exit 3 (a typo in --prefix or -r, or a wiped registry?); pass --allow-empty if that is expected`,
+        )
       return
     }
     const status = (problems: string[]) => (problems.length === 0 ? paint.ok('ok') : paint.bad(problems.join('\n')))
@@ -215,7 +228,8 @@ function fencingLine(row: FencingRow, status: Status): string[] {
 }
 
 function canaryLines(row: CanaryRow, status: Status): string[][] {
-  if (row.replicas.length === 0) return [[row.master, describeIds(row.shards), '-', '-', '-', '-', '-', status(row.problems)]]
+  if (row.replicas.length === 0)
+    return [[row.master, describeIds(row.shards), '-', '-', '-', '-', '-', row.skipped ? paint.dim(row.skipped) : status(row.problems)]]
   const ms = (v: number | undefined) => (v === undefined ? '-' : `${v} ms`)
   return row.replicas.map((r) => [
     row.master,

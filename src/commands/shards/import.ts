@@ -12,6 +12,7 @@ import {dryRunFlag, yesFlag} from '../../flags.js'
 import {
   ATOMIC_MAP_ENTRIES,
   type ImportDiff,
+  type ImportResult,
   applyDocument,
   diffDocument,
   mapOf,
@@ -28,6 +29,8 @@ export default class ShardsImport extends RegistryCommand<typeof ShardsImport> {
     'Apply a registry document: show the difference, then apply it atomically (a large map change in atomic slices).'
   static override description = `The document (from shards:export) is checked whole first — format, version, shape and content — and refused before anything changes if any part is wrong. The difference with the registry is shown (shards added, changed, removed with --prune; map entries set), and applied on confirmation or --yes, atomically and with its event. "-" reads the document from stdin.
 
+An existing assignment is never changed without --repoint: a map entry of the document that the registry assigns to another shard stays as it is, and is counted (exit 3: the registry does not match the document). With --repoint it is re-pointed, but only while it still holds the shard it was compared with. A hash the document brings that an application assigns meanwhile keeps the application's shard, and is counted too. --prune removes a shard only once no hash points at it: it is drained first, and counted again after the map is in. Map entries the document declares as orphans (pointing at a shard its registry no longer had) are imported as they are, and said.
+
 Any size, in constant memory: the map is read a batch at a time, compared with the registry's a batch at a time, and staged in a hash of its own; onto an empty map it is renamed into place in the same atomic step as the shards. A change of more than ${ATOMIC_MAP_ENTRIES.toLocaleString('en-US')} map entries to an existing map is applied a slice of that size at a time (each slice atomic, every hash always routed to an existing shard), so that no single step keeps the registry from answering applications.`
 
   static override examples = [
@@ -42,11 +45,14 @@ Any size, in constant memory: the map is read a batch at a time, compared with t
 
   static override flags = {
     prune: Flags.boolean({summary: 'Remove shards that are not in the document (refused while hashes point at them).'}),
+    repoint: Flags.boolean({
+      summary: 'Re-point hashes the registry assigns to another shard than the document (otherwise kept: exit 3).',
+    }),
     'dry-run': dryRunFlag,
     yes: yesFlag,
   }
 
-  async run(): Promise<{applied: boolean; diff: ImportDiff; steps?: number}> {
+  async run(): Promise<{applied: boolean; diff: ImportDiff; steps?: number; kept?: number; notRemoved?: ImportResult['notRemoved']}> {
     const file = await this.source(this.args.file)
     const {doc, hasMap} = await readDocumentFile(file)
     const registry = await this.registry()
@@ -57,7 +63,12 @@ Any size, in constant memory: the map is read a batch at a time, compared with t
       if (!applied) await registry.client.unlink(...stagedParts(stage)).catch(() => undefined)
     })
     const make = (staging: boolean) =>
-      diffDocument(registry, doc, {prune: this.flags.prune, map: hasMap ? mapOf(file, doc) : undefined, stage: staging ? stage : undefined})
+      diffDocument(registry, doc, {
+        prune: this.flags.prune,
+        repoint: this.flags.repoint,
+        map: hasMap ? mapOf(file, doc) : undefined,
+        stage: staging ? stage : undefined,
+      })
     type Plan = Awaited<ReturnType<typeof make>>
     const count = ({diff}: Plan) => diff.added.length + diff.changed.length + diff.removed.length + diff.mapSet + diff.mapChanged
     const show = ({diff}: Plan) => {
@@ -66,7 +77,7 @@ Any size, in constant memory: the map is read a batch at a time, compared with t
     if (this.flags['dry-run']) {
       const plan = await make(false)
       show(plan)
-      this.progress(count(plan) === 0 ? 'The registry already matches the document.' : paint.warn('Dry run: nothing changed.'))
+      this.progress(count(plan) === 0 ? this.matches(plan.diff) : paint.warn('Dry run: nothing changed.'))
       return {applied: false, diff: plan.diff}
     }
     const {plan, confirmed} = await this.planThenLock(
@@ -83,23 +94,50 @@ Any size, in constant memory: the map is read a batch at a time, compared with t
     )
     const {diff} = plan
     if (count(plan) === 0) {
-      this.progress('The registry already matches the document.')
-      return {applied: false, diff}
+      this.progress(this.matches(diff))
+      return this.unmatched({applied: false, diff}, diff, 0)
     }
     if (!confirmed) {
       this.progress('Nothing changed.')
       return {applied: false, diff}
     }
-    const {steps} = await applyDocument(registry, diff, {key: stage, entries: plan.staged, mapWasEmpty: plan.mapWasEmpty})
+    const {steps, kept, notRemoved} = await applyDocument(registry, diff, {
+      key: stage,
+      entries: plan.staged,
+      mapWasEmpty: plan.mapWasEmpty,
+    })
     applied = true
-    const sliced =
-      steps > 1
-        ? ` in ${steps} steps (a map change of more than ${formatCount(ATOMIC_MAP_ENTRIES)} entries is applied a slice at a time)`
-        : ''
+    const sliced = steps > 1 ? ` in ${steps} steps` : ''
+    const removed = diff.removed.length - notRemoved.length
     this.progress(
-      `Imported: ${diff.added.length} added, ${diff.changed.length} changed, ${diff.removed.length} removed, ${plural(plan.staged, 'map entry', 'map entries')}${sliced}.`,
+      `Imported: ${diff.added.length} added, ${diff.changed.length} changed, ${removed} removed, ${plural(plan.staged - kept, 'map entry', 'map entries')}${sliced}.`,
     )
-    return {applied: true, diff, steps}
+    const result = {applied: true, diff, steps, kept, notRemoved}
+    if (notRemoved.length > 0) {
+      return this.partial(
+        result,
+        `not removed: ${notRemoved.map((n) => `${n.id} (${plural(n.hashes, 'hash points', 'hashes point')} at it)`).join(', ')}; hashes were assigned to ${notRemoved.length === 1 ? 'it' : 'them'} while the import ran, so ${notRemoved.length === 1 ? 'it stays' : 'they stay'}, drained (weight 0)`,
+      )
+    }
+    return this.unmatched(result, diff, kept)
+  }
+
+  private matches(diff: ImportDiff): string {
+    return diff.mapKept > 0 ? 'Nothing to import.' : 'The registry already matches the document.'
+  }
+
+  /** The registry does not match the document where existing assignments were kept: said, exit 3. */
+  private unmatched<R extends object>(result: R, diff: ImportDiff, kept: number): R {
+    const parts = [
+      diff.mapKept > 0
+        ? `${plural(diff.mapKept, 'hash is', 'hashes are')} assigned to another shard than the document says, and ${diff.mapKept === 1 ? 'stays' : 'stay'} there (--repoint moves them)`
+        : '',
+      kept > 0
+        ? `${plural(kept, 'hash was', 'hashes were')} assigned or moved to another shard while the import ran, and keep that shard`
+        : '',
+    ].filter(Boolean)
+    if (parts.length === 0) return result
+    return this.partial(result, `the registry does not match the document: ${parts.join('; ')}`)
   }
 
   /** A file to read twice: the document itself, or stdin spooled to a temporary file. */
@@ -138,7 +176,14 @@ Any size, in constant memory: the map is read a batch at a time, compared with t
       ...diff.removed.map((id) => [paint.bad('-'), id, 'removed']),
     ]
     if (rows.length > 0) this.log(renderTable(['', 'SHARD', 'CHANGE'], rows))
-    if (diff.mapSet + diff.mapChanged > 0) this.log(`map: ${diff.mapSet} entries added, ${diff.mapChanged} re-pointed`)
+    if (diff.mapSet + diff.mapChanged + diff.mapKept > 0) {
+      const kept = diff.mapKept > 0 ? `, ${formatCount(diff.mapKept)} assigned elsewhere kept as they are (--repoint moves them)` : ''
+      this.log(`map: ${formatCount(diff.mapSet)} added, ${formatCount(diff.mapChanged)} re-pointed${kept}`)
+    }
+    if (diff.mapOrphans > 0)
+      this.warn(
+        `${plural(diff.mapOrphans, 'map entry points', 'map entries point')} at a shard the document declares an orphan (gone from the registry it was exported from): imported as ${diff.mapOrphans === 1 ? 'it is' : 'they are'}`,
+      )
     this.progress(`${diff.unchanged} shards unchanged.`)
   }
 }

@@ -2,6 +2,7 @@ import {RegistryCommand} from '../../base-command.js'
 import {countFlag, dryRunFlag, instanceFlag, weightFlag, yesFlag} from '../../flags.js'
 import {Flags} from '@oclif/core'
 import {formatAddress, instanceKey} from '../../registry/address.js'
+import {shares} from '../../registry/assign.js'
 import {type NewShard, applyInit, planInit} from '../../registry/manage.js'
 import {formatPercent, paint, plural, renderTable} from '../../ui/terminal.js'
 
@@ -42,7 +43,7 @@ export default class ShardsInit extends RegistryCommand<typeof ShardsInit> {
         firstId: flags['first-id'],
         weight: flags.weight,
       }),
-      existingWeight: [...(await registry.weights()).values()].reduce((a, b) => a + b, 0),
+      existing: await registry.weights(),
     })
     const show = (shards: NewShard[]) => {
       const rows = shards.map((s) => [s.id, formatAddress(s.master), s.replicas.map(formatAddress).join(', ') || '-', String(s.weight)])
@@ -66,7 +67,7 @@ export default class ShardsInit extends RegistryCommand<typeof ShardsInit> {
       make,
       (plan) => {
         show(plan.shards)
-        return this.question(plan.shards, plan.existingWeight)
+        return this.question(plan.shards, plan.existing)
       },
       (plan) => plan.shards.map((s) => [s.id, formatAddress(s.master)]),
     )
@@ -80,9 +81,9 @@ export default class ShardsInit extends RegistryCommand<typeof ShardsInit> {
   }
 
   /** What the new shards will take of new assignments, and with how many replicas, on which fleet. */
-  private question(shards: NewShard[], existingWeight: number): string {
-    const added = shards.reduce((n, s) => n + s.weight, 0)
-    const share = existingWeight + added > 0 ? added / (existingWeight + added) : 0
+  private question(shards: NewShard[], existing: Map<string, number>): string {
+    const after = shares(new Map([...existing, ...shards.map((s): [string, number] => [s.id, s.weight])]))
+    const share = shards.reduce((n, s) => n + (after.get(s.id) ?? 0), 0)
     const replicas = shards[0]?.replicas.length ?? 0
     const copies = replicas === 0 ? paint.warn('no replica') : plural(replicas, 'replica')
     return `Add ${plural(shards.length, 'shard')} on ${instanceKey(this.flags.instance)} (dbs ${shards[0]?.master.db}-${shards.at(-1)?.master.db}), with ${copies} each; they take ${formatPercent(share)} of new assignments?`

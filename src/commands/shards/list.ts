@@ -119,7 +119,7 @@ At hundreds of shards: --filter narrows (instance=HOST:PORT, a master or replica
     const problems = overview.shards.filter((s) => s.problems.length > 0).length
     const summary = [
       `${plural(overview.shards.length, 'shard')} on ${plural(overview.instances, 'instance')}`,
-      `total weight ${overview.totalWeight}`,
+      `total weight ${Number.isFinite(overview.totalWeight) ? overview.totalWeight : 'beyond 1.8e308'}`,
     ]
     if (overview.probed) summary.push(problems === 0 ? paint.ok('all healthy') : paint.bad(`${problems} with problems`))
     if (overview.orphanHashes) summary.push(paint.warn(`${plural(overview.orphanHashes, 'hash', 'hashes')} point at unknown shards`))

@@ -42,7 +42,7 @@ export default class ShardsLookup extends RegistryCommand<typeof ShardsLookup> {
     // Masters come from one snapshot; a hash pointing at an unknown shard shows no master.
     const {shards} = await registry.snapshot()
     const masters = new Map(shards.map((s) => [s.id, formatAddress(s.master)]))
-    const batches = this.flags.stdin ? readLineBatches(process.stdin) : inBatches(given.map(checkHash))
+    const batches = this.flags.stdin ? readLineBatches(process.stdin, undefined, checkHash) : inBatches(given.map(checkHash))
 
     const summary: LookupSummary = {total: 0, found: 0, unassigned: 0}
     const rows: LookupRow[] = []

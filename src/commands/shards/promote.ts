@@ -1,11 +1,10 @@
 import {Args, Flags} from '@oclif/core'
 
-import {RegistryCommand} from '../../base-command.js'
-import {dryRunFlag, parseCount, parseDuration, yesFlag} from '../../flags.js'
-import {ExitCode, ShardctlError, usageError} from '../../errors.js'
-import type {ConnectionPool} from '../../fleet/connect.js'
-import type {Registry} from '../../registry/registry.js'
-import {pendingOperation, readJournal} from '../../ops/journal.js'
+import {OperationCommand} from '../../operation-command.js'
+import {dryRunFlag, healWithinFlag, healWithinMs, parseCount, parseDuration, yesFlag} from '../../flags.js'
+import {usageError} from '../../errors.js'
+import type {HealPolicy} from '../../ops/cutover.js'
+import {openOperationError, readJournal} from '../../ops/journal.js'
 import {
   type PromotePlan,
   type PromoteRequest,
@@ -19,7 +18,8 @@ import {
 import {parseInstance} from '../../registry/address.js'
 import {formatCount, paint, plural, renderTable} from '../../ui/terminal.js'
 
-export default class ShardsPromote extends RegistryCommand<typeof ShardsPromote> {
+export default class ShardsPromote extends OperationCommand<typeof ShardsPromote> {
+  protected readonly operation = 'promote'
   /** Holds the lock for long: renewed from a worker thread (see ops/lock-renewer.ts). */
   static longRunning = true
   static override summary = 'Promote a replica to master for a shard or a whole instance.'
@@ -31,17 +31,18 @@ What a client sees: writes to the old master wait, then fail with READONLY (or N
 
 Emergency, with --force, when the master is down: the reachable replica with the highest replication offset is promoted, the others follow it, and the dead master leaves the shards (named in the history so it can rejoin as a replica).
 
-Each step is recorded in the registry's journal before it is taken. A run killed at any step is finished or rolled back by the next shards:promote naming the same instance or shard; a run that lost its lock (stopped for longer than the lease) changes nothing more and exits 4.`
+Each step is recorded in the registry's journal before it is taken. A promote that fails half-way (the master, the replica or the registry silent past --timeout) heals by itself: for --heal-within it runs again what a rerun would (the same recovery over the same journal, under the same lock), finishing the promote (exit 0) or rolling it back (exit 3). Past that bound it stops and names every instance that still refuses writes, with the shards on it and the command that finishes the promote, and exits 5. A run killed at any step is finished or rolled back by shards:promote --recover (it finds the promote in the journal by itself: a cron job can run it), or by the next shards:promote naming the same instance or shard; a run that lost its lock (stopped for longer than the lease) changes nothing more and exits 4.`
 
   static override examples = [
     '<%= config.bin %> <%= command.id %> s042',
     '<%= config.bin %> <%= command.id %> 10.0.0.5:6379 --replica 10.0.0.6:6379 --yes',
     '<%= config.bin %> <%= command.id %> 10.0.0.5:6379 --dry-run',
     '<%= config.bin %> <%= command.id %> 10.0.0.5:6379 --force --yes   # the master is down',
+    '<%= config.bin %> <%= command.id %> --recover   # finish or roll back an interrupted promote, wherever it was',
   ]
 
   static override args = {
-    target: Args.string({description: 'A shard id, or the master instance host:port.', required: true, ignoreStdin: true}),
+    target: Args.string({description: 'A shard id, or the master instance host:port (optional with --recover).', ignoreStdin: true}),
   }
 
   static override flags = {
@@ -49,16 +50,29 @@ Each step is recorded in the registry's journal before it is taken. A run killed
     'max-pause': Flags.string({summary: 'Longest write pause allowed for the handoff (ms, or 500ms, 2s).', default: '1000'}),
     'max-lag': Flags.string({summary: 'Refuse a replica further behind than this many bytes.', default: '1048576'}),
     force: Flags.boolean({summary: 'Emergency failover: do not wait for the master (writes it alone had are lost).'}),
+    'heal-within': healWithinFlag,
+    recover: Flags.boolean({
+      summary: 'Finish or roll back the interrupted promote found in the journal; exit 0 when there is none.',
+      exclusive: ['replica', 'dry-run'],
+    }),
     'dry-run': dryRunFlag,
     yes: yesFlag,
   }
 
-  async run(): Promise<PromoteResult> {
+  async run(): Promise<PromoteResult | {applied: false; recovered: 'nothing'}> {
     const {flags} = this
+    const maxPauseMs = parseDuration(flags['max-pause'])
+    const heal = this.healPolicy(healWithinMs(flags['heal-within'], maxPauseMs))
+    if (flags.recover) {
+      const named = this.args.target === undefined ? undefined : await resolveInstance(await this.registry(), this.args.target)
+      return this.recover(heal, named)
+    }
+    if (this.args.target === undefined)
+      throw usageError('name a shard or its master instance (host:port)', 'or run --recover to finish an interrupted promote')
     const request = {
       target: this.args.target,
       replica: flags.replica === undefined ? undefined : parseInstance(flags.replica),
-      maxPauseMs: parseDuration(flags['max-pause']),
+      maxPauseMs,
       maxLagBytes: parseCount(flags['max-lag'], '--max-lag', 0, Number.MAX_SAFE_INTEGER),
       force: flags.force,
       yes: flags.yes,
@@ -66,13 +80,14 @@ Each step is recorded in the registry's journal before it is taken. A run killed
     if (request.maxPauseMs > 60_000) throw usageError('--max-pause is at most 60s', 'writes are paused for that long in the worst case')
     const registry = await this.registry()
     const pool = await this.pool()
-    const {instance, shardId} = await resolveInstance(registry, request.target)
+    const resolved = await resolveInstance(registry, request.target)
 
     if (!flags['dry-run']) {
       const pending = await readJournal(registry)
       if (pending) {
-        if (!journalMatches(pending, instance, shardId)) throw pendingOperation(pending)
-        return this.recover(registry, pool)
+        if (!journalMatches(pending, resolved.instance, resolved.shardId))
+          throw await openOperationError(registry, pending, this.operatorToken)
+        return this.recover(heal, resolved)
       }
     }
 
@@ -81,7 +96,7 @@ Each step is recorded in the registry's journal before it is taken. A run killed
     let chosen: PromoteRequest['replica']
     const make = async () => {
       const pending = await readJournal(registry)
-      if (pending) throw pendingOperation(pending)
+      if (pending) throw await openOperationError(registry, pending, this.operatorToken)
       return planPromote(registry, pool, {...request, replica: request.replica ?? chosen})
     }
     const question = (plan: PromotePlan) =>
@@ -114,10 +129,19 @@ Each step is recorded in the registry's journal before it is taken. A run killed
       return {plan, applied: false, repointed: [], unreachable: []}
     }
     const lock = await this.lock()
-    this.interruptNote = `The promote is recorded in the registry's journal; run shards:promote ${plan.oldMaster} again to finish or roll it back.`
+    this.interruptNote = `The promote is recorded in the registry's journal; run ${this.recoverCommand()} to finish or roll it back.`
     const steps = await this.reporter()
-    const result = await executePromote(registry, lock, pool, plan, {onStep: (step) => steps.step(step)}).finally(() => steps.end())
+    const result = await this.leftOpenSaid(executePromote(registry, lock, pool, plan, {onStep: (step) => steps.step(step), heal})).finally(
+      () => steps.end(),
+    )
+    if (result.recovered === 'rolled-back') {
+      return this.partial(
+        result,
+        `the promote failed half-way (${result.healed?.after}) and healed by rolling back: ${plan.oldMaster} stays the master and takes writes again; nothing was lost. Run the promote again`,
+      )
+    }
     this.report(result)
+    this.reportHealed(result)
     if (result.pauseExceeded) {
       this.warn(
         `writes were held ${result.pauseMs} ms, beyond --max-pause ${request.maxPauseMs} ms (the registry or this process was slow); none was lost`,
@@ -132,30 +156,34 @@ Each step is recorded in the registry's journal before it is taken. A run killed
     return result
   }
 
-  /** Finish or roll back the interrupted promote, under the lock (read again under it). */
-  private async recover(registry: Registry, pool: ConnectionPool): Promise<PromoteResult> {
-    const lock = await this.lock()
-    const pending = await readJournal(registry)
-    if (!pending)
-      throw new ShardctlError('the interrupted promote was finished by someone else meanwhile', {
-        code: 'ECHANGED',
-        exitCode: ExitCode.unhealthy,
-        hint: 'see shards:history, then run the command again',
-      })
-    this.progress(`Found an interrupted promote of ${(pending.plan as PromotePlan).oldMaster}; finishing or rolling it back...`)
-    const recovered = await recoverPromote(registry, lock, pool, pending, {
-      confirmEmergency: this.flags.force
-        ? (plan) =>
-            this.confirm(
-              `${plan.oldMaster} is gone: finish the interrupted promote as an emergency failover to ${plan.newMaster}? Writes it had not received are lost.`,
-            )
-        : undefined,
-    })
+  /** Finish or roll back the interrupted promote: the one in the journal (--recover), or the one of this instance or shard. */
+  private async recover(
+    heal: HealPolicy,
+    target?: Awaited<ReturnType<typeof resolveInstance>>,
+  ): Promise<PromoteResult | {applied: false; recovered: 'nothing'}> {
+    const open = await this.openOperation(target && ((entry) => journalMatches(entry, target.instance, target.shardId)))
+    if (!open) return this.nothingToRecover()
+    this.progress(`Found an interrupted promote of ${(open.entry.plan as PromotePlan).oldMaster}; finishing or rolling it back...`)
+    const steps = await this.reporter()
+    const registry = await this.registry()
+    const recovered = await this.leftOpenSaid(
+      recoverPromote(registry, open.lock, await this.pool(), open.entry, {
+        onStep: (step) => steps.step(step),
+        heal,
+        confirmEmergency: this.flags.force
+          ? (plan) =>
+              this.confirm(
+                `${plan.oldMaster} is gone: finish the interrupted promote as an emergency failover to ${plan.newMaster}? Writes it had not received are lost.`,
+              )
+          : undefined,
+      }),
+    ).finally(() => steps.end())
     this.log(
       recovered.recovered === 'rolled-forward'
         ? `Finished the interrupted promote${recovered.plan.mode === 'emergency' ? ' as an emergency failover' : ''}: ${recovered.plan.newMaster} is the master of ${plural(recovered.plan.shards.length, 'shard')}.`
         : `Rolled back the interrupted promote: ${recovered.plan.oldMaster} stays the master. Run the command again to promote.`,
     )
+    this.reportHealed(recovered)
     return recovered
   }
 

@@ -1,17 +1,17 @@
 import {Args, Flags} from '@oclif/core'
 
-import {RegistryCommand} from '../../base-command.js'
+import {OperationCommand} from '../../operation-command.js'
 import {ExitCode, ShardctlError, usageError} from '../../errors.js'
-import type {ConnectionPool} from '../../fleet/connect.js'
-import type {Registry} from '../../registry/registry.js'
-import {countFlag, dryRunFlag, parseDuration, yesFlag} from '../../flags.js'
-import {pendingOperation, readJournal} from '../../ops/journal.js'
+import {countFlag, dryRunFlag, healWithinFlag, healWithinMs, parseDuration, yesFlag} from '../../flags.js'
+import type {HealPolicy} from '../../ops/cutover.js'
+import {openOperationError, readJournal} from '../../ops/journal.js'
 import {type SplitPlan, type SplitResult, executeSplit, planSplit, recoverSplit, splitJournalMatches} from '../../ops/split.js'
 import {type Endpoint, instanceKey, parseInstance} from '../../registry/address.js'
 import {defaultSpawnDir, recordSpawned, spawnLike, spawnPorts, stopSpawned} from '../../sandbox/spawn.js'
 import {formatCount, paint, plural, renderTable} from '../../ui/terminal.js'
 
-export default class ShardsSplit extends RegistryCommand<typeof ShardsSplit> {
+export default class ShardsSplit extends OperationCommand<typeof ShardsSplit> {
+  protected readonly operation = 'split'
   /** Holds the lock for long: renewed from a worker thread (see ops/lock-renewer.ts). */
   static longRunning = true
   static override summary = "Move some of an instance's shard databases onto new instances, live, with a short cut-over."
@@ -23,17 +23,18 @@ Live copy: each target follows the source as a replica while writes go on (progr
 Switch and hold: the registry routes the moved shards to the targets (one compare-and-set step with its event) while the targets still follow the source, so a client that hears of it late writes to the source and the write still reaches a target. Clients on the moved databases of the source are disconnected until none comes back for --quiet, or four times the longest a client took to come back (at most --hold; past it the routing goes back to the source and the split is rolled back, exit 3, naming those clients).
 Cut-over: the source is fenced (writes pause for at most --max-pause, then are refused: a fence that never runs out by itself), every target is proven to hold every byte (offsets equal), the targets become masters, the source drops the moved databases, the fence is lifted. The real pauses are reported.
 During --grace, a client that writes to a moved database of the source has stale routing: it is named and disconnected, and the split exits 3. After it, a moved database that holds keys on the source again took such writes: the split exits 3, names the databases and keys, keeps them, and records them for shards:reconcile. --keep-source keeps the source's copies instead (then writes landing there cannot be told apart).
-Each step is journaled; a killed split is finished or rolled back by the next shards:split of the same source; a run that lost its lock changes nothing more and exits 4.`
+Each step is journaled. A split that fails half-way (a host or the registry silent past --timeout) heals by itself: for --heal-within it runs again what a rerun would (the same recovery over the same journal, under the same lock), finishing the split (exit 0) or rolling it back (exit 3). Past that bound it stops and names every instance that still refuses writes, with the shards on it and the command that finishes the split, and exits 5. A killed split is finished or rolled back by shards:split --recover (it finds the split in the journal by itself: a cron job can run it), or by the next shards:split of the same source; a run that lost its lock changes nothing more and exits 4.`
 
   static override examples = [
     '<%= config.bin %> <%= command.id %> 10.0.0.5:6379 --to 10.0.0.9:6379 --dry-run',
     '<%= config.bin %> <%= command.id %> 10.0.0.5:6379 --to 10.0.0.9:6379 --to-replica 10.0.0.10:6379 --yes',
     '<%= config.bin %> <%= command.id %> 127.0.0.1:7001 --spawn --port 7100 --spawn-replicas 1 --yes',
     '<%= config.bin %> <%= command.id %> 10.0.0.5:6379 --to 10.0.0.9:6379 --to 10.0.0.11:6379 --shards s001,s002,s003',
+    '<%= config.bin %> <%= command.id %> --recover   # finish or roll back an interrupted split, wherever it was',
   ]
 
   static override args = {
-    source: Args.string({description: 'The instance to split, host:port.', required: true, ignoreStdin: true}),
+    source: Args.string({description: 'The instance to split, host:port (optional with --recover).', ignoreStdin: true}),
   }
 
   static override flags = {
@@ -63,14 +64,23 @@ Each step is journaled; a killed split is finished or rolled back by the next sh
       default: '30ms',
     }),
     'keep-source': Flags.boolean({summary: "Keep the source's copy of the moved databases."}),
+    'heal-within': healWithinFlag,
+    recover: Flags.boolean({
+      summary: 'Finish or roll back the interrupted split found in the journal; exit 0 when there is none.',
+      exclusive: ['to', 'shards', 'spawn', 'port', 'dir', 'to-replica', 'keep-source', 'dry-run'],
+    }),
     'dry-run': dryRunFlag,
     yes: yesFlag,
   }
 
-  async run(): Promise<SplitResult | {applied: false}> {
+  async run(): Promise<SplitResult | {applied: false; recovered?: 'nothing'}> {
     const {flags} = this
-    const source = parseInstance(this.args.source)
     const maxPauseMs = parseDuration(flags['max-pause'])
+    const heal = this.healPolicy(healWithinMs(flags['heal-within'], maxPauseMs))
+    const named = this.args.source === undefined ? undefined : parseInstance(this.args.source)
+    if (flags.recover) return this.recover(heal, named)
+    if (!named) throw usageError('name the instance to split (host:port)', 'or run --recover to finish an interrupted split')
+    const source = named
     const graceMs = parseDuration(flags.grace)
     const holdMs = parseDuration(flags.hold)
     const quietMs = parseDuration(flags.quiet)
@@ -88,8 +98,8 @@ Each step is journaled; a killed split is finished or rolled back by the next sh
     if (!flags['dry-run']) {
       const pending = await readJournal(registry)
       if (pending) {
-        if (!splitJournalMatches(pending, source)) throw pendingOperation(pending)
-        return this.recover(registry, pool)
+        if (!splitJournalMatches(pending, source)) throw await openOperationError(registry, pending, this.operatorToken)
+        return this.recover(heal, source)
       }
     }
 
@@ -106,7 +116,7 @@ Each step is journaled; a killed split is finished or rolled back by the next sh
     const request = {source, targets, shards, targetReplicas, maxPauseMs, graceMs, holdMs, quietMs, keepSource: flags['keep-source']}
     const make = async () => {
       const pending = await readJournal(registry)
-      if (pending) throw pendingOperation(pending)
+      if (pending) throw await openOperationError(registry, pending, this.operatorToken)
       return planSplit(registry, pool, {...request, toBeStarted})
     }
     const empty = (plan: SplitPlan): SplitResult => ({
@@ -169,17 +179,27 @@ Each step is journaled; a killed split is finished or rolled back by the next sh
       }
       plan = real
     }
-    this.interruptNote = `The split is recorded in the registry's journal; run shards:split ${plan.source} again to finish or roll it back.`
+    this.interruptNote = `The split is recorded in the registry's journal; run ${this.recoverCommand()} to finish or roll it back.`
     started = true
     const steps = await this.reporter({grace: plan.graceMs})
-    const result = await executeSplit(registry, lock, pool, plan, {
-      onStep: (step) => steps.step(step),
-      onCopy: (read, total) => steps.copied(read, total),
-    }).finally(() => steps.end())
+    const result = await this.leftOpenSaid(
+      executeSplit(registry, lock, pool, plan, {
+        onStep: (step) => steps.step(step),
+        onCopy: (read, total) => steps.copied(read, total),
+        heal,
+      }),
+    ).finally(() => steps.end())
     if (spawned.length > 0) result.spawned = spawned
+    if (result.recovered === 'rolled-back') {
+      return this.partial(
+        result,
+        `the split failed half-way (${result.healed?.after}) and healed by rolling back: the registry routes to ${plan.source} again, which takes writes, and the targets were emptied; nothing was lost. Run the split again`,
+      )
+    }
     this.log(
       `Moved ${plural(plan.moves.length, 'shard')} off ${plan.source}; writes to the source paused ${result.pauseMs} ms, to the moved shards ${result.heldMs} ms.`,
     )
+    this.reportHealed(result)
     if (result.pauseExceeded)
       this.warn(
         `the pause ran ${result.pauseMs} ms, beyond --max-pause ${maxPauseMs} ms (the registry or this process was slow); no write was lost`,
@@ -187,24 +207,23 @@ Each step is journaled; a killed split is finished or rolled back by the next sh
     return this.reportStrays(result)
   }
 
-  /** Finish or roll back the interrupted split, under the lock (read again under it). */
-  private async recover(registry: Registry, pool: ConnectionPool): Promise<SplitResult> {
-    const lock = await this.lock()
-    const pending = await readJournal(registry)
-    if (!pending)
-      throw new ShardctlError('the interrupted split was finished by someone else meanwhile', {
-        code: 'ECHANGED',
-        exitCode: ExitCode.unhealthy,
-        hint: 'see shards:history, then run the command again',
-      })
-    this.progress(`Found an interrupted split of ${(pending.plan as SplitPlan).source}; finishing or rolling it back...`)
-    const steps = await this.reporter({grace: (pending.plan as SplitPlan).graceMs})
-    const recovered = await recoverSplit(registry, lock, pool, pending, {onStep: (step) => steps.step(step)}).finally(() => steps.end())
+  /** Finish or roll back the interrupted split: the one in the journal (--recover), or the one of this source. */
+  private async recover(heal: HealPolicy, source?: Endpoint): Promise<SplitResult | {applied: false; recovered: 'nothing'}> {
+    const open = await this.openOperation(source && ((entry) => splitJournalMatches(entry, source)))
+    if (!open) return this.nothingToRecover()
+    const plan = open.entry.plan as SplitPlan
+    this.progress(`Found an interrupted split of ${plan.source}; finishing or rolling it back...`)
+    const steps = await this.reporter({grace: plan.graceMs})
+    const registry = await this.registry()
+    const recovered = await this.leftOpenSaid(
+      recoverSplit(registry, open.lock, await this.pool(), open.entry, {onStep: (step) => steps.step(step), heal}),
+    ).finally(() => steps.end())
     this.log(
       recovered.recovered === 'rolled-forward'
         ? 'Finished the interrupted split.'
         : 'Rolled back the interrupted split: the registry routes to the source and the targets were emptied. Run the command again to split.',
     )
+    this.reportHealed(recovered)
     return this.reportStrays(recovered)
   }
 

@@ -5,6 +5,7 @@ import {dryRunFlag, shardIdArg, yesFlag} from '../../flags.js'
 import {fleetOverview} from '../../fleet/overview.js'
 import {usageError} from '../../errors.js'
 import {type WeightChange, applyWeights, planWeight, proposeEvenWeights} from '../../registry/manage.js'
+import {shares} from '../../registry/assign.js'
 import {parseWeight} from '../../registry/schema.js'
 import {formatCount, formatPercent, paint, plural, renderTable} from '../../ui/terminal.js'
 
@@ -12,7 +13,7 @@ export default class ShardsWeight extends RegistryCommand<typeof ShardsWeight> {
   static override summary = "Set a shard's weight, or propose weights that even out the fleet."
   static override description = `A shard's weight is its share of new assignments: probability weight / sum of weights; 0 takes it out of new assignments.
 
---even proposes weights that steer new hashes toward the emptier shards, measured by keys in each shard's database (--by keys, probed live) or by hashes assigned in the map (--by hashes), shows current and proposed side by side, and applies them on confirmation or --yes. Drained shards (weight 0) stay drained.`
+--even proposes weights that steer new hashes toward the emptier shards, measured by keys in each shard's database (--by keys, probed live) or by hashes assigned in the map (--by hashes), shows current and proposed side by side, and applies them on confirmation or --yes. Drained shards (weight 0) stay drained; --even itself never drains: a shard already fuller than the rest keeps a small weight (1, of a mean of 100), so a later --even weighs it again.`
 
   static override examples = [
     '<%= config.bin %> <%= command.id %> s042 2.5',
@@ -91,22 +92,19 @@ export default class ShardsWeight extends RegistryCommand<typeof ShardsWeight> {
   }
 
   private render(changes: WeightChange[], by: string | undefined): void {
-    const share = (list: number[], i: number) => {
-      const total = list.reduce((a, b) => a + b, 0)
-      return formatPercent(total > 0 ? list[i] / total : 0)
-    }
-    const current = changes.map((c) => c.current)
-    const proposed = changes.map((c) => c.proposed)
+    const current = shares(new Map(changes.map((c) => [c.id, c.current])))
+    const proposed = shares(new Map(changes.map((c) => [c.id, c.proposed])))
+    const share = (of: Map<string, number>, id: string) => formatPercent(of.get(id) ?? 0)
     const head = ['ID', ...(by ? [by.toUpperCase()] : []), 'WEIGHT', 'SHARE', 'NEW WEIGHT', 'NEW SHARE']
-    const rows = changes.map((c, i) => {
+    const rows = changes.map((c) => {
       const mark = c.current === c.proposed ? (s: string) => s : paint.bold
       return [
         c.id,
         ...(by ? [formatCount(c.fill)] : []),
         String(c.current),
-        share(current, i),
+        share(current, c.id),
         mark(String(c.proposed)),
-        share(proposed, i),
+        share(proposed, c.id),
       ]
     })
     // A single change does not need its fleet-wide share.

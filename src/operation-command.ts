@@ -1,0 +1,99 @@
+import type {Command} from '@oclif/core'
+
+import {RegistryCommand} from './base-command.js'
+import {ExitCode, ShardctlError} from './errors.js'
+import {type HealPolicy, type Healed, OperationLeftOpen} from './ops/cutover.js'
+import {type JournalEntry, liveHolder, openOperationError, pendingOperation, readJournal} from './ops/journal.js'
+import type {OperatorLock} from './ops/lock.js'
+import {leftOpenError} from './ui/left-open.js'
+import {type StepReporter, formatDuration} from './ui/progress.js'
+import {paint, plural} from './ui/terminal.js'
+
+/**
+ * What shards:split and shards:promote share around their operation: finding the one
+ * open in the journal (--recover, or a rerun), healing a failure half-way within
+ * --heal-within, and saying what a run that stopped half-way left.
+ */
+export abstract class OperationCommand<T extends typeof Command> extends RegistryCommand<T> {
+  /** The operation this command runs, as the journal names it. */
+  protected abstract readonly operation: JournalEntry['type']
+
+  /** The steps being shown, so that a failure ends the one it stopped. */
+  private steps?: StepReporter
+
+  protected override async reporter(waits: Record<string, number> = {}): Promise<StepReporter> {
+    this.steps = await super.reporter(waits)
+    return this.steps
+  }
+
+  /** The command that finishes or rolls back an open operation of this kind, for this fleet. */
+  protected recoverCommand(): string {
+    return this.sameFleetCommand(`shards:${this.operation}`, '--recover')
+  }
+
+  /** How this run heals a failure half-way: the bound, said when healing starts. */
+  protected healPolicy(withinMs: number): HealPolicy {
+    return {
+      withinMs,
+      onHealing: (error, ms) => {
+        this.steps?.end()
+        this.progress(
+          paint.warn(
+            `${error.message}. Healing: the ${this.operation} finishes or rolls back by itself as a rerun would, trying for up to ${formatDuration(ms)} (--heal-within).`,
+          ),
+        )
+      },
+    }
+  }
+
+  /** Run the operation (or its recovery); one that stopped half-way is said with what it left. */
+  protected async leftOpenSaid<R>(work: Promise<R>): Promise<R> {
+    try {
+      return await work
+    } catch (error) {
+      throw error instanceof OperationLeftOpen ? leftOpenError(error.left, this.recoverCommand()) : error
+    }
+  }
+
+  protected reportHealed(result: {healed?: Healed; recovered?: string}): void {
+    if (!result.healed) return
+    this.progress(
+      `Healed: after "${result.healed.after}", the ${this.operation} ${result.recovered === 'rolled-back' ? 'rolled back' : 'finished'} by itself in ${formatDuration(result.healed.ms)} (${plural(result.healed.attempts, 'attempt')}).`,
+    )
+  }
+
+  /**
+   * The open operation to recover, under the lock (read again under it): the one in the
+   * journal with --recover, or the one `matches` (a rerun naming its instance). While a
+   * live holder runs it, exit 4 naming the holder, before queueing for the lock.
+   * Undefined with --recover when there is nothing to recover.
+   */
+  protected async openOperation(
+    matches?: (entry: JournalEntry) => boolean,
+  ): Promise<{entry: JournalEntry; lock: OperatorLock} | undefined> {
+    const registry = await this.registry()
+    const recovering = Boolean((this.flags as {recover?: boolean}).recover)
+    const pending = await readJournal(registry)
+    if (pending && (await liveHolder(registry, this.operatorToken))) throw await openOperationError(registry, pending, this.operatorToken)
+    if (!pending && recovering) return undefined
+    const lock = await this.lock()
+    const entry = await readJournal(registry)
+    if (!entry) {
+      if (recovering) return undefined
+      throw new ShardctlError(`the interrupted ${this.operation} was finished by someone else meanwhile`, {
+        code: 'ECHANGED',
+        exitCode: ExitCode.unhealthy,
+        hint: 'see shards:history, then run the command again',
+      })
+    }
+    if (entry.type !== this.operation || (matches && !matches(entry))) throw pendingOperation(entry)
+    this.interruptNote = `The ${this.operation} is still open in the registry's journal; run ${this.recoverCommand()} to finish or roll it back.`
+    return {entry, lock}
+  }
+
+  /** --recover found nothing open: said, exit 0. */
+  protected nothingToRecover(): {applied: false; recovered: 'nothing'} {
+    this.log('Nothing to recover: no operation is open in the journal.')
+    return {applied: false, recovered: 'nothing'}
+  }
+}
