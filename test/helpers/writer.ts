@@ -19,7 +19,8 @@ export class ContinuousWriter {
   constructor(
     private readonly registry: Redis,
     private readonly shards: string[],
-    private readonly options: {prefix?: string; valueSize?: number} = {},
+    /** confirm: a write counts once a replica has it too (WAIT 1), the "confirmed on two servers" pattern. */
+    private readonly options: {prefix?: string; valueSize?: number; confirm?: boolean} = {},
   ) {}
 
   start(): void {
@@ -98,6 +99,7 @@ export class ContinuousWriter {
       const key = `w:${shard}:${seq}`
       try {
         await client.set(key, value)
+        if (this.options.confirm && Number(await client.call('WAIT', '1', '1000')) < 1) throw new Error('not confirmed by a replica')
         keys.push(key)
         seq++
         const now = Date.now()
