@@ -96,6 +96,96 @@ describe('sentinel:register / sentinel:unregister @timing-sensitive', () => {
     expect(await fleet.reg.exists('shards._sentinel')).to.equal(0)
   })
 
+  it('is idempotent: registered again, nothing changes but the settings given; unregistered twice, the second has nothing to do', async () => {
+    await initBoth()
+    const first = await cli(['sentinel:register', ...fleet.r(), ...sentinels.flags(), ...timings, '--json'])
+    expect(first.exitCode, first.stderr).to.equal(0)
+    const record = await fleet.reg.hgetall('shards._sentinel')
+    const seen = await monitoredBy(sentinels)
+    const history = async () => (await fleet.reg.lrange('shards._history', 0, -1)).map((e) => JSON.parse(e).type as string)
+    expect((await history()).filter((t) => t === 'sentinel.registered')).to.have.length(1)
+
+    // Again with the same flags, and again with none (the recorded Sentinels and settings).
+    for (const args of [[...sentinels.flags(), ...timings], []]) {
+      const again = await cli(['sentinel:register', ...fleet.r(), ...args, '--json'])
+      expect(again.exitCode, again.stderr).to.equal(0)
+      expect(await fleet.reg.hgetall('shards._sentinel')).to.deep.equal(record)
+      expect(await monitoredBy(sentinels)).to.deep.equal(seen)
+    }
+    // A new setting given is the only change, on every Sentinel and in the record.
+    const slower = await cli(['sentinel:register', ...fleet.r(), '--down-after', '2s', '--json'])
+    expect(slower.exitCode, slower.stderr).to.equal(0)
+    for (const view of await monitoredBy(sentinels)) {
+      expect(view).to.deep.equal({
+        'shards-s000': `${inst(0)} down-after 2000 quorum 2`,
+        'shards-s003': `${inst(1)} down-after 2000 quorum 2`,
+      })
+    }
+    expect(JSON.parse((await fleet.reg.hget('shards._sentinel', 'settings'))!)).to.include({downAfterMs: 2000})
+    expect(await fleet.reg.hget('shards._sentinel', 'group:shards-s000')).to.equal(record['group:shards-s000'])
+
+    const un = await cli(['sentinel:unregister', ...fleet.r(), '--json'])
+    expect(un.exitCode, un.stderr).to.equal(0)
+    expect((un.result as {removed: string[]}).removed).to.deep.equal(['shards-s000', 'shards-s003'])
+    expect((await history()).filter((t) => t === 'sentinel.unregistered')).to.have.length(1)
+    const dump = await fleet.dump()
+    const twice = await cli(['sentinel:unregister', ...fleet.r(), '--json'])
+    expect(twice.exitCode, twice.stderr).to.equal(0)
+    expect(twice.result).to.deep.equal({removed: [], kept: [], applied: false})
+    expect(await fleet.dump()).to.deep.equal(dump)
+    for (const view of await monitoredBy(sentinels)) expect(view).to.deep.equal({})
+  })
+
+  it('unregister keeps recorded, and names, a group a Sentinel could not drop; run again, it finishes', async () => {
+    await initBoth()
+    const register = await cli(['sentinel:register', ...fleet.r(), ...sentinels.flags(), ...timings, '--json'])
+    expect(register.exitCode, register.stderr).to.equal(0)
+    const nobody = `127.0.0.1:${await freePort()}`
+    const partly = await cli(['sentinel:unregister', ...fleet.r(), '--group', 'shards-s000', '--sentinel', nobody, '--json'])
+    expect(partly.exitCode).to.equal(3)
+    expect(JSON.parse(partly.stdout)).to.deep.include({removed: [], kept: [{group: 'shards-s000', sentinels: [nobody]}]})
+    expect(await fleet.reg.hexists('shards._sentinel', 'group:shards-s000')).to.equal(1)
+    // The Sentinels that answered let go of it; the other group is untouched.
+    for (const view of await monitoredBy(sentinels)) expect(Object.keys(view)).to.deep.equal(['shards-s003'])
+    const rest = await cli(['sentinel:unregister', ...fleet.r(), '--group', 'shards-s000', '--json'])
+    expect(rest.exitCode, rest.stderr).to.equal(0)
+    expect(await fleet.reg.hexists('shards._sentinel', 'group:shards-s000')).to.equal(0)
+    expect(await fleet.reg.hexists('shards._sentinel', 'group:shards-s003')).to.equal(1)
+  })
+
+  it('refuses bad input with exit 2, changing nothing: no shard, a quorum above the Sentinels, a bad address, an unknown group', async () => {
+    const empty = await cli(['sentinel:register', ...fleet.r(), ...sentinels.flags()])
+    expect(empty.exitCode).to.equal(2)
+    expect(empty.stderr).to.include('the registry has no shard to hand to Sentinel')
+    await initBoth()
+    const before = await fleet.dump()
+    const refusals: [string[], RegExp][] = [
+      [[...sentinels.flags(), '--quorum', '4'], /--quorum 4 with 3 Sentinels/],
+      [['--sentinel', '127.0.0.1:0'], /port/],
+      [['--sentinel', 'u:p@127.0.0.1:26379'], /invalid Sentinel address/],
+      [[...sentinels.flags(), '--group', 'nope'], /no replication group nope in the registry/],
+      [[], /no Sentinel given, and the registry records none/],
+    ]
+    for (const [args, message] of refusals) {
+      const run = await cli(['sentinel:register', ...fleet.r(), ...args])
+      expect(run.exitCode, args.join(' ')).to.equal(2)
+      expect(run.stderr, args.join(' ')).to.match(message)
+    }
+    expect(await fleet.dump()).to.deep.equal(before)
+    for (const view of await monitoredBy(sentinels)) expect(view).to.deep.equal({})
+    const register = await cli(['sentinel:register', ...fleet.r(), ...sentinels.flags(), ...timings])
+    expect(register.exitCode, register.stderr).to.equal(0)
+    const registered = await fleet.dump()
+    // A recorded Sentinel left out would be forgotten silently: refused.
+    const fewer = await cli(['sentinel:register', ...fleet.r(), '--sentinel', sentinels.sentinels[0].address])
+    expect(fewer.exitCode).to.equal(2)
+    expect(fewer.stderr).to.match(/the registry records Sentinel .* not given here/)
+    const unknown = await cli(['sentinel:unregister', ...fleet.r(), '--group', 'nope'])
+    expect(unknown.exitCode).to.equal(2)
+    expect(unknown.stderr).to.include('the registry records no group nope')
+    expect(await fleet.dump()).to.deep.equal(registered)
+  })
+
   it('changes nothing with --dry-run', async () => {
     await initBoth()
     const before = await fleet.dump()

@@ -9,7 +9,7 @@ import {paint, plural} from '../../ui/terminal.js'
 
 export default class SentinelUnregister extends RegistryCommand<typeof SentinelUnregister> {
   static override summary = 'Take replication groups back from Redis Sentinel, and out of the registry.'
-  static override description = `Removes each group (all the registry records, or those named with --group) from every Sentinel (SENTINEL REMOVE), then from the registry's record. A Sentinel that does not answer keeps monitoring: those groups stay recorded, and the command exits 3 naming them — run it again when the Sentinel is back. From then on, nothing fails these instances over by itself.`
+  static override description = `Removes each group (all the registry records, or those named with --group) from every Sentinel (SENTINEL REMOVE), then from the registry's record. A Sentinel that does not answer keeps monitoring: those groups stay recorded, and the command exits 3 naming them — run it again when the Sentinel is back. Run again once everything is removed, it has nothing to do (exit 0). From then on, nothing fails these instances over by itself.`
 
   static override examples = ['<%= config.bin %> <%= command.id %>', '<%= config.bin %> <%= command.id %> --group shards-s000 --dry-run']
 
@@ -24,8 +24,13 @@ export default class SentinelUnregister extends RegistryCommand<typeof SentinelU
     const registry = await this.registry()
     if (!flags['dry-run']) await this.lock()
     const record = await readRecord(registry)
-    if (!record) throw usageError('the registry records no Sentinel', 'nothing is registered (see sentinel:register)')
-    const names = flags.group ?? [...record.groups.keys()]
+    if (!record) {
+      // Run again after it worked: the same end state, nothing to do.
+      if (flags.group) throw usageError(`the registry records no group ${flags.group.join(', ')}`, 'it records no Sentinel at all')
+      this.progress('Nothing to unregister: the registry records no Sentinel.')
+      return {removed: [], kept: [], applied: false}
+    }
+    const names = flags.group ?? [...record.groups.keys()].sort()
     const unknown = names.filter((n) => !record.groups.has(n))
     if (unknown.length > 0)
       throw usageError(
