@@ -3,7 +3,7 @@ import {setTimeout as sleep} from 'node:timers/promises'
 import type {Redis} from 'ioredis'
 
 import {ExitCode, ShardctlError} from '../errors.js'
-import type {ConnectionPool, ScriptedRedis} from '../fleet/connect.js'
+import {type ConnectionPool, type ScriptedRedis, reopen} from '../fleet/connect.js'
 import {failpoint} from '../ops/failpoint.js'
 import {type Endpoint, type ShardAddress, endpointOf, formatAddress, instanceKey} from '../registry/address.js'
 import {Change, type Registry, type RegistryEvent, type ShardRepoint} from '../registry/registry.js'
@@ -123,10 +123,16 @@ export class Follower {
   private async tick(): Promise<void> {
     let record: SentinelRecord | undefined
     try {
+      // A registry that went silent past the timeout leaves its connection dead: opened again here (every change
+      // the follower makes is a compare-and-set, so nothing it sent before can land after what it reads now).
+      await reopen(this.registry.client)
       record = await readRecord(this.registry)
       this.lastRegistryAt = Date.now()
+      if (this.said.delete('registry')) this.emit('registry-reachable')
     } catch (error) {
       this.emitChanged('registry', 'registry-unreachable', {reason: (error as Error).message})
+      // Whether the Sentinels answer is still known: the bound that ends the follower names the right one.
+      await this.countAnswers()
     }
     if (record) {
       if (record.sentinels.map(instanceKey).join(',') !== this.sentinelKeys) {

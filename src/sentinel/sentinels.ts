@@ -44,6 +44,9 @@ export class Sentinels {
         try {
           return {sentinel: instanceKey(sentinel), value: await fn(await this.client(sentinel), sentinel)}
         } catch (error) {
+          // A connection that died (the Sentinel went silent past the timeout) is opened anew next time.
+          const client = await this.clients.get(instanceKey(sentinel))?.catch(() => undefined)
+          if (client && client.status !== 'ready') this.drop(sentinel)
           return {sentinel: instanceKey(sentinel), error: error as Error}
         }
       }),

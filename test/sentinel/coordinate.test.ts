@@ -159,7 +159,7 @@ describe('sentinel: promote and split of monitored instances @timing-sensitive',
     const follower = await startCli(['sentinel:follow', ...fleet.r(), '--json', '--interval', '300ms', '--timeout', '1s'])
     followers.push(follower)
     const shards = ['s000', 's001', 's002', 's003']
-    const writer = new ContinuousWriter(fleet.reg, shards, {confirm: true})
+    const writer = new ContinuousWriter(fleet.reg, shards, {confirm: 'all'})
     writer.start()
     await writer.waitFor(200)
     // The split has copied the source onto the target and stops there; Sentinel fails the source over meanwhile.
@@ -184,6 +184,41 @@ describe('sentinel: promote and split of monitored instances @timing-sensitive',
     await writer.resumesThenStop()
     expect(await missingWrites(fleet.reg, writer), 'confirmed writes missing where the registry routes').to.deep.equal([])
     for (const view of await sentinelViews(sentinels, 'shards-s000')) expect(view.port).to.equal(chosen!.port)
+  })
+
+  it('no failover fights a running cut-over: the source is out of every Sentinel from the fence on; the run that recovers a killed split hands it back', async () => {
+    const {master} = await monitored(1)
+    const target = await startServer()
+    servers.push(target)
+    const follower = await startCli(['sentinel:follow', ...fleet.r(), '--json', '--interval', '300ms', '--timeout', '1s'])
+    followers.push(follower)
+    const split = await stoppedAt(
+      ['shards:split', at(master), '--to', at(target), '--shards', 's002,s003', '--yes', ...fleet.r()],
+      'fence:after:stop',
+    )
+    // Frozen in the middle of its cut-over: no Sentinel can fail the source over, the follower leaves it alone.
+    for (const s of sentinels.sentinels) {
+      const c = s.client()
+      try {
+        expect(await c.call('SENTINEL', 'GET-MASTER-ADDR-BY-NAME', 'shards-s000'), s.address).to.equal(null)
+      } finally {
+        c.disconnect()
+      }
+    }
+    expect(await record('shards-s000')).to.have.property('released')
+    await until('the follower leaves the released group alone', () => follower.stdout().includes('"type":"released"'))
+    process.kill(split.pid, 'SIGKILL')
+    await split.done
+    const check = await cli(['shards:check', ...fleet.r(), '--json'])
+    expect(check.exitCode).to.equal(3)
+    expect(check.stdout).to.include('released from Sentinel by split')
+
+    const recover = await cli(['shards:split', '--recover', ...fleet.r(), '--json'])
+    expect(recover.exitCode, recover.stderr).to.equal(0)
+    expect(await fleet.reg.get('shards._journal')).to.equal(null)
+    expect(await record('shards-s000')).to.deep.equal({master: at(master), epoch: 0})
+    await sentinels.settled('shards-s000', 1)
+    for (const view of await sentinelViews(sentinels, 'shards-s000')) expect(view.port).to.equal(master.port)
   })
 
   // Last: a Sentinel stopped for more than 2 s enters TILT when it resumes.

@@ -87,8 +87,12 @@ describe('sentinel:follow @timing-sensitive', () => {
     const {master, replicas} = await group()
     const follower = await follow()
     const writer = new ContinuousWriter(fleet.reg, SHARDS)
+    // Beside it, writes acknowledged only once every replica has them: none of those may be lost.
+    const confirmed = new ContinuousWriter(fleet.reg, SHARDS, {confirm: 'all', tag: 'c'})
     writer.start()
+    confirmed.start()
     await writer.waitFor(400)
+    await confirmed.waitFor(100)
     const ackedBeforeKill = new Map([...writer.acked].map(([shard, keys]) => [shard, keys.length]))
     killHard(master)
 
@@ -108,7 +112,8 @@ describe('sentinel:follow @timing-sensitive', () => {
       to: `127.0.0.1:${to}`,
       removedMaster: `127.0.0.1:${master.port}`,
     })
-    expect(eventsOf(follower).some((e) => e.type === 'failover-followed')).to.equal(true)
+    // The registry's change is visible before the follower's line about it reaches this process.
+    await until('the follower said it followed the failover', () => eventsOf(follower).some((e) => e.type === 'failover-followed'))
 
     // The writer goes on where the registry routes; nothing acknowledged after the kill is missing.
     await writer.resumesThenStop()
@@ -118,6 +123,8 @@ describe('sentinel:follow @timing-sensitive', () => {
       return Number(seq) >= ackedBeforeKill.get(shard)!
     })
     expect(lostAfterKill, 'writes acknowledged after the kill and missing').to.deep.equal([])
+    await confirmed.resumesThenStop()
+    expect(await missingWrites(fleet.reg, confirmed), 'writes every replica confirmed, missing').to.deep.equal([])
 
     // The old master comes back empty; Sentinel turns it into a replica; the follower names it again.
     await restart(master, FENCED)
@@ -125,7 +132,7 @@ describe('sentinel:follow @timing-sensitive', () => {
       'the old master is named a replica again',
       async () => (await fleet.reg.hget('shards.s000', 'slave1')) === `127.0.0.1:${master.port}/2`,
     )
-    expect(eventsOf(follower).some((e) => e.type === 'replica-rejoined')).to.equal(true)
+    await until('the follower said the old master rejoined', () => eventsOf(follower).some((e) => e.type === 'replica-rejoined'))
     await until('shards:check is clean again', async () => (await cli(['shards:check', ...fleet.r(), '--json'])).exitCode === 0)
   })
 
@@ -173,6 +180,42 @@ describe('sentinel:follow @timing-sensitive', () => {
     expect(check.exitCode).to.equal(3)
     expect(check.stdout).to.include(`says the master is 127.0.0.1:${stranger.master.port} (epoch 0), the registry routes to`)
   })
+
+  it('the registry unreachable during the failover: the follower says so, and moves it once it answers again', async () => {
+    const {master} = await group()
+    const follower = await follow()
+    const registryPid = fleet.registry.pid
+    process.kill(registryPid, 'SIGSTOP')
+    try {
+      killHard(master)
+      await until('every Sentinel names a new master', async () => {
+        for (const s of sentinels.sentinels) {
+          const c = s.client()
+          try {
+            const [, port] = (await c.call('SENTINEL', 'GET-MASTER-ADDR-BY-NAME', GROUP)) as string[]
+            if (Number(port) === master.port) return false
+          } finally {
+            c.disconnect()
+          }
+        }
+        return true
+      })
+      await until('the follower said the registry does not answer', () => eventsOf(follower).some((e) => e.type === 'registry-unreachable'))
+    } finally {
+      process.kill(registryPid, 'SIGCONT')
+    }
+    await until('the registry moved', async () => (await failovers()).length === 1).catch((error: Error) => {
+      throw new Error(`${error.message}; the follower said: ${follower.stdout().slice(-4000)} ${follower.stderr().slice(-2000)}`)
+    })
+    expect(await masterOf('s000')).to.not.equal(`127.0.0.1:${master.port}/2`)
+    expect(await masterOf('s000')).to.match(/^127\.0\.0\.1:\d+\/2$/)
+    // It went on following all along: stopped now, it ends as asked (0), not as a follower that gave up.
+    process.kill(follower.pid, 'SIGTERM')
+    expect((await follower.done).exitCode).to.equal(0)
+    expect(eventsOf(follower).filter((e) => e.type === 'failover-followed')).to.have.length(1)
+    expect(eventsOf(follower).map((e) => e.type)).to.include('registry-reachable')
+  })
+
   // Last: a Sentinel stopped for more than 2 s enters TILT when it resumes and acts on nothing for 30 s.
   it('a Sentinel stopped during the failover and resumed later: its stale view and late event change nothing', async () => {
     const {master} = await group()
