@@ -14,6 +14,7 @@ import * as list from './list.js'
 import * as lookup from './lookup.js'
 import * as promote from './promote.js'
 import * as registry from './registry.js'
+import * as sentinel from './sentinel.js'
 import * as split from './split.js'
 
 // reps: repetitions of assign and lookup; coldReps: of shards:list, a third of a second each.
@@ -33,6 +34,7 @@ const BENCHMARKS = [
   ['shards:check', check],
   ['fleet', fleet],
   ['registry', registry],
+  ['sentinel', sentinel],
 ]
 
 const COLUMNS = [
@@ -190,6 +192,13 @@ Every shardctl run is a new \`node bin/run.js …\` process, timed from spawn to
   export into an empty registry, and again onto it after 1% of its entries were
   re-pointed (both checked entry by entry). While each import runs, a client PINGs the
   registry every 10 ms: the longest answer is the longest stall.
+* **sentinel**: a registry, a master with two replicas and 4 shards, three Sentinels
+  (\`sentinel:register --down-after 1s\`), \`sentinel:follow --json\` running, and the client
+  writing 5,000/s. Each repetition (a fresh set) kills the master with SIGKILL. Sentinel's
+  part: from the kill to the time the follower heard the majority-th \`+switch-master\`;
+  the follower's: from there to its \`failover-followed\` event (its change is in the
+  registry). Lost: acknowledged writes missing on the new master (the asynchronous
+  replication window).
 
 ## Repetitions
 
