@@ -15,6 +15,7 @@ import * as list from './list.js'
 import * as lookup from './lookup.js'
 import * as promote from './promote.js'
 import * as registry from './registry.js'
+import * as sentinel from './sentinel.js'
 import * as split from './split.js'
 
 // reps: repetitions of assign and lookup; coldReps: of shards:list, a third of a second each.
@@ -35,6 +36,7 @@ const BENCHMARKS = [
   ['fleet', fleet],
   ['registry', registry],
   ['backup', backup],
+  ['sentinel', sentinel],
 ]
 
 const COLUMNS = [
@@ -201,6 +203,13 @@ Every shardctl run is a new \`node bin/run.js …\` process, timed from spawn to
   that backup into db 7 of another instance: \`shards:restore\` against the manual way,
   redis-server started on the snapshot and \`MIGRATE … KEYS\` of db 0, 1,000 keys at a time;
   ratio of the wall times.
+* **sentinel**: a registry, a master with two replicas and 4 shards, three Sentinels
+  (\`sentinel:register --down-after 1s\`), \`sentinel:follow --json\` running, and the client
+  writing 5,000/s. Each repetition (a fresh set) kills the master with SIGKILL. Sentinel's
+  part: from the kill to the time the follower heard the majority-th \`+switch-master\`;
+  the follower's: from there to its \`failover-followed\` event (its change is in the
+  registry). Lost: acknowledged writes missing on the new master (the asynchronous
+  replication window).
 
 ## Repetitions
 

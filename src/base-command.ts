@@ -7,8 +7,16 @@ import {type ConnectOptions, ConnectionPool, close, connect} from './fleet/conne
 import {OperatorLock, newOperatorToken, operatorClientName} from './ops/lock.js'
 import {noColorFlag, parseDuration, prefixFlag, registryFlag, timeoutFlag, tlsFlags} from './flags.js'
 import {type FleetContext, fleetLabel, fleetOf, loadContext} from './config.js'
-import {type ConnectTarget, type Credentials, formatAddress, instanceKey, parseAddress} from './registry/address.js'
+import {
+  type ConnectTarget,
+  type Credentials,
+  type Endpoint,
+  describeTarget,
+  formatAddress,
+  parseRegistryAddress,
+} from './registry/address.js'
 import {Registry, currentActor} from './registry/registry.js'
+import type {Sentinels} from './sentinel/sentinels.js'
 import {registryKeys, validatePrefix} from './registry/schema.js'
 import {rememberEnvironmentSecrets, rememberSecret, rememberUrlSecrets, scrub} from './ui/secrets.js'
 import {StepReporter, loadProgressBars} from './ui/progress.js'
@@ -210,7 +218,7 @@ export abstract class RegistryCommand<T extends typeof Command> extends Shardctl
     // A registry or prefix given as a flag or in the environment wins over the context.
     if (this.context?.registry && !this.given('registry')) {
       rememberUrlSecrets([this.context.registry])
-      flags.registry = parseAddress(this.context.registry)
+      flags.registry = parseRegistryAddress(this.context.registry)
     }
     if (this.context?.prefix && !this.given('prefix')) flags.prefix = validatePrefix(this.context.prefix)
   }
@@ -223,7 +231,7 @@ export abstract class RegistryCommand<T extends typeof Command> extends Shardctl
   protected override confirm(question: string): Promise<boolean> {
     const flags = this.flags as RegistryFlags
     const fleet = fleetOf({registry: flags.registry, prefix: flags.prefix}, this.context)
-    return super.confirm(`${fleetLabel(fleet, formatAddress(flags.registry))}: ${question}`)
+    return super.confirm(`${fleetLabel(fleet, describeTarget(flags.registry))}: ${question}`)
   }
 
   /**
@@ -237,7 +245,7 @@ export abstract class RegistryCommand<T extends typeof Command> extends Shardctl
     if (this.given('context') && flags.context) args.push('--context', flags.context)
     if (this.given('registry')) {
       const registry = flags.registry
-      args.push('-r', `${registry.tls ? 'rediss' : 'redis'}://${formatAddress(registry)}`)
+      args.push('-r', registry.sentinel ? describeTarget(registry) : `${registry.tls ? 'rediss' : 'redis'}://${formatAddress(registry)}`)
     }
     if (this.given('prefix')) args.push('--prefix', flags.prefix)
     for (const file of ['tls-ca', 'tls-cert', 'tls-key', 'instance-user'] as const) {
@@ -284,7 +292,7 @@ export abstract class RegistryCommand<T extends typeof Command> extends Shardctl
       registry.username ??= env.SHARDCTL_REGISTRY_USER || undefined
       if (flags['ask-password'])
         registry.password = await this.askPassword(
-          `Password for the registry ${instanceKey(registry)}${registry.username ? ` (user ${registry.username})` : ''}:`,
+          `Password for the registry ${describeTarget(registry)}${registry.username ? ` (user ${registry.username})` : ''}:`,
         )
       registry.password ??= env.SHARDCTL_REGISTRY_PASSWORD || undefined
       rememberSecret(registry.password)
@@ -296,8 +304,16 @@ export abstract class RegistryCommand<T extends typeof Command> extends Shardctl
       instancePassword ??= flags['instance-user'] === undefined ? registry.password : undefined
       rememberSecret(instancePassword)
       const instanceTls = flags['instance-tls'] ?? Boolean(registry.tls)
+      // The Sentinels (the registry's, and the fleet's) speak TLS when the instances do.
+      const sentinel: Credentials = {
+        username: env.SHARDCTL_SENTINEL_USER || undefined,
+        password: env.SHARDCTL_SENTINEL_PASSWORD || undefined,
+        tls: registry.sentinel ? Boolean(registry.tls) : instanceTls,
+      }
+      if (registry.sentinel) registry.sentinel = {...registry.sentinel, credentials: sentinel}
       return {
         registry,
+        sentinel,
         instance: {username: instanceUser, password: instancePassword, tls: instanceTls},
         options: {timeoutMs: flags.timeout, clientName: operatorClientName(this.operatorToken), tls},
       }
@@ -322,7 +338,11 @@ export abstract class RegistryCommand<T extends typeof Command> extends Shardctl
         }),
       )
       this.onCleanup(() => client.then(close, () => undefined))
-      this.registryInstance = client.then((c) => new Registry(c, registryKeys(flags.prefix), currentActor(this.id ?? 'shardctl')))
+      this.registryInstance = client.then((c) => {
+        const registry = new Registry(c, registryKeys(flags.prefix), currentActor(this.id ?? 'shardctl'))
+        registry.confirmation = {replicas: flags.registry.sentinel ? 1 : 'auto', timeoutMs: flags.timeout}
+        return registry
+      })
     }
     return this.registryInstance
   }
@@ -386,11 +406,29 @@ export abstract class RegistryCommand<T extends typeof Command> extends Shardctl
         .catch((error: Error) => this.warn(`the lock is renewed from the main thread only: ${error.message}`))
     }
     this.onCleanup(() => lock.release())
+    await registry.confirm('the operator lock')
     registry.fence = {key: lock.key, value: lock.value}
     // Taken over from a run that left an operation open: cut that run off first.
     const {cutOffJournalOwner} = await import('./ops/takeover.js')
     await cutOffJournalOwner(registry, () => this.pool(), this.operatorToken)
     return lock
+  }
+
+  /**
+   * The Sentinels the fleet is handed to: those given, else those the registry records
+   * (sentinel/record.ts); connections closed when the command ends.
+   */
+  protected async sentinels(given: Endpoint[] = []): Promise<Sentinels> {
+    const [{Sentinels}, {readRecord}, {chooseSentinels}] = await Promise.all([
+      import('./sentinel/sentinels.js'),
+      import('./sentinel/record.js'),
+      import('./sentinel/register.js'),
+    ])
+    const {sentinel, options} = await this.resolveConnections()
+    const endpoints = chooseSentinels(given, await readRecord(await this.registry()))
+    const sentinels = new Sentinels(endpoints, sentinel, options)
+    this.onCleanup(() => sentinels.close())
+    return sentinels
   }
 
   /** Connections to shard instances, one per instance, closed when the command ends. */
@@ -422,8 +460,10 @@ function defaultRegistryUnreachable(error: ShardctlError): ShardctlError {
   })
 }
 
-interface Connections {
+export interface Connections {
   registry: ConnectTarget
+  /** For Redis Sentinels: SHARDCTL_SENTINEL_USER / SHARDCTL_SENTINEL_PASSWORD. */
+  sentinel: Credentials
   instance: Credentials
   options: ConnectOptions
 }

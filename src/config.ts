@@ -3,7 +3,7 @@ import {homedir} from 'node:os'
 import {join} from 'node:path'
 
 import {usageError} from './errors.js'
-import {type ShardAddress, canonicalDatabase, parseAddress, redact} from './registry/address.js'
+import {type ConnectTarget, canonicalRegistry, parseRegistryAddress, redact} from './registry/address.js'
 import {DEFAULT_PREFIX} from './registry/schema.js'
 
 /**
@@ -81,15 +81,15 @@ export function loadContext(name: string | undefined, env: NodeJS.ProcessEnv = p
  * else none. A context whose registry does not parse is no fleet.
  */
 export function fleetOf(
-  acting: {registry: ShardAddress; prefix: string},
+  acting: {registry: ConnectTarget; prefix: string},
   inUse: FleetContext | undefined,
   env: NodeJS.ProcessEnv = process.env,
 ): FleetContext | undefined {
-  const target = canonicalDatabase(acting.registry)
+  const target = canonicalRegistry(acting.registry)
   const isIt = (context: FleetContext) => {
     if ((context.prefix ?? DEFAULT_PREFIX) !== acting.prefix || context.registry === undefined) return false
     try {
-      return canonicalDatabase(parseAddress(context.registry)) === target
+      return canonicalRegistry(parseRegistryAddress(context.registry)) === target
     } catch {
       return false
     }

@@ -2,7 +2,14 @@ import {Flags} from '@oclif/core'
 
 import type {DestinationSettings} from './backup/destination.js'
 import {usageError} from './errors.js'
-import {type ConnectTarget, parseAddress, parseInstance} from './registry/address.js'
+import {
+  type ConnectTarget,
+  type Endpoint,
+  parseAddress,
+  parseInstance,
+  parseRegistryAddress,
+  parseSentinelAddress,
+} from './registry/address.js'
 import {DEFAULT_PREFIX, parseWeight, validatePrefix, validateShardId} from './registry/schema.js'
 
 /**
@@ -30,11 +37,11 @@ export function parseCount(input: string, what: string, min = 0, max = 1_000_000
 export const registryFlag = Flags.custom<ConnectTarget>({
   char: 'r',
   env: 'SHARDCTL_REGISTRY',
-  summary: 'Registry Redis: redis://[user:password@]host:port/db or host:port/db.',
+  summary: 'Registry Redis: redis://[user:password@]host:port/db, host:port/db, or redis+sentinel://host1,host2,host3/<name>[/db].',
   default: async () => parseAddress('redis://127.0.0.1:6379/0'),
   defaultHelp: async () => 'redis://127.0.0.1:6379/0',
   helpValue: '<url>',
-  parse: async (input) => parseAddress(input),
+  parse: async (input) => parseRegistryAddress(input),
 })
 
 export const prefixFlag = Flags.custom<string>({
@@ -222,3 +229,16 @@ export function destinationSettings(flags: {
   }
   return {timeoutMs: flags.timeout, s3: Object.fromEntries(Object.entries(s3).filter(([, v]) => v !== undefined))}
 }
+/** A Redis Sentinel, host:port (port 26379 unless given); repeatable. Credentials: SHARDCTL_SENTINEL_USER / _PASSWORD. */
+export const sentinelFlag = Flags.custom<Endpoint>({
+  summary: 'A Redis Sentinel, host:port (repeat for each; default: the ones the registry records).',
+  helpValue: '<host:port>',
+  multiple: true,
+  parse: async (input) => parseSentinelAddress(input),
+})
+
+/** A duration flag (500ms, 5s, 2m) as milliseconds. */
+export const durationFlag = Flags.custom<number>({
+  helpValue: '<duration>',
+  parse: async (input) => parseDuration(input),
+})

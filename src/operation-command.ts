@@ -5,6 +5,7 @@ import {ExitCode, ShardctlError} from './errors.js'
 import {type HealPolicy, type Healed, OperationLeftOpen} from './ops/cutover.js'
 import {type JournalEntry, liveHolder, openOperationError, pendingOperation, readJournal} from './ops/journal.js'
 import type {OperatorLock} from './ops/lock.js'
+import type {Released, SentinelCoordination} from './sentinel/coordinate.js'
 import {leftOpenError} from './ui/left-open.js'
 import {type StepReporter, formatDuration} from './ui/progress.js'
 import {paint, plural} from './ui/terminal.js'
@@ -89,6 +90,48 @@ export abstract class OperationCommand<T extends typeof Command> extends Registr
     if (entry.type !== this.operation || (matches && !matches(entry))) throw pendingOperation(entry)
     this.interruptNote = `The ${this.operation} is still open in the registry's journal; run ${this.recoverCommand()} to finish or roll it back.`
     return {entry, lock}
+  }
+
+  /** What handing the instances back to Sentinel could not do: said with the result, exit 3. */
+  protected sentinelProblems: string[] = []
+
+  /** How the operation coordinates with the Sentinels the registry records (none: every hook does nothing). */
+  protected async sentinelCoordination(): Promise<SentinelCoordination> {
+    const {SentinelCoordination} = await import('./sentinel/coordinate.js')
+    const {sentinel, instance, options} = await this.resolveConnections()
+    const coordination = await SentinelCoordination.open(await this.registry(), await this.pool(), {sentinel, instance, options})
+    this.onCleanup(() => coordination.close())
+    return coordination
+  }
+
+  /**
+   * Once the operation is over (or stopped): the group it released handed back to
+   * Sentinel with the master the registry routes to, a split's targets registered.
+   * Never throws: what failed is kept in sentinelProblems, the operation's result stands.
+   */
+  protected async handBack(
+    sentinel: SentinelCoordination,
+    released: Released | undefined,
+    split?: () => Promise<{source: string; targets: string[]; applied: boolean}>,
+  ): Promise<void> {
+    try {
+      const back = await sentinel.finish(released, split && (await split()))
+      this.sentinelProblems = back.problems
+      for (const g of back.groups) this.progress(`Sentinel monitors ${g.name}, with master ${g.master}.`)
+    } catch (error) {
+      this.sentinelProblems = [`Sentinel did not take the instances back: ${(error as Error).message} (run sentinel:register)`]
+    }
+  }
+
+  /** A result otherwise whole: exit 3 when Sentinel did not take everything back (said above). */
+  protected sentinelSaid<R extends object>(result: R): R {
+    if (this.sentinelProblems.length === 0) return result
+    return this.partial(result, `the ${this.operation} is done, but Sentinel does not guard every instance it should (above)`)
+  }
+
+  /** The Sentinel problems, to end a message with. */
+  protected sentinelNote(): string {
+    return this.sentinelProblems.length > 0 ? `; and ${this.sentinelProblems.join('; ')}` : ''
   }
 
   /** --recover found nothing open: said, exit 0. */

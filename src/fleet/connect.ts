@@ -30,6 +30,8 @@ export interface ConnectOptions {
    * per command; a server that stops answering is still noticed by the socket timeout.
    */
   bulk?: boolean
+  /** What the host is, for messages: "Sentinel" for a Sentinel. */
+  kind?: string
 }
 
 export const DEFAULT_TIMEOUT_MS = 5000
@@ -64,6 +66,8 @@ export function tlsOptions(host: string, tls: TlsSettings | undefined): Connecti
  * (ECONNREFUSED, WRONGPASS, ...) together with the host it came from.
  */
 export async function connect(target: ConnectTarget, options: ConnectOptions): Promise<ScriptedRedis> {
+  // Loaded only for a registry behind Sentinel: the master is found at each connection.
+  const throughSentinel = target.sentinel ? await import('../sentinel/route.js') : undefined
   const redisOptions: RedisOptions = {
     host: target.host,
     port: target.port,
@@ -82,8 +86,10 @@ export async function connect(target: ConnectTarget, options: ConnectOptions): P
     retryStrategy: () => null,
     reconnectOnError: () => false,
     connectionName: options.clientName ?? 'shardctl',
+    ...throughSentinel?.followTheMaster(target, options),
   }
   const client = new Redis(redisOptions) as ScriptedRedis
+  const where = () => (target.sentinel ? throughSentinel!.describeMaster(target, client) : describeHost(target, options))
   let cause: Error | undefined
   client.on('error', (error: Error) => {
     cause ??= error
@@ -94,7 +100,9 @@ export async function connect(target: ConnectTarget, options: ConnectOptions): P
     await client.ping()
   } catch (error) {
     client.disconnect()
-    throw unreachable(target, cause ?? (error as Error))
+    const why = cause ?? (error as Error)
+    // Through Sentinel, the route says what failed (no majority, a master that is a replica...).
+    throw why instanceof ShardctlError ? why : unreachable(target, why, options.kind)
   }
   if (target.db > 0) {
     // ioredis selects the database on connect but only reports a refusal as an event,
@@ -108,19 +116,23 @@ export async function connect(target: ConnectTarget, options: ConnectOptions): P
         client.disconnect()
         const has = reply[1] === undefined ? '' : ` (it has ${reply[1]}: 0 to ${Number(reply[1]) - 1})`
         throw usageError(
-          `database ${target.db} does not exist on ${instanceKey(target)}${has}`,
+          `database ${target.db} does not exist on ${where()}${has}`,
           'the part after / is a database number below the instance\'s "databases" setting',
         )
       }
       client.disconnect()
-      throw unreachable(target, error as Error)
+      throw unreachable(target, error as Error, options.kind)
     }
   }
   for (const [name, script] of Object.entries(luaScripts)) {
     client.defineCommand(name, {lua: script.lua, numberOfKeys: script.numberOfKeys})
   }
-  nameTheHost(client, instanceKey(target), options)
+  nameTheHost(client, where, options)
   return client
+}
+
+function describeHost(target: {host: string; port: number}, options: Pick<ConnectOptions, 'kind'>): string {
+  return options.kind ? `${options.kind} ${instanceKey(target)}` : instanceKey(target)
 }
 
 /**
@@ -128,13 +140,13 @@ export async function connect(target: ConnectTarget, options: ConnectOptions): P
  * "Command timed out" or "Connection is closed." (SPEC §4.5). Pipelines and MULTI
  * (which pass a stream) keep their per-command results; their callers name the host.
  */
-function nameTheHost(client: Redis, where: string, options: ConnectOptions): void {
+function nameTheHost(client: Redis, where: () => string, options: ConnectOptions): void {
   const send = client.sendCommand.bind(client)
   client.sendCommand = (command: {name: string}, stream?: unknown, node?: unknown) => {
     const reply = (send as (c: unknown, s?: unknown, n?: unknown) => Promise<unknown>)(command, stream, node)
     if (stream !== undefined) return reply
     return reply.catch((error: Error) => {
-      throw commandFailed(error, where, command.name, options)
+      throw commandFailed(error, where(), command.name, options)
     })
   }
 }
@@ -155,7 +167,12 @@ export function commandFailed(
       cause: error,
     })
   }
-  if (error.message === 'Connection is closed.' || /Stream isn't writeable/.test(error.message)) {
+  // MaxRetriesPerRequestError: a connection that reconnects by itself (through Sentinel) lost this command.
+  if (
+    error.message === 'Connection is closed.' ||
+    /Stream isn't writeable/.test(error.message) ||
+    error.name === 'MaxRetriesPerRequestError'
+  ) {
     return new ShardctlError(`lost the connection to ${where} (during ${name})`, {
       code: 'ECONNLOST',
       hint: 'check that the host is up',
@@ -231,14 +248,20 @@ export async function close(client: Redis | undefined): Promise<void> {
 }
 
 /** Why a connection failed, in words that say what is true (a refused connection is not slow). */
-export function unreachable(target: {host: string; port: number}, cause: Error): ShardctlError {
-  const where = instanceKey(target)
+export function unreachable(target: {host: string; port: number}, cause: Error, hostKind?: string): ShardctlError {
+  const where = describeHost(target, {kind: hostKind})
   const {kind, text} = describeCause(cause)
   const say = (message: string, code: string, hint: string) =>
     new ShardctlError(message, {code, exitCode: ExitCode.unexpected, hint, cause})
   switch (kind) {
     case 'auth': {
-      return say(`authentication failed for ${where}: ${text}`, 'EAUTH', 'it answers: check the username and password for this instance')
+      return say(
+        `authentication failed for ${where}: ${text}`,
+        'EAUTH',
+        hostKind === 'Sentinel'
+          ? 'it answers: check SHARDCTL_SENTINEL_PASSWORD (and SHARDCTL_SENTINEL_USER)'
+          : 'it answers: check the username and password for this instance',
+      )
     }
     case 'protocol': {
       return say(`${where} does not speak the Redis protocol (${text})`, 'EPROTOCOL', 'check the port: another service listens there')

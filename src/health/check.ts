@@ -1,4 +1,4 @@
-import type {ConnectionPool} from '../fleet/connect.js'
+import type {ConnectOptions, ConnectionPool} from '../fleet/connect.js'
 import {type InstanceState, probeInstances} from '../fleet/probe.js'
 import {type Registry, unknownShard} from '../registry/registry.js'
 import {type CanaryRow, runCanaries} from './canary.js'
@@ -7,6 +7,9 @@ import {type ShardGroup, groupShards, instancesOf} from './groups.js'
 import {type LeftoverRow, checkLeftovers, unreplicated} from './leftovers.js'
 import {PERSISTENCE_SETTINGS, type PersistenceRow, checkPersistence} from './persistence.js'
 import {type TopologyLimits, type TopologyRow, checkTopology} from './topology.js'
+import {readRecord} from '../sentinel/record.js'
+import type {SentinelCredentials} from '../sentinel/sentinel.js'
+import type {SentinelReport} from './sentinel.js'
 
 /**
  * `shards:check`: the registry read once, every instance probed once and in parallel
@@ -23,6 +26,8 @@ export interface CheckOptions {
   timeoutMs: number
   /** A master with no replica is accepted (said, not a problem). */
   allowNoReplica?: boolean
+  /** How to reach the Sentinels the registry records (their section is checked when it records some). */
+  sentinel?: {credentials: SentinelCredentials; options: ConnectOptions}
   /** A registry with no shard at all passes (otherwise a CI gate fails: nothing was checked). */
   allowEmpty?: boolean
   /** The command line that finishes an interrupted operation of this type, named beside the fence it left. */
@@ -45,6 +50,8 @@ export interface CheckReport {
   unreplicated: {master: string; shards: string[]; accepted: boolean; problems: string[]}[]
   /** What operations can leave behind: shared databases, kept stray writes, fences left on, masters outside the registry. */
   leftovers: LeftoverRow[]
+  /** When the registry records Sentinels: each group against them, and the Sentinels themselves. */
+  sentinel?: SentinelReport
   /** No shard at all under the prefix: a problem unless --allow-empty (a typo of --prefix, a wiped registry). */
   empty?: {accepted: boolean; problems: string[]}
 }
@@ -104,6 +111,11 @@ export async function checkHealth(registry: Registry, pool: ConnectionPool, opti
   if (options.persistence) report.persistence = checkPersistence(groups, states, {maxSaveAgeSeconds: options.maxSaveAgeSeconds})
   if (options.canary)
     report.canary = await runCanaries(groups, states, pool, {timeoutMs: options.timeoutMs, allowNoReplica: options.allowNoReplica})
+  const record = options.sentinel ? await readRecord(registry) : undefined
+  if (record && options.sentinel) {
+    const {checkSentinel} = await import('./sentinel.js')
+    report.sentinel = await checkSentinel(record, shards, options.sentinel, wanted.size > 0)
+  }
   tally(report)
   return {report, groups, states}
 }
@@ -118,6 +130,7 @@ export function tally(report: CheckReport): void {
     ...(report.persistence ?? []),
     ...report.unreplicated,
     ...report.leftovers,
+    ...(report.sentinel ? [...report.sentinel.groups, ...report.sentinel.fleet] : []),
     ...(report.empty ? [report.empty] : []),
   ]
   report.problems = rows.reduce((n, row) => n + row.problems.length, 0)

@@ -63,7 +63,8 @@ export async function switchOrFindOut(
     await apply()
     return true
   } catch (error) {
-    if ((error as ShardctlError).code === 'ECONFLICT' || (error as ShardctlError).code === 'ELOCKLOST') throw error
+    // A switch the registry's replicas did not confirm is not one to act on: stop and say so.
+    if (['ECONFLICT', 'ELOCKLOST', 'EUNCONFIRMED'].includes((error as ShardctlError).code)) throw error
     for (let attempt = 0; attempt < 3; attempt++) {
       const state = await registryState(registry, moves).catch(() => undefined)
       if (state === target) return true

@@ -242,6 +242,8 @@ export class Journal<P> {
       if ((error as Error).message.includes('LOCKLOST')) throw lockLostMidway()
       throw error
     }
+    // What the journal says must survive a registry failover before anything acts on it.
+    if (json !== '?') await this.registry.confirm(json === '' ? 'the end of the operation' : 'the journal entry')
   }
 }
 

@@ -430,6 +430,8 @@ class SplitRun {
   private source?: ScriptedRedis
   private targets: Redis[] = []
   onCopy?: (read: number, total: number) => void
+  /** Called once no client is left on the moved databases, right before the fence (Sentinel lets go of the source). */
+  beforeCutover?: () => Promise<void>
 
   constructor(
     private readonly registry: Registry,
@@ -758,6 +760,10 @@ class SplitRun {
         new ShardctlError('the registry did not take the switch; the split was undone', {code: 'EFAILED', hint: 'run the command again'}),
       )
     await this.actions.hold()
+    if (this.beforeCutover) {
+      // Refused (a Sentinel would not let go): nothing is fenced yet, the targets still follow; routing goes back.
+      await this.beforeCutover().catch((error: ShardctlError) => this.abort('cut-over refused', error, {undoRegistry: true}))
+    }
     await this.actions.fence()
     const caught = await this.journal.step('catch-up', () =>
       catchUp(this.sourceClient, this.targets, this.clock.deadline(plan.maxPauseMs / 2)),
@@ -785,6 +791,8 @@ export interface SplitOptions {
   onStep?: (step: string) => void
   onCopy?: (read: number, total: number) => void
   heal?: HealPolicy
+  /** Called once no client is left on the moved databases, right before the fence; a refusal rolls the split back (Sentinel lets go of the source). */
+  beforeCutover?: () => Promise<void>
 }
 
 export async function executeSplit(
@@ -799,6 +807,7 @@ export async function executeSplit(
   const timing: SplitTiming = {clock: new PauseClock()}
   const run = new SplitRun(registry, pool, journal, plan, timing)
   run.onCopy = options.onCopy
+  run.beforeCutover = options.beforeCutover
   return healSplit(registry, pool, journal, timing, options, async () => {
     await run.connect()
     return run.normal()

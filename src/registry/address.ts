@@ -16,7 +16,23 @@ export interface Credentials {
   tls?: boolean
 }
 
-export type ConnectTarget = ShardAddress & Credentials
+/**
+ * A Redis reached through Sentinel: the Sentinels to ask, and the name they know its
+ * master by. Which instance is the master is decided at each connection (a majority
+ * of the Sentinels agreeing, the instance answering ROLE as a master), never stored.
+ */
+export interface SentinelRoute {
+  sentinels: Endpoint[]
+  name: string
+  /** The Sentinels' own credentials (SHARDCTL_SENTINEL_USER / _PASSWORD), never the registry's. */
+  credentials?: Credentials
+}
+
+/**
+ * Where to connect: an instance (host, port, db) and how. With `sentinel`, host and
+ * port are where the master was last found (empty until the first connection).
+ */
+export type ConnectTarget = ShardAddress & Credentials & {sentinel?: SentinelRoute}
 
 /** An instance: where one redis-server listens. The registry names it host:port (instanceKey). */
 export interface Endpoint {
@@ -52,6 +68,10 @@ function checkHost(host: string, input: string): string {
 }
 
 const SCHEME = /^([a-z][a-z0-9+.-]*):\/\//i
+const SENTINEL_SCHEME = /^(rediss?)\+sentinel:\/\//i
+
+/** The port a Sentinel listens on unless told otherwise. */
+export const SENTINEL_PORT = 26379
 
 /**
  * Hide the credentials of a redis:// URL before it is echoed in a message. The
@@ -59,7 +79,7 @@ const SCHEME = /^([a-z][a-z0-9+.-]*):\/\//i
  * "@", ":" or spaces is hidden whole; the user name (up to the first ":") is kept.
  */
 export function redact(input: string): string {
-  return input.replace(/(rediss?:\/\/)(.*)@/gi, (_m, scheme: string, auth: string) => {
+  return input.replace(/(rediss?(?:\+sentinel)?:\/\/)(.*)@/gi, (_m, scheme: string, auth: string) => {
     const colon = auth.indexOf(':')
     return colon === -1 ? `${scheme}***@` : `${scheme}${auth.slice(0, colon)}:***@`
   })
@@ -100,7 +120,7 @@ function parseUrl(text: string): ConnectTarget {
   const at = rest.lastIndexOf('@')
   const auth = at === -1 ? undefined : rest.slice(0, at)
   const where = at === -1 ? rest : rest.slice(at + 1)
-  const safe = `${scheme}://${auth === undefined ? '' : auth.includes(':') ? `${auth.slice(0, auth.indexOf(':'))}:***@` : '***@'}${where}`
+  const safe = `${scheme}://${hiddenAuth(auth)}${where}`
   if (scheme.toLowerCase() !== 'redis' && scheme.toLowerCase() !== 'rediss') {
     throw usageError(`unsupported scheme "${scheme}" in "${safe}"`, 'use redis:// or rediss://')
   }
@@ -109,22 +129,81 @@ function parseUrl(text: string): ConnectTarget {
   const host = checkHost(match[1] ?? match[2], safe)
   const port = match[3] === undefined || match[3] === '' ? 6379 : parsePort(match[3], safe)
   const target: ConnectTarget = {host, port, db: parseDb(match[4], safe)}
-  if (auth !== undefined) {
-    const decode = (part: string) => {
-      try {
-        return decodeURIComponent(part)
-      } catch {
-        throw usageError(`invalid escape in the credentials of "${safe}"`, 'percent-encode "%" in the user and password as %25')
-      }
-    }
-    const colon = auth.indexOf(':')
-    const username = colon === -1 ? '' : decode(auth.slice(0, colon))
-    const password = decode(colon === -1 ? auth : auth.slice(colon + 1))
-    if (username !== '') target.username = username
-    if (password !== '') target.password = password
-  }
+  if (auth !== undefined) Object.assign(target, decodeCredentials(auth, safe))
   if (scheme.toLowerCase() === 'rediss') target.tls = true
   return target
+}
+
+/** How a URL's credentials look once hidden: the user name kept, the password never shown. */
+function hiddenAuth(auth: string | undefined): string {
+  if (auth === undefined) return ''
+  return auth.includes(':') ? `${auth.slice(0, auth.indexOf(':'))}:***@` : '***@'
+}
+
+function decodeCredentials(auth: string, safe: string): Credentials {
+  const decode = (part: string) => {
+    try {
+      return decodeURIComponent(part)
+    } catch {
+      throw usageError(`invalid escape in the credentials of "${safe}"`, 'percent-encode "%" in the user and password as %25')
+    }
+  }
+  const colon = auth.indexOf(':')
+  const username = colon === -1 ? '' : decode(auth.slice(0, colon))
+  const password = decode(colon === -1 ? auth : auth.slice(colon + 1))
+  return {...(username === '' ? {} : {username}), ...(password === '' ? {} : {password})}
+}
+
+/**
+ * The registry's address: anything parseAddress takes, or the registry behind Sentinel,
+ * `redis+sentinel://[user:password@]host1:26379,host2:26379,host3/<name>[/db]` (and
+ * `rediss+sentinel://` for TLS). The credentials are the registry's; the Sentinels'
+ * come from SHARDCTL_SENTINEL_USER / SHARDCTL_SENTINEL_PASSWORD.
+ */
+export function parseRegistryAddress(input: string): ConnectTarget {
+  const text = input.trim()
+  const scheme = SENTINEL_SCHEME.exec(text)
+  if (!scheme) return parseAddress(text)
+  const rest = text.slice(scheme[0].length)
+  const at = rest.lastIndexOf('@')
+  const auth = at === -1 ? undefined : rest.slice(0, at)
+  const where = at === -1 ? rest : rest.slice(at + 1)
+  const safe = `${scheme[0]}${hiddenAuth(auth)}${where}`
+  const hint = 'use redis+sentinel://[user:password@]host1:26379,host2:26379,host3:26379/<master name>[/db]'
+  const match = /^([^/?#]+)\/([^/?#]+)(?:\/([^/?#]*))?\/?$/.exec(where)
+  if (!match) throw usageError(`invalid Sentinel URL "${safe}"`, hint)
+  const sentinels = match[1].split(',').map((part) => parseSentinelAddress(part, safe))
+  const name = match[2]
+  if (!/^[A-Za-z0-9_.:{}-]{1,128}$/.test(name))
+    throw usageError(`invalid master name "${name}" in "${safe}"`, 'a name is letters, digits and _ - . : { }')
+  const keys = sentinels.map(instanceKey)
+  const twice = keys.find((k, i) => keys.indexOf(k) !== i)
+  if (twice) throw usageError(`Sentinel ${twice} is named twice in "${safe}"`, hint)
+  return {
+    host: '',
+    port: 0,
+    db: parseDb(match[3], safe),
+    ...(auth === undefined ? {} : decodeCredentials(auth, safe)),
+    ...(scheme[1].toLowerCase() === 'rediss' ? {tls: true} : {}),
+    sentinel: {sentinels, name},
+  }
+}
+
+/** A Sentinel: `host[:port]` or `[v6][:port]`, port 26379 unless given. */
+export function parseSentinelAddress(input: string, within = input): Endpoint {
+  const text = input.trim()
+  const match = /^(?:\[([^\]]*)\]|([^:/[\]]*))(?::(\d*))?$/.exec(text)
+  if (!match || text.includes('@'))
+    throw usageError(`invalid Sentinel address "${text}" in "${within}"`, 'use host:port, e.g. 10.0.0.7:26379')
+  const host = checkHost(match[1] ?? match[2], within)
+  return {host, port: match[3] === undefined || match[3] === '' ? SENTINEL_PORT : parsePort(match[3], within)}
+}
+
+/** A registry target for a message: its address, or its Sentinels and name; never credentials. */
+export function describeTarget(target: ConnectTarget): string {
+  if (!target.sentinel) return formatAddress(target)
+  const scheme = target.tls ? 'rediss+sentinel' : 'redis+sentinel'
+  return `${scheme}://${target.sentinel.sentinels.map(instanceKey).join(',')}/${target.sentinel.name}/${target.db}`
 }
 
 /** Parse an instance (`host:port`); a database part is refused because an instance holds them all. */
@@ -178,6 +257,17 @@ export function canonicalInstance(address: {host: string; port: number}): string
 /** A database as one name, for comparing: see canonicalHost. */
 export function canonicalDatabase(address: ShardAddress): string {
   return `${canonicalInstance(address)}/${address.db}`
+}
+
+/**
+ * A registry as one name, for comparing: its database (canonicalDatabase), or behind
+ * Sentinel the master name, the db and its Sentinels in one order (any one of them
+ * leads to the same registry, so the set is what names it).
+ */
+export function canonicalRegistry(target: ConnectTarget): string {
+  if (!target.sentinel) return canonicalDatabase(target)
+  const sentinels = target.sentinel.sentinels.map(canonicalInstance).sort()
+  return `sentinel:${sentinels.join(',')}/${target.sentinel.name}/${target.db}`
 }
 
 export function sameInstance(a: {host: string; port: number}, b: {host: string; port: number}): boolean {

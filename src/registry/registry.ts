@@ -207,6 +207,15 @@ export class Registry {
   /** While set, every change applies only if the operator lock still holds this value. */
   fence?: {key: string; value: string}
 
+  /**
+   * The "confirmed on two servers" pattern applied to the registry itself (SPEC §4.12):
+   * while set, each change and each journal write must be acknowledged by a replica of
+   * the registry (WAIT) before shardctl acts on it, so that a registry failover cannot
+   * lose a step shardctl has taken. `auto`: when the registry master has replicas, as
+   * found at the first write (a registry behind Sentinel always asks for one).
+   */
+  confirmation?: {replicas: number | 'auto'; timeoutMs: number}
+
   constructor(
     readonly client: ScriptedRedis,
     readonly keys: RegistryKeys,
@@ -289,8 +298,9 @@ export class Registry {
   async applyCounting(change: Change, type: string, details: Record<string, unknown>): Promise<{event: RegistryEvent; kept: number}> {
     const event = this.event(type, details)
     if (this.fence) change.fencedBy(this.fence.key, this.fence.value)
+    let kept: number
     try {
-      const kept = await this.client.apply(
+      kept = await this.client.apply(
         change.keys.length + 1,
         this.keys.history,
         ...change.keys,
@@ -300,10 +310,31 @@ export class Registry {
         HISTORY_LIMIT,
         ...change.argv,
       )
-      return {event, kept: Number(kept)}
     } catch (error) {
       throw describeChangeError(error as Error)
     }
+    await this.confirm(`the change ${type}`)
+    return {event, kept: Number(kept)}
+  }
+
+  /** Wait until a replica of the registry holds every write made so far on this connection (see `confirmation`). */
+  async confirm(what: string): Promise<void> {
+    const confirmation = this.confirmation
+    if (!confirmation) return
+    if (confirmation.replicas === 'auto') {
+      const role = (await this.client.call('ROLE')) as [string, number, unknown[]]
+      confirmation.replicas = role[0] === 'master' && Array.isArray(role[2]) && role[2].length > 0 ? 1 : 0
+    }
+    if (confirmation.replicas === 0) return
+    // Under the command timeout, so that the answer (how many confirmed) always arrives.
+    const waitMs = Math.max(1, confirmation.timeoutMs - Math.min(500, Math.floor(confirmation.timeoutMs / 4)))
+    const acked = Number(await this.client.call('WAIT', String(confirmation.replicas), String(waitMs)))
+    if (acked >= confirmation.replicas) return
+    throw new ShardctlError(`no replica of the registry confirmed ${what} within ${waitMs} ms: a registry failover now could lose it`, {
+      code: 'EUNCONFIRMED',
+      exitCode: ExitCode.unexpected,
+      hint: "the operation stopped before acting on it; check the registry's replicas (INFO replication), then run the same command again to finish or roll it back",
+    })
   }
 
   event(type: string, details: Record<string, unknown>): RegistryEvent {
@@ -362,12 +393,15 @@ export class Registry {
     instances: {instance: string; ids: string[]}[],
     type: string,
     details: Record<string, unknown>,
+    /** More of the same step: checks and operations on other keys (the Sentinel record of the group moved). */
+    also?: (change: Change) => void,
   ): Promise<RegistryEvent> {
-    return this.apply(this.repointing(moves, instances), type, details)
+    return this.apply(this.repointing(moves, instances, also), type, details)
   }
 
-  private repointing(moves: ShardRepoint[], instances: {instance: string; ids: string[]}[]): Change {
+  private repointing(moves: ShardRepoint[], instances: {instance: string; ids: string[]}[], also?: (change: Change) => void): Change {
     const change = new Change().expectType(this.keys.list, 'zset')
+    also?.(change)
     for (const {instance, ids} of instances) change.expectShardsOn(this.keys.list, this.keys.prefix, instance, ids)
     for (const move of moves) {
       const key = this.keys.shard(move.id)

@@ -27,6 +27,8 @@ export interface RegistryKeys {
   history: string
   /** hash: host:port/db of a database holding writes that landed after its shard moved -> JSON of where they belong. */
   strays: string
+  /** hash: the Sentinels the fleet is handed to ("sentinels"), their settings, and each replication group ("group:<name>"). */
+  sentinel: string
   shard(id: string): string
 }
 
@@ -41,6 +43,7 @@ export function registryKeys(prefix: string = DEFAULT_PREFIX): RegistryKeys {
     journal: `${prefix}._journal`,
     history: `${prefix}._history`,
     strays: `${prefix}._strays`,
+    sentinel: `${prefix}._sentinel`,
     shard: (id: string) => `${prefix}.${id}`,
   }
 }

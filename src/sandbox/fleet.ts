@@ -9,17 +9,18 @@ import {parseInfo, parseReplication} from '../fleet/info.js'
 import {Registry, currentActor} from '../registry/registry.js'
 import {applyInit, planInit} from '../registry/manage.js'
 import {registryKeys} from '../registry/schema.js'
-import {type RedisProcess, isAlive, isOurRedis, portIsFree, startRedis, stopRedis} from './redis-process.js'
+import {type RedisProcess, isAlive, isOurRedis, portIsFree, startRedis, startSentinel, stopRedis} from './redis-process.js'
 import {plural} from '../ui/terminal.js'
 
 /**
  * A local fleet of real redis-server processes: one registry, N instances with R
- * replicas each, S shards spread over the instances' databases. Recorded in
- * <dir>/sandbox.json so that `sandbox:down` stops exactly these processes.
+ * replicas each, S shards spread over the instances' databases, and optionally
+ * Sentinels with the fleet registered. Recorded in <dir>/sandbox.json so that
+ * `sandbox:down` stops exactly these processes.
  */
 
 export interface SandboxNode extends RedisProcess {
-  role: 'registry' | 'master' | 'replica'
+  role: 'registry' | 'master' | 'replica' | 'sentinel'
   /** For a replica: the port of its master. */
   replicaOf?: number
 }
@@ -39,6 +40,8 @@ export interface SandboxOptions {
   instances: number
   replicas: number
   shards: number
+  /** Sentinels started beside the fleet, which is registered with them (0: none). */
+  sentinels?: number
   prefix: string
   onProgress?: (message: string) => void
 }
@@ -68,17 +71,24 @@ function writeState(state: SandboxState): void {
 export interface SandboxPlan {
   registry: number
   instances: {port: number; replicas: number[]}[]
+  /** The Sentinels' ports, after the instances'. */
+  sentinels: number[]
 }
 
-export function planPorts(options: Pick<SandboxOptions, 'basePort' | 'instances' | 'replicas'>): SandboxPlan {
+export function planPorts(options: Pick<SandboxOptions, 'basePort' | 'instances' | 'replicas' | 'sentinels'>): SandboxPlan {
   const instances = Array.from({length: options.instances}, (_, i) => {
     const port = options.basePort + 1 + i * (options.replicas + 1)
     return {port, replicas: Array.from({length: options.replicas}, (_, j) => port + 1 + j)}
   })
-  const last = options.basePort + options.instances * (options.replicas + 1)
+  const lastInstance = options.basePort + options.instances * (options.replicas + 1)
+  const sentinels = Array.from({length: options.sentinels ?? 0}, (_, i) => lastInstance + 1 + i)
+  const last = sentinels.at(-1) ?? lastInstance
   if (last > 65_535) throw usageError(`ports ${options.basePort}-${last} go beyond 65535`, 'choose a lower --port')
-  return {registry: options.basePort, instances}
+  return {registry: options.basePort, instances, sentinels}
 }
+
+/** How fast the sandbox's Sentinels act: a master is down after 5 s, so that killing one shows a failover soon. */
+export const SANDBOX_SENTINEL_SETTINGS = {downAfterMs: 5000, failoverTimeoutMs: 15_000}
 
 export async function sandboxUp(options: SandboxOptions): Promise<SandboxState> {
   const existing = readState(options.dir)
@@ -90,7 +100,7 @@ export async function sandboxUp(options: SandboxOptions): Promise<SandboxState> 
     })
   }
   const plan = planPorts(options)
-  const ports = [plan.registry, ...plan.instances.flatMap((i) => [i.port, ...i.replicas])]
+  const ports = [plan.registry, ...plan.instances.flatMap((i) => [i.port, ...i.replicas]), ...plan.sentinels]
   for (const port of ports) {
     if (!(await portIsFree(port))) throw usageError(`port ${port} is in use`, 'choose another --port base, or stop what runs there')
   }
@@ -126,8 +136,17 @@ export async function sandboxUp(options: SandboxOptions): Promise<SandboxState> 
       await start(instance.port, 'master')
       await Promise.all(instance.replicas.map((port) => start(port, 'replica', instance.port)))
     }
+    for (const port of plan.sentinels) {
+      const proc = await startSentinel({port, dir: join(options.dir, `sentinel-${port}`), detached: true})
+      state.nodes.push({...proc, role: 'sentinel'})
+      writeState(state)
+    }
     await waitForReplicas(state.nodes)
     await registerShards(state, plan, options)
+    if (plan.sentinels.length > 0 && options.shards > 0) {
+      options.onProgress?.(`Registering the fleet with ${plan.sentinels.length} Sentinels...`)
+      await registerWithSentinels(plan, options)
+    }
   } catch (error) {
     options.onProgress?.('Start failed; stopping what was started.')
     await sandboxDown(options.dir)
@@ -176,6 +195,30 @@ async function registerShards(state: SandboxState, plan: SandboxPlan, options: S
   } finally {
     await close(client)
     await pool.closeAll()
+  }
+}
+
+/** The fleet handed to the sandbox's Sentinels, as sentinel:register does it; CKQUORUM must pass. */
+async function registerWithSentinels(plan: SandboxPlan, options: SandboxOptions): Promise<void> {
+  const [{Sentinels}, {applyRegister, planRegister}] = await Promise.all([
+    import('../sentinel/sentinels.js'),
+    import('../sentinel/register.js'),
+  ])
+  const client = await connect({host: '127.0.0.1', port: plan.registry, db: 0}, {timeoutMs: 5000})
+  const endpoints = plan.sentinels.map((port) => ({host: '127.0.0.1', port}))
+  const sentinels = new Sentinels(endpoints, {}, {timeoutMs: 5000, clientName: 'shardctl-sandbox'})
+  try {
+    const registry = new Registry(client, registryKeys(options.prefix), currentActor('sandbox:up'))
+    const request = {sentinels: endpoints, settings: SANDBOX_SENTINEL_SETTINGS, namePrefix: options.prefix, instanceCredentials: {}}
+    const result = await applyRegister(registry, sentinels, await planRegister(registry, sentinels, request), {})
+    const failed = result.quorum.filter((q) => !q.ok)
+    if (failed.length > 0)
+      throw new ShardctlError(
+        `the sandbox's Sentinels cannot authorise a failover: ${failed.map((q) => `${q.group} (${q.message})`).join('; ')}`,
+      )
+  } finally {
+    await close(client)
+    await sentinels.close()
   }
 }
 

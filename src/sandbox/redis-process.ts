@@ -1,4 +1,4 @@
-import {mkdirSync, readFileSync} from 'node:fs'
+import {mkdirSync, readFileSync, writeFileSync} from 'node:fs'
 import {createServer} from 'node:net'
 import {join} from 'node:path'
 import {setTimeout as sleep} from 'node:timers/promises'
@@ -38,7 +38,6 @@ export function redisServerBinary(): string {
 }
 
 export async function startRedis(options: StartOptions): Promise<RedisProcess> {
-  const {execa} = await import('execa')
   mkdirSync(options.dir, {recursive: true})
   const logfile = join(options.dir, 'redis.log')
   const args = [
@@ -62,6 +61,33 @@ export async function startRedis(options: StartOptions): Promise<RedisProcess> {
     '0',
     ...(options.args ?? []),
   ]
+  return launch(args, logfile, options)
+}
+
+/**
+ * Start a Redis Sentinel (`redis-server <config> --sentinel`) on a loopback port. It
+ * gets a configuration file of its own in `dir`: a Sentinel rewrites its file with
+ * what it learns (the masters it monitors, the other Sentinels, the epochs).
+ */
+export async function startSentinel(options: Omit<StartOptions, 'args'> & {config?: string[]}): Promise<RedisProcess> {
+  mkdirSync(options.dir, {recursive: true})
+  const logfile = join(options.dir, 'sentinel.log')
+  const config = join(options.dir, 'sentinel.conf')
+  const lines = [
+    `port ${options.port}`,
+    'bind 127.0.0.1',
+    `dir ${options.dir}`,
+    `logfile ${logfile}`,
+    'daemonize no',
+    ...(options.config ?? []),
+  ]
+  writeFileSync(config, `${lines.join('\n')}\n`)
+  return launch([config, '--sentinel'], logfile, options)
+}
+
+/** Run redis-server with these arguments and wait until it answers PING on its port. */
+async function launch(args: string[], logfile: string, options: Omit<StartOptions, 'args'>): Promise<RedisProcess> {
+  const {execa} = await import('execa')
   let child
   try {
     child = execa(redisServerBinary(), args, {

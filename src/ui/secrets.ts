@@ -19,7 +19,13 @@ export function rememberSecret(value: string | undefined): void {
  * The environment variables that hold secrets: the Redis passwords, and the AWS
  * credentials the S3 client of backups reads (the SDK's standard chain).
  */
-export const SECRET_VARIABLES = ['SHARDCTL_REGISTRY_PASSWORD', 'SHARDCTL_INSTANCE_PASSWORD', 'AWS_SECRET_ACCESS_KEY', 'AWS_SESSION_TOKEN']
+export const SECRET_VARIABLES = [
+  'SHARDCTL_REGISTRY_PASSWORD',
+  'SHARDCTL_INSTANCE_PASSWORD',
+  'SHARDCTL_SENTINEL_PASSWORD',
+  'AWS_SECRET_ACCESS_KEY',
+  'AWS_SESSION_TOKEN',
+]
 
 export function rememberEnvironmentSecrets(env: NodeJS.ProcessEnv = process.env): void {
   for (const name of SECRET_VARIABLES) rememberSecret(env[name])
@@ -28,7 +34,7 @@ export function rememberEnvironmentSecrets(env: NodeJS.ProcessEnv = process.env)
 /** Remember the credentials of every URL in these arguments (redis://, and an S3 endpoint's https://), before anything parses them. */
 export function rememberUrlSecrets(argv: string[]): void {
   for (const arg of argv) {
-    const match = /rediss?:\/\/(.*)@/i.exec(arg) ?? /https?:\/\/([^/@]*)@/i.exec(arg)
+    const match = /rediss?(?:\+sentinel)?:\/\/(.*)@/i.exec(arg) ?? /https?:\/\/([^/@]*)@/i.exec(arg)
     if (!match) continue
     const auth = match[1]
     const password = auth.includes(':') ? auth.slice(auth.indexOf(':') + 1) : auth

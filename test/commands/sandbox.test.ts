@@ -3,15 +3,20 @@ import {tmpdir} from 'node:os'
 import {join} from 'node:path'
 
 import {expect} from 'chai'
+import {Redis} from 'ioredis'
 
 import {isAlive, stopRedis} from '../../src/sandbox/redis-process.js'
 import {type SpawnedInstance, spawnedFor} from '../../src/sandbox/spawn.js'
-import {spawnCli} from '../helpers/cli.js'
+import {spawnCli, until} from '../helpers/cli.js'
 import {freeRange, stopServersIn} from '../helpers/redis.js'
 
 describe('sandbox:up, sandbox:status, sandbox:down', () => {
   let dir: string
   let base: number
+
+  /** sandbox:up of one instance with one replica, at this test's ports and directory. */
+  const oneInstanceUp = (args: string[]) =>
+    spawnCli(['sandbox:up', '--dir', dir, '--port', String(base), '--instances', '1', '--replicas', '1', ...args, '--json'])
 
   beforeEach(async () => {
     dir = mkdtempSync(join(tmpdir(), 'shardctl-sandbox-'))
@@ -66,21 +71,41 @@ describe('sandbox:up, sandbox:status, sandbox:down', () => {
     expect(existsSync(join(dir, 'sandbox.json'))).to.equal(false)
   })
 
+  it('--sentinels 3 starts Sentinels beside the fleet and registers it with them; down stops them too', async () => {
+    const up = await oneInstanceUp(['--shards', '2', '--sentinels', '3'])
+    expect(up.exitCode, up.stderr + up.stdout).to.equal(0)
+    const state = JSON.parse(up.stdout) as {registry: string; nodes: {role: string; port: number; pid: number}[]}
+    expect(state.nodes.map((n) => n.role)).to.deep.equal(['registry', 'master', 'replica', 'sentinel', 'sentinel', 'sentinel'])
+    const sentinelPorts = state.nodes.filter((n) => n.role === 'sentinel').map((n) => n.port)
+    expect(sentinelPorts).to.deep.equal([base + 3, base + 4, base + 5])
+    for (const port of sentinelPorts) {
+      const c = new Redis({port, host: '127.0.0.1', protocol: 2, maxRetriesPerRequest: 1})
+      try {
+        expect(await c.call('SENTINEL', 'GET-MASTER-ADDR-BY-NAME', 'shards-s000'), `Sentinel ${port}`).to.deep.equal([
+          '127.0.0.1',
+          String(base + 1),
+        ])
+      } finally {
+        c.disconnect()
+      }
+    }
+    // The registry records them, and every Sentinel agrees with it (once each has read the master's replicas).
+    const env = {SHARDCTL_REGISTRY: state.registry}
+    await until(
+      'shards:check with its Sentinel section is clean',
+      async () => (await spawnCli(['shards:check', '--json'], {env})).exitCode === 0,
+    )
+    const check = JSON.parse((await spawnCli(['shards:check', '--json'], {env})).stdout) as {sentinel?: {groups: unknown[]}}
+    expect(check.sentinel?.groups).to.have.length(1)
+
+    const down = await spawnCli(['sandbox:down', '--dir', dir, '--json'])
+    expect(down.exitCode).to.equal(0)
+    expect(JSON.parse(down.stdout).stopped).to.equal(6)
+    for (const node of state.nodes) expect(isAlive(node.pid), `${node.role} ${node.port}`).to.equal(false)
+  })
+
   it('a sandbox instance splits onto a spawned instance end to end', async () => {
-    const up = await spawnCli([
-      'sandbox:up',
-      '--dir',
-      dir,
-      '--port',
-      String(base),
-      '--instances',
-      '1',
-      '--replicas',
-      '1',
-      '--shards',
-      '4',
-      '--json',
-    ])
+    const up = await oneInstanceUp(['--shards', '4'])
     expect(up.exitCode, up.stderr + up.stdout).to.equal(0)
     const env = {SHARDCTL_REGISTRY: JSON.parse(up.stdout).registry, SHARDCTL_SPAWN_DIR: join(dir, 'spawned')}
     // Data elsewhere (--dir): still recorded where sandbox:status and sandbox:down look.

@@ -42,6 +42,8 @@ export interface RunningCli {
   done: Promise<CliResult>
   /** Everything it has written to stderr so far. */
   stderr: () => string
+  /** Everything it has written to stdout so far (a long-running command's events). */
+  stdout: () => string
 }
 
 /** Start the real binary in its own process: stdin, environment, signals and exit codes as a user gets them. */
@@ -69,6 +71,10 @@ export async function startCli(
   child.stderr?.on('data', (chunk: Buffer) => {
     stderr += chunk.toString()
   })
+  let stdout = ''
+  child.stdout?.on('data', (chunk: Buffer) => {
+    stdout += chunk.toString()
+  })
   const pid = child.pid!
   running.add(pid)
   const done = child.then((result) => {
@@ -76,7 +82,7 @@ export async function startCli(
     printed.push(String(result.stdout), String(result.stderr))
     return {exitCode: result.exitCode ?? 1, stderr: String(result.stderr), stdout: String(result.stdout)}
   })
-  return {pid, done, stderr: () => stderr}
+  return {pid, done, stderr: () => stderr, stdout: () => stdout}
 }
 
 /** CLI processes not yet ended: a test that failed half-way may leave one stopped or waiting. */

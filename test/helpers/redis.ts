@@ -41,7 +41,8 @@ export async function startServer(args: string[] = []): Promise<TestServer> {
         },
         async stop() {
           running.delete(server)
-          await stopRedis(proc)
+          // The server as it is now: restarted, it has another pid (see test/helpers/sentinel.ts).
+          await stopRedis(server)
           rmSync(dir, {recursive: true, force: true})
         },
       }

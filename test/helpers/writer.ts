@@ -19,7 +19,13 @@ export class ContinuousWriter {
   constructor(
     private readonly registry: Redis,
     private readonly shards: string[],
-    private readonly options: {prefix?: string; valueSize?: number} = {},
+    /**
+     * confirm 'all': a write counts once every replica of its master has it too (WAIT), the "confirmed on two servers"
+     * pattern. Under Sentinel a single replica's confirmation is not enough: it elects the replica with the best offset
+     * it last read (INFO, up to 5 s old), not necessarily the one that confirmed. tag: in every key, so that two
+     * writers can share the shards.
+     */
+    private readonly options: {prefix?: string; valueSize?: number; confirm?: 'all'; tag?: string} = {},
   ) {}
 
   start(): void {
@@ -95,9 +101,10 @@ export class ContinuousWriter {
     let last = Date.now()
     const deadline = Date.now() + 120_000 // bounded: a writer never outlives a test
     while (this.running && Date.now() < deadline) {
-      const key = `w:${shard}:${seq}`
+      const key = `w:${this.options.tag ?? ''}${shard}:${seq}`
       try {
         await client.set(key, value)
+        if (this.options.confirm) await confirmedByAll(client)
         keys.push(key)
         seq++
         const now = Date.now()
@@ -118,6 +125,14 @@ export async function startedWriter(registry: Redis, shards: string[], n = 300):
   writer.start()
   await writer.waitFor(n)
   return writer
+}
+
+/** WAIT for every replica the master has now (ROLE); fewer confirmations than that is a failed write. */
+async function confirmedByAll(client: Redis): Promise<void> {
+  const role = (await client.call('ROLE')) as [string, number, unknown[]]
+  const replicas = Array.isArray(role[2]) ? role[2].length : 0
+  if (replicas === 0) throw new Error('no replica to confirm the write')
+  if (Number(await client.call('WAIT', String(replicas), '1000')) < replicas) throw new Error('not confirmed by every replica')
 }
 
 /** Once an operation is over: writes flow again on every shard, then the keys acknowledged but missing where the registry routes. */

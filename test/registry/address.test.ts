@@ -1,7 +1,16 @@
 import {expect} from 'chai'
 
 import {ShardctlError} from '../../src/errors.js'
-import {canonicalDatabase, canonicalHost, formatAddress, parseAddress, parseInstance, redact} from '../../src/registry/address.js'
+import {
+  canonicalDatabase,
+  canonicalHost,
+  describeTarget,
+  formatAddress,
+  parseAddress,
+  parseInstance,
+  parseRegistryAddress,
+  redact,
+} from '../../src/registry/address.js'
 
 describe('registry/address', () => {
   it('parses host:port/db and defaults the db to 0', () => {
@@ -64,6 +73,60 @@ describe('registry/address', () => {
   it('refuses a database where an instance is expected', () => {
     expect(parseInstance('h:6379')).to.deep.equal({host: 'h', port: 6379, db: 0})
     expect(() => parseInstance('h:6379/3')).to.throw(/instance was expected/)
+  })
+
+  describe('the registry behind Sentinel', () => {
+    it('parses redis+sentinel:// with its Sentinels (port 26379 unless given), the master name and the db', () => {
+      expect(parseRegistryAddress('redis+sentinel://u:p%40ss@10.0.0.7:26380,sentinel-b,[::1]:5000/registry/2')).to.deep.equal({
+        host: '',
+        port: 0,
+        db: 2,
+        username: 'u',
+        password: 'p@ss',
+        sentinel: {
+          sentinels: [
+            {host: '10.0.0.7', port: 26380},
+            {host: 'sentinel-b', port: 26379},
+            {host: '::1', port: 5000},
+          ],
+          name: 'registry',
+        },
+      })
+      const tls = parseRegistryAddress('rediss+sentinel://h1,h2,h3/reg')
+      expect(tls).to.include({db: 0, tls: true})
+      expect(describeTarget(tls)).to.equal('rediss+sentinel://h1:26379,h2:26379,h3:26379/reg/0')
+      // Anything else is an ordinary address.
+      expect(parseRegistryAddress('redis://h:1/2')).to.deep.equal({host: 'h', port: 1, db: 2})
+    })
+
+    for (const input of [
+      'redis+sentinel://h1,h2/',
+      'redis+sentinel:///name',
+      'redis+sentinel://h1,,h2/name',
+      'redis+sentinel://h1:0/name',
+      'redis+sentinel://h1/na me',
+      'redis+sentinel://h1,h1:26379/name',
+      'redis+sentinel://h1/name/x',
+      'redis+sentinel://h1/name/1/2',
+    ]) {
+      it(`refuses ${JSON.stringify(input)} with a usage error`, () => {
+        expect(() => parseRegistryAddress(input))
+          .to.throw(ShardctlError)
+          .with.property('exitCode', 2)
+      })
+    }
+
+    it('never echoes the password, and a shard address may not be a Sentinel URL', () => {
+      expect(redact('redis+sentinel://u:hunter2@h1,h2/reg')).to.equal('redis+sentinel://u:***@h1,h2/reg')
+      expect(redact('rediss+sentinel://hunter2@h1/reg')).to.equal('rediss+sentinel://***@h1/reg')
+      try {
+        parseRegistryAddress('redis+sentinel://u:hunter2@h1,h2/bad name')
+        expect.fail('should throw')
+      } catch (error) {
+        expect((error as Error).message).not.to.include('hunter2')
+      }
+      expect(() => parseAddress('redis+sentinel://h1/reg')).to.throw(/unsupported scheme/)
+    })
   })
 
   it('names one host one way, whatever its spelling', () => {

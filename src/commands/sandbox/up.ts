@@ -13,11 +13,12 @@ export const sandboxDirFlag = Flags.string({
 
 export default class SandboxUp extends ShardctlCommand<typeof SandboxUp> {
   static override summary = 'Start a local fleet of real redis-server processes with shards registered.'
-  static override description = `Starts a registry, N instances each with R replicas, and registers S shards spread over the instances' databases. The processes outlive the command and are recorded in the sandbox directory, so that sandbox:down stops exactly them. Needs redis-server on PATH (Debian: apt-get install redis-server).`
+  static override description = `Starts a registry, N instances each with R replicas, and registers S shards spread over the instances' databases. With --sentinels, Redis Sentinels start beside them (ports after the instances') and the fleet is registered with them (down after 5 s), so that killing a master shows the whole story with sentinel:follow running. The processes outlive the command and are recorded in the sandbox directory, so that sandbox:down stops exactly them. Needs redis-server on PATH (Debian: apt-get install redis-server).`
 
   static override examples = [
     '<%= config.bin %> <%= command.id %>',
     '<%= config.bin %> <%= command.id %> --instances 3 --replicas 2 --shards 60 --port 7100',
+    '<%= config.bin %> <%= command.id %> --sentinels 3',
     'export SHARDCTL_REGISTRY=$(<%= config.bin %> <%= command.id %> --json | jq -r .registry)',
   ]
 
@@ -27,6 +28,11 @@ export default class SandboxUp extends ShardctlCommand<typeof SandboxUp> {
     instances: countFlag('instances', 1, 64)({summary: 'Shard instances (masters).', default: 2}),
     replicas: countFlag('replicas', 0, 8)({summary: 'Replicas per instance.', default: 1}),
     shards: countFlag('shards', 0, 100_000)({summary: 'Shards, spread over the instances.', default: 8}),
+    sentinels: countFlag(
+      'sentinels',
+      0,
+      9,
+    )({summary: 'Redis Sentinels to start beside the fleet, which is registered with them.', default: 0}),
     port: countFlag('port', 1024, 65_000)({summary: 'First port: the registry; instances and replicas follow.', default: 7000}),
     dir: sandboxDirFlag,
     'dry-run': dryRunFlag,
@@ -36,13 +42,14 @@ export default class SandboxUp extends ShardctlCommand<typeof SandboxUp> {
     const {flags} = this
     const dir = flags.dir ?? defaultSandboxDir()
     if (flags['dry-run']) {
-      const plan = planPorts({basePort: flags.port, instances: flags.instances, replicas: flags.replicas})
+      const plan = planPorts({basePort: flags.port, instances: flags.instances, replicas: flags.replicas, sentinels: flags.sentinels})
       const rows = [
         ['registry', String(plan.registry), ''],
         ...plan.instances.flatMap((i) => [
           ['master', String(i.port), ''],
           ...i.replicas.map((r) => ['replica', String(r), `of ${i.port}`]),
         ]),
+        ...plan.sentinels.map((port) => ['sentinel', String(port), '']),
       ]
       this.log(renderTable(['ROLE', 'PORT', 'REPLICA'], rows))
       this.progress(
@@ -56,18 +63,22 @@ export default class SandboxUp extends ShardctlCommand<typeof SandboxUp> {
       instances: flags.instances,
       replicas: flags.replicas,
       shards: flags.shards,
+      sentinels: flags.sentinels,
       prefix: flags.prefix,
       onProgress: (m) => this.progress(m),
     })
     const masters = state.nodes.filter((n) => n.role === 'master').length
     const replicas = state.nodes.filter((n) => n.role === 'replica').length
+    const sentinels = state.nodes.filter((n) => n.role === 'sentinel').length
     this.progress(
-      `Sandbox up: registry, ${plural(masters, 'instance')}, ${plural(replicas, 'replica')}, ${plural(flags.shards, 'shard')}. Data in ${dir}.`,
+      `Sandbox up: registry, ${plural(masters, 'instance')}, ${plural(replicas, 'replica')}, ${plural(flags.shards, 'shard')}${sentinels > 0 ? `, ${plural(sentinels, 'Sentinel')} with the fleet registered` : ''}. Data in ${dir}.`,
     )
     this.progress(`Point shardctl at it:`)
     this.log(`export SHARDCTL_REGISTRY=${state.registryUrl}`)
     if (flags.prefix !== 'shards') this.log(`export SHARDCTL_PREFIX=${flags.prefix}`)
     this.progress(paint.dim('Then: shardctl shards:list   ·   stop it with: shardctl sandbox:down'))
+    if (sentinels > 0)
+      this.progress(paint.dim('Keep the registry following Sentinel: shardctl sentinel:follow   ·   then kill a master and watch'))
     return {registry: state.registryUrl, prefix: state.prefix, dir, nodes: state.nodes}
   }
 }

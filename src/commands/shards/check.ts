@@ -8,6 +8,7 @@ import {type CheckReport, checkHealth, tally} from '../../health/check.js'
 import {type FencingRow, applyFence, fencePlan} from '../../health/fencing.js'
 import {describeIds, instancesOf} from '../../health/groups.js'
 import type {PersistenceRow} from '../../health/persistence.js'
+import type {SentinelGroupRow} from '../../health/sentinel.js'
 import type {ReplicaStatus, TopologyRow} from '../../health/topology.js'
 import {formatAddress} from '../../registry/address.js'
 import {Change} from '../../registry/registry.js'
@@ -22,6 +23,8 @@ Topology (always): each shard's master answers and is a master; each replica (sl
 Fencing (always): a master with replicas but without min-replicas-to-write keeps taking writes when cut off from all of them — writes lost when a replica is promoted in its place. --fence sets min-replicas-to-write (--fence-replicas) and min-replicas-max-lag (--fence-max-lag) on those masters, after confirmation or --yes, and tries CONFIG REWRITE so a restart keeps it.
 
 --canary writes a short-lived key in each shard's database on its master and waits for it on every replica, and PUBLISHes a message a subscriber on every replica must receive: proof that a write reaches more than one server, with the round trip per replica. The keys (shardctl:canary:<random>) carry a TTL and are deleted at the end.
+
+Sentinel (when the registry records Sentinels, see sentinel:register): per group, every Sentinel agrees with the registry (master address and config epoch), CKQUORUM passes, the replicas Sentinel knows are those the registry names; no Sentinel is unreachable or in TILT, no instance is monitored twice, and every master the registry routes to is monitored.
 
 --persistence checks the persistence replicas (persistN), or every node of shards that name none: append-only file on, fsync every second, last AOF write and RDB save succeeded, last RDB save younger than --max-save-age when changes wait for it (0: do not check the age). A master that persists nothing is flagged: restarted, it would come back empty and its replicas would copy that.
 
@@ -83,7 +86,9 @@ Exit code 0 when everything is healthy, 3 when any problem is found: a CI job ca
     const {flags} = this
     const registry = await this.registry()
     const pool = await this.pool()
+    const {sentinel, options} = await this.resolveConnections()
     const {report, groups, states} = await checkHealth(registry, pool, {
+      sentinel: {credentials: sentinel, options},
       shardIds: flags.shard ?? [],
       canary: flags.canary,
       persistence: flags.persistence,
@@ -168,6 +173,14 @@ Exit code 0 when everything is healthy, 3 when any problem is found: a CI job ca
       if (u.accepted) this.progress(paint.dim(`${u.master} has no replica (accepted with --allow-no-replica)`))
       else this.warn(u.problems[0])
     }
+    if (report.sentinel) {
+      this.section(
+        'Sentinel',
+        ['GROUP', 'MASTER', 'SHARDS', 'SENTINELS', 'QUORUM', 'STATUS'],
+        report.sentinel.groups.map((row) => sentinelLine(row, status)),
+      )
+      for (const row of report.sentinel.fleet) this.warn(`${row.subject} ${row.problems.join('; ')}`)
+    }
     if (report.leftovers.length > 0)
       this.section(
         'Left behind',
@@ -228,6 +241,12 @@ function canaryLines(row: CanaryRow, status: Status): string[][] {
     ms(r.pubsubMs),
     status(r.problems),
   ])
+}
+
+function sentinelLine(row: SentinelGroupRow, status: Status): string[] {
+  const agreeing = row.views.filter((v) => v.master === row.master && v.epoch === row.epoch).length
+  const views = row.views.length === 0 ? '-' : `${agreeing}/${row.views.length} agree (epoch ${row.epoch})`
+  return [row.group, row.master, describeIds(row.shards), views, row.quorum ?? '-', status(row.problems)]
 }
 
 function persistenceLine(row: PersistenceRow, status: Status): string[] {

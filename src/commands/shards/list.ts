@@ -3,7 +3,7 @@ import {Flags} from '@oclif/core'
 import {RegistryCommand} from '../../base-command.js'
 import {usageError} from '../../errors.js'
 import {type FleetOverview, type InstanceOverview, type ShardOverview, fleetOverview} from '../../fleet/overview.js'
-import {canonicalInstance, formatAddress, parseAddress, parseInstance} from '../../registry/address.js'
+import {canonicalInstance, describeTarget, parseAddress, parseInstance} from '../../registry/address.js'
 import {bar, formatBytes, formatCount, formatPercent, paint, plural, renderTable} from '../../ui/terminal.js'
 
 const COLUMNS = ['id', 'weight', 'share', 'hashes', 'master', 'keys', 'replicas', 'status'] as const
@@ -67,7 +67,7 @@ At hundreds of shards: --filter narrows (instance=HOST:PORT, a master or replica
       if (flags.instances) this.renderInstances(overview)
       else this.render(overview, columns)
     }
-    const result = {registry: formatAddress(flags.registry), prefix: flags.prefix, ...overview}
+    const result = {registry: describeTarget(flags.registry), prefix: flags.prefix, ...overview}
     // A shard the registry cannot describe (overview.broken) is always listed, as a warning: it gates too.
     const unhealthy = [...overview.shards.filter((s) => s.problems.length > 0), ...overview.broken]
     if (flags['exit-status'] && unhealthy.length > 0) {
@@ -97,7 +97,7 @@ At hundreds of shards: --filter narrows (instance=HOST:PORT, a master or replica
       this.progress(
         filtered
           ? 'No shard matches the filter.'
-          : `No shards under "${this.flags.prefix}" in ${formatAddress(this.flags.registry)}. Add some with shards:add or shards:init.`,
+          : `No shards under "${this.flags.prefix}" in ${describeTarget(this.flags.registry)}. Add some with shards:add or shards:init.`,
       )
       return
     }
@@ -155,7 +155,7 @@ At hundreds of shards: --filter narrows (instance=HOST:PORT, a master or replica
   private renderInstances(overview: FleetOverview): void {
     const rows = overview.instanceRows ?? []
     if (rows.length === 0) {
-      this.progress(`No shards under "${this.flags.prefix}" in ${formatAddress(this.flags.registry)}.`)
+      this.progress(`No shards under "${this.flags.prefix}" in ${describeTarget(this.flags.registry)}.`)
       return
     }
     const byMemory = this.flags.chart === 'memory'

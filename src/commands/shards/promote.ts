@@ -16,6 +16,7 @@ import {
   resolveInstance,
 } from '../../ops/promote.js'
 import {parseInstance} from '../../registry/address.js'
+import type {SentinelCoordination} from '../../sentinel/coordinate.js'
 import {paint, plural, renderTable} from '../../ui/terminal.js'
 
 export default class ShardsPromote extends OperationCommand<typeof ShardsPromote> {
@@ -54,6 +55,10 @@ Each step is recorded in the registry's journal before it is taken. A promote th
     recover: Flags.boolean({
       summary: 'Finish or roll back the interrupted promote found in the journal; exit 0 when there is none.',
       exclusive: ['replica', 'dry-run'],
+    }),
+    'overrule-sentinel': Flags.boolean({
+      summary:
+        'Promote even where Sentinel decides: --force while the Sentinels have a quorum, or an instance Sentinels the registry does not record monitor.',
     }),
     'dry-run': dryRunFlag,
     yes: yesFlag,
@@ -94,10 +99,13 @@ Each step is recorded in the registry's journal before it is taken. A promote th
     // Planned without the lock, asked about, then planned again under it (planThenLock).
     // The replica chosen when asked stays the choice under the lock, if it still may be.
     let chosen: PromoteRequest['replica']
+    const sentinel = await this.sentinelCoordination()
     const make = async () => {
       const pending = await readJournal(registry)
       if (pending) throw await openOperationError(registry, pending, this.operatorToken)
-      return planPromote(registry, pool, {...request, replica: request.replica ?? chosen})
+      const plan = await planPromote(registry, pool, {...request, replica: request.replica ?? chosen})
+      await sentinelAllows(sentinel, plan, flags['overrule-sentinel'])
+      return plan
     }
     const question = (plan: PromotePlan) =>
       plan.mode === 'graceful'
@@ -131,13 +139,15 @@ Each step is recorded in the registry's journal before it is taken. A promote th
     const lock = await this.lock()
     this.interruptNote = `The promote is recorded in the registry's journal; run ${this.recoverCommand()} to finish or roll it back.`
     const steps = await this.reporter()
-    const result = await this.leftOpenSaid(executePromote(registry, lock, pool, plan, {onStep: (step) => steps.step(step), heal})).finally(
-      () => steps.end(),
-    )
+    // Out of Sentinel's hands while the master changes, handed back with the master the registry then routes to (src/sentinel/coordinate.ts).
+    const released = await sentinel.release(plan.oldMaster, 'promote', {insist: plan.mode === 'emergency'})
+    const result = await this.leftOpenSaid(executePromote(registry, lock, pool, plan, {onStep: (step) => steps.step(step), heal}))
+      .finally(() => steps.end())
+      .finally(() => this.handBack(sentinel, released))
     if (result.recovered === 'rolled-back') {
       return this.partial(
         result,
-        `the promote failed half-way (${result.healed?.after}) and healed by rolling back: ${plan.oldMaster} stays the master and takes writes again; nothing was lost. Run the promote again`,
+        `the promote failed half-way (${result.healed?.after}) and healed by rolling back: ${plan.oldMaster} stays the master and takes writes again; nothing was lost. Run the promote again${this.sentinelNote()}`,
       )
     }
     this.report(result)
@@ -153,6 +163,7 @@ Each step is recorded in the registry's journal before it is taken. A promote th
         `promoted, but ${result.unreachable.join(', ')} could not be repointed: point them at ${plan.newMaster} when they are back`,
       )
     }
+    if (this.sentinelProblems.length > 0) this.partial(result, `promoted, but ${this.sentinelProblems.join('; ')}`)
     return result
   }
 
@@ -163,7 +174,15 @@ Each step is recorded in the registry's journal before it is taken. A promote th
   ): Promise<PromoteResult | {applied: false; recovered: 'nothing'}> {
     const open = await this.openOperation(target && ((entry) => journalMatches(entry, target.instance, target.shardId)))
     if (!open) return this.nothingToRecover()
-    this.progress(`Found an interrupted promote of ${(open.entry.plan as PromotePlan).oldMaster}; finishing or rolling it back...`)
+    const plan = open.entry.plan as PromotePlan
+    this.progress(`Found an interrupted promote of ${plan.oldMaster}; finishing or rolling it back...`)
+    // A group the interrupted run took out of Sentinel's hands is handed back once the promote is over.
+    const sentinel = await this.sentinelCoordination()
+    const released = sentinel.releasedBy(
+      'promote',
+      [plan.oldMaster, plan.newMaster],
+      plan.shards.map((s) => s.id),
+    )
     const steps = await this.reporter()
     const registry = await this.registry()
     const recovered = await this.leftOpenSaid(
@@ -177,13 +196,16 @@ Each step is recorded in the registry's journal before it is taken. A promote th
               )
           : undefined,
       }),
-    ).finally(() => steps.end())
+    )
+      .finally(() => steps.end())
+      .finally(() => this.handBack(sentinel, released))
     this.log(
       recovered.recovered === 'rolled-forward'
         ? `Finished the interrupted promote${recovered.plan.mode === 'emergency' ? ' as an emergency failover' : ''}: ${recovered.plan.newMaster} is the master of ${plural(recovered.plan.shards.length, 'shard')}.`
         : `Rolled back the interrupted promote: ${recovered.plan.oldMaster} stays the master. Run the command again to promote.`,
     )
     this.reportHealed(recovered)
+    if (this.sentinelProblems.length > 0) this.partial(recovered, this.sentinelProblems.join('; '))
     return recovered
   }
 
@@ -220,4 +242,10 @@ Each step is recorded in the registry's journal before it is taken. A promote th
       )
     }
   }
+}
+
+/** Never fight Sentinel: an instance unknown Sentinels monitor, or a forced promote Sentinel can decide itself, is refused (src/sentinel/coordinate.ts). */
+async function sentinelAllows(sentinel: SentinelCoordination, plan: PromotePlan, overrule: boolean): Promise<void> {
+  await sentinel.refuseUnknownSentinels(plan.oldMaster, overrule)
+  if (plan.mode === 'emergency') await sentinel.checkEmergency(plan.oldMaster, overrule)
 }

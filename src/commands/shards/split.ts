@@ -6,7 +6,9 @@ import {countFlag, dryRunFlag, healWithinFlag, healWithinMs, parseDuration, yesF
 import type {HealPolicy} from '../../ops/cutover.js'
 import {openOperationError, readJournal} from '../../ops/journal.js'
 import {type SplitPlan, type SplitResult, executeSplit, planSplit, recoverSplit, splitJournalMatches} from '../../ops/split.js'
-import {type Endpoint, instanceKey, parseInstance} from '../../registry/address.js'
+import {type Endpoint, endpointOf, instanceKey, parseInstance} from '../../registry/address.js'
+import {registryState} from '../../ops/cutover.js'
+import type {Released} from '../../sentinel/coordinate.js'
 import {defaultSpawnDir, recordSpawned, spawnLike, spawnPorts, stopSpawned} from '../../sandbox/spawn.js'
 import {formatCount, paint, plural, renderTable} from '../../ui/terminal.js'
 
@@ -69,6 +71,7 @@ Each step is journaled. A split that fails half-way (a host or the registry sile
       summary: 'Finish or roll back the interrupted split found in the journal; exit 0 when there is none.',
       exclusive: ['to', 'shards', 'spawn', 'port', 'dir', 'to-replica', 'keep-source', 'dry-run'],
     }),
+    'overrule-sentinel': Flags.boolean({summary: 'Split a source that Sentinels the registry does not record monitor.'}),
     'dry-run': dryRunFlag,
     yes: yesFlag,
   }
@@ -114,9 +117,11 @@ Each step is journaled. A split that fails half-way (a host or the registry sile
       targetReplicas.push(...toBeStarted.slice(1))
     }
     const request = {source, targets, shards, targetReplicas, maxPauseMs, graceMs, holdMs, quietMs, keepSource: flags['keep-source']}
+    const sentinel = await this.sentinelCoordination()
     const make = async () => {
       const pending = await readJournal(registry)
       if (pending) throw await openOperationError(registry, pending, this.operatorToken)
+      await sentinel.refuseUnknownSentinels(instanceKey(source), flags['overrule-sentinel'])
       return planSplit(registry, pool, {...request, toBeStarted})
     }
     const empty = (plan: SplitPlan): SplitResult => ({
@@ -183,18 +188,29 @@ Each step is journaled. A split that fails half-way (a host or the registry sile
     this.interruptNote = `The split is recorded in the registry's journal; run ${this.recoverCommand()} to finish or roll it back.`
     started = true
     const steps = await this.reporter({grace: plan.graceMs})
+    // Sentinel keeps guarding the source during the copy, never electing a target; it lets go of it for the cut-over (src/sentinel/coordinate.ts).
+    const priorities = sentinel.groupOf(plan.source)
+      ? await sentinel.neverElect(plan.targets.map((t) => endpointOf(t.instance)))
+      : new Map<string, string>()
+    let released: Released | undefined
     const result = await this.leftOpenSaid(
       executeSplit(registry, lock, pool, plan, {
         onStep: (step) => steps.step(step),
         onCopy: (read, total) => steps.copied(read, total),
         heal,
+        beforeCutover: async () => {
+          released = await sentinel.release(plan.source, 'split')
+        },
       }),
-    ).finally(() => steps.end())
+    )
+      .finally(() => steps.end())
+      .finally(() => sentinel.restorePriority(priorities))
+      .finally(() => this.handBack(sentinel, released, () => this.splitOutcome(plan)))
     if (spawned.length > 0) result.spawned = spawned
     if (result.recovered === 'rolled-back') {
       return this.partial(
         result,
-        `the split failed half-way (${result.healed?.after}) and healed by rolling back: the registry routes to ${plan.source} again, which takes writes, and the targets were emptied; nothing was lost. Run the split again`,
+        `the split failed half-way (${result.healed?.after}) and healed by rolling back: the registry routes to ${plan.source} again, which takes writes, and the targets were emptied; nothing was lost. Run the split again${this.sentinelNote()}`,
       )
     }
     this.log(
@@ -214,11 +230,16 @@ Each step is journaled. A split that fails half-way (a host or the registry sile
     if (!open) return this.nothingToRecover()
     const plan = open.entry.plan as SplitPlan
     this.progress(`Found an interrupted split of ${plan.source}; finishing or rolling it back...`)
+    // A source the interrupted run took out of Sentinel's hands is handed back once the split is over.
+    const sentinel = await this.sentinelCoordination()
+    const released = sentinel.releasedBy('split', [plan.source], [...plan.moves.map((m) => m.id), ...plan.staying.map((s) => s.id)])
     const steps = await this.reporter({grace: plan.graceMs})
     const registry = await this.registry()
     const recovered = await this.leftOpenSaid(
       recoverSplit(registry, open.lock, await this.pool(), open.entry, {onStep: (step) => steps.step(step), heal}),
-    ).finally(() => steps.end())
+    )
+      .finally(() => steps.end())
+      .finally(() => this.handBack(sentinel, released, () => this.splitOutcome(plan)))
     this.log(
       recovered.recovered === 'rolled-forward'
         ? 'Finished the interrupted split.'
@@ -228,15 +249,22 @@ Each step is journaled. A split that fails half-way (a host or the registry sile
     return this.reportStrays(recovered)
   }
 
+  /** Where the split ended, for Sentinel: the source, the targets, and whether the registry routes the moved shards to them. */
+  private async splitOutcome(plan: SplitPlan): Promise<{source: string; targets: string[]; applied: boolean}> {
+    const applied = (await registryState(await this.registry(), plan.moves)) === 'after'
+    return {source: plan.source, targets: plan.targets.map((t) => t.instance), applied}
+  }
+
   /** Writes that landed on the source after the cut-over: named, kept, exit 3. */
   private reportStrays(result: SplitResult): SplitResult {
+    if (this.sentinelProblems.length > 0) this.warn(this.sentinelProblems.join('; '))
     const strays = Object.entries(result.strays)
     if (strays.length === 0) {
-      if (result.keptOnSource.length === 0) return result
+      if (result.keptOnSource.length === 0) return this.sentinelSaid(result)
       const dbs = result.keptOnSource.join(', ')
       if (result.plan.keepSource) {
         this.warn(`the source keeps its copy of db ${dbs} (--keep-source): check them, then drop them by hand`)
-        return result
+        return this.sentinelSaid(result)
       }
       // Kept because the source lost the fence mid-split (it restarted, or someone lifted
       // it): clients with stale routing may have written there unwatched.

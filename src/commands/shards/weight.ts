@@ -40,8 +40,12 @@ export default class ShardsWeight extends RegistryCommand<typeof ShardsWeight> {
     if (flags.even && args.id !== undefined) throw usageError('--even takes no shard id or weight', 'run it alone: shards:weight --even')
     if (!flags.even && (args.id === undefined || args.weight === undefined))
       throw usageError('give a shard id and a weight, or --even', 'e.g. shards:weight s042 2')
+    // A bad weight or an unknown shard is a usage error before anything else, the operator lock included
+    // (planned again under the lock).
+    const weight = flags.even ? undefined : parseWeight(args.weight!)
+    if (weight !== undefined) await planWeight(registry, args.id!, weight)
     const make = async (): Promise<WeightChange[]> => {
-      if (!flags.even) return [await planWeight(registry, args.id!, parseWeight(args.weight!))]
+      if (weight !== undefined) return [await planWeight(registry, args.id!, weight)]
       const overview = await fleetOverview(registry, await this.pool(), {probe: flags.by === 'keys', counts: flags.by === 'hashes'})
       const fill = new Map<string, number>()
       for (const s of overview.shards) {

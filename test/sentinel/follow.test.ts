@@ -1,0 +1,269 @@
+import {expect} from 'chai'
+
+import {type RunningCli, cli, isStopped, startCli, until} from '../helpers/cli.js'
+import {useFleet} from '../helpers/fleet.js'
+import {type TestServer, startReplicated} from '../helpers/redis.js'
+import {killHard, restart, roleOfPort, useSentinels} from '../helpers/sentinel.js'
+import {ContinuousWriter, missingWrites} from '../helpers/writer.js'
+
+/** Masters fenced as shards:check expects (a master cut off from its replicas refuses writes). */
+const FENCED = ['--min-replicas-to-write', '1', '--min-replicas-max-lag', '10']
+const GROUP = 'shards-s000'
+const SHARDS = ['s000', 's001', 's002', 's003']
+
+type Event = {type: string; group?: string; outcome?: string; after?: {sentinel: string; event: string}[]; [k: string]: unknown}
+
+const eventsOf = (run: RunningCli): Event[] =>
+  run
+    .stdout()
+    .split('\n')
+    .filter((l) => l.startsWith('{'))
+    .map((l) => JSON.parse(l) as Event)
+
+/**
+ * sentinel:follow against real Sentinels: a master killed with kill -9, Sentinel fails
+ * over, the follower moves every shard (database numbers kept) on the evidence of a
+ * majority; stale Sentinels, a missing majority, several followers and a follower
+ * killed midway change the registry once, or not at all.
+ */
+describe('sentinel:follow @timing-sensitive', () => {
+  const fleet = useFleet()
+  const sentinels = useSentinels(3)
+  let servers: TestServer[] = []
+  const followers: RunningCli[] = []
+
+  /** A master with two replicas, four shards on dbs 2-5, registered with the Sentinels. */
+  const group = async (): Promise<{master: TestServer; replicas: TestServer[]}> => {
+    const {master, replicas} = await startReplicated(2, FENCED)
+    servers = [master, ...replicas]
+    const at = (s: TestServer) => `127.0.0.1:${s.port}`
+    const init = await cli([
+      'shards:init',
+      ...fleet.r(),
+      '--instance',
+      at(master),
+      '--replica',
+      at(replicas[0]),
+      '--replica',
+      at(replicas[1]),
+      '--count',
+      '4',
+      '--first-db',
+      '2',
+      '--yes',
+    ])
+    expect(init.exitCode, init.stderr).to.equal(0)
+    const register = await cli(['sentinel:register', ...fleet.r(), ...sentinels.flags(), '--down-after', '1s', '--failover-timeout', '3s'])
+    expect(register.exitCode, register.stderr).to.equal(0)
+    await sentinels.settled(GROUP, 2)
+    return {master, replicas}
+  }
+
+  const follow = async (env: Record<string, string> = {}, args: string[] = []): Promise<RunningCli> => {
+    const run = await startCli(['sentinel:follow', ...fleet.r(), '--json', '--interval', '300ms', '--timeout', '1s', ...args], {env})
+    followers.push(run)
+    await until('the follower subscribed to every Sentinel', () => eventsOf(run).filter((e) => e.type === 'subscribed').length === 3)
+    return run
+  }
+
+  const failovers = async () => (await fleet.reg.lrange('shards._history', 0, -1)).filter((e) => JSON.parse(e).type === 'sentinel.failover')
+  const masterOf = (id: string) => fleet.reg.hget(`shards.${id}`, 'master')
+
+  afterEach(async () => {
+    for (const s of sentinels.sentinels) if (s.paused) s.resume()
+    for (const run of followers.splice(0)) {
+      try {
+        process.kill(run.pid, 'SIGKILL')
+      } catch {
+        // ended already
+      }
+    }
+    await sentinels.forget(GROUP)
+    await Promise.all(servers.map((s) => s.stop()))
+    servers = []
+  })
+
+  it('kill -9 of a master: Sentinel fails over, every shard moves keeping its database, the writer goes on, the old master rejoins and check is clean', async () => {
+    const {master, replicas} = await group()
+    const follower = await follow()
+    const writer = new ContinuousWriter(fleet.reg, SHARDS)
+    // Beside it, writes acknowledged only once every replica has them: none of those may be lost.
+    const confirmed = new ContinuousWriter(fleet.reg, SHARDS, {confirm: 'all', tag: 'c'})
+    writer.start()
+    confirmed.start()
+    await writer.waitFor(400)
+    await confirmed.waitFor(100)
+    const ackedBeforeKill = new Map([...writer.acked].map(([shard, keys]) => [shard, keys.length]))
+    killHard(master)
+
+    await until('the registry routes to a new master', async () => (await masterOf('s000')) !== `127.0.0.1:${master.port}/2`)
+    const to = Number(/:(\d+)\/\d+$/.exec((await masterOf('s000'))!)![1])
+    expect(replicas.map((r) => r.port)).to.include(to)
+    const other = replicas.find((r) => r.port !== to)!
+    expect(await roleOfPort(to)).to.equal('master')
+    for (const [i, id] of SHARDS.entries()) {
+      const fields = await fleet.reg.hgetall(`shards.${id}`)
+      expect(fields, id).to.deep.equal({master: `127.0.0.1:${to}/${i + 2}`, slave0: `127.0.0.1:${other.port}/${i + 2}`})
+    }
+    const [event] = (await failovers()).map((e) => JSON.parse(e) as Record<string, unknown>)
+    expect(event).to.include({
+      group: GROUP,
+      from: `127.0.0.1:${master.port}`,
+      to: `127.0.0.1:${to}`,
+      removedMaster: `127.0.0.1:${master.port}`,
+    })
+    // The registry's change is visible before the follower's line about it reaches this process.
+    await until('the follower said it followed the failover', () => eventsOf(follower).some((e) => e.type === 'failover-followed'))
+
+    // The writer goes on where the registry routes; nothing acknowledged after the kill is missing.
+    await writer.resumesThenStop()
+    const missing = await missingWrites(fleet.reg, writer)
+    const lostAfterKill = missing.filter((key) => {
+      const [, shard, seq] = /^w:(.+):(\d+)$/.exec(key)!
+      return Number(seq) >= ackedBeforeKill.get(shard)!
+    })
+    expect(lostAfterKill, 'writes acknowledged after the kill and missing').to.deep.equal([])
+    await confirmed.resumesThenStop()
+    expect(await missingWrites(fleet.reg, confirmed), 'writes every replica confirmed, missing').to.deep.equal([])
+
+    // The old master comes back empty; Sentinel turns it into a replica; the follower names it again.
+    await restart(master, FENCED)
+    await until(
+      'the old master is named a replica again',
+      async () => (await fleet.reg.hget('shards.s000', 'slave1')) === `127.0.0.1:${master.port}/2`,
+    )
+    await until('the follower said the old master rejoined', () => eventsOf(follower).some((e) => e.type === 'replica-rejoined'))
+    await until('shards:check is clean again', async () => (await cli(['shards:check', ...fleet.r(), '--json'])).exitCode === 0)
+  })
+
+  it('two followers at once change the registry once', async () => {
+    const {master} = await group()
+    const [a, b] = [await follow(), await follow()]
+    killHard(master)
+    await until('both followers looked after the failover', () =>
+      [a, b].every((f) => eventsOf(f).some((e) => e.type === 'looked' && ['moved', 'in-sync'].includes(e.outcome!))),
+    )
+    await until('the registry moved', async () => (await failovers()).length >= 1)
+    const moved = [a, b].map((f) => eventsOf(f).filter((e) => e.type === 'failover-followed').length)
+    expect(moved.reduce((x, y) => x + y, 0)).to.equal(1)
+    expect(await failovers()).to.have.length(1)
+  })
+
+  it('a follower killed in the middle of its change, and started again: the registry still ends right', async () => {
+    const {master} = await group()
+    const first = await follow({SHARDCTL_FAILPOINT: 'sentinel-switch:before:stop'})
+    killHard(master)
+    await until('the follower stopped right before its change', () => isStopped(first.pid))
+    process.kill(first.pid, 'SIGKILL')
+    expect(await failovers()).to.have.length(0)
+    const second = await follow()
+    await until('the registry moved', async () => (await failovers()).length === 1)
+    expect(await masterOf('s002')).to.match(/^127\.0\.0\.1:\d+\/4$/)
+    expect(await masterOf('s002')).to.not.equal(`127.0.0.1:${master.port}/4`)
+    expect(eventsOf(second).filter((e) => e.type === 'failover-followed')).to.have.length(1)
+  })
+
+  it('a Sentinel monitoring an instance the registry does not know under a group name: not newer, nothing changes', async () => {
+    await group()
+    const stranger = await startReplicated(0)
+    servers.push(stranger.master)
+    // Someone re-monitors the group's name by hand at an instance the registry does not know.
+    await sentinels.forget(GROUP)
+    await sentinels.monitor(GROUP, stranger.master)
+    const before = await fleet.dump()
+    const follower = await follow()
+    await until('the follower said why it does nothing', () =>
+      eventsOf(follower).some((e) => e.type === 'ignored' && /not newer/.test(String(e.reason))),
+    )
+    expect(await fleet.dump()).to.deep.equal(before)
+    const check = await cli(['shards:check', ...fleet.r(), '--json'])
+    expect(check.exitCode).to.equal(3)
+    expect(check.stdout).to.include(`says the master is 127.0.0.1:${stranger.master.port} (epoch 0), the registry routes to`)
+  })
+
+  it('the registry unreachable during the failover: the follower says so, and moves it once it answers again', async () => {
+    const {master} = await group()
+    const follower = await follow()
+    const registryPid = fleet.registry.pid
+    process.kill(registryPid, 'SIGSTOP')
+    try {
+      killHard(master)
+      await until('every Sentinel names a new master', async () => {
+        for (const s of sentinels.sentinels) {
+          const c = s.client()
+          try {
+            const [, port] = (await c.call('SENTINEL', 'GET-MASTER-ADDR-BY-NAME', GROUP)) as string[]
+            if (Number(port) === master.port) return false
+          } finally {
+            c.disconnect()
+          }
+        }
+        return true
+      })
+      await until('the follower said the registry does not answer', () => eventsOf(follower).some((e) => e.type === 'registry-unreachable'))
+    } finally {
+      process.kill(registryPid, 'SIGCONT')
+    }
+    await until('the registry moved', async () => (await failovers()).length === 1).catch((error: Error) => {
+      throw new Error(`${error.message}; the follower said: ${follower.stdout().slice(-4000)} ${follower.stderr().slice(-2000)}`)
+    })
+    expect(await masterOf('s000')).to.not.equal(`127.0.0.1:${master.port}/2`)
+    expect(await masterOf('s000')).to.match(/^127\.0\.0\.1:\d+\/2$/)
+    // It went on following all along: stopped now, it ends as asked (0), not as a follower that gave up.
+    process.kill(follower.pid, 'SIGTERM')
+    expect((await follower.done).exitCode).to.equal(0)
+    expect(eventsOf(follower).filter((e) => e.type === 'failover-followed')).to.have.length(1)
+    expect(eventsOf(follower).map((e) => e.type)).to.include('registry-reachable')
+  })
+
+  // Last: a Sentinel stopped for more than 2 s enters TILT when it resumes and acts on nothing for 30 s.
+  it('a Sentinel stopped during the failover and resumed later: its stale view and late event change nothing', async () => {
+    const {master} = await group()
+    const follower = await follow()
+    const stale = sentinels.sentinels[2]
+    stale.pause()
+    killHard(master)
+    await until('the registry moved once', async () => (await failovers()).length === 1)
+    const after = await fleet.dump()
+    stale.resume()
+    // Back, it learns the new configuration and publishes its +switch-master late; the follower looks again and finds nothing newer.
+    await until('the follower looked again after the late +switch-master', () =>
+      eventsOf(follower).some(
+        (e) => e.type === 'looked' && e.after!.some((a) => a.sentinel === stale.address && a.event === '+switch-master'),
+      ),
+    )
+    const looked = eventsOf(follower).filter((e) => e.type === 'looked' && e.after!.some((a) => a.sentinel === stale.address))
+    expect(looked.map((e) => e.outcome)).to.not.include('moved')
+    expect(await failovers()).to.have.length(1)
+    expect(await fleet.dump()).to.deep.equal(after)
+  })
+
+  it('two of three Sentinels down: no failover, no registry change; the follower exits saying why, and check says why', async () => {
+    const {master} = await group()
+    const follower = await follow({}, ['--max-no-majority', '3s'])
+    const before = await fleet.dump()
+    sentinels.sentinels[1].pause()
+    sentinels.sentinels[2].pause()
+    killHard(master)
+    const alone = sentinels.sentinels[0].client()
+    try {
+      await until('the remaining Sentinel sees the master down (subjectively only)', async () => {
+        const flags = ((await alone.call('SENTINEL', 'MASTER', GROUP)) as string[])[9]
+        return flags.includes('s_down')
+      })
+      const outcome = await follower.done
+      expect(outcome.exitCode).to.equal(1)
+      expect(outcome.stdout).to.match(
+        /no majority of the Sentinels has answered for \d+ ms \(bound 3000 ms\): only 1 of 3 Sentinels answer/,
+      )
+      const flags = ((await alone.call('SENTINEL', 'MASTER', GROUP)) as string[])[9]
+      expect(flags, 'no objective agreement, so no failover').to.not.include('o_down')
+      expect(await fleet.dump()).to.deep.equal(before)
+      const check = await cli(['shards:check', ...fleet.r(), '--json', '--timeout', '1s'])
+      expect(check.exitCode).to.equal(3)
+      expect(JSON.stringify(check.result ?? check.stdout)).to.match(/only 1 of 3 Sentinels answer/)
+    } finally {
+      alone.disconnect()
+    }
+  })
+})
