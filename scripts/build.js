@@ -160,10 +160,24 @@ if (process.argv.includes('--lua-only')) {
     execFileSync(bin('tsc'), ['-p', root], {cwd: root, stdio: 'inherit'})
     // oclif's own output (an update notice) is noise here; shown only when it fails.
     execFileSync(bin('oclif'), ['manifest'], {cwd: root, stdio: 'pipe'})
+    sortManifest()
     await bundleFastPath()
     writeFileSync(STAMP, inputs)
   } catch (error) {
     console.error(String(error.stderr ?? ''), `build failed: ${error.message}`)
     process.exit(1)
   }
+}
+
+/**
+ * oclif lists the commands in the order it finds their files, which is the order the
+ * file system returns them in: not the same on every machine. Sorted by id, the
+ * committed manifest is the one every build makes (CI checks that it is current).
+ */
+function sortManifest() {
+  const path = join(root, 'oclif.manifest.json')
+  const manifest = JSON.parse(readFileSync(path, 'utf8'))
+  const ids = Object.keys(manifest.commands).sort()
+  manifest.commands = Object.fromEntries(ids.map((id) => [id, manifest.commands[id]]))
+  writeFileSync(path, JSON.stringify(manifest, null, 2))
 }
