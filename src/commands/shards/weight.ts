@@ -40,10 +40,9 @@ export default class ShardsWeight extends RegistryCommand<typeof ShardsWeight> {
     if (flags.even && args.id !== undefined) throw usageError('--even takes no shard id or weight', 'run it alone: shards:weight --even')
     if (!flags.even && (args.id === undefined || args.weight === undefined))
       throw usageError('give a shard id and a weight, or --even', 'e.g. shards:weight s042 2')
-    // A bad weight or an unknown shard is a usage error before anything else, the operator lock included
-    // (planned again under the lock).
+    // A bad weight is a usage error before anything else. Whether the shard exists is read
+    // under the lock: while another operator holds it, the answer is exit 4, as for every change.
     const weight = flags.even ? undefined : parseWeight(args.weight!)
-    if (weight !== undefined) await planWeight(registry, args.id!, weight)
     const make = async (): Promise<WeightChange[]> => {
       if (weight !== undefined) return [await planWeight(registry, args.id!, weight)]
       const overview = await fleetOverview(registry, await this.pool(), {probe: flags.by === 'keys', counts: flags.by === 'hashes'})
