@@ -3,7 +3,7 @@
 // `npm run bench -- --quick` (a minute or two). Starts its own redis-server
 // processes, runs every benchmark several times, prints the table and rewrites
 // BENCHMARKS.md. See BENCHMARKS.md, "How to reproduce".
-import {writeFileSync} from 'node:fs'
+import {readFileSync, writeFileSync} from 'node:fs'
 import {join} from 'node:path'
 
 import * as assign from './assign.js'
@@ -60,7 +60,8 @@ async function main() {
   )
 
   const results = []
-  // --only <name>: run one benchmark and print it, without rewriting BENCHMARKS.md.
+  // --only <name>: run one benchmark and print it, without rewriting BENCHMARKS.md;
+  // with --update, its rows and repetitions in BENCHMARKS.md are replaced (or added).
   const only = process.argv.includes('--only') ? process.argv[process.argv.indexOf('--only') + 1] : undefined
   for (const [name, benchmark] of BENCHMARKS.filter(([n]) => only === undefined || n === only)) {
     note(`${name}...`)
@@ -76,10 +77,80 @@ async function main() {
   for (const row of rows.filter((r) => r.met === false)) console.log(`\n${row.benchmark}: missed. ${row.cause}`)
   if (only !== undefined) {
     for (const r of results) for (const d of r.details) console.log(`  ${d}`)
+    if (!process.argv.includes('--update')) return
+    const file = join(ROOT, 'BENCHMARKS.md')
+    writeFileSync(file, updated(readFileSync(file, 'utf8'), {mode, host, started, seconds, rows, results}))
+    note(`\nUpdated the ${only} rows of BENCHMARKS.md (${seconds.toFixed(0)} s).`)
     return
   }
   writeFileSync(join(ROOT, 'BENCHMARKS.md'), markdown({mode, settings, host, started, seconds, rows, results}))
   note(`\nWrote BENCHMARKS.md (${seconds.toFixed(0)} s).`)
+}
+
+function tableRow(row) {
+  const cell = (text) => text.replaceAll('|', '\\|')
+  return `| ${COLUMNS.map(([key]) => cell(key === 'result' && row.met === false ? '**missed**' : row[key])).join(' | ')} |`
+}
+
+function missedParagraph(row) {
+  return `**${row.benchmark}** (${row.shardctl}, ratio ${row.ratio}, target ${row.target}): ${row.cause}`
+}
+
+/**
+ * BENCHMARKS.md with one benchmark's figures replaced: its table rows (matched by the
+ * benchmark column; new ones go at the end of the table), its paragraphs under "Why
+ * targets are missed", its repetitions, and a line under "Machine" saying when, on which
+ * commit and under which load these rows were taken, since they are not the full run's.
+ */
+function updated(text, {mode, host, started, seconds, rows, results}) {
+  const names = new Set(rows.map((row) => row.benchmark))
+  const nameOfRow = (line) => line.slice(2).split(' | ')[0].replaceAll('\\|', '|')
+  const nameOfParagraph = (line) => /^\*\*(.+?)\*\* \(/.exec(line)?.[1]
+  let lines = text.split('\n')
+  // The table: drop the old rows, add the new ones after its last row.
+  lines = lines.filter((line) => !(line.startsWith('| ') && names.has(nameOfRow(line))))
+  const lastRow = lines.findLastIndex((line) => line.startsWith('| '))
+  lines.splice(lastRow + 1, 0, ...rows.map(tableRow))
+  // Why targets are missed: drop the old paragraphs, add the new ones.
+  lines = lines.filter((line) => !names.has(nameOfParagraph(line) ?? ''))
+  const missed = rows.filter((row) => row.met === false).map(missedParagraph)
+  let why = lines.indexOf('## Why targets are missed')
+  if (missed.length > 0 && why === -1) {
+    const machineAt = lines.indexOf('## Machine')
+    lines.splice(machineAt, 0, '## Why targets are missed', '')
+    why = machineAt
+  }
+  if (missed.length > 0) {
+    const next = lines.findIndex((line, i) => i > why && line.startsWith('## '))
+    lines.splice(next, 0, ...missed.flatMap((paragraph) => [paragraph, '']))
+  }
+  // Machine: say where these rows come from.
+  const date = started.toISOString().replace('T', ' ').slice(0, 16)
+  const stamp = (name) => `* ${name} rows: taken alone (\`--only ${name} --update\`)`
+  lines = lines.filter((line) => !results.some((r) => line.startsWith(stamp(r.name))))
+  const machineEnd = lines.findIndex((line, i) => i > lines.indexOf('## Machine') && line.startsWith('## '))
+  lines.splice(
+    machineEnd - 1,
+    0,
+    ...results.map(
+      (r) =>
+        `${stamp(r.name)} on ${date} UTC, ${mode} run, commit ${host.commit}, load ${host.load} at the start and ${loadAverage()} at the end; took ${Math.round(seconds)} s`,
+    ),
+  )
+  // Repetitions: replace the benchmark's section, or add it at the end.
+  for (const r of results) {
+    const section = [`### ${r.name}`, '', ...r.details.map((d) => `* ${d}`), '']
+    const start = lines.indexOf(`### ${r.name}`)
+    if (start === -1) {
+      while (lines.at(-1) === '') lines.pop()
+      lines.push('', ...section)
+    } else {
+      const end = lines.findIndex((line, i) => i > start && line.startsWith('#'))
+      lines.splice(start, (end === -1 ? lines.length : end) - start, ...section)
+    }
+  }
+  while (lines.at(-1) === '') lines.pop()
+  return `${lines.join('\n')}\n`
 }
 
 function textTable(rows) {
@@ -96,13 +167,10 @@ function textTable(rows) {
 }
 
 function markdown({mode, settings, host, started, seconds, rows, results}) {
-  const cell = (text) => text.replaceAll('|', '\\|')
   const table = [
     `| ${COLUMNS.map(([, title]) => title).join(' | ')} |`,
     `| ${COLUMNS.map(() => '---').join(' | ')} |`,
-    ...rows.map(
-      (row) => `| ${COLUMNS.map(([key]) => cell(key === 'result' && row.met === false ? '**missed**' : row[key])).join(' | ')} |`,
-    ),
+    ...rows.map(tableRow),
   ]
   const missed = rows.filter((row) => row.met === false)
   const date = started.toISOString().replace('T', ' ').slice(0, 16)
@@ -123,7 +191,7 @@ so assign and lookup ratios come out lower than in a full run, for which the tar
 
 ${table.join('\n')}
 
-${missed.length === 0 ? 'Every target is met.' : `## Why targets are missed\n\n${missed.map((row) => `**${row.benchmark}** (${row.shardctl}, ratio ${row.ratio}, target ${row.target}): ${row.cause}`).join('\n\n')}`}
+${missed.length === 0 ? 'Every target is met.' : `## Why targets are missed\n\n${missed.map(missedParagraph).join('\n\n')}`}
 
 ## Machine
 
@@ -141,6 +209,7 @@ npm run bench                  # full run: under ten minutes; rewrites BENCHMARK
 npm run bench -- --quick       # ${SETTINGS.quick.hashes.toLocaleString('en-US')} hashes, ${SETTINGS.quick.reps} repetitions: a minute or two
 npm run bench -- --scale       # the registry rows at 10,000,000 hashes instead of 1,000,000
 npm run bench -- --only registry  # one benchmark, printed, BENCHMARKS.md left alone
+npm run bench -- --only backup --update  # one benchmark, its rows in BENCHMARKS.md replaced
 \`\`\`
 
 Needs \`redis-server\` and \`redis-benchmark\` on PATH (Debian: \`redis-server\`, \`redis-tools\`).
