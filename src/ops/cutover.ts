@@ -185,6 +185,23 @@ export async function fenceStep(
  * replica-read-only no, a client with stale routing would get writes acknowledged there
  * that reach no master.
  */
+/**
+ * Taking an instance out of the hands of what fails it over on its own (Sentinel) for
+ * an operation: the group's name, and the release itself. Given by the command; the
+ * operation runs it as a step of its journal, so that whatever stops the operation
+ * after the journal opened, the run that finishes or rolls it back finds the group
+ * to hand back.
+ */
+export interface ReleaseHook {
+  group: string
+  release: () => Promise<void>
+}
+
+/** The release as the journal's step `sentinel-release`, the group recorded with its start. */
+export function releaseStep(journal: Journal<unknown>, hook: ReleaseHook): Promise<void> {
+  return journal.step('sentinel-release', hook.release, {intent: {group: hook.group}})
+}
+
 export function writableReplicaRefusal(instance: string, role: string): ShardctlError {
   return new ShardctlError(
     `${role} ${instance} has replica-read-only no: while it follows the other side it would acknowledge writes that reach no master`,
