@@ -10,7 +10,7 @@ import type {Endpoint} from '../registry/address.js'
 import {type Registry, type ShardNodes, nodeFields} from '../registry/registry.js'
 import type {Shard} from '../registry/schema.js'
 import {formatAddress} from '../registry/address.js'
-import type {Journal, JournalEntry} from './journal.js'
+import {type Journal, type JournalEntry, stepResult} from './journal.js'
 import {operatorClientName} from './lock.js'
 
 /**
@@ -195,6 +195,26 @@ export async function fenceStep(
 export interface ReleaseHook {
   group: string
   release: () => Promise<void>
+}
+
+/**
+ * Instances kept from being elected by Sentinel while an operation runs (a split's
+ * targets while they follow the source): their settings before, recorded with the
+ * start of the journal's step `sentinel-never-elect`, so that whichever run ends the
+ * operation puts them back.
+ */
+export interface NeverElectHook {
+  previous: Record<string, string>
+  apply: () => Promise<void>
+}
+
+export function neverElectStep(journal: Journal<unknown>, hook: NeverElectHook): Promise<void> {
+  return journal.step('sentinel-never-elect', hook.apply, {intent: {previous: hook.previous}})
+}
+
+/** The settings an operation's `sentinel-never-elect` step recorded, to put back once it is over. */
+export function neverElectedBefore(entry: Pick<JournalEntry, 'steps'>): Record<string, string> | undefined {
+  return stepResult<{previous: Record<string, string>}>(entry, 'sentinel-never-elect')?.previous
 }
 
 /** The release as the journal's step `sentinel-release`, the group recorded with its start. */

@@ -31,6 +31,7 @@ import {
   type HealPolicy,
   type Healed,
   PauseClock,
+  type NeverElectHook,
   type PlannedMove,
   type ReleaseHook,
   type StillRefusing,
@@ -43,6 +44,7 @@ import {
   nodesOf,
   notCaughtUp as notCaughtUpLine,
   registryState,
+  neverElectStep,
   registryStateIfKnown,
   releaseStep,
   switchOrFindOut,
@@ -800,6 +802,8 @@ export interface SplitOptions {
    * moved databases, right before the fence; a refusal rolls the split back.
    */
   release?: ReleaseHook
+  /** The targets kept from being elected by Sentinel during the copy: the journal's first step. */
+  neverElect?: NeverElectHook
 }
 
 export async function executeSplit(
@@ -817,6 +821,7 @@ export async function executeSplit(
   run.release = options.release
   return healSplit(registry, pool, journal, timing, options, async () => {
     await run.connect()
+    if (options.neverElect) await neverElectStep(journal, options.neverElect)
     return run.normal()
   })
 }

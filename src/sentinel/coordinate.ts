@@ -2,7 +2,7 @@ import {ExitCode, ShardctlError} from '../errors.js'
 import {listClients} from '../fleet/clients.js'
 import type {ConnectOptions, ConnectionPool} from '../fleet/connect.js'
 import {type Credentials, type Endpoint, endpointOf, instanceKey} from '../registry/address.js'
-import type {ReleaseHook} from '../ops/cutover.js'
+import type {NeverElectHook, ReleaseHook} from '../ops/cutover.js'
 import {type JournalEntry, readJournal} from '../ops/journal.js'
 import {Change, type Registry} from '../registry/registry.js'
 import {nameGroups, replicationGroups} from './groups.js'
@@ -331,21 +331,27 @@ export class SentinelCoordination {
     return problems
   }
 
-  /** Keep Sentinel from ever electing these (a split's targets while they follow the source): replica-priority 0, the old values returned. */
-  async neverElect(instances: Endpoint[]): Promise<Map<string, string>> {
-    const previous = new Map<string, string>()
-    if (!this.sentinels) return previous
+  /**
+   * Keep Sentinel from ever electing these (a split's targets while they follow the
+   * source): replica-priority 0, as a step of the operation's journal with the values
+   * before (none when the source is not monitored). What a run that ends the operation
+   * puts back with restorePriority.
+   */
+  async neverElect(source: string, instances: Endpoint[]): Promise<NeverElectHook | undefined> {
+    if (!this.sentinels || !this.groupOf(source)) return undefined
+    const previous: Record<string, string> = {}
     for (const instance of instances) {
-      const client = await this.pool.get(instance)
-      const [, value] = (await client.config('GET', 'replica-priority')) as [string, string]
-      previous.set(instanceKey(instance), value ?? '100')
-      await client.config('SET', 'replica-priority', '0')
+      const [, value] = (await (await this.pool.get(instance)).config('GET', 'replica-priority')) as [string, string]
+      previous[instanceKey(instance)] = value ?? '100'
     }
-    return previous
+    const apply = async () => {
+      for (const instance of instances) await (await this.pool.get(instance)).config('SET', 'replica-priority', '0')
+    }
+    return {previous, apply}
   }
 
-  async restorePriority(previous: Map<string, string>): Promise<void> {
-    for (const [instance, value] of previous) {
+  async restorePriority(previous: Record<string, string> | undefined): Promise<void> {
+    for (const [instance, value] of Object.entries(previous ?? {})) {
       const client = await this.pool.get(endpointOf(instance)).catch(() => undefined)
       await client?.config('SET', 'replica-priority', value).catch(() => undefined)
     }

@@ -186,7 +186,7 @@ describe('sentinel: promote and split of monitored instances @timing-sensitive',
     for (const view of await sentinelViews(sentinels, 'shards-s000')) expect(view.port).to.equal(chosen!.port)
   })
 
-  it('no failover fights a running cut-over: the source is out of every Sentinel from the fence on; the run that recovers a killed split hands it back', async () => {
+  it('no failover fights a running cut-over: the source is out of every Sentinel from the fence on; the run that recovers a killed split hands it back, and the target its replica-priority', async () => {
     const {master} = await monitored(1)
     const target = await startServer()
     servers.push(target)
@@ -207,6 +207,7 @@ describe('sentinel: promote and split of monitored instances @timing-sensitive',
     }
     expect(await record('shards-s000')).to.have.property('released')
     await until('the follower leaves the released group alone', () => follower.stdout().includes('"type":"released"'))
+    expect(await withClients([target], ([c]) => c.config('GET', 'replica-priority'))).to.deep.equal(['replica-priority', '0'])
     process.kill(split.pid, 'SIGKILL')
     await split.done
     const check = await cli(['shards:check', ...fleet.r(), '--json'])
@@ -215,6 +216,8 @@ describe('sentinel: promote and split of monitored instances @timing-sensitive',
 
     const recover = await cli(['shards:split', '--recover', ...fleet.r(), '--json'])
     expect(recover.exitCode, recover.stderr).to.equal(0)
+    // The replica-priority the killed run took from the target, recorded in its journal, is put back by the recovery.
+    expect(await withClients([target], ([c]) => c.config('GET', 'replica-priority'))).to.deep.equal(['replica-priority', '100'])
     expect(await fleet.reg.get('shards._journal')).to.equal(null)
     expect(await record('shards-s000')).to.deep.equal({master: at(master), epoch: 0})
     await sentinels.settled('shards-s000', 1)

@@ -7,7 +7,7 @@ import type {HealPolicy} from '../../ops/cutover.js'
 import {openOperationError, readJournal} from '../../ops/journal.js'
 import {type SplitPlan, type SplitResult, executeSplit, planSplit, recoverSplit, splitJournalMatches} from '../../ops/split.js'
 import {type Endpoint, endpointOf, instanceKey, parseInstance} from '../../registry/address.js'
-import {registryState} from '../../ops/cutover.js'
+import {neverElectedBefore, registryState} from '../../ops/cutover.js'
 import {defaultSpawnDir, recordSpawned, spawnLike, spawnPorts, stopSpawned} from '../../sandbox/spawn.js'
 import {formatCount, paint, plural, renderTable} from '../../ui/terminal.js'
 
@@ -188,9 +188,10 @@ Each step is journaled. A split that fails half-way (a host or the registry sile
     started = true
     const steps = await this.reporter({grace: plan.graceMs})
     // Sentinel keeps guarding the source during the copy, never electing a target; it lets go of it for the cut-over (src/sentinel/coordinate.ts).
-    const priorities = sentinel.groupOf(plan.source)
-      ? await sentinel.neverElect(plan.targets.map((t) => endpointOf(t.instance)))
-      : new Map<string, string>()
+    const neverElect = await sentinel.neverElect(
+      plan.source,
+      plan.targets.map((t) => endpointOf(t.instance)),
+    )
     const release = sentinel.releaseHook(plan.source, 'split')
     const result = await this.leftOpenSaid(
       executeSplit(registry, lock, pool, plan, {
@@ -198,10 +199,11 @@ Each step is journaled. A split that fails half-way (a host or the registry sile
         onCopy: (read, total) => steps.copied(read, total),
         heal,
         release: release.hook,
+        neverElect,
       }),
     )
       .finally(() => steps.end())
-      .finally(() => sentinel.restorePriority(priorities))
+      .finally(() => sentinel.restorePriority(neverElect?.previous))
       .finally(() => this.handBack(sentinel, release.released(), () => this.splitOutcome(plan)))
     if (spawned.length > 0) result.spawned = spawned
     if (result.recovered === 'rolled-back') {
@@ -241,6 +243,7 @@ Each step is journaled. A split that fails half-way (a host or the registry sile
       recoverSplit(registry, open.lock, await this.pool(), open.entry, {onStep: (step) => steps.step(step), heal}),
     )
       .finally(() => steps.end())
+      .finally(() => sentinel.restorePriority(neverElectedBefore(open.entry)))
       .finally(() => this.handBack(sentinel, released, () => this.splitOutcome(plan)))
     this.log(
       recovered.recovered === 'rolled-forward'
