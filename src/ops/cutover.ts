@@ -10,7 +10,7 @@ import type {Endpoint} from '../registry/address.js'
 import {type Registry, type ShardNodes, nodeFields} from '../registry/registry.js'
 import type {Shard} from '../registry/schema.js'
 import {formatAddress} from '../registry/address.js'
-import type {Journal, JournalEntry} from './journal.js'
+import {type Journal, type JournalEntry, stepResult} from './journal.js'
 import {operatorClientName} from './lock.js'
 
 /**
@@ -185,6 +185,43 @@ export async function fenceStep(
  * replica-read-only no, a client with stale routing would get writes acknowledged there
  * that reach no master.
  */
+/**
+ * Taking an instance out of the hands of what fails it over on its own (Sentinel) for
+ * an operation: the group's name, and the release itself. Given by the command; the
+ * operation runs it as a step of its journal, so that whatever stops the operation
+ * after the journal opened, the run that finishes or rolls it back finds the group
+ * to hand back.
+ */
+export interface ReleaseHook {
+  group: string
+  release: () => Promise<void>
+}
+
+/**
+ * Instances kept from being elected by Sentinel while an operation runs (a split's
+ * targets while they follow the source): their settings before, recorded with the
+ * start of the journal's step `sentinel-never-elect`, so that whichever run ends the
+ * operation puts them back.
+ */
+export interface NeverElectHook {
+  previous: Record<string, string>
+  apply: () => Promise<void>
+}
+
+export function neverElectStep(journal: Journal<unknown>, hook: NeverElectHook): Promise<void> {
+  return journal.step('sentinel-never-elect', hook.apply, {intent: {previous: hook.previous}})
+}
+
+/** The settings an operation's `sentinel-never-elect` step recorded, to put back once it is over. */
+export function neverElectedBefore(entry: Pick<JournalEntry, 'steps'>): Record<string, string> | undefined {
+  return stepResult<{previous: Record<string, string>}>(entry, 'sentinel-never-elect')?.previous
+}
+
+/** The release as the journal's step `sentinel-release`, the group recorded with its start. */
+export function releaseStep(journal: Journal<unknown>, hook: ReleaseHook): Promise<void> {
+  return journal.step('sentinel-release', hook.release, {intent: {group: hook.group}})
+}
+
 export function writableReplicaRefusal(instance: string, role: string): ShardctlError {
   return new ShardctlError(
     `${role} ${instance} has replica-read-only no: while it follows the other side it would acknowledge writes that reach no master`,

@@ -25,6 +25,7 @@ import {
   type Healed,
   PauseClock,
   type PlannedMove,
+  type ReleaseHook,
   type StillRefusing,
   catchUp,
   cutOffPreviousOwner,
@@ -34,6 +35,7 @@ import {
   notCaughtUp as notCaughtUpLine,
   registryState,
   registryStateIfKnown,
+  releaseStep,
   switchOrFindOut,
   waitUntil,
   writableReplicaRefusal,
@@ -513,6 +515,12 @@ export interface PromoteOptions {
   heal?: HealPolicy
   /** Asked when the old master is gone and only an emergency finish is left (--force); absent: refuse. */
   confirmEmergency?: (plan: PromotePlan) => Promise<boolean>
+  /**
+   * The old master's group taken out of Sentinel's hands: the first step once the
+   * journal is open, so a run stopped after it leaves a journal that says so. Refused,
+   * the promote ends there with nothing changed.
+   */
+  release?: ReleaseHook
 }
 
 /** Run a planned promote under the lock, step by step over the journal. */
@@ -528,6 +536,7 @@ export async function executePromote(
   const run = new PromoteRun(registry, pool, journal, plan)
   return healPromote(registry, pool, journal, run.clock, options, async () => {
     await run.connect()
+    if (options.release) await releaseStep(journal, options.release).catch((error: ShardctlError) => run.abort('sentinel refused', error))
     return plan.mode === 'emergency' ? run.emergency() : run.graceful()
   })
 }

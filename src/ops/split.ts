@@ -31,7 +31,9 @@ import {
   type HealPolicy,
   type Healed,
   PauseClock,
+  type NeverElectHook,
   type PlannedMove,
+  type ReleaseHook,
   type StillRefusing,
   catchUp,
   cutOffPreviousOwner,
@@ -42,7 +44,9 @@ import {
   nodesOf,
   notCaughtUp as notCaughtUpLine,
   registryState,
+  neverElectStep,
   registryStateIfKnown,
+  releaseStep,
   switchOrFindOut,
   waitUntil,
   writableReplicaRefusal,
@@ -430,8 +434,8 @@ class SplitRun {
   private source?: ScriptedRedis
   private targets: Redis[] = []
   onCopy?: (read: number, total: number) => void
-  /** Called once no client is left on the moved databases, right before the fence (Sentinel lets go of the source). */
-  beforeCutover?: () => Promise<void>
+  /** Taken once no client is left on the moved databases, right before the fence (Sentinel lets go of the source). */
+  release?: ReleaseHook
 
   constructor(
     private readonly registry: Registry,
@@ -760,9 +764,11 @@ class SplitRun {
         new ShardctlError('the registry did not take the switch; the split was undone', {code: 'EFAILED', hint: 'run the command again'}),
       )
     await this.actions.hold()
-    if (this.beforeCutover) {
+    if (this.release) {
       // Refused (a Sentinel would not let go): nothing is fenced yet, the targets still follow; routing goes back.
-      await this.beforeCutover().catch((error: ShardctlError) => this.abort('cut-over refused', error, {undoRegistry: true}))
+      await releaseStep(this.journal, this.release).catch((error: ShardctlError) =>
+        this.abort('cut-over refused', error, {undoRegistry: true}),
+      )
     }
     await this.actions.fence()
     const caught = await this.journal.step('catch-up', () =>
@@ -791,8 +797,13 @@ export interface SplitOptions {
   onStep?: (step: string) => void
   onCopy?: (read: number, total: number) => void
   heal?: HealPolicy
-  /** Called once no client is left on the moved databases, right before the fence; a refusal rolls the split back (Sentinel lets go of the source). */
-  beforeCutover?: () => Promise<void>
+  /**
+   * Sentinel lets go of the source: a step of the journal once no client is left on the
+   * moved databases, right before the fence; a refusal rolls the split back.
+   */
+  release?: ReleaseHook
+  /** The targets kept from being elected by Sentinel during the copy: the journal's first step. */
+  neverElect?: NeverElectHook
 }
 
 export async function executeSplit(
@@ -807,9 +818,10 @@ export async function executeSplit(
   const timing: SplitTiming = {clock: new PauseClock()}
   const run = new SplitRun(registry, pool, journal, plan, timing)
   run.onCopy = options.onCopy
-  run.beforeCutover = options.beforeCutover
+  run.release = options.release
   return healSplit(registry, pool, journal, timing, options, async () => {
     await run.connect()
+    if (options.neverElect) await neverElectStep(journal, options.neverElect)
     return run.normal()
   })
 }

@@ -2,7 +2,8 @@ import {ExitCode, ShardctlError} from '../errors.js'
 import {listClients} from '../fleet/clients.js'
 import type {ConnectOptions, ConnectionPool} from '../fleet/connect.js'
 import {type Credentials, type Endpoint, endpointOf, instanceKey} from '../registry/address.js'
-import {readJournal} from '../ops/journal.js'
+import type {NeverElectHook, ReleaseHook} from '../ops/cutover.js'
+import {type JournalEntry, readJournal} from '../ops/journal.js'
 import {Change, type Registry} from '../registry/registry.js'
 import {nameGroups, replicationGroups} from './groups.js'
 import {majorityOf} from './quorum.js'
@@ -195,10 +196,33 @@ export class SentinelCoordination {
   }
 
   /**
+   * The release of `instance`'s group as a step of the operation's journal (none when
+   * no recorded Sentinel monitors it): the journal opens first, so a run stopped at any
+   * point after it leaves a journal, and the run that finishes or rolls the operation
+   * back hands the group back (releasedBy). `released()` is what this run released.
+   */
+  releaseHook(instance: string, by: string, options: {insist?: boolean} = {}): {hook?: ReleaseHook; released: () => Released | undefined} {
+    const found = this.groupOf(instance)
+    let released: Released | undefined
+    const hook = found &&
+      this.sentinels && {
+        group: found.name,
+        release: async () => {
+          released = await this.release(instance, by, options)
+        },
+      }
+    return {hook, released: () => released}
+  }
+
+  /**
    * The group an interrupted operation released and did not hand back (its master is
    * one of `instances`), for the run that finishes or rolls the operation back.
    */
-  releasedBy(by: string, instances: string[], shards: string[]): Released | undefined {
+  releasedBy(by: string, instances: string[], shards: string[], entry?: JournalEntry): Released | undefined {
+    // The journal names the group its operation was to release (step sentinel-release): handed back if the registry marks it released.
+    const named = (entry?.steps.find((s) => s.name === 'sentinel-release')?.result as {group?: string} | undefined)?.group
+    const group = named === undefined ? undefined : this.record?.groups.get(named)
+    if (named !== undefined && group?.released) return {name: named, before: group, shards, unreached: []}
     for (const [name, group] of this.record?.groups ?? []) {
       if (group.released?.by === by && instances.includes(group.master)) return {name, before: group, shards, unreached: []}
     }
@@ -307,21 +331,27 @@ export class SentinelCoordination {
     return problems
   }
 
-  /** Keep Sentinel from ever electing these (a split's targets while they follow the source): replica-priority 0, the old values returned. */
-  async neverElect(instances: Endpoint[]): Promise<Map<string, string>> {
-    const previous = new Map<string, string>()
-    if (!this.sentinels) return previous
+  /**
+   * Keep Sentinel from ever electing these (a split's targets while they follow the
+   * source): replica-priority 0, as a step of the operation's journal with the values
+   * before (none when the source is not monitored). What a run that ends the operation
+   * puts back with restorePriority.
+   */
+  async neverElect(source: string, instances: Endpoint[]): Promise<NeverElectHook | undefined> {
+    if (!this.sentinels || !this.groupOf(source)) return undefined
+    const previous: Record<string, string> = {}
     for (const instance of instances) {
-      const client = await this.pool.get(instance)
-      const [, value] = (await client.config('GET', 'replica-priority')) as [string, string]
-      previous.set(instanceKey(instance), value ?? '100')
-      await client.config('SET', 'replica-priority', '0')
+      const [, value] = (await (await this.pool.get(instance)).config('GET', 'replica-priority')) as [string, string]
+      previous[instanceKey(instance)] = value ?? '100'
     }
-    return previous
+    const apply = async () => {
+      for (const instance of instances) await (await this.pool.get(instance)).config('SET', 'replica-priority', '0')
+    }
+    return {previous, apply}
   }
 
-  async restorePriority(previous: Map<string, string>): Promise<void> {
-    for (const [instance, value] of previous) {
+  async restorePriority(previous: Record<string, string> | undefined): Promise<void> {
+    for (const [instance, value] of Object.entries(previous ?? {})) {
       const client = await this.pool.get(endpointOf(instance)).catch(() => undefined)
       await client?.config('SET', 'replica-priority', value).catch(() => undefined)
     }

@@ -2,6 +2,7 @@ import {createHash} from 'node:crypto'
 import {existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, utimesSync, writeFileSync} from 'node:fs'
 import {tmpdir} from 'node:os'
 import {join} from 'node:path'
+import {gunzipSync} from 'node:zlib'
 
 import {expect} from 'chai'
 import type {Redis} from 'ioredis'
@@ -292,6 +293,154 @@ describe('backups: shards:backup, backups:*, shards:restore', () => {
       expect(copies.map((c) => `${c.shard}@${c.toDb}`)).to.deep.equal(['s000@0', 's001@1', 's002@2', 's003@3', 's004@4'])
       for (let db = 0; db < 5; db++) expect(await differences(src, db, dst, db), `db ${db}`).to.deep.equal([])
       await dst.flushall()
+    })
+  })
+
+  describe('gzip and encryption at rest', () => {
+    /** Backup with --gzip (and `encryption`), verify --deep and restore of db 3 into `db` of the target; `access` reaches the destination. */
+    const roundTrip = async (to: string, run: string, db: number, access: string[] = [], encryption: string[] = []) => {
+      const backup = await cli(['shards:backup', '--to', to, '--run', run, '--gzip', '--json', ...encryption, ...access, ...r()])
+      expect(backup.exitCode, backup.stderr).to.equal(0)
+      const verify = await cli(['backups:verify', `${run}/fleet`, '--from', to, '--deep', '--json', ...access])
+      expect(verify.exitCode, verify.stderr + verify.stdout).to.equal(0)
+      const id = `${run}/fleet`
+      const restore = await cli([
+        'shards:restore',
+        's003',
+        '--from',
+        to,
+        '--backup',
+        id,
+        '--to',
+        `127.0.0.1:${target.port}/${db}`,
+        ...access,
+        ...r(),
+      ])
+      expect(restore.exitCode, restore.stderr).to.equal(0)
+      expect(await differences(src, 3, dst, db)).to.deep.equal([])
+      await dst.select(db)
+      expect(await dst.pttl('ttl:3:hour')).to.be.within(1, 3_600_000)
+      await dst.select(0)
+    }
+
+    it('--gzip to a directory: each snapshot stored compressed, its sha256 of the stored bytes; verify --deep and restore read it back', async () => {
+      const to = mkdtempSync(join(tmpdir(), 'shardctl-backups-gz-'))
+      try {
+        await roundTrip(to, 'g1', 8)
+        const manifest = JSON.parse(readFileSync(join(to, 'g1', 'fleet', 'manifest.json'), 'utf8')) as Manifest
+        for (const entry of manifest.instances) {
+          expect(entry).to.include({compression: 'gzip'})
+          expect(entry.file).to.match(/\.rdb\.gz$/)
+          const stored = readFileSync(join(to, 'g1', 'fleet', entry.file))
+          expect(createHash('sha256').update(stored).digest('hex')).to.equal(entry.sha256)
+          // The stored bytes are gzip; inflated, an RDB whose own CRC64 is the manifest's.
+          expect([...stored.subarray(0, 2)]).to.deep.equal([0x1f, 0x8b])
+          expect(stored.length).to.equal(entry.bytes)
+          const rdb = gunzipSync(stored)
+          expect(rdb.length).to.equal(entry.rdbBytes)
+          expect(rdb.subarray(0, 5).toString()).to.equal('REDIS')
+          expect(crc64(rdb.subarray(0, -8)).toString(16).padStart(16, '0')).to.equal(entry.crc64)
+        }
+        // The registry's snapshot (text) comes out smaller; the source's is mostly random bytes and does not.
+        const ofRegistry = manifest.instances.find((i) => i.registry)!
+        expect(ofRegistry.bytes).to.be.lessThan(ofRegistry.rdbBytes)
+      } finally {
+        rmSync(to, {recursive: true, force: true})
+      }
+    })
+
+    /**
+     * Every request that creates an object on the S3 server (PutObject, CreateMultipartUpload), with its encryption
+     * headers as the SDK signed and sent them. s3rver keeps only x-amz-meta-* and the standard headers of an object, so
+     * what it stores or returns cannot show them: the requests themselves are looked at, the data path untouched.
+     */
+    const capture = () => {
+      const created: {what: string; sse?: string; kms?: string}[] = []
+      s3.onRequest = (method, url, headers) => {
+        const multipart = method === 'POST' && /[?&]uploads(=|&|$)/.test(url)
+        const put = method === 'PUT' && !/[?&]partNumber=/.test(url)
+        if (!multipart && !put) return
+        created.push({
+          what: `${multipart ? 'multipart' : 'put'} ${url.replace(/\?.*$/, '')}`,
+          sse: headers['x-amz-server-side-encryption'] as string | undefined,
+          kms: headers['x-amz-server-side-encryption-aws-kms-key-id'] as string | undefined,
+        })
+      }
+      return created
+    }
+
+    it('--gzip --sse AES256 to S3: every object is created with the encryption header (a snapshot larger than one part too); verify and restore read it back', async () => {
+      const created = capture()
+      try {
+        await roundTrip(s3.url('enc/'), 'e1', 10, s3.flags(), ['--sse', 'AES256'])
+      } finally {
+        s3.onRequest = undefined
+      }
+      const files = created.map((c) => c.what)
+      expect(
+        files.some((f) => f.startsWith('multipart ') && f.endsWith('.rdb.gz')),
+        files.join(', '),
+      ).to.equal(true)
+      for (const name of ['registry.json', 'manifest.json'])
+        expect(
+          files.some((f) => f.endsWith(`/e1/fleet/${name}`)),
+          name,
+        ).to.equal(true)
+      for (const c of created) expect(c, c.what).to.deep.include({sse: 'AES256', kms: undefined})
+    })
+
+    it('--sse aws:kms --sse-kms-key-id to S3: every object is created asking for that key', async () => {
+      const key = 'arn:aws:kms:us-east-1:111122223333:key/0a1b2c3d-4e5f-6789-abcd-ef0123456789'
+      const created = capture()
+      let run
+      try {
+        run = await cli([
+          'shards:backup',
+          '--to',
+          s3.url('kms/'),
+          '--run',
+          'k1',
+          '--sse',
+          'aws:kms',
+          '--sse-kms-key-id',
+          key,
+          '--json',
+          ...s3.flags(),
+          ...r(),
+        ])
+      } finally {
+        s3.onRequest = undefined
+      }
+      expect(run.exitCode, run.stderr).to.equal(0)
+      expect(created.map((c) => c.what).filter((w) => w.startsWith('multipart '))).to.have.length.greaterThan(0)
+      for (const c of created) expect(c, c.what).to.deep.include({sse: 'aws:kms', kms: key})
+      const verify = await cli(['backups:verify', 'k1/fleet', '--from', s3.url('kms/'), ...s3.flags()])
+      expect(verify.exitCode, verify.stderr).to.equal(0)
+    })
+
+    it('refuses --sse to a directory and a KMS key without aws:kms (exit 2, nothing written)', async () => {
+      const to = mkdtempSync(join(tmpdir(), 'shardctl-backups-sse-'))
+      try {
+        const local = await cli(['shards:backup', '--to', to, '--sse', 'AES256', ...r()])
+        expect(local.exitCode).to.equal(2)
+        expect(local.stderr).to.include('--sse goes with an s3:// destination')
+        const keyAlone = await cli([
+          'shards:backup',
+          '--to',
+          s3.url('kms/'),
+          '--sse',
+          'AES256',
+          '--sse-kms-key-id',
+          'k',
+          ...s3.flags(),
+          ...r(),
+        ])
+        expect(keyAlone.exitCode).to.equal(2)
+        expect(keyAlone.stderr).to.include('--sse-kms-key-id goes with --sse aws:kms')
+        expect(readdirSync(to)).to.deep.equal([])
+      } finally {
+        rmSync(to, {recursive: true, force: true})
+      }
     })
   })
 

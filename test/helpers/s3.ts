@@ -23,8 +23,8 @@ export interface TestS3 {
   flags: () => string[]
   /** Multipart uploads begun and not completed (s3rver keeps their parts on disk; it does not implement AbortMultipartUpload, so aborted ones count too). */
   uploadsInProgress: () => number
-  /** Called on every request as it arrives (method, URL): a test's hook to act at a precise moment. */
-  onRequest?: (method: string, url: string) => void
+  /** Called on every request as it arrives (method, URL, headers as sent): a test's hook to act at a precise moment, or to see what the SDK sent. */
+  onRequest?: (method: string, url: string, headers: Record<string, string | string[] | undefined>) => void
   /** Stop answering at once: the listening socket and every open connection are closed. */
   kill: () => Promise<void>
   /** Serve the same data again (on a new port: endpoint changes). */
@@ -61,7 +61,7 @@ export async function startS3(): Promise<TestS3> {
       const {default: S3rver} = await import('s3rver')
       const server = new S3rver({port, address: '127.0.0.1', silent: true, directory: dir, configureBuckets: [{name: S3_BUCKET}]})
       server.middleware.unshift(async (ctx, next) => {
-        s3.onRequest?.(ctx.method, ctx.url)
+        s3.onRequest?.(ctx.method, ctx.url, ctx.headers)
         await next()
       })
       await server.run()

@@ -1,8 +1,8 @@
 import {expect} from 'chai'
 
-import {type RunningCli, cli, startCli, until} from '../helpers/cli.js'
+import {type RunningCli, cli, spawnCli, startCli, until} from '../helpers/cli.js'
 import {useFleet} from '../helpers/fleet.js'
-import {resume, stoppedAt} from '../helpers/ops.js'
+import {readJournal, resume, stoppedAt} from '../helpers/ops.js'
 import {type TestServer, startReplicated, startServer, withClients} from '../helpers/redis.js'
 import {type SentinelSet, killHard, roleOfPort, useSentinels} from '../helpers/sentinel.js'
 import {ContinuousWriter, missingWrites} from '../helpers/writer.js'
@@ -85,7 +85,7 @@ describe('sentinel: promote and split of monitored instances @timing-sensitive',
   it('a graceful promote of a monitored instance: Sentinel lets go, then monitors the new master, which stays master', async () => {
     const {master, replicas} = await monitored(1)
     const promote = await cli(['shards:promote', at(master), ...fleet.r(), '--yes', '--json'])
-    expect(promote.exitCode, promote.stderr).to.equal(0)
+    expect(promote.exitCode, promote.stderr + promote.stdout).to.equal(0)
     const next = replicas[0]
     expect(await fleet.reg.hget('shards.s000', 'master')).to.equal(`${at(next)}/0`)
     expect(await record('shards-s000')).to.deep.equal({master: at(next), epoch: 0})
@@ -186,7 +186,7 @@ describe('sentinel: promote and split of monitored instances @timing-sensitive',
     for (const view of await sentinelViews(sentinels, 'shards-s000')) expect(view.port).to.equal(chosen!.port)
   })
 
-  it('no failover fights a running cut-over: the source is out of every Sentinel from the fence on; the run that recovers a killed split hands it back', async () => {
+  it('no failover fights a running cut-over: the source is out of every Sentinel from the fence on; the run that recovers a killed split hands it back, and the target its replica-priority', async () => {
     const {master} = await monitored(1)
     const target = await startServer()
     servers.push(target)
@@ -207,6 +207,7 @@ describe('sentinel: promote and split of monitored instances @timing-sensitive',
     }
     expect(await record('shards-s000')).to.have.property('released')
     await until('the follower leaves the released group alone', () => follower.stdout().includes('"type":"released"'))
+    expect(await withClients([target], ([c]) => c.config('GET', 'replica-priority'))).to.deep.equal(['replica-priority', '0'])
     process.kill(split.pid, 'SIGKILL')
     await split.done
     const check = await cli(['shards:check', ...fleet.r(), '--json'])
@@ -215,10 +216,82 @@ describe('sentinel: promote and split of monitored instances @timing-sensitive',
 
     const recover = await cli(['shards:split', '--recover', ...fleet.r(), '--json'])
     expect(recover.exitCode, recover.stderr).to.equal(0)
+    // The replica-priority the killed run took from the target, recorded in its journal, is put back by the recovery.
+    expect(await withClients([target], ([c]) => c.config('GET', 'replica-priority'))).to.deep.equal(['replica-priority', '100'])
     expect(await fleet.reg.get('shards._journal')).to.equal(null)
     expect(await record('shards-s000')).to.deep.equal({master: at(master), epoch: 0})
     await sentinels.settled('shards-s000', 1)
     for (const view of await sentinelViews(sentinels, 'shards-s000')) expect(view.port).to.equal(master.port)
+  })
+
+  /** The master port each Sentinel names for `name` (null: it does not monitor it). */
+  const monitoredAt = async (name: string) =>
+    Promise.all(
+      sentinels.sentinels.map(async (s) => {
+        const c = s.client()
+        try {
+          const addr = (await c.call('SENTINEL', 'GET-MASTER-ADDR-BY-NAME', name)) as string[] | null
+          return addr === null ? null : Number(addr[1])
+        } finally {
+          c.disconnect()
+        }
+      }),
+    )
+
+  /** A promote of `master` killed at a failpoint: the journal it leaves, and the group's record then. */
+  const killedPromote = async (master: TestServer, point: string) => {
+    const killed = await spawnCli(['shards:promote', at(master), '--yes', ...fleet.r()], {env: {SHARDCTL_FAILPOINT: `${point}:kill`}})
+    expect(killed.exitCode, killed.stderr).to.not.equal(0)
+    const journal = await readJournal(fleet.reg)
+    expect(journal, killed.stderr).to.not.equal(null)
+    return journal!
+  }
+
+  it('a promote killed right after it released its group: the journal says so, and the rerun hands the group back to every Sentinel', async () => {
+    const {master} = await monitored(1)
+    const journal = await killedPromote(master, 'sentinel-release:after')
+    // The journal opened first and records the release, with the group to hand back.
+    expect(journal.steps.map((s) => `${s.name}:${s.state}`)).to.deep.equal(['sentinel-release:started', 'sentinel-release:done'])
+    expect(await monitoredAt('shards-s000')).to.deep.equal([null, null, null])
+    expect(await record('shards-s000')).to.have.property('released')
+
+    const again = await spawnCli(['shards:promote', at(master), '--yes', '--json', ...fleet.r()])
+    expect(again.exitCode, again.stderr).to.equal(0)
+    expect(JSON.parse(again.stdout).recovered).to.equal('rolled-back')
+    expect(await fleet.reg.get('shards._journal')).to.equal(null)
+    expect(await record('shards-s000')).to.deep.equal({master: at(master), epoch: 0})
+    expect(await monitoredAt('shards-s000')).to.deep.equal([master.port, master.port, master.port])
+    await sentinels.settled('shards-s000', 1)
+    const check = await cli(['shards:check', ...fleet.r(), '--json'])
+    expect(check.exitCode, check.stdout).to.equal(0)
+  })
+
+  it('a promote killed after its registry switch: --recover finishes it and hands the group back under the new master', async () => {
+    const {master, replicas} = await monitored(1)
+    await killedPromote(master, 'registry:after')
+    expect(await monitoredAt('shards-s000')).to.deep.equal([null, null, null])
+    const recover = await spawnCli(['shards:promote', '--recover', '--json', ...fleet.r()])
+    expect(recover.exitCode, recover.stderr).to.equal(0)
+    expect(JSON.parse(recover.stdout).recovered).to.equal('rolled-forward')
+    const next = replicas[0]
+    expect(await fleet.reg.hget('shards.s000', 'master')).to.equal(`${at(next)}/0`)
+    expect(await record('shards-s000')).to.deep.equal({master: at(next), epoch: 0})
+    expect(await monitoredAt('shards-s000')).to.deep.equal([next.port, next.port, next.port])
+    expect(await roleOfPort(next.port)).to.equal('master')
+  })
+
+  it('a promote killed just before the release: the group was never let go, and --recover closes the journal leaving it monitored', async () => {
+    const {master} = await monitored(1)
+    const before = await record('shards-s000')
+    const journal = await killedPromote(master, 'sentinel-release:before')
+    expect(journal.steps.map((s) => `${s.name}:${s.state}`)).to.deep.equal(['sentinel-release:started'])
+    expect(await monitoredAt('shards-s000')).to.deep.equal([master.port, master.port, master.port])
+    const recover = await spawnCli(['shards:promote', '--recover', '--json', ...fleet.r()])
+    expect(recover.exitCode, recover.stderr).to.equal(0)
+    expect(JSON.parse(recover.stdout).recovered).to.equal('rolled-back')
+    expect(await fleet.reg.get('shards._journal')).to.equal(null)
+    expect(await record('shards-s000')).to.deep.equal(before)
+    expect(await monitoredAt('shards-s000')).to.deep.equal([master.port, master.port, master.port])
   })
 
   // Last: a Sentinel stopped for more than 2 s enters TILT when it resumes.

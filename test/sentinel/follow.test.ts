@@ -59,11 +59,45 @@ describe('sentinel:follow @timing-sensitive', () => {
     return {master, replicas}
   }
 
-  const follow = async (env: Record<string, string> = {}, args: string[] = []): Promise<RunningCli> => {
-    const run = await startCli(['sentinel:follow', ...fleet.r(), '--json', '--interval', '300ms', '--timeout', '1s', ...args], {env})
+  /** A follower, once subscribed to `answering` Sentinels (every one unless some are stopped). */
+  const follow = async (
+    env: Record<string, string> = {},
+    args: string[] = [],
+    {answering = 3, timeout = '1s'} = {},
+  ): Promise<RunningCli> => {
+    const run = await startCli(['sentinel:follow', ...fleet.r(), '--json', '--interval', '300ms', '--timeout', timeout, ...args], {env})
     followers.push(run)
-    await until('the follower subscribed to every Sentinel', () => eventsOf(run).filter((e) => e.type === 'subscribed').length === 3)
+    await until(
+      `the follower subscribed to ${answering} Sentinels`,
+      () => eventsOf(run).filter((e) => e.type === 'subscribed').length === answering,
+    )
     return run
+  }
+
+  /** The master port and config epoch every Sentinel gives for the group (null where it does not answer in time). */
+  const sentinelsSay = async (which = sentinels.sentinels) =>
+    Promise.all(
+      which.map(async (s) => {
+        const c = s.client()
+        try {
+          const [, port] = (await c.call('SENTINEL', 'GET-MASTER-ADDR-BY-NAME', GROUP)) as string[]
+          const fields = (await c.call('SENTINEL', 'MASTER', GROUP)) as string[]
+          return {port: Number(port), epoch: Number(fields[fields.indexOf('config-epoch') + 1])}
+        } finally {
+          c.disconnect()
+        }
+      }),
+    )
+
+  /** The registry truthful after a failover to `to`: every shard there keeping its database, the other replica named, the epoch recorded. */
+  const truthful = async (to: number, replicas: TestServer[]) => {
+    const other = replicas.find((r) => r.port !== to)!
+    for (const [i, id] of SHARDS.entries()) {
+      const fields = await fleet.reg.hgetall(`shards.${id}`)
+      expect(fields, id).to.deep.include({master: `127.0.0.1:${to}/${i + 2}`, slave0: `127.0.0.1:${other.port}/${i + 2}`})
+    }
+    const [{epoch}] = await sentinelsSay(sentinels.sentinels.slice(0, 1))
+    expect(JSON.parse((await fleet.reg.hget('shards._sentinel', `group:${GROUP}`))!)).to.deep.include({master: `127.0.0.1:${to}`, epoch})
   }
 
   const failovers = async () => (await fleet.reg.lrange('shards._history', 0, -1)).filter((e) => JSON.parse(e).type === 'sentinel.failover')
@@ -149,18 +183,26 @@ describe('sentinel:follow @timing-sensitive', () => {
     expect(await failovers()).to.have.length(1)
   })
 
-  it('a follower killed in the middle of its change, and started again: the registry still ends right', async () => {
-    const {master} = await group()
+  it('a follower killed in the middle of its change, and started again once the failover is over: it reconciles on start, the registry ends truthful', async () => {
+    const {master, replicas} = await group()
     const first = await follow({SHARDCTL_FAILPOINT: 'sentinel-switch:before:stop'})
     killHard(master)
     await until('the follower stopped right before its change', () => isStopped(first.pid))
     process.kill(first.pid, 'SIGKILL')
     expect(await failovers()).to.have.length(0)
+    // The failover ends while no follower runs: every Sentinel names the new master, at one epoch.
+    let to = 0
+    await until('every Sentinel names one new master at one epoch', async () => {
+      const said = await sentinelsSay()
+      to = said[0].port
+      return to !== master.port && said.every((v) => v.port === to && v.epoch === said[0].epoch)
+    })
+    expect(replicas.map((r) => r.port)).to.include(to)
     const second = await follow()
     await until('the registry moved', async () => (await failovers()).length === 1)
-    expect(await masterOf('s002')).to.match(/^127\.0\.0\.1:\d+\/4$/)
-    expect(await masterOf('s002')).to.not.equal(`127.0.0.1:${master.port}/4`)
+    await truthful(to, replicas)
     expect(eventsOf(second).filter((e) => e.type === 'failover-followed')).to.have.length(1)
+    expect(await failovers()).to.have.length(1)
   })
 
   it('a Sentinel monitoring an instance the registry does not know under a group name: not newer, nothing changes', async () => {
@@ -217,13 +259,18 @@ describe('sentinel:follow @timing-sensitive', () => {
   })
 
   // Last: a Sentinel stopped for more than 2 s enters TILT when it resumes and acts on nothing for 30 s.
-  it('a Sentinel stopped during the failover and resumed later: its stale view and late event change nothing', async () => {
-    const {master} = await group()
-    const follower = await follow()
+  it('a Sentinel stopped through the failover: the follower acts on the majority without waiting on it; resumed, its stale view and late event change nothing', async () => {
+    const {master, replicas} = await group()
+    // Allowed to wait ten minutes for any answer: what it asks the stopped Sentinel ends only when that one is resumed,
+    // so a registry that moves while it is still stopped was moved without waiting on it.
+    const follower = await follow({}, [], {timeout: '10m'})
     const stale = sentinels.sentinels[2]
     stale.pause()
     killHard(master)
     await until('the registry moved once', async () => (await failovers()).length === 1)
+    expect(stale.paused).to.equal(true)
+    const [{port: to}] = await sentinelsSay(sentinels.sentinels.slice(0, 2))
+    await truthful(to, replicas)
     const after = await fleet.dump()
     stale.resume()
     // Back, it learns the new configuration and publishes its +switch-master late; the follower looks again and finds nothing newer.
@@ -265,5 +312,40 @@ describe('sentinel:follow @timing-sensitive', () => {
     } finally {
       alone.disconnect()
     }
+  })
+
+  it("after a failover nobody followed, two of three Sentinels down: one Sentinel's word moves nothing, said why; a second one back, the follower acts", async () => {
+    const {master, replicas} = await group()
+    // A failover the follower does not see: forced on the one Sentinel no test has stopped (a Sentinel resumed from
+    // SIGSTOP stays in TILT, acting on nothing, for 30 s), learnt by the other two.
+    const [alone, second, third] = sentinels.sentinels
+    const c = alone.client()
+    try {
+      await c.call('SENTINEL', 'FAILOVER', GROUP)
+    } finally {
+      c.disconnect()
+    }
+    let to = 0
+    await until('every Sentinel names one new master at one epoch', async () => {
+      const said = await sentinelsSay()
+      to = said[0].port
+      return to !== master.port && said.every((v) => v.port === to && v.epoch === said[0].epoch)
+    })
+    expect(replicas.map((r) => r.port)).to.include(to)
+    const before = await fleet.dump()
+    second.pause()
+    third.pause()
+    const follower = await follow({}, ['--max-no-majority', '10m'], {answering: 1})
+    await until('the follower said why it waits', () =>
+      eventsOf(follower).some((e) => e.type === 'waiting' && /only 1 of 3 Sentinels answer/.test(String(e.reason))),
+    )
+    const waiting = eventsOf(follower).find((e) => e.type === 'waiting' && /only 1 of 3/.test(String(e.reason)))!
+    expect(String(waiting.reason)).to.include(`${alone.address} says 127.0.0.1:${to}`)
+    expect(await fleet.dump()).to.deep.equal(before)
+    expect(await failovers()).to.have.length(0)
+    second.resume()
+    await until('the registry moved', async () => (await failovers()).length === 1)
+    await truthful(to, replicas)
+    expect(eventsOf(follower).filter((e) => e.type === 'failover-followed')).to.have.length(1)
   })
 })

@@ -100,11 +100,13 @@ describe('sentinel: the registry behind Sentinel @timing-sensitive', () => {
     }
   })
 
+  // The split twice: before its cut-over (it may still roll back), and once its targets are promoted (only forward).
   for (const [operation, point] of [
     ['promote', 'registry:after:stop'],
     ['split', 'hold:after:stop'],
+    ['split', 'promote:after:stop'],
   ] as const) {
-    it(`a ${operation} whose registry master dies midway ends through the new registry master: nothing journaled lost, every acknowledged write where the registry routes`, async () => {
+    it(`a ${operation} whose registry master dies midway (${point.replace(/:stop$/, '')}) ends through the new registry master: nothing journaled lost, every acknowledged write where the registry routes`, async () => {
       // A fleet of its own, so that the instances are as new for each operation.
       const {master, replicas} = await startReplicated(1)
       const target = operation === 'split' ? await startReplicated(0) : undefined
@@ -158,6 +160,11 @@ describe('sentinel: the registry behind Sentinel @timing-sensitive', () => {
         }
         expect(outcome.exitCode, outcome.stderr).to.be.oneOf([0, 3])
         expect(await onMaster((c) => c.get('shards._journal'))).to.equal(null)
+        if (point === 'promote:after:stop') {
+          // Past its point of no return, the split was finished, not rolled back: the target serves the moved shards.
+          const masters = await onMaster((c) => Promise.all(['s000', 's001', 's002', 's003'].map((id) => c.hget(`shards.${id}`, 'master'))))
+          expect(masters.filter((m) => m?.startsWith(`127.0.0.1:${target!.master.port}/`)).length).to.be.greaterThan(0)
+        }
         await writer.resumesThenStop()
         const missing = await onMaster((c) => missingWrites(c, writer))
         expect(missing, 'acknowledged writes missing where the registry routes').to.deep.equal([])

@@ -15,7 +15,10 @@ declare module 's3rver' {
     run(): Promise<unknown>
     httpServer: Server
     /** Koa's middleware stack (s3rver is a Koa application). */
-    middleware: ((ctx: {method: string; url: string}, next: () => Promise<void>) => Promise<void>)[]
+    middleware: ((
+      ctx: {method: string; url: string; headers: Record<string, string | string[] | undefined>},
+      next: () => Promise<void>,
+    ) => Promise<void>)[]
     close(): Promise<void>
   }
 }

@@ -140,10 +140,13 @@ Each step is recorded in the registry's journal before it is taken. A promote th
     this.interruptNote = `The promote is recorded in the registry's journal; run ${this.recoverCommand()} to finish or roll it back.`
     const steps = await this.reporter()
     // Out of Sentinel's hands while the master changes, handed back with the master the registry then routes to (src/sentinel/coordinate.ts).
-    const released = await sentinel.release(plan.oldMaster, 'promote', {insist: plan.mode === 'emergency'})
-    const result = await this.leftOpenSaid(executePromote(registry, lock, pool, plan, {onStep: (step) => steps.step(step), heal}))
+    // Released as the journal's first step: a run stopped after it leaves a journal whose recovery hands the group back.
+    const release = sentinel.releaseHook(plan.oldMaster, 'promote', {insist: plan.mode === 'emergency'})
+    const result = await this.leftOpenSaid(
+      executePromote(registry, lock, pool, plan, {onStep: (step) => steps.step(step), heal, release: release.hook}),
+    )
       .finally(() => steps.end())
-      .finally(() => this.handBack(sentinel, released))
+      .finally(() => this.handBack(sentinel, release.released()))
     if (result.recovered === 'rolled-back') {
       return this.partial(
         result,
@@ -182,6 +185,7 @@ Each step is recorded in the registry's journal before it is taken. A promote th
       'promote',
       [plan.oldMaster, plan.newMaster],
       plan.shards.map((s) => s.id),
+      open.entry,
     )
     const steps = await this.reporter()
     const registry = await this.registry()

@@ -7,8 +7,7 @@ import type {HealPolicy} from '../../ops/cutover.js'
 import {openOperationError, readJournal} from '../../ops/journal.js'
 import {type SplitPlan, type SplitResult, executeSplit, planSplit, recoverSplit, splitJournalMatches} from '../../ops/split.js'
 import {type Endpoint, endpointOf, instanceKey, parseInstance} from '../../registry/address.js'
-import {registryState} from '../../ops/cutover.js'
-import type {Released} from '../../sentinel/coordinate.js'
+import {neverElectedBefore, registryState} from '../../ops/cutover.js'
 import {defaultSpawnDir, recordSpawned, spawnLike, spawnPorts, stopSpawned} from '../../sandbox/spawn.js'
 import {formatCount, paint, plural, renderTable} from '../../ui/terminal.js'
 
@@ -189,23 +188,23 @@ Each step is journaled. A split that fails half-way (a host or the registry sile
     started = true
     const steps = await this.reporter({grace: plan.graceMs})
     // Sentinel keeps guarding the source during the copy, never electing a target; it lets go of it for the cut-over (src/sentinel/coordinate.ts).
-    const priorities = sentinel.groupOf(plan.source)
-      ? await sentinel.neverElect(plan.targets.map((t) => endpointOf(t.instance)))
-      : new Map<string, string>()
-    let released: Released | undefined
+    const neverElect = await sentinel.neverElect(
+      plan.source,
+      plan.targets.map((t) => endpointOf(t.instance)),
+    )
+    const release = sentinel.releaseHook(plan.source, 'split')
     const result = await this.leftOpenSaid(
       executeSplit(registry, lock, pool, plan, {
         onStep: (step) => steps.step(step),
         onCopy: (read, total) => steps.copied(read, total),
         heal,
-        beforeCutover: async () => {
-          released = await sentinel.release(plan.source, 'split')
-        },
+        release: release.hook,
+        neverElect,
       }),
     )
       .finally(() => steps.end())
-      .finally(() => sentinel.restorePriority(priorities))
-      .finally(() => this.handBack(sentinel, released, () => this.splitOutcome(plan)))
+      .finally(() => sentinel.restorePriority(neverElect?.previous))
+      .finally(() => this.handBack(sentinel, release.released(), () => this.splitOutcome(plan)))
     if (spawned.length > 0) result.spawned = spawned
     if (result.recovered === 'rolled-back') {
       return this.partial(
@@ -232,13 +231,19 @@ Each step is journaled. A split that fails half-way (a host or the registry sile
     this.progress(`Found an interrupted split of ${plan.source}; finishing or rolling it back...`)
     // A source the interrupted run took out of Sentinel's hands is handed back once the split is over.
     const sentinel = await this.sentinelCoordination()
-    const released = sentinel.releasedBy('split', [plan.source], [...plan.moves.map((m) => m.id), ...plan.staying.map((s) => s.id)])
+    const released = sentinel.releasedBy(
+      'split',
+      [plan.source],
+      [...plan.moves.map((m) => m.id), ...plan.staying.map((s) => s.id)],
+      open.entry,
+    )
     const steps = await this.reporter({grace: plan.graceMs})
     const registry = await this.registry()
     const recovered = await this.leftOpenSaid(
       recoverSplit(registry, open.lock, await this.pool(), open.entry, {onStep: (step) => steps.step(step), heal}),
     )
       .finally(() => steps.end())
+      .finally(() => sentinel.restorePriority(neverElectedBefore(open.entry)))
       .finally(() => this.handBack(sentinel, released, () => this.splitOutcome(plan)))
     this.log(
       recovered.recovered === 'rolled-forward'
