@@ -155,8 +155,9 @@ export async function freeRange(count: number): Promise<number> {
  * index of the server that server i replicates, or null for a master. Before each test
  * (`fresh()`), every server has the settings it started with, no data, no paused or connected
  * clients, and each replica streams from its master again (resynced only if a test broke its
- * link). A server that a test stopped, killed, froze or changed beyond that (ACL users) is
- * started afresh instead; so is everything, if a reset fails.
+ * link). A server that a test stopped, killed, froze or changed beyond that (ACL users, its
+ * append-only file) is started afresh instead; so is any server whose reset fails. `args`:
+ * the redis-server arguments every one of them starts with.
  */
 export interface SharedServers {
   fresh: () => Promise<TestServer[]>
@@ -167,15 +168,14 @@ export interface SharedServers {
 /** Settings that follow from the role, set back by REPLICAOF rather than CONFIG SET. */
 const ROLE_SETTINGS = new Set(['replicaof', 'slaveof'])
 
-export function useSharedServers(layout: (number | null)[]): SharedServers {
+export function useSharedServers(layout: (number | null)[], args: string[] = []): SharedServers {
   const servers: (TestServer | undefined)[] = layout.map(() => undefined)
   const baselines = new Map<TestServer, {config: Map<string, string>; acl: string[]}>()
   const counts = {started: 0, reset: 0}
 
   async function start(i: number): Promise<TestServer> {
     const of = layout[i]
-    const args = of === null ? [] : ['--replicaof', '127.0.0.1', String(servers[of]!.port)]
-    const server = await startServer(args)
+    const server = await startServer(of === null ? args : [...args, '--replicaof', '127.0.0.1', String(servers[of]!.port)])
     counts.started++
     const baseline = await withClients([server], async ([c]) => ({
       config: pairs(await c.config('GET', '*')),
@@ -204,6 +204,8 @@ export function useSharedServers(layout: (number | null)[]): SharedServers {
       await c.call('CLIENT', 'UNPAUSE')
       const now = pairs(await c.config('GET', '*'))
       const changed = [...baseline.config].filter(([k, v]) => !ROLE_SETTINGS.has(k) && now.get(k) !== v).flat()
+      // An append-only file switched back on is rewritten in the background: a start is cleaner.
+      if (changed.includes('appendonly')) return false
       if (changed.length > 0) await c.config('SET', ...(changed as [string, string]))
       const info = parseReplication(parseInfo(await c.info('replication')))
       if (masterPort === undefined) {
@@ -239,10 +241,15 @@ export function useSharedServers(layout: (number | null)[]): SharedServers {
       await start(i)
     }
     for (const [i, of] of layout.entries()) if (of !== null) await waitForStreaming(servers[i]!, servers[of]!)
-    // Whatever a test left behind is gone, everywhere (a replica's copy included).
+    // Whatever a test left behind is gone, everywhere (a replica's copy included). A server that
+    // persists saves now: its last save and the changes since count from here, as from a start.
     for (const server of servers) {
-      const keyspace = await withClients([server!], async ([c]) => (await c.info('keyspace')).split('\n').filter((l) => /^db\d+:/.test(l)))
-      if (keyspace.length > 0) throw new Error(`server on ${server!.port} still holds data after its reset: ${keyspace.join(' ')}`)
+      const config = baselines.get(server!)!.config
+      await withClients([server!], async ([c]) => {
+        const keyspace = (await c.info('keyspace')).split('\n').filter((l) => /^db\d+:/.test(l))
+        if (keyspace.length > 0) throw new Error(`server on ${server!.port} still holds data after its reset: ${keyspace.join(' ')}`)
+        if (config.get('save') !== '' || config.get('appendonly') === 'yes') await c.save()
+      })
     }
     return servers as TestServer[]
   }
