@@ -4,7 +4,7 @@ import type {CheckReport} from '../../src/health/check.js'
 import {parseInfo} from '../../src/fleet/info.js'
 import {ANSI, cli, spawnCli, until} from '../helpers/cli.js'
 import {useFleet} from '../helpers/fleet.js'
-import {type TestServer, startReplicated, startServer, waitForCatchUp, waitForStreaming, withClients} from '../helpers/redis.js'
+import {type TestServer, startServer, useSharedServers, waitForCatchUp, waitForStreaming, withClients} from '../helpers/redis.js'
 
 /** Instances as production should run them: AOF fsynced every second, RDB saves, fenced by one replica. */
 const HEALTHY = [
@@ -21,7 +21,7 @@ const HEALTHY = [
 ]
 
 /**
- * A registry, a master with two replicas and three shards on its dbs 0-2, fresh for
+ * A registry, a master with two replicas and three shards on its dbs 0-2, as new for
  * each test: each test breaks one thing and expects exactly that to be reported.
  */
 describe('shards:check', () => {
@@ -31,8 +31,11 @@ describe('shards:check', () => {
   let extra: TestServer[] = []
   const inst = (s: TestServer) => `127.0.0.1:${s.port}`
 
+  // Started once, put back as new before each test (a server a test broke is started afresh).
+  const shared = useSharedServers([null, 0, 0], HEALTHY)
+
   beforeEach(async () => {
-    ;({master, replicas} = await startReplicated(2, HEALTHY))
+    ;[master, ...replicas] = await shared.fresh()
     extra = []
     const init = await cli([
       'shards:init',
@@ -47,7 +50,7 @@ describe('shards:check', () => {
     expect(init.exitCode, init.stderr).to.equal(0)
   })
   afterEach(async () => {
-    await Promise.all([master, ...replicas, ...extra].map((s) => s.stop()))
+    await Promise.all(extra.map((s) => s.stop()))
   })
 
   async function check(...flags: string[]): Promise<{exitCode: number; report: CheckReport; stderr: string}> {

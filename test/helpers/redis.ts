@@ -5,7 +5,8 @@ import {Redis} from 'ioredis'
 
 import {parseInfo, parseReplication} from '../../src/fleet/info.js'
 import {reachesOffset, waitForStreaming as streaming} from '../../src/fleet/replication.js'
-import {type RedisProcess, freePort, portIsFree, startRedis, stopRedis} from '../../src/sandbox/redis-process.js'
+import {isStopped} from './cli.js'
+import {type RedisProcess, freePort, isAlive, portIsFree, startRedis, stopRedis} from '../../src/sandbox/redis-process.js'
 
 /**
  * Real redis-server processes for tests: free loopback ports, a temp directory each,
@@ -146,4 +147,136 @@ export async function freeRange(count: number): Promise<number> {
     if (free.every(Boolean)) return start
   }
   throw new Error(`no ${count} consecutive free ports`)
+}
+
+/**
+ * Servers that the tests of one describe share, made as good as new before each test: starting
+ * a server (and syncing its replicas) costs more than putting one back. `layout[i]` is the
+ * index of the server that server i replicates, or null for a master. Before each test
+ * (`fresh()`), every server has the settings it started with, no data, no paused or connected
+ * clients, and each replica streams from its master again (resynced only if a test broke its
+ * link). A server that a test stopped, killed, froze or changed beyond that (ACL users, its
+ * append-only file) is started afresh instead; so is any server whose reset fails. `args`:
+ * the redis-server arguments every one of them starts with.
+ */
+export interface SharedServers {
+  fresh: () => Promise<TestServer[]>
+  /** How many servers were started, and how many resets took the place of a start. */
+  readonly counts: {started: number; reset: number}
+}
+
+/** How long a reset replica may take to stream again before it is started afresh instead. */
+const RESYNC_MS = 15_000
+
+/** Settings that follow from the role, set back by REPLICAOF rather than CONFIG SET. */
+const ROLE_SETTINGS = new Set(['replicaof', 'slaveof'])
+
+export function useSharedServers(layout: (number | null)[], args: string[] = []): SharedServers {
+  const servers: (TestServer | undefined)[] = layout.map(() => undefined)
+  const baselines = new Map<TestServer, {config: Map<string, string>; acl: string[]}>()
+  const counts = {started: 0, reset: 0}
+
+  async function start(i: number): Promise<TestServer> {
+    const of = layout[i]
+    const server = await startServer(of === null ? args : [...args, '--replicaof', '127.0.0.1', String(servers[of]!.port)])
+    counts.started++
+    const baseline = await withClients([server], async ([c]) => ({
+      config: pairs(await c.config('GET', '*')),
+      acl: (await c.call('ACL', 'LIST')) as string[],
+    }))
+    baselines.set(server, baseline)
+    servers[i] = server
+    return server
+  }
+
+  /** Put a live server back as it started; false if it cannot be (then it is started afresh). */
+  async function reset(server: TestServer, masterPort: number | undefined): Promise<boolean> {
+    if (!isAlive(server.pid) || isStopped(server.pid)) return false
+    const baseline = baselines.get(server)!
+    const c = new Redis({
+      port: server.port,
+      host: '127.0.0.1',
+      protocol: 2,
+      commandTimeout: 5000,
+      maxRetriesPerRequest: 0,
+      retryStrategy: () => null,
+    })
+    c.on('error', () => undefined)
+    try {
+      if (JSON.stringify(await c.call('ACL', 'LIST')) !== JSON.stringify(baseline.acl)) return false
+      await c.call('CLIENT', 'UNPAUSE')
+      const now = pairs(await c.config('GET', '*'))
+      const changed = [...baseline.config].filter(([k, v]) => !ROLE_SETTINGS.has(k) && now.get(k) !== v).flat()
+      // An append-only file switched back on is rewritten in the background: a start is cleaner.
+      if (changed.includes('appendonly')) return false
+      if (changed.length > 0) await c.config('SET', ...(changed as [string, string]))
+      const info = parseReplication(parseInfo(await c.info('replication')))
+      if (masterPort === undefined) {
+        if (info.role !== 'master') await c.replicaof('NO', 'ONE')
+        await c.flushall()
+        await c.call('FUNCTION', 'FLUSH')
+      } else if (info.role !== 'slave' || info.masterPort !== masterPort || !info.linkUp) {
+        await c.replicaof('127.0.0.1', masterPort)
+      }
+      await c.call('SCRIPT', 'FLUSH')
+      await c.config('RESETSTAT')
+      await c.call('CLIENT', 'KILL', 'TYPE', 'normal', 'SKIPME', 'yes')
+      await c.call('CLIENT', 'KILL', 'TYPE', 'pubsub')
+      return true
+    } catch {
+      return false
+    } finally {
+      c.disconnect()
+    }
+  }
+
+  async function fresh(): Promise<TestServer[]> {
+    // Masters first: a replica is reset against its master's (possibly new) port.
+    const order = layout.map((of, i) => ({of, i})).sort((a, b) => Number(a.of !== null) - Number(b.of !== null))
+    for (const {of, i} of order) {
+      const server = servers[i]
+      const masterPort = of === null ? undefined : servers[of]!.port
+      if (server && (await reset(server, masterPort))) {
+        counts.reset++
+        continue
+      }
+      if (server) await server.stop()
+      await start(i)
+    }
+    for (const [i, of] of layout.entries()) {
+      if (of === null) continue
+      const [replica, master] = [servers[i]!, servers[of]!]
+      if (await withClients([replica, master], ([r, m]) => streaming(m, r, Date.now() + RESYNC_MS))) continue
+      // A link a test broke that does not come back (seen once, on a loaded machine): a start.
+      const state = await withClients([replica], async ([c]) => (await c.info('replication')).replace(/\s+/g, ' ').trim())
+      process.stderr.write(
+        `shared replica on ${replica.port} did not stream from ${master.port} after its reset (${state}): started afresh\n`,
+      )
+      await replica.stop()
+      await waitForStreaming(await start(i), master)
+    }
+    // Whatever a test left behind is gone, everywhere (a replica's copy included). A server that
+    // persists saves now: its last save and the changes since count from here, as from a start.
+    for (const server of servers) {
+      const config = baselines.get(server!)!.config
+      await withClients([server!], async ([c]) => {
+        const keyspace = (await c.info('keyspace')).split('\n').filter((l) => /^db\d+:/.test(l))
+        if (keyspace.length > 0) throw new Error(`server on ${server!.port} still holds data after its reset: ${keyspace.join(' ')}`)
+        if (config.get('save') !== '' || config.get('appendonly') === 'yes') await c.save()
+      })
+    }
+    return servers as TestServer[]
+  }
+
+  after(async () => {
+    if (process.env.SHARDCTL_TEST_TIMES === '1') process.stderr.write(`shared servers: ${counts.started} started, ${counts.reset} reset\n`)
+    await Promise.all(servers.filter((s) => s !== undefined).map((s) => s.stop()))
+  })
+  return {fresh, counts}
+}
+
+function pairs(flat: string[]): Map<string, string> {
+  const map = new Map<string, string>()
+  for (let i = 0; i + 1 < flat.length; i += 2) map.set(flat[i], flat[i + 1])
+  return map
 }

@@ -8,7 +8,7 @@ import {type CliResult, cli, spawnCli, until} from '../helpers/cli.js'
 import {useFleet} from '../helpers/fleet.js'
 import {fencesOf, resume, roleOf, stoppedAt, takesWrites} from '../helpers/ops.js'
 import {type ReplyDelayProxy, startReplyDelayProxy} from '../helpers/proxy.js'
-import {type TestServer, startReplicated, startServer, withClients} from '../helpers/redis.js'
+import {type TestServer, useSharedServers, withClients} from '../helpers/redis.js'
 import {type ContinuousWriter, lostWrites, startedWriter} from '../helpers/writer.js'
 
 /**
@@ -22,7 +22,6 @@ import {type ContinuousWriter, lostWrites, startedWriter} from '../helpers/write
  */
 
 const SHORT_MS = 1500
-const LONG_MS = 10_000
 
 /** A fault that starts now and ends when `end` is called. */
 interface Fault {
@@ -40,24 +39,20 @@ function stalled(proxy: ReplyDelayProxy): Fault {
 }
 
 /**
- * Start the command stopped at `failpoint`, start the fault, let the command go on. A
- * short fault ends after its duration; a long one lasts at least its duration and until
- * the command has ended (it must give up while the fault still holds).
+ * Start the command stopped at `failpoint`, start the fault, let the command go on. A short
+ * fault ends after `ms`; a lasting one (no `ms`) holds until the command has ended: it must
+ * give up while the fault still holds, and once it has, holding on proves nothing more.
  */
-async function withFault(args: string[], failpoint: string, start: () => Fault, ms: number, long: boolean): Promise<CliResult> {
+async function withFault(args: string[], failpoint: string, start: () => Fault, ms?: number): Promise<CliResult> {
   const run = await stoppedAt(args, failpoint)
   const fault = start()
   resume(run)
-  const over = sleep(ms)
   try {
-    if (!long) {
-      await over
+    if (ms !== undefined) {
+      await sleep(ms)
       fault.end()
-      return await run.done
     }
-    const done = await run.done
-    await over
-    return done
+    return await run.done
   } finally {
     fault.end()
   }
@@ -135,9 +130,10 @@ describe('ops/cutover: a cut-over that fails half-way heals itself, or says what
     const SHARDS = ['s000', 's001', 's002', 's003', 's004', 's005']
     let source: TestServer
     let target: TestServer
+    const shared = useSharedServers([null, null])
 
     beforeEach(async () => {
-      ;[source, target] = await Promise.all([startServer(), startServer()])
+      ;[source, target] = await shared.fresh()
       const init = await cli(['shards:init', '--instance', inst(source), '--count', '6', '--yes', ...fleet.r()])
       expect(init.exitCode, init.stderr).to.equal(0)
       await withClients([source], async ([c]) => {
@@ -146,9 +142,6 @@ describe('ops/cutover: a cut-over that fails half-way heals itself, or says what
           await c.mset(Object.fromEntries(Array.from({length: 100}, (_, i) => [`seed:${i}`, String(db)])))
         }
       })
-    })
-    afterEach(async () => {
-      await Promise.all([source.stop(), target.stop()])
     })
 
     const split = (...extra: string[]) => [
@@ -189,7 +182,7 @@ describe('ops/cutover: a cut-over that fails half-way heals itself, or says what
     for (const [name, failpoint, fault] of faults) {
       it(`${name} for 1.5 s: the run heals and finishes, exit 0, nothing lost`, async () => {
         const writer = await startWriter(SHARDS)
-        const done = await withFault(split(), failpoint, fault, SHORT_MS, false)
+        const done = await withFault(split(), failpoint, fault, SHORT_MS)
         expect(done.exitCode, done.stderr + done.stdout).to.equal(0)
         const result = JSON.parse(done.stdout)
         expect(result.applied).to.equal(true)
@@ -199,9 +192,9 @@ describe('ops/cutover: a cut-over that fails half-way heals itself, or says what
         await expectSplitDone()
       })
 
-      it(`${name} for 10 s: the run gives up naming what refuses writes and the command, exit 5; that command finishes it`, async () => {
+      it(`${name} until the run gives up (past --heal-within): it names what refuses writes and the command, exit 5; that command finishes it`, async () => {
         const writer = await startWriter(SHARDS)
-        const done = await withFault(split(), failpoint, fault, LONG_MS, true)
+        const done = await withFault(split(), failpoint, fault)
         const error = gaveUp(done)
         const fenced = error.refusing.find((r) => r.instance === inst(source))
         expect(fenced, 'the source refuses writes').to.not.equal(undefined)
@@ -236,7 +229,7 @@ describe('ops/cutover: a cut-over that fails half-way heals itself, or says what
     it('in a terminal log, the last line names the fenced source, its shards, and the command; nothing lost once it is run', async () => {
       const writer = await startWriter(SHARDS)
       const args = split().filter((a) => a !== '--json')
-      const done = await withFault(args, 'catch-up:before:stop', () => frozen(source), LONG_MS, true)
+      const done = await withFault(args, 'catch-up:before:stop', () => frozen(source))
       expect(done.exitCode, done.stderr).to.equal(5)
       const last = done.stderr.trim().split('\n').at(-1)!
       expect(last).to.match(
@@ -266,15 +259,12 @@ describe('ops/cutover: a cut-over that fails half-way heals itself, or says what
     let master: TestServer
     let replica: TestServer
 
+    const shared = useSharedServers([null, 0])
+
     beforeEach(async () => {
-      const started = await startReplicated(1)
-      master = started.master
-      replica = started.replicas[0]
+      ;[master, replica] = await shared.fresh()
       const init = await cli(['shards:init', '--instance', inst(master), '--replica', inst(replica), '--count', '3', '--yes', ...fleet.r()])
       expect(init.exitCode, init.stderr).to.equal(0)
-    })
-    afterEach(async () => {
-      await Promise.all([master.stop(), replica.stop()])
     })
 
     const promote = () => [
@@ -311,7 +301,7 @@ describe('ops/cutover: a cut-over that fails half-way heals itself, or says what
       const expected = outcome === 'rolled-back' ? 'rolls back, exit 3' : 'finishes, exit 0'
       it(`${name} for 1.5 s: the run heals and ${expected}, nothing lost`, async () => {
         const writer = await startWriter(SHARDS)
-        const done = await withFault(promote(), failpoint, fault, SHORT_MS, false)
+        const done = await withFault(promote(), failpoint, fault, SHORT_MS)
         expect(done.exitCode, done.stderr + done.stdout).to.equal(outcome === 'rolled-back' ? 3 : 0)
         const result = JSON.parse(done.stdout)
         expect(result.recovered).to.equal(outcome)
@@ -321,9 +311,9 @@ describe('ops/cutover: a cut-over that fails half-way heals itself, or says what
         else await expectPromoted(replica, master)
       })
 
-      it(`${name} for 10 s: the run gives up naming what refuses writes and the command, exit 5; that command ${outcome === 'rolled-back' ? 'rolls it back' : 'finishes it'}`, async () => {
+      it(`${name} until the run gives up (past --heal-within): it names what refuses writes and the command, exit 5; that command ${outcome === 'rolled-back' ? 'rolls it back' : 'finishes it'}`, async () => {
         const writer = await startWriter(SHARDS)
-        const done = await withFault(promote(), failpoint, fault, LONG_MS, true)
+        const done = await withFault(promote(), failpoint, fault)
         const error = gaveUp(done)
         expect(error.refusing.map((r) => r.instance)).to.include(inst(failpoint.startsWith('promote:before') ? replica : master))
         const recovered = await runNamed(error.recover, ['--json'])

@@ -22,7 +22,7 @@ import {
   untilStepDone,
 } from '../helpers/ops.js'
 import {startReplyDelayProxy} from '../helpers/proxy.js'
-import {type TestServer, startServer, stopServersIn, waitForStreaming, withClients} from '../helpers/redis.js'
+import {type TestServer, startServer, stopServersIn, useSharedServers, waitForStreaming, withClients} from '../helpers/redis.js'
 import {ContinuousWriter, LateHearingWriter, missingWrites} from '../helpers/writer.js'
 
 const SHARDS = ['s000', 's001', 's002', 's003', 's004', 's005']
@@ -48,12 +48,14 @@ describe('shards:split', () => {
   const BOUNDS = ['--timeout', '10s', '--grace', '300ms']
 
   const fleet = useFleet()
+  // Started once, put back as new before each test.
+  const shared = useSharedServers([null, null])
   before(() => {
     reg = fleet.reg
   })
 
   beforeEach(async () => {
-    ;[source, target] = await Promise.all([startServer(), startServer()])
+    ;[source, target] = await shared.fresh()
     expect((await cli(['shards:init', '--instance', inst(source), '--count', '6', '--yes', ...r()])).exitCode).to.equal(0)
     // db N holds (6 - N) * 100 keys: 600, 500, ... 100.
     for (let db = 0; db < 6; db++) {
@@ -63,10 +65,6 @@ describe('shards:split', () => {
       })
     }
   })
-  afterEach(async () => {
-    await Promise.all([source.stop(), target.stop()])
-  })
-
   /** Each shard's seed data is where the registry says, and nowhere else; no fence, journal or lock is left. */
   async function expectPlaced(moved: string[], servers: TestServer[] = [source, target]): Promise<void> {
     const spaces = new Map(await Promise.all(servers.map(async (s) => [inst(s), await keyspace(s)] as const)))
