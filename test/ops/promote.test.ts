@@ -16,12 +16,12 @@ import {
   takesWrites,
 } from '../helpers/ops.js'
 import {startReplyDelayProxy} from '../helpers/proxy.js'
-import {type TestServer, useSharedServers, withClients} from '../helpers/redis.js'
+import {type TestServer, startReplicated, startServer, withClients} from '../helpers/redis.js'
 import {ContinuousWriter, missingWrites} from '../helpers/writer.js'
 
 /**
  * A registry, a master with two replicas, three shards on the master's dbs 0-2, and
- * a shard on another instance that must not move. As new for each test: roles change.
+ * a shard on another instance that must not move. Fresh for each test: roles change.
  */
 describe('shards:promote', () => {
   let reg: Redis
@@ -36,16 +36,12 @@ describe('shards:promote', () => {
   const SHARDS = ['s000', 's001', 's002']
 
   const fleet = useFleet()
-  // Started once, put back as new before each test (roles included).
-  const shared = useSharedServers([null, 0, 0, null])
   before(() => {
     reg = fleet.reg
   })
 
   beforeEach(async () => {
-    const servers = await shared.fresh()
-    ;[master, other] = [servers[0], servers[3]]
-    replicas = [servers[1], servers[2]]
+    ;[{master, replicas}, other] = await Promise.all([startReplicated(2), startServer()])
     const init = await cli([
       'shards:init',
       '--instance',
@@ -58,6 +54,9 @@ describe('shards:promote', () => {
     ])
     expect(init.exitCode, init.stderr).to.equal(0)
     expect((await cli(['shards:add', 'elsewhere', '--master', other.address(0), ...r()])).exitCode).to.equal(0)
+  })
+  afterEach(async () => {
+    await Promise.all([master, ...replicas, other].map((s) => s.stop()))
   })
 
   /** Registry, roles and links agree, and no fence or pause is left anywhere. */
