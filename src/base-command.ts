@@ -263,7 +263,8 @@ export abstract class RegistryCommand<T extends typeof Command> extends Shardctl
    * Where and how to connect, decided once: the registry's credentials come from its
    * URL, SHARDCTL_REGISTRY_USER / SHARDCTL_REGISTRY_PASSWORD, or a prompt; the
    * instances' from SHARDCTL_INSTANCE_USER / SHARDCTL_INSTANCE_PASSWORD, or else the
-   * registry's. Passwords are never put in a message.
+   * registry's (user and password together: SHARDCTL_INSTANCE_PASSWORD alone is the
+   * instances' `default` user's password). Passwords are never put in a message.
    */
   protected resolveConnections(): Promise<Connections> {
     this.connections ??= (async () => {
@@ -296,8 +297,10 @@ export abstract class RegistryCommand<T extends typeof Command> extends Shardctl
         )
       registry.password ??= env.SHARDCTL_REGISTRY_PASSWORD || undefined
       rememberSecret(registry.password)
-      const instanceUser = flags['instance-user'] ?? registry.username
       let instancePassword = env.SHARDCTL_INSTANCE_PASSWORD || undefined
+      // A password of the instances' own without a user of theirs is the default user's:
+      // the registry's ACL user is the registry's, and goes with the registry's password only.
+      const instanceUser = flags['instance-user'] ?? (instancePassword === undefined ? registry.username : undefined)
       if (instancePassword === undefined && flags['ask-password'] && flags['instance-user'] !== undefined) {
         instancePassword = await this.askPassword(`Password for the shard instances (user ${flags['instance-user']}):`)
       }

@@ -23,10 +23,16 @@ export default class ShardsHistory extends RegistryCommand<typeof ShardsHistory>
         this.log(
           renderTable(
             ['AT', 'BY', 'COMMAND', 'CHANGE', 'DETAILS'],
-            events.map((e) => [e.at, e.by, e.command, e.type, describeEvent(e, process.stdout.isTTY ? 100 : Infinity)]),
+            events.map((e) => [...[e.at, e.by, e.command, e.type].map(field), describeEvent(e, process.stdout.isTTY ? 100 : Infinity)]),
           ),
         )
     }
     return {events}
   }
+}
+
+/** A common field as a cell: "-" where an entry lacks it (written by hand, or by another tool), never "undefined". */
+function field(value: unknown): string {
+  if (value === undefined || value === null || value === '') return '-'
+  return typeof value === 'string' ? value : JSON.stringify(value)
 }
