@@ -149,3 +149,8 @@ export function shardHealth(shard: Shard, states: Map<string, InstanceState>, fo
   })
   return {master, replicas}
 }
+
+/** Why a node did not answer, in a word for a STATUS cell: its credentials were refused, or it could not be reached. */
+export function unreachableWord(error: string | undefined): string {
+  return error !== undefined && /^authentication failed/.test(error) ? 'auth failed' : 'unreachable'
+}
