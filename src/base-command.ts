@@ -1,7 +1,9 @@
+import {X509Certificate} from 'node:crypto'
+import {readFileSync} from 'node:fs'
+
 import {Command, Errors, Flags, type Interfaces} from '@oclif/core'
 
 import {ExitCode, ShardctlError, debugWanted, usageError} from './errors.js'
-import {readFileSync} from 'node:fs'
 
 import {type ConnectOptions, ConnectionPool, close, connect} from './fleet/connect.js'
 import {OperatorLock, newOperatorToken, operatorClientName} from './ops/lock.js'
@@ -283,8 +285,8 @@ export abstract class RegistryCommand<T extends typeof Command> extends Shardctl
         throw usageError(`--${given} needs --${missing}`, 'a TLS client certificate is given with its private key: pass both, or neither')
       }
       const tls = {
-        ca: read('tls-ca', flags['tls-ca']),
-        cert: read('tls-cert', flags['tls-cert']),
+        ca: certificate('tls-ca', flags['tls-ca'], read('tls-ca', flags['tls-ca'])),
+        cert: certificate('tls-cert', flags['tls-cert'], read('tls-cert', flags['tls-cert'])),
         key: read('tls-key', flags['tls-key']),
         insecure: flags['tls-insecure'],
       }
@@ -520,4 +522,19 @@ function oneLine(message: string): string {
     .map((l) => l.trim())
     .filter((l) => l !== '' && !/^See more help with/.test(l))
   return scrub(lines.join(': ').replace(/^Parsing (--\S+)/, '$1'))
+}
+
+/**
+ * A certificate file's content, refused (usage error) when it is not a certificate: given
+ * and unusable, it would otherwise be ignored where nothing speaks TLS, and fail far from
+ * its cause where something does.
+ */
+function certificate(flag: string, file: string | undefined, content: Buffer | undefined): Buffer | undefined {
+  if (content === undefined) return undefined
+  try {
+    new X509Certificate(content)
+  } catch {
+    throw usageError(`--${flag} ${file} is not a certificate`, 'give a PEM file (-----BEGIN CERTIFICATE-----)')
+  }
+  return content
 }
