@@ -27,14 +27,16 @@
   named one that is gone. A drain therefore takes effect with the next batch, whatever
   weights the caller still holds.
 
-  The history: when its newest entry is this run's (no other change came between),
-  the batch's counts are added to it; otherwise the batch starts a new entry.
+  The history: when one of its RECENT newest entries is this run's (a few concurrent
+  runs or changes may have come between), the batch's counts are added to it, where it
+  is; otherwise the batch starts a new entry.
 ]]
 local call = redis.call
 local map = KEYS[1]
 local history = KEYS[3]
 local n = #ARGV
 local mode = ARGV[3]
+local RECENT = 16
 
 -- Scripts are not rolled back on error: everything that could fail is checked first.
 local historyType = call('TYPE', history)['ok']
@@ -100,17 +102,21 @@ if assigned > 0 then
   call('PUBLISH', ARGV[1], cjson.encode(event))
 
   local entry = nil
-  local head = call('LINDEX', history, 0)
-  if head then
-    local ok, last = pcall(cjson.decode, head)
-    if ok and type(last) == 'table' and last.run == event.run and last.type == event.type then entry = last end
+  local at = 0
+  for i, line in ipairs(call('LRANGE', history, 0, RECENT - 1)) do
+    local ok, last = pcall(cjson.decode, line)
+    if ok and type(last) == 'table' and last.run == event.run and last.type == event.type then
+      entry = last
+      at = i - 1
+      break
+    end
   end
   if entry then
     entry.assigned = (tonumber(entry.assigned) or 0) + assigned
     if moved > 0 then entry.moved = (tonumber(entry.moved) or 0) + moved end
     if type(entry.perShard) ~= 'table' then entry.perShard = {} end
     for id, count in pairs(perShard) do entry.perShard[id] = (tonumber(entry.perShard[id]) or 0) + count end
-    call('LSET', history, 0, cjson.encode(entry))
+    call('LSET', history, at, cjson.encode(entry))
   else
     call('LPUSH', history, cjson.encode(event))
     call('LTRIM', history, 0, tonumber(ARGV[4]) - 1)

@@ -6,7 +6,7 @@ import {renderTable} from '../../ui/terminal.js'
 
 export default class ShardsHistory extends RegistryCommand<typeof ShardsHistory> {
   static override summary = 'Show the audit log: every change shardctl made to the registry.'
-  static override description = `Each entry is written by the same atomic step that made the change, and is the event published to application servers: when, who (user@host), which command, what changed. Refused and aborted operations are recorded as such. The registry keeps the last ${HISTORY_LIMIT.toLocaleString('en-US')} entries (P._history).`
+  static override description = `Each entry is written by the same atomic step that made the change, and is the event published to application servers: when, who (user@host), which command, what changed. Refused and aborted operations are recorded as such. A run of shards:assign is one entry however many hashes it assigned (hashes.assigned: how many, per shard, and with --force how many moved from another shard). The registry keeps the last ${HISTORY_LIMIT.toLocaleString('en-US')} entries (P._history).`
 
   static override examples = ['<%= config.bin %> <%= command.id %>', '<%= config.bin %> <%= command.id %> --limit 5 --json']
 
