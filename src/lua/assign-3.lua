@@ -10,7 +10,8 @@
   ARGV[1]   event channel
   ARGV[2]   event JSON, with a "run" field naming this run; its "assigned" field is set
             to the number of new assignments, "moved" to the hashes that had another
-            shard (--force only), "perShard" to the hashes each shard got
+            shard (--force only); the history entry also has "perShard", the hashes each
+            shard got (not published: the event stays small)
   ARGV[3]   how the ids were chosen:
               "draw"   drawn by weight: each must still be listed with a weight above 0
               "shard"  named by the operator (--shard): it must still be listed
@@ -98,17 +99,21 @@ if assigned > 0 then
   local event = cjson.decode(ARGV[2])
   event.assigned = assigned
   if moved > 0 then event.moved = moved end
-  event.perShard = perShard
   call('PUBLISH', ARGV[1], cjson.encode(event))
+  event.perShard = perShard
 
   local entry = nil
   local at = 0
+  local mark = '"run":"' .. tostring(event.run) .. '"'
   for i, line in ipairs(call('LRANGE', history, 0, RECENT - 1)) do
-    local ok, last = pcall(cjson.decode, line)
-    if ok and type(last) == 'table' and last.run == event.run and last.type == event.type then
-      entry = last
-      at = i - 1
-      break
+    -- Decoded only when it names the run (a plain search): other entries cost nothing.
+    if string.find(line, mark, 1, true) then
+      local ok, last = pcall(cjson.decode, line)
+      if ok and type(last) == 'table' and last.run == event.run and last.type == event.type then
+        entry = last
+        at = i - 1
+        break
+      end
     end
   end
   if entry then

@@ -64,8 +64,11 @@ describe('shards:watch', () => {
     expect(events[0].ids).to.deep.equal(['plain1'])
     expect(events[1].weights).to.deep.equal({plain1: 3})
     for (const e of events) expect(e).to.include({db: 0, prefix: 'shards'}).and.to.include.keys('at', 'by', 'command')
-    // What was published is what the history recorded (an assign of one batch: its one event).
+    // What was published is what the history recorded (an assign of one batch: its one event,
+    // and in the history how many hashes each shard got).
     const history = (await reg.lrange('shards._history', 0, -1)).map((h) => JSON.parse(h)).reverse()
+    expect(history[2].perShard).to.deep.equal({plain1: 1})
+    delete history[2].perShard
     expect(events).to.deep.equal(history)
   })
 
