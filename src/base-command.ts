@@ -1,7 +1,9 @@
+import {X509Certificate} from 'node:crypto'
+import {readFileSync} from 'node:fs'
+
 import {Command, Errors, Flags, type Interfaces} from '@oclif/core'
 
 import {ExitCode, ShardctlError, debugWanted, usageError} from './errors.js'
-import {readFileSync} from 'node:fs'
 
 import {type ConnectOptions, ConnectionPool, close, connect} from './fleet/connect.js'
 import {OperatorLock, newOperatorToken, operatorClientName} from './ops/lock.js'
@@ -263,7 +265,8 @@ export abstract class RegistryCommand<T extends typeof Command> extends Shardctl
    * Where and how to connect, decided once: the registry's credentials come from its
    * URL, SHARDCTL_REGISTRY_USER / SHARDCTL_REGISTRY_PASSWORD, or a prompt; the
    * instances' from SHARDCTL_INSTANCE_USER / SHARDCTL_INSTANCE_PASSWORD, or else the
-   * registry's. Passwords are never put in a message.
+   * registry's (user and password together: SHARDCTL_INSTANCE_PASSWORD alone is the
+   * instances' `default` user's password). Passwords are never put in a message.
    */
   protected resolveConnections(): Promise<Connections> {
     this.connections ??= (async () => {
@@ -282,8 +285,8 @@ export abstract class RegistryCommand<T extends typeof Command> extends Shardctl
         throw usageError(`--${given} needs --${missing}`, 'a TLS client certificate is given with its private key: pass both, or neither')
       }
       const tls = {
-        ca: read('tls-ca', flags['tls-ca']),
-        cert: read('tls-cert', flags['tls-cert']),
+        ca: certificate('tls-ca', flags['tls-ca'], read('tls-ca', flags['tls-ca'])),
+        cert: certificate('tls-cert', flags['tls-cert'], read('tls-cert', flags['tls-cert'])),
         key: read('tls-key', flags['tls-key']),
         insecure: flags['tls-insecure'],
       }
@@ -296,8 +299,10 @@ export abstract class RegistryCommand<T extends typeof Command> extends Shardctl
         )
       registry.password ??= env.SHARDCTL_REGISTRY_PASSWORD || undefined
       rememberSecret(registry.password)
-      const instanceUser = flags['instance-user'] ?? registry.username
       let instancePassword = env.SHARDCTL_INSTANCE_PASSWORD || undefined
+      // A password of the instances' own without a user of theirs is the default user's:
+      // the registry's ACL user is the registry's, and goes with the registry's password only.
+      const instanceUser = flags['instance-user'] ?? (instancePassword === undefined ? registry.username : undefined)
       if (instancePassword === undefined && flags['ask-password'] && flags['instance-user'] !== undefined) {
         instancePassword = await this.askPassword(`Password for the shard instances (user ${flags['instance-user']}):`)
       }
@@ -517,4 +522,19 @@ function oneLine(message: string): string {
     .map((l) => l.trim())
     .filter((l) => l !== '' && !/^See more help with/.test(l))
   return scrub(lines.join(': ').replace(/^Parsing (--\S+)/, '$1'))
+}
+
+/**
+ * A certificate file's content, refused (usage error) when it is not a certificate: given
+ * and unusable, it would otherwise be ignored where nothing speaks TLS, and fail far from
+ * its cause where something does.
+ */
+function certificate(flag: string, file: string | undefined, content: Buffer | undefined): Buffer | undefined {
+  if (content === undefined) return undefined
+  try {
+    new X509Certificate(content)
+  } catch {
+    throw usageError(`--${flag} ${file} is not a certificate`, 'give a PEM file (-----BEGIN CERTIFICATE-----)')
+  }
+  return content
 }

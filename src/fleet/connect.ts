@@ -1,4 +1,4 @@
-import {isIP} from 'node:net'
+import {createConnection, isIP} from 'node:net'
 import {type ConnectionOptions} from 'node:tls'
 
 import {Redis, type RedisOptions} from 'ioredis'
@@ -102,7 +102,8 @@ export async function connect(target: ConnectTarget, options: ConnectOptions): P
     client.disconnect()
     const why = cause ?? (error as Error)
     // Through Sentinel, the route says what failed (no majority, a master that is a replica...).
-    throw why instanceof ShardctlError ? why : unreachable(target, why, options.kind)
+    if (why instanceof ShardctlError) throw why
+    throw target.tls && !target.sentinel ? await tlsFailure(target, why, options) : unreachable(target, why, options.kind)
   }
   if (target.db > 0) {
     // ioredis selects the database on connect but only reports a refusal as an event,
@@ -245,6 +246,49 @@ export async function close(client: Redis | undefined): Promise<void> {
   } catch {
     client.disconnect()
   }
+}
+
+/**
+ * A TLS connection that failed without a clear reason (no answer within the timeout, a
+ * reset): most often a server that does not speak TLS on that port, which waits for a
+ * newline in the handshake's bytes. Said as a TLS failure, and proven where it answers
+ * plain Redis; a refused connection, an unknown host or a refused password are what they are.
+ */
+async function tlsFailure(target: {host: string; port: number}, cause: Error, options: ConnectOptions): Promise<ShardctlError> {
+  const {kind} = describeCause(cause)
+  if (kind !== 'timeout' && kind !== 'other') return unreachable(target, cause, options.kind)
+  const where = describeHost(target, options)
+  const failed = kind === 'timeout' ? `did not complete within ${options.timeoutMs} ms` : `failed (${cause.message})`
+  const plain = await answersPlainRedis(target, Math.min(options.timeoutMs, 1000))
+  return new ShardctlError(
+    plain
+      ? `the TLS handshake with ${where} ${failed}: it speaks plain Redis, not TLS`
+      : `the TLS handshake with ${where} ${failed}: the server may not speak TLS on this port`,
+    {
+      code: 'ETLS',
+      exitCode: ExitCode.unexpected,
+      hint: plain
+        ? 'use redis:// (for instances: --no-instance-tls), or the port where it speaks TLS'
+        : 'check that this port speaks TLS (tls-port in redis.conf), or raise --timeout',
+      cause,
+    },
+  )
+}
+
+/** Whether a server answers a plain PING (with PONG, or an error such as NOAUTH) within `ms`. */
+function answersPlainRedis(target: {host: string; port: number}, ms: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = createConnection({host: target.host, port: target.port})
+    const done = (answer: boolean) => {
+      clearTimeout(timer)
+      socket.destroy()
+      resolve(answer)
+    }
+    const timer = setTimeout(() => done(false), ms)
+    socket.on('connect', () => socket.write('PING\r\n'))
+    socket.on('data', (data: Buffer) => done(data[0] === 0x2b || data[0] === 0x2d)) // "+" or "-"
+    socket.on('error', () => done(false))
+  })
 }
 
 /** Why a connection failed, in words that say what is true (a refused connection is not slow). */

@@ -4,7 +4,7 @@ import type {Registry} from '../registry/registry.js'
 import {type Shard, sharedDatabases} from '../registry/schema.js'
 import type {ConnectionPool} from './connect.js'
 import {identityOf} from './identity.js'
-import {type InstanceState, type NodeHealth, type ReplicaHealth, probeInstances, shardHealth} from './probe.js'
+import {type InstanceState, type NodeHealth, type ReplicaHealth, probeInstances, shardHealth, unreachableWord} from './probe.js'
 import {plural} from '../ui/terminal.js'
 
 export interface ShardOverview {
@@ -144,10 +144,10 @@ export async function fleetOverview(registry: Registry, pool: ConnectionPool, op
 /** What an operator must know about a shard's nodes, in words. */
 export function shardProblems(master: NodeHealth, replicas: ReplicaHealth[]): string[] {
   const problems: string[] = []
-  if (!master.reachable) problems.push(`master ${master.address} unreachable`)
+  if (!master.reachable) problems.push(`master ${master.address} ${unreachableWord(master.error)}`)
   else if (master.role !== 'master') problems.push(`master ${master.address} is a ${master.role === 'slave' ? 'replica' : master.role}`)
   for (const r of replicas) {
-    if (!r.reachable) problems.push(`replica ${r.address} unreachable`)
+    if (!r.reachable) problems.push(`replica ${r.address} ${unreachableWord(r.error)}`)
     else if (!r.followsMaster) problems.push(`replica ${r.address} does not follow the master`)
     else if (!r.linkUp) problems.push(`replica ${r.address} link down`)
   }

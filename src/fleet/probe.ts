@@ -149,3 +149,12 @@ export function shardHealth(shard: Shard, states: Map<string, InstanceState>, fo
   })
   return {master, replicas}
 }
+
+/** Why a node did not answer, in a word for a STATUS cell: its credentials were refused, TLS failed, or it could not be reached. */
+export function unreachableWord(error: string | undefined): string {
+  if (error === undefined) return 'unreachable'
+  if (/^authentication failed/.test(error)) return 'auth failed'
+  if (/^the TLS handshake|: TLS failed/.test(error))
+    return /plain Redis, not TLS/.test(error) ? 'TLS failed: speaks plain Redis' : 'TLS failed'
+  return 'unreachable'
+}

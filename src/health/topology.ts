@@ -1,5 +1,5 @@
 import {type Identity, identityOf} from '../fleet/identity.js'
-import type {InstanceState} from '../fleet/probe.js'
+import {type InstanceState, unreachableWord} from '../fleet/probe.js'
 import {sameHost} from '../fleet/info.js'
 import {follows} from '../fleet/replication.js'
 import {type NodeRef, type ShardGroup} from './groups.js'
@@ -57,7 +57,9 @@ function topologyRow(group: ShardGroup, states: Map<string, InstanceState>, limi
     problems: [],
   }
   if (!master?.reachable)
-    row.problems.push(`master ${group.master.instance} unreachable${master?.error ? ` (${shortError(master.error)})` : ''}`)
+    row.problems.push(
+      `master ${group.master.instance} ${unreachableWord(master?.error)}${master?.error ? ` (${shortError(master.error)})` : ''}`,
+    )
   else if (master.replication?.role !== 'master') {
     const follows = master.replication?.masterHost ? ` of ${master.replication.masterHost}:${master.replication.masterPort}` : ''
     row.problems.push(`master ${group.master.instance} is a replica${follows}`)
@@ -110,7 +112,7 @@ function replicaStatus(
   }
   const repl = state?.replication
   if (!state?.reachable || !repl) {
-    status.problems.push(`unreachable${state?.error ? ` (${shortError(state.error)})` : ''}`)
+    status.problems.push(`${unreachableWord(state?.error)}${state?.error ? ` (${shortError(state.error)})` : ''}`)
     return status
   }
   status.role = repl.role

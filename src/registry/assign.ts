@@ -1,8 +1,10 @@
+import {randomBytes} from 'node:crypto'
+
 import type {Redis} from 'ioredis'
 
-import {ExitCode, ShardctlError} from '../errors.js'
+import {ExitCode, ShardctlError, corruptRegistryError} from '../errors.js'
 import {close} from '../fleet/connect.js'
-import type {Registry} from './registry.js'
+import {HISTORY_LIMIT, type Registry, isEventOf} from './registry.js'
 import {plural} from '../ui/terminal.js'
 
 /**
@@ -236,7 +238,7 @@ export class LiveWeights {
     const subscriber = this.registry.client.duplicate()
     subscriber.on('error', () => undefined) // a lost subscription only loses the early warning
     subscriber.on('message', (_channel: string, message: string) => {
-      if (isWeightEvent(message)) this.refresh().catch(() => undefined)
+      if (isWeightEvent(message, this.registry)) this.refresh().catch(() => undefined)
     })
     try {
       await subscriber.connect()
@@ -252,10 +254,11 @@ export class LiveWeights {
   }
 }
 
-/** Whether an event may have changed the weights: everything but the assignments themselves. */
-function isWeightEvent(message: string): boolean {
+/** Whether an event of this registry (not of one in another database) may have changed the weights: everything but the assignments themselves. */
+function isWeightEvent(message: string, registry: Registry): boolean {
   try {
-    return (JSON.parse(message) as {type?: unknown}).type !== 'hashes.assigned'
+    const event = JSON.parse(message) as {type?: unknown; db?: unknown; prefix?: unknown}
+    return event.type !== 'hashes.assigned' && isEventOf(event, registry.db, registry.keys.prefix)
   } catch {
     return false
   }
@@ -280,14 +283,28 @@ export async function* assignHashes(registry: Registry, batches: Batches, option
     choose = () => target
   }
   try {
-    const template = JSON.stringify(registry.event('hashes.assigned', options.shard ? {shard: options.shard} : {}))
     const mode = options.shard === undefined ? 'draw' : options.force ? 'force' : 'shard'
+    // One history entry for the whole run (the script adds each batch to it): named by `run`.
+    const details = {
+      run: randomBytes(6).toString('hex'),
+      ...(options.shard ? {shard: options.shard} : {}),
+      ...(options.force ? {force: true} : {}),
+    }
+    const template = JSON.stringify(registry.event('hashes.assigned', details))
     await registry.guard(registry.keys.map, 'a hash', () => registry.client.hlen(registry.keys.map))
 
     const send = async (batch: string[]): Promise<AssignResult[]> => {
       for (const hash of batch) checkHash(hash)
       for (let redraws = 0; ; redraws++) {
-        const args: string[] = [registry.keys.map, registry.keys.list, registry.keys.events, template, mode]
+        const args: string[] = [
+          registry.keys.map,
+          registry.keys.list,
+          registry.keys.history,
+          registry.keys.events,
+          template,
+          mode,
+          String(HISTORY_LIMIT),
+        ]
         const proposed: string[] = []
         for (const hash of batch) {
           const id = choose()
@@ -321,6 +338,8 @@ export async function* assignHashes(registry: Registry, batches: Batches, option
 }
 
 function describeAssignError(message: string, error: Error): Error {
+  const wrongType = /WRONGTYPE (.*?)(?: script: .*)?$/s.exec(message)
+  if (wrongType) return corruptRegistryError(`registry key ${wrongType[1]}`)
   const missing = /(?:NOSHARD|STALE) (\S+)/.exec(message)
   if (!missing) return error
   if (message.startsWith('STALE'))

@@ -15,7 +15,7 @@ export async function readHistory(registry: Registry, limit: number): Promise<Re
   })
 }
 
-const COMMON = new Set(['v', 'type', 'at', 'by', 'command'])
+const COMMON = new Set(['v', 'type', 'at', 'by', 'command', 'db', 'prefix', 'run'])
 
 /** The details of an event in one short line: what changed. */
 export function describeEvent(event: RegistryEvent, width = 100): string {

@@ -4,7 +4,7 @@ import {type Identity, identify, identityOf} from '../fleet/identity.js'
 import {databaseCount} from '../fleet/instance.js'
 import {type ShardAddress, instanceKey} from './address.js'
 import {shares} from './assign.js'
-import {type Registry, compareIds, unknownShard} from './registry.js'
+import {Change, type Registry, compareIds, unknownShard} from './registry.js'
 import {type Shard, isValidShardId, sharedDatabases, validateShardId} from './schema.js'
 import {plural} from '../ui/terminal.js'
 
@@ -133,6 +133,14 @@ export function refuseRemoval(plan: RemovePlan): ShardctlError {
     exitCode: ExitCode.unhealthy,
     hint: 'use --drain to stop new assignments, move the data first, or --force to remove it anyway',
   })
+}
+
+/**
+ * A refused removal, recorded in the history (and published, informational) like every
+ * refused or aborted operation: who tried to remove what, and how many hashes stopped it.
+ */
+export async function recordRefusedRemoval(registry: Registry, plan: RemovePlan): Promise<void> {
+  await registry.apply(new Change(), 'shard.remove-refused', {id: plan.id, hashes: plan.hashes})
 }
 
 export async function applyRemoval(registry: Registry, plan: RemovePlan): Promise<RemovePlan> {

@@ -33,6 +33,9 @@ export interface RegistryEvent {
   at: string
   by: string
   command: string
+  /** The registry it comes from: its database and prefix (absent from events of older versions). */
+  db?: number
+  prefix?: string
   [detail: string]: unknown
 }
 
@@ -337,8 +340,27 @@ export class Registry {
     })
   }
 
+  /**
+   * An event: what changed, when, by whom, and in which registry (database and prefix):
+   * Redis pub/sub ignores databases, so a listener on another database of the same
+   * server hears it too and must be able to tell it is not its registry's.
+   */
   event(type: string, details: Record<string, unknown>): RegistryEvent {
-    return {v: 1, type, at: new Date().toISOString(), by: this.actor.user, command: this.actor.command, ...details}
+    return {
+      v: 1,
+      type,
+      at: new Date().toISOString(),
+      by: this.actor.user,
+      command: this.actor.command,
+      ...details,
+      db: this.db,
+      prefix: this.keys.prefix,
+    }
+  }
+
+  /** The registry's database. */
+  get db(): number {
+    return Number(this.client.options.db ?? 0)
   }
 
   /** Run a read, turning WRONGTYPE into a clear message that names the key. */
@@ -476,4 +498,9 @@ function describeChangeError(error: Error): Error {
     })
   }
   return error
+}
+
+/** Whether an event comes from the registry at `db` and `prefix`; one that does not say (older versions) is taken as it. */
+export function isEventOf(event: {db?: unknown; prefix?: unknown}, db: number, prefix: string): boolean {
+  return (event.db === undefined || event.db === db) && (event.prefix === undefined || event.prefix === prefix)
 }

@@ -90,7 +90,14 @@ export function planPorts(options: Pick<SandboxOptions, 'basePort' | 'instances'
 /** How fast the sandbox's Sentinels act: a master is down after 5 s, so that killing one shows a failover soon. */
 export const SANDBOX_SENTINEL_SETTINGS = {downAfterMs: 5000, failoverTimeoutMs: 15_000}
 
-export async function sandboxUp(options: SandboxOptions): Promise<SandboxState> {
+/**
+ * What sandboxUp would start, refused as it would refuse: a sandbox already running from
+ * the directory, or a port in use. The dry run says exactly this, so it never promises a
+ * start the real run refuses.
+ */
+export async function planSandbox(
+  options: Pick<SandboxOptions, 'dir' | 'basePort' | 'instances' | 'replicas' | 'sentinels'>,
+): Promise<{plan: SandboxPlan; nodes: {role: SandboxNode['role']; port: number; replicaOf?: number}[]; existing?: SandboxState}> {
   const existing = readState(options.dir)
   if (existing && existing.nodes.some((n) => isAlive(n.pid) && isOurRedis(n.pid, n.port))) {
     throw new ShardctlError(`a sandbox already runs from ${options.dir}`, {
@@ -100,10 +107,23 @@ export async function sandboxUp(options: SandboxOptions): Promise<SandboxState> 
     })
   }
   const plan = planPorts(options)
-  const ports = [plan.registry, ...plan.instances.flatMap((i) => [i.port, ...i.replicas]), ...plan.sentinels]
-  for (const port of ports) {
+  const nodes = [
+    {role: 'registry' as const, port: plan.registry},
+    ...plan.instances.flatMap((i) => [
+      {role: 'master' as const, port: i.port},
+      ...i.replicas.map((port) => ({role: 'replica' as const, port, replicaOf: i.port})),
+    ]),
+    ...plan.sentinels.map((port) => ({role: 'sentinel' as const, port})),
+  ]
+  for (const {port} of nodes) {
     if (!(await portIsFree(port))) throw usageError(`port ${port} is in use`, 'choose another --port base, or stop what runs there')
   }
+  return {plan, nodes, existing}
+}
+
+export async function sandboxUp(options: SandboxOptions): Promise<SandboxState> {
+  const {plan, nodes, existing} = await planSandbox(options)
+  const ports = nodes.map((n) => n.port)
   if (existing) removeSandboxFiles(existing)
   mkdirSync(options.dir, {recursive: true})
 

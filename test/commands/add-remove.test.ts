@@ -126,7 +126,13 @@ describe('shards:add and shards:remove', () => {
       const refused = await cli(['shards:remove', 's1', '--yes', ...fleet.r()])
       expect(refused.exitCode).to.equal(3)
       expect(refused.stderr).to.match(/1 hash still points at shard s1 .*--drain/)
-      expect(await fleet.dump()).to.deep.equal(before)
+      // Nothing changed but the history, which records the refusal.
+      const after = await fleet.dump()
+      const [refusal] = await fleet.reg.lrange('shards._history', 0, 0)
+      expect(JSON.parse(refusal)).to.include({type: 'shard.remove-refused', id: 's1', hashes: 1})
+      delete after['shards._history']
+      delete before['shards._history']
+      expect(after).to.deep.equal(before)
 
       const drained = await cli(['shards:remove', 's1', '--drain', ...fleet.r()])
       expect(drained.exitCode).to.equal(0)

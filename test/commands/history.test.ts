@@ -35,6 +35,45 @@ describe('shards:history', () => {
     expect(piped.stdout).not.to.include('…')
   })
 
+  const history = async () => JSON.parse((await cli(['shards:history', '--json', ...fleet.r()])).stdout).events
+
+  it('records assigns: one entry per run with its count and shards, --force with the hashes it moved', async () => {
+    await cli(['shards:add', 'a1', '--master', '127.0.0.1:1/0', ...fleet.r()])
+    await cli(['shards:add', 'a2', '--master', '127.0.0.1:1/1', ...fleet.r()])
+    // A bulk assign of three batches: one entry, not one per hash or per batch.
+    const hashes = Array.from({length: 2500}, (_, i) => `h${i}`)
+    const bulk = await spawnCli(['shards:assign', '--stdin', '--quiet', ...fleet.r()], {input: `${hashes.join('\n')}\n`})
+    expect(bulk.exitCode, bulk.stderr).to.equal(0)
+    let [entry] = await history()
+    expect(entry).to.include({type: 'hashes.assigned', command: 'shards:assign', assigned: 2500})
+    expect(entry.perShard.a1 + entry.perShard.a2).to.equal(2500)
+    // --shard --force re-routes hashes that had a shard: recorded with how many moved.
+    const onA1 = (await fleet.reg.hgetall('shards.map')).h0 === 'a1' ? 'a2' : 'a1'
+    const forced = await cli(['shards:assign', 'h0', 'new1', '--shard', onA1, '--force', ...fleet.r()])
+    expect(forced.exitCode, forced.stderr).to.equal(0)
+    const events = await history()
+    expect(events).to.have.length(4)
+    ;[entry] = events
+    expect(entry).to.include({type: 'hashes.assigned', shard: onA1, force: true, assigned: 2, moved: 1})
+    expect(entry.perShard).to.deep.equal({[onA1]: 2})
+    // Nothing new assigned: nothing to record.
+    await cli(['shards:assign', 'h0', ...fleet.r()])
+    expect(await history()).to.have.length(4)
+  })
+
+  it('records a refused remove, and shows "-" for a field an entry lacks', async () => {
+    await cli(['shards:add', 'r1', '--master', '127.0.0.1:1/0', ...fleet.r()])
+    await cli(['shards:assign', 'x1', 'x2', '--shard', 'r1', ...fleet.r()])
+    const refused = await cli(['shards:remove', 'r1', '--yes', ...fleet.r()])
+    expect(refused.exitCode).to.equal(3)
+    const [entry] = await history()
+    expect(entry).to.include({type: 'shard.remove-refused', id: 'r1', hashes: 2, command: 'shards:remove'})
+    await fleet.reg.lpush('shards._history', JSON.stringify({v: 1, type: 'by.hand', note: 'x'}))
+    const table = await spawnCli(['shards:history', ...fleet.r()])
+    expect(table.stdout).to.match(/by\.hand\s+note=x/)
+    expect(table.stdout).not.to.include('undefined')
+  })
+
   it('an empty history, a wrong key type, and a bad --limit', async () => {
     expect((await cli(['shards:history', ...fleet.r()])).stderr).to.match(/No history yet/)
     expect((await spawnCli(['shards:history', '--limit', '0', ...fleet.r()])).exitCode).to.equal(2)

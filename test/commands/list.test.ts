@@ -166,6 +166,27 @@ describe('shards:list', () => {
     await fleet.instances[1].master.client().replicaof('NO', 'ONE')
   })
 
+  it('--instances honours --filter (the instances of the shards kept) and --sort; a sort of shards only is refused', async () => {
+    await seed()
+    await fleet.instances[1].master.client().flushall()
+    const c = fleet.instances[1].master.client(1)
+    await c.mset(...Array.from({length: 100}, (_, i) => [`k${i}`, 'v']).flat())
+    c.disconnect()
+    type Rows = {instanceRows: {instance: string; keys: number}[]}
+    const filtered = (await list('--instances', '--filter', 'id=s3')) as unknown as Rows
+    const ofS3 = [fleet.instances[1].master, fleet.instances[1].replicas[0]].map((x) => `127.0.0.1:${x.port}`)
+    expect(filtered.instanceRows.map((r) => r.instance)).to.have.members(ofS3)
+    const byKeys = ((await list('--instances', '--sort', 'keys')) as unknown as Rows).instanceRows
+    expect(byKeys).to.have.length(4)
+    expect(byKeys[0].keys)
+      .to.equal(Math.max(...byKeys.map((r) => r.keys)))
+      .and.to.be.at.least(100)
+    const refused = await spawnCli(['shards:list', '--instances', '--sort', 'weight', ...fleet.r()])
+    expect(refused.exitCode).to.equal(2)
+    expect(refused.stderr.trim().split('\n')).to.have.length(1)
+    expect(refused.stderr).to.include('--sort weight orders shards, not instances')
+  })
+
   it('probes each instance over one connection, however many shards it holds', async () => {
     await seed()
     const master = fleet.instances[0].master.client()

@@ -1,4 +1,4 @@
-import {existsSync, mkdtempSync, rmSync, writeFileSync} from 'node:fs'
+import {existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync} from 'node:fs'
 import {tmpdir} from 'node:os'
 import {join} from 'node:path'
 
@@ -171,6 +171,11 @@ describe('sandbox:up, sandbox:status, sandbox:down', () => {
     const again = await spawnCli(['sandbox:up', '--dir', dir, '--port', String(base + 10)])
     expect(again.exitCode).to.equal(2)
     expect(again.stderr).to.match(/already runs/)
+    // The dry run says what the real run would do: refuse, with the same exit code.
+    const dry = await spawnCli(['sandbox:up', '--dir', dir, '--port', String(base + 10), '--dry-run'])
+    expect(dry.exitCode).to.equal(2)
+    expect(dry.stderr).to.match(/already runs/)
+    expect(dry.stdout + dry.stderr).not.to.match(/Would start/)
     const master = JSON.parse(up.stdout).nodes[1]
     process.kill(master.pid, 'SIGKILL')
     const status = await spawnCli(['sandbox:status', '--dir', dir, '--json'])
@@ -215,10 +220,29 @@ describe('sandbox:up, sandbox:status, sandbox:down', () => {
     expect(up.exitCode).to.equal(0)
     expect(up.stdout).to.match(new RegExp(`replica\\s+${base + 2}\\s+of ${base + 1}`))
     expect(existsSync(join(dir, 'sandbox.json'))).to.equal(false)
+    const json = await oneInstanceUp(['--dry-run'])
+    expect(JSON.parse(json.stdout).nodes).to.deep.equal([
+      {role: 'registry', port: base},
+      {role: 'master', port: base + 1},
+      {role: 'replica', port: base + 2, replicaOf: base + 1},
+    ])
     await spawnCli(['sandbox:up', '--dir', dir, '--port', String(base), '--instances', '1', '--replicas', '0', '--shards', '1'])
     const down = await spawnCli(['sandbox:down', '--dir', dir, '--dry-run', '--json'])
     expect(JSON.parse(down.stdout).wouldStop).to.have.length(2)
     expect((await spawnCli(['sandbox:status', '--dir', dir])).exitCode).to.equal(0)
+  })
+
+  it('status leaves out what --spawn started for splits of other fleets', async () => {
+    const spawnDir = join(dir, 'spawned')
+    mkdirSync(spawnDir)
+    const elsewhere: SpawnedInstance = {port: 1, pid: 2 ** 22 + 1, dir: '/nowhere', startedAt: '', forSplitOf: '10.9.9.9:6379'}
+    writeFileSync(join(spawnDir, 'spawned.json'), JSON.stringify({version: 1, instances: [elsewhere]}))
+    const status = await spawnCli(['sandbox:status', '--dir', dir, '--json'], {env: {SHARDCTL_SPAWN_DIR: spawnDir}})
+    expect(status.exitCode, status.stderr).to.equal(0)
+    expect(JSON.parse(status.stdout).spawned).to.deep.equal([])
+    const text = await spawnCli(['sandbox:status', '--dir', dir], {env: {SHARDCTL_SPAWN_DIR: spawnDir}})
+    expect(text.stdout).not.to.include('10.9.9.9')
+    expect(text.stderr).to.match(/No sandbox/)
   })
 
   it('says how to get redis-server when it is missing', async () => {

@@ -63,11 +63,27 @@ describe('shards:watch', () => {
     expect(events.map((e) => e.type)).to.deep.equal(['shards.added', 'weights.changed', 'hashes.assigned'])
     expect(events[0].ids).to.deep.equal(['plain1'])
     expect(events[1].weights).to.deep.equal({plain1: 3})
-    for (const e of events) expect(e).to.include.keys('at', 'by', 'command')
-    // What was published is what the history recorded (assignments are published only:
-    // application servers assign all the time, the audit log keeps operations).
+    for (const e of events) expect(e).to.include({db: 0, prefix: 'shards'}).and.to.include.keys('at', 'by', 'command')
+    // What was published is what the history recorded (an assign of one batch: its one event,
+    // and in the history how many hashes each shard got).
     const history = (await reg.lrange('shards._history', 0, -1)).map((h) => JSON.parse(h)).reverse()
-    expect(events.slice(0, 2)).to.deep.equal(history)
+    expect(history[2].perShard).to.deep.equal({plain1: 1})
+    delete history[2].perShard
+    expect(events).to.deep.equal(history)
+  })
+
+  it('a watch on db 3 leaves out the events of the registry in db 0 of the same server (pub/sub ignores databases)', async () => {
+    const db3 = ['-r', registry.url.replace(/\/0$/, '/3')]
+    const watching = spawnCli(['shards:watch', '--json', '--count', '1', ...db3])
+    await subscribed(reg)
+    expect((await cli(['shards:add', 'db0', '--master', shard.address(1), ...r()])).exitCode).to.equal(0)
+    expect((await cli(['shards:add', 'db3', '--master', shard.address(2), ...db3])).exitCode).to.equal(0)
+    const run = await watching
+    expect(run.exitCode, run.stderr).to.equal(0)
+    const events = lines(run.stdout).map((l) => JSON.parse(l))
+    expect(events).to.have.length(1)
+    expect(events[0]).to.include({type: 'shards.added', db: 3, prefix: 'shards'})
+    expect(events[0].ids).to.deep.equal(['db3'])
   })
 
   it('--via a replica of the registry: the events reached two servers', async () => {

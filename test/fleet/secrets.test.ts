@@ -1,4 +1,5 @@
 import {expect} from 'chai'
+import {Redis} from 'ioredis'
 
 import {mapLimited} from '../../src/fleet/probe.js'
 import {redact} from '../../src/registry/address.js'
@@ -71,5 +72,42 @@ describe('no credential is ever printed, whatever the URL looks like', () => {
     })
     expect(run.exitCode).to.equal(1)
     expect(run.stderr).to.match(new RegExp(`127\\.0\\.0\\.1:${guarded.port}: (WRONGPASS|invalid username-password)`))
+  })
+})
+
+/** The registry reached as an ACL user, the instances with their default user: one server, two databases. */
+describe('instance credentials beside a registry ACL user', () => {
+  let server: TestServer
+  const registryPassword = secret('reg-pass-41')
+  const instancePassword = secret('inst-pass-42')
+  const run = (env: Record<string, string>) =>
+    spawnCli(['shards:list', '--json', '-r', `redis://127.0.0.1:${server.port}/0`], {
+      env: {SHARDCTL_REGISTRY_USER: 'registrar', SHARDCTL_REGISTRY_PASSWORD: registryPassword, ...env},
+    })
+
+  before(async () => {
+    server = await startServer(['--requirepass', instancePassword])
+    const admin = new Redis({port: server.port, password: instancePassword, lazyConnect: true})
+    await admin.connect()
+    await admin.call('ACL', 'SETUSER', 'registrar', 'on', `>${registryPassword}`, '~*', '&*', '+@all')
+    await admin.hset('shards.s1', 'master', `127.0.0.1:${server.port}/1`)
+    await admin.zadd('shards.list', 1, 's1')
+    await admin.quit()
+  })
+  after(() => server.stop())
+
+  it("SHARDCTL_INSTANCE_PASSWORD without SHARDCTL_INSTANCE_USER is the default user's password, not the registry user's", async () => {
+    const listed = await run({SHARDCTL_INSTANCE_PASSWORD: instancePassword})
+    expect(listed.exitCode, listed.stderr).to.equal(0)
+    const [shard] = JSON.parse(listed.stdout).shards
+    expect(shard.master).to.include({reachable: true, role: 'master'})
+    expect(shard.problems).to.deep.equal([])
+  })
+
+  it('a refused password is "auth failed" in the status, not "unreachable"', async () => {
+    const listed = await run({SHARDCTL_INSTANCE_PASSWORD: secret('wrong-pass-43')})
+    expect(listed.exitCode, listed.stderr).to.equal(0)
+    const [shard] = JSON.parse(listed.stdout).shards
+    expect(shard.problems).to.deep.equal([`master 127.0.0.1:${server.port}/1 auth failed`])
   })
 })

@@ -72,6 +72,51 @@ describe('TLS', () => {
     }
   })
 
+  it('rediss:// to a server that speaks plain Redis says TLS failed and that it speaks plain Redis, not that the host is down', async () => {
+    const run = await spawnCli([
+      'shards:list',
+      '-r',
+      `rediss://127.0.0.1:${server.port}/0`,
+      '--timeout',
+      '500ms',
+      '--tls-ca',
+      file('ca.crt'),
+    ])
+    expect(run.exitCode).to.equal(1)
+    expect(run.stderr.trim().split('\n')).to.have.length(1)
+    expect(run.stderr).to.include(
+      `the TLS handshake with 127.0.0.1:${server.port} did not complete within 500 ms: it speaks plain Redis, not TLS`,
+    )
+    expect(run.stderr).not.to.include('check that the host is up')
+  })
+
+  it('--instance-tls to an instance that speaks plain Redis: its status says TLS failed, not unreachable', async () => {
+    const c = server.client()
+    await c.hset('plain.p1', 'master', `127.0.0.1:${server.port}/2`)
+    await c.zadd('plain.list', 1, 'p1')
+    c.disconnect()
+    const run = await spawnCli([
+      'shards:list',
+      '--json',
+      '--prefix',
+      'plain',
+      '-r',
+      `redis://127.0.0.1:${server.port}/0`,
+      '--instance-tls',
+      '--timeout',
+      '500ms',
+    ])
+    expect(run.exitCode, run.stderr).to.equal(0)
+    expect(JSON.parse(run.stdout).shards[0].problems).to.deep.equal([`master 127.0.0.1:${server.port}/2 TLS failed: speaks plain Redis`])
+  })
+
+  it('a --tls-ca that is not a certificate is a usage error, even where nothing speaks TLS', async () => {
+    const run = await spawnCli(['shards:list', '-r', `redis://127.0.0.1:${server.port}/0`, '--no-probe', '--tls-ca', file('ext')])
+    expect(run.exitCode).to.equal(2)
+    expect(run.stderr.trim().split('\n')).to.have.length(1)
+    expect(run.stderr).to.include(`--tls-ca ${file('ext')} is not a certificate`)
+  })
+
   it('a missing certificate file is a usage error naming it', async () => {
     const run = await spawnCli(['shards:list', '-r', url(), '--tls-ca', '/nonexistent/ca.crt'])
     expect(run.exitCode).to.equal(2)

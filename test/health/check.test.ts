@@ -300,6 +300,11 @@ describe('shards:check', () => {
     expect(problems(report)).to.deep.equal([
       `master ${inst(lonely)} has no replica: losing it loses its shards (add replicas, or pass --allow-no-replica)`,
     ])
+    // In the table on stdout, on the master's line, not only in a warning.
+    const table = await cli(['shards:check', ...fleet.r()])
+    const line = table.stdout.split('\n').find((l) => l.includes(inst(lonely)))
+    expect(line, table.stdout).to.match(/solo.*none.*has no replica/)
+    expect(table.stderr).not.to.include('has no replica')
     const accepted = await check('--allow-no-replica')
     expect(accepted.exitCode).to.equal(0)
     expect(accepted.report.unreplicated).to.deep.equal([{master: inst(lonely), shards: ['solo'], accepted: true, problems: []}])

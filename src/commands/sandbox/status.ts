@@ -21,7 +21,10 @@ export default class SandboxStatus extends ShardctlCommand<typeof SandboxStatus>
         all,
       ),
     )
-    const spawned = all.map((i) => ({...i, running: isAlive(i.pid) && isOurRedis(i.pid, i.port), stoppedWithSandbox: mine.has(i.port)}))
+    // What --spawn started for splits of this sandbox; those of other fleets are not its business.
+    const spawned = all
+      .filter((i) => mine.has(i.port))
+      .map((i) => ({...i, running: isAlive(i.pid) && isOurRedis(i.pid, i.port), stoppedWithSandbox: true}))
     const result = {dir, running: nodes.filter((n) => n.running).length, registry: state?.registryUrl ?? null, nodes, spawned}
     if (!state && spawned.length === 0) {
       this.progress(`No sandbox in ${dir}. Start one with sandbox:up.`)
@@ -41,12 +44,9 @@ export default class SandboxStatus extends ShardctlCommand<typeof SandboxStatus>
       ]
       this.log(renderTable(['ROLE', 'ADDRESS', 'REPLICA', 'PID', 'STATE'], rows))
       if (state) this.progress(`Registry: ${state.registryUrl} (prefix ${state.prefix}). Data in ${dir}.`)
-      const others = spawned.length - mine.size
-      if (mine.size > 0)
-        this.progress(`${plural(mine.size, 'instance')} started by shards:split --spawn for this sandbox; sandbox:down stops them too.`)
-      if (others > 0)
+      if (spawned.length > 0)
         this.progress(
-          `${plural(others, 'instance')} started by shards:split --spawn for other splits; sandbox:down leaves ${others === 1 ? 'it' : 'them'} running.`,
+          `${plural(spawned.length, 'instance')} started by shards:split --spawn for this sandbox; sandbox:down stops them too.`,
         )
     }
     const stopped = nodes.length - result.running

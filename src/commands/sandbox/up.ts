@@ -2,7 +2,7 @@ import {Flags} from '@oclif/core'
 
 import {ShardctlCommand} from '../../base-command.js'
 import {countFlag, dryRunFlag, prefixFlag} from '../../flags.js'
-import {defaultSandboxDir, planPorts, sandboxUp} from '../../sandbox/fleet.js'
+import {defaultSandboxDir, planSandbox, sandboxUp} from '../../sandbox/fleet.js'
 import {paint, plural, renderTable} from '../../ui/terminal.js'
 
 export const sandboxDirFlag = Flags.string({
@@ -42,20 +42,24 @@ export default class SandboxUp extends ShardctlCommand<typeof SandboxUp> {
     const {flags} = this
     const dir = flags.dir ?? defaultSandboxDir()
     if (flags['dry-run']) {
-      const plan = planPorts({basePort: flags.port, instances: flags.instances, replicas: flags.replicas, sentinels: flags.sentinels})
-      const rows = [
-        ['registry', String(plan.registry), ''],
-        ...plan.instances.flatMap((i) => [
-          ['master', String(i.port), ''],
-          ...i.replicas.map((r) => ['replica', String(r), `of ${i.port}`]),
-        ]),
-        ...plan.sentinels.map((port) => ['sentinel', String(port), '']),
-      ]
-      this.log(renderTable(['ROLE', 'PORT', 'REPLICA'], rows))
-      this.progress(
-        `Would start ${plural(rows.length, 'redis-server process')} with ${plural(flags.shards, 'shard')}; data in ${dir} (dry run).`,
+      // Refused as the real run would refuse it (a sandbox running there, a busy port), with its exit code.
+      const {plan, nodes} = await planSandbox({
+        dir,
+        basePort: flags.port,
+        instances: flags.instances,
+        replicas: flags.replicas,
+        sentinels: flags.sentinels,
+      })
+      this.log(
+        renderTable(
+          ['ROLE', 'PORT', 'REPLICA'],
+          nodes.map((n) => [n.role, String(n.port), n.replicaOf === undefined ? '' : `of ${n.replicaOf}`]),
+        ),
       )
-      return {registry: `redis://127.0.0.1:${plan.registry}/0`, prefix: flags.prefix, dir, nodes: [], dryRun: true}
+      this.progress(
+        `Would start ${plural(nodes.length, 'redis-server process')} with ${plural(flags.shards, 'shard')}; data in ${dir} (dry run).`,
+      )
+      return {registry: `redis://127.0.0.1:${plan.registry}/0`, prefix: flags.prefix, dir, nodes, dryRun: true}
     }
     const state = await sandboxUp({
       dir,

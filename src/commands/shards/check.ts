@@ -146,10 +146,12 @@ Exit code 0 when everything is healthy, 3 when any problem is found: a CI job ca
       return
     }
     const status = (problems: string[]) => (problems.length === 0 ? paint.ok('ok') : paint.bad(problems.join('\n')))
+    // A master without any replica is said in its topology line, on stdout with the rest of the table.
+    const unreplicated = new Map(report.unreplicated.map((u) => [u.master, u]))
     this.section(
       'Topology',
       ['MASTER', 'SHARDS', 'REPLICAS', 'STATUS'],
-      report.topology.map((row) => topologyLine(row, status)),
+      report.topology.map((row) => topologyLine(row, status, unreplicated.get(row.master))),
     )
     this.section(
       'Fencing',
@@ -169,10 +171,6 @@ Exit code 0 when everything is healthy, 3 when any problem is found: a CI job ca
         report.persistence.map((row) => persistenceLine(row, status)),
       )
     for (const b of report.broken) this.warn(`shard ${b.id} is not readable: ${b.problems.join('; ')}`)
-    for (const u of report.unreplicated) {
-      if (u.accepted) this.progress(paint.dim(`${u.master} has no replica (accepted with --allow-no-replica)`))
-      else this.warn(u.problems[0])
-    }
     if (report.sentinel) {
       this.section(
         'Sentinel',
@@ -201,13 +199,15 @@ Exit code 0 when everything is healthy, 3 when any problem is found: a CI job ca
 
 type Status = (problems: string[]) => string
 
-function topologyLine(row: TopologyRow, status: Status): string[] {
+function topologyLine(row: TopologyRow, status: Status, unreplicated?: CheckReport['unreplicated'][number]): string[] {
   const replica = (r: ReplicaStatus) => {
     const label = r.kind === 'persist' ? `${r.instance} (persist)` : r.instance
     if (r.problems.length > 0) return `${label} ${paint.bad('✗')}`
     return `${label} ${paint.dim(`lag ${formatCount(r.lagBytes)}B ${r.lagSeconds ?? '-'}s`)}`
   }
-  return [row.master, describeIds(row.shards), row.replicas.map(replica).join('\n') || paint.dim('none'), status(row.problems)]
+  let cell = status([...row.problems, ...(unreplicated?.problems ?? [])])
+  if (unreplicated?.accepted) cell += `\n${paint.dim('no replica (accepted with --allow-no-replica)')}`
+  return [row.master, describeIds(row.shards), row.replicas.map(replica).join('\n') || paint.dim('none'), cell]
 }
 
 function fencingLine(row: FencingRow, status: Status): string[] {

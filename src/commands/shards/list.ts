@@ -16,7 +16,7 @@ export default class ShardsList extends RegistryCommand<typeof ShardsList> {
 
 --no-probe shows the registry alone. --counts adds the hashes assigned to each shard, streamed from the map with HSCAN.
 
-At hundreds of shards: --filter narrows (instance=HOST:PORT, a master or replica of the shard; health=ok or health=problem; id=PREFIX*), --sort orders, --columns picks, and the replicas column is a short count unless --wide. --instances shows one line per instance instead — shards, keys, used memory against maxmemory, replicas and their lag, with a bar of keys (or --chart memory) — the view to decide what to split.
+At hundreds of shards: --filter narrows (instance=HOST:PORT, a master or replica of the shard; health=ok or health=problem; id=PREFIX*), --sort orders, --columns picks, and the replicas column is a short count unless --wide. --instances shows one line per instance instead — shards, keys, used memory against maxmemory, replicas and their lag, with a bar of keys (or --chart memory) — the view to decide what to split; --filter keeps the instances of the shards it keeps, --sort orders them by keys, lag, or address (id, master).
 
 --exit-status makes a script's job easy: exit 3 when any shard listed has a problem, or cannot be read from the registry.`
 
@@ -51,6 +51,8 @@ At hundreds of shards: --filter narrows (instance=HOST:PORT, a master or replica
     const filters = (flags.filter ?? []).map(parseFilter)
     if (this.given('chart') && !flags.instances)
       throw usageError('--chart draws the bars of --instances', 'add --instances, or leave --chart out')
+    if (flags.instances && this.given('sort') && !(INSTANCE_SORTS as readonly string[]).includes(flags.sort))
+      throw usageError(`--sort ${flags.sort} orders shards, not instances`, `with --instances, sort by ${INSTANCE_SORTS.join(', ')}`)
     const registry = await this.registry()
     // Sorting by hashes, or showing them, needs them counted.
     const counts = flags.counts || flags.sort === 'hashes' || (flags.columns !== undefined && columns.includes('hashes'))
@@ -63,6 +65,12 @@ At hundreds of shards: --filter narrows (instance=HOST:PORT, a master or replica
       overview.shards.filter((s) => filters.every((f) => f(s))),
       flags.sort as (typeof SORTS)[number],
     )
+    if (overview.instanceRows) {
+      // The instances of the shards the filter kept, in the order asked for.
+      const kept = filters.length === 0 ? undefined : instancesOf(overview.shards)
+      const rows = overview.instanceRows.filter((row) => kept?.has(canonicalInstance(parseInstance(row.instance))) ?? true)
+      overview.instanceRows = this.given('sort') ? sortInstances(rows, flags.sort as InstanceSort) : rows
+    }
     if (!this.jsonEnabled()) {
       if (flags.instances) this.renderInstances(overview)
       else this.render(overview, columns)
@@ -181,6 +189,26 @@ At hundreds of shards: --filter narrows (instance=HOST:PORT, a master or replica
     )
     this.progress(`${plural(rows.length, 'instance')}, ${plural(overview.shards.length, 'shard')}`)
   }
+}
+
+/** What --instances rows can be sorted by: id and master are the instance's address. */
+const INSTANCE_SORTS = ['id', 'master', 'keys', 'lag'] as const
+type InstanceSort = (typeof INSTANCE_SORTS)[number]
+
+/** Every instance a shard lives on (master, replicas), in canonical spelling. */
+function instancesOf(shards: ShardOverview[]): Set<string> {
+  return new Set(shards.flatMap((s) => [s.master, ...s.replicas].map((n) => canonicalInstance(parseAddress(n.address)))))
+}
+
+function sortInstances(rows: InstanceOverview[], by: InstanceSort): InstanceOverview[] {
+  const numeric = new Intl.Collator('en', {numeric: true})
+  const key: Record<InstanceSort, (r: InstanceOverview) => number> = {
+    id: () => 0,
+    master: () => 0,
+    keys: (r) => -(r.keys ?? -1),
+    lag: (r) => -(r.maxLagBytes ?? -1),
+  }
+  return [...rows].sort((a, b) => key[by](a) - key[by](b) || numeric.compare(a.instance, b.instance))
 }
 
 /** A --filter expression as a test on a shard. */

@@ -2,12 +2,12 @@ import {Args, Flags} from '@oclif/core'
 
 import {RegistryCommand} from '../../base-command.js'
 import {dryRunFlag, shardIdArg, yesFlag} from '../../flags.js'
-import {type RemovePlan, applyRemoval, planRemoval, refuseRemoval} from '../../registry/manage.js'
+import {type RemovePlan, applyRemoval, planRemoval, recordRefusedRemoval, refuseRemoval} from '../../registry/manage.js'
 import {paint, plural} from '../../ui/terminal.js'
 
 export default class ShardsRemove extends RegistryCommand<typeof ShardsRemove> {
   static override summary = 'Remove a shard from the registry, or drain it (weight 0).'
-  static override description = `Refused while hashes point at the shard (they would route nowhere), unless --force. --drain sets its weight to 0 instead: it keeps serving its hashes and takes no new ones. The shard's data on its instance is never touched.`
+  static override description = `Refused while hashes point at the shard (they would route nowhere), unless --force; the refusal is recorded in the history (shard.remove-refused). --drain sets its weight to 0 instead: it keeps serving its hashes and takes no new ones. The shard's data on its instance is never touched.`
 
   static override examples = [
     '<%= config.bin %> <%= command.id %> s042',
@@ -38,8 +38,12 @@ export default class ShardsRemove extends RegistryCommand<typeof ShardsRemove> {
       plan.action === 'drain'
         ? `drain shard ${plan.id} (weight 0: no new hashes; it keeps serving ${plural(plan.hashes, 'hash')})`
         : `remove shard ${plan.id}${plan.hashes > 0 ? `, leaving ${plural(plan.hashes, 'hash')} pointing at nothing` : ''}`
+    let refused: RemovePlan | undefined
     const refuse = (plan: RemovePlan) => {
-      if (plan.action === 'remove' && plan.hashes > 0 && !flags.force) throw refuseRemoval(plan)
+      if (plan.action === 'remove' && plan.hashes > 0 && !flags.force) {
+        refused = plan
+        throw refuseRemoval(plan)
+      }
     }
     const drained = (plan: RemovePlan) => `Shard ${plan.id} is drained already (weight 0); nothing changed.`
     if (flags['dry-run']) {
@@ -56,6 +60,10 @@ export default class ShardsRemove extends RegistryCommand<typeof ShardsRemove> {
       refuse(plan)
       const what = describe(plan)
       return plan.action === 'remove' ? `${what[0].toUpperCase()}${what.slice(1)}?` : undefined
+    }).catch(async (error: unknown) => {
+      // The refusal is recorded, as every refused operation is (a dry run records nothing).
+      if (refused) await recordRefusedRemoval(registry, refused)
+      throw error
     })
     if (!confirmed) {
       this.log('Nothing changed.')

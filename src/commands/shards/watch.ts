@@ -6,13 +6,13 @@ import {follows, replicationOf} from '../../fleet/replication.js'
 import {countFlag, instanceFlag} from '../../flags.js'
 import {instanceKey} from '../../registry/address.js'
 import {describeEvent} from '../../registry/history.js'
-import type {RegistryEvent} from '../../registry/registry.js'
+import {type RegistryEvent, isEventOf} from '../../registry/registry.js'
 import {registryKeys} from '../../registry/schema.js'
 import {paint} from '../../ui/terminal.js'
 
 export default class ShardsWatch extends RegistryCommand<typeof ShardsWatch> {
   static override summary = 'Stream registry events: one line per change, until interrupted.'
-  static override description = `Subscribes to the registry's event channel (P._events), on which every change shardctl makes is published by the same atomic step that makes it, and prints one line per event: when, what, what changed, who. With --json, one JSON document per line (NDJSON), exactly as published.
+  static override description = `Subscribes to the registry's event channel (P._events), on which every change shardctl makes is published by the same atomic step that makes it, and prints one line per event: when, what, what changed, who. Events of a registry in another database of the same server (pub/sub ignores databases) or under another prefix are left out: each event names its registry (db, prefix). With --json, one JSON document per line (NDJSON), exactly as published.
 
 --via HOST:PORT listens on a replica of the registry instead: Redis replicates PUBLISH, so an event seen there has reached two servers. The replica must follow the registry, or the command refuses; its replication is checked again with every heartbeat, and the watch ends (exit 1, naming the replica and what it became) when it no longer follows the registry (REPLICAOF NO ONE, a failover, another master) or its link to the registry stays down for longer than --timeout: events would no longer reach it.
 
@@ -69,7 +69,10 @@ The connection is checked with a PING every half --timeout; losing it ends the c
     })
     subscriber.on('message', (_channel: string, message: string) => {
       if (wanted !== undefined && seen >= wanted) return
-      this.print(message)
+      const event = parseEvent(message)
+      // Pub/sub ignores databases: an event of the registry in another database of this server is not ours.
+      if (event && !isEventOf(event, target.db, flags.prefix)) return
+      this.print(message, event)
       seen++
       if (wanted !== undefined && seen >= wanted) finished()
     })
@@ -147,14 +150,7 @@ The connection is checked with a PING every half --timeout; losing it ends the c
     })
   }
 
-  private print(message: string): void {
-    let event: RegistryEvent | undefined
-    try {
-      const parsed = JSON.parse(message) as unknown
-      if (parsed && typeof parsed === 'object' && !Array.isArray(parsed)) event = parsed as RegistryEvent
-    } catch {
-      // not JSON: printed as it came
-    }
+  private print(message: string, event: RegistryEvent | undefined): void {
     if (this.ndjson) {
       this.logJson(event ?? {raw: message})
       return
@@ -173,4 +169,15 @@ The connection is checked with a PING every half --timeout; losing it ends the c
 function notFollowing(replication: ReplicationInfo, registry: {host: string; port: number}): string | undefined {
   if (follows(replication, registry)) return undefined
   return replication.role === 'slave' ? `a replica of ${replication.masterHost}:${replication.masterPort}` : `a ${replication.role}`
+}
+
+/** An event as published, or undefined when the message is not a JSON object (printed as it came). */
+function parseEvent(message: string): RegistryEvent | undefined {
+  try {
+    const parsed = JSON.parse(message) as unknown
+    if (parsed && typeof parsed === 'object' && !Array.isArray(parsed)) return parsed as RegistryEvent
+  } catch {
+    // not JSON
+  }
+  return undefined
 }
