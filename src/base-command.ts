@@ -49,6 +49,8 @@ export abstract class ShardctlCommand<T extends typeof Command> extends Command 
 
   protected flags!: BaseFlags<T>
   protected args!: Args<T>
+  /** Every positional argument, for a command that takes several (static strict = false). */
+  protected positional: string[] = []
   protected terminal!: TerminalMode
 
   private readonly cleanups: (() => Promise<void>)[] = []
@@ -73,7 +75,7 @@ export abstract class ShardctlCommand<T extends typeof Command> extends Command 
     process.stdout.on('error', (error: NodeJS.ErrnoException) => {
       if (error.code === 'EPIPE') process.exit(ExitCode.ok)
     })
-    const {args, flags, metadata} = await this.parse({
+    const {args, argv, flags, metadata} = await this.parse({
       args: this.ctor.args,
       baseFlags: this.ctor.baseFlags,
       enableJsonFlag: this.ctor.enableJsonFlag,
@@ -82,6 +84,7 @@ export abstract class ShardctlCommand<T extends typeof Command> extends Command 
     })
     this.flags = flags as BaseFlags<T>
     this.args = args as Args<T>
+    this.positional = argv.map(String)
     this.defaulted = new Set(
       Object.entries(metadata.flags)
         .filter(([, m]) => m.setFromDefault)
