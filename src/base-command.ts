@@ -32,7 +32,7 @@ export const EXIT_CODES_HELP = `EXIT CODES
   2    usage error: bad flags or arguments, or a confirmation needed where no terminal can ask
   3    unhealthy, partial, or refused because of what the fleet holds
   4    another operator holds the lock
-  5    degraded: a split or promote stopped half-way and some instance still refuses
+  5    degraded: a split, move or promote stopped half-way and some instance still refuses
        writes; the last line names them and the command that finishes or rolls it back
   130  interrupted`
 
