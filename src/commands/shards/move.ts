@@ -81,6 +81,15 @@ Each step is journaled, under the operator lock. Before the switch a failure rol
     const shards = this.positional
     if (flags.recover) return this.recover(heal, shards)
     if (shards.length === 0) throw usageError('name the shards to move', 'or run --recover to finish an interrupted move')
+    const registry = await this.registry()
+    if (!flags['dry-run']) {
+      // A rerun naming a shard of an interrupted move finishes or rolls that move back first.
+      const pending = await readJournal(registry)
+      if (pending) {
+        if (!moveJournalMatches(pending, shards)) throw await openOperationError(registry, pending, this.operatorToken)
+        return this.recover(heal, shards)
+      }
+    }
     if (flags.to === undefined) throw usageError('no target', 'name it with --to HOST:PORT (or HOST:PORT/DB for one shard)')
     const target = parseAddress(flags.to)
     const to: Endpoint = {host: target.host, port: target.port}
@@ -96,16 +105,7 @@ Each step is journaled, under the operator lock. Before the switch a failure rol
       quietMs: parseDuration(flags.quiet),
       maxClockSkewMs: parseDuration(flags['max-clock-skew']),
     }
-    const registry = await this.registry()
     const pool = await this.pool()
-
-    if (!flags['dry-run']) {
-      const pending = await readJournal(registry)
-      if (pending) {
-        if (!moveJournalMatches(pending, shards)) throw await openOperationError(registry, pending, this.operatorToken)
-        return this.recover(heal, shards)
-      }
-    }
     const make = async () => {
       const pending = await readJournal(registry)
       if (pending) throw await openOperationError(registry, pending, this.operatorToken)
