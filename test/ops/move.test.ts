@@ -3,9 +3,9 @@ import type {Redis} from 'ioredis'
 
 import {parseRate} from '../../src/commands/shards/move.js'
 import {rdbVersionOf} from '../../src/ops/move.js'
-import {cli, spawnCli} from '../helpers/cli.js'
+import {cli, spawnCli, until} from '../helpers/cli.js'
 import {useFleet} from '../helpers/fleet.js'
-import {fencesOf, readJournal, resume, stepDone, stoppedAt, takesWrites} from '../helpers/ops.js'
+import {fencesOf, fleetState, readJournal, resume, stepDone, stoppedAt, takesWrites} from '../helpers/ops.js'
 import {type TestServer, dumpDb, startServer, withClients} from '../helpers/redis.js'
 import {ContinuousWriter, missingWrites} from '../helpers/writer.js'
 
@@ -284,7 +284,7 @@ describe('shards:move', () => {
 
     it('a second operator meanwhile gets exit 4; the move finishes', async () => {
       const run = await stoppedAt(['shards:move', 's003', '--to', inst(target), ...BOUNDS, '--yes', '--json', ...r()], 'copy:after:stop')
-      const second = await spawnCli(['shards:move', 's000', '--to', inst(target), ...BOUNDS, '--yes', ...r()])
+      const second = await cli(['shards:move', 's000', '--to', inst(target), ...BOUNDS, '--yes', ...r()])
       expect(second.exitCode, second.stderr).to.equal(4)
       expect(second.stderr).to.match(/running the move of 127\.0\.0\.1:\d+/)
       resume(run)
@@ -309,6 +309,33 @@ describe('shards:move', () => {
       expect((await keyspace(source))[2]).to.equal(1)
       expect(await reg.hexists('shards._strays', `${inst(source)}/2`)).to.equal(1)
       expect(await reg.hget('shards.s002', 'master')).to.equal(target.address(1))
+    })
+
+    describe('a stale operator: stopped past its lease, overtaken and recovered, then resumed', () => {
+      for (const [step, outcome] of [
+        ['copy', 'rolled-back'],
+        ['registry', 'rolled-forward'],
+      ] as const) {
+        it(`stopped after ${step}: once resumed it changes nothing anywhere and exits 4`, async () => {
+          const writer = await startWriter(['s000', 's001'])
+          const stale = await stoppedAt(['shards:move', 's001', '--to', inst(target), ...BOUNDS, '--yes', ...r()], `${step}:after:stop`, {
+            SHARDCTL_LOCK_LEASE: '1s',
+          })
+          await until('the stale lease expired', async () => (await reg.exists('shards._lock')) === 0)
+          const recovery = await spawnCli(['shards:move', '--recover', ...BOUNDS, '--json', ...r()])
+          expect(recovery.exitCode, recovery.stderr + recovery.stdout).to.equal(0)
+          expect(JSON.parse(recovery.stdout).recovered).to.equal(outcome)
+          await expectNothingLost(writer)
+          const settled = await fleetState(reg, [source, target])
+          resume(stale)
+          const resumed = await stale.done
+          expect(resumed.exitCode, resumed.stderr).to.equal(4)
+          expect(resumed.stderr).to.match(/lock was lost/)
+          expect(await fleetState(reg, [source, target])).to.deep.equal(settled)
+          if (outcome === 'rolled-forward') await expectMoved({s001: 1})
+          else expect((await keyspace(target))[1]).to.equal(undefined)
+        })
+      }
     })
 
     describe('killed at a step, then run again', () => {
