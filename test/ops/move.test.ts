@@ -282,6 +282,19 @@ describe('shards:move', () => {
       expect(history.stdout).to.include('shards.moved')
     })
 
+    it('in a pipe, each step is one line with its duration on stderr, and the result on stdout', async () => {
+      const run = await spawnCli(['shards:move', 's003', '--to', inst(target), ...BOUNDS, '--yes', ...r()])
+      expect(run.exitCode, run.stderr).to.equal(0)
+      for (const step of ['copy', 'fence', 'catch-up', 'stop-stream', 'registry', 'hold', 'release', 'grace']) {
+        expect(run.stderr).to.match(new RegExp(`^  ${step}\\s+\\d+(\\.\\d)? (ms|s)$`, 'm'))
+      }
+      expect(run.stderr).not.to.match(/\r|\u001B\[/)
+      expect(run.stdout).to.match(
+        new RegExp(`Moved 1 shard from ${inst(source)} to ${inst(target)} \\(s003 → db 1\\); writes to the source paused \\d+ ms`),
+      )
+      await expectMoved({s003: 1})
+    })
+
     it('a second operator meanwhile gets exit 4; the move finishes', async () => {
       const run = await stoppedAt(['shards:move', 's003', '--to', inst(target), ...BOUNDS, '--yes', '--json', ...r()], 'copy:after:stop')
       const second = await cli(['shards:move', 's000', '--to', inst(target), ...BOUNDS, '--yes', ...r()])
