@@ -94,6 +94,7 @@ export const IN_FLIGHT_LIMIT = 16 * 1024 * 1024
 export const SPOOL_MEMORY = 16 * 1024 * 1024
 /** How much of the spool is parsed at a time. */
 const READ_SIZE = 256 * 1024
+const RATED_READ_SIZE = 4 * 1024
 /** How often the applied offset is acknowledged to the source (see FencePolicy). */
 export const ACK_PERIOD_MS = 1000
 /** A master pings its replicas every 10 s by default: silence this long is a dead link. */
@@ -177,10 +178,14 @@ class LiveCopy implements DatabaseCopy {
   private ackTimer: NodeJS.Timeout | undefined
 
   private keys = 0
+  private keysWritten = 0
+  private bytesWritten = 0
+  private snapshotStarted = Date.now()
+  /** The snapshot's RESTOREs: what --rate holds back. */
+  private readonly rated = new WeakSet<object>()
   private bytes = 0
   private commandsApplied = 0
   private snapshotLength: number | undefined
-  private phaseStarted = Date.now()
   private lastProgress = 0
 
   constructor(private readonly options: DatabaseCopyOptions) {
@@ -214,6 +219,7 @@ class LiveCopy implements DatabaseCopy {
       },
       header: ({length}) => {
         this.snapshotLength = length
+        this.snapshotStarted = Date.now()
         if (this.sourceLink) this.sourceLink.phase = 'the snapshot'
       },
       payload: (chunk) => this.reader.write(chunk),
@@ -306,7 +312,8 @@ class LiveCopy implements DatabaseCopy {
         await new Promise<void>((resolve) => (this.inFlightWaiter = resolve))
         continue
       }
-      const chunk = this.spool.take(READ_SIZE)
+      // Under --rate, small reads: the keys of one read go out together, then the wait.
+      const chunk = this.spool.take(this.options.rate && !this.snapshotEnded ? RATED_READ_SIZE : READ_SIZE)
       if (!chunk) {
         await this.spool.arrival()
         continue
@@ -320,20 +327,17 @@ class LiveCopy implements DatabaseCopy {
         }
       }
       await this.flushOut()
-      if (!this.snapshotEnded) await this.throttle()
       this.progress(false)
     }
   }
 
-  /** Honour --rate during the snapshot: wait until the keys and bytes sent so far are due. */
-  private async throttle(): Promise<void> {
-    const rate = this.options.rate
-    if (!rate) return
+  /** Honour --rate during the snapshot: before a RESTORE goes out, wait until the keys and bytes written so far are due. */
+  private async throttle(rate: CopyRate): Promise<void> {
     const dueMs = Math.max(
-      rate.keysPerSecond ? (this.keys / rate.keysPerSecond) * 1000 : 0,
-      rate.bytesPerSecond ? (this.bytes / rate.bytesPerSecond) * 1000 : 0,
+      rate.keysPerSecond ? (this.keysWritten / rate.keysPerSecond) * 1000 : 0,
+      rate.bytesPerSecond ? (this.bytesWritten / rate.bytesPerSecond) * 1000 : 0,
     )
-    const wait = dueMs - (Date.now() - this.phaseStarted)
+    const wait = dueMs - (Date.now() - this.snapshotStarted)
     if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait))
   }
 
@@ -363,7 +367,9 @@ class LiveCopy implements DatabaseCopy {
     if (big) {
       const bytes = big.length + 64 + entry.key.length
       this.expect({bytes, end: -1, what: `RESTORE of key ${quoteKey(entry.key)}`, key: true})
-      this.out.push({big, key: entry.key, ttl, type: entry.type, version: this.reader.version})
+      const job = {big, key: entry.key, ttl, type: entry.type, version: this.reader.version}
+      this.rated.add(job)
+      this.out.push(job)
       this.bytes += big.length
     } else {
       const command = encodeCommand([
@@ -374,6 +380,7 @@ class LiveCopy implements DatabaseCopy {
         'ABSTTL',
       ])
       this.expect({bytes: command.length, end: -1, what: `RESTORE of key ${quoteKey(entry.key)}`, key: true})
+      this.rated.add(command)
       this.out.push(command)
       this.bytes += entry.valueLength
     }
@@ -396,7 +403,6 @@ class LiveCopy implements DatabaseCopy {
     this.snapshotEnded = true
     if (this.sourceLink) this.sourceLink.phase = 'the replication stream'
     this.progress(true)
-    this.phaseStarted = Date.now()
     // Everything restored so far, and nothing else, is the state at startOffset.
     this.advance(this.startOffset)
     this.fenceRaised = this.sourceAdmin ? this.fence.raise(this.sourceAdmin, this.sourceWhere) : Promise.resolve()
@@ -609,7 +615,21 @@ class LiveCopy implements DatabaseCopy {
   /** Write the queued commands, in order, waiting for the socket to drain; a large value streams from its file. */
   private async flushOut(): Promise<void> {
     const socket = this.targetLink!.socket
+    const rate = this.options.rate
     while (this.out.length > 0 && !this.ending) {
+      if (rate && this.rated.has(this.out[0])) {
+        await this.throttle(rate)
+        const job = this.out.shift()!
+        this.keysWritten++
+        if (Buffer.isBuffer(job)) {
+          this.bytesWritten += job.length
+          if (!socket.write(job)) await drained(socket)
+        } else {
+          this.bytesWritten += job.big.length
+          await this.writeBig(job)
+        }
+        continue
+      }
       const batch: Buffer[] = []
       let size = 0
       while (this.out.length > 0 && Buffer.isBuffer(this.out[0]) && size < 1024 * 1024) {

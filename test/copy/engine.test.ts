@@ -181,12 +181,14 @@ describe('copy/engine: a live copy of one database', function () {
     const copy = await start(copyOptions(source, 1, target, 9))
     await copy.snapshotLoaded()
     await until('writes during the stream', () => acknowledged > 300)
-    writing = false
-    await writer
+    // Fenced while the writers still write: their next write waits; read through other connections.
     await fenceAndStop(copy, src)
-    await expectSameDb(s1, target.client(9))
+    await expectSameDb(source.client(1), target.client(9))
     expect(await target.client(9).exists('elsewhere', 'multi0')).to.equal(0)
     expect(Number(await target.client(9).get('multi'))).to.be.above(0)
+    await src.call('CLIENT', 'UNPAUSE')
+    writing = false
+    await writer
   })
 
   it('keeps reading the source while the target sleeps (DEBUG SLEEP): the stream waits in the spool file, and the copy is exact', async () => {
@@ -205,6 +207,24 @@ describe('copy/engine: a live copy of one database', function () {
       await expectSameDb(s4, target.client(10))
     } finally {
       await src.config('SET', 'client-output-buffer-limit', 'replica 256mb 64mb 60')
+    }
+  })
+
+  it('holds the snapshot to --rate (keys per second)', async () => {
+    // A small source of its own: the shared one's snapshot alone takes longer than the wait.
+    const small = await startServer(DEBUG)
+    try {
+      const s2 = small.client(2)
+      await s2.mset(...Array.from({length: 300}, (_, i) => [`r${i}`, String(i)]).flat())
+      const copy = await start({...copyOptions(small, 2, target, 16), rate: {keysPerSecond: 500}})
+      const started = Date.now()
+      await copy.snapshotLoaded()
+      // 300 keys at 500 a second: about 0.6 s (unthrottled, a few milliseconds), less the first read's keys.
+      expect(Date.now() - started).to.be.at.least(400)
+      await fenceAndStop(copy, small.client())
+      await expectSameDb(s2, target.client(16))
+    } finally {
+      await small.stop()
     }
   })
 
