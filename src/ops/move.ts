@@ -6,7 +6,15 @@ import {clientsOn, killClients} from '../fleet/clients.js'
 import type {ConnectionPool, ScriptedRedis, TlsSettings} from '../fleet/connect.js'
 import {parseInfo} from '../fleet/info.js'
 import {databaseCount, estimateDbMemory, flushDb, keysPerDb} from '../fleet/instance.js'
-import {DEFAULT_FENCING, type FencingSettings, isWriteFence, liftFence, readFencing, replicationOf} from '../fleet/replication.js'
+import {
+  DEFAULT_FENCING,
+  type FencingSettings,
+  isWriteFence,
+  liftFence,
+  readFencing,
+  replicationOf,
+  setFencing,
+} from '../fleet/replication.js'
 import {RDB_VERSION_OF_REDIS} from '../rdb/constants.js'
 import {type ConnectTarget, type Endpoint, endpointOf, formatAddress, instanceKey} from '../registry/address.js'
 import {Change, type Registry} from '../registry/registry.js'
@@ -402,9 +410,15 @@ class MoveRun {
     return client
   }
 
+  /** The source's fencing as it was before the copy (the copy raises it by one meanwhile: see src/copy/engine.ts). */
+  private recordedFencing(): FencingSettings | undefined {
+    return stepResult<{fencing: FencingSettings}>(this.journal.entry, 'copy')?.fencing
+  }
+
+  /** What lifting the fence gives back: the fencing recorded before the copy. */
   private previousFencing(): FencingSettings {
     // Never recorded (the fence predates this journal): Redis's defaults.
-    return stepResult<{previous: FencingSettings}>(this.journal.entry, 'fence')?.previous ?? DEFAULT_FENCING
+    return this.recordedFencing() ?? stepResult<{previous: FencingSettings}>(this.journal.entry, 'fence')?.previous ?? DEFAULT_FENCING
   }
 
   /** The source's shards and the target's, as planned: the compare-and-set covers them all. */
@@ -426,32 +440,39 @@ class MoveRun {
   }
 
   readonly actions: Record<MoveAction | 'copy' | 'catch-up' | 'stop-stream' | 'registry' | 'fence', () => Promise<unknown>> = {
-    copy: () =>
-      this.journal.step('copy', async () => {
-        const {connectTarget, timeoutMs, tls, onCopy} = this.options
-        const source = this.client('source')
-        for (const m of this.plan.moves) {
-          const copy = await startDatabaseCopy({
-            source: {...connectTarget(endpointOf(this.plan.source)), db: m.db},
-            sourceDb: m.db,
-            target: {...connectTarget(endpointOf(this.plan.target)), db: m.toDb},
-            targetDb: m.toDb,
-            timeoutMs,
-            tls,
-            ...(this.plan.rate ? {rate: this.plan.rate} : {}),
-            signal: this.abort.signal,
-            onProgress: (p) => onCopy?.(m.id, p),
-          })
-          // Observed through every wait below; never an unhandled rejection.
-          copy.failure.catch(() => undefined)
-          this.copies.push(copy)
-        }
-        await this.onCopies((c) => c.snapshotLoaded())
-        // The copies work through the stream buffered during the snapshot: let them,
-        // before the pause, so that the pause holds only the last bytes.
-        const {offset} = await replicationOf(source)
-        await this.onCopies((c) => c.waitApplied(offset - PRE_PAUSE_SLACK_BYTES, Date.now() + PRE_PAUSE_WAIT_MS))
-      }),
+    copy: async () => {
+      const source = this.client('source')
+      // Recorded before the copy raises it (and a copy cut short leaves it raised).
+      const fencing = await readFencing(source)
+      await this.journal.step(
+        'copy',
+        async () => {
+          const {connectTarget, timeoutMs, tls, onCopy} = this.options
+          for (const m of this.plan.moves) {
+            const copy = await startDatabaseCopy({
+              source: {...connectTarget(endpointOf(this.plan.source)), db: m.db},
+              sourceDb: m.db,
+              target: {...connectTarget(endpointOf(this.plan.target)), db: m.toDb},
+              targetDb: m.toDb,
+              timeoutMs,
+              tls,
+              ...(this.plan.rate ? {rate: this.plan.rate} : {}),
+              signal: this.abort.signal,
+              onProgress: (p) => onCopy?.(m.id, p),
+            })
+            // Observed through every wait below; never an unhandled rejection.
+            copy.failure.catch(() => undefined)
+            this.copies.push(copy)
+          }
+          await this.onCopies((c) => c.snapshotLoaded())
+          // The copies work through the stream buffered during the snapshot: let them,
+          // before the pause, so that the pause holds only the last bytes.
+          const {offset} = await replicationOf(source)
+          await this.onCopies((c) => c.waitApplied(offset - PRE_PAUSE_SLACK_BYTES, Date.now() + PRE_PAUSE_WAIT_MS))
+        },
+        {intent: {fencing}},
+      )
+    },
     fence: () => fenceStep(this.journal, this.client('source'), this.plan.source, this.plan.maxPauseMs, this.clock),
     'catch-up': () =>
       this.journal.step(
@@ -512,6 +533,15 @@ class MoveRun {
       this.journal.step('lift', async () => {
         await liftFence(this.client('source'), this.previousFencing())
         this.clock.end()
+      }),
+    'restore-fencing': () =>
+      this.journal.step('restore-fencing', async () => {
+        // A copy that died left the source's min-replicas-to-write one higher: put it back, unless someone changed it since.
+        const recorded = this.recordedFencing()
+        if (!recorded || Number(recorded['min-replicas-to-write']) <= 0) return
+        const source = this.client('source')
+        const now = await readFencing(source)
+        if (Number(now['min-replicas-to-write']) === Number(recorded['min-replicas-to-write']) + 1) await setFencing(source, recorded)
       }),
     'drop-target': () =>
       this.journal.step('drop-target', async () => {

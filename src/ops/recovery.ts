@@ -247,6 +247,7 @@ export function decideSplitRecovery(entry: Pick<JournalEntry, 'steps'>, facts: S
 export type MoveAction =
   | 'lift' // the source's fencing comes back, paused writes go on
   | 'drop-target' // roll back: the target databases are emptied (the source was never touched)
+  | 'restore-fencing' // roll back: the source's min-replicas-to-write, which a copy raises by one, comes back
   | 'hold' // keep clients off the moved databases of the (fenced) source
   | 'release' // the fence is lifted and the moved databases dropped in one step
   | 'keep-source' // the source keeps them: writes may have landed there unwatched
@@ -299,7 +300,8 @@ export function decideMoveRecovery(entry: Pick<JournalEntry, 'steps'>, facts: Mo
         hint: 'bring it back, then run the command again',
         transient: true,
       }
-    return {kind: 'roll-back', actions: [...(fenceOn || source.fenced ? (['lift'] as MoveAction[]) : []), 'drop-target']}
+    const onSource: MoveAction[] = fenceOn || source.fenced ? ['lift'] : source.reachable ? ['restore-fencing'] : []
+    return {kind: 'roll-back', actions: [...onSource, 'drop-target']}
   }
   // The registry routes the moved shards to the target: the only way is forward, on the source.
   if (stepDone(entry, 'release') || (stepStarted(entry, 'release') && source.reachable && !source.fenced)) {

@@ -6,7 +6,7 @@ import {rdbVersionOf} from '../../src/ops/move.js'
 import {cli, spawnCli, until} from '../helpers/cli.js'
 import {useFleet} from '../helpers/fleet.js'
 import {fencesOf, fleetState, readJournal, resume, stepDone, stoppedAt, takesWrites} from '../helpers/ops.js'
-import {type TestServer, dumpDb, startServer, withClients} from '../helpers/redis.js'
+import {type TestServer, dumpDb, startServer, waitForStreaming, withClients} from '../helpers/redis.js'
 import {ContinuousWriter, missingWrites} from '../helpers/writer.js'
 
 /**
@@ -60,7 +60,7 @@ describe('shards:move', () => {
   beforeEach(async () => {
     await withClients([source, target], async ([s, t]) => {
       await Promise.all([s.flushall(), t.flushall()])
-      await Promise.all([s.config('SET', 'maxmemory', '0'), t.config('SET', 'maxmemory', '0')])
+      await Promise.all([s.config('SET', 'maxmemory', '0', 'min-replicas-to-write', '0'), t.config('SET', 'maxmemory', '0')])
       for (let db = 0; db < 4; db++) {
         await s.select(db)
         await s.mset(Object.fromEntries(Array.from({length: (4 - db) * 100}, (_, i) => [`seed:${i}`, String(db)])))
@@ -293,6 +293,31 @@ describe('shards:move', () => {
         new RegExp(`Moved 1 shard from ${inst(source)} to ${inst(target)} \\(s003 → db 1\\); writes to the source paused \\d+ ms`),
       )
       await expectMoved({s003: 1})
+    })
+
+    it("the source's own fencing (min-replicas-to-write 1, which the copy raises by one meanwhile) is what it was, after a killed move and after a move", async () => {
+      const replica = await startServer(['--replicaof', '127.0.0.1', String(source.port)])
+      try {
+        await waitForStreaming(replica, source)
+        await withClients([source], ([c]) => c.config('SET', 'min-replicas-to-write', '1', 'min-replicas-max-lag', '10'))
+        const fencing = () => withClients([source], ([c]) => c.config('GET', 'min-replicas-to-write'))
+        const killed = await spawnCli(['shards:move', 's001', '--to', inst(target), ...BOUNDS, '--yes', ...r()], {
+          env: {SHARDCTL_FAILPOINT: 'copy:after:kill'},
+        })
+        expect(killed.exitCode, killed.stderr).to.not.equal(0)
+        expect(await fencing()).to.deep.equal(['min-replicas-to-write', '2'])
+        const back = await spawnCli(['shards:move', '--recover', ...BOUNDS, '--json', ...r()])
+        expect(back.exitCode, back.stderr + back.stdout).to.equal(0)
+        expect(JSON.parse(back.stdout).recovered).to.equal('rolled-back')
+        expect(await fencing()).to.deep.equal(['min-replicas-to-write', '1'])
+        const run = await spawnCli(['shards:move', 's001', '--to', inst(target), ...BOUNDS, '--yes', '--json', ...r()])
+        expect(run.exitCode, run.stderr + run.stdout).to.equal(0)
+        expect(await fencing()).to.deep.equal(['min-replicas-to-write', '1'])
+        await expectMoved({s001: 1})
+      } finally {
+        await withClients([source], ([c]) => c.config('SET', 'min-replicas-to-write', '0'))
+        await replica.stop()
+      }
     })
 
     it('a second operator meanwhile gets exit 4; the move finishes', async () => {

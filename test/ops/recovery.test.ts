@@ -260,10 +260,10 @@ describe('ops/recovery: what a recovery does with a journal and the facts', () =
     const proven = ['copy', 'fence', 'catch-up', 'stop-stream']
     const cases: [string, ReturnType<typeof move>, Parameters<typeof decideMoveRecovery>[1], unknown][] = [
       [
-        'killed while copying: the target databases are emptied',
+        "killed while copying: the source's fencing as it was, the target databases emptied",
         move(['copy'], ['copy']),
         {registry: 'before', source: source(), target},
-        {kind: 'roll-back', actions: ['drop-target']},
+        {kind: 'roll-back', actions: ['restore-fencing', 'drop-target']},
       ],
       [
         'killed while copying, the source silent: the target is emptied all the same (the source was never touched)',
