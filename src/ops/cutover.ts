@@ -78,6 +78,23 @@ export async function switchOrFindOut(
   }
 }
 
+/** An instance an operation is planned on, or a one-line refusal naming it (`what`: "cannot reach the target"). */
+export async function reachInstance(pool: ConnectionPool, e: Endpoint, what: string): Promise<Redis> {
+  try {
+    return await pool.get(e)
+  } catch (error) {
+    throw new ShardctlError(`${what} ${instanceKey(e)}: ${(error as Error).message}`, {
+      code: 'EUNREACHABLE',
+      hint: 'check the address, or raise --timeout',
+    })
+  }
+}
+
+/** Before the cut-over pause, the new side may trail the source by this much (a few ms of work)... */
+export const PRE_PAUSE_SLACK_BYTES = 64 * 1024
+/** ...and is given this long to get there; past it the pause-bounded catch-up decides. */
+export const PRE_PAUSE_WAIT_MS = 10_000
+
 /**
  * The write pause as it really was, from the fence to its lift: the figure reported.
  * A run that heals may lift the fence and set it again: the pauses add up.

@@ -23,6 +23,8 @@ import {plural} from '../ui/terminal.js'
 import {
   type HealPolicy,
   type Healed,
+  PRE_PAUSE_SLACK_BYTES,
+  PRE_PAUSE_WAIT_MS,
   PauseClock,
   type PlannedMove,
   type StillRefusing,
@@ -36,6 +38,7 @@ import {
   holdClientsOff,
   nodesOf,
   registryState,
+  reachInstance,
   registryStateIfKnown,
   releaseMovedDbs,
   switchOrFindOut,
@@ -143,17 +146,6 @@ export interface MoveResult extends StraysFound {
 
 // ---- plan and preflight ---------------------------------------------------------------
 
-async function reach(pool: ConnectionPool, e: Endpoint, what: string): Promise<Redis> {
-  try {
-    return await pool.get(e)
-  } catch (error) {
-    throw new ShardctlError(`${what} ${instanceKey(e)}: ${(error as Error).message}`, {
-      code: 'EUNREACHABLE',
-      hint: 'check the address, or raise --timeout',
-    })
-  }
-}
-
 /** The RDB version a Redis release writes (the newest known for a newer release). */
 export function rdbVersionOf(redisVersion: string): number {
   const [major, minor] = redisVersion.split('.').map(Number)
@@ -234,8 +226,8 @@ export async function planMove(registry: Registry, pool: ConnectionPool, request
     }
   }
 
-  const source = await reach(pool, endpointOf(sourceKey), 'cannot reach the source')
-  const target = await reach(pool, request.to, 'cannot reach the target')
+  const source = await reachInstance(pool, endpointOf(sourceKey), 'cannot reach the source')
+  const target = await reachInstance(pool, request.to, 'cannot reach the target')
   const sourceRole = await replicationOf(source)
   if (sourceRole.role !== 'master')
     throw usageError(`the source ${sourceKey} is not a master`, 'the registry and the fleet disagree: see shards:list')
@@ -351,11 +343,6 @@ export async function planMove(registry: Registry, pool: ConnectionPool, request
 }
 
 // ---- the run ----------------------------------------------------------------------
-
-/** Before the cut-over pause, a copy may trail the source by this much (a few ms of work)... */
-const PRE_PAUSE_SLACK_BYTES = 64 * 1024
-/** ...and is given this long to get there; past it the pause-bounded catch-up decides. */
-const PRE_PAUSE_WAIT_MS = 10_000
 
 /** Every instance a move acts on: the source and the target. */
 export function moveInstances(plan: MovePlan): Endpoint[] {

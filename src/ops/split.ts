@@ -28,6 +28,8 @@ import {
   type CatchUp,
   type HealPolicy,
   type Healed,
+  PRE_PAUSE_SLACK_BYTES,
+  PRE_PAUSE_WAIT_MS,
   PauseClock,
   type PlannedMove,
   type StillRefusing,
@@ -44,6 +46,7 @@ import {
   nodesOf,
   notCaughtUp as notCaughtUpLine,
   registryState,
+  reachInstance,
   registryStateIfKnown,
   releaseMovedDbs,
   switchOrFindOut,
@@ -174,17 +177,6 @@ export function assignMoves(shards: {id: string; keys: number}[], targets: strin
   return moves
 }
 
-async function reach(pool: ConnectionPool, e: Endpoint, what: string): Promise<Redis> {
-  try {
-    return await pool.get(e)
-  } catch (error) {
-    throw new ShardctlError(`${what} ${instanceKey(e)}: ${(error as Error).message}`, {
-      code: 'EUNREACHABLE',
-      hint: 'check the address, or raise --timeout',
-    })
-  }
-}
-
 async function checkEmpty(client: Redis, key: string, role: string): Promise<void> {
   const used = [...(await keysPerDb(client))].filter(([, n]) => n > 0)
   if (used.length > 0) {
@@ -244,7 +236,7 @@ export async function planSplit(registry: Registry, pool: ConnectionPool, reques
     )
   }
 
-  const source = await reach(pool, request.source, 'cannot reach the source')
+  const source = await reachInstance(pool, request.source, 'cannot reach the source')
   const sourceRole = await replicationOf(source)
   if (sourceRole.role !== 'master')
     throw usageError(`the source ${sourceKey} is not a master`, 'the registry and the fleet disagree: see shards:list')
@@ -253,7 +245,7 @@ export async function planSplit(registry: Registry, pool: ConnectionPool, reques
 
   const started = new Set((request.toBeStarted ?? []).map(instanceKey))
   for (const target of request.targets.filter((t) => !started.has(instanceKey(t)))) {
-    const client = await reach(pool, target, 'cannot reach the target')
+    const client = await reachInstance(pool, target, 'cannot reach the target')
     const info = await replicationOf(client)
     if (info.role !== 'master' && !follows(info, request.source)) {
       throw usageError(
@@ -272,7 +264,7 @@ export async function planSplit(registry: Registry, pool: ConnectionPool, reques
     }
   }
   for (const replica of request.targetReplicas.filter((r) => !started.has(instanceKey(r)))) {
-    const client = await reach(pool, replica, 'cannot reach the target replica')
+    const client = await reachInstance(pool, replica, 'cannot reach the target replica')
     const info = await replicationOf(client)
     if (!follows(info, request.targets[0])) await checkEmpty(client, instanceKey(replica), 'target replica')
     if (await writableAsReplica(client)) throw writableReplicaRefusal(instanceKey(replica), 'target replica')
@@ -322,10 +314,6 @@ export async function planSplit(registry: Registry, pool: ConnectionPool, reques
   }
 }
 
-/** Before the cut-over pause, a target may trail the source by this much (a few ms of work)... */
-const PRE_PAUSE_SLACK_BYTES = 64 * 1024
-/** ...and is given this long to get there; past it the pause-bounded catch-up decides. */
-const PRE_PAUSE_WAIT_MS = 10_000
 /** How long a recovery waits for the targets of a fenced source to hold every byte. */
 const FENCED_CATCH_UP_MS = 30_000
 
