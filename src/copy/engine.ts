@@ -206,6 +206,10 @@ class LiveCopy implements DatabaseCopy {
     this.reader = new RdbReader(
       {
         entry: (entry) => this.onEntry(entry),
+        // The database the stream's first commands are in, until it says SELECT.
+        aux: (field, value) => {
+          if (field === 'repl-stream-db') this.db = Number(value)
+        },
         valuePiece: (entry, piece) => this.onPiece(entry, piece),
       },
       {valuesOf: (db) => db === options.sourceDb},
@@ -246,7 +250,7 @@ class LiveCopy implements DatabaseCopy {
     if ('error' in selected) throw this.targetLink.refused('SELECT', selected)
     this.targetLink.takeOver(`the copy into database ${options.targetDb}`, {
       onBytes: (chunk) => this.guard(() => this.replies.feed(chunk)),
-      onFailure: (error) => this.fail(error),
+      onFailure: (error) => this.fail(this.lostTarget(error)),
     })
 
     const link = await ReplicationLink.open(options.source, linkOptions)
@@ -509,6 +513,14 @@ class LiveCopy implements DatabaseCopy {
     )
   }
 
+  private lostTarget(error: Error): Error {
+    if (!(error instanceof ShardctlError) || error.code !== 'ECONNLOST') return error
+    return new ShardctlError(
+      `lost the connection to ${this.targetWhere} while copying database ${this.options.sourceDb} of ${this.sourceWhere} into its database ${this.options.targetDb}: the copy stopped`,
+      {code: 'ECONNLOST', hint: 'check that the target is up, then copy again', cause: error},
+    )
+  }
+
   private crossDb(args: Buffer[], offset: number): ShardctlError {
     const shown = [
       args[0].toString('latin1').toUpperCase(),
@@ -554,8 +566,11 @@ class LiveCopy implements DatabaseCopy {
       this.isLoaded = true
       // A diskless master starts the stream only after the first ACK.
       this.ack()
-      // Loaded means loaded with the source's fencing kept (FencePolicy).
-      this.fenceRaised.then(
+      // Loaded means loaded with the source's fencing kept (FencePolicy), and the source
+      // streaming to us: until it has reaped its snapshot's child it still counts us as
+      // waiting for the snapshot, and a FLUSHALL (which kills that child) or the stream
+      // piling up in our output buffer meanwhile would drop us.
+      Promise.all([this.fenceRaised, this.online()]).then(
         () => this.resolveLoaded(),
         (error: Error) => this.fail(error),
       )
@@ -567,6 +582,29 @@ class LiveCopy implements DatabaseCopy {
         clearTimeout(w.timer)
         w.resolve(true)
       }
+    }
+  }
+
+  /** Resolves once the source lists this link as an online replica (and acknowledges it: a diskless source then starts the stream). */
+  private async online(): Promise<void> {
+    const port = `port=${this.sourceLink?.socket.localPort},`
+    const deadline = Date.now() + this.options.timeoutMs
+    while (!this.ending) {
+      const info = await this.sourceAdmin!.info('replication')
+      if (info.split('\n').some((line) => /^slave\d+:/.test(line) && line.includes(port) && line.includes('state=online'))) {
+        this.ack()
+        return
+      }
+      if (Date.now() > deadline) {
+        throw new ShardctlError(
+          `${this.sourceWhere} sent its snapshot but did not list the copy as an online replica within ${this.options.timeoutMs} ms`,
+          {
+            code: 'ETIMEOUT',
+            hint: "check the source's log and INFO replication",
+          },
+        )
+      }
+      await new Promise((resolve) => setTimeout(resolve, 20))
     }
   }
 

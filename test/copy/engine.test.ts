@@ -210,6 +210,19 @@ describe('copy/engine: a live copy of one database', function () {
     }
   })
 
+  it('acknowledges the applied offset, never the received one: WAIT on the source waits for the target', async () => {
+    const s5 = source.client(5)
+    const copy = await start(copyOptions(source, 5, target, 19))
+    await copy.snapshotLoaded()
+    await s5.rpush('acked', 'a')
+    expect(await s5.call('WAIT', '1', '10000')).to.equal(1)
+    const sleeping = target.client().call('DEBUG', 'SLEEP', '2')
+    await until('the target is asleep', async () => (await s5.rpush('acked', 'b')) > 0 && (await s5.call('WAIT', '1', '300')) === 0)
+    await sleeping
+    expect(await s5.call('WAIT', '1', '10000')).to.equal(1)
+    expect(await target.client(19).lrange('acked', 0, -1)).to.deep.equal(await s5.lrange('acked', 0, -1))
+  })
+
   it('holds the snapshot to --rate (keys per second)', async () => {
     // A small source of its own: the shared one's snapshot alone takes longer than the wait.
     const small = await startServer(DEBUG)
@@ -260,6 +273,30 @@ describe('copy/engine: a live copy of one database', function () {
       new RegExp(`^lost the connection to 127.0.0.1:${source.port} during the replication stream, at offset \\d+`),
     )
     expect(await rejectionOf(copy.waitApplied(Number.MAX_SAFE_INTEGER, Date.now() + 10_000))).to.equal(error)
+  })
+
+  it('refuses before copying anything when the source has a function library the target lacks', async () => {
+    await src.call('FUNCTION', 'LOAD', "#!lua name=shardlib\nredis.register_function('hello', function() return 1 end)")
+    try {
+      const error = await rejectionOf(startDatabaseCopy(copyOptions(source, 3, target, 17)))
+      expect(error.message).to.equal(
+        `127.0.0.1:${source.port} has the function library shardlib, which 127.0.0.1:${target.port} lacks: nothing was copied`,
+      )
+      expect(await target.client(17).dbsize()).to.equal(0)
+      expect(parseInfo(await src.info('replication')).connected_slaves).to.equal('0')
+    } finally {
+      await src.call('FUNCTION', 'DELETE', 'shardlib')
+    }
+  })
+
+  it('fails with one line naming the target when the target connection is lost', async () => {
+    const copy = await start(copyOptions(source, 5, target, 18))
+    await copy.snapshotLoaded()
+    await target.client().call('CLIENT', 'KILL', 'SKIPME', 'yes', 'TYPE', 'normal')
+    const error = await rejectionOf(copy.failure)
+    expect(error.message).to.equal(
+      `lost the connection to 127.0.0.1:${target.port} while copying database 5 of 127.0.0.1:${source.port} into its database 18: the copy stopped`,
+    )
   })
 
   it('fails when the target refuses a command, naming the target and the command', async () => {
