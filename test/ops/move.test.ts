@@ -320,6 +320,26 @@ describe('shards:move', () => {
       }
     })
 
+    it('a command that moves data into the moved database stops the copy: the move heals by rolling back, exit 3, nothing lost', async () => {
+      const run = await stoppedAt(['shards:move', 's001', '--to', inst(target), ...BOUNDS, '--yes', '--json', ...r()], 'copy:after:stop')
+      await withClients([source], async ([c]) => {
+        await c.set('moved-in', 'x')
+        expect(await c.move('moved-in', 1)).to.equal(1)
+      })
+      resume(run)
+      const done = await run.done
+      expect(done.exitCode, done.stderr + done.stdout).to.equal(3)
+      const result = JSON.parse(done.stdout)
+      expect(result.recovered).to.equal('rolled-back')
+      expect(result.healed.after).to.match(/MOVE/)
+      expect(await reg.hget('shards.s001', 'master')).to.equal(source.address(1))
+      expect((await keyspace(target))[1]).to.equal(undefined)
+      expect((await keyspace(source))[1]).to.equal(301)
+      expect(await reg.exists('shards._journal', 'shards._lock')).to.equal(0)
+      expect(await fencesOf([source])).to.deep.equal([])
+      expect(await takesWrites(source, 1)).to.equal(true)
+    })
+
     it('a second operator meanwhile gets exit 4; the move finishes', async () => {
       const run = await stoppedAt(['shards:move', 's003', '--to', inst(target), ...BOUNDS, '--yes', '--json', ...r()], 'copy:after:stop')
       const second = await cli(['shards:move', 's000', '--to', inst(target), ...BOUNDS, '--yes', ...r()])
