@@ -1,4 +1,7 @@
 import {randomBytes} from 'node:crypto'
+import {mkdtempSync, readdirSync, rmSync} from 'node:fs'
+import {tmpdir} from 'node:os'
+import {join} from 'node:path'
 
 import {expect} from 'chai'
 import {type Redis} from 'ioredis'
@@ -196,7 +199,12 @@ describe('copy/engine: a live copy of one database', function () {
     try {
       const s4 = source.client(4)
       await s4.set('start', '1')
-      const copy = await start({...copyOptions(source, 4, target, 10), memory: {inFlightBytes: 1024 * 1024, spoolBytes: 1024 * 1024}})
+      const spoolDir = mkdtempSync(join(tmpdir(), 'shardctl-spool-test-'))
+      const copy = await start({
+        ...copyOptions(source, 4, target, 10),
+        spoolDir,
+        memory: {inFlightBytes: 1024 * 1024, spoolBytes: 1024 * 1024},
+      })
       await copy.snapshotLoaded()
       const sleeping = target.client().call('DEBUG', 'SLEEP', '3')
       const value = randomBytes(100 * 1024)
@@ -204,6 +212,9 @@ describe('copy/engine: a live copy of one database', function () {
       await sleeping
       await fenceAndStop(copy, src)
       expect(copy.spilledBytes()).to.be.above(1024 * 1024)
+      // The spool's file went with the copy.
+      expect(readdirSync(spoolDir)).to.deep.equal([])
+      rmSync(spoolDir, {recursive: true})
       await expectSameDb(s4, target.client(10))
     } finally {
       await src.config('SET', 'client-output-buffer-limit', 'replica 256mb 64mb 60')
