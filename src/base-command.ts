@@ -34,7 +34,7 @@ export const EXIT_CODES_HELP = `EXIT CODES
   2    usage error: bad flags or arguments, or a confirmation needed where no terminal can ask
   3    unhealthy, partial, or refused because of what the fleet holds
   4    another operator holds the lock
-  5    degraded: a split or promote stopped half-way and some instance still refuses
+  5    degraded: a split, move or promote stopped half-way and some instance still refuses
        writes; the last line names them and the command that finishes or rolls it back
   130  interrupted`
 
@@ -51,6 +51,8 @@ export abstract class ShardctlCommand<T extends typeof Command> extends Command 
 
   protected flags!: BaseFlags<T>
   protected args!: Args<T>
+  /** Every positional argument, for a command that takes several (static strict = false). */
+  protected positional: string[] = []
   protected terminal!: TerminalMode
 
   private readonly cleanups: (() => Promise<void>)[] = []
@@ -75,7 +77,7 @@ export abstract class ShardctlCommand<T extends typeof Command> extends Command 
     process.stdout.on('error', (error: NodeJS.ErrnoException) => {
       if (error.code === 'EPIPE') process.exit(ExitCode.ok)
     })
-    const {args, flags, metadata} = await this.parse({
+    const {args, argv, flags, metadata} = await this.parse({
       args: this.ctor.args,
       baseFlags: this.ctor.baseFlags,
       enableJsonFlag: this.ctor.enableJsonFlag,
@@ -84,6 +86,7 @@ export abstract class ShardctlCommand<T extends typeof Command> extends Command 
     })
     this.flags = flags as BaseFlags<T>
     this.args = args as Args<T>
+    this.positional = argv.map(String)
     this.defaulted = new Set(
       Object.entries(metadata.flags)
         .filter(([, m]) => m.setFromDefault)

@@ -2,7 +2,7 @@ import type {Command} from '@oclif/core'
 
 import {RegistryCommand} from './base-command.js'
 import {ExitCode, ShardctlError} from './errors.js'
-import {type HealPolicy, type Healed, OperationLeftOpen} from './ops/cutover.js'
+import {type HealPolicy, type Healed, OperationLeftOpen, type StraysFound} from './ops/cutover.js'
 import {type JournalEntry, liveHolder, openOperationError, pendingOperation, readJournal} from './ops/journal.js'
 import type {OperatorLock} from './ops/lock.js'
 import type {Released, SentinelCoordination} from './sentinel/coordinate.js'
@@ -11,7 +11,7 @@ import {type StepReporter, formatDuration} from './ui/progress.js'
 import {paint, plural} from './ui/terminal.js'
 
 /**
- * What shards:split and shards:promote share around their operation: finding the one
+ * What shards:split, shards:move and shards:promote share around their operation: finding the one
  * open in the journal (--recover, or a rerun), healing a failure half-way within
  * --heal-within, and saying what a run that stopped half-way left.
  */
@@ -132,6 +132,44 @@ export abstract class OperationCommand<T extends typeof Command> extends Registr
   /** The Sentinel problems, to end a message with. */
   protected sentinelNote(): string {
     return this.sentinelProblems.length > 0 ? `; and ${this.sentinelProblems.join('; ')}` : ''
+  }
+
+  /**
+   * Writes that landed on the source after the cut-over: named, kept, exit 3. `keptOnPurpose`:
+   * the source keeps its copies because the operator asked (split --keep-source).
+   */
+  protected reportStrays<R extends StraysFound>(result: R, keptOnPurpose = false): R {
+    if (this.sentinelProblems.length > 0) this.warn(this.sentinelProblems.join('; '))
+    const strays = Object.entries(result.strays)
+    if (strays.length === 0) {
+      if (result.keptOnSource.length === 0) return this.sentinelSaid(result)
+      const dbs = result.keptOnSource.join(', ')
+      if (keptOnPurpose) {
+        this.warn(`the source keeps its copy of db ${dbs} (--keep-source): check them, then drop them by hand`)
+        return this.sentinelSaid(result)
+      }
+      // Kept because the source lost the fence mid-split (it restarted, or someone lifted
+      // it): clients with stale routing may have written there unwatched.
+      return this.partial(
+        result,
+        `the source lost its fence during the cut-over, so its copy of db ${dbs} was kept and may hold writes from clients with stale routing that the new copies lack. Compare each with its target (shards:list shows where it is routed) before dropping it`,
+      )
+    }
+    const lines = strays.map(([db, s]) => {
+      const keys = s.keys > 0 ? `${plural(s.keys, 'key')} kept, e.g. ${s.sample.slice(0, 5).join(', ')}` : 'no key left'
+      const writers = s.writers?.length ? `, written to by ${s.writers.join(', ')}` : ''
+      return `db ${db} (shard ${s.shard}, now at ${s.to}): ${keys}${writers}`
+    })
+    const then = [
+      strays.some(([, s]) => s.keys > 0) ? 'Move the kept keys where the registry routes with: shardctl shards:reconcile.' : '',
+      strays.some(([, s]) => s.writers?.length)
+        ? 'The clients named do not follow the routing: what they deleted or changed there reached no copy the registry routes to; fix their routing and check that data.'
+        : '',
+    ]
+    return this.partial(
+      result,
+      `writes landed on the source after the cut-over, from clients with stale routing: ${lines.join('; ')}. ${then.filter(Boolean).join(' ')}`,
+    )
   }
 
   /** --recover found nothing open: said, exit 0. */

@@ -31,7 +31,7 @@ export interface CheckOptions {
   /** A registry with no shard at all passes (otherwise a CI gate fails: nothing was checked). */
   allowEmpty?: boolean
   /** The command line that finishes an interrupted operation of this type, named beside the fence it left. */
-  recoverCommand?: (type: 'split' | 'promote') => string
+  recoverCommand?: (type: 'split' | 'promote' | 'move') => string
 }
 
 export interface CheckReport {

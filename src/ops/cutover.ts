@@ -3,11 +3,12 @@ import {setTimeout as sleep} from 'node:timers/promises'
 import type {Redis} from 'ioredis'
 
 import {ExitCode, ShardctlError} from '../errors.js'
-import {clientsOn, cutConnectionsNamed, hasWorked, killClients} from '../fleet/clients.js'
-import {type ConnectionPool, reopen} from '../fleet/connect.js'
+import {type ClientInfo, clientsOn, cutConnectionsNamed, hasWorked, killClients, writeCommandsOf} from '../fleet/clients.js'
+import {type ConnectionPool, type ScriptedRedis, reopen} from '../fleet/connect.js'
+import {keysPerDb, sampleKeys} from '../fleet/instance.js'
 import {type FencingSettings, fenceWrites, isWriteFence, readFencing, replicationOf} from '../fleet/replication.js'
-import type {Endpoint} from '../registry/address.js'
-import {type Registry, type ShardNodes, nodeFields} from '../registry/registry.js'
+import {type Endpoint, instanceKey} from '../registry/address.js'
+import {Change, type Registry, type ShardNodes, nodeFields} from '../registry/registry.js'
 import type {Shard} from '../registry/schema.js'
 import {formatAddress} from '../registry/address.js'
 import {type Journal, type JournalEntry, stepResult} from './journal.js'
@@ -76,6 +77,23 @@ export async function switchOrFindOut(
     })
   }
 }
+
+/** An instance an operation is planned on, or a one-line refusal naming it (`what`: "cannot reach the target"). */
+export async function reachInstance(pool: ConnectionPool, e: Endpoint, what: string): Promise<Redis> {
+  try {
+    return await pool.get(e)
+  } catch (error) {
+    throw new ShardctlError(`${what} ${instanceKey(e)}: ${(error as Error).message}`, {
+      code: 'EUNREACHABLE',
+      hint: 'check the address, or raise --timeout',
+    })
+  }
+}
+
+/** Before the cut-over pause, the new side may trail the source by this much (a few ms of work)... */
+export const PRE_PAUSE_SLACK_BYTES = 64 * 1024
+/** ...and is given this long to get there; past it the pause-bounded catch-up decides. */
+export const PRE_PAUSE_WAIT_MS = 10_000
 
 /**
  * The write pause as it really was, from the fence to its lift: the figure reported.
@@ -332,6 +350,198 @@ export async function cutOffPreviousOwner(
       if (client) await cutConnectionsNamed(client, name).catch(() => undefined)
     }),
   )
+}
+
+// ---- release and grace --------------------------------------------------------------
+
+/** Writes that landed on a moved database of the source after the cut-over, per source db. */
+export interface StrayWrites {
+  /**
+   * keys: what the moved database holds on the source after the grace period (kept);
+   * writers: the connections seen writing there meanwhile ("addr (command)"), whose
+   * writes reached no copy the registry routes to (a delete leaves no key behind).
+   */
+  [db: string]: {shard: string; to: string; keys: number; sample: string[]; writers?: string[]}
+}
+
+/** Refuse to drop a database the registry routes a shard to (one shard per database: SPEC §4.9). */
+export async function assertUnused(registry: Registry, instance: string, dbs: number[]): Promise<void> {
+  const {shards} = await registry.snapshot()
+  const used = shards.filter((s) => instanceKey(s.master) === instance && dbs.includes(s.master.db))
+  if (used.length > 0) {
+    throw new ShardctlError(
+      `will not drop ${instance} db ${used.map((s) => s.master.db).join(', ')}: the registry routes shard ${used.map((s) => s.id).join(', ')} there`,
+      {
+        code: 'ECONFLICT',
+        hint: 'the registry changed during the operation: look at shards:list, then run the command again',
+      },
+    )
+  }
+}
+
+/**
+ * Lift the fence and drop the moved databases as one step that no other client's
+ * command can come between: one pipeline, written at once and small enough for one
+ * packet, which Redis runs through before it serves anyone else. The write fence goes
+ * off entirely (min-replicas-to-write 0) while the pause still holds everyone else,
+ * CLIENT UNPAUSE wakes the waiting clients (they run only once this connection's
+ * buffered commands are done), a script empties the databases, and the operator's own
+ * fencing comes back last. So the flush cannot be refused by that fencing (a replica of
+ * the source that is down or lagging would make it answer NOREPLICAS and leave the
+ * moved databases unfenced and full). A write that a client with stale routing sends
+ * from then on lands on an empty database, where the grace step finds it. (Under the
+ * pause the flush would wait behind the very writes it must not drop.) Should the flush
+ * fail all the same, the source is fenced again before the error is reported.
+ */
+async function releaseAndDrop(source: ScriptedRedis, previous: FencingSettings, dbs: number[]): Promise<void> {
+  // defineCommand gives pipelines the script too; ioredis's types do not know it.
+  const pipeline = source.pipeline() as ReturnType<ScriptedRedis['pipeline']> & {flushDbs(numKeys: number, ...dbs: string[]): unknown}
+  pipeline.config('SET', 'min-replicas-to-write', '0')
+  pipeline.call('CLIENT', 'UNPAUSE')
+  pipeline.flushDbs(0, ...dbs.map(String))
+  pipeline.config(
+    'SET',
+    'min-replicas-to-write',
+    previous['min-replicas-to-write'],
+    'min-replicas-max-lag',
+    previous['min-replicas-max-lag'],
+  )
+  const replies = await pipeline.exec()
+  const failed = replies?.find(([error]) => error)
+  if (failed) {
+    await fenceWrites(source, 1000, previous).catch(() => undefined)
+    throw failed[0]
+  }
+}
+
+/**
+ * The release of a cut-over: the moved databases of the source are dropped and its
+ * fence lifted in one step (releaseAndDrop), unless the registry routes one of them
+ * again. Writes waiting in the pause on a moved database would land on the dropped
+ * copy: those connections are cut first (nothing of theirs was acknowledged).
+ */
+export async function releaseMovedDbs(
+  registry: Registry,
+  source: ScriptedRedis,
+  sourceKey: string,
+  previous: FencingSettings,
+  dbs: number[],
+): Promise<void> {
+  await assertUnused(registry, sourceKey, dbs)
+  const waiting = await clientsOn(source, new Set(dbs))
+  await killClients(
+    source,
+    waiting.map((c) => c.id),
+  )
+  await releaseAndDrop(source, previous, dbs)
+}
+
+/** How often the grace period looks for clients writing to the moved databases. */
+const GRACE_POLL_MS = 20
+
+/**
+ * For the grace period, watch the moved databases of the source for clients that
+ * write there (stale routing): each one is named and cut off, so that it re-reads its
+ * routing. Keys alone would not tell: a delete, an expiry or an overwrite of a key that
+ * is gone from the source leaves nothing to find. Polled, so a connection that opens,
+ * writes and closes between two looks is seen only by the keys it leaves.
+ */
+export async function watchWriters(source: Redis, dbs: number[], ms: number): Promise<Map<number, Set<string>>> {
+  const moved = new Set(dbs)
+  const isWrite = writeCommandsOf(source)
+  const writers = new Map<number, Set<string>>()
+  const end = Date.now() + ms
+  for (;;) {
+    const writing: ClientInfo[] = []
+    for (const c of (await clientsOn(source, moved)).filter(hasWorked)) if (await isWrite(c.cmd)) writing.push(c)
+    for (const c of writing) writers.set(c.db, (writers.get(c.db) ?? new Set()).add(`${c.addr} (${c.cmd})`))
+    await killClients(
+      source,
+      writing.map((c) => c.id),
+    )
+    const left = end - Date.now()
+    if (left <= 0) return writers
+    await sleep(Math.min(GRACE_POLL_MS, left))
+  }
+}
+
+/** What a grace period found: writes per source db, and the dbs kept for shards:reconcile. */
+export interface StraysFound {
+  strays: StrayWrites
+  strayWrites: Record<string, number>
+  keptOnSource: number[]
+}
+
+/**
+ * The grace period of a cut-over: watch the moved databases of the source (watchWriters),
+ * then name every one holding keys or written to meanwhile; keys are kept where they
+ * landed and recorded for shards:reconcile. `moves`: each moved shard, its database on
+ * the source and where the registry routes it now.
+ */
+export async function graceWatch(
+  registry: Registry,
+  source: Redis,
+  sourceKey: string,
+  moves: {id: string; db: number; to: string}[],
+  ms: number,
+  found: StraysFound,
+): Promise<void> {
+  const writers = await watchWriters(
+    source,
+    moves.map((m) => m.db),
+    ms,
+  )
+  const keys = await keysPerDb(source)
+  const change = new Change()
+  for (const move of moves) {
+    const count = keys.get(move.db) ?? 0
+    const seen = [...(writers.get(move.db) ?? [])]
+    if (count === 0 && seen.length === 0) continue
+    const sample = count === 0 ? [] : await sampleKeys(source, move.db)
+    found.strays[String(move.db)] = {
+      shard: move.id,
+      to: move.to,
+      keys: count,
+      sample,
+      ...(seen.length > 0 ? {writers: seen} : {}),
+    }
+    if (count === 0) continue
+    found.strayWrites[String(move.db)] = count
+    found.keptOnSource.push(move.db)
+    change.hset(registry.keys.strays, {
+      [`${sourceKey}/${move.db}`]: JSON.stringify({shard: move.id, to: move.to, keys: count, at: new Date().toISOString()}),
+    })
+  }
+  if (change.ops.length > 0) await registry.apply(change, 'strays.found', {from: sourceKey, strays: found.strayWrites})
+}
+
+/**
+ * The end of a cut-over that went through: the write pause as it really was (fence to
+ * lift), the event in the history, the journal closed.
+ */
+export async function finishCutover<
+  R extends {pauseMs?: number; pauseExceeded?: boolean; keptOnSource: number[]; strayWrites: Record<string, number>},
+>(
+  registry: Registry,
+  journal: Journal<unknown>,
+  clock: PauseClock,
+  maxPauseMs: number,
+  result: R,
+  event: string,
+  details: Record<string, unknown>,
+  recovered?: 'rolled-forward',
+): Promise<R & {applied: true; recovered?: 'rolled-forward'}> {
+  result.pauseMs = clock.ms
+  if (result.pauseMs !== undefined) result.pauseExceeded = result.pauseMs > maxPauseMs
+  await registry.apply(new Change(), event, {
+    ...details,
+    pauseMs: result.pauseMs,
+    keptOnSource: result.keptOnSource,
+    strayWrites: result.strayWrites,
+    ...(recovered ? {recovered: true} : {}),
+  })
+  await journal.close()
+  return {...result, applied: true, ...(recovered ? {recovered} : {})}
 }
 
 // ---- healing ----------------------------------------------------------------------

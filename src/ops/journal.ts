@@ -28,7 +28,7 @@ export interface StepRecord {
 export interface JournalEntry<P = unknown> {
   v: 1
   id: string
-  type: 'promote' | 'split'
+  type: 'promote' | 'split' | 'move'
   /** What the operation is about, e.g. the instance being promoted away from. */
   target: string
   by: string

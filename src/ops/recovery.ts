@@ -241,3 +241,82 @@ export function decideSplitRecovery(entry: Pick<JournalEntry, 'steps'>, facts: S
     actions: [...(promoted < targets.length ? (['promote'] as SplitAction[]) : []), 'keep-source', 'clean-target'],
   }
 }
+
+// ---- move -----------------------------------------------------------------------
+
+export type MoveAction =
+  | 'lift' // the source's fencing comes back, paused writes go on
+  | 'drop-target' // roll back: the target databases are emptied (the source was never touched)
+  | 'restore-fencing' // roll back: the source's min-replicas-to-write, which a copy raises by one, comes back
+  | 'hold' // keep clients off the moved databases of the (fenced) source
+  | 'release' // the fence is lifted and the moved databases dropped in one step
+  | 'keep-source' // the source keeps them: writes may have landed there unwatched
+  | 'grace' // watch the moved databases of the source, report and keep any write there
+
+export type MoveRecovery = {kind: 'roll-forward'; actions: MoveAction[]} | {kind: 'roll-back'; actions: MoveAction[]} | Refusal
+
+export interface MoveFacts {
+  registry: RegistryState
+  source: NodeFacts
+  target: NodeFacts
+}
+
+/**
+ * A move's copy runs in the process that started it: once that process is gone, so is
+ * the stream. Before the registry switch the target databases only hold a copy, so a
+ * recovery rolls back (they are emptied, the source never changed). After it (the stream
+ * was stopped before it, with the source fenced and the copy proven whole), the target
+ * databases are the shards: the recovery finishes on the source only.
+ */
+export function decideMoveRecovery(entry: Pick<JournalEntry, 'steps'>, facts: MoveFacts): MoveRecovery {
+  const {registry, source, target} = facts
+  if (registry === 'changed') {
+    return {
+      kind: 'refuse',
+      reason: 'the registry changed since the interrupted move: the moved shards name neither the source nor the target as planned',
+      hint: 'someone else changed them: inspect with shards:list; once the fleet is consistent, delete the journal by hand',
+    }
+  }
+  const fenceOn = stepStarted(entry, 'fence') && !stepStarted(entry, 'release') && !stepDone(entry, 'lift')
+  if (registry === 'before') {
+    if (stepStarted(entry, 'release')) {
+      return {
+        kind: 'refuse',
+        reason: 'the registry names the source again, but the source already dropped the moved databases',
+        hint: 'someone changed the registry back: point the moved shards at the target by hand',
+      }
+    }
+    if (!source.reachable && stepStarted(entry, 'fence'))
+      return {
+        kind: 'refuse',
+        reason: 'the source does not answer, so its fence cannot be lifted',
+        hint: 'bring it back, then run the command again to roll the move back',
+        transient: true,
+      }
+    if (!target.reachable)
+      return {
+        kind: 'refuse',
+        reason: 'the target does not answer, so its copy cannot be dropped',
+        hint: 'bring it back, then run the command again',
+        transient: true,
+      }
+    const onSource: MoveAction[] = fenceOn || source.fenced ? ['lift'] : source.reachable ? ['restore-fencing'] : []
+    return {kind: 'roll-back', actions: [...onSource, 'drop-target']}
+  }
+  // The registry routes the moved shards to the target: the only way is forward, on the source.
+  if (stepDone(entry, 'release') || (stepStarted(entry, 'release') && source.reachable && !source.fenced)) {
+    return {kind: 'roll-forward', actions: stepDone(entry, 'grace') ? [] : ['grace']}
+  }
+  if (!source.reachable)
+    return {
+      kind: 'refuse',
+      reason: 'the source does not answer: the move cannot be finished',
+      hint: 'bring it back, then run the command again',
+      transient: true,
+    }
+  // Still fenced since the proof: no write can have landed on the source's copy.
+  if (source.fenced) return {kind: 'roll-forward', actions: ['hold', 'release', 'grace']}
+  // The source lost its fence (it restarted, or someone lifted it): writes may have reached
+  // its copies unwatched, so they are kept, and said so.
+  return {kind: 'roll-forward', actions: ['keep-source']}
+}

@@ -3,15 +3,13 @@ import {setTimeout as sleep} from 'node:timers/promises'
 import type {Redis} from 'ioredis'
 
 import {ExitCode, ShardctlError, usageError} from '../errors.js'
-import {type ClientInfo, clientsOn, hasWorked, killClients, writeCommandsOf} from '../fleet/clients.js'
 import type {ConnectionPool, ScriptedRedis} from '../fleet/connect.js'
 import {parseInfo} from '../fleet/info.js'
-import {databaseCount, flushDb, keysPerDb, sampleKeys} from '../fleet/instance.js'
+import {databaseCount, flushDb, keysPerDb} from '../fleet/instance.js'
 import {
   DEFAULT_FENCING,
   type FencingSettings,
   copyProgress,
-  fenceWrites,
   follows,
   isWriteFence,
   liftFence,
@@ -30,14 +28,20 @@ import {
   type CatchUp,
   type HealPolicy,
   type Healed,
+  PRE_PAUSE_SLACK_BYTES,
+  PRE_PAUSE_WAIT_MS,
   PauseClock,
   type NeverElectHook,
   type PlannedMove,
   type ReleaseHook,
   type StillRefusing,
+  type StrayWrites,
+  assertUnused,
   catchUp,
   cutOffPreviousOwner,
   fenceStep,
+  finishCutover,
+  graceWatch,
   heal,
   MIN_QUIET_MS,
   holdClientsOff,
@@ -45,12 +49,15 @@ import {
   notCaughtUp as notCaughtUpLine,
   registryState,
   neverElectStep,
+  reachInstance,
   registryStateIfKnown,
+  releaseMovedDbs,
   releaseStep,
   switchOrFindOut,
   waitUntil,
   writableReplicaRefusal,
 } from './cutover.js'
+export type {StrayWrites} from './cutover.js'
 import {Journal, type JournalEntry, fencedSince, stepDone, stepResult, stepStarted} from './journal.js'
 import type {OperatorLock} from './lock.js'
 import {type NodeFacts, type SplitAction, decideSplitRecovery, refusalError} from './recovery.js'
@@ -119,16 +126,6 @@ export interface SplitPlan {
   keepSource: boolean
 }
 
-/** Writes that landed on a moved database of the source after the cut-over, per source db. */
-export interface StrayWrites {
-  /**
-   * keys: what the moved database holds on the source after the grace period (kept);
-   * writers: the connections seen writing there meanwhile ("addr (command)"), whose
-   * writes reached no copy the registry routes to (a delete leaves no key behind).
-   */
-  [db: string]: {shard: string; to: string; keys: number; sample: string[]; writers?: string[]}
-}
-
 export interface SplitResult {
   plan: SplitPlan
   applied: boolean
@@ -182,17 +179,6 @@ export function assignMoves(shards: {id: string; keys: number}[], targets: strin
     if (lightest !== source) moves.set(s.id, lightest)
   }
   return moves
-}
-
-async function reach(pool: ConnectionPool, e: Endpoint, what: string): Promise<Redis> {
-  try {
-    return await pool.get(e)
-  } catch (error) {
-    throw new ShardctlError(`${what} ${instanceKey(e)}: ${(error as Error).message}`, {
-      code: 'EUNREACHABLE',
-      hint: 'check the address, or raise --timeout',
-    })
-  }
 }
 
 async function checkEmpty(client: Redis, key: string, role: string): Promise<void> {
@@ -254,7 +240,7 @@ export async function planSplit(registry: Registry, pool: ConnectionPool, reques
     )
   }
 
-  const source = await reach(pool, request.source, 'cannot reach the source')
+  const source = await reachInstance(pool, request.source, 'cannot reach the source')
   const sourceRole = await replicationOf(source)
   if (sourceRole.role !== 'master')
     throw usageError(`the source ${sourceKey} is not a master`, 'the registry and the fleet disagree: see shards:list')
@@ -263,7 +249,7 @@ export async function planSplit(registry: Registry, pool: ConnectionPool, reques
 
   const started = new Set((request.toBeStarted ?? []).map(instanceKey))
   for (const target of request.targets.filter((t) => !started.has(instanceKey(t)))) {
-    const client = await reach(pool, target, 'cannot reach the target')
+    const client = await reachInstance(pool, target, 'cannot reach the target')
     const info = await replicationOf(client)
     if (info.role !== 'master' && !follows(info, request.source)) {
       throw usageError(
@@ -282,7 +268,7 @@ export async function planSplit(registry: Registry, pool: ConnectionPool, reques
     }
   }
   for (const replica of request.targetReplicas.filter((r) => !started.has(instanceKey(r)))) {
-    const client = await reach(pool, replica, 'cannot reach the target replica')
+    const client = await reachInstance(pool, replica, 'cannot reach the target replica')
     const info = await replicationOf(client)
     if (!follows(info, request.targets[0])) await checkEmpty(client, instanceKey(replica), 'target replica')
     if (await writableAsReplica(client)) throw writableReplicaRefusal(instanceKey(replica), 'target replica')
@@ -332,10 +318,6 @@ export async function planSplit(registry: Registry, pool: ConnectionPool, reques
   }
 }
 
-/** Before the cut-over pause, a target may trail the source by this much (a few ms of work)... */
-const PRE_PAUSE_SLACK_BYTES = 64 * 1024
-/** ...and is given this long to get there; past it the pause-bounded catch-up decides. */
-const PRE_PAUSE_WAIT_MS = 10_000
 /** How long a recovery waits for the targets of a fenced source to hold every byte. */
 const FENCED_CATCH_UP_MS = 30_000
 
@@ -373,48 +355,10 @@ async function waitForCopy(source: Redis, targets: Redis[], onCopy?: (read: numb
   }
 }
 
-/**
- * Lift the fence and drop the moved databases as one step that no other client's
- * command can come between: one pipeline, written at once and small enough for one
- * packet, which Redis runs through before it serves anyone else. The write fence goes
- * off entirely (min-replicas-to-write 0) while the pause still holds everyone else,
- * CLIENT UNPAUSE wakes the waiting clients (they run only once this connection's
- * buffered commands are done), a script empties the databases, and the operator's own
- * fencing comes back last. So the flush cannot be refused by that fencing (a replica of
- * the source that is down or lagging would make it answer NOREPLICAS and leave the
- * moved databases unfenced and full). A write that a client with stale routing sends
- * from then on lands on an empty database, where the grace step finds it. (Under the
- * pause the flush would wait behind the very writes it must not drop.) Should the flush
- * fail all the same, the source is fenced again before the error is reported.
- */
-async function releaseAndDrop(source: ScriptedRedis, previous: FencingSettings, dbs: number[]): Promise<void> {
-  // defineCommand gives pipelines the script too; ioredis's types do not know it.
-  const pipeline = source.pipeline() as ReturnType<ScriptedRedis['pipeline']> & {flushDbs(numKeys: number, ...dbs: string[]): unknown}
-  pipeline.config('SET', 'min-replicas-to-write', '0')
-  pipeline.call('CLIENT', 'UNPAUSE')
-  pipeline.flushDbs(0, ...dbs.map(String))
-  pipeline.config(
-    'SET',
-    'min-replicas-to-write',
-    previous['min-replicas-to-write'],
-    'min-replicas-max-lag',
-    previous['min-replicas-max-lag'],
-  )
-  const replies = await pipeline.exec()
-  const failed = replies?.find(([error]) => error)
-  if (failed) {
-    await fenceWrites(source, 1000, previous).catch(() => undefined)
-    throw failed[0]
-  }
-}
-
 /** Every instance a split acts on: the source, the targets and their replicas. */
 export function splitInstances(plan: SplitPlan): Endpoint[] {
   return SplitRun.instances(plan)
 }
-
-/** How often the grace period looks for clients writing to the moved databases. */
-const GRACE_POLL_MS = 20
 
 /**
  * The clocks of one split, kept across the attempts of a run that heals: the write
@@ -493,21 +437,6 @@ class SplitRun {
     ]
   }
 
-  /** Refuse to drop a database the registry routes a shard to (one shard per database: SPEC §4.9). */
-  private async assertUnused(instance: string, dbs: number[]): Promise<void> {
-    const {shards} = await this.registry.snapshot()
-    const used = shards.filter((s) => instanceKey(s.master) === instance && dbs.includes(s.master.db))
-    if (used.length > 0) {
-      throw new ShardctlError(
-        `will not drop ${instance} db ${used.map((s) => s.master.db).join(', ')}: the registry routes shard ${used.map((s) => s.id).join(', ')} there`,
-        {
-          code: 'ECONFLICT',
-          hint: 'the registry changed during the split: look at shards:list, then run the command again',
-        },
-      )
-    }
-  }
-
   /** Each step, by name: the normal flow and a recovery run the same functions. */
   readonly actions: Record<SplitAction | 'copy' | 'registry' | 'undo-registry', () => Promise<unknown>> = {
     copy: () =>
@@ -581,15 +510,7 @@ class SplitRun {
           await liftFence(source, previous)
           this.result.keptOnSource = [...this.movedDbs]
         } else {
-          await this.assertUnused(this.plan.source, this.movedDbs)
-          // Writes waiting in the pause on a moved database would land on the dropped
-          // copy: cut those connections (nothing of theirs was acknowledged).
-          const waiting = await clientsOn(source, new Set(this.movedDbs))
-          await killClients(
-            source,
-            waiting.map((c) => c.id),
-          )
-          await releaseAndDrop(source, previous, this.movedDbs)
+          await releaseMovedDbs(this.registry, source, this.plan.source, previous, this.movedDbs)
           this.result.droppedFromSource = [...this.movedDbs]
         }
         this.clock.end()
@@ -613,7 +534,8 @@ class SplitRun {
             await sleep(this.plan.graceMs)
             return this.result.strays
           }
-          await this.findStrays(await this.watchMovedDbs(this.plan.graceMs))
+          const moves = this.plan.moves.map((m) => ({id: m.id, db: m.db, to: m.after.master}))
+          await graceWatch(this.registry, this.sourceClient, this.plan.source, moves, this.plan.graceMs, this.result)
           return this.result.strays
         },
         {keepResult: true},
@@ -623,7 +545,7 @@ class SplitRun {
         for (const [i, t] of this.plan.targets.entries()) {
           const owned = new Set(this.plan.moves.filter((m) => m.to === t.instance).map((m) => m.db))
           const extra = [...(await keysPerDb(this.targets[i])).keys()].filter((db) => !owned.has(db))
-          await this.assertUnused(t.instance, extra)
+          await assertUnused(this.registry, t.instance, extra)
           for (const db of extra) await flushDb(this.targets[i], db)
         }
       }),
@@ -650,69 +572,6 @@ class SplitRun {
       ),
   }
 
-  /**
-   * For the grace period, watch the moved databases of the source for clients that
-   * write there (stale routing): each one is named and cut off, so that it re-reads its
-   * routing. Keys alone would not tell: a delete, an expiry or an overwrite of a key that
-   * is gone from the source leaves nothing to find. Polled, so a connection that opens,
-   * writes and closes between two looks is seen only by the keys it leaves.
-   */
-  private async watchMovedDbs(ms: number): Promise<Map<number, Set<string>>> {
-    const source = this.sourceClient
-    const moved = new Set(this.movedDbs)
-    const isWrite = writeCommandsOf(source)
-    const writers = new Map<number, Set<string>>()
-    const end = Date.now() + ms
-    for (;;) {
-      const writing: ClientInfo[] = []
-      for (const c of (await clientsOn(source, moved)).filter(hasWorked)) if (await isWrite(c.cmd)) writing.push(c)
-      for (const c of writing) writers.set(c.db, (writers.get(c.db) ?? new Set()).add(`${c.addr} (${c.cmd})`))
-      await killClients(
-        source,
-        writing.map((c) => c.id),
-      )
-      const left = end - Date.now()
-      if (left <= 0) return writers
-      await sleep(Math.min(GRACE_POLL_MS, left))
-    }
-  }
-
-  /**
-   * Every moved database of the source holding keys after the cut-over, or written to
-   * during the grace period: named; keys kept and recorded for shards:reconcile.
-   */
-  private async findStrays(writers: Map<number, Set<string>>): Promise<void> {
-    const keys = await keysPerDb(this.sourceClient)
-    const change = new Change()
-    for (const move of this.plan.moves) {
-      const count = keys.get(move.db) ?? 0
-      const seen = [...(writers.get(move.db) ?? [])]
-      if (count === 0 && seen.length === 0) continue
-      const sample = count === 0 ? [] : await sampleKeys(this.sourceClient, move.db)
-      this.result.strays[String(move.db)] = {
-        shard: move.id,
-        to: move.after.master,
-        keys: count,
-        sample,
-        ...(seen.length > 0 ? {writers: seen} : {}),
-      }
-      if (count === 0) continue
-      this.result.strayWrites[String(move.db)] = count
-      this.result.keptOnSource.push(move.db)
-      change.hset(this.registry.keys.strays, {
-        [`${this.plan.source}/${move.db}`]: JSON.stringify({
-          shard: move.id,
-          to: move.after.master,
-          keys: count,
-          at: new Date().toISOString(),
-        }),
-      })
-    }
-    if (change.ops.length > 0) {
-      await this.registry.apply(change, 'strays.found', {from: this.plan.source, strays: this.result.strayWrites})
-    }
-  }
-
   async run(names: (SplitAction | 'copy' | 'registry' | 'undo-registry')[]): Promise<void> {
     for (const name of names) await this.actions[name]()
   }
@@ -727,19 +586,9 @@ class SplitRun {
     throw error
   }
 
-  async finish(recovered?: 'rolled-forward'): Promise<SplitResult> {
-    this.result.pauseMs = this.clock.ms
-    if (this.result.pauseMs !== undefined) this.result.pauseExceeded = this.result.pauseMs > this.plan.maxPauseMs
-    await this.registry.apply(new Change(), 'split.finished', {
-      from: this.plan.source,
-      pauseMs: this.result.pauseMs,
-      heldMs: this.result.heldMs,
-      keptOnSource: this.result.keptOnSource,
-      strayWrites: this.result.strayWrites,
-      ...(recovered ? {recovered: true} : {}),
-    })
-    await this.journal.close()
-    return {...this.result, applied: true, ...(recovered ? {recovered} : {})}
+  finish(recovered?: 'rolled-forward'): Promise<SplitResult> {
+    const details = {from: this.plan.source, heldMs: this.result.heldMs}
+    return finishCutover(this.registry, this.journal, this.clock, this.plan.maxPauseMs, this.result, 'split.finished', details, recovered)
   }
 
   async normal(): Promise<SplitResult> {

@@ -2,6 +2,7 @@ import type {ConnectionPool} from '../fleet/connect.js'
 import type {Registry} from '../registry/registry.js'
 import {cutOffPreviousOwner} from './cutover.js'
 import {readJournal} from './journal.js'
+import type {MovePlan} from './move.js'
 import type {PromotePlan} from './promote.js'
 import type {SplitPlan} from './split.js'
 
@@ -19,6 +20,8 @@ export async function cutOffJournalOwner(registry: Registry, pool: () => Promise
   const instances =
     entry.type === 'split'
       ? (await import('./split.js')).splitInstances(entry.plan as SplitPlan)
-      : (await import('./promote.js')).promoteInstances(entry.plan as PromotePlan)
+      : entry.type === 'move'
+        ? (await import('./move.js')).moveInstances(entry.plan as MovePlan)
+        : (await import('./promote.js')).promoteInstances(entry.plan as PromotePlan)
   await cutOffPreviousOwner(await pool(), entry, instances, ownToken)
 }

@@ -162,3 +162,13 @@ export const ANSI = /\u001B\[[0-9;]*m/
 
 /** Every terminal escape sequence (colours, cursor moves), to read a screen as text. */
 export const ANSI_ALL = /\u001B(\[[0-9;?]*[A-Za-z]|\][^\u0007]*\u0007)/g
+
+/** The error a promise rejects with; fails the test when it resolves. */
+export async function rejectionOf(promise: Promise<unknown>): Promise<Error> {
+  try {
+    await promise
+  } catch (error) {
+    return error as Error
+  }
+  throw new Error('it did not fail')
+}

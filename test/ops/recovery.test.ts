@@ -1,7 +1,7 @@
 import {expect} from 'chai'
 
 import {registryStateOf} from '../../src/ops/cutover.js'
-import {type NodeFacts, decidePromoteRecovery, decideSplitRecovery} from '../../src/ops/recovery.js'
+import {type NodeFacts, decideMoveRecovery, decidePromoteRecovery, decideSplitRecovery} from '../../src/ops/recovery.js'
 import type {Shard} from '../../src/registry/schema.js'
 
 /** A journal that got as far as these steps (each started, all but the last `open` ones done). */
@@ -249,6 +249,111 @@ describe('ops/recovery: what a recovery does with a journal and the facts', () =
     for (const [name, entry, facts, expected] of cases) {
       it(name, () => {
         expect(decideSplitRecovery(entry, facts)).to.deep.include(expected)
+      })
+    }
+  })
+
+  describe('decideMoveRecovery', () => {
+    const move = (steps: string[], open: string[] = []) => ({steps: journal(steps, open)})
+    const source = (fenced = false): NodeFacts => ({reachable: true, fenced})
+    const target = up('master')
+    const proven = ['copy', 'fence', 'catch-up', 'stop-stream']
+    const cases: [string, ReturnType<typeof move>, Parameters<typeof decideMoveRecovery>[1], unknown][] = [
+      [
+        "killed while copying: the source's fencing as it was, the target databases emptied",
+        move(['copy'], ['copy']),
+        {registry: 'before', source: source(), target},
+        {kind: 'roll-back', actions: ['restore-fencing', 'drop-target']},
+      ],
+      [
+        'killed while copying, the source silent: the target is emptied all the same (the source was never touched)',
+        move(['copy'], ['copy']),
+        {registry: 'before', source: down, target},
+        {kind: 'roll-back', actions: ['drop-target']},
+      ],
+      [
+        'killed while fencing: lift, then empty the target',
+        move(['copy', 'fence'], ['fence']),
+        {registry: 'before', source: source(), target},
+        {kind: 'roll-back', actions: ['lift', 'drop-target']},
+      ],
+      [
+        'proven and the stream stopped, not switched: lift, empty the target',
+        move(proven),
+        {registry: 'before', source: source(true), target},
+        {kind: 'roll-back', actions: ['lift', 'drop-target']},
+      ],
+      [
+        'killed while switching, the switch not taken: roll back',
+        move([...proven, 'registry'], ['registry']),
+        {registry: 'before', source: source(true), target},
+        {kind: 'roll-back', actions: ['lift', 'drop-target']},
+      ],
+      [
+        'fenced, the source silent: wait for it',
+        move(['copy', 'fence']),
+        {registry: 'before', source: down, target},
+        {kind: 'refuse', transient: true},
+      ],
+      [
+        'not switched, the target silent: wait for it',
+        move(['copy']),
+        {registry: 'before', source: source(), target: down},
+        {kind: 'refuse', transient: true},
+      ],
+      [
+        'switched, the source still fenced: hold, release, grace',
+        move([...proven, 'registry']),
+        {registry: 'after', source: source(true), target},
+        {kind: 'roll-forward', actions: ['hold', 'release', 'grace']},
+      ],
+      [
+        'switched, the target silent: finished on the source all the same',
+        move([...proven, 'registry', 'hold']),
+        {registry: 'after', source: source(true), target: down},
+        {kind: 'roll-forward', actions: ['hold', 'release', 'grace']},
+      ],
+      [
+        'killed while releasing, the release taken (fence off): grace',
+        move([...proven, 'registry', 'hold', 'release'], ['release']),
+        {registry: 'after', source: source(), target},
+        {kind: 'roll-forward', actions: ['grace']},
+      ],
+      [
+        'killed while releasing, the release not taken (still fenced): release again',
+        move([...proven, 'registry', 'hold', 'release'], ['release']),
+        {registry: 'after', source: source(true), target},
+        {kind: 'roll-forward', actions: ['hold', 'release', 'grace']},
+      ],
+      [
+        'killed after the grace: nothing left',
+        move([...proven, 'registry', 'hold', 'release', 'grace']),
+        {registry: 'after', source: source(), target},
+        {kind: 'roll-forward', actions: []},
+      ],
+      [
+        'switched, and the source lost its fence before the release: its copies are kept',
+        move([...proven, 'registry']),
+        {registry: 'after', source: source(false), target},
+        {kind: 'roll-forward', actions: ['keep-source']},
+      ],
+      [
+        'switched, the source silent: wait for it',
+        move([...proven, 'registry']),
+        {registry: 'after', source: down, target},
+        {kind: 'refuse', transient: true},
+      ],
+      ['the registry changed by someone else: refuse', move(proven), {registry: 'changed', source: source(true), target}, {kind: 'refuse'}],
+      [
+        'switched back by hand after the release: refuse',
+        move([...proven, 'registry', 'hold', 'release']),
+        {registry: 'before', source: source(), target},
+        {kind: 'refuse'},
+      ],
+    ]
+    for (const [name, entry, facts, expected] of cases) {
+      it(name, () => {
+        expect(decideMoveRecovery(entry, facts)).to.deep.include(expected)
       })
     }
   })

@@ -11,7 +11,7 @@ import {crc64} from '../../src/rdb/crc64.js'
 import {type ConnectTarget} from '../../src/registry/address.js'
 import {streamSnapshot} from '../../src/replication/snapshot.js'
 import {freePort} from '../../src/sandbox/redis-process.js'
-import {until} from '../helpers/cli.js'
+import {rejectionOf, until} from '../helpers/cli.js'
 import {type TestServer, startServer, withClients} from '../helpers/redis.js'
 import {type TlsTestServer, startTlsServer} from '../helpers/tls.js'
 
@@ -30,15 +30,6 @@ async function failureOf(stream: Readable): Promise<Error> {
     return error as Error
   }
   throw new Error('the stream ended without an error')
-}
-
-async function rejectionOf(promise: Promise<unknown>): Promise<Error> {
-  try {
-    await promise
-  } catch (error) {
-    return error as Error
-  }
-  throw new Error('it did not fail')
 }
 
 const local = (server: {port: number}, more: Partial<ConnectTarget> = {}): ConnectTarget => ({

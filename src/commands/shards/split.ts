@@ -220,7 +220,7 @@ Each step is journaled. A split that fails half-way (a host or the registry sile
       this.warn(
         `the pause ran ${result.pauseMs} ms, beyond --max-pause ${maxPauseMs} ms (the registry or this process was slow); no write was lost`,
       )
-    return this.reportStrays(result)
+    return this.reportStrays(result, result.plan.keepSource)
   }
 
   /** Finish or roll back the interrupted split: the one in the journal (--recover), or the one of this source. */
@@ -251,48 +251,13 @@ Each step is journaled. A split that fails half-way (a host or the registry sile
         : 'Rolled back the interrupted split: the registry routes to the source and the targets were emptied. Run the command again to split.',
     )
     this.reportHealed(recovered)
-    return this.reportStrays(recovered)
+    return this.reportStrays(recovered, recovered.plan.keepSource)
   }
 
   /** Where the split ended, for Sentinel: the source, the targets, and whether the registry routes the moved shards to them. */
   private async splitOutcome(plan: SplitPlan): Promise<{source: string; targets: string[]; applied: boolean}> {
     const applied = (await registryState(await this.registry(), plan.moves)) === 'after'
     return {source: plan.source, targets: plan.targets.map((t) => t.instance), applied}
-  }
-
-  /** Writes that landed on the source after the cut-over: named, kept, exit 3. */
-  private reportStrays(result: SplitResult): SplitResult {
-    if (this.sentinelProblems.length > 0) this.warn(this.sentinelProblems.join('; '))
-    const strays = Object.entries(result.strays)
-    if (strays.length === 0) {
-      if (result.keptOnSource.length === 0) return this.sentinelSaid(result)
-      const dbs = result.keptOnSource.join(', ')
-      if (result.plan.keepSource) {
-        this.warn(`the source keeps its copy of db ${dbs} (--keep-source): check them, then drop them by hand`)
-        return this.sentinelSaid(result)
-      }
-      // Kept because the source lost the fence mid-split (it restarted, or someone lifted
-      // it): clients with stale routing may have written there unwatched.
-      return this.partial(
-        result,
-        `the source lost its fence during the cut-over, so its copy of db ${dbs} was kept and may hold writes from clients with stale routing that the targets lack. Compare each with its target (shards:list shows where it is routed) before dropping it`,
-      )
-    }
-    const lines = strays.map(([db, s]) => {
-      const keys = s.keys > 0 ? `${plural(s.keys, 'key')} kept, e.g. ${s.sample.slice(0, 5).join(', ')}` : 'no key left'
-      const writers = s.writers?.length ? `, written to by ${s.writers.join(', ')}` : ''
-      return `db ${db} (shard ${s.shard}, now at ${s.to}): ${keys}${writers}`
-    })
-    const then = [
-      strays.some(([, s]) => s.keys > 0) ? 'Move the kept keys where the registry routes with: shardctl shards:reconcile.' : '',
-      strays.some(([, s]) => s.writers?.length)
-        ? 'The clients named do not follow the routing: what they deleted or changed there reached no copy the registry routes to; fix their routing and check that data.'
-        : '',
-    ]
-    return this.partial(
-      result,
-      `writes landed on the source after the cut-over, from clients with stale routing: ${lines.join('; ')}. ${then.filter(Boolean).join(' ')}`,
-    )
   }
 
   private nothing(): {applied: false} {

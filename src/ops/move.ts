@@ -1,0 +1,733 @@
+import type {Redis} from 'ioredis'
+
+import {type CopyProgressEvent, type CopyRate, type DatabaseCopy, startDatabaseCopy} from '../copy/engine.js'
+import {ExitCode, ShardctlError, usageError} from '../errors.js'
+import {clientsOn, killClients} from '../fleet/clients.js'
+import type {ConnectionPool, ScriptedRedis, TlsSettings} from '../fleet/connect.js'
+import {parseInfo} from '../fleet/info.js'
+import {databaseCount, estimateDbMemory, flushDb, keysPerDb} from '../fleet/instance.js'
+import {
+  DEFAULT_FENCING,
+  type FencingSettings,
+  isWriteFence,
+  liftFence,
+  readFencing,
+  replicationOf,
+  setFencing,
+} from '../fleet/replication.js'
+import {RDB_VERSION_OF_REDIS} from '../rdb/constants.js'
+import {type ConnectTarget, type Endpoint, endpointOf, formatAddress, instanceKey} from '../registry/address.js'
+import {Change, type Registry} from '../registry/registry.js'
+import {sharedDatabases} from '../registry/schema.js'
+import {plural} from '../ui/terminal.js'
+import {
+  type HealPolicy,
+  type Healed,
+  PRE_PAUSE_SLACK_BYTES,
+  PRE_PAUSE_WAIT_MS,
+  PauseClock,
+  type PlannedMove,
+  type StillRefusing,
+  type StraysFound,
+  assertUnused,
+  cutOffPreviousOwner,
+  fenceStep,
+  finishCutover,
+  graceWatch,
+  heal,
+  holdClientsOff,
+  nodesOf,
+  registryState,
+  reachInstance,
+  registryStateIfKnown,
+  releaseMovedDbs,
+  switchOrFindOut,
+} from './cutover.js'
+import {Journal, type JournalEntry, fencedSince, stepDone, stepResult, stepStarted} from './journal.js'
+import type {OperatorLock} from './lock.js'
+import {type MoveAction, type NodeFacts, decideMoveRecovery, refusalError} from './recovery.js'
+
+/**
+ * shards:move as named steps over the journal. Each moved shard's database is copied,
+ * live, into a database of another instance that may serve other shards already, under
+ * another number if need be (src/copy/engine.ts: the source sees a replica; only the
+ * moved database's entries and commands reach the target database):
+ *
+ *   copy         the copies load the snapshot, then apply the live stream
+ *   fence        the source is paused and fenced (a fence that does not expire)
+ *   catch-up     every copy has applied the source's offset, read under the fence: the proof
+ *   stop-stream  the copies stop: nothing more reaches the target databases
+ *   registry     the moved shards are routed to the target databases (compare-and-set)
+ *   hold         clients are kept off the moved databases of the still fenced source
+ *   release      in one step no client can come between, the fence is lifted and the
+ *                source drops the moved databases: any key there from now on is a write
+ *                that landed after the cut-over
+ *   grace        after --grace, a moved database holding keys on the source is reported
+ *                (exit 3), kept and recorded for shards:reconcile
+ *
+ * Unlike a split, the stream stops before the registry switch, not after it. A split's
+ * targets are replicas (READONLY) until promoted, so nothing a client writes there can
+ * meet the source's stream. A move's target database is writable the moment the registry
+ * routes to it: were the stream still applied then, anything the source still sent (a DEL
+ * from an expiry on the source, a write a stale client got in before its connection was
+ * cut) would overwrite writes acknowledged on the target. So the order is: fence, prove
+ * the copy has the source's last offset, stop the stream, then switch; the source stays
+ * fenced until the release, and a write that lands on it after that is a stray, named.
+ */
+
+export interface MoveRequest {
+  shards: string[]
+  to: Endpoint
+  /** The target database (one shard only); otherwise each shard takes the lowest free database of the target. */
+  toDb?: number
+  rate?: CopyRate
+  maxPauseMs: number
+  graceMs: number
+  holdMs: number
+  quietMs: number
+  /** How far apart the two instances' clocks may be: expiry times are copied as absolute times. */
+  maxClockSkewMs: number
+}
+
+export interface MoveShard extends PlannedMove {
+  /** Its database on the source, and the one it takes on the target. */
+  db: number
+  toDb: number
+  keys: number
+  /** What it holds on the source, estimated (MEMORY USAGE of a sample). */
+  bytes: number
+}
+
+export interface MovePreflight {
+  /** The RDB version each side's Redis writes: the target must read the source's. */
+  rdb: {source: {redis: string; version: number}; target: {redis: string; version: number}}
+  /** The target's maxmemory (0: none), what it uses, and what arrives. */
+  memory: {maxmemory: number; used: number; arriving: number}
+  /** How far apart the clocks are (TIME, the round trips taken off), and the bound. */
+  clock: {skewMs: number; maxSkewMs: number}
+}
+
+export interface MovePlan {
+  source: string
+  target: string
+  moves: MoveShard[]
+  /** The target instance's replicas: the moved shards' replicas once moved. */
+  targetReplicas: string[]
+  /**
+   * The shards whose master is on each side when planned: the registry switch is taken
+   * only if they still are (nobody moved a shard there or away meanwhile).
+   */
+  sourceShards: string[]
+  targetShards: string[]
+  /** Moved shards that end with fewer replicas than they have now. */
+  fewerReplicas: {id: string; before: number; after: number}[]
+  preflight: MovePreflight
+  rate?: CopyRate
+  maxPauseMs: number
+  graceMs: number
+  holdMs: number
+  quietMs: number
+}
+
+export interface MoveResult extends StraysFound {
+  plan: MovePlan
+  applied: boolean
+  /** How long writes to the source were held: from the fence to its lift. */
+  pauseMs?: number
+  pauseExceeded?: boolean
+  /** The hold on the fenced source: whether no client came back to a moved database, and the connections closed. */
+  hold?: {clear: boolean; closed: number; lingering: string[]}
+  /** The proof: the source's offset under the fence, and what each copy had applied. */
+  proof?: {offset: number; applied: number[]}
+  droppedFromSource: number[]
+  recovered?: 'rolled-forward' | 'rolled-back'
+  healed?: Healed
+}
+
+// ---- plan and preflight ---------------------------------------------------------------
+
+/** The RDB version a Redis release writes (the newest known for a newer release). */
+export function rdbVersionOf(redisVersion: string): number {
+  const [major, minor] = redisVersion.split('.').map(Number)
+  const known = RDB_VERSION_OF_REDIS.find(([release]) => {
+    const [a, b] = release.split('.').map(Number)
+    return major > a || (major === a && minor >= b)
+  })
+  return known ? known[1] : RDB_VERSION_OF_REDIS.at(-1)![1]
+}
+
+/**
+ * How far the target's clock is from the source's: each one's TIME against the middle of
+ * its own round trip here, so the network's delay cancels (what is left is within half a
+ * round trip).
+ */
+async function clockSkewMs(source: Redis, target: Redis): Promise<number> {
+  const offset = async (client: Redis) => {
+    let best: {offset: number; rtt: number} | undefined
+    for (let i = 0; i < 3; i++) {
+      const sent = Date.now()
+      const [seconds, micros] = (await client.call('TIME')) as [string, string]
+      const received = Date.now()
+      const rtt = received - sent
+      const server = Number(seconds) * 1000 + Number(micros) / 1000
+      if (!best || rtt < best.rtt) best = {offset: server - (sent + received) / 2, rtt}
+    }
+    return best!.offset
+  }
+  return Math.round(Math.abs((await offset(target)) - (await offset(source))))
+}
+
+/** A database on the target instance that a shard of the registry names (in any role, on it or on its replicas). */
+function usedDbs(shards: Awaited<ReturnType<Registry['snapshot']>>['shards'], instances: Set<string>): Map<number, string> {
+  const used = new Map<number, string>()
+  for (const s of shards) for (const n of [s.master, ...s.replicas, ...s.persist]) if (instances.has(instanceKey(n))) used.set(n.db, s.id)
+  return used
+}
+
+export async function planMove(registry: Registry, pool: ConnectionPool, request: MoveRequest): Promise<MovePlan> {
+  const targetKey = instanceKey(request.to)
+  if (request.shards.length === 0) throw usageError('no shard to move', 'name one or more shards (see shards:list)')
+  const named = new Set<string>()
+  for (const id of request.shards) {
+    if (named.has(id)) throw usageError(`shard ${id} is named twice`)
+    named.add(id)
+  }
+  if (request.toDb !== undefined && request.shards.length > 1) {
+    throw usageError(
+      `--to ${targetKey}/${request.toDb} names one database, for ${plural(request.shards.length, 'shard')}`,
+      'name the target instance without /db: each shard takes a free database of it',
+    )
+  }
+  const {shards} = await registry.snapshot()
+  const moving = request.shards.map((id) => {
+    const shard = shards.find((s) => s.id === id)
+    if (!shard) throw usageError(`unknown shard "${id}"`, 'see shards:list')
+    return shard
+  })
+  const sourceKey = instanceKey(moving[0].master)
+  for (const s of moving) {
+    if (instanceKey(s.master) !== sourceKey) {
+      throw usageError(
+        `shards ${moving[0].id} and ${s.id} live on different instances (${sourceKey}, ${instanceKey(s.master)})`,
+        'a move fences one source instance: move the shards of each instance with its own command',
+      )
+    }
+  }
+  if (sourceKey === targetKey) throw usageError(`shard ${moving[0].id} is on ${targetKey} already`, 'name another instance with --to')
+  const registryAt = instanceKey({host: registry.client.options.host ?? '', port: registry.client.options.port ?? 0})
+  if (registryAt === sourceKey) throw usageError(`${sourceKey} also holds the registry`, 'pausing its writes would pause the registry too')
+  const onSource = shards.filter((s) => instanceKey(s.master) === sourceKey)
+  for (const shared of sharedDatabases(onSource)) {
+    if (shared.ids.some((id) => named.has(id))) {
+      throw usageError(
+        `db ${shared.database.replace(/^.*\//, '')} of ${sourceKey} holds two shards, ${shared.ids.join(' and ')}`,
+        'a database holds one shard: remove or repoint one of them first (shards:check lists them all)',
+      )
+    }
+  }
+
+  const source = await reachInstance(pool, endpointOf(sourceKey), 'cannot reach the source')
+  const target = await reachInstance(pool, request.to, 'cannot reach the target')
+  const sourceRole = await replicationOf(source)
+  if (sourceRole.role !== 'master')
+    throw usageError(`the source ${sourceKey} is not a master`, 'the registry and the fleet disagree: see shards:list')
+  const targetRole = await replicationOf(target)
+  if (targetRole.role !== 'master') {
+    throw usageError(
+      `target ${targetKey} is a replica of ${targetRole.masterHost}:${targetRole.masterPort}`,
+      'name the master instance of that group as the target',
+    )
+  }
+  const targetReplicas = targetRole.replicas.map((r) => instanceKey({host: r.host ?? '', port: r.port}))
+
+  // Which database each shard takes on the target: empty, and named by no shard (on it or its replicas).
+  const databases = await databaseCount(target, request.to)
+  const targetKeys = await keysPerDb(target)
+  const used = usedDbs(shards, new Set([targetKey, ...targetReplicas]))
+  const toDbs: number[] = []
+  if (request.toDb === undefined) {
+    for (let db = 0; db < databases && toDbs.length < moving.length; db++) if (!used.has(db) && !targetKeys.get(db)) toDbs.push(db)
+    if (toDbs.length < moving.length) {
+      throw usageError(
+        `${targetKey} has ${plural(databases - used.size, 'database')} no shard uses, ${plural(toDbs.length, 'of them empty', 'of them empty')}; ${plural(moving.length, 'shard')} to move`,
+        'empty one, move fewer shards, or choose another target',
+      )
+    }
+  } else {
+    const db = request.toDb
+    if (db >= databases) throw usageError(`${targetKey} has ${plural(databases, 'database')}: there is no db ${db}`)
+    if (used.has(db)) throw usageError(`db ${db} of ${targetKey} is used by shard ${used.get(db)}`, 'name a database no shard uses')
+    const keys = targetKeys.get(db) ?? 0
+    if (keys > 0) {
+      throw usageError(
+        `db ${db} of ${targetKey} is not empty: ${plural(keys, 'key')}`,
+        'a move copies into an empty database only; nothing was changed',
+      )
+    }
+    toDbs.push(db)
+  }
+
+  // The target's Redis must read what the source's writes (RESTORE refuses a newer payload).
+  const [sourceServer, targetServer] = await Promise.all([source.info('server'), target.info('server')])
+  const sourceRedis = parseInfo(sourceServer).redis_version ?? '0.0'
+  const targetRedis = parseInfo(targetServer).redis_version ?? '0.0'
+  const rdb = {
+    source: {redis: sourceRedis, version: rdbVersionOf(sourceRedis)},
+    target: {redis: targetRedis, version: rdbVersionOf(targetRedis)},
+  }
+  if (rdb.source.version > rdb.target.version) {
+    throw usageError(
+      `target ${targetKey} runs Redis ${targetRedis}, which cannot read RDB version ${rdb.source.version} of the source's Redis ${sourceRedis}`,
+      'move to an instance running the same Redis or newer',
+    )
+  }
+
+  const sourceKeys = await keysPerDb(source)
+  const moves: MoveShard[] = []
+  for (const [i, shard] of moving.entries()) {
+    const keys = sourceKeys.get(shard.master.db) ?? 0
+    const {bytes} = await estimateDbMemory(source, shard.master.db, keys)
+    const at = (e: Endpoint) => formatAddress({host: e.host, port: e.port, db: toDbs[i]})
+    moves.push({
+      id: shard.id,
+      db: shard.master.db,
+      toDb: toDbs[i],
+      keys,
+      bytes,
+      before: nodesOf(shard),
+      after: {master: at(request.to), replicas: targetReplicas.map((r) => at(endpointOf(r))), persist: []},
+    })
+  }
+
+  // Room under the target's maxmemory for what arrives.
+  const memoryInfo = parseInfo(await target.info('memory'))
+  const memory = {
+    maxmemory: Number(memoryInfo.maxmemory ?? 0),
+    used: Number(memoryInfo.used_memory ?? 0),
+    arriving: moves.reduce((sum, m) => sum + m.bytes, 0),
+  }
+  if (memory.maxmemory > 0 && memory.used + memory.arriving > memory.maxmemory) {
+    const mb = (n: number) => `${(n / 1e6).toFixed(1)} MB`
+    throw usageError(
+      `target ${targetKey} has ${mb(Math.max(0, memory.maxmemory - memory.used))} free under maxmemory ${mb(memory.maxmemory)}; ${moves.length === 1 ? 'the moved shard holds' : `the ${moves.length} moved shards hold`} ~${mb(memory.arriving)}`,
+      'raise its maxmemory, or move fewer shards or elsewhere; nothing was changed',
+    )
+  }
+
+  // Expiry times travel as absolute times: the clocks must agree.
+  const skewMs = await clockSkewMs(source, target)
+  if (skewMs > request.maxClockSkewMs) {
+    throw usageError(
+      `the clocks of ${sourceKey} and ${targetKey} are ${skewMs} ms apart (at most ${request.maxClockSkewMs} ms): keys would expire that much early or late`,
+      'synchronise the hosts (NTP), or raise --max-clock-skew',
+    )
+  }
+
+  return {
+    source: sourceKey,
+    target: targetKey,
+    moves,
+    targetReplicas,
+    sourceShards: onSource.map((s) => s.id),
+    targetShards: shards.filter((s) => instanceKey(s.master) === targetKey).map((s) => s.id),
+    fewerReplicas: moves
+      .filter((m) => m.after.replicas.length < m.before.replicas.length + m.before.persist.length)
+      .map((m) => ({id: m.id, before: m.before.replicas.length + m.before.persist.length, after: m.after.replicas.length})),
+    preflight: {rdb, memory, clock: {skewMs, maxSkewMs: request.maxClockSkewMs}},
+    ...(request.rate ? {rate: request.rate} : {}),
+    maxPauseMs: request.maxPauseMs,
+    graceMs: request.graceMs,
+    holdMs: request.holdMs,
+    quietMs: request.quietMs,
+  }
+}
+
+// ---- the run ----------------------------------------------------------------------
+
+/** Every instance a move acts on: the source and the target. */
+export function moveInstances(plan: MovePlan): Endpoint[] {
+  return [plan.source, plan.target].map(endpointOf)
+}
+
+/** What the command gives a move: how to reach the instances for the copy, progress, how it heals. */
+export interface MoveOptions {
+  /** The instance with the credentials of the fleet's instances, for the copy's own connections. */
+  connectTarget: (instance: Endpoint) => ConnectTarget
+  timeoutMs: number
+  tls?: TlsSettings
+  onStep?: (step: string) => void
+  onCopy?: (shard: string, p: CopyProgressEvent) => void
+  heal?: HealPolicy
+}
+
+class MoveRun {
+  readonly result: MoveResult
+  private source?: ScriptedRedis
+  private target?: ScriptedRedis
+  private copies: DatabaseCopy[] = []
+  private readonly abort = new AbortController()
+
+  constructor(
+    private readonly registry: Registry,
+    private readonly pool: ConnectionPool,
+    private readonly journal: Journal<MovePlan>,
+    readonly plan: MovePlan,
+    private readonly clock: PauseClock,
+    private readonly options: MoveOptions,
+  ) {
+    this.result = {plan, applied: false, strays: {}, strayWrites: {}, keptOnSource: [], droppedFromSource: []}
+  }
+
+  private get movedDbs(): number[] {
+    return this.plan.moves.map((m) => m.db)
+  }
+
+  async connect(): Promise<void> {
+    this.source = await this.pool.get(endpointOf(this.plan.source)).catch(() => undefined)
+    this.target = await this.pool.get(endpointOf(this.plan.target)).catch(() => undefined)
+  }
+
+  private client(which: 'source' | 'target'): ScriptedRedis {
+    const client = this[which]
+    if (!client)
+      throw new ShardctlError(`the ${which} ${this.plan[which]} does not answer`, {
+        code: 'EUNREACHABLE',
+        hint: 'bring it back, then run the command again',
+      })
+    return client
+  }
+
+  /** The source's fencing as it was before the copy (the copy raises it by one meanwhile: see src/copy/engine.ts). */
+  private recordedFencing(): FencingSettings | undefined {
+    return stepResult<{fencing: FencingSettings}>(this.journal.entry, 'copy')?.fencing
+  }
+
+  /** What lifting the fence gives back: the fencing recorded before the copy. */
+  private previousFencing(): FencingSettings {
+    // Never recorded (the fence predates this journal): Redis's defaults.
+    return this.recordedFencing() ?? stepResult<{previous: FencingSettings}>(this.journal.entry, 'fence')?.previous ?? DEFAULT_FENCING
+  }
+
+  /** The source's shards and the target's, as planned: the compare-and-set covers them all. */
+  private instanceSets(): {instance: string; ids: string[]}[] {
+    return [
+      {instance: this.plan.source, ids: this.plan.sourceShards},
+      {instance: this.plan.target, ids: this.plan.targetShards},
+    ]
+  }
+
+  /** Wait on the copies, failing as soon as one fails. */
+  private async onCopies<T>(wait: (copy: DatabaseCopy, i: number) => Promise<T>): Promise<T[]> {
+    return Promise.race([Promise.all(this.copies.map(wait)), ...this.copies.map((c) => c.failure)])
+  }
+
+  private async stopCopies(): Promise<void> {
+    this.abort.abort()
+    await Promise.all(this.copies.map((c) => c.stop().catch(() => undefined)))
+  }
+
+  readonly actions: Record<MoveAction | 'copy' | 'catch-up' | 'stop-stream' | 'registry' | 'fence', () => Promise<unknown>> = {
+    copy: async () => {
+      const source = this.client('source')
+      // Recorded before the copy raises it (and a copy cut short leaves it raised).
+      const fencing = await readFencing(source)
+      await this.journal.step(
+        'copy',
+        async () => {
+          const {connectTarget, timeoutMs, tls, onCopy} = this.options
+          for (const m of this.plan.moves) {
+            const copy = await startDatabaseCopy({
+              source: {...connectTarget(endpointOf(this.plan.source)), db: m.db},
+              sourceDb: m.db,
+              target: {...connectTarget(endpointOf(this.plan.target)), db: m.toDb},
+              targetDb: m.toDb,
+              timeoutMs,
+              tls,
+              ...(this.plan.rate ? {rate: this.plan.rate} : {}),
+              signal: this.abort.signal,
+              onProgress: (p) => onCopy?.(m.id, p),
+            })
+            // Observed through every wait below; never an unhandled rejection.
+            copy.failure.catch(() => undefined)
+            this.copies.push(copy)
+          }
+          await this.onCopies((c) => c.snapshotLoaded())
+          // The copies work through the stream buffered during the snapshot: let them,
+          // before the pause, so that the pause holds only the last bytes.
+          const {offset} = await replicationOf(source)
+          await this.onCopies((c) => c.waitApplied(offset - PRE_PAUSE_SLACK_BYTES, Date.now() + PRE_PAUSE_WAIT_MS))
+        },
+        {intent: {fencing}},
+      )
+    },
+    fence: () => fenceStep(this.journal, this.client('source'), this.plan.source, this.plan.maxPauseMs, this.clock),
+    'catch-up': () =>
+      this.journal.step(
+        'catch-up',
+        async () => {
+          // The source is fenced: its offset stands still, and every copy that applied it holds every acknowledged write.
+          const {offset} = await replicationOf(this.client('source'))
+          const caught = await this.onCopies((c) => c.waitApplied(offset, this.clock.deadline(this.plan.maxPauseMs / 2)))
+          const proof = {offset, applied: this.copies.map((c) => c.appliedOffset())}
+          this.result.proof = proof
+          return {...proof, caughtUp: caught.every(Boolean)}
+        },
+        {keepResult: true},
+      ),
+    'stop-stream': () => this.journal.step('stop-stream', () => this.stopCopies()),
+    registry: () =>
+      this.journal.step('registry', () =>
+        switchOrFindOut(this.registry, this.plan.moves, 'after', () =>
+          this.registry.repointShards(this.plan.moves, this.instanceSets(), 'shards.moved', {
+            from: this.plan.source,
+            to: this.plan.target,
+            moves: Object.fromEntries(this.plan.moves.map((m) => [m.id, m.after.master])),
+          }),
+        ),
+      ),
+    hold: async () => {
+      // The source is fenced still: a client's write there waits, then is refused. The
+      // hold closes their connections so that they read the routing again; bounded by
+      // what is left of the pause (the source's other shards wait meanwhile).
+      const left = Math.max(0, this.clock.deadline(this.plan.maxPauseMs) - Date.now())
+      const outcome = await this.journal.step(
+        'hold',
+        () => holdClientsOff(this.client('source'), new Set(this.movedDbs), Math.min(this.plan.holdMs, left), this.plan.quietMs),
+        {keepResult: true},
+      )
+      this.result.hold = {clear: outcome.clear, closed: outcome.closed, lingering: outcome.lingering}
+    },
+    release: () =>
+      this.journal.step('release', async () => {
+        await releaseMovedDbs(this.registry, this.client('source'), this.plan.source, this.previousFencing(), this.movedDbs)
+        this.result.droppedFromSource = [...this.movedDbs]
+        this.clock.end()
+      }),
+    'keep-source': async () => {
+      this.result.keptOnSource = [...this.movedDbs]
+    },
+    grace: () =>
+      this.journal.step(
+        'grace',
+        async () => {
+          const moves = this.plan.moves.map((m) => ({id: m.id, db: m.db, to: m.after.master}))
+          await graceWatch(this.registry, this.client('source'), this.plan.source, moves, this.plan.graceMs, this.result)
+          return this.result.strays
+        },
+        {keepResult: true},
+      ),
+    lift: () =>
+      this.journal.step('lift', async () => {
+        await liftFence(this.client('source'), this.previousFencing())
+        this.clock.end()
+      }),
+    'restore-fencing': () =>
+      this.journal.step('restore-fencing', async () => {
+        // A copy that died left the source's min-replicas-to-write one higher: put it back, unless someone changed it since.
+        const recorded = this.recordedFencing()
+        if (!recorded || Number(recorded['min-replicas-to-write']) <= 0) return
+        const source = this.client('source')
+        const now = await readFencing(source)
+        if (Number(now['min-replicas-to-write']) === Number(recorded['min-replicas-to-write']) + 1) await setFencing(source, recorded)
+      }),
+    'drop-target': () =>
+      this.journal.step('drop-target', async () => {
+        await this.stopCopies()
+        const target = this.client('target')
+        const dbs = this.plan.moves.map((m) => m.toDb)
+        await assertUnused(this.registry, this.plan.target, dbs)
+        // A copy of a run that lost its lock may still hold a connection there: cut it first.
+        const writing = await clientsOn(target, new Set(dbs))
+        await killClients(
+          target,
+          writing.map((c) => c.id),
+        )
+        for (const db of dbs) await flushDb(target, db)
+      }),
+  }
+
+  async run(names: MoveAction[]): Promise<void> {
+    for (const name of names) await this.actions[name]()
+  }
+
+  /** Roll a move back before the switch: the source as it was (fence lifted), the target databases emptied. */
+  async rollBack(reason: string, error: ShardctlError, lift: boolean): Promise<never> {
+    if (lift) await this.actions.lift()
+    await this.actions['drop-target']()
+    await this.registry.apply(new Change(), 'move.aborted', {from: this.plan.source, to: this.plan.target, reason})
+    await this.journal.close()
+    throw error
+  }
+
+  finish(recovered?: 'rolled-forward'): Promise<MoveResult> {
+    const details = {from: this.plan.source, to: this.plan.target}
+    return finishCutover(this.registry, this.journal, this.clock, this.plan.maxPauseMs, this.result, 'move.finished', details, recovered)
+  }
+
+  async normal(): Promise<MoveResult> {
+    const {plan} = this
+    try {
+      await this.actions.copy()
+      await this.actions.fence()
+      const caught = (await this.actions['catch-up']()) as {offset: number; applied: number[]; caughtUp: boolean}
+      if (!caught.caughtUp) {
+        // Nothing was switched: lifting the fence and emptying the target lose nothing.
+        await this.stopCopies()
+        return await this.rollBack(
+          'catch-up',
+          new ShardctlError(
+            `the copy did not apply the source's offset ${caught.offset} within --max-pause ${plan.maxPauseMs} ms (at ${caught.applied.join(', ')}); writes resumed on ${plan.source} and the target databases were emptied`,
+            {code: 'ETIMEOUT', exitCode: ExitCode.unexpected, hint: 'retry when the write load is lower, or raise --max-pause'},
+          ),
+          true,
+        )
+      }
+      await this.actions['stop-stream']()
+    } catch (error) {
+      // A failed copy: whatever comes next (a heal, a rerun) rolls back; its connections go now.
+      await this.stopCopies()
+      throw error
+    }
+    let switched: boolean
+    try {
+      switched = (await this.actions.registry()) as boolean
+    } catch (error) {
+      if ((error as ShardctlError).code !== 'ECONFLICT') throw error
+      return this.rollBack(
+        'registry changed',
+        new ShardctlError(`${(error as Error).message}; the move was undone`, {
+          code: 'ECONFLICT',
+          hint: 'look at shards:list, then run the command again',
+        }),
+        true,
+      )
+    }
+    if (!switched)
+      return this.rollBack(
+        'registry refused',
+        new ShardctlError('the registry did not take the switch; the move was undone', {code: 'EFAILED', hint: 'run the command again'}),
+        true,
+      )
+    await this.run(['hold', 'release', 'grace'])
+    return this.finish()
+  }
+}
+
+export async function executeMove(
+  registry: Registry,
+  lock: OperatorLock,
+  pool: ConnectionPool,
+  plan: MovePlan,
+  options: MoveOptions,
+): Promise<MoveResult> {
+  const journal = await Journal.begin(registry, lock, 'move', plan.source, plan)
+  journal.onStep = options.onStep
+  const clock = new PauseClock()
+  return healMove(registry, pool, journal, clock, options, async () => {
+    const run = new MoveRun(registry, pool, journal, plan, clock, options)
+    await run.connect()
+    return run.normal()
+  })
+}
+
+export function moveJournalMatches(entry: JournalEntry, shards: string[]): boolean {
+  const plan = entry.plan as MovePlan
+  return entry.type === 'move' && plan.moves.some((m) => shards.includes(m.id))
+}
+
+async function moveNodeFacts(pool: ConnectionPool, plan: MovePlan): Promise<{source: NodeFacts; target: NodeFacts}> {
+  const [fencing, target] = await Promise.all([
+    pool
+      .get(endpointOf(plan.source))
+      .then(readFencing)
+      .catch(() => undefined),
+    pool
+      .get(endpointOf(plan.target))
+      .then(async (c) => ({reachable: true, role: (await replicationOf(c)).role}))
+      .catch(() => ({reachable: false})),
+  ])
+  return {source: {reachable: fencing !== undefined, fenced: fencing !== undefined && isWriteFence(fencing)}, target}
+}
+
+/**
+ * Finish or roll back a move a killed, stopped or overtaken run left behind: that run is
+ * cut off first (its connections, and any it kept on the target databases), then the
+ * journal and the live facts decide (decideMoveRecovery).
+ */
+export async function recoverMove(
+  registry: Registry,
+  lock: OperatorLock,
+  pool: ConnectionPool,
+  entry: JournalEntry,
+  options: MoveOptions,
+): Promise<MoveResult> {
+  const plan = entry.plan as MovePlan
+  await cutOffPreviousOwner(pool, entry, moveInstances(plan), lock.token)
+  const journal = await Journal.resume(registry, lock, entry as JournalEntry<MovePlan>)
+  journal.onStep = options.onStep
+  const clock = new PauseClock()
+  return healMove(registry, pool, journal, clock, options, () => finishOrRollBack(registry, pool, journal, clock, options))
+}
+
+function healMove(
+  registry: Registry,
+  pool: ConnectionPool,
+  journal: Journal<MovePlan>,
+  clock: PauseClock,
+  options: MoveOptions,
+  run: () => Promise<MoveResult>,
+): Promise<MoveResult> {
+  return heal({
+    registry,
+    pool,
+    journal,
+    policy: options.heal,
+    lossless: true,
+    run,
+    again: () => finishOrRollBack(registry, pool, journal, clock, options),
+    left: () => stillRefusingAfterMove(registry, pool, journal.entry),
+  })
+}
+
+async function finishOrRollBack(
+  registry: Registry,
+  pool: ConnectionPool,
+  journal: Journal<MovePlan>,
+  clock: PauseClock,
+  options: MoveOptions,
+): Promise<MoveResult> {
+  const {plan} = journal.entry
+  const [registryNow, nodes] = await Promise.all([registryState(registry, plan.moves), moveNodeFacts(pool, plan)])
+  const decision = decideMoveRecovery(journal.entry, {registry: registryNow, ...nodes})
+  if (decision.kind === 'refuse') throw refusalError(decision)
+  const run = new MoveRun(registry, pool, journal, plan, clock, options)
+  await run.connect()
+  if (stepDone(journal.entry, 'grace')) Object.assign(run.result.strays, stepResult(journal.entry, 'grace', 'done'))
+  await run.run(decision.actions)
+  if (decision.kind === 'roll-back') {
+    await registry.apply(new Change(), 'move.rolled-back', {from: plan.source, to: plan.target})
+    await journal.close()
+    return {...run.result, recovered: 'rolled-back'}
+  }
+  return run.finish('rolled-forward')
+}
+
+/**
+ * What refuses writes when a move stops half-way: the source while its fence is on
+ * (with the shards routed to it), or when it does not answer.
+ */
+async function stillRefusingAfterMove(registry: Registry, pool: ConnectionPool, entry: JournalEntry<MovePlan>): Promise<StillRefusing[]> {
+  const {plan} = entry
+  const [registryNow, nodes] = await Promise.all([registryStateIfKnown(registry, plan.moves), moveNodeFacts(pool, plan)])
+  const switched = registryNow === undefined ? stepDone(entry, 'registry') : registryNow !== 'before'
+  const moved = new Set(plan.moves.map((m) => m.id))
+  const onSource = plan.sourceShards.filter((id) => !switched || !moved.has(id))
+  const since = fencedSince(entry)
+  const refusing: StillRefusing[] = []
+  if (!nodes.source.reachable && stepStarted(entry, 'fence'))
+    refusing.push({instance: plan.source, why: 'silent', shards: onSource, ...(since ? {fencedSince: since} : {})})
+  else if (nodes.source.fenced)
+    refusing.push({instance: plan.source, why: 'fence', shards: onSource, ...(since ? {fencedSince: since} : {})})
+  if (switched && !nodes.target.reachable) refusing.push({instance: plan.target, why: 'silent', shards: [...moved]})
+  return refusing
+}

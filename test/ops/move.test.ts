@@ -1,0 +1,435 @@
+import {expect} from 'chai'
+import type {Redis} from 'ioredis'
+
+import {parseRate} from '../../src/commands/shards/move.js'
+import {rdbVersionOf} from '../../src/ops/move.js'
+import {cli, spawnCli, until} from '../helpers/cli.js'
+import {useFleet} from '../helpers/fleet.js'
+import {fencesOf, fleetState, readJournal, resume, stepDone, stoppedAt, takesWrites} from '../helpers/ops.js'
+import {type TestServer, dumpDb, startServer, waitForStreaming, withClients} from '../helpers/redis.js'
+import {ContinuousWriter, missingWrites} from '../helpers/writer.js'
+
+/**
+ * shards:move: shards of a source instance (s000-s003 in db 0-3, db N holding (4 - N) * 100
+ * keys) move into free databases of a target instance that already serves a shard of its
+ * own ("far", db 0). The servers are shared by every test; each test starts from the same
+ * data and registry.
+ */
+
+const SOURCE_SHARDS = ['s000', 's001', 's002', 's003']
+
+/** Keys per db, from INFO keyspace. */
+async function keyspace(server: TestServer): Promise<Record<number, number>> {
+  return withClients([server], async ([c]) => {
+    const out: Record<number, number> = {}
+    for (const line of (await c.info('keyspace')).split('\n')) {
+      const m = /^db(\d+):keys=(\d+)/.exec(line)
+      if (m) out[Number(m[1])] = Number(m[2])
+    }
+    return out
+  })
+}
+
+/** Every key and value of one database. */
+async function dbContent(server: TestServer, db: number): Promise<Record<string, unknown>> {
+  const client = server.client(db)
+  try {
+    return await dumpDb(client)
+  } finally {
+    client.disconnect()
+  }
+}
+
+describe('shards:move', () => {
+  let reg: Redis
+  let source: TestServer
+  let target: TestServer
+  const r = () => fleet.r()
+  const inst = (s: TestServer) => `127.0.0.1:${s.port}`
+  const BOUNDS = ['--timeout', '10s', '--grace', '300ms']
+
+  const fleet = useFleet()
+  before(async () => {
+    reg = fleet.reg
+    ;[source, target] = await Promise.all([startServer(), startServer()])
+  })
+  after(async () => {
+    await Promise.all([source.stop(), target.stop()])
+  })
+
+  beforeEach(async () => {
+    await withClients([source, target], async ([s, t]) => {
+      await Promise.all([s.flushall(), t.flushall()])
+      await Promise.all([s.config('SET', 'maxmemory', '0', 'min-replicas-to-write', '0'), t.config('SET', 'maxmemory', '0')])
+      for (let db = 0; db < 4; db++) {
+        await s.select(db)
+        await s.mset(Object.fromEntries(Array.from({length: (4 - db) * 100}, (_, i) => [`seed:${i}`, String(db)])))
+      }
+      await s.select(0)
+      await t.mset({'far:1': 'a', 'far:2': 'b'})
+    })
+    expect((await cli(['shards:init', '--instance', inst(source), '--count', '4', '--yes', ...r()])).exitCode).to.equal(0)
+    expect((await cli(['shards:add', 'far', '--master', target.address(0), ...r()])).exitCode).to.equal(0)
+  })
+
+  /** The moved shards are routed to the target and hold their seed there; nothing is left on the source; no fence, journal or lock. */
+  async function expectMoved(moved: Record<string, number>): Promise<void> {
+    const space = await keyspace(source)
+    const onTarget = await keyspace(target)
+    for (const [id, toDb] of Object.entries(moved)) {
+      const db = Number(id.slice(1))
+      expect(await reg.hget(`shards.${id}`, 'master'), id).to.equal(target.address(toDb))
+      expect(onTarget[toDb], `${id} on the target`).to.be.at.least((4 - db) * 100)
+      expect(space[db] ?? 0, `${id} left on the source`).to.equal(0)
+    }
+    expect(await reg.hget('shards.far', 'master')).to.equal(target.address(0))
+    expect(await reg.exists('shards._journal', 'shards._lock')).to.equal(0)
+    expect(await fencesOf([source, target])).to.deep.equal([])
+    expect(await takesWrites(source)).to.equal(true)
+  }
+
+  async function startWriter(shards = SOURCE_SHARDS): Promise<ContinuousWriter> {
+    const writer = new ContinuousWriter(reg, shards)
+    writer.start()
+    await writer.waitFor(300)
+    return writer
+  }
+
+  async function expectNothingLost(writer: ContinuousWriter): Promise<void> {
+    await writer.resumesThenStop()
+    expect(await missingWrites(reg, writer)).to.deep.equal([])
+  }
+
+  describe('plan and preflight', () => {
+    it('--dry-run: each shard to the lowest free database, the preflight and the replicas said, nothing changed', async () => {
+      await reg.hset('shards.s001', 'slave0', '127.0.0.1:1/1')
+      const before = await fleet.dump()
+      const run = await cli(['shards:move', 's001', 's002', '--to', inst(target), '--dry-run', '--json', ...r()])
+      expect(run.exitCode, run.stderr).to.equal(0)
+      const {plan, applied} = JSON.parse(run.stdout)
+      expect(applied).to.equal(false)
+      expect(plan.source).to.equal(inst(source))
+      expect(plan.target).to.equal(inst(target))
+      expect(plan.moves.map((m: {id: string; db: number; toDb: number}) => [m.id, m.db, m.toDb])).to.deep.equal([
+        ['s001', 1, 1],
+        ['s002', 2, 2],
+      ])
+      expect(plan.moves[0].after).to.deep.equal({master: target.address(1), replicas: [], persist: []})
+      expect(plan.moves[0].keys).to.equal(300)
+      expect(plan.moves[0].bytes).to.be.greaterThan(0)
+      expect(plan.fewerReplicas).to.deep.equal([{id: 's001', before: 1, after: 0}])
+      expect(plan.preflight.rdb.source.version).to.equal(plan.preflight.rdb.target.version)
+      expect(plan.preflight.memory.arriving).to.equal(plan.moves[0].bytes + plan.moves[1].bytes)
+      expect(plan.preflight.clock.skewMs).to.be.lessThan(plan.preflight.clock.maxSkewMs)
+      expect(await fleet.dump()).to.deep.equal(before)
+      expect(await keyspace(target)).to.deep.equal({0: 2})
+
+      const human = await spawnCli(['shards:move', 's001', '--to', `${inst(target)}/7`, '--rate', '20MB/s', '--dry-run', ...r()])
+      expect(human.exitCode, human.stderr).to.equal(0)
+      expect(human.stdout).to.include(target.address(7))
+      expect(human.stderr).to.match(/Preflight: target databases empty and unused/)
+      expect(human.stderr).to.match(/s001 goes from 1 replica to 0/)
+      expect(human.stderr).to.match(/copy throttled to 20\.0 MB\/s/)
+      expect(human.stderr).to.match(/Dry run: nothing changed/)
+    })
+
+    it("the moved shards' replicas are the target instance's replicas", async () => {
+      const replica = await startServer(['--replicaof', '127.0.0.1', String(target.port)])
+      try {
+        await withClients([target], async ([t]) => {
+          for (let i = 0; i < 200; i++) {
+            if (/slave0:/.test(await t.info('replication'))) return
+            await new Promise((resolve) => setTimeout(resolve, 10))
+          }
+        })
+        const run = await cli(['shards:move', 's003', '--to', inst(target), '--dry-run', '--json', ...r()])
+        expect(run.exitCode, run.stderr).to.equal(0)
+        const {plan} = JSON.parse(run.stdout)
+        expect(plan.targetReplicas).to.deep.equal([inst(replica)])
+        expect(plan.moves[0].after.replicas).to.deep.equal([replica.address(1)])
+        expect(plan.fewerReplicas).to.deep.equal([])
+      } finally {
+        await replica.stop()
+      }
+    })
+
+    describe('refusals: one line, nothing changes', () => {
+      async function refused(args: string[], message: RegExp, code = 2): Promise<void> {
+        const before = await fleet.dump()
+        const space = [await keyspace(source), await keyspace(target)]
+        const run = await cli(['shards:move', ...args, '--yes', ...r()])
+        expect(run.exitCode, run.stderr).to.equal(code)
+        expect(run.stderr.trim().split('\n').at(-1)).to.match(message)
+        expect(await fleet.dump()).to.deep.equal(before)
+        expect([await keyspace(source), await keyspace(target)]).to.deep.equal(space)
+      }
+
+      it('a target database that is not empty', async () => {
+        await withClients([target], async ([t]) => {
+          await t.select(5)
+          await t.set('precious', '1')
+        })
+        await refused(['s001', '--to', `${inst(target)}/5`], /db 5 of 127\.0\.0\.1:\d+ is not empty: 1 key/)
+      })
+
+      it('a target database a shard of the registry uses', async () => {
+        await refused(['s001', '--to', `${inst(target)}/0`], /db 0 of 127\.0\.0\.1:\d+ is used by shard far/)
+      })
+
+      it('a target database a shard uses only as its replica', async () => {
+        await reg.hset('shards.s000', 'slave0', target.address(6))
+        await refused(['s001', '--to', `${inst(target)}/6`], /db 6 of 127\.0\.0\.1:\d+ is used by shard s000/)
+      })
+
+      it('a target with no free database left', async () => {
+        const small = await startServer(['--databases', '2'])
+        try {
+          await withClients([small], async ([c]) => {
+            await c.select(1)
+            await c.set('taken', '1')
+          })
+          await cli(['shards:add', 'tiny', '--master', small.address(0), ...r()])
+          await refused(['s001', '--to', inst(small)], /has 1 database no shard uses, 0 of them empty; 1 shard to move/)
+        } finally {
+          await small.stop()
+        }
+      })
+
+      it('a target without room under its maxmemory', async () => {
+        await withClients([target], async ([t]) => {
+          const used = Number(/used_memory:(\d+)/.exec(await t.info('memory'))![1])
+          await t.config('SET', 'maxmemory', String(used + 1000))
+        })
+        await refused(['s000', '--to', inst(target)], /free under maxmemory .*; the moved shard holds ~/)
+      })
+
+      it('a target that is a replica', async () => {
+        const replica = await startServer(['--replicaof', '127.0.0.1', String(target.port)])
+        try {
+          await refused(['s001', '--to', inst(replica)], /target 127\.0\.0\.1:\d+ is a replica of 127\.0\.0\.1:\d+/)
+        } finally {
+          await replica.stop()
+        }
+      })
+
+      it('an unreachable target', async () => {
+        await refused(['s001', '--to', '127.0.0.1:1'], /cannot reach the target 127\.0\.0\.1:1/, 1)
+      })
+
+      for (const [name, args, message] of [
+        ['an unknown shard', ['nope', '--to', 'T'], /unknown shard "nope"/],
+        ['shards of two instances', ['s001', 'far', '--to', 'T'], /shards s001 and far live on different instances/],
+        ['a shard on the target already', ['far', '--to', 'T'], /shard far is on 127\.0\.0\.1:\d+ already/],
+        ['one database for two shards', ['s001', 's002', '--to', 'T/9'], /names one database, for 2 shards/],
+        ['a shard named twice', ['s001', 's001', '--to', 'T'], /shard s001 is named twice/],
+        ['no target', ['s001'], /no target/],
+        ['no shard', ['--to', 'T'], /name the shards to move/],
+        ['a malformed target', ['s001', '--to', 'x:y'], /invalid port/],
+        ['a bad --rate', ['s001', '--to', 'T', '--rate', 'fast'], /invalid --rate "fast"/],
+        ['a bad --max-pause', ['s001', '--to', 'T', '--max-pause', 'never'], /invalid duration/],
+        ['a database beyond the target', ['s001', '--to', 'T/99'], /has 16 databases: there is no db 99/],
+      ] as const) {
+        it(`bad input, ${name}: exit 2`, async () => {
+          await refused(
+            args.map((a) => a.replace(/^T/, inst(target))),
+            message,
+          )
+        })
+      }
+    })
+
+    it('--rate reads keys/s and MB/s; the RDB version of a Redis release', () => {
+      expect(parseRate('5000')).to.deep.equal({keysPerSecond: 5000})
+      expect(parseRate('5000keys/s')).to.deep.equal({keysPerSecond: 5000})
+      expect(parseRate('2.5MB/s')).to.deep.equal({bytesPerSecond: 2_500_000})
+      expect(() => parseRate('0')).to.throw(/invalid --rate/)
+      expect(rdbVersionOf('7.0.15')).to.equal(10)
+      expect(rdbVersionOf('7.2.4')).to.equal(11)
+      expect(rdbVersionOf('7.4.1')).to.equal(12)
+      expect(rdbVersionOf('8.0.0')).to.equal(12)
+      expect(rdbVersionOf('6.2.14')).to.equal(9)
+    })
+  })
+
+  describe('the move', () => {
+    it("under a continuous writer: every acknowledged write is on the target, the target's other databases unchanged", async () => {
+      const far = await dbContent(target, 0)
+      const writer = await startWriter()
+      const run = await spawnCli([
+        'shards:move',
+        's001',
+        's002',
+        '--to',
+        inst(target),
+        '--max-pause',
+        '5s',
+        ...BOUNDS,
+        '--yes',
+        '--json',
+        ...r(),
+      ])
+      expect(run.exitCode, run.stderr + run.stdout).to.equal(0)
+      await expectNothingLost(writer)
+      const result = JSON.parse(run.stdout)
+      expect(result.applied).to.equal(true)
+      expect(result.pauseMs).to.be.a('number')
+      expect(result.proof.applied.every((o: number) => o >= result.proof.offset)).to.equal(true)
+      expect(result.droppedFromSource).to.deep.equal([1, 2])
+      expect(result.strays).to.deep.equal({})
+      await expectMoved({s001: 1, s002: 2})
+      expect(await dbContent(target, 0)).to.deep.equal(far)
+      const history = await spawnCli(['shards:history', '--json', ...r()])
+      expect(history.stdout).to.include('shards.moved')
+    })
+
+    it('in a pipe, each step is one line with its duration on stderr, and the result on stdout', async () => {
+      const run = await spawnCli(['shards:move', 's003', '--to', inst(target), ...BOUNDS, '--yes', ...r()])
+      expect(run.exitCode, run.stderr).to.equal(0)
+      for (const step of ['copy', 'fence', 'catch-up', 'stop-stream', 'registry', 'hold', 'release', 'grace']) {
+        expect(run.stderr).to.match(new RegExp(`^  ${step}\\s+\\d+(\\.\\d)? (ms|s)$`, 'm'))
+      }
+      expect(run.stderr).not.to.match(/\r|\u001B\[/)
+      expect(run.stdout).to.match(
+        new RegExp(`Moved 1 shard from ${inst(source)} to ${inst(target)} \\(s003 → db 1\\); writes to the source paused \\d+ ms`),
+      )
+      await expectMoved({s003: 1})
+    })
+
+    it("the source's own fencing (min-replicas-to-write 1, which the copy raises by one meanwhile) is what it was, after a killed move and after a move", async () => {
+      const replica = await startServer(['--replicaof', '127.0.0.1', String(source.port)])
+      try {
+        await waitForStreaming(replica, source)
+        await withClients([source], ([c]) => c.config('SET', 'min-replicas-to-write', '1', 'min-replicas-max-lag', '10'))
+        const fencing = () => withClients([source], ([c]) => c.config('GET', 'min-replicas-to-write'))
+        const killed = await spawnCli(['shards:move', 's001', '--to', inst(target), ...BOUNDS, '--yes', ...r()], {
+          env: {SHARDCTL_FAILPOINT: 'copy:after:kill'},
+        })
+        expect(killed.exitCode, killed.stderr).to.not.equal(0)
+        expect(await fencing()).to.deep.equal(['min-replicas-to-write', '2'])
+        const back = await spawnCli(['shards:move', '--recover', ...BOUNDS, '--json', ...r()])
+        expect(back.exitCode, back.stderr + back.stdout).to.equal(0)
+        expect(JSON.parse(back.stdout).recovered).to.equal('rolled-back')
+        expect(await fencing()).to.deep.equal(['min-replicas-to-write', '1'])
+        const run = await spawnCli(['shards:move', 's001', '--to', inst(target), ...BOUNDS, '--yes', '--json', ...r()])
+        expect(run.exitCode, run.stderr + run.stdout).to.equal(0)
+        expect(await fencing()).to.deep.equal(['min-replicas-to-write', '1'])
+        await expectMoved({s001: 1})
+      } finally {
+        await withClients([source], ([c]) => c.config('SET', 'min-replicas-to-write', '0'))
+        await replica.stop()
+      }
+    })
+
+    it('a command that moves data into the moved database stops the copy: the move heals by rolling back, exit 3, nothing lost', async () => {
+      const run = await stoppedAt(['shards:move', 's001', '--to', inst(target), ...BOUNDS, '--yes', '--json', ...r()], 'copy:after:stop')
+      await withClients([source], async ([c]) => {
+        await c.set('moved-in', 'x')
+        expect(await c.move('moved-in', 1)).to.equal(1)
+      })
+      resume(run)
+      const done = await run.done
+      expect(done.exitCode, done.stderr + done.stdout).to.equal(3)
+      const result = JSON.parse(done.stdout)
+      expect(result.recovered).to.equal('rolled-back')
+      expect(result.healed.after).to.match(/MOVE/)
+      expect(await reg.hget('shards.s001', 'master')).to.equal(source.address(1))
+      expect((await keyspace(target))[1]).to.equal(undefined)
+      expect((await keyspace(source))[1]).to.equal(301)
+      expect(await reg.exists('shards._journal', 'shards._lock')).to.equal(0)
+      expect(await fencesOf([source])).to.deep.equal([])
+      expect(await takesWrites(source, 1)).to.equal(true)
+    })
+
+    it('a second operator meanwhile gets exit 4; the move finishes', async () => {
+      const run = await stoppedAt(['shards:move', 's003', '--to', inst(target), ...BOUNDS, '--yes', '--json', ...r()], 'copy:after:stop')
+      const second = await cli(['shards:move', 's000', '--to', inst(target), ...BOUNDS, '--yes', ...r()])
+      expect(second.exitCode, second.stderr).to.equal(4)
+      expect(second.stderr).to.match(/running the move of 127\.0\.0\.1:\d+/)
+      resume(run)
+      const done = await run.done
+      expect(done.exitCode, done.stderr + done.stdout).to.equal(0)
+      await expectMoved({s003: 1})
+    })
+
+    it('a write after the cut-over from a client with stale routing: named, kept, exit 3, recorded for shards:reconcile', async () => {
+      const run = await stoppedAt(['shards:move', 's002', '--to', inst(target), ...BOUNDS, '--yes', '--json', ...r()], 'grace:before:stop')
+      expect(stepDone(await readJournal(reg), 'release')).to.equal(true)
+      await withClients([source], async ([stale]) => {
+        await stale.select(2)
+        await stale.set('written-after-cut-over', 'x')
+      })
+      resume(run)
+      const done = await run.done
+      expect(done.exitCode, done.stderr).to.equal(3)
+      const result = JSON.parse(done.stdout)
+      expect(result.strays['2']).to.deep.include({shard: 's002', to: target.address(1), keys: 1, sample: ['written-after-cut-over']})
+      expect(result.keptOnSource).to.deep.equal([2])
+      expect((await keyspace(source))[2]).to.equal(1)
+      expect(await reg.hexists('shards._strays', `${inst(source)}/2`)).to.equal(1)
+      expect(await reg.hget('shards.s002', 'master')).to.equal(target.address(1))
+    })
+
+    describe('a stale operator: stopped past its lease, overtaken and recovered, then resumed', () => {
+      for (const [step, outcome] of [
+        ['copy', 'rolled-back'],
+        ['registry', 'rolled-forward'],
+      ] as const) {
+        it(`stopped after ${step}: once resumed it changes nothing anywhere and exits 4`, async () => {
+          const writer = await startWriter(['s000', 's001'])
+          const stale = await stoppedAt(['shards:move', 's001', '--to', inst(target), ...BOUNDS, '--yes', ...r()], `${step}:after:stop`, {
+            SHARDCTL_LOCK_LEASE: '1s',
+          })
+          await until('the stale lease expired', async () => (await reg.exists('shards._lock')) === 0)
+          const recovery = await spawnCli(['shards:move', '--recover', ...BOUNDS, '--json', ...r()])
+          expect(recovery.exitCode, recovery.stderr + recovery.stdout).to.equal(0)
+          expect(JSON.parse(recovery.stdout).recovered).to.equal(outcome)
+          await expectNothingLost(writer)
+          const settled = await fleetState(reg, [source, target])
+          resume(stale)
+          const resumed = await stale.done
+          expect(resumed.exitCode, resumed.stderr).to.equal(4)
+          expect(resumed.stderr).to.match(/lock was lost/)
+          expect(await fleetState(reg, [source, target])).to.deep.equal(settled)
+          if (outcome === 'rolled-forward') await expectMoved({s001: 1})
+          else expect((await keyspace(target))[1]).to.equal(undefined)
+        })
+      }
+    })
+
+    describe('killed at a step, then run again', () => {
+      const steps: [string, 'rolled-back' | 'rolled-forward'][] = [
+        ['copy:after', 'rolled-back'],
+        ['catch-up:after', 'rolled-back'],
+        ['registry:after', 'rolled-forward'],
+        ['release:after', 'rolled-forward'],
+      ]
+      for (const [failpoint, outcome] of steps) {
+        it(`SIGKILL at ${failpoint}: the rerun ${outcome === 'rolled-back' ? 'rolls back' : 'finishes'}, nothing lost`, async () => {
+          const far = await dbContent(target, 0)
+          const writer = await startWriter(['s000', 's001', 'far'])
+          const killed = await spawnCli(['shards:move', 's001', '--to', inst(target), '--max-pause', '5s', ...BOUNDS, '--yes', ...r()], {
+            env: {SHARDCTL_FAILPOINT: `${failpoint}:kill`},
+          })
+          expect(killed.exitCode, killed.stderr).to.not.equal(0)
+          expect(await reg.exists('shards._journal'), killed.stderr).to.equal(1)
+          const again = await spawnCli(['shards:move', 's001', ...BOUNDS, '--yes', '--json', ...r()])
+          expect(again.exitCode, again.stderr + again.stdout).to.equal(0)
+          expect(JSON.parse(again.stdout).recovered).to.equal(outcome)
+          await expectNothingLost(writer)
+          if (outcome === 'rolled-forward') {
+            await expectMoved({s001: 1})
+          } else {
+            expect(await reg.hget('shards.s001', 'master')).to.equal(source.address(1))
+            expect((await keyspace(target))[1]).to.equal(undefined)
+            expect(await reg.exists('shards._journal', 'shards._lock')).to.equal(0)
+            expect(await fencesOf([source])).to.deep.equal([])
+          }
+          // The writer wrote to far too: its keys are far's seed plus the writer's, nothing of s001's.
+          const now = await dbContent(target, 0)
+          for (const [key, value] of Object.entries(far)) expect(now[key]).to.deep.equal(value)
+          expect(Object.keys(now).filter((k) => k.startsWith('seed:'))).to.deep.equal([])
+        })
+      }
+    })
+  })
+})
