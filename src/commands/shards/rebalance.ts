@@ -1,0 +1,192 @@
+import {Flags} from '@oclif/core'
+
+import {RegistryCommand} from '../../base-command.js'
+import {ExitCode, type ExitCodeValue, ShardctlError} from '../../errors.js'
+import {countFlag, dryRunFlag, yesFlag} from '../../flags.js'
+import {openOperationError, readJournal} from '../../ops/journal.js'
+import {runMove} from '../../rebalance/apply.js'
+import {type ExcludedInstance, measureFleet} from '../../rebalance/measure.js'
+import {type BalanceBy, type InstanceBalance, type RebalancePlan, planRebalance} from '../../rebalance/plan.js'
+import {formatBytes, formatCount, formatPercent, paint, plural, renderTable} from '../../ui/terminal.js'
+
+/** A spread of fills at or below this counts as balanced. */
+const TOLERANCE = 0.05
+/** A target takes a shard only while it stays at or below this fraction of its maxmemory. */
+const MAX_FILL = 0.9
+
+export interface RebalanceMove {
+  shard: string
+  /** host:port/db */
+  from: string
+  to: string
+  /** The shards:move command line that makes it, for this fleet. */
+  command: string
+}
+
+export interface RebalanceResult {
+  by: BalanceBy
+  instances: InstanceBalance[]
+  moves: RebalanceMove[]
+  spreadBefore: number
+  spreadAfter: number
+  stopped: RebalancePlan['stopped']
+  excluded: ExcludedInstance[]
+  fixed: {shard: string; reason: string}[]
+  applied: boolean
+  /** With --apply: the shards moved. */
+  done: string[]
+}
+
+/** This command's own flags: not handed on to shards:move (the fleet's flags are). */
+const OWN_FLAGS = new Set(['--by', '--max-moves', '--apply', '--yes', '-y', '--dry-run', '--json'])
+const OWN_WITH_VALUE = new Set(['--by', '--max-moves'])
+
+export default class ShardsRebalance extends RegistryCommand<typeof ShardsRebalance> {
+  static override summary = 'Plan the shard moves that even the instances out, and with --apply make them.'
+  static override description = `Measures every master instance of the registry (used memory, maxmemory, keys, and each shard's memory estimated from a sample) and plans the fewest shards:move that bring the instances within ${TOLERANCE * 100} points of fill of each other: --by memory, used memory over maxmemory (an instance without maxmemory is left out, named); --by keys, keys against the mean of the instances. A shard goes only into a free database of an instance that stays at or below ${MAX_FILL * 100}% of its maxmemory. Instances that are unreachable or replicas are left out, and named.
+
+Without --apply (or with --dry-run) the plan is printed: each instance before and after, and the moves as the shards:move command lines that make them, for this fleet, to paste. A balanced fleet says so, with no move.
+--apply asks first (--yes answers; with no terminal --yes is needed), then runs the moves one after another in this process, each as shards:move --yes would (its progress on stderr), and stops at the first that fails, with its exit code, naming the moves done and those not done.`
+
+  static override examples = [
+    '<%= config.bin %> <%= command.id %> --by memory',
+    '<%= config.bin %> <%= command.id %> --by keys --max-moves 3 --json',
+    '<%= config.bin %> <%= command.id %> --by memory --max-moves 2 --apply --yes',
+  ]
+
+  static override flags = {
+    by: Flags.string({
+      summary: 'What to even out: memory (used over maxmemory) or keys.',
+      options: ['memory', 'keys'],
+      required: true,
+    }),
+    'max-moves': countFlag('--max-moves', 1, 1_000_000)({summary: 'Plan at most this many moves.'}),
+    apply: Flags.boolean({summary: 'Make the moves, one after another, stopping at the first that fails.', default: false}),
+    'dry-run': dryRunFlag,
+    yes: yesFlag,
+  }
+
+  async run(): Promise<RebalanceResult> {
+    const {flags} = this
+    const by = flags.by as BalanceBy
+    const registry = await this.registry()
+    const pool = await this.pool()
+    const {registry: where} = await this.resolveConnections()
+    const measured = await measureFleet(registry, pool, {
+      by,
+      extra: [],
+      registry: {host: where.host, port: where.port, db: where.db},
+      onProgress: (line) => this.progress(paint.dim(line)),
+    })
+    for (const e of measured.excluded) this.warn(`${e.instance} is left out: ${e.reason}`)
+    for (const f of measured.fixed) this.progress(paint.dim(`${f.shard} stays: ${f.reason}`))
+    const plan = planRebalance({
+      by,
+      instances: measured.instances,
+      shards: measured.shards,
+      maxMoves: flags['max-moves'] ?? Number.POSITIVE_INFINITY,
+      tolerance: TOLERANCE,
+      maxFill: MAX_FILL,
+    })
+    const moves = plan.moves.map((m) => {
+      const to = `${m.to.instance}/${m.to.db}`
+      return {
+        shard: m.shard,
+        from: `${m.from.instance}/${m.from.db}`,
+        to,
+        command: this.sameFleetCommand('shards:move', m.shard, '--to', to),
+      }
+    })
+    const result: RebalanceResult = {
+      by,
+      instances: plan.instances,
+      moves,
+      spreadBefore: plan.spreadBefore,
+      spreadAfter: plan.spreadAfter,
+      stopped: plan.stopped,
+      excluded: measured.excluded,
+      fixed: measured.fixed,
+      applied: false,
+      done: [],
+    }
+    if (!this.jsonEnabled()) this.render(plan, moves)
+    if (moves.length === 0 || !flags.apply || flags['dry-run']) {
+      if (flags.apply && flags['dry-run']) this.progress(paint.warn('Dry run: nothing changed.'))
+      return result
+    }
+
+    const pending = await readJournal(registry)
+    if (pending) throw await openOperationError(registry, pending, this.operatorToken)
+    if (!(await this.confirm(`Make ${plural(moves.length, 'move')} (${moves.map((m) => `${m.shard} → ${m.to}`).join(', ')})?`))) {
+      this.progress('Nothing changed.')
+      return result
+    }
+    const fleet = fleetArgs(this.argv)
+    for (const [i, move] of moves.entries()) {
+      this.progress(`Move ${i + 1} of ${moves.length}: ${move.shard} ${move.from} → ${move.to}`)
+      const argv = [move.shard, '--to', move.to, '--yes', ...fleet, ...(this.jsonEnabled() ? ['--json'] : [])]
+      const code = await runMove(argv, this.config)
+      if (code !== 0) {
+        const done = result.done.length > 0 ? `done: ${result.done.join(', ')}` : 'no move was done'
+        const notDone = moves.slice(i + 1).map((m) => m.shard)
+        throw new ShardctlError(
+          `move ${i + 1} of ${moves.length} (${move.shard} → ${move.to}) stopped with exit ${code}; ${done}; not made: ${[move.shard, ...notDone].join(', ')}${code === ExitCode.unhealthy ? ` (${move.shard} may be moved: see above)` : ''}`,
+          {
+            code: 'EREBALANCE',
+            exitCode: code as ExitCodeValue,
+            hint: 'see the error above; then run shards:rebalance again for a new plan',
+            details: {done: result.done, failed: move.shard, notDone},
+          },
+        )
+      }
+      result.done.push(move.shard)
+    }
+    result.applied = true
+    this.log(`Rebalanced: ${plural(moves.length, 'move')} made (${result.done.join(', ')}).`)
+    return result
+  }
+
+  private render(plan: RebalancePlan, moves: RebalanceMove[]): void {
+    const used = (bytes: number, max: number) => (max > 0 ? `${formatBytes(bytes)} (${formatPercent(bytes / max)})` : formatBytes(bytes))
+    this.log(
+      renderTable(
+        ['INSTANCE', 'MAXMEMORY', 'USED BEFORE', 'USED AFTER', 'KEYS BEFORE', 'KEYS AFTER', 'SHARDS'],
+        plan.instances.map((i) => [
+          i.instance,
+          i.maxMemory > 0 ? formatBytes(i.maxMemory) : '-',
+          used(i.before.usedMemory, i.maxMemory),
+          used(i.after.usedMemory, i.maxMemory),
+          formatCount(i.before.keys),
+          formatCount(i.after.keys),
+          i.before.shards === i.after.shards ? String(i.before.shards) : `${i.before.shards} → ${i.after.shards}`,
+        ]),
+      ),
+    )
+    const spread = (s: number) => (plan.by === 'memory' ? `${formatPercent(s)} of maxmemory` : `${formatPercent(s)} of the mean keys`)
+    if (moves.length === 0) {
+      this.log(
+        plan.stopped === 'balanced'
+          ? `Balanced by ${plan.by}: the instances are within ${spread(plan.spreadBefore)} of each other; no move.`
+          : `No move evens the instances out further (spread ${spread(plan.spreadBefore)}); no move.`,
+      )
+      return
+    }
+    this.log(`${plural(moves.length, 'move')} (spread ${spread(plan.spreadBefore)} → ${spread(plan.spreadAfter)}):`)
+    for (const m of moves) this.log(m.command)
+    if (plan.stopped === 'max-moves') this.progress(paint.dim('Stopped at --max-moves; more moves would even it out further.'))
+  }
+}
+
+/** The arguments that name the fleet (registry, prefix, context, TLS, timeout), without this command's own flags. */
+function fleetArgs(argv: string[]): string[] {
+  const out: string[] = []
+  for (let i = 0; i < argv.length; i++) {
+    const [name] = argv[i].split('=', 1)
+    if (OWN_FLAGS.has(name)) {
+      if (OWN_WITH_VALUE.has(name) && !argv[i].includes('=')) i++
+      continue
+    }
+    out.push(argv[i])
+  }
+  return out
+}

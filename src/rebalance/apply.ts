@@ -1,0 +1,36 @@
+import {format} from 'node:util'
+
+import type {Config} from '@oclif/core'
+
+import ShardsMove from '../commands/shards/move.js'
+import {note} from '../ui/terminal.js'
+
+/**
+ * shards:move as a rebalance runs it, in this process: the same command, flags and
+ * code path as typed by hand, with its data lines sent to stderr as progress (the
+ * rebalance's own stdout is its plan and result) and its --json document kept, not printed.
+ */
+class MoveStep extends ShardsMove {
+  static override id = 'shards:move'
+  document?: unknown
+
+  public override log(message = '', ...args: unknown[]): void {
+    if (!this.jsonEnabled()) note(format(message, ...args))
+  }
+
+  public override logJson(json: unknown): void {
+    this.document = json
+  }
+}
+
+/** One move's outcome: exit code 0, or the one shards:move exited with (its error was said). */
+export async function runMove(argv: string[], config: Config): Promise<number> {
+  try {
+    await MoveStep.run(argv, config)
+    return 0
+  } catch (error) {
+    const code = (error as {oclif?: {exit?: number}}).oclif?.exit
+    if (typeof code === 'number') return code
+    throw error
+  }
+}

@@ -1,0 +1,127 @@
+import {expect} from 'chai'
+import type {Redis} from 'ioredis'
+
+import {cli, spawnCli} from '../helpers/cli.js'
+import {type TestServer, dumpDb, startServer, withClients} from '../helpers/redis.js'
+
+/**
+ * shards:rebalance --by keys over three instances: A serves s1-s4 (db 0-3, 100 keys each),
+ * B serves s5 and C serves s6 (db 0, 100 keys each). The mean is 200 keys, so the plan is
+ * two moves off A, one onto B and one onto C. The tests run in order on the same fleet:
+ * the plan, then --apply, then the rerun that finds it balanced.
+ */
+describe('shards:rebalance', () => {
+  let registry: TestServer
+  let reg: Redis
+  let a: TestServer
+  let b: TestServer
+  let c: TestServer
+  const r = () => ['-r', registry.url]
+  const inst = (s: TestServer) => `127.0.0.1:${s.port}`
+
+  interface Planned {
+    by: string
+    instances: {instance: string; before: {keys: number}; after: {keys: number}}[]
+    moves: {shard: string; from: string; to: string; command: string}[]
+    applied: boolean
+    done: string[]
+  }
+
+  const plan = async (...args: string[]): Promise<Planned> => {
+    const run = await cli(['shards:rebalance', '--by', 'keys', '--json', ...args, ...r()])
+    expect(run.exitCode, run.stderr).to.equal(0)
+    return JSON.parse(run.stdout) as Planned
+  }
+
+  before(async () => {
+    ;[registry, a, b, c] = await Promise.all([startServer(), startServer(), startServer(), startServer()])
+    reg = registry.client()
+    const seed = async (server: TestServer, db: number, shard: string) => {
+      await withClients([server], async ([client]) => {
+        await client.select(db)
+        await client.mset(Object.fromEntries(Array.from({length: 100}, (_, i) => [`${shard}:${i}`, shard])))
+      })
+      expect((await cli(['shards:add', shard, '--master', server.address(db), ...r()])).exitCode).to.equal(0)
+    }
+    for (const [i, shard] of ['s1', 's2', 's3', 's4'].entries()) await seed(a, i, shard)
+    await seed(b, 0, 's5')
+    await seed(c, 0, 's6')
+  })
+
+  after(async () => {
+    reg?.disconnect()
+    await Promise.all([registry, a, b, c].map((s) => s?.stop()))
+  })
+
+  it('prints the plan: each instance before and after, and the moves as shards:move command lines for this fleet', async () => {
+    const run = await cli(['shards:rebalance', '--by', 'keys', ...r()])
+    expect(run.exitCode, run.stderr).to.equal(0)
+    const commands = run.stdout.split('\n').filter((line) => line.startsWith('shardctl shards:move'))
+    expect(commands).to.have.length(2)
+    for (const line of commands)
+      expect(line).to.match(new RegExp(`^shardctl shards:move s[1-4] --to 127\\.0\\.0\\.1:\\d+/1 -r ${registry.url}$`))
+    for (const s of [a, b, c]) expect(run.stdout).to.include(inst(s))
+  })
+
+  it('--json: the instances before and after, and the moves off A, one onto B and one onto C', async () => {
+    const planned = await plan()
+    expect(planned.by).to.equal('keys')
+    const keys = Object.fromEntries(planned.instances.map((i) => [i.instance, [i.before.keys, i.after.keys]]))
+    expect(keys).to.deep.equal({[inst(a)]: [400, 200], [inst(b)]: [100, 200], [inst(c)]: [100, 200]})
+    expect(planned.moves.map((m) => m.from.split('/')[0])).to.deep.equal([inst(a), inst(a)])
+    expect(planned.moves.map((m) => m.to).sort()).to.deep.equal([`${inst(b)}/1`, `${inst(c)}/1`].sort())
+    for (const m of planned.moves) expect(m.command).to.equal(`shardctl shards:move ${m.shard} --to ${m.to} -r ${registry.url}`)
+    expect(planned.applied).to.equal(false)
+  })
+
+  it('--max-moves bounds the plan', async () => {
+    const planned = await plan('--max-moves', '1')
+    expect(planned.moves).to.have.length(1)
+    expect(planned.instances.find((i) => i.instance === inst(a))?.after.keys).to.equal(300)
+  })
+
+  it('bad input: --by foo, --max-moves 0, -1 and abc are refused, exit 2', async () => {
+    for (const args of [
+      ['--by', 'foo'],
+      ['--by', 'keys', '--max-moves', '0'],
+      ['--by', 'keys', '--max-moves', '-1'],
+      ['--by', 'keys', '--max-moves', 'abc'],
+    ]) {
+      const run = await cli(['shards:rebalance', ...args, ...r()])
+      expect(run.exitCode, args.join(' ')).to.equal(2)
+      expect(run.stderr, args.join(' ')).to.match(/by|max-moves/)
+    }
+  })
+
+  it('--apply without --yes and without a terminal: exit 2 naming --yes, nothing moved', async () => {
+    const before = await dumpDb(reg)
+    const run = await spawnCli(['shards:rebalance', '--by', 'keys', '--apply', ...r()])
+    expect(run.exitCode).to.equal(2)
+    expect(run.stderr).to.include('--yes')
+    expect(await dumpDb(reg)).to.deep.equal(before)
+  })
+
+  it('--apply --yes makes the planned moves: the registry routes them to the targets and the data is there; a rerun finds the fleet balanced', async () => {
+    const planned = await plan()
+    const run = await spawnCli(['shards:rebalance', '--by', 'keys', '--apply', '--yes', '--json', ...r()])
+    expect(run.exitCode, run.stderr).to.equal(0)
+    const applied = JSON.parse(run.stdout) as Planned
+    expect(applied.applied).to.equal(true)
+    expect(applied.moves).to.deep.equal(planned.moves)
+    expect(applied.done).to.deep.equal(planned.moves.map((m) => m.shard))
+    for (const m of planned.moves) {
+      expect(await reg.hget(`shards.${m.shard}`, 'master'), m.shard).to.equal(m.to)
+      const [host, port, db] = m.to.split(/[:/]/)
+      const target = [b, c].find((s) => `${host}:${s.port}` === `${host}:${port}`)!
+      await withClients([target], async ([client]) => {
+        await client.select(Number(db))
+        expect(await client.dbsize()).to.equal(100)
+        expect(await client.get(`${m.shard}:7`)).to.equal(m.shard)
+      })
+    }
+    const again = await cli(['shards:rebalance', '--by', 'keys', ...r()])
+    expect(again.exitCode).to.equal(0)
+    expect(again.stdout).to.match(/Balanced by keys/)
+    expect((await plan()).moves).to.deep.equal([])
+  })
+})
