@@ -21,16 +21,25 @@ class MoveStep extends ShardsMove {
   public override logJson(json: unknown): void {
     this.document = json
   }
+
+  /** Run it as oclif would: init, run, catch (the error said), finally (connections closed). */
+  public go(): Promise<unknown> {
+    return this._run()
+  }
 }
 
-/** One move's outcome: exit code 0, or the one shards:move exited with (its error was said). */
-export async function runMove(argv: string[], config: Config): Promise<number> {
+/**
+ * One move's outcome: exit code 0, or the one shards:move exited with; its error was
+ * said on stderr, or (--json) is returned.
+ */
+export async function runMove(argv: string[], config: Config): Promise<{exitCode: number; error?: unknown}> {
+  const step = new MoveStep(argv, config)
   try {
-    await MoveStep.run(argv, config)
-    return 0
+    await step.go()
+    return {exitCode: 0}
   } catch (error) {
     const code = (error as {oclif?: {exit?: number}}).oclif?.exit
-    if (typeof code === 'number') return code
-    throw error
+    if (typeof code !== 'number') throw error
+    return {exitCode: code, error: (step.document as {error?: unknown} | undefined)?.error}
   }
 }

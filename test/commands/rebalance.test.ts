@@ -1,7 +1,8 @@
 import {expect} from 'chai'
-import type {Redis} from 'ioredis'
+import {Redis} from 'ioredis'
 
 import {cli, spawnCli} from '../helpers/cli.js'
+import {resume, stoppedAt} from '../helpers/ops.js'
 import {type TestServer, dumpDb, startServer, withClients} from '../helpers/redis.js'
 
 /**
@@ -99,6 +100,32 @@ describe('shards:rebalance', () => {
     expect(run.exitCode).to.equal(2)
     expect(run.stderr).to.include('--yes')
     expect(await dumpDb(reg)).to.deep.equal(before)
+  })
+
+  it('--apply stops at the first move that fails, with its exit code, naming what was done and what was not', async () => {
+    const [first, second] = (await plan()).moves
+    // The first move stops itself once the registry routes to its target; meanwhile the
+    // second one's target database gets a key, so its preflight refuses it (exit 2).
+    const run = await stoppedAt(['shards:rebalance', '--by', 'keys', '--apply', '--yes', '--json', ...r()], 'registry:after:stop')
+    const [host, port, db] = second.to.split(/[:/]/)
+    const junk = new Redis({host, port: Number(port), db: Number(db)})
+    await junk.set('junk', '1')
+    resume(run)
+    const {exitCode, stdout} = await run.done
+    expect(exitCode).to.equal(2)
+    const {error} = JSON.parse(stdout) as {
+      error: {code: string; message: string; done: string[]; failed: string; notDone: string[]; move?: unknown}
+    }
+    expect(error).to.include({code: 'EREBALANCE', failed: second.shard})
+    expect(error.done).to.deep.equal([first.shard])
+    expect(error.notDone).to.deep.equal([])
+    // shards:move's own error, which --json would otherwise not show.
+    expect(error).to.have.nested.property('move.exitCode', 2)
+    expect(error.message).to.include(`done: ${first.shard}; not made: ${second.shard}`)
+    expect(await reg.hget(`shards.${first.shard}`, 'master')).to.equal(first.to)
+    expect(await reg.hget(`shards.${second.shard}`, 'master')).to.equal(second.from)
+    await junk.del('junk')
+    junk.disconnect()
   })
 
   it('--apply --yes makes the planned moves: the registry routes them to the targets and the data is there; a rerun finds the fleet balanced', async () => {

@@ -125,7 +125,7 @@ Without --apply (or with --dry-run) the plan is printed: each instance before an
     for (const [i, move] of moves.entries()) {
       this.progress(`Move ${i + 1} of ${moves.length}: ${move.shard} ${move.from} → ${move.to}`)
       const argv = [move.shard, '--to', move.to, '--yes', ...fleet, ...(this.jsonEnabled() ? ['--json'] : [])]
-      const code = await runMove(argv, this.config)
+      const {exitCode: code, error} = await runMove(argv, this.config)
       if (code !== 0) {
         const done = result.done.length > 0 ? `done: ${result.done.join(', ')}` : 'no move was done'
         const notDone = moves.slice(i + 1).map((m) => m.shard)
@@ -135,7 +135,7 @@ Without --apply (or with --dry-run) the plan is printed: each instance before an
             code: 'EREBALANCE',
             exitCode: code as ExitCodeValue,
             hint: 'see the error above; then run shards:rebalance again for a new plan',
-            details: {done: result.done, failed: move.shard, notDone},
+            details: {done: result.done, failed: move.shard, notDone, ...(error === undefined ? {} : {move: error})},
           },
         )
       }
