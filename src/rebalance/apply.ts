@@ -34,6 +34,8 @@ class MoveStep extends ShardsMove {
  */
 export async function runMove(argv: string[], config: Config): Promise<{exitCode: number; error?: unknown}> {
   const step = new MoveStep(argv, config)
+  // Each command run adds its own stdout error listener: taken off again, so that many moves add none.
+  const listeners = new Set(process.stdout.listeners('error'))
   try {
     await step.go()
     return {exitCode: 0}
@@ -41,5 +43,8 @@ export async function runMove(argv: string[], config: Config): Promise<{exitCode
     const code = (error as {oclif?: {exit?: number}}).oclif?.exit
     if (typeof code !== 'number') throw error
     return {exitCode: code, error: (step.document as {error?: unknown} | undefined)?.error}
+  } finally {
+    for (const listener of process.stdout.listeners('error'))
+      if (!listeners.has(listener)) process.stdout.removeListener('error', listener as (...args: unknown[]) => void)
   }
 }

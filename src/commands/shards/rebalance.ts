@@ -124,6 +124,7 @@ Without --apply (or with --dry-run) the plan is printed: each instance before an
     const fleet = fleetArgs(this.argv)
     for (const [i, move] of moves.entries()) {
       this.progress(`Move ${i + 1} of ${moves.length}: ${move.shard} ${move.from} → ${move.to}`)
+      this.interruptNote = `Moves made: ${result.done.length > 0 ? result.done.join(', ') : 'none'}; an interrupted move of ${move.shard} is finished or rolled back by ${this.sameFleetCommand('shards:move', '--recover')}.`
       const argv = [move.shard, '--to', move.to, '--yes', ...fleet, ...(this.jsonEnabled() ? ['--json'] : [])]
       const {exitCode: code, error} = await runMove(argv, this.config)
       if (code !== 0) {
