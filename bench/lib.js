@@ -177,6 +177,9 @@ export async function shardctl(args, {stdin, stdout} = {}) {
   return {...result, maxRssMb: usage.maxRssKb / 1024, cpuMs: usage.cpuMs}
 }
 
+/** The flags of a split or move the benchmarks run: a short grace, no question, JSON out, the registry. */
+export const operationFlags = (registry) => ['--grace', '100ms', '--yes', '--json', '--registry', registry.url]
+
 /** The environment of a shardctl the benchmarks run: every setting is given as a flag. */
 export const benchEnv = () => withoutShardctlVariables(process.env)
 
