@@ -292,7 +292,8 @@ function gitCommit() {
  * Writes at `perSecond` to the given shards, routed by the registry; on an error
  * (READONLY, a dropped connection) it re-reads the registry and retries the same
  * write. Measures the longest gap between two acknowledged writes while
- * `window()` is open, and keeps every acknowledged key to check none was lost.
+ * `window()` is open (`maxGapEnded`: the performance.now() at its end), and keeps
+ * every acknowledged key to check none was lost.
  */
 export class PacedWriter {
   constructor(registryServer, shards, perSecond) {
@@ -367,7 +368,10 @@ export class PacedWriter {
         }
       }
       const now = performance.now()
-      if (this.measuring) this.maxGap = Math.max(this.maxGap, now - last)
+      if (this.measuring && now - last > this.maxGap) {
+        this.maxGap = now - last
+        this.maxGapEnded = now
+      }
       last = now
       this.acked.push([shard, key])
       seq++

@@ -154,6 +154,7 @@ async function cutOver() {
     await writer.start()
     await new Promise((r) => setTimeout(r, 300))
     const close = writer.window()
+    const t0 = performance.now()
     let moved
     try {
       moved = await move(registry, source, target, 's003', 3, CUT_KEYS)
@@ -163,7 +164,9 @@ async function cutOver() {
     }
     const gap = close()
     const lost = await writer.lost()
-    return {ms: moved.ms, pauseMs: moved.out.pauseMs, gap, lost, acked: writer.acked.length, rss: moved.maxRssMb}
+    // Where the longest gap fell: its end, from the move's spawn (the cut-over is at its end, before --grace).
+    const gapAt = writer.maxGapEnded - t0
+    return {ms: moved.ms, pauseMs: moved.out.pauseMs, gap, gapAt, lost, acked: writer.acked.length, rss: moved.maxRssMb}
   } finally {
     await stopServers(fleet.servers)
   }
@@ -229,7 +232,7 @@ function report({small, big, cutovers, keysPerDb, bigKeys}) {
       ),
       ...cutovers.map(
         (s, i) =>
-          `cut-over, rep ${i + 1}: move ${formatMs(s.ms)}, pause ${formatMs(s.pauseMs)}, writer gap ${formatMs(s.gap)}, lost ${s.lost} of ${s.acked.toLocaleString('en-US')}`,
+          `cut-over, rep ${i + 1}: move ${formatMs(s.ms)}, pause ${formatMs(s.pauseMs)}, writer gap ${formatMs(s.gap)} ending ${formatMs(s.gapAt)} after the move's start, lost ${s.lost} of ${s.acked.toLocaleString('en-US')}`,
       ),
     ],
   }
