@@ -177,6 +177,9 @@ export async function shardctl(args, {stdin, stdout} = {}) {
   return {...result, maxRssMb: usage.maxRssKb / 1024, cpuMs: usage.cpuMs}
 }
 
+/** The flags of a split or move the benchmarks run: a short grace, no question, JSON out, the registry. */
+export const operationFlags = (registry) => ['--grace', '100ms', '--yes', '--json', '--registry', registry.url]
+
 /** The environment of a shardctl the benchmarks run: every setting is given as a flag. */
 export const benchEnv = () => withoutShardctlVariables(process.env)
 
@@ -289,7 +292,8 @@ function gitCommit() {
  * Writes at `perSecond` to the given shards, routed by the registry; on an error
  * (READONLY, a dropped connection) it re-reads the registry and retries the same
  * write. Measures the longest gap between two acknowledged writes while
- * `window()` is open, and keeps every acknowledged key to check none was lost.
+ * `window()` is open (`maxGapEnded`: the performance.now() at its end), and keeps
+ * every acknowledged key to check none was lost.
  */
 export class PacedWriter {
   constructor(registryServer, shards, perSecond) {
@@ -364,7 +368,10 @@ export class PacedWriter {
         }
       }
       const now = performance.now()
-      if (this.measuring) this.maxGap = Math.max(this.maxGap, now - last)
+      if (this.measuring && now - last > this.maxGap) {
+        this.maxGap = now - last
+        this.maxGapEnded = now
+      }
       last = now
       this.acked.push([shard, key])
       seq++

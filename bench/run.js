@@ -13,6 +13,7 @@ import * as fleet from './fleet.js'
 import {ROOT, cleanup, loadAverage, machine} from './lib.js'
 import * as list from './list.js'
 import * as lookup from './lookup.js'
+import * as move from './move.js'
 import * as promote from './promote.js'
 import * as registry from './registry.js'
 import * as sentinel from './sentinel.js'
@@ -20,10 +21,31 @@ import * as split from './split.js'
 
 // reps: repetitions of assign and lookup; coldReps: of shards:list, a third of a second each.
 // splitKeysPerDb: keys in each of the split source's 100 dbs (~200 bytes each: ~1 GB full).
+// moveBigKeys: keys of 1 KB in the one database of the shards:move throughput row (~1 GB full).
 // registryHashes: the map of the registry benchmarks (export, import, counts); --scale: ten million.
 const SETTINGS = {
-  full: {hashes: 1_000_000, reps: 5, coldReps: 15, splitKeysPerDb: 40_000, splitReps: 3, registryHashes: 1_000_000, backupReps: 3},
-  quick: {hashes: 200_000, reps: 3, coldReps: 5, splitKeysPerDb: 4000, splitReps: 1, registryHashes: 100_000, backupReps: 1},
+  full: {
+    hashes: 1_000_000,
+    reps: 5,
+    coldReps: 15,
+    splitKeysPerDb: 40_000,
+    splitReps: 3,
+    registryHashes: 1_000_000,
+    backupReps: 3,
+    moveBigKeys: 1_000_000,
+    moveReps: 3,
+  },
+  quick: {
+    hashes: 200_000,
+    reps: 3,
+    coldReps: 5,
+    splitKeysPerDb: 4000,
+    splitReps: 1,
+    registryHashes: 100_000,
+    backupReps: 1,
+    moveBigKeys: 20_000,
+    moveReps: 1,
+  },
 }
 
 const BENCHMARKS = [
@@ -32,6 +54,7 @@ const BENCHMARKS = [
   ['shards:list', list],
   ['shards:promote', promote],
   ['shards:split', split],
+  ['move', move],
   ['shards:check', check],
   ['fleet', fleet],
   ['registry', registry],
@@ -246,6 +269,16 @@ Every shardctl run is a new \`node bin/run.js …\` process, timed from spawn to
   up. Then \`shards:split --to\` moves the 50 odd databases to another empty instance
   while the client writes 5,000/s to 8 of the moved shards. Ratio: the split's wall
   time over the sync's; gap and lost as for promote.
+* **shards:move**: three parts, each a fresh set of instances. (1) An instance with 100
+  databases filled by \`DEBUG POPULATE\` (~200-byte values, as the split); baseline: an empty
+  instance's \`REPLICAOF\` full sync of it, until its link is up and it streams (that copy is
+  then stopped). Then \`shards:move s007 --to\` another instance that already holds data in
+  db 0: the shard lands in db 1 (checked: every key arrived, db 0 untouched). Ratio: the
+  move's wall time over the sync's; peak memory: the move's max RSS. (2) The same with one
+  database of 1 KB values (\`DEBUG POPULATE\` ${SETTINGS.full.moveBigKeys.toLocaleString('en-US')} keys, ~1 GB): ratio of the
+  throughputs, the instance's \`used_memory_dataset\` over each wall time. (3) 16 databases of
+  20,000 keys; the client writes 5,000/s to s003, following the registry's events, while
+  \`shards:move s003\` runs; gap and lost as for promote, and the pause the move reports.
 * **shards:check**: a registry and 10 instances (AOF, fenced) with a replica each, 10
   shards per instance. Each repetition times \`node -e 0\`, \`shardctl --version\` and
   \`shards:check --canary --json\` (checked: healthy, every canary seen on every

@@ -6,7 +6,7 @@ import {tmpdir} from 'node:os'
 import {join} from 'node:path'
 
 import {stopRedis} from '../dist/sandbox/redis-process.js'
-import {PacedWriter, formatMs, median, shardctl, spread, startServers, stopServers, waitForSync, withRedis} from './lib.js'
+import {PacedWriter, formatMs, operationFlags, median, shardctl, spread, startServers, stopServers, waitForSync, withRedis} from './lib.js'
 
 const RATIO_TARGET = 1.3
 const PAUSE_TARGET_MS = 50
@@ -54,19 +54,7 @@ async function cutOver(mode) {
     await new Promise((r) => setTimeout(r, 300))
     const close = writer.window()
     const where = mode === 'to' ? ['--to', rest[0].address] : ['--spawn', '--dir', spawnDir]
-    const result = await shardctl([
-      'shards:split',
-      source.address,
-      ...where,
-      '--shards',
-      moved.join(','),
-      '--grace',
-      '100ms',
-      '--yes',
-      '--json',
-      '--registry',
-      registry.url,
-    ])
+    const result = await shardctl(['shards:split', source.address, ...where, '--shards', moved.join(','), ...operationFlags(registry)])
     await new Promise((r) => setTimeout(r, 200))
     const gap = close()
     await writer.stop()
@@ -131,12 +119,7 @@ async function once(keysPerDb) {
       target.address,
       '--shards',
       moved.join(','),
-      '--grace',
-      '100ms',
-      '--yes',
-      '--json',
-      '--registry',
-      registry.url,
+      ...operationFlags(registry),
     ])
     await new Promise((r) => setTimeout(r, 200))
     const gap = close()
