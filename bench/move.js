@@ -213,6 +213,11 @@ function report({small, big, cutovers, keysPerDb, bigKeys}) {
           'loads the snapshot in place; and the move has fixed costs a sync has not, which dominate at a small size. Measured on ' +
           'its steps (1 KB values): ~0.6 s to start node and plan before the copy, then the copy step 350 ms for 20,000 keys and ' +
           '651 ms for 50,000 (a marginal ~100,000 keys/s, ~100 MB/s, on par with the sync), the cut-over ~50 ms and --grace 100 ms. ' +
+          (bigPeak > MEMORY_TARGET_MB
+            ? `Memory: the copy holds at most 16 MB of commands in flight to the target and 16 MB of the source's stream before ` +
+              `its spool file; the rest of the ${formatMb(bigPeak)} peak grows with the number of keys (a RESTORE, its key and its ` +
+              'payload are buffers per key, collected late by V8), not with the size of a value; which part is not yet measured. '
+            : '') +
           'See the repetitions below.',
       },
       {
