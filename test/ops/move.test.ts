@@ -7,7 +7,7 @@ import {cli, spawnCli, until} from '../helpers/cli.js'
 import {useFleet} from '../helpers/fleet.js'
 import {fencesOf, fleetState, readJournal, resume, stepDone, stoppedAt, takesWrites} from '../helpers/ops.js'
 import {type TestServer, dumpDb, startServer, waitForStreaming, withClients} from '../helpers/redis.js'
-import {ContinuousWriter, missingWrites} from '../helpers/writer.js'
+import {type ContinuousWriter, lostWrites, startedWriter} from '../helpers/writer.js'
 
 /**
  * shards:move: shards of a source instance (s000-s003 in db 0-3, db N holding (4 - N) * 100
@@ -88,17 +88,8 @@ describe('shards:move', () => {
     expect(await takesWrites(source)).to.equal(true)
   }
 
-  async function startWriter(shards = SOURCE_SHARDS): Promise<ContinuousWriter> {
-    const writer = new ContinuousWriter(reg, shards)
-    writer.start()
-    await writer.waitFor(300)
-    return writer
-  }
-
-  async function expectNothingLost(writer: ContinuousWriter): Promise<void> {
-    await writer.resumesThenStop()
-    expect(await missingWrites(reg, writer)).to.deep.equal([])
-  }
+  const startWriter = (shards = SOURCE_SHARDS) => startedWriter(reg, shards)
+  const expectNothingLost = async (writer: ContinuousWriter) => expect(await lostWrites(reg, writer)).to.deep.equal([])
 
   describe('plan and preflight', () => {
     it('--dry-run: each shard to the lowest free database, the preflight and the replicas said, nothing changed', async () => {

@@ -17,7 +17,7 @@ import {
 } from '../helpers/ops.js'
 import {startReplyDelayProxy} from '../helpers/proxy.js'
 import {type TestServer, startReplicated, startServer, withClients} from '../helpers/redis.js'
-import {ContinuousWriter, missingWrites} from '../helpers/writer.js'
+import {type ContinuousWriter, lostWrites, startedWriter} from '../helpers/writer.js'
 
 /**
  * A registry, a master with two replicas, three shards on the master's dbs 0-2, and
@@ -78,17 +78,8 @@ describe('shards:promote', () => {
   }
 
   /** Every write the writer got acknowledged is where the registry routes it now. */
-  async function expectNothingLost(writer: ContinuousWriter): Promise<void> {
-    await writer.resumesThenStop()
-    expect(await missingWrites(reg, writer)).to.deep.equal([])
-  }
-
-  async function startWriter(): Promise<ContinuousWriter> {
-    const writer = new ContinuousWriter(reg, SHARDS)
-    writer.start()
-    await writer.waitFor(500)
-    return writer
-  }
+  const startWriter = () => startedWriter(reg, SHARDS, 500)
+  const expectNothingLost = async (writer: ContinuousWriter) => expect(await lostWrites(reg, writer)).to.deep.equal([])
 
   it('graceful, under a continuous writer: every acknowledged write survives; registry, roles and links agree', async () => {
     // A fenced master: the new one must be fenced as well afterwards.

@@ -23,7 +23,7 @@ import {
 } from '../helpers/ops.js'
 import {startReplyDelayProxy} from '../helpers/proxy.js'
 import {type TestServer, startServer, stopServersIn, useSharedServers, waitForStreaming, withClients} from '../helpers/redis.js'
-import {ContinuousWriter, LateHearingWriter, missingWrites} from '../helpers/writer.js'
+import {type ContinuousWriter, LateHearingWriter, lostWrites, missingWrites, startedWriter} from '../helpers/writer.js'
 
 const SHARDS = ['s000', 's001', 's002', 's003', 's004', 's005']
 
@@ -80,17 +80,8 @@ describe('shards:split', () => {
     expect(await takesWrites(source)).to.equal(true)
   }
 
-  async function startWriter(shards = SHARDS): Promise<ContinuousWriter> {
-    const writer = new ContinuousWriter(reg, shards)
-    writer.start()
-    await writer.waitFor(300)
-    return writer
-  }
-
-  async function expectNothingLost(writer: ContinuousWriter): Promise<void> {
-    await writer.resumesThenStop()
-    expect(await missingWrites(reg, writer)).to.deep.equal([])
-  }
+  const startWriter = (shards = SHARDS) => startedWriter(reg, shards)
+  const expectNothingLost = async (writer: ContinuousWriter) => expect(await lostWrites(reg, writer)).to.deep.equal([])
 
   it('under a continuous writer: every acknowledged write is where the registry says, nothing stays behind', async () => {
     const writer = await startWriter()

@@ -74,6 +74,18 @@ describe('sentinel:follow @timing-sensitive', () => {
     return run
   }
 
+  /** Once every Sentinel names one new master at one epoch: its port, one of the replicas. */
+  async function newMasterAgreed(old: TestServer, replicas: TestServer[]): Promise<number> {
+    let to = 0
+    await until('every Sentinel names one new master at one epoch', async () => {
+      const said = await sentinelsSay()
+      to = said[0].port
+      return to !== old.port && said.every((v) => v.port === to && v.epoch === said[0].epoch)
+    })
+    expect(replicas.map((r) => r.port)).to.include(to)
+    return to
+  }
+
   /** The master port and config epoch every Sentinel gives for the group (null where it does not answer in time). */
   const sentinelsSay = async (which = sentinels.sentinels) =>
     Promise.all(
@@ -191,13 +203,7 @@ describe('sentinel:follow @timing-sensitive', () => {
     process.kill(first.pid, 'SIGKILL')
     expect(await failovers()).to.have.length(0)
     // The failover ends while no follower runs: every Sentinel names the new master, at one epoch.
-    let to = 0
-    await until('every Sentinel names one new master at one epoch', async () => {
-      const said = await sentinelsSay()
-      to = said[0].port
-      return to !== master.port && said.every((v) => v.port === to && v.epoch === said[0].epoch)
-    })
-    expect(replicas.map((r) => r.port)).to.include(to)
+    const to = await newMasterAgreed(master, replicas)
     const second = await follow()
     await until('the registry moved', async () => (await failovers()).length === 1)
     await truthful(to, replicas)
@@ -325,13 +331,7 @@ describe('sentinel:follow @timing-sensitive', () => {
     } finally {
       c.disconnect()
     }
-    let to = 0
-    await until('every Sentinel names one new master at one epoch', async () => {
-      const said = await sentinelsSay()
-      to = said[0].port
-      return to !== master.port && said.every((v) => v.port === to && v.epoch === said[0].epoch)
-    })
-    expect(replicas.map((r) => r.port)).to.include(to)
+    const to = await newMasterAgreed(master, replicas)
     const before = await fleet.dump()
     second.pause()
     third.pause()
