@@ -332,6 +332,8 @@ describe('copy/engine: a live copy of one database', function () {
       await copy.snapshotLoaded()
       await run(s6)
       await s6.set('x:after', '1')
+      // A copy that went on would apply the source's offset: it must fail instead.
+      expect(await copy.waitApplied(await replOffset(src), Date.now() + 60_000).catch(() => 'failed')).to.equal('failed')
       const error = await rejectionOf(copy.failure)
       expect(error.message).to.match(
         new RegExp(
