@@ -162,6 +162,8 @@ class LiveCopy implements DatabaseCopy {
   private snapshotEnded = false
   private fenceRaised: Promise<void> = Promise.resolve()
   private targetHasModules = false
+  /** How far the source's clock is ahead of this one, at least (negative: behind). */
+  private sourceClockAhead = 0
 
   private readonly expected: Expected[] = []
   private expectedHead = 0
@@ -250,6 +252,7 @@ class LiveCopy implements DatabaseCopy {
     await refuseMissingExtensions(this.sourceAdmin, this.targetAdmin, this.sourceWhere, this.targetWhere)
     this.targetHasModules = ((await this.targetAdmin.call('MODULE', 'LIST').catch(() => [])) as unknown[]).length > 0
     await this.fence.read(this.sourceAdmin)
+    this.sourceClockAhead = await clockAheadAtLeast(this.sourceAdmin)
 
     const linkOptions = {timeoutMs: options.timeoutMs, tls: options.tls, signal: options.signal}
     this.targetLink = await ReplicationLink.open(options.target, linkOptions)
@@ -369,8 +372,9 @@ class LiveCopy implements DatabaseCopy {
     if (entry.db !== this.options.sourceDb) return
     const big = this.big
     this.big = undefined
-    // A key whose moment has passed is not brought back (the source would not return it either).
-    if (entry.expireAtMs !== undefined && entry.expireAtMs <= Date.now()) {
+    // A key whose moment has passed on the source's clock is not brought back (the source
+    // would not return it either, and sends its DEL); the clock here may be ahead of it.
+    if (entry.expireAtMs !== undefined && entry.expireAtMs <= Date.now() + this.sourceClockAhead) {
       if (big) dropBig(big)
       return
     }
@@ -850,6 +854,15 @@ class FencePolicy {
     const reply = await source.config('GET', 'min-replicas-to-write')
     if (Number(reply[1]) === this.toWrite + 1) await source.config('SET', 'min-replicas-to-write', String(this.toWrite))
   }
+}
+
+/**
+ * How far a server's clock is ahead of this one, at least: its TIME was read at the
+ * latest when the reply arrived, so its clock then was at least what it said.
+ */
+async function clockAheadAtLeast(client: ScriptedRedis): Promise<number> {
+  const [seconds, micros] = (await client.call('TIME')) as [string, string]
+  return Number(seconds) * 1000 + Math.floor(Number(micros) / 1000) - Date.now()
 }
 
 function dropBig(big: BigValue): void {

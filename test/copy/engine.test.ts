@@ -457,6 +457,30 @@ describe('copy/engine: a source that is flushed or fenced', function () {
 })
 
 describe('copy/engine: keys that expire while the copy runs', function () {
+  it("keeps a key whose moment has passed on this machine's clock, not on the source's (this clock a minute ahead)", async () => {
+    const [source, target] = await Promise.all([startServer(DEBUG), startServer(DEBUG)])
+    const realNow = Date.now
+    try {
+      const s1 = source.client(1)
+      await s1.set('soon', 'v', 'PX', 30_000)
+      await s1.set('gone', 'v', 'PX', 1)
+      await s1.set('plain', 'v')
+      Date.now = () => realNow() + 60_000
+      const copy = await startDatabaseCopy(copyOptions(source, 1, target, 1))
+      try {
+        await copy.snapshotLoaded()
+      } finally {
+        Date.now = realNow
+        await copy.stop()
+      }
+      expect((await target.client(1).keys('*')).sort()).to.deep.equal(['plain', 'soon'])
+      expect(await target.client(1).call('PEXPIRETIME', 'soon')).to.equal(await s1.call('PEXPIRETIME', 'soon'))
+    } finally {
+      Date.now = realNow
+      await Promise.all([source.stop(), target.stop()])
+    }
+  })
+
   it('ends with exactly the live keys of the source and their expiry moments: none brought back, none missing', async () => {
     const [source, target] = await Promise.all([startServer(DEBUG), startServer(DEBUG)])
     try {
