@@ -10,6 +10,7 @@ import {type ConnectTarget, instanceKey} from '../registry/address.js'
 import {SnapshotFraming} from '../replication/framing.js'
 import {ReplicationLink, encodeCommand} from '../replication/link.js'
 import {CommandParser, ReplyParser, type Reply} from './resp.js'
+import {refuseMissingExtensions} from './extensions.js'
 import {Spool} from './spool.js'
 
 /**
@@ -160,6 +161,9 @@ class LiveCopy implements DatabaseCopy {
   private isLoaded = false
   private snapshotEnded = false
   private fenceRaised: Promise<void> = Promise.resolve()
+  private targetHasModules = false
+  /** How far the source's clock is ahead of this one, at least (negative: behind). */
+  private sourceClockAhead = 0
 
   private readonly expected: Expected[] = []
   private expectedHead = 0
@@ -212,7 +216,11 @@ class LiveCopy implements DatabaseCopy {
         },
         valuePiece: (entry, piece) => this.onPiece(entry, piece),
       },
-      {valuesOf: (db) => db === options.sourceDb},
+      {
+        valuesOf: (db) => db === options.sourceDb,
+        // A target without any module cannot restore a module value: named, not a RESTORE refused.
+        refuseModulesIn: (db) => db === options.sourceDb && !this.targetHasModules,
+      },
     )
     this.framing = new SnapshotFraming(this.sourceWhere, {
       fullResync: ({replid, offset}) => {
@@ -242,7 +250,9 @@ class LiveCopy implements DatabaseCopy {
     this.sourceAdmin = await connect({...options.source, db: 0}, admin)
     this.targetAdmin = await connect({...options.target, db: 0}, admin)
     await refuseMissingExtensions(this.sourceAdmin, this.targetAdmin, this.sourceWhere, this.targetWhere)
+    this.targetHasModules = ((await this.targetAdmin.call('MODULE', 'LIST').catch(() => [])) as unknown[]).length > 0
     await this.fence.read(this.sourceAdmin)
+    this.sourceClockAhead = await clockAheadAtLeast(this.sourceAdmin)
 
     const linkOptions = {timeoutMs: options.timeoutMs, tls: options.tls, signal: options.signal}
     this.targetLink = await ReplicationLink.open(options.target, linkOptions)
@@ -362,8 +372,9 @@ class LiveCopy implements DatabaseCopy {
     if (entry.db !== this.options.sourceDb) return
     const big = this.big
     this.big = undefined
-    // A key whose moment has passed is not brought back (the source would not return it either).
-    if (entry.expireAtMs !== undefined && entry.expireAtMs <= Date.now()) {
+    // A key whose moment has passed on the source's clock is not brought back (the source
+    // would not return it either, and sends its DEL); the clock here may be ahead of it.
+    if (entry.expireAtMs !== undefined && entry.expireAtMs <= Date.now() + this.sourceClockAhead) {
       if (big) dropBig(big)
       return
     }
@@ -474,14 +485,16 @@ class LiveCopy implements DatabaseCopy {
         return
       }
       case 'COPY': {
+        // Within the moved database: applied. Across it, either way: the application couples
+        // the moved database with another one, which the move would put on another instance.
         const at = args.findIndex((arg, i) => i >= 3 && arg.toString('latin1').toUpperCase() === 'DB')
         const dest = at === -1 ? this.db : Number(args[at + 1]?.toString('latin1'))
         if (dest === sourceDb && this.db === sourceDb) {
           const remapped = [...args]
           if (at !== -1) remapped[at + 1] = Buffer.from(String(this.options.targetDb))
           this.apply(remapped, end)
-        } else if (dest === sourceDb) throw this.crossDb(args, start)
-        else this.advance(end) // only read from the copied database, if at all
+        } else if (dest === sourceDb || this.db === sourceDb) throw this.crossDb(args, start)
+        else this.advance(end)
         return
       }
       case 'FUNCTION': {
@@ -524,7 +537,7 @@ class LiveCopy implements DatabaseCopy {
   private crossDb(args: Buffer[], offset: number): ShardctlError {
     const shown = [
       args[0].toString('latin1').toUpperCase(),
-      ...args.slice(1, 4).map((a) => (a.length > 40 ? `${a.subarray(0, 40).toString()}…` : a.toString())),
+      ...args.slice(1, 5).map((a) => (a.length > 40 ? `${a.subarray(0, 40).toString()}…` : a.toString())),
     ].join(' ')
     return new ShardctlError(
       `${this.sourceWhere} ran ${shown} at offset ${offset}, which moves data into or out of database ${this.options.sourceDb}: the copy into ${this.targetWhere} database ${this.options.targetDb} stopped, and nothing after it was applied`,
@@ -843,38 +856,13 @@ class FencePolicy {
   }
 }
 
-/** Modules whose types the source may hold, and function libraries, that the target lacks: refused before anything is copied. */
-async function refuseMissingExtensions(
-  source: ScriptedRedis,
-  target: ScriptedRedis,
-  sourceWhere: string,
-  targetWhere: string,
-): Promise<void> {
-  const named = async (client: ScriptedRedis, command: string[], field: string): Promise<Set<string>> => {
-    const reply = (await client.call(command[0], ...command.slice(1)).catch(() => [])) as unknown[][]
-    const names = new Set<string>()
-    for (const item of reply) {
-      const at = item.findIndex((v) => String(v) === field)
-      if (at !== -1) names.add(String(item[at + 1]))
-    }
-    return names
-  }
-  for (const [command, field, what] of [
-    [['MODULE', 'LIST'], 'name', 'module'],
-    [['FUNCTION', 'LIST'], 'library_name', 'function library'],
-  ] as const) {
-    const [has, lacks] = await Promise.all([named(source, [...command], field), named(target, [...command], field)])
-    const missing = [...has].filter((name) => !lacks.has(name))
-    if (missing.length > 0) {
-      throw new ShardctlError(
-        `${sourceWhere} has the ${what}${missing.length > 1 ? 's' : ''} ${missing.join(', ')}, which ${targetWhere} lacks: nothing was copied`,
-        {
-          code: 'EEXTENSION',
-          hint: `load the same ${what} on the target first`,
-        },
-      )
-    }
-  }
+/**
+ * How far a server's clock is ahead of this one, at least: its TIME was read at the
+ * latest when the reply arrived, so its clock then was at least what it said.
+ */
+async function clockAheadAtLeast(client: ScriptedRedis): Promise<number> {
+  const [seconds, micros] = (await client.call('TIME')) as [string, string]
+  return Number(seconds) * 1000 + Math.floor(Number(micros) / 1000) - Date.now()
 }
 
 function dropBig(big: BigValue): void {

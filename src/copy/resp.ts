@@ -116,11 +116,11 @@ export interface Reply {
   error?: string
 }
 
-/** Replies from the target, in order: `onReply` for each complete top-level reply. */
+/** Replies from the target, in order: `onReply` for each complete top-level reply, with its bytes. */
 export class ReplyParser {
   private readonly gather = new Gather()
 
-  constructor(private readonly onReply: (reply: Reply) => void) {}
+  constructor(private readonly onReply: (reply: Reply, bytes: Buffer) => void) {}
 
   feed(chunk: Buffer): void {
     if (!this.gather.add(chunk)) return
@@ -132,8 +132,9 @@ export class ReplyParser {
         g.need = -end - g.pos
         return
       }
+      const start = g.pos
       g.pos = end
-      this.onReply(found)
+      this.onReply(found, g.buf.subarray(start, end))
     }
   }
 

@@ -1,6 +1,7 @@
 import type {Redis} from 'ioredis'
 
 import {type CopyProgressEvent, type CopyRate, type DatabaseCopy, startDatabaseCopy} from '../copy/engine.js'
+import {refuseMissingExtensions} from '../copy/extensions.js'
 import {ExitCode, ShardctlError, usageError} from '../errors.js'
 import {clientsOn, killClients} from '../fleet/clients.js'
 import type {ConnectionPool, ScriptedRedis, TlsSettings} from '../fleet/connect.js'
@@ -161,7 +162,7 @@ export function rdbVersionOf(redisVersion: string): number {
  * its own round trip here, so the network's delay cancels (what is left is within half a
  * round trip).
  */
-async function clockSkewMs(source: Redis, target: Redis): Promise<number> {
+async function clockSkew(source: Redis, target: Redis): Promise<{skewMs: number; source: string; target: string}> {
   const offset = async (client: Redis) => {
     let best: {offset: number; rtt: number} | undefined
     for (let i = 0; i < 3; i++) {
@@ -174,7 +175,10 @@ async function clockSkewMs(source: Redis, target: Redis): Promise<number> {
     }
     return best!.offset
   }
-  return Math.round(Math.abs((await offset(target)) - (await offset(source))))
+  const [sourceOffset, targetOffset] = [await offset(source), await offset(target)]
+  const now = Date.now()
+  const reads = (offsetMs: number) => new Date(Math.round(now + offsetMs)).toISOString()
+  return {skewMs: Math.round(Math.abs(targetOffset - sourceOffset)), source: reads(sourceOffset), target: reads(targetOffset)}
 }
 
 /** A database on the target instance that a shard of the registry names (in any role, on it or on its replicas). */
@@ -282,6 +286,9 @@ export async function planMove(registry: Registry, pool: ConnectionPool, request
     )
   }
 
+  // The snapshot carries the source's function libraries and module values: the target must have them.
+  await refuseMissingExtensions(source, target, sourceKey, targetKey)
+
   const sourceKeys = await keysPerDb(source)
   const moves: MoveShard[] = []
   for (const [i, shard] of moving.entries()) {
@@ -315,10 +322,11 @@ export async function planMove(registry: Registry, pool: ConnectionPool, request
   }
 
   // Expiry times travel as absolute times: the clocks must agree.
-  const skewMs = await clockSkewMs(source, target)
+  const clocks = await clockSkew(source, target)
+  const {skewMs} = clocks
   if (skewMs > request.maxClockSkewMs) {
     throw usageError(
-      `the clocks of ${sourceKey} and ${targetKey} are ${skewMs} ms apart (at most ${request.maxClockSkewMs} ms): keys would expire that much early or late`,
+      `the clocks of ${sourceKey} (${clocks.source}) and ${targetKey} (${clocks.target}) are ${skewMs} ms apart (at most ${request.maxClockSkewMs} ms): keys would expire that much early or late`,
       'synchronise the hosts (NTP), or raise --max-clock-skew',
     )
   }

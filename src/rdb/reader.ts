@@ -101,6 +101,12 @@ export interface RdbReaderOptions {
   valuesOf?: (db: number) => boolean
   /** Values larger than this come in pieces of this size. Default 8 MB. */
   pieceSize?: number
+  /**
+   * The databases in which a module value stops the reader, naming its key and module
+   * type (a ShardctlError, code EMODULE): the caller cannot restore one where it goes.
+   * Default: none (module values are walked by their annotations, and named).
+   */
+  refuseModulesIn?: (db: number) => boolean
 }
 
 export const DEFAULT_PIECE_SIZE = 8 * 1024 * 1024
@@ -110,6 +116,7 @@ export class RdbReader {
   private readonly walk: Walk
   private readonly valuesOf: (db: number) => boolean
   private readonly pieceSize: number
+  private readonly refuseModulesIn: (db: number) => boolean
   private failure: Error | undefined
   private finished = false
   private summary: RdbSummary | undefined
@@ -135,6 +142,7 @@ export class RdbReader {
     this.handler = guarded(handler)
     this.valuesOf = options.valuesOf ?? (() => false)
     this.pieceSize = options.pieceSize ?? DEFAULT_PIECE_SIZE
+    this.refuseModulesIn = options.refuseModulesIn ?? (() => false)
     this.walk = this.parse()
   }
 
@@ -372,7 +380,10 @@ export class RdbReader {
       case 'module': {
         if (type === RdbType.MODULE_PRE_GA)
           throw new RdbFormatError('a module value in the pre-4.0 format, which cannot be walked without its module')
-        yield* walkModule(this.input, (module) => (entry.module = module))
+        yield* walkModule(this.input, (module) => {
+          entry.module = module
+          if (this.refuseModulesIn(entry.db)) throw moduleRefused(entry, module)
+        })
         return
       }
       case 'unknown': {
@@ -423,6 +434,13 @@ export class RdbReader {
     this.partsLength -= n
     return out
   }
+}
+
+function moduleRefused(entry: RdbEntry, module: ModuleType): ShardctlError {
+  return new ShardctlError(
+    `key ${JSON.stringify(entry.key.subarray(0, 100).toString())} in database ${entry.db} holds a value of the module type ${module.name} (encoding version ${module.encodingVersion}), which only its module can restore: refused`,
+    {code: 'EMODULE', hint: `load the module that defines ${module.name} where the value goes (MODULE LOAD), then start again`},
+  )
 }
 
 /** An error thrown by one of the caller's callbacks, carried through the parser untouched. */

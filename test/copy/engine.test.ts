@@ -178,17 +178,29 @@ describe('copy/engine: a live copy of one database', function () {
           .incr('multi0')
           .exec()
         await s1.set(`ttl:${i % 20}`, 'x', 'PX', 600_000 + i)
+        // A script that selects the moved database and another one: its effects come as MULTI, SELECT … EXEC.
+        await s0.eval(
+          "redis.call('SELECT', '1') redis.call('INCR', KEYS[1]) redis.call('SELECT', '0') return redis.call('INCR', KEYS[2])",
+          2,
+          'eval:moved',
+          'eval:zero',
+        )
         acknowledged++
       }
     })()
+    const neighbours = [await dumpDb(target.client(0)), await dumpDb(target.client(2))]
     const copy = await start(copyOptions(source, 1, target, 9))
     await copy.snapshotLoaded()
     await until('writes during the stream', () => acknowledged > 300)
     // Fenced while the writers still write: their next write waits; read through other connections.
     await fenceAndStop(copy, src)
     await expectSameDb(source.client(1), target.client(9))
-    expect(await target.client(9).exists('elsewhere', 'multi0')).to.equal(0)
+    expect(await target.client(9).exists('elsewhere', 'multi0', 'eval:zero')).to.equal(0)
     expect(Number(await target.client(9).get('multi'))).to.be.above(0)
+    expect(Number(await target.client(9).get('eval:moved'))).to.be.at.least(acknowledged)
+    expect([await dumpDb(target.client(0)), await dumpDb(target.client(2))]).to.deep.equal(neighbours)
+    for (const db of [0, 1])
+      expect(await target.client(db).exists('eval:zero', 'eval:moved', 'multi0', 'elsewhere'), `db ${db}`).to.equal(0)
     await src.call('CLIENT', 'UNPAUSE')
     writing = false
     await writer
@@ -273,6 +285,66 @@ describe('copy/engine: a live copy of one database', function () {
     const error = await rejectionOf(copy.failure)
     expect(error.message).to.match(/ran MOVE moving 13 at offset \d+, which moves data into or out of database 6/)
   })
+
+  it('applies COPY within the moved database (DB naming it too, in MULTI and in a script) under the target database number', async () => {
+    const s6 = source.client(6)
+    await s6.set('c:from', 'v')
+    const copy = await start(copyOptions(source, 6, target, 20))
+    await copy.snapshotLoaded()
+    expect(await s6.call('COPY', 'c:from', 'c:plain')).to.equal(1)
+    expect(await s6.call('COPY', 'c:from', 'c:db', 'DB', '6')).to.equal(1)
+    await s6.set('c:from', 'w')
+    expect(await s6.call('COPY', 'c:from', 'c:db', 'DB', '6', 'REPLACE')).to.equal(1)
+    expect(await s6.multi().set('c:tx', 't').call('COPY', 'c:tx', 'c:tx2', 'DB', '6').exec()).to.deep.equal([
+      [null, 'OK'],
+      [null, 1],
+    ])
+    expect(await s6.eval("return redis.call('COPY', KEYS[1], KEYS[2], 'DB', '6')", 2, 'c:from', 'c:script')).to.equal(1)
+    await fenceAndStop(copy, src)
+    expect(await expectSameDb(s6, target.client(20))).to.be.at.least(6)
+    expect(await target.client(20).get('c:db')).to.equal('w')
+    // DB 6 named the source's database: on the target it is database 20, never 6.
+    expect(await target.client(6).dbsize()).to.equal(0)
+  })
+
+  for (const [what, run, shown] of [
+    ['COPY … DB out of the moved database', (s6: Redis) => s6.call('COPY', 'x:a', 'x:out', 'DB', '13'), 'COPY x:a x:out DB'],
+    ['COPY … DB into the moved database', () => source.client(13).call('COPY', 'x:other', 'x:in', 'DB', '6'), 'COPY x:other x:in DB'],
+    [
+      'COPY … DB out of the moved database inside MULTI',
+      (s6: Redis) => s6.multi().set('x:tx', '1').call('COPY', 'x:a', 'x:tx-out', 'DB', '13').exec(),
+      'COPY x:a x:tx-out DB',
+    ],
+    [
+      'COPY … DB out of the moved database by a script',
+      (s6: Redis) =>
+        s6.eval("redis.call('SET', KEYS[1], '1') return redis.call('COPY', KEYS[2], KEYS[3], 'DB', '13')", 3, 'x:script', 'x:a', 'x:s-out'),
+      'COPY x:a x:s-out DB',
+    ],
+  ] as const) {
+    it(`stops with a clear line at ${what}, and nothing of it or after it is applied`, async () => {
+      const s6 = source.client(6)
+      await Promise.all([target.client(21).flushdb(), source.client(13).flushdb()])
+      await s6.del('x:tx', 'x:script', 'x:after', 'x:in')
+      await s6.set('x:a', 'v')
+      await source.client(13).set('x:other', 'o')
+      const copy = await start(copyOptions(source, 6, target, 21))
+      await copy.snapshotLoaded()
+      await run(s6)
+      await s6.set('x:after', '1')
+      // A copy that went on would apply the source's offset: it must fail instead.
+      expect(await copy.waitApplied(await replOffset(src), Date.now() + 60_000).catch(() => 'failed')).to.equal('failed')
+      const error = await rejectionOf(copy.failure)
+      expect(error.message).to.match(
+        new RegExp(
+          `ran ${shown} \\d+ at offset \\d+, which moves data into or out of database 6: the copy into .* database 21 stopped, and nothing after it was applied$`,
+        ),
+      )
+      expect(error.message).to.not.include('\n')
+      expect(await target.client(21).exists('x:tx', 'x:script', 'x:after', 'x:in', 'x:out', 'x:tx-out', 'x:s-out')).to.equal(0)
+      expect(await target.client(21).get('x:a')).to.equal('v')
+    })
+  }
 
   it('fails with one line naming the source when the link is killed mid-stream', async () => {
     const copy = await start(copyOptions(source, 5, target, 14))
@@ -380,6 +452,97 @@ describe('copy/engine: a source that is flushed or fenced', function () {
       expect(await refused()).to.equal(true)
     } finally {
       await Promise.all([master.stop(), target.stop()])
+    }
+  })
+})
+
+describe('copy/engine: keys that expire while the copy runs', function () {
+  it("keeps a key whose moment has passed on this machine's clock, not on the source's (this clock a minute ahead)", async () => {
+    const [source, target] = await Promise.all([startServer(DEBUG), startServer(DEBUG)])
+    const realNow = Date.now
+    try {
+      const s1 = source.client(1)
+      await s1.set('soon', 'v', 'PX', 30_000)
+      await s1.set('gone', 'v', 'PX', 1)
+      await s1.set('plain', 'v')
+      Date.now = () => realNow() + 60_000
+      const copy = await startDatabaseCopy(copyOptions(source, 1, target, 1))
+      try {
+        await copy.snapshotLoaded()
+      } finally {
+        Date.now = realNow
+        await copy.stop()
+      }
+      expect((await target.client(1).keys('*')).sort()).to.deep.equal(['plain', 'soon'])
+      expect(await target.client(1).call('PEXPIRETIME', 'soon')).to.equal(await s1.call('PEXPIRETIME', 'soon'))
+    } finally {
+      Date.now = realNow
+      await Promise.all([source.stop(), target.stop()])
+    }
+  })
+
+  it('ends with exactly the live keys of the source and their expiry moments: none brought back, none missing', async () => {
+    const [source, target] = await Promise.all([startServer(DEBUG), startServer(DEBUG)])
+    try {
+      const s2 = source.client(2)
+      const admin = source.client()
+      const time = async () => {
+        const [seconds, micros] = (await admin.call('TIME')) as [string, string]
+        return Number(seconds) * 1000 + Math.floor(Number(micros) / 1000)
+      }
+      // Keys past their moment that nobody touched: the source has them still (no active
+      // expiry), so its snapshot carries them, with an expiry time in the past.
+      await admin.call('DEBUG', 'SET-ACTIVE-EXPIRE', '0')
+      const p = s2.pipeline()
+      for (let i = 0; i < 2000; i++) p.set(`dead:${i}`, 'x', 'PX', 1 + (i % 5))
+      const created = await time()
+      for (let i = 0; i < 3000; i++) p.set(`short:${i}`, 'x'.repeat(i % 300), 'PX', 20 + (i % 1500))
+      for (let i = 0; i < 500; i++) p.set(`long:${i}`, `v${i}`, 'PX', 3_600_000 + i)
+      for (let i = 0; i < 500; i++) p.hset(`plain:${i}`, 'f', String(i))
+      await p.exec()
+      await until('the dead keys are past their moment', async () => (await time()) > created + 10)
+      expect(await s2.dbsize()).to.equal(6000)
+
+      let writing = true
+      let written = 0
+      const copy = await startDatabaseCopy(copyOptions(source, 2, target, 3))
+      try {
+        // The snapshot is forked: from now on the source expires keys and sends their DEL (or UNLINK).
+        await admin.call('DEBUG', 'SET-ACTIVE-EXPIRE', '1')
+        const writer = (async () => {
+          for (let i = 0; writing; i++) {
+            await s2.set(`new:${i}`, 'n', 'PX', 1 + (i % 40))
+            await s2.set(`kept:${i % 300}`, String(i), 'PX', 600_000 + i)
+            await s2.incr(`long:${i % 500}:count`)
+            await s2.pexpire(`long:${i % 500}:count`, 3_600_000)
+            // Reading a key past its moment expires it there and then (a DEL in the stream).
+            await s2.get(`short:${(i * 7) % 3000}`)
+            if (i % 3 === 0) await s2.config('SET', 'lazyfree-lazy-expire', i % 2 === 0 ? 'yes' : 'no')
+            written++
+          }
+        })()
+        await copy.snapshotLoaded()
+        await until('writes during the stream', () => written > 500)
+        // Every short key's moment has passed on the source while the copy runs.
+        await until('the short keys have expired on the source', async () => (await s2.keys('short:*')).length === 0)
+        writing = false
+        await writer
+        await fenceAndStop(copy, admin)
+      } finally {
+        await copy.stop()
+      }
+      await until('the new keys have expired on the source', async () => (await s2.keys('new:*')).length === 0)
+      const t3 = target.client(3)
+      expect(await t3.keys('dead:*')).to.deep.equal([])
+      expect(await t3.keys('short:*')).to.deep.equal([])
+      expect(await t3.keys('new:*')).to.deep.equal([])
+      // A key whose moment passes between the engine's look at it and its RESTORE: the target creates nothing.
+      expect(await t3.call('RESTORE', 'late', String(Date.now() - 1), await s2.dumpBuffer('plain:0'), 'ABSTTL')).to.equal('OK')
+      expect(await t3.exists('late')).to.equal(0)
+      // Same keys, values and absolute expiry times (PEXPIRETIME) on both sides.
+      expect(await expectSameDb(s2, t3)).to.equal(500 + 500 + 500 + 300)
+    } finally {
+      await Promise.all([source.stop(), target.stop()])
     }
   })
 })

@@ -4,6 +4,7 @@ import type {Redis} from 'ioredis'
 import {parseRate} from '../../src/commands/shards/move.js'
 import {rdbVersionOf} from '../../src/ops/move.js'
 import {cli, spawnCli, until} from '../helpers/cli.js'
+import {startClockProxy} from '../helpers/clock-proxy.js'
 import {useFleet} from '../helpers/fleet.js'
 import {fencesOf, fleetState, readJournal, resume, stepDone, stoppedAt, takesWrites} from '../helpers/ops.js'
 import {type TestServer, dumpDb, startServer, waitForStreaming, withClients} from '../helpers/redis.js'
@@ -17,6 +18,7 @@ import {type ContinuousWriter, lostWrites, startedWriter} from '../helpers/write
  */
 
 const SOURCE_SHARDS = ['s000', 's001', 's002', 's003']
+const LIBRARY = "#!lua name=shardlib\nredis.register_function('hello', function() return 1 end)"
 
 /** Keys per db, from INFO keyspace. */
 async function keyspace(server: TestServer): Promise<Record<number, number>> {
@@ -145,15 +147,48 @@ describe('shards:move', () => {
     })
 
     describe('refusals: one line, nothing changes', () => {
-      async function refused(args: string[], message: RegExp, code = 2): Promise<void> {
+      /** The refusal's line, matched. */
+      async function refused(args: string[], message: RegExp, code = 2): Promise<RegExpMatchArray> {
         const before = await fleet.dump()
         const space = [await keyspace(source), await keyspace(target)]
         const run = await cli(['shards:move', ...args, '--yes', ...r()])
         expect(run.exitCode, run.stderr).to.equal(code)
-        expect(run.stderr.trim().split('\n').at(-1)).to.match(message)
+        const line = run.stderr.trim().split('\n').at(-1)!
+        expect(line).to.match(message)
         expect(await fleet.dump()).to.deep.equal(before)
         expect([await keyspace(source), await keyspace(target)]).to.deep.equal(space)
+        return line.match(message)!
       }
+
+      it('a function library the source has and the target lacks, named before anything is copied', async () => {
+        await withClients([source], ([s]) => s.call('FUNCTION', 'LOAD', LIBRARY))
+        try {
+          await refused(
+            ['s001', '--to', inst(target)],
+            new RegExp(`${inst(source)} has the function library shardlib, which ${inst(target)} lacks: nothing was copied`),
+          )
+        } finally {
+          await withClients([source], ([s]) => s.call('FUNCTION', 'DELETE', 'shardlib'))
+        }
+      })
+
+      it("clocks further apart than --max-clock-skew (the target's TIME 5 s ahead): both clocks and the skew named", async () => {
+        const proxy = await startClockProxy(target.port, 5000)
+        try {
+          const [, sourceClock, targetClock, skew] = await refused(
+            ['s001', '--to', `127.0.0.1:${proxy.port}`],
+            new RegExp(
+              `the clocks of ${inst(source)} \\((\\S+)\\) and 127\\.0\\.0\\.1:${proxy.port} \\((\\S+)\\) are (\\d+) ms apart \\(at most 1000 ms\\): keys would expire that much early or late`,
+            ),
+          )
+          expect(Number(skew)).to.be.within(4500, 5500)
+          // Each rounded to the millisecond on its own.
+          expect(Math.abs(Date.parse(targetClock) - Date.parse(sourceClock) - Number(skew))).to.be.at.most(1)
+          expect(Math.abs(Date.parse(sourceClock) - Date.now())).to.be.below(60_000)
+        } finally {
+          await proxy.close()
+        }
+      })
 
       it('a target database that is not empty', async () => {
         await withClients([target], async ([t]) => {
@@ -226,6 +261,19 @@ describe('shards:move', () => {
             message,
           )
         })
+      }
+    })
+
+    it('clocks apart within --max-clock-skew (the target 300 ms ahead): accepted, and the skew said', async () => {
+      const proxy = await startClockProxy(target.port, 300)
+      try {
+        const run = await cli(['shards:move', 's001', '--to', `127.0.0.1:${proxy.port}`, '--dry-run', '--json', ...r()])
+        expect(run.exitCode, run.stderr).to.equal(0)
+        const {plan} = JSON.parse(run.stdout)
+        expect(plan.preflight.clock.skewMs).to.be.within(150, 450)
+        expect(plan.preflight.clock.maxSkewMs).to.equal(1000)
+      } finally {
+        await proxy.close()
       }
     })
 
@@ -311,24 +359,52 @@ describe('shards:move', () => {
       }
     })
 
-    it('a command that moves data into the moved database stops the copy: the move heals by rolling back, exit 3, nothing lost', async () => {
-      const run = await stoppedAt(['shards:move', 's001', '--to', inst(target), ...BOUNDS, '--yes', '--json', ...r()], 'copy:after:stop')
-      await withClients([source], async ([c]) => {
-        await c.set('moved-in', 'x')
-        expect(await c.move('moved-in', 1)).to.equal(1)
+    for (const [what, run, keysLeft] of [
+      [
+        'MOVE of a key into the moved database',
+        async (c: Redis) => {
+          await c.set('moved-in', 'x')
+          expect(await c.move('moved-in', 1)).to.equal(1)
+        },
+        {0: 400, 1: 301},
+      ],
+      [
+        'COPY … DB out of the moved database',
+        async (c: Redis) => {
+          await c.select(1)
+          expect(await c.call('COPY', 'seed:7', 'copied-out', 'DB', '0')).to.equal(1)
+        },
+        {0: 401, 1: 300},
+      ],
+    ] as const) {
+      it(`${what} stops the copy: the move heals by rolling back, exit 3, nothing lost`, async () => {
+        const move = await stoppedAt(['shards:move', 's001', '--to', inst(target), ...BOUNDS, '--yes', '--json', ...r()], 'copy:after:stop')
+        await withClients([source], ([c]) => run(c))
+        resume(move)
+        const done = await move.done
+        expect(done.exitCode, done.stderr + done.stdout).to.equal(3)
+        const result = JSON.parse(done.stdout)
+        expect(result.recovered).to.equal('rolled-back')
+        expect(result.healed.after).to.match(new RegExp(what.split(' ')[0]))
+        expect(await reg.hget('shards.s001', 'master')).to.equal(source.address(1))
+        expect((await keyspace(target))[1]).to.equal(undefined)
+        const space = await keyspace(source)
+        expect([space[0], space[1]]).to.deep.equal([keysLeft[0], keysLeft[1]])
+        expect(await reg.exists('shards._journal', 'shards._lock')).to.equal(0)
+        expect(await fencesOf([source])).to.deep.equal([])
+        expect(await takesWrites(source, 1)).to.equal(true)
       })
-      resume(run)
-      const done = await run.done
-      expect(done.exitCode, done.stderr + done.stdout).to.equal(3)
-      const result = JSON.parse(done.stdout)
-      expect(result.recovered).to.equal('rolled-back')
-      expect(result.healed.after).to.match(/MOVE/)
-      expect(await reg.hget('shards.s001', 'master')).to.equal(source.address(1))
-      expect((await keyspace(target))[1]).to.equal(undefined)
-      expect((await keyspace(source))[1]).to.equal(301)
-      expect(await reg.exists('shards._journal', 'shards._lock')).to.equal(0)
-      expect(await fencesOf([source])).to.deep.equal([])
-      expect(await takesWrites(source, 1)).to.equal(true)
+    }
+
+    it('a function library on the source that the target has too: the move goes on', async () => {
+      await withClients([source, target], (clients) => Promise.all(clients.map((c) => c.call('FUNCTION', 'LOAD', LIBRARY))))
+      try {
+        const run = await spawnCli(['shards:move', 's003', '--to', inst(target), ...BOUNDS, '--yes', '--json', ...r()])
+        expect(run.exitCode, run.stderr + run.stdout).to.equal(0)
+        await expectMoved({s003: 1})
+      } finally {
+        await withClients([source, target], (clients) => Promise.all(clients.map((c) => c.call('FUNCTION', 'DELETE', 'shardlib'))))
+      }
     })
 
     it('a second operator meanwhile gets exit 4; the move finishes', async () => {

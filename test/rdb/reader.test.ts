@@ -470,6 +470,38 @@ describe('rdb/reader: a streaming RDB reader, checked against real redis-server 
       }
     })
 
+    it('a module value where the caller cannot restore one (refuseModulesIn): refused, naming the key and the module type', () => {
+      const id = moduleId('ReJSON-RL', 3)
+      const fields = Buffer.concat([len(5), str('{"a":1}'), len(0)])
+      const rdb = craftRdb([
+        [RdbOpcode.SELECTDB, len(0)],
+        [RdbType.MODULE_2, str('elsewhere'), len64(id), fields],
+        [RdbOpcode.SELECTDB, len(4)],
+        [RdbType.STRING, str('before'), str('it')],
+        [RdbType.MODULE_2, str('doc:1'), len64(id), fields],
+        [RdbType.STRING, str('after'), str('it')],
+      ])
+      for (const size of [1, 7, 1000]) {
+        const entries: string[] = []
+        const error = errorOf(() =>
+          parse(rdb, size, {valuesOf: (db) => db === 4, refuseModulesIn: (db) => db === 4}, {entry: (e) => entries.push(e.key.toString())}),
+        )
+        expect(error.message).to.equal(
+          'key "doc:1" in database 4 holds a value of the module type ReJSON-RL (encoding version 3), which only its module can restore: refused',
+        )
+        expect(error.code).to.equal('EMODULE')
+        // The module value of another database was walked; nothing after the refused one was reported.
+        expect(entries).to.deep.equal(['elsewhere', 'before'])
+      }
+      // Without the option, the same file is read through.
+      expect(parse(rdb, 1000, {valuesOf: () => true}).entries.map((e) => e.module?.name ?? e.key.toString())).to.deep.equal([
+        'ReJSON-RL',
+        'before',
+        'ReJSON-RL',
+        'after',
+      ])
+    })
+
     it('a file cut short, not an RDB, or newer than this reader: one line saying which', () => {
       const rdb = craftRdb([[RdbType.STRING, str('k'), str('v')]])
       expect(errorOf(() => parse(rdb.subarray(0, rdb.length - 3), 5)).message).to.match(
