@@ -108,6 +108,15 @@ describe('shards:rebalance', () => {
     }
   })
 
+  it('--include of an instance that cannot take shards is refused, not planned around: unreachable exit 1, no maxmemory (--by memory) exit 3', async () => {
+    const unreachable = await cli(['shards:rebalance', '--by', 'keys', '--include', '127.0.0.1:1', ...r()])
+    expect(unreachable.exitCode).to.equal(1)
+    expect(unreachable.stderr).to.match(/--include 127\.0\.0\.1:1 cannot take shards: unreachable/)
+    const noMax = await cli(['shards:rebalance', '--by', 'memory', '--include', inst(d), ...r()])
+    expect(noMax.exitCode).to.equal(3)
+    expect(noMax.stderr).to.include(`--include ${inst(d)} cannot take shards: no maxmemory`)
+  })
+
   it('--apply without --yes and without a terminal: exit 2 naming --yes, nothing moved', async () => {
     const before = await dumpDb(reg)
     const run = await spawnCli(['shards:rebalance', '--by', 'keys', '--apply', ...r()])

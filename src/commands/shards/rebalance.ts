@@ -7,6 +7,7 @@ import {failpoint} from '../../ops/failpoint.js'
 import {openOperationError, readJournal} from '../../ops/journal.js'
 import {lockLost} from '../../ops/lock.js'
 import {runMove} from '../../rebalance/apply.js'
+import {instanceKey} from '../../registry/address.js'
 import {moveRunFlags, parseMoveRunFlags} from './move.js'
 import {type ExcludedInstance, measureFleet} from '../../rebalance/measure.js'
 import {type BalanceBy, type InstanceBalance, type RebalancePlan, planRebalance} from '../../rebalance/plan.js'
@@ -44,7 +45,7 @@ export default class ShardsRebalance extends RegistryCommand<typeof ShardsRebala
   /** Holds the lock across all its moves: renewed from a worker thread (see ops/lock-renewer.ts). */
   static longRunning = true
   static override summary = 'Plan the shard moves that even the instances out, and with --apply make them.'
-  static override description = `Measures every master instance of the registry, and those --include names (instances that serve no shard yet), by used memory, maxmemory, keys, and each shard's memory estimated from a sample, and plans the fewest shards:move that bring the instances within ${TOLERANCE * 100} points of fill of each other: --by memory, used memory over maxmemory (an instance without maxmemory is left out, named); --by keys, keys against the mean of the instances. A shard goes only into a free database of an instance that stays at or below ${MAX_FILL * 100}% of its maxmemory. Instances that are unreachable or replicas are left out, and named.
+  static override description = `Measures every master instance of the registry, and those --include names (instances that serve no shard yet; one that cannot take shards, unreachable, a replica or without maxmemory for --by memory, is refused), by used memory, maxmemory, keys, and each shard's memory estimated from a sample, and plans the fewest shards:move that bring the instances within ${TOLERANCE * 100} points of fill of each other: --by memory, used memory over maxmemory (an instance without maxmemory is left out, named); --by keys, keys against the mean of the instances. A shard goes only into a free database of an instance that stays at or below ${MAX_FILL * 100}% of its maxmemory. Instances that are unreachable or replicas are left out, and named.
 
 Without --apply (or with --dry-run) the plan is printed: each instance before and after, and the moves as the shards:move command lines that make them, for this fleet, to paste (with the --rate, --max-pause, --grace, --hold and --quiet given). A balanced fleet says so, with no move.
 --apply asks first (--yes answers; with no terminal --yes is needed), then takes the operator lock and holds it until the last move is over, so no other operator can change the fleet between two moves (they exit 4 naming the rebalance). The moves run one after another in this process, each as shards:move --yes would (its progress on stderr, with the --rate, --max-pause, --grace, --hold and --quiet given), and the first that fails stops the rest, with its exit code, naming the moves done and those not done.`
@@ -84,13 +85,23 @@ Without --apply (or with --dry-run) the plan is printed: each instance before an
     const registry = await this.registry()
     const pool = await this.pool()
     const {registry: where} = await this.resolveConnections()
+    const extra = (flags.include ?? []).map((e) => ({host: e.host, port: e.port}))
     const make = async (): Promise<{plan: RebalancePlan; result: RebalanceResult}> => {
       const measured = await measureFleet(registry, pool, {
         by,
-        extra: (flags.include ?? []).map((e) => ({host: e.host, port: e.port})),
+        extra,
         registry: {host: where.host, port: where.port, db: where.db},
         onProgress: (line) => this.progress(paint.dim(line)),
       })
+      // An instance named to take shards that cannot: refused, not planned around (the plan would shuffle the others instead).
+      const included = new Set(extra.map((e) => instanceKey(e)))
+      const refused = measured.excluded.find((e) => included.has(e.instance))
+      if (refused)
+        throw new ShardctlError(`--include ${refused.instance} cannot take shards: ${refused.reason}`, {
+          code: 'EINCLUDE',
+          exitCode: refused.reason.startsWith('unreachable') ? ExitCode.unexpected : ExitCode.unhealthy,
+          hint: 'fix it, or leave it out of --include',
+        })
       for (const e of measured.excluded) this.warn(`${e.instance} is left out: ${e.reason}`)
       for (const f of measured.fixed) this.progress(paint.dim(`${f.shard} stays: ${f.reason}`))
       const plan = planRebalance({
