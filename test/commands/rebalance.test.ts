@@ -154,9 +154,11 @@ describe('shards:rebalance', () => {
     junk.disconnect()
   })
 
-  it('--apply --yes makes the planned moves: the registry routes them to the targets and the data is there; a rerun finds the fleet balanced', async () => {
+  it('--apply --yes makes the planned moves, keeping its lease while a move keeps the main thread busy past it: the registry routes them to the targets and the data is there; a rerun finds the fleet balanced', async () => {
     const planned = await plan('--grace', '100ms')
-    const run = await spawnCli(['shards:rebalance', '--by', 'keys', '--grace', '100ms', '--apply', '--yes', '--json', ...r()])
+    const run = await spawnCli(['shards:rebalance', '--by', 'keys', '--grace', '100ms', '--apply', '--yes', '--json', ...r()], {
+      env: {SHARDCTL_LOCK_LEASE: '1s', SHARDCTL_FAILPOINT: 'copy:after:busy-3000'},
+    })
     expect(run.exitCode, run.stderr).to.equal(0)
     const applied = JSON.parse(run.stdout) as Planned
     expect(applied.applied).to.equal(true)
