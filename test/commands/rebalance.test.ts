@@ -1,7 +1,7 @@
 import {expect} from 'chai'
 import {Redis} from 'ioredis'
 
-import {cli, isStopped, spawnCli, until} from '../helpers/cli.js'
+import {cli, isStopped, spawnCli, ttyCli, until} from '../helpers/cli.js'
 import {resume, stoppedAt} from '../helpers/ops.js'
 import {type TestServer, dumpDb, startServer, withClients} from '../helpers/redis.js'
 
@@ -123,6 +123,20 @@ describe('shards:rebalance', () => {
     expect(run.exitCode).to.equal(2)
     expect(run.stderr).to.include('--yes')
     expect(await dumpDb(reg)).to.deep.equal(before)
+  })
+
+  it('--apply on a terminal asks, holding no lock while the question is open; "n" moves nothing', async () => {
+    let whileOpen: {lock: string | null; weight: number} | undefined
+    const run = await ttyCli(['shards:rebalance', '--by', 'keys', '--apply', ...r()], 'n\r', {}, async () => {
+      // Another operator can work while this one decides.
+      whileOpen = {lock: await reg.get('shards._lock'), weight: (await cli(['shards:weight', 's5', '3', '--yes', ...r()])).exitCode}
+      expect((await cli(['shards:weight', 's5', '1', '--yes', ...r()])).exitCode).to.equal(0)
+    })
+    expect(run.exitCode, run.screen).to.equal(0)
+    expect(run.screen).to.match(/Make 2 moves \(/)
+    expect(run.screen).to.include('Nothing changed.')
+    expect(whileOpen).to.deep.equal({lock: null, weight: 0})
+    for (const shard of ['s1', 's2', 's3', 's4']) expect(await reg.hget(`shards.${shard}`, 'master')).to.match(new RegExp(`:${a.port}/`))
   })
 
   it('--apply stops at the first move that fails, with its exit code, naming what was done and what was not', async () => {
