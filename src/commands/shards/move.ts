@@ -19,11 +19,50 @@ export function parseRate(input: string): CopyRate {
   return match[2]?.toLowerCase() === 'mb/s' ? {bytesPerSecond: Math.round(value * 1e6)} : {keysPerSecond: Math.round(value)}
 }
 
+/** How a move runs: shards:rebalance passes these on to each move it makes. */
+export const moveRunFlags = {
+  rate: Flags.string({summary: 'Throttle the copy: keys per second (5000) or megabytes per second (20MB/s).', helpValue: '<rate>'}),
+  'max-pause': Flags.string({summary: 'Longest write pause allowed for the cut-over (ms, or 500ms, 2s).', default: '1000'}),
+  grace: Flags.string({
+    summary: "How long after the cut-over to look for writes that landed on the source's moved databases.",
+    default: '5s',
+  }),
+  hold: Flags.string({
+    summary: 'Longest wait, within --max-pause, for clients to leave the moved databases of the fenced source.',
+    default: '10s',
+  }),
+  quiet: Flags.string({
+    summary: 'How long no client may come back to a moved database of the fenced source before the release.',
+    default: '30ms',
+  }),
+}
+
+/** The --rate, --max-pause, --grace, --hold and --quiet given, checked (exit 2 for a bad one). */
+export function parseMoveRunFlags(flags: {rate?: string; 'max-pause': string; grace: string; hold: string; quiet: string}): {
+  rate?: CopyRate
+  maxPauseMs: number
+  graceMs: number
+  holdMs: number
+  quietMs: number
+} {
+  const maxPauseMs = parseDuration(flags['max-pause'])
+  if (maxPauseMs > 60_000) throw usageError('--max-pause is at most 60s')
+  return {
+    ...(flags.rate === undefined ? {} : {rate: parseRate(flags.rate)}),
+    maxPauseMs,
+    graceMs: parseDuration(flags.grace),
+    holdMs: parseDuration(flags.hold),
+    quietMs: parseDuration(flags.quiet),
+  }
+}
+
 export default class ShardsMove extends OperationCommand<typeof ShardsMove> {
   protected readonly operation = 'move'
   /** Holds the lock for long: renewed from a worker thread (see ops/lock-renewer.ts). */
   static longRunning = true
   static override strict = false
+  /** The README's heading for it (help builds the full usage, flags and all: see help.ts). */
+  static override usage = '<%= command.id %> [SHARD...]'
   static override summary = "Move shards' databases, live, into free databases of another instance that may serve other shards."
   static override description = `Each shard's database is copied into a database of the target instance, under another number if need be: the lowest database of the target that is empty and that no shard of the registry uses (on it or on its replicas), or the one --to names (HOST:PORT/DB, one shard only). The shards must live on one source instance.
 
@@ -46,20 +85,7 @@ Each step is journaled, under the operator lock. Before the switch a failure rol
 
   static override flags = {
     to: Flags.string({summary: 'The target instance, host:port, or host:port/db for one shard.', helpValue: '<host:port[/db]>'}),
-    rate: Flags.string({summary: 'Throttle the copy: keys per second (5000) or megabytes per second (20MB/s).', helpValue: '<rate>'}),
-    'max-pause': Flags.string({summary: 'Longest write pause allowed for the cut-over (ms, or 500ms, 2s).', default: '1000'}),
-    grace: Flags.string({
-      summary: "How long after the cut-over to look for writes that landed on the source's moved databases.",
-      default: '5s',
-    }),
-    hold: Flags.string({
-      summary: 'Longest wait, within --max-pause, for clients to leave the moved databases of the fenced source.',
-      default: '10s',
-    }),
-    quiet: Flags.string({
-      summary: 'How long no client may come back to a moved database of the fenced source before the release.',
-      default: '30ms',
-    }),
+    ...moveRunFlags,
     'max-clock-skew': Flags.string({
       summary: 'How far apart the clocks of the source and the target may be (expiry times are copied as absolute times).',
       default: '1s',
@@ -75,8 +101,8 @@ Each step is journaled, under the operator lock. Before the switch a failure rol
 
   async run(): Promise<MoveResult | {applied: false; recovered?: 'nothing'}> {
     const {flags} = this
-    const maxPauseMs = parseDuration(flags['max-pause'])
-    if (maxPauseMs > 60_000) throw usageError('--max-pause is at most 60s')
+    const run = parseMoveRunFlags(flags)
+    const {maxPauseMs} = run
     const heal = this.healPolicy(healWithinMs(flags['heal-within'], maxPauseMs))
     const shards = this.positional
     if (flags.recover) return this.recover(heal, shards)
@@ -98,11 +124,7 @@ Each step is journaled, under the operator lock. Before the switch a failure rol
       shards,
       to,
       toDb,
-      ...(flags.rate === undefined ? {} : {rate: parseRate(flags.rate)}),
-      maxPauseMs,
-      graceMs: parseDuration(flags.grace),
-      holdMs: parseDuration(flags.hold),
-      quietMs: parseDuration(flags.quiet),
+      ...run,
       maxClockSkewMs: parseDuration(flags['max-clock-skew']),
     }
     const pool = await this.pool()

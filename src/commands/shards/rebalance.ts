@@ -2,9 +2,13 @@ import {Flags} from '@oclif/core'
 
 import {RegistryCommand} from '../../base-command.js'
 import {ExitCode, type ExitCodeValue, ShardctlError} from '../../errors.js'
-import {countFlag, dryRunFlag, yesFlag} from '../../flags.js'
+import {countFlag, dryRunFlag, instanceFlag, yesFlag} from '../../flags.js'
+import {failpoint} from '../../ops/failpoint.js'
 import {openOperationError, readJournal} from '../../ops/journal.js'
+import {lockLost} from '../../ops/lock.js'
 import {runMove} from '../../rebalance/apply.js'
+import {instanceKey} from '../../registry/address.js'
+import {moveRunFlags, parseMoveRunFlags} from './move.js'
 import {type ExcludedInstance, measureFleet} from '../../rebalance/measure.js'
 import {type BalanceBy, type InstanceBalance, type RebalancePlan, planRebalance} from '../../rebalance/plan.js'
 import {formatBytes, formatCount, formatPercent, paint, plural, renderTable} from '../../ui/terminal.js'
@@ -37,21 +41,20 @@ export interface RebalanceResult {
   done: string[]
 }
 
-/** This command's own flags: not handed on to shards:move (the fleet's flags are). */
-const OWN_FLAGS = new Set(['--by', '--max-moves', '--apply', '--yes', '-y', '--dry-run', '--json'])
-const OWN_WITH_VALUE = new Set(['--by', '--max-moves'])
-
 export default class ShardsRebalance extends RegistryCommand<typeof ShardsRebalance> {
+  /** Holds the lock across all its moves: renewed from a worker thread (see ops/lock-renewer.ts). */
+  static longRunning = true
   static override summary = 'Plan the shard moves that even the instances out, and with --apply make them.'
-  static override description = `Measures every master instance of the registry (used memory, maxmemory, keys, and each shard's memory estimated from a sample) and plans the fewest shards:move that bring the instances within ${TOLERANCE * 100} points of fill of each other: --by memory, used memory over maxmemory (an instance without maxmemory is left out, named); --by keys, keys against the mean of the instances. A shard goes only into a free database of an instance that stays at or below ${MAX_FILL * 100}% of its maxmemory. Instances that are unreachable or replicas are left out, and named.
+  static override description = `Measures every master instance of the registry, and those --include names (instances that serve no shard yet; one that cannot take shards, unreachable, a replica or without maxmemory for --by memory, is refused), by used memory, maxmemory, keys, and each shard's memory estimated from a sample, and plans the fewest shards:move that bring the instances within ${TOLERANCE * 100} points of fill of each other: --by memory, used memory over maxmemory (an instance without maxmemory is left out, named); --by keys, keys against the mean of the instances. A shard goes only into a free database of an instance that stays at or below ${MAX_FILL * 100}% of its maxmemory. Instances that are unreachable or replicas are left out, and named.
 
-Without --apply (or with --dry-run) the plan is printed: each instance before and after, and the moves as the shards:move command lines that make them, for this fleet, to paste. A balanced fleet says so, with no move.
---apply asks first (--yes answers; with no terminal --yes is needed), then runs the moves one after another in this process, each as shards:move --yes would (its progress on stderr), and stops at the first that fails, with its exit code, naming the moves done and those not done.`
+Without --apply (or with --dry-run) the plan is printed: each instance before and after, and the moves as the shards:move command lines that make them, for this fleet, to paste (with the --rate, --max-pause, --grace, --hold and --quiet given). A balanced fleet says so, with no move.
+--apply asks first (--yes answers; with no terminal --yes is needed), then takes the operator lock and holds it until the last move is over, so no other operator can change the fleet between two moves (they exit 4 naming the rebalance). The moves run one after another in this process, each as shards:move --yes would (its progress on stderr, with the --rate, --max-pause, --grace, --hold and --quiet given), and the first that fails stops the rest, with its exit code, naming the moves done and those not done.`
 
   static override examples = [
     '<%= config.bin %> <%= command.id %> --by memory',
     '<%= config.bin %> <%= command.id %> --by keys --max-moves 3 --json',
-    '<%= config.bin %> <%= command.id %> --by memory --max-moves 2 --apply --yes',
+    '<%= config.bin %> <%= command.id %> --by memory --include 10.0.0.9:6379   # a new, empty instance takes shards too',
+    '<%= config.bin %> <%= command.id %> --by memory --max-moves 2 --rate 20MB/s --apply --yes',
   ]
 
   static override flags = {
@@ -61,6 +64,11 @@ Without --apply (or with --dry-run) the plan is printed: each instance before an
       required: true,
     }),
     'max-moves': countFlag('--max-moves', 1, 1_000_000)({summary: 'Plan at most this many moves.'}),
+    include: instanceFlag({
+      summary: 'Balance this instance too, though it serves no shard yet: measured like the others, it may take shards (repeat for more).',
+      multiple: true,
+    }),
+    ...moveRunFlags,
     apply: Flags.boolean({summary: 'Make the moves, one after another, stopping at the first that fails.', default: false}),
     'dry-run': dryRunFlag,
     yes: yesFlag,
@@ -69,64 +77,106 @@ Without --apply (or with --dry-run) the plan is printed: each instance before an
   async run(): Promise<RebalanceResult> {
     const {flags} = this
     const by = flags.by as BalanceBy
+    parseMoveRunFlags(flags)
+    // Passed on to each move as given (a move's own defaults otherwise), and shown in its command line.
+    const passOn = Object.keys(moveRunFlags)
+      .filter((name) => this.given(name) && flags[name as keyof typeof moveRunFlags] !== undefined)
+      .flatMap((name) => [`--${name}`, String(flags[name as keyof typeof moveRunFlags])])
     const registry = await this.registry()
     const pool = await this.pool()
     const {registry: where} = await this.resolveConnections()
-    const measured = await measureFleet(registry, pool, {
-      by,
-      extra: [],
-      registry: {host: where.host, port: where.port, db: where.db},
-      onProgress: (line) => this.progress(paint.dim(line)),
-    })
-    for (const e of measured.excluded) this.warn(`${e.instance} is left out: ${e.reason}`)
-    for (const f of measured.fixed) this.progress(paint.dim(`${f.shard} stays: ${f.reason}`))
-    const plan = planRebalance({
-      by,
-      instances: measured.instances,
-      shards: measured.shards,
-      maxMoves: flags['max-moves'] ?? Number.POSITIVE_INFINITY,
-      tolerance: TOLERANCE,
-      maxFill: MAX_FILL,
-    })
-    const moves = plan.moves.map((m) => {
-      const to = `${m.to.instance}/${m.to.db}`
-      return {
-        shard: m.shard,
-        from: `${m.from.instance}/${m.from.db}`,
-        to,
-        command: this.sameFleetCommand('shards:move', m.shard, '--to', to),
+    const extra = (flags.include ?? []).map((e) => ({host: e.host, port: e.port}))
+    const make = async (): Promise<{plan: RebalancePlan; result: RebalanceResult}> => {
+      const measured = await measureFleet(registry, pool, {
+        by,
+        extra,
+        registry: {host: where.host, port: where.port, db: where.db},
+        onProgress: (line) => this.progress(paint.dim(line)),
+      })
+      // An instance named to take shards that cannot: refused, not planned around (the plan would shuffle the others instead).
+      const included = new Set(extra.map((e) => instanceKey(e)))
+      const refused = measured.excluded.find((e) => included.has(e.instance))
+      if (refused)
+        throw new ShardctlError(`--include ${refused.instance} cannot take shards: ${refused.reason}`, {
+          code: 'EINCLUDE',
+          exitCode: refused.reason.startsWith('unreachable') ? ExitCode.unexpected : ExitCode.unhealthy,
+          hint: 'fix it, or leave it out of --include',
+        })
+      for (const e of measured.excluded) this.warn(`${e.instance} is left out: ${e.reason}`)
+      for (const f of measured.fixed) this.progress(paint.dim(`${f.shard} stays: ${f.reason}`))
+      const plan = planRebalance({
+        by,
+        instances: measured.instances,
+        shards: measured.shards,
+        maxMoves: flags['max-moves'] ?? Number.POSITIVE_INFINITY,
+        tolerance: TOLERANCE,
+        maxFill: MAX_FILL,
+      })
+      const moves = plan.moves.map((m) => {
+        const to = `${m.to.instance}/${m.to.db}`
+        return {
+          shard: m.shard,
+          from: `${m.from.instance}/${m.from.db}`,
+          to,
+          command: this.sameFleetCommand('shards:move', m.shard, '--to', to, ...passOn),
+        }
+      })
+      const result: RebalanceResult = {
+        by,
+        instances: plan.instances,
+        moves,
+        spreadBefore: plan.spreadBefore,
+        spreadAfter: plan.spreadAfter,
+        stopped: plan.stopped,
+        excluded: measured.excluded,
+        fixed: measured.fixed,
+        applied: false,
+        done: [],
       }
-    })
-    const result: RebalanceResult = {
-      by,
-      instances: plan.instances,
-      moves,
-      spreadBefore: plan.spreadBefore,
-      spreadAfter: plan.spreadAfter,
-      stopped: plan.stopped,
-      excluded: measured.excluded,
-      fixed: measured.fixed,
-      applied: false,
-      done: [],
+      return {plan, result}
     }
-    if (!this.jsonEnabled()) this.render(plan, moves)
-    if (moves.length === 0 || !flags.apply || flags['dry-run']) {
-      if (flags.apply && flags['dry-run']) this.progress(paint.warn('Dry run: nothing changed.'))
+
+    if (!flags.apply || flags['dry-run']) {
+      const {plan, result} = await make()
+      if (!this.jsonEnabled()) this.render(plan, result.moves)
+      if (flags.apply) this.progress(paint.warn('Dry run: nothing changed.'))
       return result
     }
 
-    const pending = await readJournal(registry)
-    if (pending) throw await openOperationError(registry, pending, this.operatorToken)
-    if (!(await this.confirm(`Make ${plural(moves.length, 'move')} (${moves.map((m) => `${m.shard} → ${m.to}`).join(', ')})?`))) {
+    // Asked without the lock (a person may take minutes), then planned again under it.
+    const {
+      plan: {result},
+      confirmed,
+    } = await this.planThenLock(
+      async () => {
+        const pending = await readJournal(registry)
+        if (pending) throw await openOperationError(registry, pending, this.operatorToken)
+        return make()
+      },
+      ({plan, result: {moves}}) => {
+        if (!this.jsonEnabled()) this.render(plan, moves)
+        return moves.length === 0
+          ? undefined
+          : `Make ${plural(moves.length, 'move')} (${moves.map((m) => `${m.shard} → ${m.to}`).join(', ')})?`
+      },
+      ({result: {moves}}) => moves,
+    )
+    const {moves} = result
+    if (moves.length === 0) return result
+    if (!confirmed) {
       this.progress('Nothing changed.')
       return result
     }
+    const lock = await this.lock()
     const fleet = fleetArgs(this.argv)
     for (const [i, move] of moves.entries()) {
       this.progress(`Move ${i + 1} of ${moves.length}: ${move.shard} ${move.from} → ${move.to}`)
       this.interruptNote = `Moves made: ${result.done.length > 0 ? result.done.join(', ') : 'none'}; an interrupted move of ${move.shard} is finished or rolled back by ${this.sameFleetCommand('shards:move', '--recover')}.`
-      const argv = [move.shard, '--to', move.to, '--yes', ...fleet, ...(this.jsonEnabled() ? ['--json'] : [])]
-      const {exitCode: code, error} = await runMove(argv, this.config)
+      const argv = [move.shard, '--to', move.to, ...passOn, '--yes', ...fleet, ...(this.jsonEnabled() ? ['--json'] : [])]
+      // A lock lost since the last move (its lease ran out, or it was broken): no other move is made.
+      const {exitCode: code, error} = lock.isLost
+        ? {exitCode: ExitCode.locked, error: {code: 'ELOCKLOST', message: lockLost().message}}
+        : await runMove(argv, this.config, lock)
       if (code !== 0) {
         const done = result.done.length > 0 ? `done: ${result.done.join(', ')}` : 'no move was done'
         const notDone = moves.slice(i + 1).map((m) => m.shard)
@@ -141,6 +191,8 @@ Without --apply (or with --dry-run) the plan is printed: each instance before an
         )
       }
       result.done.push(move.shard)
+      // Tests stop here, between two moves, under the lock.
+      await failpoint('rebalance-move', 'after')
     }
     result.applied = true
     this.log(`Rebalanced: ${plural(moves.length, 'move')} made (${result.done.join(', ')}).`)
@@ -178,16 +230,19 @@ Without --apply (or with --dry-run) the plan is printed: each instance before an
   }
 }
 
-/** The arguments that name the fleet (registry, prefix, context, TLS, timeout), without this command's own flags. */
+/** The arguments that name the fleet (registry, prefix, context, TLS, timeout): the command line without this command's own flags. */
 function fleetArgs(argv: string[]): string[] {
+  const own = new Map<string, boolean>([['--json', false]])
+  for (const [name, flag] of Object.entries(ShardsRebalance.flags)) {
+    own.set(`--${name}`, flag.type === 'option')
+    if (flag.char) own.set(`-${flag.char}`, flag.type === 'option')
+  }
   const out: string[] = []
   for (let i = 0; i < argv.length; i++) {
     const [name] = argv[i].split('=', 1)
-    if (OWN_FLAGS.has(name)) {
-      if (OWN_WITH_VALUE.has(name) && !argv[i].includes('=')) i++
-      continue
-    }
-    out.push(argv[i])
+    const takesValue = own.get(name)
+    if (takesValue === undefined) out.push(argv[i])
+    else if (takesValue && !argv[i].includes('=')) i++
   }
   return out
 }
