@@ -1,8 +1,8 @@
-// The start-up fast path (BENCHMARKS.md, "shards:list --json (cold)"). The commands of
-// src/fast/commands.ts run from one bundled file, dist/fast/commands.cjs, compiled with
+// The start-up fast path (BENCHMARKS.md, "shards:list --json (cold)"). Every command of
+// src/fast/commands.ts runs from one bundled file, dist/fast/commands.cjs, compiled with
 // V8's code cache: no module resolution over hundreds of files, no oclif plugin
-// discovery, no recompiling the same code on every start. Help, every other command
-// and SHARDCTL_NO_BUNDLE=1 go through oclif as before.
+// discovery, no recompiling the same code on every start. Help, --version, unknown
+// commands, the plugins' commands and SHARDCTL_NO_BUNDLE=1 go through oclif as before.
 import {accessSync, constants, readFileSync, renameSync, rmSync, writeFileSync} from 'node:fs'
 import {createHash, randomBytes} from 'node:crypto'
 import {createRequire} from 'node:module'
@@ -13,7 +13,38 @@ import vm from 'node:vm'
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..')
 const BUNDLE = join(ROOT, 'dist', 'fast', 'commands.cjs')
 /** Kept in step with src/fast/commands.ts (a test checks); read here without loading the bundle. */
-export const BUNDLED = new Set(['shards:check', 'shards:list', 'shards:lookup'])
+export const BUNDLED = new Set([
+  'backups:list',
+  'backups:prune',
+  'backups:verify',
+  'sandbox:down',
+  'sandbox:status',
+  'sandbox:up',
+  'sentinel:follow',
+  'sentinel:register',
+  'sentinel:unregister',
+  'shards:add',
+  'shards:assign',
+  'shards:backup',
+  'shards:check',
+  'shards:export',
+  'shards:history',
+  'shards:import',
+  'shards:init',
+  'shards:list',
+  'shards:lookup',
+  'shards:move',
+  'shards:promote',
+  'shards:rebalance',
+  'shards:reconcile',
+  'shards:remove',
+  'shards:restore',
+  'shards:split',
+  'shards:unlock',
+  'shards:verify',
+  'shards:watch',
+  'shards:weight',
+])
 
 /** Run argv's command from the bundle and resolve true, or resolve false for oclif to run it. */
 export async function runBundled(argv) {

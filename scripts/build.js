@@ -9,6 +9,7 @@
 // said (npm ci --omit=dev of this clone), or failed (a package being made).
 import {execFileSync} from 'node:child_process'
 import {createHash} from 'node:crypto'
+import {createRequire} from 'node:module'
 import {existsSync, readdirSync, readFileSync, realpathSync, rmSync, writeFileSync} from 'node:fs'
 import {dirname, join, relative} from 'node:path'
 import {fileURLToPath} from 'node:url'
@@ -50,8 +51,10 @@ export async function bundleFastPath() {
     platform: 'node',
     format: 'cjs',
     target: 'node20',
-    // oclif's TypeScript support: never loaded outside development.
-    external: ['typescript'],
+    // oclif's TypeScript support: never loaded outside development. The S3 client (half the
+    // size of everything else together) is required from node_modules by the backup commands
+    // that reach an s3:// destination: its CommonJS build, the one Node's require() loads.
+    external: ['typescript', '@aws-sdk/*'],
     // No import() is left in the bundle: bin/fast.js compiles it with a code cache, and Node 20
     // loses a script's dynamic-import callback when it comes from a cache. Every module the
     // bundle loads later is required (built-ins) or already inside it, initialised on first use.
@@ -73,9 +76,17 @@ export async function bundleFastPath() {
               ? {path: 'oclif-config', namespace: 'fast-path-stub'}
               : undefined,
           )
-          on.onLoad({filter: /.*/, namespace: 'fast-path-stub'}, () => ({
+          on.onLoad({filter: /^oclif-config$/, namespace: 'fast-path-stub'}, () => ({
             contents:
               "exports.Config = {load() { throw new Error('oclif Config.load is not part of the fast-path bundle (src/fast/commands.ts)') }}",
+            loader: 'js',
+          }))
+          // src/ui/prompts.ts asks only these two questions: the package's index would bring
+          // every other prompt too (the editor prompt alone brings 650 kB of character sets).
+          on.onResolve({filter: /^@inquirer\/prompts$/}, () => ({path: 'inquirer-prompts', namespace: 'fast-path-stub'}))
+          on.onLoad({filter: /^inquirer-prompts$/, namespace: 'fast-path-stub'}, () => ({
+            contents: "export {default as confirm} from '@inquirer/confirm'\nexport {default as password} from '@inquirer/password'\n",
+            resolveDir: dirname(createRequire(join(root, 'package.json')).resolve('@inquirer/prompts/package.json')),
             loader: 'js',
           }))
           // A module of ours keeps its own import.meta.url (the lock's worker is a file beside it),

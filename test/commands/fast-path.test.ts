@@ -14,6 +14,10 @@ import {useFleet} from '../helpers/fleet.js'
 const CACHE = join(root, 'dist', 'fast', 'commands.cjs.cache')
 const OCLIF = {SHARDCTL_NO_BUNDLE: '1'}
 
+const manifest = (): {commands: Record<string, unknown>} => JSON.parse(readFileSync(join(root, 'oclif.manifest.json'), 'utf8'))
+
+type Case = {args: string[]; env?: Record<string, string>; input?: string; differs?: RegExp}
+
 /** Replica lag moves between two runs (the master's pings): the only figure that may differ, with timings. */
 const steady = (r: CliResult, differs?: RegExp) => ({
   exitCode: r.exitCode,
@@ -22,6 +26,58 @@ const steady = (r: CliResult, differs?: RegExp) => ({
     .replaceAll(/lag \d+(\.\d+)?( ?[KMG]?i?B)( \d+s)?/g, 'lag N$2 Ns')
     .replaceAll(differs ?? /$^/g, 'N'),
   stderr: r.stderr,
+})
+
+/** Both ways of a case at once (two cases at a time: none of them changes anything): the same exit code and bytes. */
+async function compare({args, env, input, differs}: Case): Promise<void> {
+  const [bundled, oclif] = await Promise.all([spawnCli(args, {env, input}), spawnCli(args, {env: {...env, ...OCLIF}, input})])
+  expect(steady(bundled, differs), args.join(' ')).to.deep.equal(steady(oclif, differs))
+}
+
+describe('start-up fast path: every command as oclif runs it', () => {
+  let dir: string
+  before(() => {
+    dir = mkdtempSync(join(tmpdir(), 'shardctl-fast-'))
+  })
+  after(() => rmSync(dir, {recursive: true, force: true}))
+
+  it('--version, help and unknown commands: the same bytes and exit code', async () => {
+    const cases: Case[] = [
+      {args: ['--version']},
+      {args: ['shards:nope']},
+      {args: ['shards', 'lst']},
+      {args: ['help', 'shards:split']},
+      {args: ['shards:split', '-r', 'x', '-h']},
+    ]
+    await mapLimited(cases, 2, compare)
+  })
+
+  // Each command's arguments that get past the parser, to an error (or an empty answer) of its own.
+  const json = (id: string, nowhere: string, r: string[]): string[] =>
+    ({
+      'backups:list': ['--from', nowhere],
+      'backups:prune': ['--from', nowhere, '--keep-last', '1'],
+      'backups:verify': ['x', '--from', nowhere],
+      'sandbox:down': ['--dir', nowhere],
+      'sandbox:status': ['--dir', nowhere],
+      'sandbox:up': ['--dir', nowhere, '--instances', '0'],
+      'shards:add': ['s1', '--master', '127.0.0.1:1/1', ...r],
+      'shards:backup': ['--to', nowhere, ...r],
+      'shards:import': [join(nowhere, 'registry.json'), ...r],
+      'shards:init': ['--instance', '127.0.0.1:1', '--count', '1', ...r],
+      'shards:rebalance': ['--by', 'keys', ...r],
+      'shards:remove': ['s1', ...r],
+      'shards:restore': ['x', '--from', nowhere, '--to', '127.0.0.1:1', ...r],
+      'shards:verify': ['s1', '--against', '127.0.0.1:1/1', ...r],
+    })[id] ?? r
+
+  for (const id of ids) {
+    it(`${id}: its help, a flag it does not know, and an error under --json: the same bytes and exit code`, async () => {
+      const r = ['-r', `127.0.0.1:${await freePort()}`]
+      const cases: Case[] = [{args: [id, '--help']}, {args: [id, '--nope']}, {args: [id, ...json(id, join(dir, 'nothing'), r), '--json']}]
+      await mapLimited(cases, 2, compare)
+    })
+  }
 })
 
 describe('start-up fast path (bin/fast.js, dist/fast/commands.cjs)', () => {
@@ -52,13 +108,13 @@ describe('start-up fast path (bin/fast.js, dist/fast/commands.cjs)', () => {
     writeFileSync(config, JSON.stringify({contexts: {staging: {registry: fleet.registry.url}}}))
   })
 
-  it('lists exactly the commands the bundle holds', () => {
+  it('lists exactly the commands the bundle holds: every command of the tool', () => {
     expect([...BUNDLED].sort()).to.deep.equal([...ids].sort())
+    expect([...ids].sort()).to.deep.equal(Object.keys(manifest().commands).sort())
   })
 
   it('prints, fails and exits exactly as the same command run through oclif', async () => {
     const unused = await freePort()
-    type Case = {args: string[]; env?: Record<string, string>; input?: string; differs?: RegExp}
     const cases: Case[] = [
       {args: ['shards:list', '--json', ...fleet.r()]},
       {args: ['shards:list', ...fleet.r()]},
@@ -92,11 +148,6 @@ describe('start-up fast path (bin/fast.js, dist/fast/commands.cjs)', () => {
       // Refused without --yes before the lock is taken: its twin never finds the lock held.
       {args: ['shards:check', '--fence', ...fleet.r()]},
     ]
-    // Both ways of a case at once, and two cases at a time: none of them changes anything.
-    const compare = async ({args, env, input, differs}: Case) => {
-      const [bundled, oclif] = await Promise.all([spawnCli(args, {env, input}), spawnCli(args, {env: {...env, ...OCLIF}, input})])
-      expect(steady(bundled, differs), args.join(' ')).to.deep.equal(steady(oclif, differs))
-    }
     await mapLimited(cases, 2, compare)
     // Alone: the canary, whose keys the listings above would count.
     await compare({args: ['shards:check', '--canary', '--json', ...fleet.r()], differs: /"(p50Ms|maxMs|pubsubMs)": [\d.]+/g})

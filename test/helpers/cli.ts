@@ -1,4 +1,4 @@
-import {readFileSync} from 'node:fs'
+import {appendFileSync, readFileSync} from 'node:fs'
 import {dirname, join} from 'node:path'
 import {fileURLToPath} from 'node:url'
 
@@ -59,6 +59,7 @@ export async function startCli(
     DEBUG: undefined,
     ...options.env,
   }
+  const started = performance.now()
   const child = execa('node', [binary, ...args], {
     env,
     extendEnv: false,
@@ -79,10 +80,21 @@ export async function startCli(
   running.add(pid)
   const done = child.then((result) => {
     running.delete(pid)
+    logSpawn(args, started, result.exitCode)
     printed.push(String(result.stdout), String(result.stderr))
     return {exitCode: result.exitCode ?? 1, stderr: String(result.stderr), stdout: String(result.stdout)}
   })
   return {pid, done, stderr: () => stderr, stdout: () => stdout}
+}
+
+/**
+ * SHARDCTL_SPAWN_LOG=<file>: one line per CLI process a test starts (the command, its exit code
+ * and how long it ran, in ms), to count what the suite spends on starting the binary.
+ */
+function logSpawn(args: string[], started: number, exitCode: number | undefined): void {
+  const log = process.env.SHARDCTL_SPAWN_LOG
+  if (log === undefined) return
+  appendFileSync(log, `${args.find((a) => !a.startsWith('-')) ?? '-'}\t${exitCode}\t${Math.round(performance.now() - started)}\n`)
 }
 
 /** CLI processes not yet ended: a test that failed half-way may leave one stopped or waiting. */
@@ -135,6 +147,7 @@ export async function ttyCli(
   whileAsking?: () => Promise<void>,
 ): Promise<CliResult & {screen: string}> {
   const {execa} = await import('execa')
+  const started = performance.now()
   const quoted = ['node', binary, ...args].map((a) => `'${a.replaceAll("'", "'\\''")}'`).join(' ')
   const child = execa('script', ['-qefc', quoted, '/dev/null'], {
     env: {...process.env, CI: undefined, NO_COLOR: undefined, TERM: 'xterm', ...env},
@@ -151,6 +164,7 @@ export async function ttyCli(
     }
   })
   const done = await child
+  logSpawn(args, started, done.exitCode)
   await asked
   const screen = String(done.stdout)
   printed.push(screen, String(done.stderr))
