@@ -72,9 +72,11 @@ describe('start-up fast path: every command as oclif runs it', () => {
     })[id] ?? r
 
   for (const id of ids) {
-    it(`${id}: its help, a flag it does not know, and an error under --json: the same bytes and exit code`, async () => {
+    // Help is oclif's on both paths (bin/fast.js hands it over, the first test proves it), so
+    // comparing each command's help would compare oclif with itself.
+    it(`${id}: a flag it does not know, and an error under --json: the same bytes and exit code`, async () => {
       const r = ['-r', `127.0.0.1:${await freePort()}`]
-      const cases: Case[] = [{args: [id, '--help']}, {args: [id, '--nope']}, {args: [id, ...json(id, join(dir, 'nothing'), r), '--json']}]
+      const cases: Case[] = [{args: [id, '--nope']}, {args: [id, ...json(id, join(dir, 'nothing'), r), '--json']}]
       await mapLimited(cases, 2, compare)
     })
   }
