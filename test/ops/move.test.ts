@@ -488,8 +488,7 @@ describe('shards:move', () => {
           const far = await dbContent(target, 0)
           const writer = await startWriter(['s000', 's001', 'far'])
           const killed = await spawnCli(['shards:move', 's001', '--to', inst(target), '--max-pause', '5s', ...BOUNDS, '--yes', ...r()], {
-            // A short lease: the rerun takes the dead run's lock within 2 s instead of 15.
-            env: {SHARDCTL_FAILPOINT: `${failpoint}:kill`, SHARDCTL_LOCK_LEASE: '2s'},
+            env: {SHARDCTL_FAILPOINT: `${failpoint}:kill`},
           })
           expect(killed.exitCode, killed.stderr).to.not.equal(0)
           expect(await reg.exists('shards._journal'), killed.stderr).to.equal(1)
