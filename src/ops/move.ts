@@ -151,6 +151,13 @@ export interface MoveResult extends StraysFound {
   verified?: {shards: {id: string; keys: number; differing: number}[]; ms: number; recheckMs?: number}
 }
 
+/** A moved database whose copy differs: how many keys, and a few of them with what differs. */
+interface Differing {
+  id: string
+  count: number
+  sample: string
+}
+
 /** Rounds of the verify before the fence, the first (full) one included... */
 export const VERIFY_ROUNDS = 5
 /** ...which end once at most this many keys differ: those are re-checked under the fence, where the writes wait. */
@@ -450,7 +457,8 @@ class MoveRun {
   }
 
   /** A copy found to differ from its source: the move stops before the switch, rolled back. */
-  private differs(m: MoveShard, count: number, sample: string, underFence: boolean): ShardctlError {
+  private differs({id, count, sample}: Differing, underFence: boolean): ShardctlError {
+    const m = this.plan.moves.find((move) => move.id === id)!
     const [a, b] = [formatAddress({...endpointOf(this.plan.source), db: m.db}), m.after.master]
     return new ShardctlError(
       `the copy of shard ${m.id} on ${b} differs from ${a} ${underFence ? 'under the fence, with every write applied' : `after ${VERIFY_ROUNDS} rounds`} (${plural(count, 'key')}: ${sample}); the move was rolled back: ${this.plan.source} takes writes again and the target databases were emptied`,
@@ -539,7 +547,7 @@ class MoveRun {
           for (const [i, m] of this.plan.moves.entries()) {
             const [a, b] = this.sides(m)
             const still = await recheckKeys(a, b, this.differing[i] ?? [])
-            if (still.length > 0) return {id: m.id, count: still.length, sample: sampleOf(still)}
+            if (still.length > 0) return {id: m.id, count: still.length, sample: sampleOf(still)} satisfies Differing
           }
           if (this.result.verified) this.result.verified.recheckMs = Date.now() - started
           return undefined
@@ -655,20 +663,10 @@ class MoveRun {
     try {
       await this.actions.copy()
       if (plan.verify !== false) {
-        const verified = (await this.actions.verify()) as {refused?: {id: string; count: number; sample: string}}
+        const verified = (await this.actions.verify()) as {refused?: Differing}
         if (verified.refused) {
-          const {id, count, sample} = verified.refused
           await this.stopCopies()
-          return await this.rollBack(
-            'verify',
-            this.differs(
-              plan.moves.find((m) => m.id === id)!,
-              count,
-              sample,
-              false,
-            ),
-            false,
-          )
+          return await this.rollBack('verify', this.differs(verified.refused, false), false)
         }
       }
       await this.actions.fence()
@@ -687,18 +685,8 @@ class MoveRun {
       }
       await this.actions['stop-stream']()
       if (plan.verify !== false) {
-        const still = (await this.actions.recheck()) as {id: string; count: number; sample: string} | undefined
-        if (still)
-          return await this.rollBack(
-            'verify',
-            this.differs(
-              plan.moves.find((m) => m.id === still.id)!,
-              still.count,
-              still.sample,
-              true,
-            ),
-            true,
-          )
+        const still = (await this.actions.recheck()) as Differing | undefined
+        if (still) return await this.rollBack('verify', this.differs(still, true), true)
       }
     } catch (error) {
       // A failed copy: whatever comes next (a heal, a rerun) rolls back; its connections go now.
