@@ -11,7 +11,8 @@ import {type Endpoint, instanceKey} from '../registry/address.js'
 import {Change, type Registry, type ShardNodes, nodeFields} from '../registry/registry.js'
 import type {Shard} from '../registry/schema.js'
 import {formatAddress} from '../registry/address.js'
-import {type Journal, type JournalEntry, stepResult} from './journal.js'
+import {type Journal, type JournalEntry, stepDone, stepResult} from './journal.js'
+import {type NodeFacts, type Refusal, refusalError} from './recovery.js'
 import {operatorClientName} from './lock.js'
 
 /**
@@ -519,6 +520,47 @@ export async function graceWatch(
  * The end of a cut-over that went through: the write pause as it really was (fence to
  * lift), the event in the history, the journal closed.
  */
+/** A source's facts for a recovery: whether it answers, and whether shardctl's write fence is on. */
+export async function sourceFacts(pool: ConnectionPool, instance: Endpoint): Promise<NodeFacts> {
+  const fencing = await pool
+    .get(instance)
+    .then(readFencing)
+    .catch(() => undefined)
+  return {reachable: fencing !== undefined, fenced: fencing !== undefined && isWriteFence(fencing)}
+}
+
+/** A run of a split or a move, made to act on a recovery's decision. */
+export interface RecoveringRun<A extends string, R extends StraysFound> {
+  readonly result: R
+  run(actions: A[]): Promise<void>
+  finish(recovered: 'rolled-forward'): Promise<R>
+}
+
+/**
+ * Act on what a recovery of a split or a move decided: a refusal is thrown; otherwise the
+ * run (made only then) takes the actions, with any strays a finished grace already found;
+ * a roll-back is recorded (`rolledBack`: its event and details) and the journal closed, a
+ * roll-forward finishes as a normal run does.
+ */
+export async function settleRecovery<A extends string, R extends StraysFound>(
+  registry: Registry,
+  journal: Journal<unknown>,
+  decision: {kind: 'roll-forward' | 'roll-back'; actions: A[]} | Refusal,
+  makeRun: () => Promise<RecoveringRun<A, R>>,
+  rolledBack: [event: string, details: Record<string, unknown>],
+): Promise<R & {recovered?: 'rolled-forward' | 'rolled-back'}> {
+  if (decision.kind === 'refuse') throw refusalError(decision)
+  const run = await makeRun()
+  if (stepDone(journal.entry, 'grace')) Object.assign(run.result.strays, stepResult(journal.entry, 'grace', 'done'))
+  await run.run(decision.actions)
+  if (decision.kind === 'roll-back') {
+    await registry.apply(new Change(), ...rolledBack)
+    await journal.close()
+    return {...run.result, recovered: 'rolled-back'}
+  }
+  return run.finish('rolled-forward')
+}
+
 export async function finishCutover<
   R extends {pauseMs?: number; pauseExceeded?: boolean; keptOnSource: number[]; strayWrites: Record<string, number>},
 >(

@@ -7,20 +7,15 @@ import {clientsOn, killClients} from '../fleet/clients.js'
 import type {ConnectionPool, ScriptedRedis, TlsSettings} from '../fleet/connect.js'
 import {parseInfo} from '../fleet/info.js'
 import {databaseCount, estimateDbMemory, flushDb, keysPerDb} from '../fleet/instance.js'
-import {
-  DEFAULT_FENCING,
-  type FencingSettings,
-  isWriteFence,
-  liftFence,
-  readFencing,
-  replicationOf,
-  setFencing,
-} from '../fleet/replication.js'
+import {DEFAULT_FENCING, type FencingSettings, liftFence, readFencing, replicationOf, setFencing} from '../fleet/replication.js'
 import {RDB_VERSION_OF_REDIS} from '../rdb/constants.js'
 import {type ConnectTarget, type Endpoint, endpointOf, formatAddress, instanceKey} from '../registry/address.js'
 import {Change, type Registry} from '../registry/registry.js'
 import {sharedDatabases} from '../registry/schema.js'
 import {plural} from '../ui/terminal.js'
+import {type KeyDifference} from '../verify/compare.js'
+import {displayKey} from '../verify/keys.js'
+import {type VerifyReport, recheckKeys, verifyDatabases} from '../verify/verify.js'
 import {
   type HealPolicy,
   type Healed,
@@ -42,11 +37,13 @@ import {
   reachInstance,
   registryStateIfKnown,
   releaseMovedDbs,
+  settleRecovery,
+  sourceFacts,
   switchOrFindOut,
 } from './cutover.js'
 import {Journal, type JournalEntry, fencedSince, stepDone, stepResult, stepStarted} from './journal.js'
 import type {OperatorLock} from './lock.js'
-import {type MoveAction, type NodeFacts, decideMoveRecovery, refusalError} from './recovery.js'
+import {type MoveAction, type NodeFacts, decideMoveRecovery} from './recovery.js'
 
 /**
  * shards:move as named steps over the journal. Each moved shard's database is copied,
@@ -55,9 +52,13 @@ import {type MoveAction, type NodeFacts, decideMoveRecovery, refusalError} from 
  * moved database's entries and commands reach the target database):
  *
  *   copy         the copies load the snapshot, then apply the live stream
+ *   verify       each moved database is compared with its copy (src/verify), rounds re-checking
+ *                only the keys that differed, until at most VERIFY_FEW differ (--no-verify: skipped)
  *   fence        the source is paused and fenced (a fence that does not expire)
  *   catch-up     every copy has applied the source's offset, read under the fence: the proof
  *   stop-stream  the copies stop: nothing more reaches the target databases
+ *   recheck      the keys that still differed are compared once more, under the fence: one
+ *                that still differs is a copy that is wrong, and the move is rolled back (exit 3)
  *   registry     the moved shards are routed to the target databases (compare-and-set)
  *   hold         clients are kept off the moved databases of the still fenced source
  *   release      in one step no client can come between, the fence is lifted and the
@@ -88,6 +89,8 @@ export interface MoveRequest {
   quietMs: number
   /** How far apart the two instances' clocks may be: expiry times are copied as absolute times. */
   maxClockSkewMs: number
+  /** Compare each moved database with its copy before the switch (verify, recheck). */
+  verify: boolean
 }
 
 export interface MoveShard extends PlannedMove {
@@ -128,6 +131,8 @@ export interface MovePlan {
   graceMs: number
   holdMs: number
   quietMs: number
+  /** Absent in the journal of an older run: verified. */
+  verify?: boolean
 }
 
 export interface MoveResult extends StraysFound {
@@ -143,7 +148,21 @@ export interface MoveResult extends StraysFound {
   droppedFromSource: number[]
   recovered?: 'rolled-forward' | 'rolled-back'
   healed?: Healed
+  /** The comparison of each moved database with its copy: keys compared, keys left to re-check under the fence, and how long it took. */
+  verified?: {shards: {id: string; keys: number; differing: number}[]; ms: number; recheckMs?: number}
 }
+
+/** A moved database whose copy differs: how many keys, and a few of them with what differs. */
+interface Differing {
+  id: string
+  count: number
+  sample: string
+}
+
+/** Rounds of the verify before the fence, the first (full) one included... */
+export const VERIFY_ROUNDS = 5
+/** ...which end once at most this many keys differ: those are re-checked under the fence, where the writes wait. */
+export const VERIFY_FEW = 100
 
 // ---- plan and preflight ---------------------------------------------------------------
 
@@ -347,6 +366,7 @@ export async function planMove(registry: Registry, pool: ConnectionPool, request
     graceMs: request.graceMs,
     holdMs: request.holdMs,
     quietMs: request.quietMs,
+    verify: request.verify,
   }
 }
 
@@ -374,6 +394,8 @@ class MoveRun {
   private target?: ScriptedRedis
   private copies: DatabaseCopy[] = []
   private readonly abort = new AbortController()
+  /** Per move: the keys that still differed at the end of the verify, re-checked under the fence. */
+  private differing: Buffer[][] = []
 
   constructor(
     private readonly registry: Registry,
@@ -434,7 +456,32 @@ class MoveRun {
     await Promise.all(this.copies.map((c) => c.stop().catch(() => undefined)))
   }
 
-  readonly actions: Record<MoveAction | 'copy' | 'catch-up' | 'stop-stream' | 'registry' | 'fence', () => Promise<unknown>> = {
+  /** The moved databases: on the source, and their copies on the target. */
+  private sides(m: MoveShard) {
+    return [
+      {client: this.client('source'), db: m.db},
+      {client: this.client('target'), db: m.toDb},
+    ] as const
+  }
+
+  /** A copy found to differ from its source: the move stops before the switch, rolled back. */
+  private differs({id, count, sample}: Differing, underFence: boolean): ShardctlError {
+    const m = this.plan.moves.find((move) => move.id === id)!
+    const [a, b] = [formatAddress({...endpointOf(this.plan.source), db: m.db}), m.after.master]
+    return new ShardctlError(
+      `the copy of shard ${m.id} on ${b} differs from ${a} ${underFence ? 'under the fence, with every write applied' : `after ${VERIFY_ROUNDS} rounds`} (${plural(count, 'key')}: ${sample}); the move was rolled back: ${this.plan.source} takes writes again and the target databases were emptied`,
+      {
+        code: 'EDIFFERS',
+        exitCode: ExitCode.unhealthy,
+        hint: `find what else writes to db ${m.toDb} of ${this.plan.target} (shards:verify ${m.id} --against ${b} compares them), then run the move again`,
+      },
+    )
+  }
+
+  readonly actions: Record<
+    MoveAction | 'copy' | 'verify' | 'catch-up' | 'stop-stream' | 'recheck' | 'registry' | 'fence',
+    () => Promise<unknown>
+  > = {
     copy: async () => {
       const source = this.client('source')
       // Recorded before the copy raises it (and a copy cut short leaves it raised).
@@ -468,6 +515,53 @@ class MoveRun {
         {intent: {fencing}},
       )
     },
+    verify: () =>
+      this.journal.step(
+        'verify',
+        async () => {
+          const started = Date.now()
+          const shards: {id: string; keys: number; differing: number}[] = []
+          const source = this.client('source')
+          for (const m of this.plan.moves) {
+            const [a, b] = this.sides(m)
+            const report = await verifyDatabases(a, b, {
+              rounds: VERIFY_ROUNDS,
+              fewEnough: VERIFY_FEW,
+              keepKeys: true,
+              signal: this.abort.signal,
+              // Instead of a pause: every write the source had taken is applied on the copy.
+              beforeRecheck: async () => {
+                const {offset} = await replicationOf(source)
+                await this.onCopies((c) => c.waitApplied(offset, Date.now() + PRE_PAUSE_WAIT_MS))
+              },
+            })
+            if (report.differing > VERIFY_FEW || report.unrechecked > 0) {
+              const sample = reportSample(report.differences)
+              return {shards, refused: {id: m.id, count: report.differing, sample}}
+            }
+            this.differing.push(report.differingKeys ?? [])
+            shards.push({id: m.id, keys: report.keys.a, differing: report.differing})
+          }
+          this.result.verified = {shards, ms: Date.now() - started}
+          return {shards}
+        },
+        {keepResult: true},
+      ),
+    recheck: () =>
+      this.journal.step(
+        'recheck',
+        async () => {
+          const started = Date.now()
+          for (const [i, m] of this.plan.moves.entries()) {
+            const [a, b] = this.sides(m)
+            const still = await recheckKeys(a, b, this.differing[i] ?? [])
+            if (still.length > 0) return {id: m.id, count: still.length, sample: sampleOf(still)} satisfies Differing
+          }
+          if (this.result.verified) this.result.verified.recheckMs = Date.now() - started
+          return undefined
+        },
+        {keepResult: true},
+      ),
     fence: () => fenceStep(this.journal, this.client('source'), this.plan.source, this.plan.maxPauseMs, this.clock),
     'catch-up': () =>
       this.journal.step(
@@ -576,6 +670,13 @@ class MoveRun {
     const {plan} = this
     try {
       await this.actions.copy()
+      if (plan.verify !== false) {
+        const verified = (await this.actions.verify()) as {refused?: Differing}
+        if (verified.refused) {
+          await this.stopCopies()
+          return await this.rollBack('verify', this.differs(verified.refused, false), false)
+        }
+      }
       await this.actions.fence()
       const caught = (await this.actions['catch-up']()) as {offset: number; applied: number[]; caughtUp: boolean}
       if (!caught.caughtUp) {
@@ -591,6 +692,10 @@ class MoveRun {
         )
       }
       await this.actions['stop-stream']()
+      if (plan.verify !== false) {
+        const still = (await this.actions.recheck()) as Differing | undefined
+        if (still) return await this.rollBack('verify', this.differs(still, true), true)
+      }
     } catch (error) {
       // A failed copy: whatever comes next (a heal, a rerun) rolls back; its connections go now.
       await this.stopCopies()
@@ -621,6 +726,21 @@ class MoveRun {
   }
 }
 
+/** A few differing keys, each with what differs, for one line. */
+function sampleOf(differences: KeyDifference[]): string {
+  const shown = differences.slice(0, 3).map((d) => `${displayKey(d.key)}: ${d.detail}`)
+  return differences.length > 3 ? `${shown.join('; ')}; …` : shown.join('; ')
+}
+
+/** The same, from a verify's report (its samples by kind). */
+function reportSample(differences: VerifyReport['differences']): string {
+  const shown = Object.values(differences)
+    .flatMap((d) => d.keys)
+    .slice(0, 3)
+    .map((k) => `${k.key}: ${k.detail}`)
+  return shown.join('; ')
+}
+
 export async function executeMove(
   registry: Registry,
   lock: OperatorLock,
@@ -644,17 +764,14 @@ export function moveJournalMatches(entry: JournalEntry, shards: string[]): boole
 }
 
 async function moveNodeFacts(pool: ConnectionPool, plan: MovePlan): Promise<{source: NodeFacts; target: NodeFacts}> {
-  const [fencing, target] = await Promise.all([
-    pool
-      .get(endpointOf(plan.source))
-      .then(readFencing)
-      .catch(() => undefined),
+  const [source, target] = await Promise.all([
+    sourceFacts(pool, endpointOf(plan.source)),
     pool
       .get(endpointOf(plan.target))
       .then(async (c) => ({reachable: true, role: (await replicationOf(c)).role}))
       .catch(() => ({reachable: false})),
   ])
-  return {source: {reachable: fencing !== undefined, fenced: fencing !== undefined && isWriteFence(fencing)}, target}
+  return {source, target}
 }
 
 /**
@@ -707,17 +824,12 @@ async function finishOrRollBack(
   const {plan} = journal.entry
   const [registryNow, nodes] = await Promise.all([registryState(registry, plan.moves), moveNodeFacts(pool, plan)])
   const decision = decideMoveRecovery(journal.entry, {registry: registryNow, ...nodes})
-  if (decision.kind === 'refuse') throw refusalError(decision)
-  const run = new MoveRun(registry, pool, journal, plan, clock, options)
-  await run.connect()
-  if (stepDone(journal.entry, 'grace')) Object.assign(run.result.strays, stepResult(journal.entry, 'grace', 'done'))
-  await run.run(decision.actions)
-  if (decision.kind === 'roll-back') {
-    await registry.apply(new Change(), 'move.rolled-back', {from: plan.source, to: plan.target})
-    await journal.close()
-    return {...run.result, recovered: 'rolled-back'}
+  const run = async () => {
+    const run = new MoveRun(registry, pool, journal, plan, clock, options)
+    await run.connect()
+    return run
   }
-  return run.finish('rolled-forward')
+  return settleRecovery(registry, journal, decision, run, ['move.rolled-back', {from: plan.source, to: plan.target}])
 }
 
 /**

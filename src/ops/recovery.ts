@@ -136,7 +136,52 @@ export function decidePromoteRecovery(
   return {kind: 'roll-back', actions}
 }
 
+// ---- split and move -------------------------------------------------------------
+
+/**
+ * A split and a move cut over alike: fence the source, prove the new side whole, switch
+ * the registry, release (lift the fence and drop the moved databases in one step), watch
+ * during the grace. What their recoveries decide alike is here; `sides` names the other
+ * side in messages ("the targets", "the target").
+ */
+type CutOver = {name: 'split' | 'move'; sides: string}
+
+/** The registry names neither the source nor the other side as planned: someone else changed it. */
+function registryChanged(op: CutOver): Refusal {
+  return {
+    kind: 'refuse',
+    reason: `the registry changed since the interrupted ${op.name}: the moved shards name neither the source nor ${op.sides} as planned`,
+    hint: 'someone else changed them: inspect with shards:list; once the fleet is consistent, delete the journal by hand',
+  }
+}
+
+/** The registry names the source again after its moved databases were dropped. */
+function switchedBackAfterRelease(op: CutOver): Refusal {
+  return {
+    kind: 'refuse',
+    reason: 'the registry names the source again, but the source already dropped the moved databases',
+    hint: `someone changed the registry back: point the moved shards at ${op.sides} by hand`,
+  }
+}
+
+/** After the switch, before the release: only the source can finish it. */
+function sourceSilentAfterSwitch(op: CutOver): Refusal {
+  return {
+    kind: 'refuse',
+    reason: `the source does not answer: the ${op.name} cannot be finished`,
+    hint: 'bring it back, then run the command again',
+    transient: true,
+  }
+}
+
+/** The run's fence on the source may still be on: set, and neither released nor lifted since. */
+function fenceMayBeOn(entry: Pick<JournalEntry, 'steps'>): boolean {
+  return stepStarted(entry, 'fence') && !stepStarted(entry, 'release') && !stepDone(entry, 'lift')
+}
+
 // ---- split ----------------------------------------------------------------------
+
+const SPLIT: CutOver = {name: 'split', sides: 'the targets'}
 
 export type SplitAction =
   | 'lift' // the source's fencing comes back, paused writes go on
@@ -165,25 +210,13 @@ const FROM_HOLD: SplitAction[] = ['hold', 'fence', 'catch-up', 'promote', 'relea
 export function decideSplitRecovery(entry: Pick<JournalEntry, 'steps'>, facts: SplitFacts): SplitRecovery {
   const {registry, source, targets} = facts
   const journal = entry
-  if (registry === 'changed') {
-    return {
-      kind: 'refuse',
-      reason: 'the registry changed since the interrupted split: the moved shards name neither the source nor the targets as planned',
-      hint: 'someone else changed them: inspect with shards:list; once the fleet is consistent, delete the journal by hand',
-    }
-  }
+  if (registry === 'changed') return registryChanged(SPLIT)
   const unreachable = targets.some((t) => !t.reachable)
-  const fenceStarted = stepStarted(journal, 'fence') && !stepStarted(journal, 'release') && !stepDone(journal, 'lift')
+  const fenceStarted = fenceMayBeOn(journal)
 
   if (registry === 'before') {
     // Routing never left the source, or was brought back by the hold: the targets only hold copies.
-    if (stepStarted(journal, 'release')) {
-      return {
-        kind: 'refuse',
-        reason: 'the registry names the source again, but the source already dropped the moved databases',
-        hint: 'someone changed the registry back: point the moved shards at the targets by hand',
-      }
-    }
+    if (stepStarted(journal, 'release')) return switchedBackAfterRelease(SPLIT)
     if (!source.reachable)
       return {
         kind: 'refuse',
@@ -214,13 +247,7 @@ export function decideSplitRecovery(entry: Pick<JournalEntry, 'steps'>, facts: S
   if (stepDone(journal, 'release') || (stepStarted(journal, 'release') && !source.fenced)) {
     return {kind: 'roll-forward', actions: [...(stepDone(journal, 'grace') ? [] : (['grace'] as SplitAction[])), 'clean-target']}
   }
-  if (!source.reachable)
-    return {
-      kind: 'refuse',
-      reason: 'the source does not answer: the split cannot be finished',
-      hint: 'bring it back, then run the command again',
-      transient: true,
-    }
+  if (!source.reachable) return sourceSilentAfterSwitch(SPLIT)
 
   const promoted = targets.filter((t) => t.role === 'master').length
   if (promoted === 0) {
@@ -268,24 +295,14 @@ export interface MoveFacts {
  * was stopped before it, with the source fenced and the copy proven whole), the target
  * databases are the shards: the recovery finishes on the source only.
  */
+const MOVE: CutOver = {name: 'move', sides: 'the target'}
+
 export function decideMoveRecovery(entry: Pick<JournalEntry, 'steps'>, facts: MoveFacts): MoveRecovery {
   const {registry, source, target} = facts
-  if (registry === 'changed') {
-    return {
-      kind: 'refuse',
-      reason: 'the registry changed since the interrupted move: the moved shards name neither the source nor the target as planned',
-      hint: 'someone else changed them: inspect with shards:list; once the fleet is consistent, delete the journal by hand',
-    }
-  }
-  const fenceOn = stepStarted(entry, 'fence') && !stepStarted(entry, 'release') && !stepDone(entry, 'lift')
+  if (registry === 'changed') return registryChanged(MOVE)
+  const fenceOn = fenceMayBeOn(entry)
   if (registry === 'before') {
-    if (stepStarted(entry, 'release')) {
-      return {
-        kind: 'refuse',
-        reason: 'the registry names the source again, but the source already dropped the moved databases',
-        hint: 'someone changed the registry back: point the moved shards at the target by hand',
-      }
-    }
+    if (stepStarted(entry, 'release')) return switchedBackAfterRelease(MOVE)
     if (!source.reachable && stepStarted(entry, 'fence'))
       return {
         kind: 'refuse',
@@ -293,27 +310,25 @@ export function decideMoveRecovery(entry: Pick<JournalEntry, 'steps'>, facts: Mo
         hint: 'bring it back, then run the command again to roll the move back',
         transient: true,
       }
-    if (!target.reachable)
+    const lift = fenceOn || source.fenced
+    if (!target.reachable) {
+      // Writes go on first: the registry routes to the source, and its copy needs no fence to be dropped later.
+      if (lift && source.reachable) return {kind: 'roll-back', actions: ['lift', 'drop-target']}
       return {
         kind: 'refuse',
         reason: 'the target does not answer, so its copy cannot be dropped',
         hint: 'bring it back, then run the command again',
         transient: true,
       }
-    const onSource: MoveAction[] = fenceOn || source.fenced ? ['lift'] : source.reachable ? ['restore-fencing'] : []
+    }
+    const onSource: MoveAction[] = lift ? ['lift'] : source.reachable ? ['restore-fencing'] : []
     return {kind: 'roll-back', actions: [...onSource, 'drop-target']}
   }
   // The registry routes the moved shards to the target: the only way is forward, on the source.
   if (stepDone(entry, 'release') || (stepStarted(entry, 'release') && source.reachable && !source.fenced)) {
     return {kind: 'roll-forward', actions: stepDone(entry, 'grace') ? [] : ['grace']}
   }
-  if (!source.reachable)
-    return {
-      kind: 'refuse',
-      reason: 'the source does not answer: the move cannot be finished',
-      hint: 'bring it back, then run the command again',
-      transient: true,
-    }
+  if (!source.reachable) return sourceSilentAfterSwitch(MOVE)
   // Still fenced since the proof: no write can have landed on the source's copy.
   if (source.fenced) return {kind: 'roll-forward', actions: ['hold', 'release', 'grace']}
   // The source lost its fence (it restarted, or someone lifted it): writes may have reached

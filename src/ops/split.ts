@@ -11,11 +11,9 @@ import {
   type FencingSettings,
   copyProgress,
   follows,
-  isWriteFence,
   liftFence,
   makeMaster,
   makeReplica,
-  readFencing,
   replicationOf,
   waitForOffset,
   waitForStreaming,
@@ -53,6 +51,8 @@ import {
   registryStateIfKnown,
   releaseMovedDbs,
   releaseStep,
+  settleRecovery,
+  sourceFacts,
   switchOrFindOut,
   waitUntil,
   writableReplicaRefusal,
@@ -60,7 +60,7 @@ import {
 export type {StrayWrites} from './cutover.js'
 import {Journal, type JournalEntry, fencedSince, stepDone, stepResult, stepStarted} from './journal.js'
 import type {OperatorLock} from './lock.js'
-import {type NodeFacts, type SplitAction, decideSplitRecovery, refusalError} from './recovery.js'
+import {type NodeFacts, type SplitAction, decideSplitRecovery} from './recovery.js'
 import {plural} from '../ui/terminal.js'
 
 /**
@@ -687,11 +687,8 @@ export function splitJournalMatches(entry: JournalEntry, source: Endpoint): bool
  */
 async function splitNodeFacts(pool: ConnectionPool, plan: SplitPlan): Promise<{source: NodeFacts; targets: NodeFacts[]}> {
   const sourceEp = endpointOf(plan.source)
-  const [fencing, targets] = await Promise.all([
-    pool
-      .get(sourceEp)
-      .then(readFencing)
-      .catch(() => undefined),
+  const [source, targets] = await Promise.all([
+    sourceFacts(pool, sourceEp),
     Promise.all(
       plan.targets.map(async (t): Promise<NodeFacts> => {
         try {
@@ -703,7 +700,7 @@ async function splitNodeFacts(pool: ConnectionPool, plan: SplitPlan): Promise<{s
       }),
     ),
   ])
-  return {source: {reachable: fencing !== undefined, fenced: fencing !== undefined && isWriteFence(fencing)}, targets}
+  return {source, targets}
 }
 
 /**
@@ -761,17 +758,12 @@ async function finishOrRollBack(
   const {plan} = journal.entry
   const [registryNow, nodes] = await Promise.all([registryState(registry, plan.moves), splitNodeFacts(pool, plan)])
   const decision = decideSplitRecovery(journal.entry, {registry: registryNow, ...nodes})
-  if (decision.kind === 'refuse') throw refusalError(decision)
-  const run = new SplitRun(registry, pool, journal, plan, timing, healDeadline)
-  await run.connect()
-  if (stepDone(journal.entry, 'grace')) Object.assign(run.result.strays, stepResult(journal.entry, 'grace', 'done'))
-  await run.run(decision.actions)
-  if (decision.kind === 'roll-back') {
-    await registry.apply(new Change(), 'split.rolled-back', {from: plan.source})
-    await journal.close()
-    return {...run.result, recovered: 'rolled-back'}
+  const run = async () => {
+    const run = new SplitRun(registry, pool, journal, plan, timing, healDeadline)
+    await run.connect()
+    return run
   }
-  return run.finish('rolled-forward')
+  return settleRecovery(registry, journal, decision, run, ['split.rolled-back', {from: plan.source}])
 }
 
 /**

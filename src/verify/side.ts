@@ -85,7 +85,11 @@ export class Side {
   }
 
   private async outlineScript(keys: Buffer[], expiry: string): Promise<unknown[]> {
-    const [reply] = await this.run((p) => p.eval(luaScripts.verifyOutline.lua, keys.length, ...keys, expiry))
+    // EVAL_RO (Redis 7) where it exists: a paused instance (CLIENT PAUSE WRITE, as under a cut-over's fence) holds back every EVAL, even one that only reads.
+    const script = luaScripts.verifyOutline.lua
+    const [reply] = await this.run((p) =>
+      this.exactExpiry ? p.call('EVAL_RO', script, keys.length, ...keys, expiry) : p.eval(script, keys.length, ...keys, expiry),
+    )
     return valueOf<unknown[]>(reply)
   }
 

@@ -55,6 +55,10 @@ export interface VerifyOptions {
   onProgress?: (progress: VerifyProgress) => void
   /** Stops the verify between two batches; it then rejects with the signal's reason. */
   signal?: AbortSignal
+  /** Re-check rounds stop once at most this many keys differ (default 0: until none does). */
+  fewEnough?: number
+  /** Give the keys still differing at the end in the report (differingKeys), to re-check them later (recheckKeys). */
+  keepKeys?: boolean
 }
 
 export interface VerifyProgress {
@@ -110,6 +114,8 @@ export interface VerifyReport {
   unrechecked: number
   ttlToleranceMs: number
   durationMs: number
+  /** With keepKeys: the keys that differ at the end (those re-checked; not the ones past maxTracked). */
+  differingKeys?: Buffer[]
 }
 
 const DEFAULTS = {
@@ -123,6 +129,7 @@ const DEFAULTS = {
   sliceBytes: 1024 * 1024,
   smallElements: 512,
   smallBytes: 256 * 1024,
+  fewEnough: 0,
 }
 
 /** A key of b only looked up in a (its type) costs a fraction of a compared one. */
@@ -134,18 +141,7 @@ export async function verifyDatabases(a: DatabaseRef, b: DatabaseRef, options: V
   const started = performance.now()
   const o = {...DEFAULTS, ...withoutUndefined(options)}
   if (!Number.isInteger(o.rounds) || o.rounds < 1) throw new RangeError('rounds must be a whole number of at least 1')
-  const sideA = new Side(a.client, a.db)
-  const sideB = new Side(b.client, b.db)
-  await Promise.all([sideA.init(), sideB.init()])
-  const settings: CompareSettings = {
-    ttlToleranceMs: o.ttlToleranceMs,
-    rate: new RateLimiter(o.ratePerSecond),
-    signal: o.signal,
-    smallElements: o.smallElements,
-    smallBytes: o.smallBytes,
-    sliceElements: o.sliceElements,
-    sliceBytes: o.sliceBytes,
-  }
+  const {sideA, sideB, settings} = await sides(a, b, o)
   const [sizeA, sizeB] = await Promise.all([sideA.size(), sideB.size()])
   const progress = (p: Omit<VerifyProgress, 'rounds'>) => o.onProgress?.({...p, rounds: o.rounds})
 
@@ -186,7 +182,7 @@ export async function verifyDatabases(a: DatabaseRef, b: DatabaseRef, options: V
   rounds.push({round: 1, checked, differing: tracked.size + untrackedCount, durationMs: elapsed(roundStart)})
 
   // Later rounds: only what differed, once what was in flight has landed.
-  for (let round = 2; round <= o.rounds && tracked.size > 0; round++) {
+  for (let round = 2; round <= o.rounds && tracked.size > o.fewEnough; round++) {
     progress({round, phase: 'wait', done: 0, total: tracked.size, differing: tracked.size})
     if (options.beforeRecheck) await options.beforeRecheck(round, tracked.size)
     else await sleep(o.intervalMs, undefined, {signal: o.signal})
@@ -218,7 +214,46 @@ export async function verifyDatabases(a: DatabaseRef, b: DatabaseRef, options: V
     unrechecked: untrackedCount,
     ttlToleranceMs: o.ttlToleranceMs,
     durationMs: elapsed(started),
+    ...(o.keepKeys ? {differingKeys: [...tracked.values()].map((d) => d.key)} : {}),
   }
+}
+
+/**
+ * Compare these keys once more (those a verify kept, keepKeys), as a re-check round
+ * does: the ones that still differ.
+ */
+export async function recheckKeys(
+  a: DatabaseRef,
+  b: DatabaseRef,
+  keys: Buffer[],
+  options: Pick<VerifyOptions, 'ttlToleranceMs' | 'batchSize' | 'signal'> = {},
+): Promise<KeyDifference[]> {
+  const o = {...DEFAULTS, ...withoutUndefined(options)}
+  const {sideA, sideB, settings} = await sides(a, b, o)
+  const still: KeyDifference[] = []
+  for (let i = 0; i < keys.length; i += o.batchSize)
+    still.push(...(await compareKeys(sideA, sideB, keys.slice(i, i + o.batchSize), settings)))
+  return still
+}
+
+async function sides(
+  a: DatabaseRef,
+  b: DatabaseRef,
+  o: typeof DEFAULTS & Partial<Pick<VerifyOptions, 'ratePerSecond' | 'signal'>>,
+): Promise<{sideA: Side; sideB: Side; settings: CompareSettings}> {
+  const sideA = new Side(a.client, a.db)
+  const sideB = new Side(b.client, b.db)
+  await Promise.all([sideA.init(), sideB.init()])
+  const settings: CompareSettings = {
+    ttlToleranceMs: o.ttlToleranceMs,
+    rate: new RateLimiter(o.ratePerSecond),
+    signal: o.signal,
+    smallElements: o.smallElements,
+    smallBytes: o.smallBytes,
+    sliceElements: o.sliceElements,
+    sliceBytes: o.sliceBytes,
+  }
+  return {sideA, sideB, settings}
 }
 
 /** The keys of a database, one SCAN page at a time. */

@@ -41,7 +41,7 @@ export async function stoppedAt(args: string[], point: string, env: Record<strin
     ended = true
   })
   await until(`the command stopped at ${point}`, () => {
-    if (ended) throw new Error(`the command ended before ${point}: ${run.stderr()}`)
+    if (ended) throw new Error(`the command ended before ${point}: ${run.stderr()}${run.stdout()}`)
     return isStopped(run.pid)
   })
   return run

@@ -271,3 +271,25 @@ export class LateHearingWriter {
     }
   }
 }
+
+/**
+ * An operation run while an application that reconnects by itself and hears of it 1 s late
+ * writes (LateHearingWriter, three connections a shard): until it hears, its pool is back on
+ * the source within milliseconds of each cut, far inside --quiet, so the hold must last until
+ * it has heard. Once the operation is over and the application has written 300 more: the
+ * operation's outcome, the acknowledged writes missing where the registry routes, and how
+ * often it reloaded on hearing.
+ */
+export async function whileHearingLate<T>(
+  registry: Redis,
+  shards: string[],
+  operation: () => Promise<T>,
+): Promise<{done: T; missing: string[]; heard: number}> {
+  const app = new LateHearingWriter(registry, shards, {hearsAfterMs: 1000, connections: 3})
+  await app.start()
+  await app.waitFor(300)
+  const done = await operation()
+  await app.waitFor(app.total + 300)
+  await app.stop()
+  return {done, missing: await missingWrites(registry, app), heard: app.reloads.onEvent}
+}

@@ -80,9 +80,17 @@ function gaveUp(done: CliResult): GaveUp {
   expect(error).to.include({code: 'EDEGRADED', exitCode: 5, lossless: true})
   expect(error.message).to.match(/stopped half-way and did not heal within --heal-within 6\.0 s/)
   expect(error.message).to.match(/no acknowledged write was lost/)
-  expect(error.recover).to.match(/^shardctl shards:(split|promote) --recover -r redis:\/\/127\.0\.0\.1:\d+\/0$/)
+  expect(error.recover).to.match(/^shardctl shards:(split|promote|move) --recover -r redis:\/\/127\.0\.0\.1:\d+\/0$/)
   for (const r of error.refusing) expect(error.message, r.instance).to.include(r.instance)
   return error
+}
+
+/** A run that healed within the default bound, by finishing (exit 0) or by rolling back (exit 3), and says so. */
+function healed(done: CliResult, outcome: 'rolled-back' | 'rolled-forward'): void {
+  expect(done.exitCode, done.stderr + done.stdout).to.equal(outcome === 'rolled-back' ? 3 : 0)
+  const result = JSON.parse(done.stdout)
+  expect(result.recovered).to.equal(outcome)
+  expect(result.healed).to.include({withinMs: 6000})
 }
 
 describe('ops/cutover: the pause clock', () => {
@@ -122,6 +130,20 @@ describe('ops/cutover: a cut-over that fails half-way heals itself, or says what
   })
   /** shardctl reaches the registry through the proxy; the writer and the test do not. */
   const viaProxy = () => ['-r', `redis://127.0.0.1:${proxy.port}/0`]
+  /** A split's or a move's bounds: --timeout 1s, a short grace; JSON; the registry through the proxy. */
+  const cutOverFlags = () => ['--timeout', '1s', '--grace', '300ms', '--yes', '--json', ...viaProxy()]
+
+  /** `count` shards in the first databases of the source, 100 keys each (seed:0-99, valued by their db). */
+  async function seeded(source: TestServer, count: number): Promise<void> {
+    const init = await cli(['shards:init', '--instance', inst(source), '--count', String(count), '--yes', ...fleet.r()])
+    expect(init.exitCode, init.stderr).to.equal(0)
+    await withClients([source], async ([c]) => {
+      for (let db = 0; db < count; db++) {
+        await c.select(db)
+        await c.mset(Object.fromEntries(Array.from({length: 100}, (_, i) => [`seed:${i}`, String(db)])))
+      }
+    })
+  }
 
   const startWriter = (shards: string[]) => startedWriter(reg, shards)
   const expectNothingLost = async (writer: ContinuousWriter) => expect(await lostWrites(reg, writer)).to.deep.equal([])
@@ -134,30 +156,10 @@ describe('ops/cutover: a cut-over that fails half-way heals itself, or says what
 
     beforeEach(async () => {
       ;[source, target] = await shared.fresh()
-      const init = await cli(['shards:init', '--instance', inst(source), '--count', '6', '--yes', ...fleet.r()])
-      expect(init.exitCode, init.stderr).to.equal(0)
-      await withClients([source], async ([c]) => {
-        for (let db = 0; db < 6; db++) {
-          await c.select(db)
-          await c.mset(Object.fromEntries(Array.from({length: 100}, (_, i) => [`seed:${i}`, String(db)])))
-        }
-      })
+      await seeded(source, SHARDS.length)
     })
 
-    const split = (...extra: string[]) => [
-      'shards:split',
-      inst(source),
-      '--to',
-      inst(target),
-      '--timeout',
-      '1s',
-      '--grace',
-      '300ms',
-      '--yes',
-      '--json',
-      ...viaProxy(),
-      ...extra,
-    ]
+    const split = (...extra: string[]) => ['shards:split', inst(source), '--to', inst(target), ...cutOverFlags(), ...extra]
 
     /** Every shard is where the registry routes it, with its data, and every instance takes writes. */
     async function expectSplitDone(): Promise<void> {
@@ -254,6 +256,86 @@ describe('ops/cutover: a cut-over that fails half-way heals itself, or says what
     })
   })
 
+  describe('shards:move', () => {
+    const SHARDS = ['s000', 's001', 's002']
+    let source: TestServer
+    let target: TestServer
+    const shared = useSharedServers([null, null])
+
+    beforeEach(async () => {
+      ;[source, target] = await shared.fresh()
+      await seeded(source, SHARDS.length)
+    })
+
+    const move = () => ['shards:move', 's001', '--to', inst(target), ...cutOverFlags()]
+
+    /** s001 where the outcome put it, with its seed, and nothing of it on the other side; every write flows. */
+    async function expectMoveDone(outcome: 'rolled-back' | 'rolled-forward'): Promise<void> {
+      const [at, other, db] = outcome === 'rolled-forward' ? [target, source, 0] : [source, target, 1]
+      expect(await reg.hget('shards.s001', 'master')).to.equal(at.address(db))
+      await withClients([at, other], async ([here, there]) => {
+        await here.select(db)
+        expect(await here.get('seed:99')).to.equal('1')
+        await there.select(outcome === 'rolled-forward' ? 1 : 0)
+        expect(await there.dbsize(), 'nothing of s001 left on the other side').to.equal(0)
+      })
+      expect(await reg.exists('shards._journal', 'shards._lock')).to.equal(0)
+      expect(await fencesOf([source, target])).to.deep.equal([])
+      expect(await takesWrites(source)).to.equal(true)
+      expect(await takesWrites(target)).to.equal(true)
+    }
+
+    // The copy lives in the run: before the switch a fault rolls the move back; after it, forward.
+    // A silent target keeps no fence on: writes go on on the source while its copy waits to be dropped.
+    const faults: [string, string, () => Fault, 'rolled-back' | 'rolled-forward', 'fenced' | 'nothing refuses'][] = [
+      ['the source silent during the catch-up', 'catch-up:before:stop', () => frozen(source), 'rolled-back', 'fenced'],
+      ['the target silent at the re-check under the fence', 'recheck:before:stop', () => frozen(target), 'rolled-back', 'nothing refuses'],
+      ['the registry silent after the registry step', 'registry:after:stop', () => stalled(proxy), 'rolled-forward', 'fenced'],
+    ]
+
+    for (const [name, failpoint, fault, outcome, left] of faults) {
+      const expected = outcome === 'rolled-back' ? 'rolls back, exit 3' : 'finishes, exit 0'
+      it(`${name} for 1.5 s: the run heals and ${expected}, nothing lost`, async () => {
+        const writer = await startWriter(SHARDS)
+        const done = await withFault(move(), failpoint, fault, SHORT_MS)
+        healed(done, outcome)
+        await expectNothingLost(writer)
+        await expectMoveDone(outcome)
+      })
+
+      const gives =
+        left === 'fenced' ? 'names the fenced source and the command, exit 5' : 'says nothing refuses writes and names the command, exit 1'
+      it(`${name} until the run gives up (past --heal-within): it ${gives}; that command ${outcome === 'rolled-back' ? 'rolls it back' : 'finishes it'}`, async () => {
+        const writer = await startWriter(SHARDS)
+        const done = await withFault(move(), failpoint, fault)
+        let recover: string
+        if (left === 'fenced') {
+          const error = gaveUp(done)
+          const fenced = error.refusing.find((r) => r.instance === inst(source))
+          expect(fenced, 'the source refuses writes').to.not.equal(undefined)
+          expect(fenced!.fencedSince).to.be.a('string')
+          expect(fenced!.shards).to.include('s000')
+          recover = error.recover
+        } else {
+          expect(done.exitCode, done.stderr + done.stdout).to.equal(1)
+          const {error} = JSON.parse(done.stdout) as {error: GaveUp}
+          expect(error).to.include({code: 'EOPEN', lossless: true})
+          expect(error.refusing).to.deep.equal([])
+          expect(error.message).to.match(
+            /did not heal within --heal-within 6\.0 s \(the target does not answer, so its copy cannot be dropped\): no instance refuses writes/,
+          )
+          expect(await takesWrites(source), 'the source takes writes while the target is silent').to.equal(true)
+          recover = error.recover
+        }
+        const recovered = await runNamed(recover, ['--json'])
+        expect(recovered.exitCode, recovered.stderr + recovered.stdout).to.equal(0)
+        expect(JSON.parse(recovered.stdout).recovered).to.equal(outcome)
+        await expectNothingLost(writer)
+        await expectMoveDone(outcome)
+      })
+    }
+  })
+
   describe('shards:promote', () => {
     const SHARDS = ['s000', 's001', 's002']
     let master: TestServer
@@ -302,10 +384,7 @@ describe('ops/cutover: a cut-over that fails half-way heals itself, or says what
       it(`${name} for 1.5 s: the run heals and ${expected}, nothing lost`, async () => {
         const writer = await startWriter(SHARDS)
         const done = await withFault(promote(), failpoint, fault, SHORT_MS)
-        expect(done.exitCode, done.stderr + done.stdout).to.equal(outcome === 'rolled-back' ? 3 : 0)
-        const result = JSON.parse(done.stdout)
-        expect(result.recovered).to.equal(outcome)
-        expect(result.healed).to.include({withinMs: 6000})
+        healed(done, outcome)
         await expectNothingLost(writer)
         if (outcome === 'rolled-back') await expectPromoted(master, replica)
         else await expectPromoted(replica, master)

@@ -7,8 +7,9 @@ import {cli, spawnCli, until} from '../helpers/cli.js'
 import {startClockProxy} from '../helpers/clock-proxy.js'
 import {useFleet} from '../helpers/fleet.js'
 import {fencesOf, fleetState, readJournal, resume, stepDone, stoppedAt, takesWrites} from '../helpers/ops.js'
+import {startReplyDelayProxy} from '../helpers/proxy.js'
 import {type TestServer, dumpDb, startServer, waitForStreaming, withClients} from '../helpers/redis.js'
-import {type ContinuousWriter, lostWrites, startedWriter} from '../helpers/writer.js'
+import {type ContinuousWriter, lostWrites, startedWriter, whileHearingLate} from '../helpers/writer.js'
 
 /**
  * shards:move: shards of a source instance (s000-s003 in db 0-3, db N holding (4 - N) * 100
@@ -315,6 +316,14 @@ describe('shards:move', () => {
       expect(result.proof.applied.every((o: number) => o >= result.proof.offset)).to.equal(true)
       expect(result.droppedFromSource).to.deep.equal([1, 2])
       expect(result.strays).to.deep.equal({})
+      // Compared before the switch: every key of both shards, and what differed re-checked under the fence.
+      expect(
+        result.verified.shards.map((v: {id: string; keys: number}) => [v.id, v.keys >= (4 - Number(v.id.slice(1))) * 100]),
+      ).to.deep.equal([
+        ['s001', true],
+        ['s002', true],
+      ])
+      expect(result.verified.recheckMs).to.be.a('number')
       await expectMoved({s001: 1, s002: 2})
       expect(await dbContent(target, 0)).to.deep.equal(far)
       const history = await spawnCli(['shards:history', '--json', ...r()])
@@ -324,7 +333,7 @@ describe('shards:move', () => {
     it('in a pipe, each step is one line with its duration on stderr, and the result on stdout', async () => {
       const run = await spawnCli(['shards:move', 's003', '--to', inst(target), ...BOUNDS, '--yes', ...r()])
       expect(run.exitCode, run.stderr).to.equal(0)
-      for (const step of ['copy', 'fence', 'catch-up', 'stop-stream', 'registry', 'hold', 'release', 'grace']) {
+      for (const step of ['copy', 'verify', 'fence', 'catch-up', 'stop-stream', 'recheck', 'registry', 'hold', 'release', 'grace']) {
         expect(run.stderr).to.match(new RegExp(`^  ${step}\\s+\\d+(\\.\\d)? (ms|s)$`, 'm'))
       }
       expect(run.stderr).not.to.match(/\r|\u001B\[/)
@@ -407,6 +416,78 @@ describe('shards:move', () => {
       }
     })
 
+    it('a key written into the target database during the copy stops the cut-over: rolled back, exit 3 naming it, nothing lost; --no-verify lets it through', async () => {
+      const writer = await startWriter(['s000', 's001'])
+      const args = ['shards:move', 's001', '--to', inst(target), '--max-pause', '5s', ...BOUNDS, '--yes', '--json', ...r()]
+      const plant = async () => {
+        const run = await stoppedAt(args, 'copy:after:stop')
+        await withClients([target], async ([t]) => {
+          await t.select(1)
+          await t.set('planted', 'not from the source')
+        })
+        resume(run)
+        return run.done
+      }
+      const done = await plant()
+      expect(done.exitCode, done.stderr + done.stdout).to.equal(3)
+      const {error} = JSON.parse(done.stdout)
+      expect(error.code, error.message).to.equal('EDIFFERS')
+      expect(error.message, error.message).to.match(
+        /^the copy of shard s001 on 127\.0\.0\.1:\d+\/1 differs from 127\.0\.0\.1:\d+\/1 under the fence, with every write applied \(1 key: planted: a string, only on 127\.0\.0\.1:\d+\/1\); the move was rolled back: 127\.0\.0\.1:\d+ takes writes again/,
+      )
+      expect(await reg.hget('shards.s001', 'master')).to.equal(source.address(1))
+      expect((await keyspace(target))[1]).to.equal(undefined)
+      expect(await reg.exists('shards._journal', 'shards._lock')).to.equal(0)
+      expect(await fencesOf([source])).to.deep.equal([])
+      expect(await takesWrites(source, 1)).to.equal(true)
+      await expectNothingLost(writer)
+
+      // The control: without the verify the same copy is switched, the planted key with it.
+      args.splice(args.indexOf('--yes'), 0, '--no-verify')
+      const unchecked = await plant()
+      expect(unchecked.exitCode, unchecked.stderr + unchecked.stdout).to.equal(0)
+      expect(JSON.parse(unchecked.stdout).verified).to.equal(undefined)
+      expect(await reg.hget('shards.s001', 'master')).to.equal(target.address(1))
+      await withClients([target], async ([t]) => {
+        await t.select(1)
+        expect(await t.get('planted')).to.equal('not from the source')
+      })
+    })
+
+    it('the registry answers 3 s late at the switch: the pause runs past --max-pause, exit 0, nothing lost', async () => {
+      const proxy = await startReplyDelayProxy(fleet.registry.port)
+      try {
+        const writer = await startWriter(['s000', 's001', 'far'])
+        const run = await stoppedAt(
+          ['shards:move', 's001', '--to', inst(target), ...BOUNDS, '--yes', '--json', '-r', `redis://127.0.0.1:${proxy.port}/0`],
+          'registry:before:stop',
+        )
+        proxy.stallFor(3000)
+        resume(run)
+        const done = await run.done
+        expect(done.exitCode, done.stderr + done.stdout).to.equal(0)
+        const result = JSON.parse(done.stdout)
+        expect(result.pauseExceeded).to.equal(true)
+        expect(result.pauseMs).to.be.at.least(3000)
+        expect(result.strays).to.deep.equal({})
+        await expectNothingLost(writer)
+        await expectMoved({s001: 1})
+      } finally {
+        await proxy.close()
+      }
+    })
+
+    it('a client that reconnects by itself and hears of the move 1 s late: no acknowledged write ends off its route', async () => {
+      const move = ['shards:move', 's001', 's002', '--to', inst(target), '--max-pause', '5s', '--quiet', '500ms', ...BOUNDS]
+      const shards = ['s000', 's001', 's002']
+      const {done, missing, heard} = await whileHearingLate(reg, shards, () => spawnCli([...move, '--yes', '--json', ...r()]))
+      expect(done.exitCode, done.stderr + done.stdout).to.equal(0)
+      expect(JSON.parse(done.stdout).strays).to.deep.equal({})
+      expect(missing).to.deep.equal([])
+      expect(heard).to.be.greaterThan(0)
+      await expectMoved({s001: 1, s002: 2})
+    })
+
     it('a second operator meanwhile gets exit 4; the move finishes', async () => {
       const run = await stoppedAt(['shards:move', 's003', '--to', inst(target), ...BOUNDS, '--yes', '--json', ...r()], 'copy:after:stop')
       const second = await cli(['shards:move', 's000', '--to', inst(target), ...BOUNDS, '--yes', ...r()])
@@ -466,9 +547,17 @@ describe('shards:move', () => {
     describe('killed at a step, then run again', () => {
       const steps: [string, 'rolled-back' | 'rolled-forward'][] = [
         ['copy:after', 'rolled-back'],
+        ['verify:after', 'rolled-back'],
+        ['fence:after', 'rolled-back'],
         ['catch-up:after', 'rolled-back'],
+        ['stop-stream:after', 'rolled-back'],
+        ['recheck:after', 'rolled-back'],
+        ['registry:before', 'rolled-back'],
         ['registry:after', 'rolled-forward'],
+        ['hold:after', 'rolled-forward'],
+        ['release:before', 'rolled-forward'],
         ['release:after', 'rolled-forward'],
+        ['grace:after', 'rolled-forward'],
       ]
       for (const [failpoint, outcome] of steps) {
         it(`SIGKILL at ${failpoint}: the rerun ${outcome === 'rolled-back' ? 'rolls back' : 'finishes'}, nothing lost`, async () => {

@@ -302,6 +302,12 @@ describe('ops/recovery: what a recovery does with a journal and the facts', () =
         {kind: 'refuse', transient: true},
       ],
       [
+        'fenced, not switched, the target silent: lift first, so that writes go on while it is waited for',
+        move(proven),
+        {registry: 'before', source: source(true), target: down},
+        {kind: 'roll-back', actions: ['lift', 'drop-target']},
+      ],
+      [
         'switched, the source still fenced: hold, release, grace',
         move([...proven, 'registry']),
         {registry: 'after', source: source(true), target},

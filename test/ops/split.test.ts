@@ -23,7 +23,7 @@ import {
 } from '../helpers/ops.js'
 import {startReplyDelayProxy} from '../helpers/proxy.js'
 import {type TestServer, startServer, stopServersIn, useSharedServers, waitForStreaming, withClients} from '../helpers/redis.js'
-import {type ContinuousWriter, LateHearingWriter, lostWrites, missingWrites, startedWriter} from '../helpers/writer.js'
+import {type ContinuousWriter, LateHearingWriter, lostWrites, missingWrites, startedWriter, whileHearingLate} from '../helpers/writer.js'
 
 const SHARDS = ['s000', 's001', 's002', 's003', 's004', 's005']
 
@@ -174,32 +174,12 @@ describe('shards:split', () => {
   })
 
   it('a client that reconnects by itself and hears of the split 1 s late: no acknowledged write ends off its route', async () => {
-    // Until it hears, its pool is back on the source within milliseconds of each cut: far
-    // inside --quiet, so the hold lasts until it has heard, however busy the machine.
-    const app = new LateHearingWriter(reg, SHARDS, {hearsAfterMs: 1000, connections: 3})
-    await app.start()
-    await app.waitFor(300)
-    const run = await spawnCli([
-      'shards:split',
-      inst(source),
-      '--to',
-      inst(target),
-      '--max-pause',
-      '5s',
-      '--quiet',
-      '500ms',
-      ...BOUNDS,
-      '--yes',
-      '--json',
-      ...r(),
-    ])
-    const before = app.total
-    await app.waitFor(before + 300)
-    await app.stop()
-    expect(run.exitCode, run.stderr + run.stdout).to.equal(0)
-    expect(JSON.parse(run.stdout).strays).to.deep.equal({})
-    expect(await missingWrites(reg, app)).to.deep.equal([])
-    expect(app.reloads.onEvent).to.be.greaterThan(0)
+    const split = ['shards:split', inst(source), '--to', inst(target), '--max-pause', '5s', '--quiet', '500ms', ...BOUNDS]
+    const {done, missing, heard} = await whileHearingLate(reg, SHARDS, () => spawnCli([...split, '--yes', '--json', ...r()]))
+    expect(done.exitCode, done.stderr + done.stdout).to.equal(0)
+    expect(JSON.parse(done.stdout).strays).to.deep.equal({})
+    expect(missing).to.deep.equal([])
+    expect(heard).to.be.greaterThan(0)
   })
 
   /** A split whose hold never clears: rolled back, exit 3 naming the clients, routing unchanged, nothing lost. */
