@@ -35,9 +35,11 @@ import {Spool} from './spool.js'
  * Memory is bounded: the source's socket is always read at once into a spool (memory up
  * to SPOOL_MEMORY, then a file in spoolDir), so the source's replica output buffer never
  * grows because the target is slow; the target gets at most IN_FLIGHT_LIMIT bytes of
- * commands not yet answered; a value larger than the reader's piece size (8 MB) waits in
- * a file, never whole in memory. The exception: one command of the stream is held whole
- * (a 100 MB SET propagated by the source is 100 MB here for an instant).
+ * commands (and IN_FLIGHT_COMMANDS commands) not yet answered; a value larger than the
+ * reader's piece size (8 MB) waits in a file, never whole in memory, and is written in
+ * bounded pieces under a temporary key (pieces.ts, writePieces). The exception: one
+ * command of the stream is held whole (a 100 MB SET propagated by the source is 100 MB
+ * here for an instant).
  *
  * The source's fencing (min-replicas-to-write) is kept: see `FencePolicy` below and
  * docs/move-engine.md.
@@ -740,7 +742,8 @@ class LiveCopy implements DatabaseCopy {
   }
 
   /**
-   * RESTORE of a value over a piece, written from its file in 1 MB pieces: memory stays
+   * A value over a piece: in pieces when its type allows (writePieces); otherwise (a
+   * stream, a module value) RESTORE, written from its file in 1 MB pieces: memory stays
    * at one piece here. The target reads the argument into its query buffer as it comes
    * (serving its other clients meanwhile), then deserialises the whole value at once:
    * its stall is that one RESTORE, tens of milliseconds for a 100 MB string, up to about
