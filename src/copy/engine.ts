@@ -799,8 +799,7 @@ class LiveCopy implements DatabaseCopy {
     entry.temp = temp
     try {
       for (const args of pieceCommands(big.fd, big.length, job.type, temp)) {
-        while (this.inFlightFull() && !this.ending)
-          await new Promise<void>((resolve) => (this.inFlightWaiter = resolve))
+        while (this.inFlightFull() && !this.ending) await new Promise<void>((resolve) => (this.inFlightWaiter = resolve))
         if (this.ending) return
         const command = encodeCommand(args)
         entry.pieces!.push(command.length)
