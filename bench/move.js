@@ -215,8 +215,8 @@ function report({small, big, cutovers, keysPerDb, bigKeys}) {
           '651 ms for 50,000 (a marginal ~100,000 keys/s, ~100 MB/s, on par with the sync), the cut-over ~50 ms and --grace 100 ms. ' +
           (bigPeak > MEMORY_TARGET_MB
             ? `Memory: the copy holds at most 16 MB of commands in flight to the target and 16 MB of the source's stream before ` +
-              `its spool file; the rest of the ${formatMb(bigPeak)} peak grows with the number of keys (a RESTORE, its key and its ` +
-              'payload are buffers per key, collected late by V8), not with the size of a value; which part is not yet measured. '
+              `its spool file; the rest of the ${formatMb(bigPeak)} peak is Node and the CLI and garbage V8 has not yet collected ` +
+              '(the heap no longer grows with the number of keys since at most 4,096 commands are in flight: docs/move-engine.md). '
             : '') +
           'See the repetitions below.',
       },

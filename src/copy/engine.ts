@@ -1,14 +1,17 @@
+import {randomBytes} from 'node:crypto'
 import {closeSync, mkdtempSync, openSync, readSync, rmSync, writeSync} from 'node:fs'
 import {tmpdir} from 'node:os'
 import {join} from 'node:path'
 
 import {ShardctlError} from '../errors.js'
 import {type ScriptedRedis, type TlsSettings, close, connect} from '../fleet/connect.js'
+import {luaScripts} from '../lua/scripts.generated.js'
 import {Crc64} from '../rdb/crc64.js'
 import {type RdbEntry, RdbReader, dumpPayload} from '../rdb/reader.js'
 import {type ConnectTarget, instanceKey} from '../registry/address.js'
 import {SnapshotFraming} from '../replication/framing.js'
 import {ReplicationLink, encodeCommand} from '../replication/link.js'
+import {TEMP_KEY_PREFIX, pieceCommands, pieceable} from './pieces.js'
 import {CommandParser, ReplyParser, type Reply} from './resp.js'
 import {refuseMissingExtensions} from './extensions.js'
 import {Spool} from './spool.js'
@@ -33,9 +36,11 @@ import {Spool} from './spool.js'
  * Memory is bounded: the source's socket is always read at once into a spool (memory up
  * to SPOOL_MEMORY, then a file in spoolDir), so the source's replica output buffer never
  * grows because the target is slow; the target gets at most IN_FLIGHT_LIMIT bytes of
- * commands not yet answered; a value larger than the reader's piece size (8 MB) waits in
- * a file, never whole in memory. The exception: one command of the stream is held whole
- * (a 100 MB SET propagated by the source is 100 MB here for an instant).
+ * commands (and IN_FLIGHT_COMMANDS commands) not yet answered; a value larger than the
+ * reader's piece size (8 MB) waits in a file, never whole in memory, and is written in
+ * bounded pieces under a temporary key (pieces.ts, writePieces). The exception: one
+ * command of the stream is held whole (a 100 MB SET propagated by the source is 100 MB
+ * here for an instant).
  *
  * The source's fencing (min-replicas-to-write) is kept: see `FencePolicy` below and
  * docs/move-engine.md.
@@ -91,6 +96,8 @@ export interface DatabaseCopy {
 
 /** Commands sent to the target and not yet answered, in bytes, at most. */
 export const IN_FLIGHT_LIMIT = 16 * 1024 * 1024
+/** Commands sent to the target and not yet answered, in number, at most (give or take one read's worth). */
+export const IN_FLIGHT_COMMANDS = 4096
 /** Source bytes kept in memory before the spool writes them to its file. */
 export const SPOOL_MEMORY = 16 * 1024 * 1024
 /** How much of the spool is parsed at a time. */
@@ -118,8 +125,14 @@ export async function startDatabaseCopy(options: DatabaseCopyOptions): Promise<D
 interface Expected {
   bytes: number
   end: number
+  /** What it was, for a refusal: a command's name (its key added to the message, built only then). */
   what: string
-  key?: boolean
+  /** The key restored: counted once answered. */
+  key?: Buffer
+  /** A value written in pieces: the sizes of its piece commands written and not yet answered, which come before its own reply. */
+  pieces?: number[]
+  /** …and the temporary key they build. */
+  temp?: Buffer
 }
 
 /** A value larger than a piece, gathered in a file until its entry ends. */
@@ -130,7 +143,16 @@ interface BigValue {
   crc: Crc64
 }
 
-type Job = Buffer | {big: BigValue; key: Buffer; ttl: number; type: number; version: number}
+interface BigJob {
+  big: BigValue
+  key: Buffer
+  ttl: number
+  type: number
+  version: number
+  /** Written in pieces (pieces.ts): the entry its pieces' replies are counted on. */
+  pieced?: Expected
+}
+type Job = Buffer | BigJob
 
 class LiveCopy implements DatabaseCopy {
   replicationId = ''
@@ -172,6 +194,10 @@ class LiveCopy implements DatabaseCopy {
   private inFlightWaiter: (() => void) | undefined
   private out: Job[] = []
   private big: BigValue | undefined
+  /** Temporary keys of pieced values: this copy's own prefix, and the one being built (removed if the copy ends before it is placed). */
+  private readonly tempPrefix = `${TEMP_KEY_PREFIX}${randomBytes(6).toString('hex')}:`
+  private temps = 0
+  private building: Buffer | undefined
 
   private applied = -1
   private consumed = 0
@@ -322,7 +348,7 @@ class LiveCopy implements DatabaseCopy {
 
   private async pump(): Promise<void> {
     while (!this.ending) {
-      if (this.inFlightBytes >= this.inFlightLimit) {
+      if (this.inFlightFull()) {
         await new Promise<void>((resolve) => (this.inFlightWaiter = resolve))
         continue
       }
@@ -380,10 +406,16 @@ class LiveCopy implements DatabaseCopy {
     }
     const ttl = entry.expireAtMs ?? 0
     if (big) {
-      const bytes = big.length + 64 + entry.key.length
-      this.expect({bytes, end: -1, what: `RESTORE of key ${quoteKey(entry.key)}`, key: true})
-      const job = {big, key: entry.key, ttl, type: entry.type, version: this.reader.version}
-      this.rated.add(job)
+      const job: BigJob = {big, key: entry.key, ttl, type: entry.type, version: this.reader.version}
+      if (pieceable(entry.type)) {
+        // Its pieces are counted as they are written; this entry is the final placing.
+        job.pieced = {bytes: 256 + entry.key.length, end: -1, what: 'the pieces', key: entry.key, pieces: []}
+        this.expect(job.pieced)
+      } else {
+        const bytes = big.length + 64 + entry.key.length
+        this.expect({bytes, end: -1, what: 'RESTORE', key: entry.key})
+      }
+      if (this.options.rate) this.rated.add(job)
       this.out.push(job)
       this.bytes += big.length
     } else {
@@ -394,8 +426,8 @@ class LiveCopy implements DatabaseCopy {
         dumpPayload(entry.type, entry.value!, this.reader.version),
         'ABSTTL',
       ])
-      this.expect({bytes: command.length, end: -1, what: `RESTORE of key ${quoteKey(entry.key)}`, key: true})
-      this.rated.add(command)
+      this.expect({bytes: command.length, end: -1, what: 'RESTORE', key: entry.key})
+      if (this.options.rate) this.rated.add(command)
       this.out.push(command)
       this.bytes += entry.valueLength
     }
@@ -637,30 +669,55 @@ class LiveCopy implements DatabaseCopy {
   private onReply(reply: Reply): void {
     if (this.expectedHead === this.expected.length)
       throw new ShardctlError(`${this.targetWhere} sent a reply to nothing`, {code: 'EPROTOCOL'})
+    const head = this.expected[this.expectedHead]
+    if (head.pieces !== undefined && head.pieces.length > 0) {
+      // A piece of a value, before the value's own reply.
+      this.inFlightBytes -= head.pieces.shift()!
+      if (reply.error !== undefined) throw this.refused(head, reply.error)
+      this.wakeInFlight()
+      return
+    }
     const entry = this.expected[this.expectedHead++]
     if (this.expectedHead > 4096 && this.expectedHead * 2 > this.expected.length) {
       this.expected.splice(0, this.expectedHead)
       this.expectedHead = 0
     }
     this.inFlightBytes -= entry.bytes
-    if (reply.error !== undefined) {
-      throw new ShardctlError(
-        `${this.targetWhere} refused ${entry.what} in database ${this.options.targetDb} (copying database ${this.options.sourceDb} of ${this.sourceWhere}): ${reply.error}`,
-        {
-          code: 'ETARGET',
-          hint: /BUSYKEY/.test(reply.error)
-            ? 'the target database must be empty when the copy starts'
-            : 'the copy stopped: see why the target refused, then start again',
-        },
-      )
-    }
+    if (reply.error !== undefined) throw this.refused(entry, reply.error)
+    if (entry.temp && this.building === entry.temp) this.building = undefined
     if (entry.key) this.keys++
     if (entry.end >= 0) this.setApplied(entry.end)
-    if (this.inFlightWaiter && this.inFlightBytes < this.inFlightLimit) {
+    this.wakeInFlight()
+  }
+
+  /**
+   * Enough unanswered commands on the target: by bytes, and by count, since every command
+   * in flight is a few objects that outlive V8's young generation; a deeper pipeline of
+   * small values only fills the old generation with garbage (memory grew with the number
+   * of keys without it).
+   */
+  private inFlightFull(): boolean {
+    return this.inFlightBytes >= this.inFlightLimit || this.expected.length - this.expectedHead >= IN_FLIGHT_COMMANDS
+  }
+
+  private wakeInFlight(): void {
+    if (this.inFlightWaiter && !this.inFlightFull()) {
       const wake = this.inFlightWaiter
       this.inFlightWaiter = undefined
       wake()
     }
+  }
+
+  private refused(entry: Expected, error: string): ShardctlError {
+    return new ShardctlError(
+      `${this.targetWhere} refused ${entry.what}${entry.key ? ` of key ${quoteKey(entry.key)}` : ''} in database ${this.options.targetDb} (copying database ${this.options.sourceDb} of ${this.sourceWhere}): ${error}`,
+      {
+        code: 'ETARGET',
+        hint: /BUSYKEY/.test(error)
+          ? 'the target database must be empty when the copy starts'
+          : 'the copy stopped: see why the target refused, then start again',
+      },
+    )
   }
 
   /** Write the queued commands, in order, waiting for the socket to drain; a large value streams from its file. */
@@ -698,14 +755,19 @@ class LiveCopy implements DatabaseCopy {
   }
 
   /**
-   * RESTORE of a value over a piece, written from its file in 1 MB pieces: memory stays
+   * A value over a piece: in pieces when its type allows (writePieces); otherwise (a
+   * stream, a module value) RESTORE, written from its file in 1 MB pieces: memory stays
    * at one piece here. The target reads the argument into its query buffer as it comes
    * (serving its other clients meanwhile), then deserialises the whole value at once:
    * its stall is that one RESTORE, tens of milliseconds for a 100 MB string, up to about
    * a second for a hash of a million fields; it also holds the payload in memory once,
    * and refuses one beyond its proto-max-bulk-len (512 MB by default).
    */
-  private async writeBig(job: Exclude<Job, Buffer>): Promise<void> {
+  private async writeBig(job: BigJob): Promise<void> {
+    if (job.pieced) {
+      await this.writePieces(job, job.pieced)
+      return
+    }
     const socket = this.targetLink!.socket
     const {big} = job
     try {
@@ -729,6 +791,40 @@ class LiveCopy implements DatabaseCopy {
       big.crc.update(trailer.subarray(0, 2))
       trailer.writeBigUInt64LE(big.crc.value, 2)
       if (!socket.write(Buffer.concat([trailer, Buffer.from('\r\n$6\r\nABSTTL\r\n')]))) await drained(socket)
+    } finally {
+      dropBig(big)
+    }
+  }
+
+  /**
+   * A value over a piece, built under a temporary key in commands of bounded size
+   * (pieces.ts), in the target's database, then placed on its key with its expiry by one
+   * script: the target's stall is one piece, never the whole value, and no reader sees a
+   * half value. The pieces count against the in-flight limit like any command. If the
+   * copy ends before the placing, the temporary key is removed (closeAll); if the process
+   * dies, it stays in the target database, which a move's rollback empties.
+   */
+  private async writePieces(job: BigJob, entry: Expected): Promise<void> {
+    const socket = this.targetLink!.socket
+    const {big} = job
+    const temp = Buffer.from(`${this.tempPrefix}${++this.temps}`)
+    this.building = temp
+    entry.temp = temp
+    try {
+      for (const args of pieceCommands(big.fd, big.length, job.type, temp)) {
+        while (this.inFlightFull() && !this.ending) await new Promise<void>((resolve) => (this.inFlightWaiter = resolve))
+        if (this.ending) return
+        const command = encodeCommand(args)
+        entry.pieces!.push(command.length)
+        this.inFlightBytes += command.length
+        if (!socket.write(command)) await drained(socket)
+      }
+      if (this.ending) return
+      const place = encodeCommand(['EVAL', luaScripts.placeValue.lua, '2', temp, job.key, String(job.ttl)])
+      // Counted from here on as this entry's own bytes (its estimate until now).
+      this.inFlightBytes += place.length - entry.bytes
+      entry.bytes = place.length
+      if (!socket.write(place)) await drained(socket)
     } finally {
       dropBig(big)
     }
@@ -773,6 +869,10 @@ class LiveCopy implements DatabaseCopy {
     return this.shutdownDone
   }
 
+  private async dropTemp(temp: Buffer): Promise<void> {
+    await this.targetAdmin!.multi().select(this.options.targetDb).del(temp).select(0).exec()
+  }
+
   private async closeAll(): Promise<void> {
     this.ending = true
     if (this.ackTimer) clearInterval(this.ackTimer)
@@ -791,6 +891,8 @@ class LiveCopy implements DatabaseCopy {
         await this.targetAdmin.call('CLIENT', 'KILL', 'ADDR', `${link.socket.localAddress}:${link.socket.localPort}`).catch(() => undefined)
       }
       link.close()
+      // A value being built in pieces and not placed: its temporary key goes.
+      if (this.building && this.targetAdmin) await this.dropTemp(this.building).catch(() => undefined)
     }
     if (this.big) dropBig(this.big)
     this.big = undefined
