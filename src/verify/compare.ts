@@ -12,7 +12,9 @@ import {displayKey} from './keys.js'
  *      absolute expiry (PEXPIRETIME; PTTL before Redis 7), the length by type and
  *      MEMORY USAGE (an estimate from a few elements: cheap whatever the key's size);
  *   2. small keys (at most `smallElements` elements and `smallBytes`): the whole value
- *      — strings with one MGET per batch, others in a canonical order (sets and hashes
+ *      — a string of at most DIGEST_BYTES by the SHA-1 the outline gave (computed by the
+ *      server, so a batch of short strings costs no transfer of their values), longer
+ *      strings with one MGET per batch, others in a canonical order (sets and hashes
  *      sorted; zsets come sorted by score); streams and module types by DUMP, equal
  *      payloads proving equal content;
  *   3. large keys, one at a time, in slices of at most `sliceElements` elements or
@@ -61,7 +63,16 @@ export interface Outline {
   /** -1 for a type without a length (a module's). */
   length: number
   memory: number
+  /** SHA-1 of a string of at most DIGEST_BYTES. */
+  digest?: string
 }
+
+/**
+ * Strings up to this size are compared by the SHA-1 of their values, computed by each
+ * server in the outline's script (a batch of 256 such values hashes in well under a
+ * millisecond); longer ones are read.
+ */
+export const DIGEST_BYTES = 4096
 
 /** Compare `keys` on both sides; returns only the keys that differ. */
 export async function compareKeys(a: Side, b: Side, keys: Buffer[], settings: CompareSettings): Promise<KeyDifference[]> {
@@ -77,7 +88,9 @@ export async function compareKeys(a: Side, b: Side, keys: Buffer[], settings: Co
   }
 
   // 1. outline
-  const [outA, outB] = await Promise.all([a.outlines(keys), b.outlines(keys)])
+  // Only strings the comparison would read whole are digested (smallBytes may be lower).
+  const digestBytes = Math.min(DIGEST_BYTES, settings.smallBytes)
+  const [outA, outB] = await Promise.all([a.outlines(keys, digestBytes), b.outlines(keys, digestBytes)])
   const strings: Small[] = []
   const others: Small[] = []
   const large: {key: Buffer; outline: Outline}[] = []
@@ -95,7 +108,9 @@ export async function compareKeys(a: Side, b: Side, keys: Buffer[], settings: Co
     const small =
       x.type === 'string' ? x.length <= settings.smallBytes : x.length <= settings.smallElements && memory <= settings.smallBytes
     // Module types have no length to slice by: compared whole, by DUMP.
-    if (x.type === 'string' && small) strings.push({key, type: x.type, memory})
+    if (x.digest !== undefined && y.digest !== undefined) {
+      if (x.digest !== y.digest) differ(key, 'value', 'the values differ')
+    } else if (x.type === 'string' && small) strings.push({key, type: x.type, memory})
     else if (small || LENGTH[x.type] === undefined) others.push({key, type: x.type, memory})
     else large.push({key, outline: {...x, memory}})
   })

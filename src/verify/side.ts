@@ -67,28 +67,31 @@ export class Side {
    * Type, absolute expiry, length and memory of each key (lua/verify-outline.lua): one
    * script call for the batch instead of four commands a key.
    */
-  async outlines(keys: Buffer[]): Promise<Outline[]> {
-    const flat = await this.outlineScript(keys, this.exactExpiry ? 'PEXPIRETIME' : 'PTTL')
+  async outlines(keys: Buffer[], digestBytes: number): Promise<Outline[]> {
+    const flat = await this.outlineScript(keys, this.exactExpiry ? 'PEXPIRETIME' : 'PTTL', digestBytes)
     const now = Date.now()
     return keys.map((_, i) => {
-      const [type, ttl, length, memory] = flat.slice(4 * i, 4 * i + 4)
+      const [type, ttl, length, memory, digest] = flat.slice(5 * i, 5 * i + 5)
       // -1: no expiry; -2: no key. PTTL is relative: made absolute with this machine's clock (the tolerance covers it).
       const t = Number(ttl)
       const expireAt = t < 0 ? -1 : this.exactExpiry ? t : now + t
-      return {type: String(type), expireAt, length: Number(length), memory: Number(memory)}
+      const outline: Outline = {type: String(type), expireAt, length: Number(length), memory: Number(memory)}
+      if (typeof digest === 'string' && digest !== '') outline.digest = digest
+      return outline
     })
   }
 
   /** Whether each key exists. */
   async exist(keys: Buffer[]): Promise<boolean[]> {
-    return (await this.outlineScript(keys, '')).map((type) => String(type) !== 'none')
+    return (await this.outlineScript(keys, '', 0)).map((type) => String(type) !== 'none')
   }
 
-  private async outlineScript(keys: Buffer[], expiry: string): Promise<unknown[]> {
+  private async outlineScript(keys: Buffer[], expiry: string, digestBytes: number): Promise<unknown[]> {
     // EVAL_RO (Redis 7) where it exists: a paused instance (CLIENT PAUSE WRITE, as under a cut-over's fence) holds back every EVAL, even one that only reads.
     const script = luaScripts.verifyOutline.lua
+    const args = [...keys, expiry, String(digestBytes)]
     const [reply] = await this.run((p) =>
-      this.exactExpiry ? p.call('EVAL_RO', script, keys.length, ...keys, expiry) : p.eval(script, keys.length, ...keys, expiry),
+      this.exactExpiry ? p.call('EVAL_RO', script, keys.length, ...args) : p.eval(script, keys.length, ...args),
     )
     return valueOf<unknown[]>(reply)
   }

@@ -207,6 +207,23 @@ describe('verifyDatabases', () => {
     expect((await verify({ttlToleranceMs: 300})).differences.ttl.count).to.equal(1)
   })
 
+  it('compares short strings by the digest each server computes, never reading them, and finds one byte that differs', async () => {
+    const values = Array.from({length: 3000}, (_, i) => [`s:${i}`, `${'v'.repeat(i % 4000)}:${i}`]).flat()
+    await both([a, b], (c) => c.mset(...values))
+    await both([a, b], (c) => c.set('long', 'x'.repeat(5000)))
+    await Promise.all([a.config('RESETSTAT'), b.config('RESETSTAT')])
+    expect((await verify()).equal).to.equal(true)
+    const [onA, onB] = await Promise.all([calls(a), calls(b)])
+    // Only the one string over 4 KB is read (one MGET a side), the 3,000 others by digest.
+    expect(onA.mget).to.equal(1)
+    expect(onB.mget).to.equal(1)
+    expect(onA.get, 'GET inside the outline script').to.be.at.least(3000)
+
+    await b.setrange('s:2999', 500, 'w')
+    const report = await verify({rounds: 1})
+    expect(report.differences.value.keys).to.deep.equal([{key: 's:2999', detail: 'the values differ'}])
+  })
+
   it('compares a 200,000-field hash in slices, never in one reply, and finds the one field that differs', async () => {
     const fields = 200_000
     for (let i = 0; i < fields; i += 5000) {
