@@ -92,14 +92,8 @@ describe('copy/engine: large values in pieces', function () {
     await Promise.all([source?.stop(), target?.stop()])
   })
 
-  /**
-   * Copy source db `db` (holding `key`) into a target db of the same number, pinging the
-   * target's db 0 meanwhile. The copy must equal the source's value, written in pieces.
-   */
-  async function copyAndCompare(db: number, key: string): Promise<void> {
-    const stopPing = await pingGaps(target)
-    await target.client(0).config('RESETSTAT')
-    const t0 = performance.now()
+  /** A copy of source db `db` into the target db of the same number, stopped after the test. */
+  async function startCopy(db: number): Promise<DatabaseCopy> {
     const copy = await startDatabaseCopy({
       source: {host: '127.0.0.1', port: source.port, db},
       sourceDb: db,
@@ -108,6 +102,18 @@ describe('copy/engine: large values in pieces', function () {
       timeoutMs: 30_000,
     })
     copies.push(copy)
+    return copy
+  }
+
+  /**
+   * Copy source db `db` (holding `key`) into a target db of the same number, pinging the
+   * target's db 0 meanwhile. The copy must equal the source's value, written in pieces.
+   */
+  async function copyAndCompare(db: number, key: string): Promise<void> {
+    const stopPing = await pingGaps(target)
+    await target.client(0).config('RESETSTAT')
+    const t0 = performance.now()
+    const copy = await startCopy(db)
     await copy.snapshotLoaded()
     const ms = performance.now() - t0
     const pieces = await stopPing()
@@ -194,14 +200,7 @@ describe('copy/engine: large values in pieces', function () {
   it('a copy stopped while a value is being built leaves neither the temporary key nor half a value', async () => {
     const db = nextDb++
     await source.client(db).set('string:stopped', randomBytes(100 * 1024 * 1024))
-    const copy = await startDatabaseCopy({
-      source: {host: '127.0.0.1', port: source.port, db},
-      sourceDb: db,
-      target: {host: '127.0.0.1', port: target.port, db},
-      targetDb: db,
-      timeoutMs: 30_000,
-    })
-    copies.push(copy)
+    const copy = await startCopy(db)
     const to = target.client(db)
     let temp: string[] = []
     // The temporary key exists from the first piece to the placing, a hundred pieces later.
