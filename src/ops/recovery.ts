@@ -288,6 +288,8 @@ export interface MoveFacts {
   target: NodeFacts
 }
 
+const MOVE: CutOver = {name: 'move', sides: 'the target'}
+
 /**
  * A move's copy runs in the process that started it: once that process is gone, so is
  * the stream. Before the registry switch the target databases only hold a copy, so a
@@ -295,8 +297,6 @@ export interface MoveFacts {
  * was stopped before it, with the source fenced and the copy proven whole), the target
  * databases are the shards: the recovery finishes on the source only.
  */
-const MOVE: CutOver = {name: 'move', sides: 'the target'}
-
 export function decideMoveRecovery(entry: Pick<JournalEntry, 'steps'>, facts: MoveFacts): MoveRecovery {
   const {registry, source, target} = facts
   if (registry === 'changed') return registryChanged(MOVE)
