@@ -1,5 +1,5 @@
 import {expect} from 'chai'
-import type {Redis} from 'ioredis'
+import {Redis} from 'ioredis'
 
 import {parseInfo} from '../../src/fleet/info.js'
 import {type VerifyOptions, type VerifyReport, verifyDatabases} from '../../src/verify/verify.js'
@@ -326,6 +326,26 @@ describe('verifyDatabases', () => {
     expect(report.differences.missingInB.count).to.equal(300)
     // 300 keys, a burst of 100 allowed: at least 0.2 s. A slower machine only takes longer.
     expect(report.durationMs).to.be.at.least(190)
+  })
+
+  it('a page that fails in the middle of the first round fails the verify with its error, once the pages in flight end', async () => {
+    // Long strings are read with MGET; a user of b that may not run it fails every page that holds one.
+    const long = 'x'.repeat(5000)
+    await both([a, b], (c) => c.mset(...Array.from({length: 2000}, (_, i) => [`long:${i}`, long]).flat()))
+    await other.client(0).call('ACL', 'SETUSER', 'nomget', 'on', '>pw', '~*', '+@all', '-mget')
+    const limited = new Redis({host: '127.0.0.1', port: other.port, username: 'nomget', password: 'pw', lazyConnect: true})
+    try {
+      const error = await verifyDatabases({client: a, db: 3}, {client: limited, db: 5}, {batchSize: 100}).then(
+        () => undefined,
+        (e: Error) => e,
+      )
+      expect(error?.message).to.match(/NOPERM|mget/i)
+      // The connection it used is left usable.
+      await limited.ping()
+    } finally {
+      limited.disconnect()
+      await other.client(0).call('ACL', 'DELUSER', 'nomget')
+    }
   })
 
   it('stops when its signal is aborted', async () => {
