@@ -46,11 +46,15 @@ export interface RunningCli {
   stdout: () => string
 }
 
+export interface CliOptions {
+  input?: string
+  env?: Record<string, string | undefined>
+  /** Another copy of bin/run.js (a test's own install); this checkout's by default. */
+  binary?: string
+}
+
 /** Start the real binary in its own process: stdin, environment, signals and exit codes as a user gets them. */
-export async function startCli(
-  args: string[],
-  options: {input?: string; env?: Record<string, string | undefined>} = {},
-): Promise<RunningCli> {
+export async function startCli(args: string[], options: CliOptions = {}): Promise<RunningCli> {
   const {execa} = await import('execa')
   const env: Record<string, string | undefined> = {
     ...process.env,
@@ -60,7 +64,7 @@ export async function startCli(
     ...options.env,
   }
   const started = performance.now()
-  const child = execa('node', [binary, ...args], {
+  const child = execa('node', [options.binary ?? binary, ...args], {
     env,
     extendEnv: false,
     input: options.input,
@@ -113,10 +117,7 @@ export function killLeftovers(): void {
 }
 
 /** Run the real binary to its end. */
-export async function spawnCli(
-  args: string[],
-  options: {input?: string; env?: Record<string, string | undefined>} = {},
-): Promise<CliResult> {
+export async function spawnCli(args: string[], options: CliOptions = {}): Promise<CliResult> {
   return (await startCli(args, options)).done
 }
 
