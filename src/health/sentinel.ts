@@ -15,6 +15,7 @@ import {
   viewOf,
 } from '../sentinel/sentinel.js'
 import {Sentinels, sameInstance} from '../sentinel/sentinels.js'
+import {plural} from '../ui/terminal.js'
 
 /**
  * shards:check's Sentinel section, when the registry records Sentinels: per group,
@@ -146,7 +147,7 @@ async function inspect(record: SentinelRecord, shards: Shard[], sentinels: Senti
       report.fleet.push({
         subject: master,
         problems: [
-          `the registry routes ${list.length} shard(s) here (${list[0].id}...), but no Sentinel monitors it for the fleet: run sentinel:register`,
+          `the registry routes ${plural(list.length, 'shard')} here (${list[0].id}...), but no Sentinel monitors it for the fleet: run sentinel:register`,
         ],
       })
     }

@@ -4,6 +4,7 @@ import {mapLimited, probeInstances} from '../fleet/probe.js'
 import {type Endpoint, type ShardAddress, instanceKey} from '../registry/address.js'
 import type {Registry} from '../registry/registry.js'
 import type {BalanceBy, PlanInstance, PlanShard} from './plan.js'
+import {plural} from '../ui/terminal.js'
 
 /**
  * The fleet as the rebalance plan needs it: every master instance of the registry
@@ -61,7 +62,7 @@ export async function measureFleet(registry: Registry, pool: ConnectionPool, opt
   take(options.registry)
   const replicaInstances = new Set(shards.flatMap((s) => [...s.replicas, ...s.persist].map((r) => instanceKey(r))))
 
-  options.onProgress?.(`probing ${masters.size} instance(s)`)
+  options.onProgress?.(`probing ${plural(masters.size, 'instance')}`)
   const states = await probeInstances(masters.values(), pool, {memory: true, config: ['databases']})
   const excluded: ExcludedInstance[] = []
   const eligible: string[] = []
@@ -104,7 +105,7 @@ export async function measureFleet(registry: Registry, pool: ConnectionPool, opt
         state.config?.databases === undefined ? await databaseCount(client, masters.get(key)!) : Number(state.config.databases)
       const used = new Set([...(taken.get(key) ?? []), ...[...keysByDb].filter(([, n]) => n > 0).map(([db]) => db)])
       const freeDbs = Array.from({length: databases}, (_, db) => db).filter((db) => !used.has(db))
-      options.onProgress?.(`measured ${key}: ${estimates.size} database(s)`)
+      options.onProgress?.(`measured ${key}: ${plural(estimates.size, 'database')}`)
       return {
         instance: {
           instance: key,

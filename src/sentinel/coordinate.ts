@@ -11,6 +11,7 @@ import {type GroupRecord, type SentinelRecord, groupOf, readRecord, setGroup} fr
 import {DEFAULT_SETTINGS, settleAndCheck} from './register.js'
 import {type MonitorSettings, type SentinelCredentials, checkQuorum, isDown, knownReplicas, monitor, removeName} from './sentinel.js'
 import {Sentinels, ipOf, sameInstance} from './sentinels.js'
+import {plural} from '../ui/terminal.js'
 
 /**
  * shardctl's own operations beside Sentinel, never against it. Sentinel turns a replica
@@ -96,7 +97,7 @@ export class SentinelCoordination {
       .map((c) => c.addr.replace(/:\d+$/, ''))
     if (watchers.length === 0) return
     throw new ShardctlError(
-      `${instance} is monitored by ${watchers.length} Sentinel(s) the registry does not record (connections from ${[...new Set(watchers)].join(', ')}): they would turn the operation back`,
+      `${instance} is monitored by ${plural(watchers.length, 'Sentinel')} the registry does not record (connections from ${[...new Set(watchers)].join(', ')}): they would turn the operation back`,
       {
         code: 'ESENTINEL',
         exitCode: ExitCode.usage,
@@ -321,7 +322,7 @@ export class SentinelCoordination {
         const down = known.filter((k) => isDown(k.flags) && !ends.some((t) => instanceKey(t) === instanceKey(k.instance)))
         if (/failover_in_progress/.test(flags ?? '') || down.length > 0) {
           problems.push(
-            `Sentinel ${instanceKey(sentinel)} knows split target(s) ${targets.join(', ')} as replicas of ${name} and will make them replicas again; once ${down.length > 0 ? `${down.map((d) => instanceKey(d.instance)).join(', ')} are back` : 'its failover is over'}, run SENTINEL RESET ${name} on it`,
+            `Sentinel ${instanceKey(sentinel)} knows ${plural(targets.length, 'split target')} (${targets.join(', ')}) as replicas of ${name} and will make them replicas again; once ${down.length > 0 ? `${down.map((d) => instanceKey(d.instance)).join(', ')} are back` : 'its failover is over'}, run SENTINEL RESET ${name} on it`,
           )
           continue
         }
