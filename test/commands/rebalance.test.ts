@@ -1,7 +1,7 @@
 import {expect} from 'chai'
 import {Redis} from 'ioredis'
 
-import {cli, isStopped, spawnCli, ttyCli, until} from '../helpers/cli.js'
+import {ANSI_ALL, cli, isStopped, spawnCli, ttyCli, until} from '../helpers/cli.js'
 import {resume, stoppedAt} from '../helpers/ops.js'
 import {type TestServer, dumpDb, startServer, withClients} from '../helpers/redis.js'
 
@@ -192,6 +192,33 @@ describe('shards:rebalance', () => {
     expect(again.exitCode).to.equal(0)
     expect(again.stdout).to.match(/Balanced by keys/)
     expect((await plan()).moves).to.deep.equal([])
+  })
+
+  it('--apply --include on a terminal: a plan that changes while the question is open is not carried out; exit 3, nothing moved', async () => {
+    const include = ['--include', inst(d), '--include', inst(e)]
+    const routes = async () => Promise.all(['s1', 's2', 's3', 's4', 's5', 's6'].map((s) => reg.hget(`shards.${s}`, 'master')))
+    const before = await routes()
+    // D fills up (keys in a database no shard uses) while the operator reads the plan: it can take no shard now.
+    const fill = async (client: Redis) => {
+      await client.select(9)
+      await client.mset(Object.fromEntries(Array.from({length: 300}, (_, i) => [`other:${i}`, 'x'])))
+    }
+    const run = await ttyCli(['shards:rebalance', '--by', 'keys', ...include, '--apply', ...r()], 'y\r', {}, () =>
+      withClients([d], async ([client]) => fill(client)),
+    )
+    try {
+      expect(run.screen.replaceAll(ANSI_ALL, '')).to.include('Make 2 moves (')
+      expect(run.exitCode, run.screen).to.equal(3)
+      expect(run.screen).to.include('the registry or the fleet changed while the question was open; nothing was changed')
+      expect(await routes()).to.deep.equal(before)
+      expect(await reg.get('shards._lock')).to.equal(null)
+      expect(await reg.get('shards._journal')).to.equal(null)
+    } finally {
+      await withClients([d], async ([client]) => {
+        await client.select(9)
+        await client.flushdb()
+      })
+    }
   })
 
   it('--include: new instances that serve no shard take shards; --apply holds one lock across the moves, so another operator, during a move or between two, exits 4 naming the rebalance', async () => {
