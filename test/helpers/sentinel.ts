@@ -184,8 +184,18 @@ export async function restart(server: TestServer, args: string[] = []): Promise<
       return true
     }
   })
-  const proc = await startRedis({port: server.port, dir: server.dir, args})
-  server.pid = proc.pid
+  // While the port was closed, another process's outgoing connection may have been given it
+  // as its own local port (clients retrying this very server can even connect to themselves):
+  // such a connection ends soon, so the start is tried again for a while.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      server.pid = (await startRedis({port: server.port, dir: server.dir, args})).pid
+      return
+    } catch (error) {
+      if (attempt >= 20) throw error
+      await new Promise((resolve) => setTimeout(resolve, 250))
+    }
+  }
 }
 
 /** A client an application would use for a registry behind Sentinel (ioredis's own Sentinel support). */
