@@ -256,7 +256,6 @@ async function sides(
   return {sideA, sideB, settings}
 }
 
-/** The keys of a database, one SCAN page at a time. */
 /**
  * Pages of the first round compared at once. One page waits on a handful of round trips
  * (SCAN, the outlines, the values); with several in flight the servers and this process
@@ -291,6 +290,7 @@ async function eachPage(pages: AsyncIterable<Buffer[]>, work: (keys: Buffer[]) =
   if (failure) throw failure.error
 }
 
+/** The keys of a database, one SCAN page at a time. */
 async function* scanPages(side: Side, count: number, signal?: AbortSignal): AsyncGenerator<Buffer[]> {
   let cursor = '0'
   do {
