@@ -130,8 +130,13 @@ export function isStopped(pid: number): boolean {
   }
 }
 
-/** Wait (boundedly) until `condition` holds, polling it; a hang becomes a clear failure. */
-export async function until(what: string, condition: () => boolean | Promise<boolean>, attempts = 6000): Promise<void> {
+/**
+ * Wait (boundedly) until `condition` holds, polling it; a hang becomes a clear failure. The bound
+ * (at least 3 minutes) only tells a hang from slowness: under load (three test files at a time
+ * beside two redis-benchmark loops) a Sentinel failover once took more than a minute to reach
+ * the registry.
+ */
+export async function until(what: string, condition: () => boolean | Promise<boolean>, attempts = 18_000): Promise<void> {
   for (let i = 0; i < attempts; i++) {
     if (await condition()) return
     await new Promise((resolve) => setTimeout(resolve, 10))

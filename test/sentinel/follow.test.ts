@@ -273,7 +273,12 @@ describe('sentinel:follow @timing-sensitive', () => {
     const stale = sentinels.sentinels[2]
     stale.pause()
     killHard(master)
-    await until('the registry moved once', async () => (await failovers()).length === 1)
+    await until('the registry moved once', async () => (await failovers()).length === 1).catch(async (error: Error) => {
+      const views = await sentinelsSay(sentinels.sentinels.slice(0, 2)).catch((e: Error) => e.message)
+      throw new Error(
+        `${error.message}; the two running Sentinels say ${JSON.stringify(views)}; the follower said: ${follower.stdout().slice(-4000)} ${follower.stderr().slice(-2000)}`,
+      )
+    })
     expect(stale.paused).to.equal(true)
     const [{port: to}] = await sentinelsSay(sentinels.sentinels.slice(0, 2))
     await truthful(to, replicas)
