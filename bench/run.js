@@ -86,6 +86,11 @@ async function main() {
   // --only <name>: run one benchmark and print it, without rewriting BENCHMARKS.md;
   // with --update, its rows and repetitions in BENCHMARKS.md are replaced (or added).
   const only = process.argv.includes('--only') ? process.argv[process.argv.indexOf('--only') + 1] : undefined
+  if (only !== undefined && !BENCHMARKS.some(([n]) => n === only)) {
+    console.error(`no benchmark named ${JSON.stringify(only)}: one of ${BENCHMARKS.map(([n]) => n).join(', ')}`)
+    process.exitCode = 2
+    return
+  }
   for (const [name, benchmark] of BENCHMARKS.filter(([n]) => only === undefined || n === only)) {
     note(`${name}...`)
     const t0 = Date.now()
@@ -121,17 +126,24 @@ function missedParagraph(row) {
 
 /**
  * BENCHMARKS.md with one benchmark's figures replaced: its table rows (matched by the
- * benchmark column; new ones go at the end of the table), its paragraphs under "Why
+ * benchmark and workload columns; new ones go at the end of the table), its paragraphs under "Why
  * targets are missed", its repetitions, and a line under "Machine" saying when, on which
  * commit and under which load these rows were taken, since they are not the full run's.
  */
 function updated(text, {mode, host, started, seconds, rows, results}) {
   const names = new Set(rows.map((row) => row.benchmark))
-  const nameOfRow = (line) => line.slice(2).split(' | ')[0].replaceAll('\\|', '|')
+  // A row is its benchmark and workload: a run leaves the rows of workloads it did not measure
+  // (--scale's 10,000 shards beside the full run's 1,000).
+  const rowKey = (benchmark, workload) => `${benchmark}\u0000${workload}`
+  const keys = new Set(rows.map((row) => rowKey(row.benchmark, row.workload)))
+  const keyOfRow = (line) => {
+    const [benchmark, workload] = line.slice(2).split(' | ')
+    return rowKey(benchmark.replaceAll('\\|', '|'), (workload ?? '').replaceAll('\\|', '|'))
+  }
   const nameOfParagraph = (line) => /^\*\*(.+?)\*\* \(/.exec(line)?.[1]
   let lines = text.split('\n')
   // The table: drop the old rows, add the new ones after its last row.
-  lines = lines.filter((line) => !(line.startsWith('| ') && names.has(nameOfRow(line))))
+  lines = lines.filter((line) => !(line.startsWith('| ') && keys.has(keyOfRow(line))))
   const lastRow = lines.findLastIndex((line) => line.startsWith('| '))
   lines.splice(lastRow + 1, 0, ...rows.map(tableRow))
   // Why targets are missed: drop the old paragraphs, add the new ones.
