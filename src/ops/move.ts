@@ -91,6 +91,8 @@ export interface MoveRequest {
   maxClockSkewMs: number
   /** Compare each moved database with its copy before the switch (verify, recheck). */
   verify: boolean
+  /** The verify compares the values too, not only keys, types, expiries and lengths. */
+  verifyValues: boolean
 }
 
 export interface MoveShard extends PlannedMove {
@@ -133,6 +135,8 @@ export interface MovePlan {
   quietMs: number
   /** Absent in the journal of an older run: verified. */
   verify?: boolean
+  /** Absent in the journal of an older run: values compared. */
+  verifyValues?: boolean
 }
 
 export interface MoveResult extends StraysFound {
@@ -367,6 +371,7 @@ export async function planMove(registry: Registry, pool: ConnectionPool, request
     holdMs: request.holdMs,
     quietMs: request.quietMs,
     verify: request.verify,
+    verifyValues: request.verifyValues,
   }
 }
 
@@ -526,6 +531,7 @@ class MoveRun {
             const [a, b] = this.sides(m)
             const report = await verifyDatabases(a, b, {
               rounds: VERIFY_ROUNDS,
+              values: this.plan.verifyValues !== false,
               fewEnough: VERIFY_FEW,
               keepKeys: true,
               signal: this.abort.signal,

@@ -40,6 +40,8 @@ export interface KeyDifference {
 
 export interface CompareSettings {
   ttlToleranceMs: number
+  /** Compare the values too (false: only each key's presence, type, expiry and length). */
+  values: boolean
   rate: RateLimiter
   signal?: AbortSignal
   smallElements: number
@@ -89,7 +91,7 @@ export async function compareKeys(a: Side, b: Side, keys: Buffer[], settings: Co
 
   // 1. outline
   // Only strings the comparison would read whole are digested (smallBytes may be lower).
-  const digestBytes = Math.min(DIGEST_BYTES, settings.smallBytes)
+  const digestBytes = settings.values ? Math.min(DIGEST_BYTES, settings.smallBytes) : 0
   const [outA, outB] = await Promise.all([a.outlines(keys, digestBytes), b.outlines(keys, digestBytes)])
   const strings: Small[] = []
   const others: Small[] = []
@@ -104,6 +106,7 @@ export async function compareKeys(a: Side, b: Side, keys: Buffer[], settings: Co
     if (ttl) differ(key, 'ttl', ttl)
     if (x.length !== y.length)
       return differ(key, 'value', `${describeLength(x.type, x.length)} on ${a.where}, ${describeLength(x.type, y.length)} on ${b.where}`)
+    if (!settings.values) return
     const memory = Math.max(x.memory, y.memory)
     const small =
       x.type === 'string' ? x.length <= settings.smallBytes : x.length <= settings.smallElements && memory <= settings.smallBytes

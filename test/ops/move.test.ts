@@ -292,6 +292,17 @@ describe('shards:move', () => {
   })
 
   describe('the move', () => {
+    /** Run `args` (a move of s001 into db 1 of the target), stopped once its copy is live while `write` writes into that database. */
+    const writeDuringCopy = async (args: string[], write: (t: Redis) => Promise<unknown>) => {
+      const run = await stoppedAt(args, 'copy:after:stop')
+      await withClients([target], async ([t]) => {
+        await t.select(1)
+        await write(t)
+      })
+      resume(run)
+      return run.done
+    }
+
     it("under a continuous writer: every acknowledged write is on the target, the target's other databases unchanged", async () => {
       const far = await dbContent(target, 0)
       const writer = await startWriter()
@@ -419,15 +430,7 @@ describe('shards:move', () => {
     it('a key written into the target database during the copy stops the cut-over: rolled back, exit 3 naming it, nothing lost; --no-verify lets it through', async () => {
       const writer = await startWriter(['s000', 's001'])
       const args = ['shards:move', 's001', '--to', inst(target), '--max-pause', '5s', ...BOUNDS, '--yes', '--json', ...r()]
-      const plant = async () => {
-        const run = await stoppedAt(args, 'copy:after:stop')
-        await withClients([target], async ([t]) => {
-          await t.select(1)
-          await t.set('planted', 'not from the source')
-        })
-        resume(run)
-        return run.done
-      }
+      const plant = () => writeDuringCopy(args, (t) => t.set('planted', 'not from the source'))
       const done = await plant()
       expect(done.exitCode, done.stderr + done.stdout).to.equal(3)
       const {error} = JSON.parse(done.stdout)
@@ -451,6 +454,36 @@ describe('shards:move', () => {
       await withClients([target], async ([t]) => {
         await t.select(1)
         expect(await t.get('planted')).to.equal('not from the source')
+      })
+    })
+
+    it('a value changed on the target during the copy, its length kept, stops the cut-over (the verify compares values): rolled back, exit 3 naming it; --no-verify-values lets it through', async () => {
+      await withClients([source], async ([s]) => {
+        await s.select(1)
+        await s.set('fixed', 'from the source')
+      })
+      const args = ['shards:move', 's001', '--to', inst(target), ...BOUNDS, '--yes', '--json', ...r()]
+      // Type, expiry and length as on the source: only a comparison of the values tells them apart.
+      const change = () => writeDuringCopy(args, (t) => t.set('fixed', 'FROM THE SOURCE'))
+      const done = await change()
+      expect(done.exitCode, done.stderr + done.stdout).to.equal(3)
+      const {error} = JSON.parse(done.stdout)
+      expect(error.code, error.message).to.equal('EDIFFERS')
+      expect(error.message).to.match(
+        /^the copy of shard s001 on 127\.0\.0\.1:\d+\/1 differs from 127\.0\.0\.1:\d+\/1 .*\(1 key: fixed: the values differ\)/,
+      )
+      expect(await reg.hget('shards.s001', 'master')).to.equal(source.address(1))
+      expect((await keyspace(target))[1]).to.equal(undefined)
+      expect(await takesWrites(source, 1)).to.equal(true)
+
+      // The control: comparing keys, types, expiries and lengths only, the same copy is switched.
+      args.splice(args.indexOf('--yes'), 0, '--no-verify-values')
+      const unchecked = await change()
+      expect(unchecked.exitCode, unchecked.stderr + unchecked.stdout).to.equal(0)
+      expect(await reg.hget('shards.s001', 'master')).to.equal(target.address(1))
+      await withClients([target], async ([t]) => {
+        await t.select(1)
+        expect(await t.get('fixed')).to.equal('FROM THE SOURCE')
       })
     })
 

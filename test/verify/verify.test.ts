@@ -199,6 +199,36 @@ describe('verifyDatabases', () => {
     expect(report.rounds[1].checked).to.equal(10)
   })
 
+  it('values: false compares presence, type, expiry and length only, and never reads or hashes a value', async () => {
+    await seedEveryType([a, b])
+    await b.del('list') // missing on b
+    await b.set('only-b', '1') // missing on a
+    await b.del('number')
+    await b.rpush('number', '12345') // another type
+    await b.pexpireat('ttl', 4_102_444_800_000 + 5000) // 5 s apart
+    await b.sadd('set', 'another') // another length
+    await b.hset('hash', 'f2', 'changed') // the same length, another value: not looked at
+    await b.set('string', 'HELLO') // the same
+    await Promise.all([a.config('RESETSTAT'), b.config('RESETSTAT')])
+
+    const report = await verify({rounds: 1, values: false})
+    const keys = (kind: keyof VerifyReport['differences']) => report.differences[kind].keys.map((k) => k.key)
+    expect(keys('missingInB')).to.deep.equal(['list'])
+    expect(keys('missingInA')).to.deep.equal(['only-b'])
+    expect(keys('type')).to.deep.equal(['number'])
+    expect(keys('ttl')).to.deep.equal(['ttl'])
+    expect(keys('value')).to.deep.equal(['set'])
+    expect(report.differences.value.keys[0].detail).to.match(/^5 elements on .*, 6 elements on /)
+    for (const stats of await Promise.all([calls(a), calls(b)])) {
+      for (const read of ['get', 'mget', 'hgetall', 'hscan', 'hmget', 'smembers', 'sscan', 'smismember', 'dump'])
+        expect(stats[read] ?? 0, read).to.equal(0)
+    }
+    // The same databases with the values compared: the two that differ only there are found too.
+    expect(keys('value')).to.not.include('hash')
+    const full = await verify({rounds: 1})
+    expect(full.differences.value.keys.map((k) => k.key)).to.deep.equal(['hash', 'set', 'string'])
+  })
+
   it('keeps an expiry within the tolerance equal, and one beyond it different', async () => {
     await both([a, b], (c) => c.set('k', 'v'))
     await a.pexpireat('k', 4_102_444_800_000)
