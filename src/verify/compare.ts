@@ -90,8 +90,8 @@ export async function compareKeys(a: Side, b: Side, keys: Buffer[], settings: Co
   }
 
   // 1. outline
-  // Only strings the comparison would read whole are digested (smallBytes may be lower).
-  const digestBytes = settings.values ? Math.min(DIGEST_BYTES, settings.smallBytes) : 0
+  // Only strings the comparison would read whole are digested (smallBytes may be lower); none without the values.
+  const digestBytes = settings.values ? Math.min(DIGEST_BYTES, settings.smallBytes) : -1
   const [outA, outB] = await Promise.all([a.outlines(keys, digestBytes), b.outlines(keys, digestBytes)])
   const strings: Small[] = []
   const others: Small[] = []

@@ -209,6 +209,7 @@ describe('verifyDatabases', () => {
     await b.sadd('set', 'another') // another length
     await b.hset('hash', 'f2', 'changed') // the same length, another value: not looked at
     await b.set('string', 'HELLO') // the same
+    await both([a, b], (c) => c.set('empty', ''))
     await Promise.all([a.config('RESETSTAT'), b.config('RESETSTAT')])
 
     const report = await verify({rounds: 1, values: false})
