@@ -125,8 +125,9 @@ function missedParagraph(row) {
 }
 
 /**
- * BENCHMARKS.md with one benchmark's figures replaced: its table rows (matched by the
- * benchmark and workload columns; new ones go at the end of the table), its paragraphs under "Why
+ * BENCHMARKS.md with one benchmark's figures replaced, each where it was (a reader's diff
+ * shows figures changing, not rows moving): its table rows (matched by the benchmark and
+ * workload columns; new ones go at the end of the table), its paragraphs under "Why
  * targets are missed", its repetitions, and a line under "Machine" saying when, on which
  * commit and under which load these rows were taken, since they are not the full run's.
  */
@@ -135,43 +136,43 @@ function updated(text, {mode, host, started, seconds, rows, results}) {
   // A row is its benchmark and workload: a run leaves the rows of workloads it did not measure
   // (--scale's 10,000 shards beside the full run's 1,000).
   const rowKey = (benchmark, workload) => `${benchmark}\u0000${workload}`
-  const keys = new Set(rows.map((row) => rowKey(row.benchmark, row.workload)))
   const keyOfRow = (line) => {
     const [benchmark, workload] = line.slice(2).split(' | ')
     return rowKey(benchmark.replaceAll('\\|', '|'), (workload ?? '').replaceAll('\\|', '|'))
   }
   const nameOfParagraph = (line) => /^\*\*(.+?)\*\* \(/.exec(line)?.[1]
   let lines = text.split('\n')
-  // The table: drop the old rows, add the new ones after its last row.
-  lines = lines.filter((line) => !(line.startsWith('| ') && keys.has(keyOfRow(line))))
+  // The table: each new row where its old one was, the others after the table's last row.
+  const fresh = new Map(rows.map((row) => [rowKey(row.benchmark, row.workload), tableRow(row)]))
+  lines = inPlace(lines, (line) => (line.startsWith('| ') ? keyOfRow(line) : undefined), fresh)
   const lastRow = lines.findLastIndex((line) => line.startsWith('| '))
-  lines.splice(lastRow + 1, 0, ...rows.map(tableRow))
-  // Why targets are missed: drop the old paragraphs, add the new ones.
-  lines = lines.filter((line) => !names.has(nameOfParagraph(line) ?? ''))
-  const missed = rows.filter((row) => row.met === false).map(missedParagraph)
+  lines.splice(lastRow + 1, 0, ...fresh.values())
+  // Why targets are missed: each paragraph where its old one was (an old one no longer missed
+  // goes, with the blank line after it), the others at the end of the section.
+  const missed = new Map(rows.filter((row) => row.met === false).map((row) => [row.benchmark, missedParagraph(row)]))
+  lines = inPlace(lines, (line) => nameOfParagraph(line), missed, names)
   let why = lines.indexOf('## Why targets are missed')
-  if (missed.length > 0 && why === -1) {
+  if (missed.size > 0 && why === -1) {
     const machineAt = lines.indexOf('## Machine')
     lines.splice(machineAt, 0, '## Why targets are missed', '')
     why = machineAt
   }
-  if (missed.length > 0) {
+  if (missed.size > 0) {
     const next = lines.findIndex((line, i) => i > why && line.startsWith('## '))
-    lines.splice(next, 0, ...missed.flatMap((paragraph) => [paragraph, '']))
+    lines.splice(next, 0, ...[...missed.values()].flatMap((paragraph) => [paragraph, '']))
   }
-  // Machine: say where these rows come from.
+  // Machine: say where these rows come from, in place of what it said of them before.
   const date = started.toISOString().replace('T', ' ').slice(0, 16)
   const stamp = (name) => `* ${name} rows: taken alone (\`--only ${name} --update\`)`
-  lines = lines.filter((line) => !results.some((r) => line.startsWith(stamp(r.name))))
-  const machineEnd = lines.findIndex((line, i) => i > lines.indexOf('## Machine') && line.startsWith('## '))
-  lines.splice(
-    machineEnd - 1,
-    0,
-    ...results.map(
-      (r) =>
-        `${stamp(r.name)} on ${date} UTC, ${mode} run, commit ${host.commit}, load ${host.load} at the start and ${loadAverage()} at the end; took ${Math.round(seconds)} s`,
-    ),
+  const stamps = new Map(
+    results.map((r) => [
+      r.name,
+      `${stamp(r.name)} on ${date} UTC, ${mode} run, commit ${host.commit}, load ${host.load} at the start and ${loadAverage()} at the end; took ${Math.round(seconds)} s`,
+    ]),
   )
+  lines = inPlace(lines, (line) => results.find((r) => line.startsWith(stamp(r.name)))?.name, stamps)
+  const machineEnd = lines.findIndex((line, i) => i > lines.indexOf('## Machine') && line.startsWith('## '))
+  lines.splice(machineEnd - 1, 0, ...stamps.values())
   // Repetitions: replace the benchmark's section, or add it at the end.
   for (const r of results) {
     const section = [`### ${r.name}`, '', ...r.details.map((d) => `* ${d}`), '']
@@ -186,6 +187,30 @@ function updated(text, {mode, host, started, seconds, rows, results}) {
   }
   while (lines.at(-1) === '') lines.pop()
   return `${lines.join('\n')}\n`
+}
+
+/**
+ * `lines` with each line whose key (keyOf) is in `fresh` replaced by fresh's line, taken
+ * out of `fresh` (what is left there had no line to replace). A line whose key is only in
+ * `drop` goes, with the blank line after it.
+ */
+function inPlace(lines, keyOf, fresh, drop = new Set()) {
+  const out = []
+  let dropped = false
+  for (const line of lines) {
+    if (dropped && line === '') {
+      dropped = false
+      continue
+    }
+    dropped = false
+    const key = keyOf(line)
+    if (key !== undefined && fresh.has(key)) {
+      out.push(fresh.get(key))
+      fresh.delete(key)
+    } else if (key !== undefined && drop.has(key)) dropped = true
+    else out.push(line)
+  }
+  return out
 }
 
 function textTable(rows) {

@@ -4,39 +4,38 @@
   maxmemory runs it too); a batch is a few hundred keys, so the script stays short.
 
   Variadic: KEYS  the keys of the batch
-  ARGV[1]  PEXPIRETIME (absolute, Redis 7) or PTTL (relative, before); "" for the
-           type alone (a key looked up for existence)
+  ARGV[1]  PEXPIRETIME (absolute, Redis 7) or PTTL (relative, before)
   ARGV[2]  strings of at most this many bytes also give the SHA-1 of their value
            (a batch of short strings is then compared without reading their values)
 
-  Returns per key: its type; and unless ARGV[1] is "", its expiry (-1: none), its
-  length (STRLEN, LLEN, SCARD, ZCARD, HLEN or XLEN; -1 for a type without one) and
-  its MEMORY USAGE (an estimate from a few elements: cheap whatever its size), and
-  the SHA-1 of a string of at most ARGV[2] bytes ("" for any other key).
+  Returns one string, a line per key ("\n" between them), its fields apart by " ":
+  type, expiry (-1: none; -2: no key), length (STRLEN, LLEN, SCARD, ZCARD, HLEN or
+  XLEN; -1 for a type without one), memory and, for a string of at most ARGV[2]
+  bytes, the SHA-1 of its value (else nothing). Memory is MEMORY USAGE (an estimate
+  from a few elements: cheap whatever the key's size), but for a string its length.
+  One string, not an array of five elements a key: both the server's reply and the
+  caller's parsing cost a fraction.
 ]]
 local lengths = {string = 'STRLEN', list = 'LLEN', set = 'SCARD', zset = 'ZCARD', hash = 'HLEN', stream = 'XLEN'}
+local call = redis.call
+local expiry = ARGV[1]
+local digestBytes = tonumber(ARGV[2])
 local out = {}
-for _, key in ipairs(KEYS) do
-  local t = redis.call('TYPE', key)['ok']
-  out[#out + 1] = t
-  if ARGV[1] ~= '' then
-    if t == 'none' then
-      out[#out + 1] = -2
-      out[#out + 1] = 0
-      out[#out + 1] = 0
-      out[#out + 1] = ''
-    else
-      out[#out + 1] = redis.call(ARGV[1], key)
-      local length = lengths[t]
-      local n = length and redis.call(length, key) or -1
-      out[#out + 1] = n
-      out[#out + 1] = redis.call('MEMORY', 'USAGE', key) or 0
-      if t == 'string' and n <= tonumber(ARGV[2]) then
-        out[#out + 1] = redis.sha1hex(redis.call('GET', key))
-      else
-        out[#out + 1] = ''
-      end
-    end
+for i, key in ipairs(KEYS) do
+  local t = call('TYPE', key)['ok']
+  if t == 'none' then
+    out[i] = 'none -2 0 0'
+  elseif t == 'string' then
+    -- A string short enough to digest is read whole in one call, its length with it;
+    -- a longer one never is (a 100 MB value is not copied into the script).
+    local head = digestBytes >= 0 and call('GETRANGE', key, 0, digestBytes) or ''
+    local n = #head <= digestBytes and #head or call('STRLEN', key)
+    local line = 'string ' .. call(expiry, key) .. ' ' .. n .. ' ' .. n
+    if n <= digestBytes then line = line .. ' ' .. redis.sha1hex(head) end
+    out[i] = line
+  else
+    local length = lengths[t]
+    out[i] = t .. ' ' .. call(expiry, key) .. ' ' .. (length and call(length, key) or -1) .. ' ' .. (call('MEMORY', 'USAGE', key) or 0)
   end
 end
-return out
+return table.concat(out, '\n')

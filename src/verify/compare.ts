@@ -8,9 +8,10 @@ import {displayKey} from './keys.js'
  * hashtable hash, or two hashtables filled in another order, give different DUMP
  * payloads for the same content. In stages, each one round trip per side for a batch:
  *
- *   1. outline (lua/verify-outline.lua, one script call for the batch): TYPE, the
- *      absolute expiry (PEXPIRETIME; PTTL before Redis 7), the length by type and
- *      MEMORY USAGE (an estimate from a few elements: cheap whatever the key's size);
+ *   1. outline (lua/verify-outline.lua, one script call for the batch, one line a key):
+ *      TYPE, the absolute expiry (PEXPIRETIME; PTTL before Redis 7), the length by type,
+ *      MEMORY USAGE (an estimate from a few elements: cheap whatever the key's size; a
+ *      string's length instead) and the SHA-1 of a short string;
  *   2. small keys (at most `smallElements` elements and `smallBytes`): the whole value
  *      — a string of at most DIGEST_BYTES by the SHA-1 the outline gave (computed by the
  *      server, so a batch of short strings costs no transfer of their values), longer

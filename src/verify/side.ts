@@ -1,3 +1,5 @@
+import {createHash} from 'node:crypto'
+
 import type {ChainableCommander, Redis} from 'ioredis'
 
 import {commandFailed} from '../fleet/connect.js'
@@ -17,6 +19,9 @@ export interface DatabaseRef {
   client: Redis
   db: number
 }
+
+const OUTLINE = luaScripts.verifyOutline
+const OUTLINE_SHA = createHash('sha1').update(OUTLINE.lua).digest('hex')
 
 /** The commands the verify needs, and the oldest Redis that has them. */
 const NEEDS = {major: 6, minor: 2, why: 'SMISMEMBER, ZMSCORE'}
@@ -64,36 +69,46 @@ export class Side {
   }
 
   /**
-   * Type, absolute expiry, length and memory of each key (lua/verify-outline.lua): one
-   * script call for the batch instead of four commands a key.
+   * Type, absolute expiry, length and memory of each key, and the SHA-1 of each string
+   * of at most `digestBytes` (lua/verify-outline.lua): one script call for the batch.
    */
   async outlines(keys: Buffer[], digestBytes: number): Promise<Outline[]> {
-    const flat = await this.outlineScript(keys, this.exactExpiry ? 'PEXPIRETIME' : 'PTTL', digestBytes)
+    const text = String(await this.outlineScript(keys, this.exactExpiry ? 'PEXPIRETIME' : 'PTTL', digestBytes))
+    const lines = text.split('\n')
+    if (lines.length !== keys.length) throw new Error(`the outline of ${keys.length} keys on ${this.where} gave ${lines.length} lines`)
     const now = Date.now()
-    return keys.map((_, i) => {
-      const [type, ttl, length, memory, digest] = flat.slice(5 * i, 5 * i + 5)
+    return lines.map((line) => {
+      const [type, ttl, length, memory, digest] = line.split(' ')
       // -1: no expiry; -2: no key. PTTL is relative: made absolute with this machine's clock (the tolerance covers it).
       const t = Number(ttl)
       const expireAt = t < 0 ? -1 : this.exactExpiry ? t : now + t
-      const outline: Outline = {type: String(type), expireAt, length: Number(length), memory: Number(memory)}
-      if (typeof digest === 'string' && digest !== '') outline.digest = digest
+      const outline: Outline = {type, expireAt, length: Number(length), memory: Number(memory)}
+      if (digest) outline.digest = digest
       return outline
     })
   }
 
-  /** Whether each key exists. */
+  /**
+   * Whether each key exists: one EXISTS for the batch, which counts the keys it finds;
+   * only when some are missing, each one's.
+   */
   async exist(keys: Buffer[]): Promise<boolean[]> {
-    return (await this.outlineScript(keys, '', 0)).map((type) => String(type) !== 'none')
+    const [all] = await this.run((p) => p.exists(...keys))
+    if (Number(valueOf(all)) === keys.length) return keys.map(() => true)
+    const each = await this.run((p) => {
+      for (const key of keys) p.exists(key)
+    })
+    return each.map((reply) => Number(valueOf(reply)) === 1)
   }
 
-  private async outlineScript(keys: Buffer[], expiry: string, digestBytes: number): Promise<unknown[]> {
+  private async outlineScript(keys: Buffer[], expiry: string, digestBytes: number): Promise<unknown> {
     // EVAL_RO (Redis 7) where it exists: a paused instance (CLIENT PAUSE WRITE, as under a cut-over's fence) holds back every EVAL, even one that only reads.
-    const script = luaScripts.verifyOutline.lua
-    const args = [...keys, expiry, String(digestBytes)]
-    const [reply] = await this.run((p) =>
-      this.exactExpiry ? p.call('EVAL_RO', script, keys.length, ...args) : p.eval(script, keys.length, ...args),
-    )
-    return valueOf<unknown[]>(reply)
+    const [bySha, byBody] = this.exactExpiry ? ['EVALSHA_RO', 'EVAL_RO'] : ['EVALSHA', 'EVAL']
+    const args = [String(keys.length), ...keys, expiry, String(digestBytes)]
+    // By its SHA-1: the script's text is not sent (nor hashed by the server) with every batch. Sent once it is not cached there.
+    const [reply] = await this.run((p) => p.call(bySha, OUTLINE_SHA, ...args))
+    if (!reply[0] || !/NOSCRIPT/.test(reply[0].message)) return valueOf(reply)
+    return valueOf((await this.run((p) => p.call(byBody, OUTLINE.lua, ...args)))[0])
   }
 
   /** host:port/db, for messages. */
