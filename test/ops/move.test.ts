@@ -4,7 +4,7 @@ import type {Redis} from 'ioredis'
 import {parseRate} from '../../src/commands/shards/move.js'
 import {rdbVersionOf} from '../../src/ops/move.js'
 import {cli, spawnCli, until} from '../helpers/cli.js'
-import {startClockProxy} from '../helpers/clock-proxy.js'
+import {startClockProxy, startReplyProxy} from '../helpers/reply-proxy.js'
 import {useFleet} from '../helpers/fleet.js'
 import {fencesOf, fleetState, readJournal, resume, stepDone, stoppedAt, takesWrites} from '../helpers/ops.js'
 import {startReplyDelayProxy} from '../helpers/proxy.js'
@@ -170,6 +170,22 @@ describe('shards:move', () => {
           )
         } finally {
           await withClients([source], ([s]) => s.call('FUNCTION', 'DELETE', 'shardlib'))
+        }
+      })
+
+      it('a module the source has and the target lacks, named before anything is copied', async () => {
+        // Debian's redis-server ships no module: the source is seen through a proxy whose MODULE LIST names one.
+        const path = '/usr/lib/redis/modules/redisbloom.so'
+        const listing = `*1\r\n*8\r\n$4\r\nname\r\n$2\r\nbf\r\n$3\r\nver\r\n:20612\r\n$4\r\npath\r\n$${path.length}\r\n${path}\r\n$4\r\nargs\r\n*0\r\n`
+        const proxy = await startReplyProxy(source.port, (command) => (command === 'MODULE' ? () => Buffer.from(listing) : undefined))
+        try {
+          await reg.hset('shards.s003', 'master', `127.0.0.1:${proxy.port}/3`)
+          await refused(
+            ['s003', '--to', inst(target)],
+            new RegExp(`127\\.0\\.0\\.1:${proxy.port} has the module bf, which ${inst(target)} lacks: nothing was copied`),
+          )
+        } finally {
+          await proxy.close()
         }
       })
 

@@ -3,27 +3,35 @@ import {type Server, type Socket, createServer, connect} from 'node:net'
 import {CommandParser, ReplyParser} from '../../src/copy/resp.js'
 
 /**
- * A redis-server seen through a loopback proxy whose clock is `shiftMs` off: every byte
- * passes as it is, except the replies to TIME, moved by the shift. (libfaketime cannot
- * run Debian's redis-server: its jemalloc calls clock_gettime before libfaketime is
- * ready, and the server never starts.)
+ * A redis-server seen through a loopback proxy that passes every byte as it is, except
+ * the replies to the commands `rewrite` picks: for a command (its name, upper case), a
+ * function from the reply's bytes to the bytes the client gets instead, or undefined to
+ * leave it alone.
  */
-export interface ClockProxy {
+export interface ReplyProxy {
   port: number
   close: () => Promise<void>
 }
 
-export async function startClockProxy(redisPort: number, shiftMs: number): Promise<ClockProxy> {
+export type ClockProxy = ReplyProxy
+
+export async function startReplyProxy(
+  redisPort: number,
+  rewrite: (command: string) => ((reply: Buffer) => Buffer) | undefined,
+): Promise<ReplyProxy> {
   const sockets = new Set<Socket>()
   const server: Server = createServer((client) => {
     const upstream = connect(redisPort, '127.0.0.1')
     sockets.add(client).add(upstream)
-    // Which of the commands sent, in order, are TIME: their replies come in the same order.
-    const isTime: boolean[] = []
+    // What to do with each reply, in the order of the commands sent: replies come in that order.
+    const pending: (((reply: Buffer) => Buffer) | undefined)[] = []
     const commands = new CommandParser((args) => {
-      if (args.length > 0) isTime.push(args[0].toString('latin1').toUpperCase() === 'TIME')
+      if (args.length > 0) pending.push(rewrite(args[0].toString('latin1').toUpperCase()))
     })
-    const replies = new ReplyParser((_reply, bytes) => client.write(isTime.shift() ? shifted(bytes, shiftMs) : bytes))
+    const replies = new ReplyParser((_reply, bytes) => {
+      const change = pending.shift()
+      client.write(change ? change(bytes) : bytes)
+    })
     client.on('data', (chunk) => {
       commands.feed(chunk)
       upstream.write(chunk)
@@ -50,6 +58,15 @@ export async function startClockProxy(redisPort: number, shiftMs: number): Promi
         server.close(() => resolve())
       }),
   }
+}
+
+/**
+ * A redis-server seen through a loopback proxy whose clock is `shiftMs` off: the replies
+ * to TIME are moved by the shift. (libfaketime cannot run Debian's redis-server: its
+ * jemalloc calls clock_gettime before libfaketime is ready, and the server never starts.)
+ */
+export async function startClockProxy(redisPort: number, shiftMs: number): Promise<ClockProxy> {
+  return startReplyProxy(redisPort, (command) => (command === 'TIME' ? (reply) => shifted(reply, shiftMs) : undefined))
 }
 
 /** A TIME reply (*2, seconds, microseconds) moved by `shiftMs`. */
