@@ -407,7 +407,7 @@ class LiveCopy implements DatabaseCopy {
     const ttl = entry.expireAtMs ?? 0
     if (big) {
       const job: BigJob = {big, key: entry.key, ttl, type: entry.type, version: this.reader.version}
-      if (pieceable(entry.type)) {
+      if (pieceable(entry.type, big)) {
         // Its pieces are counted as they are written; this entry is the final placing.
         job.pieced = {bytes: 256 + entry.key.length, end: -1, what: 'the pieces', key: entry.key, pieces: []}
         this.expect(job.pieced)
@@ -756,7 +756,7 @@ class LiveCopy implements DatabaseCopy {
 
   /**
    * A value over a piece: in pieces when its type allows (writePieces); otherwise (a
-   * stream, a module value) RESTORE, written from its file in 1 MB pieces: memory stays
+   * stream with consumers, a module value) RESTORE, written from its file in 1 MB pieces: memory stays
    * at one piece here. The target reads the argument into its query buffer as it comes
    * (serving its other clients meanwhile), then deserialises the whole value at once:
    * its stall is that one RESTORE, tens of milliseconds for a 100 MB string, up to about

@@ -15,9 +15,13 @@ import {lzfDecompress} from '../rdb/lzf.js'
  * place; an LZF string is decompressed as it streams), lists (RPUSH; linked, quicklist of
  * ziplists, quicklist of listpacks), sets (SADD), sorted sets (ZADD, each score written as
  * the shortest decimal that parses back to the same double: 0.1, 1e-300, 2^53+1, inf,
- * -inf, -0 stay themselves) and hashes (HSET). Everything else (streams with their groups
- * and pending entries, module values, the compact encodings, which are small by the
- * target's own settings, hashes with field expiries) keeps one RESTORE: `pieceable` says which.
+ * -inf, -0 stay themselves), hashes (HSET) and streams whose groups have no consumers
+ * (XADD of each live entry under its own ID, then XSETID with the last ID, the entries
+ * ever added and the largest deleted ID, and XGROUP CREATE of each group at its last
+ * delivered ID and entries read). A stream with consumers keeps one RESTORE: a consumer's
+ * seen time cannot be set by any command, and RESTORE keeps it exact. So do module values,
+ * the compact encodings, which are small by the target's own settings, and hashes with
+ * field expiries: `pieceable` says which.
  *
  * Memory: the file is read a window at a time; an element of a collection is held
  * whole (a 100 MB field of a hash is 100 MB here for an instant), a string's body never.
@@ -41,8 +45,26 @@ const PIECED = new Set<number>([
   RdbType.LIST_QUICKLIST_2,
 ])
 
-export function pieceable(type: number): boolean {
-  return PIECED.has(type)
+const STREAMS = new Set<number>([RdbType.STREAM_LISTPACKS, RdbType.STREAM_LISTPACKS_2, RdbType.STREAM_LISTPACKS_3])
+
+/**
+ * Whether a value of this type, whose RDB bytes (after the type byte) are `length` bytes
+ * of `fd`, is written in pieces. A stream's answer is in its bytes: read through once, a
+ * window at a time, for whether any group has consumers.
+ */
+export function pieceable(type: number, value?: {fd: number; length: number}): boolean {
+  if (PIECED.has(type)) return true
+  if (!STREAMS.has(type) || !value) return false
+  const input = new FileCursor(value.fd, value.length)
+  for (let nodes = input.length(); nodes > 0; nodes--) {
+    input.skipString()
+    input.skipString()
+  }
+  const tail = streamTail(input, type)
+  // Before Redis 7.0 (STREAM_LISTPACKS) a group has no entries-read counter, which the
+  // target estimates as it loads a RESTORE, and XGROUP CREATE would leave unknown.
+  if (tail.groups.length > 0 && type === RdbType.STREAM_LISTPACKS) return false
+  return tail.length > 0 && tail.groups.every((group) => group.consumers === 0)
 }
 
 const WINDOW = 1024 * 1024
@@ -152,6 +174,21 @@ class FileCursor {
     }
   }
 
+  /** A length as it is written, exactly (a stream ID's parts are 64-bit). */
+  bigLength(): bigint {
+    const first = this.byte()
+    if (first === 0x81) return this.fixed(8).readBigUInt64BE(0)
+    this.start--
+    return BigInt(this.length())
+  }
+
+  /** Past a string, read a window at a time (never whole). */
+  skipString(): void {
+    const header = this.stringHeader()
+    let left = header.kind === 'raw' ? header.length : header.kind === 'lzf' ? header.compressed : 0
+    while (left > 0) left -= this.some(Math.min(left, WINDOW)).length
+  }
+
   /** A whole string, as Redis holds it (a copy). */
   string(): Buffer {
     const header = this.stringHeader()
@@ -215,11 +252,124 @@ export function* pieceCommands(fd: number, length: number, type: number, temp: B
       yield* batch.rest()
       break
     }
+    case RdbType.STREAM_LISTPACKS:
+    case RdbType.STREAM_LISTPACKS_2:
+    case RdbType.STREAM_LISTPACKS_3: {
+      yield* streamPieces(input, type, temp)
+      break
+    }
     default: {
       throw new RdbFormatError(`a value of type ${type} cannot be written in pieces`)
     }
   }
   if (input.remaining !== 0) throw new RdbFormatError(`${input.remaining} bytes after the value's last element`)
+}
+
+/** A stream ID's two parts. */
+type StreamId = [ms: bigint, seq: bigint]
+
+const showId = ([ms, seq]: StreamId): Buffer => Buffer.from(`${ms}-${seq}`)
+
+/** What follows a stream's entries in the RDB (rdbSaveObject, OBJ_STREAM). */
+interface StreamTail {
+  length: number
+  lastId: StreamId
+  /** Since STREAM_LISTPACKS_2 (Redis 7.0). */
+  maxDeletedId?: StreamId
+  entriesAdded?: bigint
+  groups: {name: Buffer; lastId: StreamId; entriesRead?: bigint; consumers: number}[]
+}
+
+/** -1 written as a 64-bit length (a group's entries read, when unknown). */
+const UNKNOWN = 2n ** 64n - 1n
+
+function streamTail(input: FileCursor, type: number): StreamTail {
+  const v2 = type >= RdbType.STREAM_LISTPACKS_2
+  const id = (): StreamId => [input.bigLength(), input.bigLength()]
+  const length = input.length()
+  const lastId = id()
+  const tail: StreamTail = {length, lastId, groups: []}
+  if (v2) {
+    id() // the first ID: the first live entry's, which the XADDs give
+    tail.maxDeletedId = id()
+    tail.entriesAdded = input.bigLength()
+  }
+  for (let groups = input.length(); groups > 0; groups--) {
+    const name = input.string()
+    const groupLastId = id()
+    const entriesRead = v2 ? input.bigLength() : undefined
+    for (let pending = input.length(); pending > 0; pending--) {
+      input.fixed(16 + 8) // raw ID, delivery time
+      input.length() // delivery count
+    }
+    let consumers = 0
+    for (let n = input.length(); n > 0; n--, consumers++) {
+      input.skipString() // name
+      input.fixed(type >= RdbType.STREAM_LISTPACKS_3 ? 16 : 8) // seen time (and active time)
+      for (let held = input.length(); held > 0; held--) input.fixed(16)
+    }
+    tail.groups.push({name, lastId: groupLastId, entriesRead: entriesRead === UNKNOWN ? -1n : entriesRead, consumers})
+  }
+  return tail
+}
+
+/** An entry of a stream node's listpack: its flags (t_stream.c). */
+const ENTRY_DELETED = 1
+const ENTRY_SAMEFIELDS = 2
+
+/**
+ * A stream: each node's listpack read in turn (a node is a few kB by the source's
+ * stream-node-max-bytes), an XADD of each live entry under its own ID; then the stream's
+ * own IDs and counters, and its groups (none with consumers: see pieceable).
+ */
+function* streamPieces(input: FileCursor, type: number, temp: Buffer): Generator<Buffer[]> {
+  const XADD = Buffer.from('XADD')
+  const number = (b: Buffer) => Number(b.toString('latin1'))
+  let live = 0
+  for (let nodes = input.length(); nodes > 0; nodes--) {
+    const master = input.string()
+    if (master.length !== 16) throw new RdbFormatError(`a stream node keyed by ${master.length} bytes, not a 16-byte ID`)
+    const [ms, seq] = [master.readBigUInt64BE(0), master.readBigUInt64BE(8)]
+    const lp = listpackElements(input.string())
+    // The master entry: live and deleted counts, the master fields, a terminating 0.
+    let i = 2
+    const fields = lp.slice(i + 1, i + 1 + number(lp[i]))
+    i += 1 + fields.length + 1
+    let nodeLive = 0
+    while (i < lp.length) {
+      const flags = number(lp[i])
+      const id: StreamId = [BigInt.asUintN(64, ms + BigInt(lp[i + 1].toString())), BigInt.asUintN(64, seq + BigInt(lp[i + 2].toString()))]
+      i += 3
+      let pairs: Buffer[]
+      if (flags & ENTRY_SAMEFIELDS) {
+        pairs = fields.flatMap((field, j) => [field, lp[i + j]])
+        i += fields.length
+      } else {
+        const n = number(lp[i])
+        pairs = lp.slice(i + 1, i + 1 + 2 * n)
+        i += 1 + 2 * n
+      }
+      i++ // the entry's element count, for walking backwards
+      if (i > lp.length) throw new RdbFormatError('a stream entry runs past its node')
+      if (flags & ENTRY_DELETED) continue
+      nodeLive++
+      yield [XADD, temp, showId(id), ...pairs]
+    }
+    if (nodeLive !== number(lp[0]))
+      throw new RdbFormatError(`a stream node of ${nodeLive} live entries, not the ${number(lp[0])} announced`)
+    live += nodeLive
+  }
+  const tail = streamTail(input, type)
+  if (live !== tail.length) throw new RdbFormatError(`a stream of ${live} entries, not the ${tail.length} announced`)
+  const setId = [Buffer.from('XSETID'), temp, showId(tail.lastId)]
+  if (tail.entriesAdded !== undefined) setId.push(Buffer.from('ENTRIESADDED'), Buffer.from(String(tail.entriesAdded)))
+  if (tail.maxDeletedId) setId.push(Buffer.from('MAXDELETEDID'), showId(tail.maxDeletedId))
+  yield setId
+  for (const group of tail.groups) {
+    const create = [Buffer.from('XGROUP'), Buffer.from('CREATE'), temp, group.name, showId(group.lastId)]
+    if (group.entriesRead !== undefined) create.push(Buffer.from('ENTRIESREAD'), Buffer.from(String(group.entriesRead)))
+    yield create
+  }
 }
 
 /** Elements gathered into one command until it is big enough. */

@@ -109,7 +109,7 @@ describe('copy/engine: large values in pieces', function () {
    * Copy source db `db` (holding `key`) into a target db of the same number, pinging the
    * target's db 0 meanwhile. The copy must equal the source's value, written in pieces.
    */
-  async function copyAndCompare(db: number, key: string): Promise<void> {
+  async function copyAndCompare(db: number, key: string, also?: (c: Redis) => Promise<unknown>): Promise<void> {
     const stopPing = await pingGaps(target)
     await target.client(0).config('RESETSTAT')
     const t0 = performance.now()
@@ -125,7 +125,8 @@ describe('copy/engine: large values in pieces', function () {
     const [from, to] = [source.client(db), target.client(db)]
     expect(await to.keys('*')).to.deep.equal([key])
     // Asked of both servers at once: a digest of a million fields takes a while.
-    const probe = (c: Redis) => Promise.all([c.call('DEBUG', 'DIGEST-VALUE', key), c.call('PEXPIRETIME', key), c.call('TYPE', key)])
+    const probe = (c: Redis) =>
+      Promise.all([c.call('DEBUG', 'DIGEST-VALUE', key), c.call('PEXPIRETIME', key), c.call('TYPE', key), also?.(c)])
     const [expected, copied] = await Promise.all([probe(from), probe(to)])
     expect(copied).to.deep.equal(expected)
     // Each test's value leaves both servers: the next copy snapshots the source anew, and
@@ -195,6 +196,81 @@ describe('copy/engine: large values in pieces', function () {
     ]
     await source.client(db).zadd('zset:big', ...special.flatMap((s, i) => [s, `special-${i}`]))
     await copyAndCompare(db, 'zset:big')
+  })
+
+  /**
+   * A stream of `entries` entries of ~110 bytes (SHA-1 texts: the RDB cannot compress them
+   * under 8 MB) under explicit IDs whose sequence numbers go up and down, so that a node
+   * holds negative deltas; every third entry with the fields of its node's first (stored
+   * without them), the others with fields of their own; every tenth deleted.
+   */
+  async function buildStream(client: Redis, key: string, entries: number): Promise<void> {
+    const script = `
+      for i = tonumber(ARGV[1]), tonumber(ARGV[2]) do
+        local id = (1000 + i) .. '-' .. ((i * 7919) % 100)
+        if i % 3 == 0 then
+          redis.call('XADD', KEYS[1], id, 'a', i, 'b', redis.sha1hex(i) .. redis.sha1hex(i + 1))
+        else
+          redis.call('XADD', KEYS[1], id, 'c', redis.sha1hex(i), 'd', redis.sha1hex(-i) .. i, 'e', '')
+        end
+      end
+      for i = tonumber(ARGV[1]), tonumber(ARGV[2]), 10 do
+        redis.call('XDEL', KEYS[1], (1000 + i) .. '-' .. ((i * 7919) % 100))
+      end`
+    for (let from = 1; from <= entries; from += 20_000) await client.eval(script, 1, key, from, Math.min(entries, from + 19_999))
+  }
+
+  /** What a stream is beside its entries: IDs, counters, groups, pending entries, consumers' names (not the radix tree's shape). */
+  const streamState = async (c: Redis, key: string) => {
+    const full = (await c.call('XINFO', 'STREAM', key, 'FULL', 'COUNT', '3')) as unknown[]
+    const out: Record<string, unknown> = {}
+    for (let i = 0; i < full.length; i += 2) if (!String(full[i]).startsWith('radix-tree')) out[String(full[i])] = full[i + 1]
+    return JSON.stringify(out, (_, v) => (typeof v === 'number' && v > 1e12 ? 'time' : v))
+  }
+
+  it('a stream: deleted entries, sequence numbers up and down to 2^64-1, its IDs and counters, groups without consumers', async () => {
+    const db = nextDb++
+    const from = source.client(db)
+    await buildStream(from, 'stream:big', 110_000)
+    const top = 1000 + 110_000 + 10
+    await from.xadd('stream:big', `${top}-18446744073709551615`, 'top', '1')
+    await from.xadd('stream:big', `${top + 1}-0`, 'after', 'top')
+    await from.call('XSETID', 'stream:big', `${top + 5}-0`, 'ENTRIESADDED', '200000', 'MAXDELETEDID', `${top + 2}-7`)
+    await from.call('XGROUP', 'CREATE', 'stream:big', 'readers', '1500-0', 'ENTRIESREAD', '450')
+    await from.call('XGROUP', 'CREATE', 'stream:big', 'latecomers', '$')
+    await from.call('XGROUP', 'CREATE', 'stream:big', 'unknown', '0', 'ENTRIESREAD', '-1')
+    await from.pexpireat('stream:big', Date.now() + 3_600_013)
+    const described = String(await from.call('DEBUG', 'OBJECT', 'stream:big'))
+    expect(Number(/serializedlength:(\d+)/.exec(described)![1])).to.be.above(8 * 1024 * 1024)
+    await copyAndCompare(db, 'stream:big', (c) => streamState(c, 'stream:big'))
+  })
+
+  it('a stream whose group has a consumer keeps one RESTORE: its seen time stays exact', async () => {
+    const db = nextDb++
+    const from = source.client(db)
+    await buildStream(from, 'stream:read', 90_000)
+    await from.call('XGROUP', 'CREATE', 'stream:read', 'readers', '0')
+    await from.call('XREADGROUP', 'GROUP', 'readers', 'alice', 'COUNT', '5', 'STREAMS', 'stream:read', '>')
+    await new Promise((resolve) => setTimeout(resolve, 1500))
+    await target.client(0).config('RESETSTAT')
+    const copy = await startCopy(db)
+    await copy.snapshotLoaded()
+    await copy.stop()
+    const to = target.client(db)
+    const stats = parseInfo(await target.client(0).info('commandstats'))
+    expect(stats.cmdstat_restore, 'one RESTORE').to.match(/^calls=1,/)
+    expect(stats.cmdstat_xadd, 'no XADD').to.equal(undefined)
+    const consumer = async (c: Redis) => {
+      const [[, name, , pending, , idle]] = (await c.call('XINFO', 'CONSUMERS', 'stream:read', 'readers')) as [unknown[]]
+      return {name, pending, idle: Number(idle)}
+    }
+    const [expected, copied] = await Promise.all([consumer(from), consumer(to)])
+    expect({...copied, idle: 0}).to.deep.equal({...expected, idle: 0})
+    // Idle as long on both: a consumer made anew would have been idle for no time at all.
+    expect(Math.abs(copied.idle - expected.idle)).to.be.below(1000)
+    expect(copied.idle).to.be.at.least(1500)
+    expect(await to.call('DEBUG', 'DIGEST-VALUE', 'stream:read')).to.deep.equal(await from.call('DEBUG', 'DIGEST-VALUE', 'stream:read'))
+    await Promise.all([to.flushdb('ASYNC'), from.flushdb('ASYNC')])
   })
 
   it('a copy stopped while a value is being built leaves neither the temporary key nor half a value', async () => {
