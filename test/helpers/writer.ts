@@ -1,5 +1,7 @@
 import {Redis} from 'ioredis'
 
+import {until} from './cli.js'
+
 /**
  * An application server in miniature: routes each write by the registry, writes
  * continuously, and on READONLY or a broken connection re-reads the registry and
@@ -175,6 +177,8 @@ export class LateHearingWriter {
   readonly acked = new Map<string, string[]>()
   /** Reloads caused by an event, and by an error the application saw. */
   reloads = {onEvent: 0, onError: 0}
+  /** Events received: each is heard (a reload) hearsAfterMs later. */
+  private received = 0
   private running = false
   private loops: Promise<void>[] = []
   private readonly clients = new Map<string, Redis>()
@@ -202,6 +206,7 @@ export class LateHearingWriter {
     this.subscriber = this.registry.duplicate()
     this.subscriber.on('error', () => undefined)
     this.subscriber.on('message', () => {
+      this.received++
       setTimeout(() => {
         this.reloads.onEvent++
         for (const shard of this.shards) void this.reload(shard)
@@ -217,6 +222,11 @@ export class LateHearingWriter {
   async waitFor(n: number): Promise<void> {
     for (let i = 0; i < 12_000 && this.total < n; i++) await new Promise((r) => setTimeout(r, 5))
     if (this.total < n) throw new Error(`writer never reached ${n} acknowledged writes (at ${this.total})`)
+  }
+
+  /** Until every event received so far has been heard (its reload made), however long after it came. */
+  async heardAll(): Promise<void> {
+    await until(`the late client heard every event (${this.received} received)`, () => this.reloads.onEvent >= this.received)
   }
 
   async stop(): Promise<number> {
@@ -289,6 +299,8 @@ export async function whileHearingLate<T>(
   await app.start()
   await app.waitFor(300)
   const done = await operation()
+  // Heard late, then written on: the writes after hearing must land where the registry routes.
+  await app.heardAll()
   await app.waitFor(app.total + 300)
   await app.stop()
   return {done, missing: await missingWrites(registry, app), heard: app.reloads.onEvent}
