@@ -268,10 +268,17 @@ export function parseScore(text: string): number {
   return Number(t)
 }
 
+/** Two zsets (ZRANGE … WITHSCORES) compared member by member: two scores swapped show as scores, not as members. */
 function firstScoreDifference(x: Buffer[], y: Buffer[]): string | undefined {
-  for (let i = 0; i < Math.max(x.length, y.length); i += 2) {
-    if (!x[i] || !y[i] || !x[i].equals(y[i])) return `member ${displayKey(x[i] ?? y[i])} is not on both`
-    if (parseScore(x[i + 1].toString()) !== parseScore(y[i + 1].toString())) return `member ${displayKey(x[i])} has another score`
+  const [px, py] = [pairs(x), pairs(y)]
+  for (let i = 0; i < Math.max(px.length, py.length); i++) {
+    const [p, q] = [px[i], py[i]]
+    if (!p || !q || !p[0].equals(q[0])) {
+      // In member order, the smaller of the two is the first that only one side has.
+      const only = !p ? q : !q ? p : Buffer.compare(p[0], q[0]) < 0 ? p : q
+      return `member ${displayKey(only[0])} is not on both`
+    }
+    if (parseScore(p[1].toString()) !== parseScore(q[1].toString())) return `member ${displayKey(p[0])} has another score`
   }
   return undefined
 }

@@ -10,12 +10,19 @@ export function keyId(key: Buffer): string {
 
 /**
  * A key as a person reads it: its UTF-8 text when it is valid UTF-8 without control
- * characters, otherwise the way redis-cli quotes it ("\xff", "\n" escaped).
+ * characters, otherwise the way redis-cli quotes it ("\xff", "\n" escaped). A key that
+ * starts with a double quote is quoted too: a text that starts with one is always the
+ * quoted form, so two keys never read the same.
  */
 export function displayKey(key: Buffer): string {
   const text = key.toString('utf8')
-  // eslint-disable-next-line no-control-regex -- control characters are exactly what must be escaped
-  if (Buffer.byteLength(text) === key.length && !text.includes('\uFFFD') && !/[\u0000-\u001F\u007F]/.test(text)) return text
+  const plain =
+    Buffer.byteLength(text) === key.length &&
+    !text.includes('\uFFFD') &&
+    // eslint-disable-next-line no-control-regex -- control characters are exactly what must be escaped
+    !/[\u0000-\u001F\u007F]/.test(text) &&
+    !text.startsWith('"')
+  if (plain) return text
   let out = ''
   for (const byte of key) {
     if (byte === 0x5c) out += '\\\\'

@@ -230,6 +230,19 @@ describe('verifyDatabases', () => {
     expect(full.differences.value.keys.map((k) => k.key)).to.deep.equal(['hash', 'set', 'string'])
   })
 
+  it('names two zset scores swapped as a score, and a member one side lacks as that member', async () => {
+    await both([a, b], (c) => c.zadd('swapped', 1, 'a', 2, 'b', 3, 'c'))
+    await b.zadd('swapped', 2, 'a', 1, 'b')
+    await both([a, b], (c) => c.zadd('members', 1, 'a', 2, 'c'))
+    await a.zadd('members', 3, 'b')
+    await b.zadd('members', 3, 'd')
+    const report = await verify({rounds: 1})
+    expect(report.differences.value.keys).to.deep.equal([
+      {key: 'members', detail: 'member b is not on both'},
+      {key: 'swapped', detail: 'member a has another score'},
+    ])
+  })
+
   it('keeps an expiry within the tolerance equal, and one beyond it different', async () => {
     await both([a, b], (c) => c.set('k', 'v'))
     await a.pexpireat('k', 4_102_444_800_000)
