@@ -136,10 +136,6 @@ export function planRebalance(input: RebalanceInput): RebalancePlan {
       stopped = 'balanced'
       break
     }
-    if (moves.length >= input.maxMoves) {
-      stopped = 'max-moves'
-      break
-    }
     const sumSq = [...fills.values()].reduce((n, f) => n + f * f, 0)
     const highest = Math.max(...fills.values())
     // The fullest and emptiest three: a move changes two instances, so the third is the extreme of the rest.
@@ -168,6 +164,11 @@ export function planRebalance(input: RebalanceInput): RebalancePlan {
     }
     if (!best) {
       stopped = 'no-move-helps'
+      break
+    }
+    // Only a move that would help stops at --max-moves: "more moves would even it out" must be true.
+    if (moves.length >= input.maxMoves) {
+      stopped = 'max-moves'
       break
     }
     const {shard, from, to, db} = best

@@ -211,6 +211,29 @@ describe('planRebalance', () => {
     const one = planRebalance({...input, maxMoves: 1})
     expect(one.moves).to.deep.equal(all.moves.slice(0, 1))
     expect(one.stopped).to.equal('max-moves')
+    // A limit the plan never reaches is not what stopped it.
+    expect(planRebalance({...input, maxMoves: 2}).stopped).to.equal('balanced')
+  })
+
+  it('says it stopped at --max-moves only when one more move would have helped', () => {
+    // One move (s1 to b) is all that helps; a second would only swap the fullest.
+    const input: Parameters<typeof planRebalance>[0] = {
+      by: 'keys',
+      maxMoves: 1,
+      tolerance: 0,
+      maxFill: 1,
+      instances: [
+        {instance: 'a:1', usedMemory: 0, maxMemory: 0, keys: 3000, freeDbs: [0]},
+        {instance: 'b:1', usedMemory: 0, maxMemory: 0, keys: 0, freeDbs: [0, 1, 2]},
+      ],
+      shards: [1, 2, 3].map((db) => ({id: `s${db}`, instance: 'a:1', db, memory: 0, keys: 1000})),
+    }
+    const unbounded = planRebalance({...input, maxMoves: Number.POSITIVE_INFINITY})
+    expect(unbounded.moves).to.have.length(1)
+    expect(unbounded.stopped).to.equal('no-move-helps')
+    const bounded = planRebalance(input)
+    expect(bounded.moves).to.deep.equal(unbounded.moves)
+    expect(bounded.stopped).to.equal('no-move-helps')
   })
 
   it('refuses to balance by memory an instance without maxmemory', () => {
