@@ -404,7 +404,7 @@ export abstract class RegistryCommand<T extends typeof Command> extends Shardctl
   private async acquireLock(): Promise<OperatorLock> {
     const registry = await this.registry()
     const lease = process.env.SHARDCTL_LOCK_LEASE
-    const leaseMs = lease === undefined || lease === '' ? undefined : parseDuration(lease)
+    const leaseMs = lease === undefined || lease === '' ? undefined : parseDuration(lease, 'SHARDCTL_LOCK_LEASE')
     const lock = await OperatorLock.acquire(registry.client, registry.keys.lock, registry.actor, {token: this.operatorToken, leaseMs})
     // Long operations renew from a thread a busy main thread cannot starve.
     if ((this.ctor as {longRunning?: boolean}).longRunning) {
@@ -518,13 +518,25 @@ export function describeFailure(error: Error & {oclif?: {exit?: number}; code?: 
   }
 }
 
-/** oclif wraps a flag parser's error as "Parsing --flag\n\t<reason>\nSee more help with --help": make it one line. */
+/**
+ * oclif's errors made one line: "Parsing --flag\n\t<reason>\nSee more help with --help",
+ * "The following error occurred:\n  Missing required flag against", "--dry-run=true cannot
+ * also be provided when using --recover" read "--flag: <reason>", "Missing required flag
+ * against", "--dry-run cannot also be provided when using --recover".
+ */
 function oneLine(message: string): string {
   const lines = message
     .split('\n')
     .map((l) => l.trim())
-    .filter((l) => l !== '' && !/^See more help with/.test(l))
-  return scrub(lines.join(': ').replace(/^Parsing (--\S+)/, '$1'))
+    .filter((l) => l !== '' && !/^See more help with/.test(l) && !/^The following errors? occurred:?$/.test(l))
+  let out = ''
+  for (const line of lines) out = out === '' ? line : out.endsWith(':') ? `${out} ${line}` : `${out}: ${line}`
+  return scrub(
+    out
+      .replace(/^Parsing (--\S+)/, '$1')
+      .replaceAll(/(--[\w-]+)=true\b/g, '$1')
+      .replaceAll(/ {2,}/g, ' '),
+  )
 }
 
 /**

@@ -18,12 +18,17 @@ import {DEFAULT_PREFIX, parseWeight, validatePrefix, validateShardId} from './re
  */
 
 /** `500ms`, `5s`, `2m`; a bare number is milliseconds. */
-export function parseDuration(input: string): number {
+/**
+ * A duration (500, 500ms, 5s, 2m) as milliseconds. `what` names where it came from in a
+ * refusal ("--grace: invalid duration ..."); 0 is refused unless `zero` allows it.
+ */
+export function parseDuration(input: string, what?: string, options: {zero?: boolean} = {}): number {
+  const from = what ? `${what}: ` : ''
   const match = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m)?\s*$/i.exec(input)
-  if (!match) throw usageError(`invalid duration "${input}"`, 'use milliseconds (500), or a unit: 500ms, 5s, 2m')
+  if (!match) throw usageError(`${from}invalid duration "${input}"`, 'use milliseconds (500), or a unit: 500ms, 5s, 2m')
   const factor = {ms: 1, s: 1000, m: 60_000}[(match[2] ?? 'ms').toLowerCase() as 'ms' | 's' | 'm']
   const ms = Math.round(Number(match[1]) * factor)
-  if (ms <= 0) throw usageError(`duration "${input}" must be more than 0`)
+  if (ms < 0 || (ms === 0 && !options.zero)) throw usageError(`${from}duration "${input}" must be more than 0`)
   return ms
 }
 
@@ -78,7 +83,7 @@ export const healWithinFlag = Flags.string({
 export function healWithinMs(given: string | undefined, maxPauseMs: number): number {
   if (given === undefined) return maxPauseMs + 5000
   if (/^\s*0+(\.0*)?\s*(ms|s|m)?\s*$/i.test(given)) return 0
-  const ms = parseDuration(given)
+  const ms = parseDuration(given, '--heal-within')
   if (ms > 600_000) throw usageError('--heal-within is at most 10m', 'past that, let a person or a cron job run --recover')
   return ms
 }

@@ -79,14 +79,27 @@ export async function switchOrFindOut(
   }
 }
 
-/** An instance an operation is planned on, or a one-line refusal naming it (`what`: "cannot reach the target"). */
+/**
+ * A connection to `e`, the source or a target of an operation (`what`: "the source"): a
+ * failure says which of them it is, "cannot reach the target 10.0.0.9:6379: connection
+ * refused", with the connection's own hint (a password, TLS) where it has one.
+ */
 export async function reachInstance(pool: ConnectionPool, e: Endpoint, what: string): Promise<Redis> {
   try {
     return await pool.get(e)
   } catch (error) {
-    throw new ShardctlError(`${what} ${instanceKey(e)}: ${(error as Error).message}`, {
+    const where = instanceKey(e)
+    const message = (error as Error).message
+    const prefix = `cannot reach ${where}: `
+    const because = message.startsWith(prefix)
+      ? `cannot reach ${what} ${where}: ${message.slice(prefix.length)}`
+      : message.includes(where)
+        ? `${what}: ${message}`
+        : `cannot reach ${what} ${where}: ${message}`
+    throw new ShardctlError(because, {
       code: 'EUNREACHABLE',
-      hint: 'check the address, or raise --timeout',
+      exitCode: error instanceof ShardctlError ? error.exitCode : ExitCode.unexpected,
+      hint: (error instanceof ShardctlError && error.hint) || 'check the address, or raise --timeout',
     })
   }
 }

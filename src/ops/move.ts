@@ -6,12 +6,21 @@ import {ExitCode, ShardctlError, usageError} from '../errors.js'
 import {clientsOn, killClients} from '../fleet/clients.js'
 import type {ConnectionPool, ScriptedRedis, TlsSettings} from '../fleet/connect.js'
 import {parseInfo} from '../fleet/info.js'
+import {probeInstances} from '../fleet/probe.js'
 import {databaseCount, estimateDbMemory, flushDb, keysPerDb} from '../fleet/instance.js'
 import {DEFAULT_FENCING, type FencingSettings, liftFence, readFencing, replicationOf, setFencing} from '../fleet/replication.js'
 import {RDB_VERSION_OF_REDIS} from '../rdb/constants.js'
-import {type ConnectTarget, type Endpoint, endpointOf, formatAddress, instanceKey} from '../registry/address.js'
+import {
+  type ConnectTarget,
+  type Endpoint,
+  canonicalInstance,
+  endpointOf,
+  formatAddress,
+  instanceKey,
+  sameInstance,
+} from '../registry/address.js'
 import {Change, type Registry} from '../registry/registry.js'
-import {sharedDatabases} from '../registry/schema.js'
+import {type Shard, sharedDatabases} from '../registry/schema.js'
 import {plural} from '../ui/terminal.js'
 import {type KeyDifference} from '../verify/compare.js'
 import {displayKey} from '../verify/keys.js'
@@ -205,10 +214,35 @@ async function clockSkew(source: Redis, target: Redis): Promise<{skewMs: number;
 }
 
 /** A database on the target instance that a shard of the registry names (in any role, on it or on its replicas). */
-function usedDbs(shards: Awaited<ReturnType<Registry['snapshot']>>['shards'], instances: Set<string>): Map<number, string> {
+function usedDbs(shards: Shard[], instances: Set<string>): Map<number, string> {
   const used = new Map<number, string>()
-  for (const s of shards) for (const n of [s.master, ...s.replicas, ...s.persist]) if (instances.has(instanceKey(n))) used.set(n.db, s.id)
+  for (const s of shards)
+    for (const n of [s.master, ...s.replicas, ...s.persist]) if (instances.has(canonicalInstance(n))) used.set(n.db, s.id)
   return used
+}
+
+async function runIdOf(client: Redis): Promise<string> {
+  return parseInfo(await client.info('server')).run_id ?? ''
+}
+
+/**
+ * The names, canonical, under which the registry may know the target and its replicas:
+ * their own, and those of registry instances on the same port whose server has the
+ * target's run_id (another DNS name of it). Only those are asked: aliases of one server
+ * share its port, and a move should not wait on an unrelated instance that is down.
+ */
+async function namesOf(pool: ConnectionPool, shards: Shard[], targetRun: string, nodes: Endpoint[]): Promise<Set<string>> {
+  const names = new Set(nodes.map(canonicalInstance))
+  const candidates = new Map<string, Endpoint>()
+  for (const s of shards) {
+    for (const n of [s.master, ...s.replicas, ...s.persist]) {
+      const name = canonicalInstance(n)
+      if (!names.has(name) && n.port === nodes[0].port) candidates.set(name, {host: n.host, port: n.port})
+    }
+  }
+  const states = await probeInstances(candidates.values(), pool)
+  for (const [, state] of states) if (state.info?.run_id === targetRun) names.add(canonicalInstance(endpointOf(state.instance)))
+  return names
 }
 
 export async function planMove(registry: Registry, pool: ConnectionPool, request: MoveRequest): Promise<MovePlan> {
@@ -225,7 +259,7 @@ export async function planMove(registry: Registry, pool: ConnectionPool, request
       'name the target instance without /db: each shard takes a free database of it',
     )
   }
-  const {shards} = await registry.snapshot()
+  const shards = await registry.wholeSnapshot('a move')
   const moving = request.shards.map((id) => {
     const shard = shards.find((s) => s.id === id)
     if (!shard) throw usageError(`unknown shard "${id}"`, 'see shards:list')
@@ -240,9 +274,13 @@ export async function planMove(registry: Registry, pool: ConnectionPool, request
       )
     }
   }
-  if (sourceKey === targetKey) throw usageError(`shard ${moving[0].id} is on ${targetKey} already`, 'name another instance with --to')
-  const registryAt = instanceKey({host: registry.client.options.host ?? '', port: registry.client.options.port ?? 0})
-  if (registryAt === sourceKey) throw usageError(`${sourceKey} also holds the registry`, 'pausing its writes would pause the registry too')
+  if (sameInstance(moving[0].master, request.to)) {
+    throw usageError(`shard ${moving[0].id} is on ${sourceKey} already`, 'name another instance with --to')
+  }
+  const registryAt = {host: registry.client.options.host ?? '', port: registry.client.options.port ?? 0}
+  if (sameInstance(registryAt, moving[0].master)) {
+    throw usageError(`${sourceKey} also holds the registry`, 'pausing its writes would pause the registry too')
+  }
   const onSource = shards.filter((s) => instanceKey(s.master) === sourceKey)
   for (const shared of sharedDatabases(onSource)) {
     if (shared.ids.some((id) => named.has(id))) {
@@ -253,8 +291,16 @@ export async function planMove(registry: Registry, pool: ConnectionPool, request
     }
   }
 
-  const source = await reachInstance(pool, endpointOf(sourceKey), 'cannot reach the source')
-  const target = await reachInstance(pool, request.to, 'cannot reach the target')
+  const source = await reachInstance(pool, endpointOf(sourceKey), 'the source')
+  const target = await reachInstance(pool, request.to, 'the target')
+  // Two names of one server (a second DNS name, an address of another interface): its run_id tells.
+  const [sourceRun, targetRun] = await Promise.all([runIdOf(source), runIdOf(target)])
+  if (sourceRun === targetRun) {
+    throw usageError(
+      `target ${targetKey} is the source ${sourceKey} under another name (the same run_id)`,
+      'name another instance with --to',
+    )
+  }
   const sourceRole = await replicationOf(source)
   if (sourceRole.role !== 'master')
     throw usageError(`the source ${sourceKey} is not a master`, 'the registry and the fleet disagree: see shards:list')
@@ -270,7 +316,7 @@ export async function planMove(registry: Registry, pool: ConnectionPool, request
   // Which database each shard takes on the target: empty, and named by no shard (on it or its replicas).
   const databases = await databaseCount(target, request.to)
   const targetKeys = await keysPerDb(target)
-  const used = usedDbs(shards, new Set([targetKey, ...targetReplicas]))
+  const used = usedDbs(shards, await namesOf(pool, shards, targetRun, [request.to, ...targetReplicas.map(endpointOf)]))
   const toDbs: number[] = []
   if (request.toDb === undefined) {
     for (let db = 0; db < databases && toDbs.length < moving.length; db++) if (!used.has(db) && !targetKeys.get(db)) toDbs.push(db)

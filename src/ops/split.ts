@@ -19,7 +19,15 @@ import {
   waitForStreaming,
   writableAsReplica,
 } from '../fleet/replication.js'
-import {type Endpoint, type ShardAddress, endpointOf, formatAddress, instanceKey} from '../registry/address.js'
+import {
+  type Endpoint,
+  type ShardAddress,
+  canonicalInstance,
+  endpointOf,
+  formatAddress,
+  instanceKey,
+  sameInstance,
+} from '../registry/address.js'
 import {Change, type Registry, compareIds} from '../registry/registry.js'
 import {sharedDatabases} from '../registry/schema.js'
 import {
@@ -194,20 +202,26 @@ async function checkEmpty(client: Redis, key: string, role: string): Promise<voi
 
 export async function planSplit(registry: Registry, pool: ConnectionPool, request: SplitRequest): Promise<SplitPlan> {
   const sourceKey = instanceKey(request.source)
-  const registryAt = instanceKey({host: registry.client.options.host ?? '', port: registry.client.options.port ?? 0})
-  if (registryAt === sourceKey) throw usageError(`${sourceKey} also holds the registry`, 'pausing its writes would pause the registry too')
+  const registryAt = {host: registry.client.options.host ?? '', port: registry.client.options.port ?? 0}
+  if (sameInstance(registryAt, request.source)) {
+    throw usageError(`${sourceKey} also holds the registry`, 'pausing its writes would pause the registry too')
+  }
   if (request.targets.length === 0) throw usageError('no target', 'name one with --to HOST:PORT, or use --spawn')
   const targetKeys = request.targets.map(instanceKey)
+  const canonicalTargets = request.targets.map(canonicalInstance)
   for (const [i, key] of targetKeys.entries()) {
-    if (key === sourceKey) throw usageError(`target ${key} is the source itself`)
-    if (targetKeys.indexOf(key) !== i) throw usageError(`target ${key} is named twice`)
+    if (sameInstance(request.targets[i], request.source)) throw usageError(`target ${key} is the source itself`)
+    if (canonicalTargets.indexOf(canonicalTargets[i]) !== i) throw usageError(`target ${key} is named twice`)
+    if (sameInstance(request.targets[i], registryAt)) {
+      throw usageError(`target ${key} holds the registry`, 'a target is emptied when it starts to follow the source')
+    }
   }
   if (request.targetReplicas.length > 0 && request.targets.length !== 1) {
     throw usageError('--to-replica needs exactly one --to', 'split onto several targets without replicas, then add them')
   }
 
-  const {shards} = await registry.snapshot()
-  const onSource = shards.filter((s) => instanceKey(s.master) === sourceKey)
+  const shards = await registry.wholeSnapshot('a split')
+  const onSource = shards.filter((s) => sameInstance(s.master, request.source))
   if (onSource.length === 0)
     throw usageError(`no shard in the registry has its master on ${sourceKey}`, 'name the master instance of some shards (see shards:list)')
   // A database holds one shard (SPEC §4.9): moving one of two would drop the other's data with it.
@@ -221,12 +235,12 @@ export async function planSplit(registry: Registry, pool: ConnectionPool, reques
   for (const id of request.shards ?? []) {
     const shard = shards.find((s) => s.id === id)
     if (!shard) throw usageError(`unknown shard "${id}"`, 'see shards:list')
-    if (instanceKey(shard.master) !== sourceKey)
+    if (!sameInstance(shard.master, request.source))
       throw usageError(`shard ${id} is not on ${sourceKey} (its master is ${formatAddress(shard.master)})`)
   }
   // A target is wiped when it starts to follow the source: no shard may live on it, in any role.
   for (const key of [...targetKeys, ...request.targetReplicas.map(instanceKey)]) {
-    const user = shards.find((s) => [s.master, ...s.replicas, ...s.persist].some((n) => instanceKey(n) === key))
+    const user = shards.find((s) => [s.master, ...s.replicas, ...s.persist].some((n) => sameInstance(n, endpointOf(key))))
     if (user)
       throw usageError(
         `${key} already serves shard ${user.id} (see shards:list)`,
@@ -240,7 +254,7 @@ export async function planSplit(registry: Registry, pool: ConnectionPool, reques
     )
   }
 
-  const source = await reachInstance(pool, request.source, 'cannot reach the source')
+  const source = await reachInstance(pool, request.source, 'the source')
   const sourceRole = await replicationOf(source)
   if (sourceRole.role !== 'master')
     throw usageError(`the source ${sourceKey} is not a master`, 'the registry and the fleet disagree: see shards:list')
@@ -249,7 +263,7 @@ export async function planSplit(registry: Registry, pool: ConnectionPool, reques
 
   const started = new Set((request.toBeStarted ?? []).map(instanceKey))
   for (const target of request.targets.filter((t) => !started.has(instanceKey(t)))) {
-    const client = await reachInstance(pool, target, 'cannot reach the target')
+    const client = await reachInstance(pool, target, 'the target')
     const info = await replicationOf(client)
     if (info.role !== 'master' && !follows(info, request.source)) {
       throw usageError(
@@ -268,7 +282,7 @@ export async function planSplit(registry: Registry, pool: ConnectionPool, reques
     }
   }
   for (const replica of request.targetReplicas.filter((r) => !started.has(instanceKey(r)))) {
-    const client = await reachInstance(pool, replica, 'cannot reach the target replica')
+    const client = await reachInstance(pool, replica, 'the target replica')
     const info = await replicationOf(client)
     if (!follows(info, request.targets[0])) await checkEmpty(client, instanceKey(replica), 'target replica')
     if (await writableAsReplica(client)) throw writableReplicaRefusal(instanceKey(replica), 'target replica')

@@ -1,7 +1,7 @@
 import type {ConnectionPool} from '../fleet/connect.js'
 import {databaseCount, estimateDbMemory} from '../fleet/instance.js'
 import {mapLimited, probeInstances} from '../fleet/probe.js'
-import {type Endpoint, type ShardAddress, instanceKey} from '../registry/address.js'
+import {type Endpoint, type ShardAddress, canonicalInstance, instanceKey, sameInstance} from '../registry/address.js'
 import type {Registry} from '../registry/registry.js'
 import type {BalanceBy, PlanInstance, PlanShard} from './plan.js'
 import {plural} from '../ui/terminal.js'
@@ -47,27 +47,46 @@ export interface MeasureOptions {
 const CONCURRENCY = 8
 
 export async function measureFleet(registry: Registry, pool: ConnectionPool, options: MeasureOptions): Promise<FleetMeasure> {
-  const {shards, broken} = await registry.snapshot()
+  // A broken record's databases are unknown: no database could be proved free.
+  const shards = await registry.wholeSnapshot('a rebalance')
+  // Instances by their canonical names: 127.0.0.1 and localhost are one (run_ids below tell the rest).
   const masters = new Map<string, Endpoint>()
-  for (const shard of shards) masters.set(instanceKey(shard.master), shard.master)
-  for (const endpoint of options.extra) masters.set(instanceKey(endpoint), endpoint)
+  for (const shard of shards) if (!masters.has(canonicalInstance(shard.master))) masters.set(canonicalInstance(shard.master), shard.master)
+  const registered = new Set(masters.keys())
+  for (const endpoint of options.extra) if (!masters.has(canonicalInstance(endpoint))) masters.set(canonicalInstance(endpoint), endpoint)
   // Every database the registry names, on any instance and in any role, is taken.
   const taken = new Map<string, Set<number>>()
   const take = (address: ShardAddress) => {
-    const key = instanceKey(address)
+    const key = canonicalInstance(address)
     if (!taken.has(key)) taken.set(key, new Set())
     taken.get(key)!.add(address.db)
   }
   for (const shard of shards) for (const node of [shard.master, ...shard.replicas, ...shard.persist]) take(node)
   take(options.registry)
-  const replicaInstances = new Set(shards.flatMap((s) => [...s.replicas, ...s.persist].map((r) => instanceKey(r))))
+  const replicaInstances = new Set(shards.flatMap((s) => [...s.replicas, ...s.persist].map((r) => canonicalInstance(r))))
 
   options.onProgress?.(`probing ${plural(masters.size, 'instance')}`)
   const states = await probeInstances(masters.values(), pool, {memory: true, config: ['databases']})
+  // Probed by their names as given (instanceKey), known here by their canonical ones.
+  const endpoints = new Map(masters)
+  const stateOf = (key: string) => states.get(instanceKey(endpoints.get(key)!))
+  // An instance named to take shards that serves some already, under another name (the same run_id): measured once.
+  const runIds = new Map<string, string>()
+  for (const key of registered) {
+    const run = stateOf(key)?.info?.run_id
+    if (run) runIds.set(run, key)
+  }
+  for (const key of [...masters.keys()].filter((k) => !registered.has(k))) {
+    const run = stateOf(key)?.info?.run_id
+    const same = run === undefined ? undefined : runIds.get(run)
+    if (same === undefined) continue
+    masters.delete(key)
+    options.onProgress?.(`${key} is ${same} (the same run_id), measured once`)
+  }
   const excluded: ExcludedInstance[] = []
   const eligible: string[] = []
   for (const [key] of masters) {
-    const state = states.get(key)!
+    const state = stateOf(key)!
     const reason = !state.reachable
       ? `unreachable: ${state.error ?? 'no answer'}`
       : state.replication?.role !== 'master'
@@ -86,7 +105,7 @@ export async function measureFleet(registry: Registry, pool: ConnectionPool, opt
     eligible,
     CONCURRENCY,
     async (key): Promise<{instance: PlanInstance; memoryByDb: Map<number, number>}> => {
-      const state = states.get(key)!
+      const state = stateOf(key)!
       const info = state.info!
       const client = await pool.get(masters.get(key)!)
       const keysByDb = state.keysByDb ?? new Map<number, number>()
@@ -121,12 +140,17 @@ export async function measureFleet(registry: Registry, pool: ConnectionPool, opt
 
   const byInstance = new Map(measured.map((m) => [m.instance.instance, m]))
   const planShards: PlanShard[] = []
-  const fixed: FleetMeasure['fixed'] = broken.map((b) => ({shard: b.id, reason: `not readable in the registry: ${b.problems.join('; ')}`}))
+  const fixed: FleetMeasure['fixed'] = []
   for (const shard of shards) {
-    const key = instanceKey(shard.master)
+    const key = canonicalInstance(shard.master)
     const m = byInstance.get(key)
     if (!m) {
       fixed.push({shard: shard.id, reason: `its master ${key} is left out: ${excluded.find((e) => e.instance === key)?.reason ?? ''}`})
+      continue
+    }
+    if (sameInstance(shard.master, options.registry)) {
+      // It counts in its instance's use, but shards:move refuses to pause the registry's instance.
+      fixed.push({shard: shard.id, reason: `its master ${key} also holds the registry, which a move cannot pause`})
       continue
     }
     planShards.push({
@@ -134,7 +158,7 @@ export async function measureFleet(registry: Registry, pool: ConnectionPool, opt
       instance: key,
       db: shard.master.db,
       memory: m.memoryByDb.get(shard.master.db) ?? 0,
-      keys: states.get(key)!.keysByDb?.get(shard.master.db) ?? 0,
+      keys: stateOf(key)!.keysByDb?.get(shard.master.db) ?? 0,
     })
   }
   return {instances: measured.map((m) => m.instance), shards: planShards, excluded, fixed, sampledKeys}

@@ -253,6 +253,30 @@ export class Registry {
     return {shards, broken}
   }
 
+  /**
+   * Every shard, for an operation that must know every database the registry names (a
+   * target database is free only when no shard names it): a broken record, whose
+   * databases are unknown, refuses it. `action` says what, e.g. "a move".
+   */
+  async wholeSnapshot(action: string): Promise<Shard[]> {
+    const {shards, broken} = await this.snapshot()
+    if (broken.length > 0) {
+      const [first] = broken
+      const others =
+        broken.length > 1
+          ? ` (and ${broken.length - 1} more: ${broken
+              .slice(1, 4)
+              .map((b) => b.id)
+              .join(', ')}${broken.length > 4 ? ', ...' : ''})`
+          : ''
+      throw corruptRegistryError(
+        `shard ${first.id} in ${this.keys.shard(first.id)} is corrupt: ${first.problems.join('; ')}${others}; ${action} cannot tell which databases it uses`,
+        'repair or remove the record first (shards:check names every broken one)',
+      )
+    }
+    return shards
+  }
+
   /** One shard, which must exist and be well-formed. */
   async shard(id: string): Promise<Shard> {
     const [score, fields] = await Promise.all([

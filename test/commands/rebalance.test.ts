@@ -84,6 +84,21 @@ describe('shards:rebalance', () => {
     expect(planned.instances.find((i) => i.instance === inst(a))?.after.keys).to.equal(300)
   })
 
+  it('a plan made while an interrupted move is open says its moves are refused until that move is over', async () => {
+    const killed = await spawnCli(['shards:move', 's4', '--to', inst(d), '--yes', ...r()], {env: {SHARDCTL_FAILPOINT: 'copy:after:kill'}})
+    expect(killed.exitCode).to.not.equal(0)
+    try {
+      const run = await cli(['shards:rebalance', '--by', 'keys', ...r()])
+      expect(run.exitCode, run.stderr).to.equal(0)
+      expect(run.stderr).to.match(
+        /an interrupted move of .*: these moves are refused until it is over \(run shardctl shards:move --recover/,
+      )
+    } finally {
+      expect((await cli(['shards:move', '--recover', '--yes', ...r()])).exitCode).to.equal(0)
+    }
+    expect((await cli(['shards:rebalance', '--by', 'keys', ...r()])).stderr).not.to.match(/refused until/)
+  })
+
   it('--rate, --max-pause, --grace, --hold and --quiet given are passed on: shown in each command line', async () => {
     const planned = await plan('--grace', '200ms', '--rate', '5000', '--quiet', '50ms')
     expect(planned.moves).to.have.length(2)

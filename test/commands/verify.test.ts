@@ -92,6 +92,22 @@ describe('shards:verify', () => {
     const bad = await cli(['shards:verify', 's1', '--against', '127.0.0.1', ...fleet.r()])
     expect(bad.exitCode).to.equal(2)
     expect(bad.stderr).to.match(/invalid address/)
+    const beyond = await cli(['shards:verify', 's1', '--against', `127.0.0.1:${source.port}/16`, ...fleet.r()])
+    expect(beyond.exitCode).to.equal(2)
+    expect(beyond.stderr.trim().split('\n').at(-1)).to.match(/--against 127\.0\.0\.1:\d+ has 16 databases: there is no db 16/)
+    const duration = await cli(['shards:verify', 's1', '--against', against(), '--interval', 'soon', ...fleet.r()])
+    expect(duration.exitCode).to.equal(2)
+    expect(duration.stderr).to.match(/--interval: invalid duration "soon"/)
+  })
+
+  it('--ttl-tolerance 0: only equal expiry times are equal', async () => {
+    await seed(a)
+    await seed(b)
+    await b.pexpireat('t', 4_102_444_800_000 + 1)
+    expect((await verify('--ttl-tolerance', '1')).exitCode).to.equal(0)
+    const exact = await verify('--ttl-tolerance', '0', '--json')
+    expect(exact.exitCode).to.equal(3)
+    expect((JSON.parse(exact.stdout) as VerifyResult).differences.ttl.keys.map((k) => k.key)).to.deep.equal(['t'])
   })
 
   it('fails in one line naming the copy when its password is wrong', async () => {

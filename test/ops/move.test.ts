@@ -255,8 +255,42 @@ describe('shards:move', () => {
         }
       })
 
+      it('the source under another name: localhost, or another address of the same server (the same run_id)', async () => {
+        await refused(['s001', '--to', `localhost:${source.port}`], /shard s001 is on 127\.0\.0\.1:\d+ already/)
+        // A second name of one server: a proxy to it answers with its run_id.
+        const proxy = await startReplyProxy(source.port, () => undefined)
+        try {
+          await refused(
+            ['s001', '--to', `127.0.0.1:${proxy.port}`],
+            new RegExp(`target 127\\.0\\.0\\.1:${proxy.port} is the source ${inst(source)} under another name \\(the same run_id\\)`),
+          )
+        } finally {
+          await proxy.close()
+        }
+      })
+
+      it("a target database a shard names under another spelling of the target's address", async () => {
+        await reg.hset('shards.far', 'master', `localhost:${target.port}/0`)
+        await refused(['s001', '--to', `${inst(target)}/0`], /db 0 of 127\.0\.0\.1:\d+ is used by shard far/)
+        // Unnumbered, the move skips it for the next free database.
+        const run = await cli(['shards:move', 's001', '--to', inst(target), '--dry-run', '--json', ...r()])
+        expect(JSON.parse(run.stdout).plan.moves[0].toDb).to.equal(1)
+      })
+
+      it('a broken shard record anywhere: which databases it names is unknown, so nothing moves (exit 1)', async () => {
+        // far names db 0 of the target: broken, it would leave db 0 looking free.
+        await withClients([target], ([t]) => t.flushdb())
+        await reg.hset('shards.far', 'master', 'nonsense')
+        await refused(
+          ['s001', '--to', `${inst(target)}/0`],
+          /shard far in shards\.far is corrupt: .*; a move cannot tell which databases it uses/,
+          1,
+        )
+        await refused(['far', '--to', inst(target)], /shard far in shards\.far is corrupt/, 1)
+      })
+
       it('an unreachable target', async () => {
-        await refused(['s001', '--to', '127.0.0.1:1'], /cannot reach the target 127\.0\.0\.1:1/, 1)
+        await refused(['s001', '--to', '127.0.0.1:1'], /cannot reach the target 127\.0\.0\.1:1: (?!.*cannot reach)/, 1)
       })
 
       for (const [name, args, message] of [
@@ -267,7 +301,7 @@ describe('shards:move', () => {
         ['a shard named twice', ['s001', 's001', '--to', 'T'], /shard s001 is named twice/],
         ['no target', ['s001'], /no target/],
         ['no shard', ['--to', 'T'], /name the shards to move/],
-        ['a malformed target', ['s001', '--to', 'x:y'], /invalid port/],
+        ['a malformed target', ['s001', '--to', 'x:y'], /--to: invalid port/],
         ['a bad --rate', ['s001', '--to', 'T', '--rate', 'fast'], /invalid --rate "fast"/],
         ['a bad --max-pause', ['s001', '--to', 'T', '--max-pause', 'never'], /invalid duration/],
         ['a database beyond the target', ['s001', '--to', 'T/99'], /has 16 databases: there is no db 99/],
@@ -608,6 +642,26 @@ describe('shards:move', () => {
         ['release:after', 'rolled-forward'],
         ['grace:after', 'rolled-forward'],
       ]
+      it('the whole command run again after a kill that rolls back: exit 3 (the move asked for was not made); once more, it is made', async () => {
+        const command = ['shards:move', 's001', '--to', inst(target), ...BOUNDS, '--yes', ...r()]
+        const killed = await spawnCli(command, {env: {SHARDCTL_FAILPOINT: 'copy:after:kill'}})
+        expect(killed.exitCode, killed.stderr).to.not.equal(0)
+        const again = await spawnCli([...command, '--json'])
+        expect(again.exitCode, again.stderr + again.stdout).to.equal(3)
+        expect(JSON.parse(again.stdout).recovered).to.equal('rolled-back')
+        expect(await reg.hget('shards.s001', 'master')).to.equal(source.address(1))
+        const human = await spawnCli(command, {env: {SHARDCTL_FAILPOINT: 'copy:after:kill'}})
+        expect(human.exitCode).to.not.equal(0)
+        const told = await spawnCli(command)
+        expect(told.exitCode, told.stderr).to.equal(3)
+        expect(told.stderr).to.match(
+          /the move asked for was not made \(the interrupted one was rolled back first\): run the command again to make it/,
+        )
+        const made = await spawnCli(command)
+        expect(made.exitCode, made.stderr).to.equal(0)
+        await expectMoved({s001: 1})
+      })
+
       for (const [failpoint, outcome] of steps) {
         it(`SIGKILL at ${failpoint}: the rerun ${outcome === 'rolled-back' ? 'rolls back' : 'finishes'}, nothing lost`, async () => {
           const far = await dbContent(target, 0)

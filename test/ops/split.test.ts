@@ -377,6 +377,17 @@ describe('shards:split', () => {
       ['grace:after', 'rolled-forward'],
       ['clean-target:after', 'rolled-forward'],
     ]
+    it('the whole command run again after a kill that rolls back: exit 3 (the split asked for was not made)', async () => {
+      const command = ['shards:split', inst(source), '--to', inst(target), ...BOUNDS, '--yes', ...r()]
+      const killed = await spawnCli(command, {env: {SHARDCTL_FAILPOINT: 'copy:after:kill'}})
+      expect(killed.exitCode, killed.stderr).to.not.equal(0)
+      const again = await spawnCli([...command, '--json'])
+      expect(again.exitCode, again.stderr + again.stdout).to.equal(3)
+      expect(JSON.parse(again.stdout).recovered).to.equal('rolled-back')
+      await expectPlaced([])
+      expect(await reg.exists('shards._journal')).to.equal(0)
+    })
+
     for (const [failpoint, outcome] of steps) {
       it(`SIGKILL at ${failpoint}: the next run ${outcome === 'rolled-back' ? 'rolls back' : 'finishes'}, nothing lost`, async () => {
         const writer = await startWriter(['s000', 's001', 's002'])
@@ -512,8 +523,27 @@ describe('shards:split', () => {
       expect((await keyspace(source))[1]).to.equal(500)
     })
 
+    it('a target that serves a shard under another spelling of its address', async () => {
+      await cli(['shards:add', 'far', '--master', `localhost:${target.port}/9`, ...r()])
+      await refused([inst(source), '--to', inst(target)], /127\.0\.0\.1:\d+ already serves shard far/)
+    })
+
+    it('a broken shard record: where it lives is unknown, so no target can be proved free (exit 1)', async () => {
+      await reg.hset('shards.lost', 'master', 'nonsense')
+      await reg.zadd('shards.list', 1, 'lost')
+      await refused(
+        [inst(source), '--to', inst(target)],
+        /shard lost in shards\.lost is corrupt: .*; a split cannot tell which databases it uses/,
+        1,
+      )
+    })
+
+    it('the source under another name as the target', async () => {
+      await refused([inst(source), '--to', `localhost:${source.port}`], /target localhost:\d+ is the source itself/)
+    })
+
     it('an unreachable target', async () => {
-      await refused([inst(source), '--to', '127.0.0.1:1'], /cannot reach the target 127\.0\.0\.1:1/, 1)
+      await refused([inst(source), '--to', '127.0.0.1:1'], /cannot reach the target 127\.0\.0\.1:1: (?!.*cannot reach)/, 1)
     })
 
     it('a target with too few databases', async () => {

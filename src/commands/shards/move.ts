@@ -2,7 +2,7 @@ import {Args, Flags} from '@oclif/core'
 
 import type {CopyRate} from '../../copy/engine.js'
 import {OperationCommand} from '../../operation-command.js'
-import {usageError} from '../../errors.js'
+import {ShardctlError, usageError} from '../../errors.js'
 import {dryRunFlag, healWithinFlag, healWithinMs, parseDuration, yesFlag} from '../../flags.js'
 import type {HealPolicy} from '../../ops/cutover.js'
 import {openOperationError, readJournal} from '../../ops/journal.js'
@@ -45,14 +45,14 @@ export function parseMoveRunFlags(flags: {rate?: string; 'max-pause': string; gr
   holdMs: number
   quietMs: number
 } {
-  const maxPauseMs = parseDuration(flags['max-pause'])
+  const maxPauseMs = parseDuration(flags['max-pause'], '--max-pause')
   if (maxPauseMs > 60_000) throw usageError('--max-pause is at most 60s')
   return {
     ...(flags.rate === undefined ? {} : {rate: parseRate(flags.rate)}),
     maxPauseMs,
-    graceMs: parseDuration(flags.grace),
-    holdMs: parseDuration(flags.hold),
-    quietMs: parseDuration(flags.quiet),
+    graceMs: parseDuration(flags.grace, '--grace'),
+    holdMs: parseDuration(flags.hold, '--hold'),
+    quietMs: parseDuration(flags.quiet, '--quiet'),
   }
 }
 
@@ -118,17 +118,19 @@ Each step is journaled, under the operator lock. Before the switch a failure rol
     const shards = this.positional
     if (flags.recover) return this.recover(heal, shards)
     if (shards.length === 0) throw usageError('name the shards to move', 'or run --recover to finish an interrupted move')
+    // Read before anything is asked of the registry: a malformed --to is refused as such.
+    const target = flags.to === undefined ? undefined : parseTo(flags.to)
     const registry = await this.registry()
     if (!flags['dry-run']) {
       // A rerun naming a shard of an interrupted move finishes or rolls that move back first.
       const pending = await readJournal(registry)
       if (pending) {
         if (!moveJournalMatches(pending, shards)) throw await openOperationError(registry, pending, this.operatorToken)
-        return this.recover(heal, shards)
+        return this.recover(heal, shards, flags.to !== undefined)
       }
     }
-    if (flags.to === undefined) throw usageError('no target', 'name it with --to HOST:PORT (or HOST:PORT/DB for one shard)')
-    const target = parseAddress(flags.to)
+    if (flags.to === undefined || target === undefined)
+      throw usageError('no target', 'name it with --to HOST:PORT (or HOST:PORT/DB for one shard)')
     const to: Endpoint = {host: target.host, port: target.port}
     const toDb = /\/\d+\s*$/.test(flags.to) ? target.db : undefined
     const request = {
@@ -136,7 +138,7 @@ Each step is journaled, under the operator lock. Before the switch a failure rol
       to,
       toDb,
       ...run,
-      maxClockSkewMs: parseDuration(flags['max-clock-skew']),
+      maxClockSkewMs: parseDuration(flags['max-clock-skew'], '--max-clock-skew'),
       verify: flags.verify,
       verifyValues: flags['verify-values'],
     }
@@ -220,8 +222,12 @@ Each step is journaled, under the operator lock. Before the switch a failure rol
     }
   }
 
-  /** Finish or roll back the interrupted move: the one in the journal (--recover), or the one of these shards. */
-  private async recover(heal: HealPolicy, shards: string[]): Promise<MoveResult | {applied: false; recovered: 'nothing'}> {
+  /**
+   * Finish or roll back the interrupted move: the one in the journal (--recover), or the
+   * one of these shards. `asked`: the run named a move (--to), which a roll-back did not
+   * make: exit 3, not 0, so that a script does not carry on as if it had.
+   */
+  private async recover(heal: HealPolicy, shards: string[], asked = false): Promise<MoveResult | {applied: false; recovered: 'nothing'}> {
     const open = await this.openOperation(shards.length > 0 ? (entry) => moveJournalMatches(entry, shards) : undefined)
     if (!open) return this.nothingToRecover()
     const plan = open.entry.plan as MovePlan
@@ -233,13 +239,17 @@ Each step is journaled, under the operator lock. Before the switch a failure rol
         onStep: (step) => steps.step(step),
       }),
     ).finally(() => steps.end())
-    this.log(
-      recovered.recovered === 'rolled-forward'
-        ? 'Finished the interrupted move.'
-        : 'Rolled back the interrupted move: the registry routes to the source and the target databases were emptied. Run the command again to move.',
-    )
+    const rolledBack = 'Rolled back the interrupted move: the registry routes to the source and the target databases were emptied.'
+    this.log(recovered.recovered === 'rolled-forward' ? 'Finished the interrupted move.' : `${rolledBack} Run the command again to move.`)
     this.reportHealed(recovered)
-    return this.reportStrays(recovered)
+    const reported = this.reportStrays(recovered)
+    if (asked && recovered.recovered === 'rolled-back') {
+      return this.partial(
+        recovered,
+        'the move asked for was not made (the interrupted one was rolled back first): run the command again to make it',
+      )
+    }
+    return reported
   }
 
   private render(plan: MovePlan): void {
@@ -269,5 +279,15 @@ Each step is journaled, under the operator lock. Before the switch a failure rol
         ),
       )
     }
+  }
+}
+
+/** --to, parsed; a refusal names the flag. */
+function parseTo(input: string): ReturnType<typeof parseAddress> {
+  try {
+    return parseAddress(input)
+  } catch (error) {
+    if (error instanceof ShardctlError) throw usageError(`--to: ${error.message}`, error.hint)
+    throw error
   }
 }

@@ -66,7 +66,7 @@ Each step is recorded in the registry's journal before it is taken. A promote th
 
   async run(): Promise<PromoteResult | {applied: false; recovered: 'nothing'}> {
     const {flags} = this
-    const maxPauseMs = parseDuration(flags['max-pause'])
+    const maxPauseMs = parseDuration(flags['max-pause'], '--max-pause')
     const heal = this.healPolicy(healWithinMs(flags['heal-within'], maxPauseMs))
     if (flags.recover) {
       const named = this.args.target === undefined ? undefined : await resolveInstance(await this.registry(), this.args.target)

@@ -7,7 +7,7 @@ import {failpoint} from '../../ops/failpoint.js'
 import {openOperationError, readJournal} from '../../ops/journal.js'
 import {lockLost} from '../../ops/lock.js'
 import {runMove} from '../../rebalance/apply.js'
-import {instanceKey} from '../../registry/address.js'
+import {canonicalInstance} from '../../registry/address.js'
 import {moveRunFlags, parseMoveRunFlags} from './move.js'
 import {type ExcludedInstance, measureFleet} from '../../rebalance/measure.js'
 import {type BalanceBy, type InstanceBalance, type RebalancePlan, planRebalance} from '../../rebalance/plan.js'
@@ -94,7 +94,7 @@ Without --apply (or with --dry-run) the plan is printed: each instance before an
         onProgress: (line) => this.progress(paint.dim(line)),
       })
       // An instance named to take shards that cannot: refused, not planned around (the plan would shuffle the others instead).
-      const included = new Set(extra.map((e) => instanceKey(e)))
+      const included = new Set(extra.map((e) => canonicalInstance(e)))
       const refused = measured.excluded.find((e) => included.has(e.instance))
       if (refused)
         throw new ShardctlError(`--include ${refused.instance} cannot take shards: ${refused.reason}`, {
@@ -139,6 +139,12 @@ Without --apply (or with --dry-run) the plan is printed: each instance before an
     if (!flags.apply || flags['dry-run']) {
       const {plan, result} = await make()
       if (!this.jsonEnabled()) this.render(plan, result.moves)
+      const pending = await readJournal(registry)
+      if (pending && result.moves.length > 0) {
+        // The plan stands, but no move of it runs before that operation is over.
+        const open = await openOperationError(registry, pending, this.operatorToken)
+        this.warn(`${open.message}: these moves are refused until it is over (${open.hint ?? 'see shards:history'})`)
+      }
       if (flags.apply) this.progress(paint.warn('Dry run: nothing changed.'))
       return result
     }

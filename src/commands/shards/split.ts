@@ -77,15 +77,15 @@ Each step is journaled. A split that fails half-way (a host or the registry sile
 
   async run(): Promise<SplitResult | {applied: false; recovered?: 'nothing'}> {
     const {flags} = this
-    const maxPauseMs = parseDuration(flags['max-pause'])
+    const maxPauseMs = parseDuration(flags['max-pause'], '--max-pause')
     const heal = this.healPolicy(healWithinMs(flags['heal-within'], maxPauseMs))
     const named = this.args.source === undefined ? undefined : parseInstance(this.args.source)
     if (flags.recover) return this.recover(heal, named)
     if (!named) throw usageError('name the instance to split (host:port)', 'or run --recover to finish an interrupted split')
     const source = named
-    const graceMs = parseDuration(flags.grace)
-    const holdMs = parseDuration(flags.hold)
-    const quietMs = parseDuration(flags.quiet)
+    const graceMs = parseDuration(flags.grace, '--grace')
+    const holdMs = parseDuration(flags.hold, '--hold')
+    const quietMs = parseDuration(flags.quiet, '--quiet')
     if (maxPauseMs > 60_000) throw usageError('--max-pause is at most 60s')
     if (!flags.spawn && (flags.port !== undefined || flags.dir !== undefined || flags['spawn-replicas'] > 0)) {
       throw usageError('--port, --dir and --spawn-replicas go with --spawn')
@@ -101,7 +101,7 @@ Each step is journaled. A split that fails half-way (a host or the registry sile
       const pending = await readJournal(registry)
       if (pending) {
         if (!splitJournalMatches(pending, source)) throw await openOperationError(registry, pending, this.operatorToken)
-        return this.recover(heal, source)
+        return this.recover(heal, source, flags.to !== undefined || flags.spawn)
       }
     }
 
@@ -223,8 +223,12 @@ Each step is journaled. A split that fails half-way (a host or the registry sile
     return this.reportStrays(result, result.plan.keepSource)
   }
 
-  /** Finish or roll back the interrupted split: the one in the journal (--recover), or the one of this source. */
-  private async recover(heal: HealPolicy, source?: Endpoint): Promise<SplitResult | {applied: false; recovered: 'nothing'}> {
+  /**
+   * Finish or roll back the interrupted split: the one in the journal (--recover), or the
+   * one of this source. `asked`: the run named a split (--to, --spawn), which a roll-back
+   * did not make: exit 3, not 0, so that a script does not carry on as if it had.
+   */
+  private async recover(heal: HealPolicy, source?: Endpoint, asked = false): Promise<SplitResult | {applied: false; recovered: 'nothing'}> {
     const open = await this.openOperation(source && ((entry) => splitJournalMatches(entry, source)))
     if (!open) return this.nothingToRecover()
     const plan = open.entry.plan as SplitPlan
@@ -251,7 +255,14 @@ Each step is journaled. A split that fails half-way (a host or the registry sile
         : 'Rolled back the interrupted split: the registry routes to the source and the targets were emptied. Run the command again to split.',
     )
     this.reportHealed(recovered)
-    return this.reportStrays(recovered, recovered.plan.keepSource)
+    const reported = this.reportStrays(recovered, recovered.plan.keepSource)
+    if (asked && recovered.recovered === 'rolled-back') {
+      return this.partial(
+        recovered,
+        'the split asked for was not made (the interrupted one was rolled back first): run the command again to make it',
+      )
+    }
+    return reported
   }
 
   /** Where the split ended, for Sentinel: the source, the targets, and whether the registry routes the moved shards to them. */

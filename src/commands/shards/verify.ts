@@ -3,8 +3,9 @@ import {Args, Flags} from '@oclif/core'
 import {RegistryCommand} from '../../base-command.js'
 import {usageError} from '../../errors.js'
 import {close, connect} from '../../fleet/connect.js'
+import {databaseCount} from '../../fleet/instance.js'
 import {addressFlag, countFlag, parseDuration, shardIdArg} from '../../flags.js'
-import {type ConnectTarget, formatAddress, sameInstance} from '../../registry/address.js'
+import {type ConnectTarget, formatAddress, instanceKey, sameInstance} from '../../registry/address.js'
 import {formatDuration} from '../../ui/progress.js'
 import {formatCount, paint, plural, renderTable} from '../../ui/terminal.js'
 import type {DifferenceKind} from '../../verify/compare.js'
@@ -42,14 +43,17 @@ Exit 0 when the copies are equal, 3 when something still differs at the end (cou
       1,
       100_000_000,
     )({summary: 'At most this many keys compared per second (default: no limit).', helpValue: '<keys/s>'}),
-    'ttl-tolerance': Flags.string({summary: 'Expiry times this far apart still count as equal (ms, or 500ms, 2s).', default: '1s'}),
+    'ttl-tolerance': Flags.string({
+      summary: 'Expiry times this far apart still count as equal (ms, or 500ms, 2s; 0: only equal ones).',
+      default: '1s',
+    }),
     sample: countFlag('sample size', 0, 1000)({summary: 'Keys named per kind of difference.', default: 10}),
   }
 
   async run(): Promise<VerifyResult> {
     const {flags} = this
-    const intervalMs = parseDuration(flags.interval)
-    const ttlToleranceMs = parseDuration(flags['ttl-tolerance'])
+    const intervalMs = parseDuration(flags.interval, '--interval')
+    const ttlToleranceMs = parseDuration(flags['ttl-tolerance'], '--ttl-tolerance', {zero: true})
     const registry = await this.registry()
     const pool = await this.pool()
     const shard = await registry.shard(this.args.shard)
@@ -60,6 +64,13 @@ Exit 0 when the copies are equal, 3 when something still differs at the end (cou
     // Dedicated connections: the verify keeps them busy, and the other copy may have credentials of its own.
     const a = await pool.dedicated(shard.master)
     const b = hasOwnCredentials(against) ? await this.connectOwn(against) : await pool.dedicated(against)
+    const databases = await databaseCount(b, against)
+    if (against.db >= databases) {
+      throw usageError(
+        `--against ${instanceKey(against)} has ${plural(databases, 'database')}: there is no db ${against.db}`,
+        'name a database it has',
+      )
+    }
 
     this.progress(`Comparing shard ${shard.id} (${formatAddress(shard.master)}) with ${formatAddress(against)}...`)
     const report = await verifyDatabases(
