@@ -228,8 +228,9 @@ async function runIdOf(client: Redis): Promise<string> {
 /**
  * The names, canonical, under which the registry may know the target and its replicas:
  * their own, and those of registry instances on the same port whose server has the
- * target's run_id (another DNS name of it). Only those are asked: aliases of one server
- * share its port, and a move should not wait on an unrelated instance that is down.
+ * target's run_id (another DNS name of it). Only instances on that port are asked (the
+ * aliases of one server share its port); in a fleet on one port everywhere that is every
+ * instance, probed once and in parallel, an unreachable one costing at most --timeout.
  */
 async function namesOf(pool: ConnectionPool, shards: Shard[], targetRun: string, nodes: Endpoint[]): Promise<Set<string>> {
   const names = new Set(nodes.map(canonicalInstance))
