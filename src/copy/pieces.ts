@@ -554,7 +554,8 @@ export function listpackElements(lp: Buffer): Buffer[] {
         }
       }
     // The entry's back-length: 1 to 5 bytes, by the entry's size.
-    p += size + (size < 128 ? 1 : size < 16_384 ? 2 : size < 2_097_152 ? 3 : size < 268_435_456 ? 4 : 5)
+    // As lpEncodeBacklen writes it: 2 bytes below 16383 (not 16384), and so on.
+    p += size + (size <= 127 ? 1 : size < 16_383 ? 2 : size < 2_097_151 ? 3 : size < 268_435_455 ? 4 : 5)
     if (p >= lp.length) throw new RdbFormatError('a listpack runs past its end')
   }
   if (count !== 65_535 && count !== out.length) throw new RdbFormatError(`a listpack of ${out.length} elements, not the ${count} announced`)

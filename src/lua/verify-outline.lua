@@ -20,6 +20,10 @@ local lengths = {string = 'STRLEN', list = 'LLEN', set = 'SCARD', zset = 'ZCARD'
 local call = redis.call
 local expiry = ARGV[1]
 local digestBytes = tonumber(ARGV[2])
+-- Whole numbers as all their digits: Lua's own conversion keeps 14 (an expiry in ms reaches 15).
+local function int(n)
+  return string.format('%.0f', n)
+end
 local out = {}
 for i, key in ipairs(KEYS) do
   local t = call('TYPE', key)['ok']
@@ -30,12 +34,12 @@ for i, key in ipairs(KEYS) do
     -- a longer one never is (a 100 MB value is not copied into the script).
     local head = digestBytes >= 0 and call('GETRANGE', key, 0, digestBytes) or ''
     local n = #head <= digestBytes and #head or call('STRLEN', key)
-    local line = 'string ' .. call(expiry, key) .. ' ' .. n .. ' ' .. n
+    local line = 'string ' .. int(call(expiry, key)) .. ' ' .. n .. ' ' .. n
     if n <= digestBytes then line = line .. ' ' .. redis.sha1hex(head) end
     out[i] = line
   else
     local length = lengths[t]
-    out[i] = t .. ' ' .. call(expiry, key) .. ' ' .. (length and call(length, key) or -1) .. ' ' .. (call('MEMORY', 'USAGE', key) or 0)
+    out[i] = t .. ' ' .. int(call(expiry, key)) .. ' ' .. int(length and call(length, key) or -1) .. ' ' .. int(call('MEMORY', 'USAGE', key) or 0)
   end
 end
 return table.concat(out, '\n')

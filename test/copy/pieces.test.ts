@@ -305,6 +305,27 @@ describe('copy/pieces: the element decoders', function () {
     expect(elements).to.deep.equal(['abc', '-5', '4', '12345'])
   })
 
+  it('reads entries of every back-length size, at the edges where lpEncodeBacklen changes it (127/128, 16382/16383 bytes)', () => {
+    // An entry: its encoding and content, then its back-length (1 byte to 127, 2 below 16383, 3 below 2097151).
+    const backlen = (size: number) => (size <= 127 ? 1 : size < 16_383 ? 2 : size < 2_097_151 ? 3 : 4)
+    const entry = (length: number): Buffer => {
+      const head =
+        length < 4096
+          ? Buffer.from([0xe0 | (length >> 8), length & 0xff])
+          : Buffer.concat([Buffer.from([0xf0]), Buffer.from(Uint32Array.of(length).buffer)])
+      const body = Buffer.concat([head, Buffer.alloc(length, 0x61)])
+      return Buffer.concat([body, Buffer.alloc(backlen(body.length), 0x01)])
+    }
+    const lengths = [125, 126, 16_377, 16_378, 3]
+    const entries = lengths.map(entry)
+    expect(entries.map((e) => e.length)).to.deep.equal([127 + 1, 128 + 2, 16_382 + 2, 16_383 + 3, 5 + 1])
+    const body = Buffer.concat([...entries, Buffer.from([0xff])])
+    const header = Buffer.alloc(6)
+    header.writeUInt32LE(6 + body.length, 0)
+    header.writeUInt16LE(entries.length, 4)
+    expect(listpackElements(Buffer.concat([header, body])).map((e) => e.length)).to.deep.equal(lengths)
+  })
+
   it('refuses a listpack whose count disagrees with its entries', () => {
     // Header: 4 bytes total, 2 bytes count (2); one 7-bit integer (5, backlen 1); the end.
     const lp = Buffer.from([10, 0, 0, 0, 2, 0, 5, 1, 0xff])
