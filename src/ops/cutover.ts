@@ -7,7 +7,7 @@ import {type ClientInfo, clientsOn, cutConnectionsNamed, hasWorked, killClients,
 import {type ConnectionPool, type ScriptedRedis, reopen} from '../fleet/connect.js'
 import {keysPerDb, sampleKeys} from '../fleet/instance.js'
 import {type FencingSettings, fenceWrites, isWriteFence, readFencing, replicationOf} from '../fleet/replication.js'
-import {type Endpoint, instanceKey} from '../registry/address.js'
+import {type Endpoint, endpointOf, instanceKey, sameInstance} from '../registry/address.js'
 import {Change, type Registry, type ShardNodes, nodeFields} from '../registry/registry.js'
 import type {Shard} from '../registry/schema.js'
 import {formatAddress} from '../registry/address.js'
@@ -381,7 +381,8 @@ export interface StrayWrites {
 /** Refuse to drop a database the registry routes a shard to (one shard per database: SPEC §4.9). */
 export async function assertUnused(registry: Registry, instance: string, dbs: number[]): Promise<void> {
   const {shards} = await registry.snapshot()
-  const used = shards.filter((s) => instanceKey(s.master) === instance && dbs.includes(s.master.db))
+  // However the registry spells the instance: a shard routed there under another name is routed there.
+  const used = shards.filter((s) => sameInstance(s.master, endpointOf(instance)) && dbs.includes(s.master.db))
   if (used.length > 0) {
     throw new ShardctlError(
       `will not drop ${instance} db ${used.map((s) => s.master.db).join(', ')}: the registry routes shard ${used.map((s) => s.id).join(', ')} there`,

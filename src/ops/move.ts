@@ -242,7 +242,9 @@ async function namesOf(pool: ConnectionPool, shards: Shard[], targetRun: string,
     }
   }
   const states = await probeInstances(candidates.values(), pool)
-  for (const [, state] of states) if (state.info?.run_id === targetRun) names.add(canonicalInstance(endpointOf(state.instance)))
+  for (const [, state] of states) {
+    if (targetRun !== '' && state.info?.run_id === targetRun) names.add(canonicalInstance(endpointOf(state.instance)))
+  }
   return names
 }
 
@@ -268,7 +270,7 @@ export async function planMove(registry: Registry, pool: ConnectionPool, request
   })
   const sourceKey = instanceKey(moving[0].master)
   for (const s of moving) {
-    if (instanceKey(s.master) !== sourceKey) {
+    if (!sameInstance(s.master, moving[0].master)) {
       throw usageError(
         `shards ${moving[0].id} and ${s.id} live on different instances (${sourceKey}, ${instanceKey(s.master)})`,
         'a move fences one source instance: move the shards of each instance with its own command',
@@ -282,7 +284,25 @@ export async function planMove(registry: Registry, pool: ConnectionPool, request
   if (sameInstance(registryAt, moving[0].master)) {
     throw usageError(`${sourceKey} also holds the registry`, 'pausing its writes would pause the registry too')
   }
-  const onSource = shards.filter((s) => instanceKey(s.master) === sourceKey)
+  const onSource = shards.filter((s) => sameInstance(s.master, moving[0].master))
+  // The registry's switch compares the masters on each instance with the instance as named:
+  // one instance must have one name, and the target the name the registry gives it.
+  const otherName = (instance: Endpoint, named: string) =>
+    shards.find((s) => sameInstance(s.master, instance) && instanceKey(s.master) !== named)
+  const twice = otherName(moving[0].master, sourceKey)
+  if (twice) {
+    throw usageError(
+      `the registry names ${sourceKey} in more than one way (shard ${twice.id} is on ${formatAddress(twice.master)})`,
+      'repoint its shards to one name first (shards:check)',
+    )
+  }
+  const asRegistry = otherName(request.to, targetKey)
+  if (asRegistry) {
+    throw usageError(
+      `the registry names ${targetKey} ${instanceKey(asRegistry.master)} (shard ${asRegistry.id})`,
+      `name the target ${instanceKey(asRegistry.master)}, as the registry does`,
+    )
+  }
   for (const shared of sharedDatabases(onSource)) {
     if (shared.ids.some((id) => named.has(id))) {
       throw usageError(
@@ -296,7 +316,7 @@ export async function planMove(registry: Registry, pool: ConnectionPool, request
   const target = await reachInstance(pool, request.to, 'the target')
   // Two names of one server (a second DNS name, an address of another interface): its run_id tells.
   const [sourceRun, targetRun] = await Promise.all([runIdOf(source), runIdOf(target)])
-  if (sourceRun === targetRun) {
+  if (sourceRun !== '' && sourceRun === targetRun) {
     throw usageError(
       `target ${targetKey} is the source ${sourceKey} under another name (the same run_id)`,
       'name another instance with --to',

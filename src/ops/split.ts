@@ -224,6 +224,16 @@ export async function planSplit(registry: Registry, pool: ConnectionPool, reques
   const onSource = shards.filter((s) => sameInstance(s.master, request.source))
   if (onSource.length === 0)
     throw usageError(`no shard in the registry has its master on ${sourceKey}`, 'name the master instance of some shards (see shards:list)')
+  // The registry's switch compares its masters with the source as named: it must be named as the registry names it.
+  const spelled = onSource.find((s) => instanceKey(s.master) !== sourceKey)
+  if (spelled) {
+    throw usageError(
+      `the registry names ${sourceKey} ${instanceKey(spelled.master)} (shard ${spelled.id})`,
+      onSource.every((s) => instanceKey(s.master) === instanceKey(spelled.master))
+        ? `name the source ${instanceKey(spelled.master)}, as the registry does`
+        : 'the registry names this instance in more than one way: repoint its shards to one name first (shards:check)',
+    )
+  }
   // A database holds one shard (SPEC §4.9): moving one of two would drop the other's data with it.
   const [shared] = sharedDatabases(onSource)
   if (shared) {

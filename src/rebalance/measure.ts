@@ -1,7 +1,7 @@
 import type {ConnectionPool} from '../fleet/connect.js'
 import {databaseCount, estimateDbMemory} from '../fleet/instance.js'
 import {mapLimited, probeInstances} from '../fleet/probe.js'
-import {type Endpoint, type ShardAddress, canonicalInstance, instanceKey, sameInstance} from '../registry/address.js'
+import {type Endpoint, type ShardAddress, canonicalInstance, endpointOf, instanceKey, sameInstance} from '../registry/address.js'
 import type {Registry} from '../registry/registry.js'
 import type {BalanceBy, PlanInstance, PlanShard} from './plan.js'
 import {plural} from '../ui/terminal.js'
@@ -70,6 +70,8 @@ export async function measureFleet(registry: Registry, pool: ConnectionPool, opt
   // Probed by their names as given (instanceKey), known here by their canonical ones.
   const endpoints = new Map(masters)
   const stateOf = (key: string) => states.get(instanceKey(endpoints.get(key)!))
+  // Named in the plan (and in each move's --to) as the registry names them, or as --include did.
+  const nameOf = (key: string) => instanceKey(endpoints.get(key)!)
   // An instance named to take shards that serves some already, under another name (the same run_id): measured once.
   const runIds = new Map<string, string>()
   for (const key of registered) {
@@ -81,7 +83,8 @@ export async function measureFleet(registry: Registry, pool: ConnectionPool, opt
     const same = run === undefined ? undefined : runIds.get(run)
     if (same === undefined) continue
     masters.delete(key)
-    options.onProgress?.(`${key} is ${same} (the same run_id), measured once`)
+    options.onProgress?.(`${nameOf(key)} is ${nameOf(same)} (the same run_id), measured once`)
+    endpoints.delete(key)
   }
   const excluded: ExcludedInstance[] = []
   const eligible: string[] = []
@@ -96,7 +99,7 @@ export async function measureFleet(registry: Registry, pool: ConnectionPool, opt
           : options.by === 'memory' && !(Number(state.info?.maxmemory ?? 0) > 0)
             ? 'no maxmemory: nothing to even its memory against (set maxmemory, or use --by keys)'
             : undefined
-    if (reason) excluded.push({instance: key, reason})
+    if (reason) excluded.push({instance: nameOf(key), reason})
     else eligible.push(key)
   }
 
@@ -124,10 +127,10 @@ export async function measureFleet(registry: Registry, pool: ConnectionPool, opt
         state.config?.databases === undefined ? await databaseCount(client, masters.get(key)!) : Number(state.config.databases)
       const used = new Set([...(taken.get(key) ?? []), ...[...keysByDb].filter(([, n]) => n > 0).map(([db]) => db)])
       const freeDbs = Array.from({length: databases}, (_, db) => db).filter((db) => !used.has(db))
-      options.onProgress?.(`measured ${key}: ${plural(estimates.size, 'database')}`)
+      options.onProgress?.(`measured ${nameOf(key)}: ${plural(estimates.size, 'database')}`)
       return {
         instance: {
-          instance: key,
+          instance: nameOf(key),
           usedMemory: Number(info.used_memory ?? 0),
           maxMemory: Number(info.maxmemory ?? 0),
           keys: [...keysByDb.values()].reduce((n, k) => n + k, 0),
@@ -138,24 +141,27 @@ export async function measureFleet(registry: Registry, pool: ConnectionPool, opt
     },
   )
 
-  const byInstance = new Map(measured.map((m) => [m.instance.instance, m]))
+  const byInstance = new Map(measured.map((m) => [canonicalInstance(endpointOf(m.instance.instance)), m]))
   const planShards: PlanShard[] = []
   const fixed: FleetMeasure['fixed'] = []
   for (const shard of shards) {
     const key = canonicalInstance(shard.master)
     const m = byInstance.get(key)
     if (!m) {
-      fixed.push({shard: shard.id, reason: `its master ${key} is left out: ${excluded.find((e) => e.instance === key)?.reason ?? ''}`})
+      fixed.push({
+        shard: shard.id,
+        reason: `its master ${nameOf(key)} is left out: ${excluded.find((e) => e.instance === nameOf(key))?.reason ?? ''}`,
+      })
       continue
     }
     if (sameInstance(shard.master, options.registry)) {
       // It counts in its instance's use, but shards:move refuses to pause the registry's instance.
-      fixed.push({shard: shard.id, reason: `its master ${key} also holds the registry, which a move cannot pause`})
+      fixed.push({shard: shard.id, reason: `its master ${nameOf(key)} also holds the registry, which a move cannot pause`})
       continue
     }
     planShards.push({
       id: shard.id,
-      instance: key,
+      instance: nameOf(key),
       db: shard.master.db,
       memory: m.memoryByDb.get(shard.master.db) ?? 0,
       keys: stateOf(key)!.keysByDb?.get(shard.master.db) ?? 0,

@@ -269,12 +269,22 @@ describe('shards:move', () => {
         }
       })
 
-      it("a target database a shard names under another spelling of the target's address", async () => {
+      it('a target the registry names another way: named as the registry does, its databases in use are seen', async () => {
         await reg.hset('shards.far', 'master', `localhost:${target.port}/0`)
-        await refused(['s001', '--to', `${inst(target)}/0`], /db 0 of 127\.0\.0\.1:\d+ is used by shard far/)
+        await refused(['s001', '--to', `${inst(target)}/5`], /the registry names 127\.0\.0\.1:\d+ localhost:\d+ \(shard far\)/)
+        await refused(['s001', '--to', `localhost:${target.port}/0`], /db 0 of localhost:\d+ is used by shard far/)
         // Unnumbered, the move skips it for the next free database.
-        const run = await cli(['shards:move', 's001', '--to', inst(target), '--dry-run', '--json', ...r()])
+        const run = await cli(['shards:move', 's001', '--to', `localhost:${target.port}`, '--dry-run', '--json', ...r()])
+        expect(run.exitCode, run.stderr).to.equal(0)
         expect(JSON.parse(run.stdout).plan.moves[0].toDb).to.equal(1)
+      })
+
+      it('a source the registry names in two ways', async () => {
+        await reg.hset('shards.s002', 'master', `localhost:${source.port}/2`)
+        await refused(
+          ['s001', '--to', inst(target)],
+          /the registry names 127\.0\.0\.1:\d+ in more than one way \(shard s002 is on localhost:\d+\/2\)/,
+        )
       })
 
       it('a broken shard record anywhere: which databases it names is unknown, so nothing moves (exit 1)', async () => {
@@ -659,6 +669,19 @@ describe('shards:move', () => {
         )
         const made = await spawnCli(command)
         expect(made.exitCode, made.stderr).to.equal(0)
+        await expectMoved({s001: 1})
+      })
+
+      it('a rerun naming another move after a kill past the switch: the interrupted move is finished, and exit 3 says the one asked for was not made', async () => {
+        const killed = await spawnCli(['shards:move', 's001', '--to', inst(target), ...BOUNDS, '--yes', ...r()], {
+          env: {SHARDCTL_FAILPOINT: 'release:before:kill'},
+        })
+        expect(killed.exitCode, killed.stderr).to.not.equal(0)
+        const other = await spawnCli(['shards:move', 's001', '--to', `${inst(target)}/7`, ...BOUNDS, '--yes', ...r()])
+        expect(other.exitCode, other.stderr).to.equal(3)
+        expect(other.stderr).to.match(
+          /the interrupted move \(s001 to 127\.0\.0\.1:\d+\) was finished, not the one asked for \(s001 to 127\.0\.0\.1:\d+\)/,
+        )
         await expectMoved({s001: 1})
       })
 

@@ -538,6 +538,10 @@ describe('shards:split', () => {
       )
     })
 
+    it('a source named otherwise than the registry names it', async () => {
+      await refused([`localhost:${source.port}`, '--to', inst(target)], /the registry names localhost:\d+ 127\.0\.0\.1:\d+ \(shard s000\)/)
+    })
+
     it('the source under another name as the target', async () => {
       await refused([inst(source), '--to', `localhost:${source.port}`], /target localhost:\d+ is the source itself/)
     })

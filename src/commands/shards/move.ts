@@ -7,7 +7,7 @@ import {dryRunFlag, healWithinFlag, healWithinMs, parseDuration, yesFlag} from '
 import type {HealPolicy} from '../../ops/cutover.js'
 import {openOperationError, readJournal} from '../../ops/journal.js'
 import {type MoveOptions, type MovePlan, type MoveResult, executeMove, moveJournalMatches, planMove, recoverMove} from '../../ops/move.js'
-import {type Endpoint, parseAddress} from '../../registry/address.js'
+import {type Endpoint, endpointOf, instanceKey, parseAddress, sameInstance} from '../../registry/address.js'
 import {formatBytes, formatCount, paint, plural, renderTable} from '../../ui/terminal.js'
 
 /** --rate: keys per second (a plain number, or 5000keys/s) or megabytes per second (20MB/s). */
@@ -126,7 +126,11 @@ Each step is journaled, under the operator lock. Before the switch a failure rol
       const pending = await readJournal(registry)
       if (pending) {
         if (!moveJournalMatches(pending, shards)) throw await openOperationError(registry, pending, this.operatorToken)
-        return this.recover(heal, shards, flags.to !== undefined)
+        const asked =
+          flags.to === undefined || target === undefined
+            ? undefined
+            : {shards, to: {host: target.host, port: target.port}, toDb: /\/\d+\s*$/.test(flags.to) ? target.db : undefined}
+        return this.recover(heal, shards, asked)
       }
     }
     if (flags.to === undefined || target === undefined)
@@ -224,10 +228,15 @@ Each step is journaled, under the operator lock. Before the switch a failure rol
 
   /**
    * Finish or roll back the interrupted move: the one in the journal (--recover), or the
-   * one of these shards. `asked`: the run named a move (--to), which a roll-back did not
-   * make: exit 3, not 0, so that a script does not carry on as if it had.
+   * one of these shards. `asked`: the move the run named (--to). When the recovery did not
+   * make it (a roll-back, or another move finished): exit 3, not 0, so that a script does
+   * not carry on as if it had.
    */
-  private async recover(heal: HealPolicy, shards: string[], asked = false): Promise<MoveResult | {applied: false; recovered: 'nothing'}> {
+  private async recover(
+    heal: HealPolicy,
+    shards: string[],
+    asked?: {shards: string[]; to: Endpoint; toDb?: number},
+  ): Promise<MoveResult | {applied: false; recovered: 'nothing'}> {
     const open = await this.openOperation(shards.length > 0 ? (entry) => moveJournalMatches(entry, shards) : undefined)
     if (!open) return this.nothingToRecover()
     const plan = open.entry.plan as MovePlan
@@ -247,6 +256,12 @@ Each step is journaled, under the operator lock. Before the switch a failure rol
       return this.partial(
         recovered,
         'the move asked for was not made (the interrupted one was rolled back first): run the command again to make it',
+      )
+    }
+    if (asked && !sameMove(plan, asked)) {
+      return this.partial(
+        recovered,
+        `the interrupted move (${plan.moves.map((m) => m.id).join(', ')} to ${plan.target}) was finished, not the one asked for (${asked.shards.join(', ')} to ${instanceKey(asked.to)}): run the command again to make it`,
       )
     }
     return reported
@@ -290,4 +305,15 @@ function parseTo(input: string): ReturnType<typeof parseAddress> {
     if (error instanceof ShardctlError) throw usageError(`--to: ${error.message}`, error.hint)
     throw error
   }
+}
+
+/** Whether a move finished is the one a command asks for: the same shards, to the same instance (and database, if named). */
+function sameMove(plan: MovePlan, asked: {shards: string[]; to: Endpoint; toDb?: number}): boolean {
+  const ids = new Set(plan.moves.map((m) => m.id))
+  return (
+    ids.size === asked.shards.length &&
+    asked.shards.every((id) => ids.has(id)) &&
+    sameInstance(endpointOf(plan.target), asked.to) &&
+    (asked.toDb === undefined || plan.moves.every((m) => m.toDb === asked.toDb))
+  )
 }

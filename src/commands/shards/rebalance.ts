@@ -7,7 +7,7 @@ import {failpoint} from '../../ops/failpoint.js'
 import {openOperationError, readJournal} from '../../ops/journal.js'
 import {lockLost} from '../../ops/lock.js'
 import {runMove} from '../../rebalance/apply.js'
-import {canonicalInstance} from '../../registry/address.js'
+import {canonicalInstance, endpointOf} from '../../registry/address.js'
 import {moveRunFlags, parseMoveRunFlags} from './move.js'
 import {type ExcludedInstance, measureFleet} from '../../rebalance/measure.js'
 import {type BalanceBy, type InstanceBalance, type RebalancePlan, planRebalance} from '../../rebalance/plan.js'
@@ -95,7 +95,7 @@ Without --apply (or with --dry-run) the plan is printed: each instance before an
       })
       // An instance named to take shards that cannot: refused, not planned around (the plan would shuffle the others instead).
       const included = new Set(extra.map((e) => canonicalInstance(e)))
-      const refused = measured.excluded.find((e) => included.has(e.instance))
+      const refused = measured.excluded.find((e) => included.has(canonicalInstance(endpointOf(e.instance))))
       if (refused)
         throw new ShardctlError(`--include ${refused.instance} cannot take shards: ${refused.reason}`, {
           code: 'EINCLUDE',

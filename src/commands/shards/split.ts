@@ -6,7 +6,7 @@ import {countFlag, dryRunFlag, healWithinFlag, healWithinMs, parseDuration, yesF
 import type {HealPolicy} from '../../ops/cutover.js'
 import {openOperationError, readJournal} from '../../ops/journal.js'
 import {type SplitPlan, type SplitResult, executeSplit, planSplit, recoverSplit, splitJournalMatches} from '../../ops/split.js'
-import {type Endpoint, endpointOf, instanceKey, parseInstance} from '../../registry/address.js'
+import {type Endpoint, endpointOf, instanceKey, parseInstance, sameInstance} from '../../registry/address.js'
 import {neverElectedBefore, registryState} from '../../ops/cutover.js'
 import {defaultSpawnDir, recordSpawned, spawnLike, spawnPorts, stopSpawned} from '../../sandbox/spawn.js'
 import {formatCount, paint, plural, renderTable} from '../../ui/terminal.js'
@@ -101,7 +101,9 @@ Each step is journaled. A split that fails half-way (a host or the registry sile
       const pending = await readJournal(registry)
       if (pending) {
         if (!splitJournalMatches(pending, source)) throw await openOperationError(registry, pending, this.operatorToken)
-        return this.recover(heal, source, flags.to !== undefined || flags.spawn)
+        // The split asked for: its --to targets (with --spawn, new ones: whichever a finished split used).
+        const asked = flags.to === undefined && !flags.spawn ? undefined : {targets: flags.to?.map(parseInstance)}
+        return this.recover(heal, source, asked)
       }
     }
 
@@ -228,7 +230,11 @@ Each step is journaled. A split that fails half-way (a host or the registry sile
    * one of this source. `asked`: the run named a split (--to, --spawn), which a roll-back
    * did not make: exit 3, not 0, so that a script does not carry on as if it had.
    */
-  private async recover(heal: HealPolicy, source?: Endpoint, asked = false): Promise<SplitResult | {applied: false; recovered: 'nothing'}> {
+  private async recover(
+    heal: HealPolicy,
+    source?: Endpoint,
+    asked?: {targets?: Endpoint[]},
+  ): Promise<SplitResult | {applied: false; recovered: 'nothing'}> {
     const open = await this.openOperation(source && ((entry) => splitJournalMatches(entry, source)))
     if (!open) return this.nothingToRecover()
     const plan = open.entry.plan as SplitPlan
@@ -260,6 +266,14 @@ Each step is journaled. A split that fails half-way (a host or the registry sile
       return this.partial(
         recovered,
         'the split asked for was not made (the interrupted one was rolled back first): run the command again to make it',
+      )
+    }
+    const finished = plan.targets.map((t) => endpointOf(t.instance))
+    const same = (a: Endpoint[], b: Endpoint[]) => a.length === b.length && a.every((e) => b.some((f) => sameInstance(e, f)))
+    if (asked?.targets && !same(asked.targets, finished)) {
+      return this.partial(
+        recovered,
+        `the interrupted split (onto ${plan.targets.map((t) => t.instance).join(', ')}) was finished, not the one asked for: look at shards:list, then run the command again if it is still wanted`,
       )
     }
     return reported
