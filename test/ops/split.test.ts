@@ -377,6 +377,23 @@ describe('shards:split', () => {
       ['grace:after', 'rolled-forward'],
       ['clean-target:after', 'rolled-forward'],
     ]
+    it('a rerun naming other targets after a kill past the switch: the interrupted split is finished, and exit 3 says the one asked for was not made', async () => {
+      const killed = await spawnCli(['shards:split', inst(source), '--to', inst(target), ...BOUNDS, '--yes', ...r()], {
+        env: {SHARDCTL_FAILPOINT: 'release:before:kill'},
+      })
+      expect(killed.exitCode, killed.stderr).to.not.equal(0)
+      const other = await startServer()
+      try {
+        const again = await spawnCli(['shards:split', inst(source), '--to', inst(other), ...BOUNDS, '--yes', ...r()])
+        expect(again.exitCode, again.stderr).to.equal(3)
+        expect(again.stderr).to.match(/the interrupted split \(onto 127\.0\.0\.1:\d+\) was finished, not the one asked for/)
+        expect(await reg.exists('shards._journal')).to.equal(0)
+        expect((await keyspace(other))[1]).to.equal(undefined)
+      } finally {
+        await other.stop()
+      }
+    })
+
     it('the whole command run again after a kill that rolls back: exit 3 (the split asked for was not made)', async () => {
       const command = ['shards:split', inst(source), '--to', inst(target), ...BOUNDS, '--yes', ...r()]
       const killed = await spawnCli(command, {env: {SHARDCTL_FAILPOINT: 'copy:after:kill'}})

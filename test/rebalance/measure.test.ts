@@ -87,6 +87,18 @@ describe('measureFleet', () => {
       expect(measured.shards[0]).to.include({id: 's2', db: 2, keys: 1})
       expect(measured.shards[0].memory).to.be.greaterThan(5000)
       expect(said).to.include(`127.0.0.1:${proxy.port} is 127.0.0.1:${master.port} (the same run_id), measured once`)
+      // A new instance keeps the name --include gave it: each move's --to is that name.
+      const fresh = await startServer(['--maxmemory', '50mb'])
+      try {
+        const named = await measureFleet(registry, pool, {
+          by: 'keys',
+          extra: [{host: 'localhost', port: fresh.port}],
+          registry: {host: '127.0.0.1', port: registryServer.port, db: 0},
+        })
+        expect(named.instances.map((i) => i.instance)).to.deep.equal([`127.0.0.1:${master.port}`, `localhost:${fresh.port}`])
+      } finally {
+        await fresh.stop()
+      }
 
       // A broken record may name any database: none can be proved free.
       await client.hset('shards.s2', 'master', 'nonsense')
