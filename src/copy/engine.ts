@@ -38,9 +38,9 @@ import {Spool} from './spool.js'
  * grows because the target is slow; the target gets at most IN_FLIGHT_LIMIT bytes of
  * commands (and IN_FLIGHT_COMMANDS commands) not yet answered; a value larger than the
  * reader's piece size (8 MB) waits in a file, never whole in memory, and is written in
- * bounded pieces under a temporary key (pieces.ts, writePieces). The exception: one
- * command of the stream is held whole (a 100 MB SET propagated by the source is 100 MB
- * here for an instant).
+ * bounded pieces under a temporary key (pieces.ts, writePieces). A command of the stream
+ * with an argument over 8 MB (a client's 100 MB SET) passes through to the target as it
+ * comes, never whole here (onLargeCommand).
  *
  * The source's fencing (min-replicas-to-write) is kept: see `FencePolicy` below and
  * docs/move-engine.md.
@@ -70,8 +70,12 @@ export interface DatabaseCopyOptions {
   spoolDir?: string
   signal?: AbortSignal
   onProgress?: (p: CopyProgressEvent) => void
-  /** Memory bounds (tests lower them): unanswered command bytes on the target, source bytes in memory before the spool file. */
-  memory?: {inFlightBytes?: number; spoolBytes?: number}
+  /**
+   * Memory bounds (tests lower them): unanswered command bytes on the target, source bytes
+   * in memory before the spool file, the size from which an argument of the stream passes
+   * through instead of being held.
+   */
+  memory?: {inFlightBytes?: number; spoolBytes?: number; commandBytes?: number}
 }
 export interface DatabaseCopy {
   /** From +FULLRESYNC. */
@@ -92,6 +96,8 @@ export interface DatabaseCopy {
   readonly failure: Promise<never>
   /** Stream bytes that had to wait in the spool file because the target was slower (0 when it kept up). */
   spilledBytes(): number
+  /** The most bytes of the stream held at once to parse its commands (a large argument passes through). */
+  streamHeldPeak(): number
 }
 
 /** Commands sent to the target and not yet answered, in bytes, at most. */
@@ -107,8 +113,15 @@ const RATED_READ_SIZE = 4 * 1024
 export const ACK_PERIOD_MS = 1000
 /** A master pings its replicas every 10 s by default: silence this long is a dead link. */
 const IDLE_TIMEOUT_MS = 60_000
+/** A stream command's argument larger than this passes through to the target, never held whole. */
+export const LARGE_ARGUMENT = 8 * 1024 * 1024
 /** Pieces in which a large value is written to the target. */
 const BIG_PIECE = 1024 * 1024
+
+/** Commands never passed through (onLargeCommand). */
+const GATHERED = new Set(['SELECT', 'MULTI', 'EXEC', 'FLUSHALL', 'SWAPDB', 'MOVE', 'COPY', 'FUNCTION', 'REPLCONF'])
+/** Commands of no database, never applied. */
+const IGNORED = new Set(['PING', 'PUBLISH', 'SPUBLISH'])
 
 export async function startDatabaseCopy(options: DatabaseCopyOptions): Promise<DatabaseCopy> {
   const copy = new LiveCopy(options)
@@ -200,6 +213,8 @@ class LiveCopy implements DatabaseCopy {
   private building: Buffer | undefined
 
   private applied = -1
+  /** A large command passing through (onLargeCommand): what the target is to answer, when it is applied. */
+  private large: {sent?: Expected} | undefined
   private consumed = 0
   private db = 0
   private inTx = false
@@ -232,7 +247,12 @@ class LiveCopy implements DatabaseCopy {
     this.inFlightLimit = options.memory?.inFlightBytes ?? IN_FLIGHT_LIMIT
     this.fence = new FencePolicy()
     this.replies = new ReplyParser((reply) => this.onReply(reply))
-    this.commands = new CommandParser((args, length) => this.onCommand(args, length))
+    this.commands = new CommandParser((args, length) => this.onCommand(args, length), {
+      above: options.memory?.commandBytes ?? LARGE_ARGUMENT,
+      start: (args, count) => this.onLargeCommand(args, count),
+      bytes: (chunk) => this.out.push(chunk),
+      end: (length) => this.onLargeEnd(length),
+    })
     this.reader = new RdbReader(
       {
         entry: (entry) => this.onEntry(entry),
@@ -317,6 +337,10 @@ class LiveCopy implements DatabaseCopy {
 
   spilledBytes(): number {
     return this.spool.spilled
+  }
+
+  streamHeldPeak(): number {
+    return this.commands.peakHeld
   }
 
   waitApplied(offset: number, deadline: number): Promise<boolean> {
@@ -470,13 +494,11 @@ class LiveCopy implements DatabaseCopy {
     }
     const {sourceDb} = this.options
     const name = args[0].toString('latin1').toUpperCase()
+    if (IGNORED.has(name)) {
+      this.advance(end)
+      return
+    }
     switch (name) {
-      case 'PING':
-      case 'PUBLISH':
-      case 'SPUBLISH': {
-        this.advance(end)
-        return
-      }
       case 'REPLCONF': {
         this.advance(end)
         if (args[1]?.toString('latin1').toUpperCase() === 'GETACK') this.ack()
@@ -540,6 +562,37 @@ class LiveCopy implements DatabaseCopy {
         else this.advance(end)
       }
     }
+  }
+
+  /**
+   * A stream command with an argument too large to hold: passed through to the target as
+   * its bytes come (the target gets them exactly as the source sent them), or dropped as
+   * they come when it is another database's. Commands that cross databases, or change
+   * which one is selected, are gathered whole as always: their arguments are a key or a
+   * number, and they must be read before anything is decided.
+   */
+  private onLargeCommand(args: Buffer[], count: number): 'forward' | 'discard' | 'gather' {
+    const name = args[0].toString('latin1').toUpperCase()
+    if (GATHERED.has(name)) return 'gather'
+    this.large = {}
+    if (IGNORED.has(name) || this.db !== this.options.sourceDb) return 'discard'
+    if (this.inTx && !this.txOpened) {
+      this.send([Buffer.from('MULTI')], -1, 'MULTI')
+      this.txOpened = true
+    }
+    this.commandsApplied++
+    // Its bytes are not counted in flight: the target answers only once it has them all.
+    this.large.sent = {bytes: 0, end: -1, what: `${name} (of ${count} arguments)`}
+    this.expect(this.large.sent)
+    return 'forward'
+  }
+
+  private onLargeEnd(length: number): void {
+    const large = this.large!
+    this.large = undefined
+    this.consumed += length
+    if (!large.sent) this.advance(this.consumed)
+    else if (!this.inTx) large.sent.end = this.consumed
   }
 
   /** A lost source link says where the copy was. */

@@ -233,6 +233,32 @@ describe('copy/engine: a live copy of one database', function () {
     }
   })
 
+  it("passes a command with a large argument through without holding it: SET, APPEND, HSET, in MULTI too, other databases' dropped", async () => {
+    const s7 = source.client(7)
+    const s8 = source.client(8)
+    await s7.set('seed', '1')
+    const copy = await start({...copyOptions(source, 7, target, 22), memory: {commandBytes: 64 * 1024}})
+    await copy.snapshotLoaded()
+    const neighbours = [await dumpDb(target.client(0)), await dumpDb(target.client(2))]
+    const big = (n: number) => randomBytes(n * 1024 * 1024)
+    await s7.set('big', big(3), 'PX', 3_600_000)
+    await s7.append('big', big(2))
+    await s7.hset('fields', 'a', big(2), 'small', 'x', 'b', big(2))
+    await s8.set('elsewhere', big(3))
+    await src.publish('channel', big(2))
+    // On a connection of its own: SELECT in MULTI leaves it on database 7.
+    const tx = s8.duplicate()
+    await tx.multi().set('in-multi', big(2)).select(7).set('in-multi', big(2)).rpush('list', big(1), 'tail').exec()
+    tx.disconnect()
+    await s7.set('after', 'small')
+    await fenceAndStop(copy, src)
+    expect(await expectSameDb(s7, target.client(22))).to.equal(6)
+    // Each large argument passed through a read at a time: nothing near a megabyte was held.
+    expect(copy.streamHeldPeak()).to.be.below(512 * 1024)
+    expect([await dumpDb(target.client(0)), await dumpDb(target.client(2))]).to.deep.equal(neighbours)
+    expect(await target.client(8).exists('elsewhere', 'in-multi')).to.equal(0)
+  })
+
   it('acknowledges the applied offset, never the received one: WAIT on the source waits for the target', async () => {
     const s5 = source.client(5)
     const copy = await start(copyOptions(source, 5, target, 19))
