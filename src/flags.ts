@@ -32,6 +32,26 @@ export function parseDuration(input: string, what?: string, options: {zero?: boo
   return ms
 }
 
+/**
+ * A moment in ISO 8601, read the same on every machine: 2026-12-02, 2026-12-02T13:00,
+ * 2026-12-02 13:00:05.250, each with an optional zone (Z, +01:00, -0500). Without a zone
+ * it is UTC, as every time shardctl prints is: never this machine's local time, which
+ * would pick another moment in another timezone.
+ */
+export function parseInstant(input: string, what: string): Date {
+  const match = /^\s*(\d{4})-(\d{2})-(\d{2})(?:[T ](\d{2}):(\d{2})(?::(\d{2})(\.\d{1,3})?)?)?\s*(Z|[+-]\d{2}:?\d{2})?\s*$/i.exec(input)
+  const refuse = () =>
+    usageError(`${what}: invalid time "${input}"`, 'use ISO 8601 in UTC (2026-12-02T13:00Z) or with its offset (2026-12-02T14:00+01:00)')
+  if (!match) throw refuse()
+  const [, y, mo, d, h = '00', mi = '00', s = '00', fraction = '', zone = 'Z'] = match
+  const offset = zone.toUpperCase() === 'Z' ? 'Z' : `${zone.slice(0, 3)}:${zone.slice(-2)}`
+  const date = new Date(`${y}-${mo}-${d}T${h}:${mi}:${s}${fraction.padEnd(fraction ? 4 : 0, '0')}${offset}`)
+  // Out-of-range fields (month 13, 25:00, Feb 30) are refused, not rolled over.
+  const fields = new Date(`${y}-${mo}-${d}T${h}:${mi}:${s}Z`)
+  if (Number.isNaN(date.getTime()) || fields.getUTCDate() !== Number(d) || fields.getUTCHours() !== Number(h)) throw refuse()
+  return date
+}
+
 export function parseCount(input: string, what: string, min = 0, max = 1_000_000): number {
   if (!/^\d+$/.test(input.trim())) throw usageError(`invalid ${what} "${input}"`, `give a whole number from ${min} to ${max}`)
   const n = Number(input)

@@ -2,7 +2,7 @@ import {expect} from 'chai'
 import fc from 'fast-check'
 
 import {ShardctlError} from '../src/errors.js'
-import {parseDuration} from '../src/flags.js'
+import {parseDuration, parseInstant} from '../src/flags.js'
 import {formatAddress, parseAddress} from '../src/registry/address.js'
 import {parseDocument} from '../src/registry/document.js'
 import {isShardProblem, parseShardFields, parseWeight, validateShardId} from '../src/registry/schema.js'
@@ -65,6 +65,8 @@ describe('property: parsers never crash', () => {
       fc.property(fc.fullUnicodeString(), (input) => {
         totalOrUsage(() => validateShardId(input))
         const ms = totalOrUsage(() => parseDuration(input))
+        const at = totalOrUsage(() => parseInstant(input, '--at'))
+        if (at !== undefined) expect(Number.isNaN(at.getTime())).to.equal(false)
         if (ms !== undefined) expect(ms).to.be.greaterThan(0)
         const fields = Object.fromEntries([
           ['master', input],
@@ -75,6 +77,20 @@ describe('property: parsers never crash', () => {
       }),
       {numRuns: 1000},
     )
+  })
+
+  it('times: the same moment on every machine, UTC without a zone, nothing rolled over', () => {
+    const iso = (input: string) => parseInstant(input, '--at').toISOString()
+    expect(iso('2026-12-02T13:00')).to.equal('2026-12-02T13:00:00.000Z')
+    expect(iso('2026-12-02 13:00:05.25')).to.equal('2026-12-02T13:00:05.250Z')
+    expect(iso('2026-12-02')).to.equal('2026-12-02T00:00:00.000Z')
+    expect(iso('2026-12-02T14:00+01:00')).to.equal('2026-12-02T13:00:00.000Z')
+    expect(iso('2026-12-02T08:00-0500')).to.equal('2026-12-02T13:00:00.000Z')
+    for (const bad of ['5', 'Dec 25 2026', '2026-13-01', '2026-02-30', '2026-12-02T24:00', '2026-12-02T13:61', '2026-12-02T13:00 PST', ''])
+      expect(
+        totalOrUsage(() => parseInstant(bad, '--at')),
+        bad,
+      ).to.equal(undefined)
   })
 
   it('registry documents: any JSON is a document or a usage error', () => {

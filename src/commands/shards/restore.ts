@@ -5,7 +5,7 @@ import {openDestination} from '../../backup/destination.js'
 import {type RestorePlan, type RestoreRequest, type RestoreResult, executeRestore, planRestore} from '../../backup/restore.js'
 import {usageError} from '../../errors.js'
 import {pendingOperation, readJournal} from '../../ops/journal.js'
-import {backupsFlag, countFlag, destinationSettings, dryRunFlag, s3Flags, yesFlag} from '../../flags.js'
+import {backupsFlag, countFlag, destinationSettings, dryRunFlag, parseInstant, s3Flags, yesFlag} from '../../flags.js'
 import {parseAddress, parseInstance} from '../../registry/address.js'
 import {validateShardId} from '../../registry/schema.js'
 import {formatBytes, formatCount, formatTimestamp, paint, plural, renderTable} from '../../ui/terminal.js'
@@ -40,7 +40,7 @@ After the copy: keys on the target are the backup's (less those that expired mea
     }),
     backup: Flags.string({summary: 'The backup: <run>/<part>, or a run (see backups:list).', helpValue: '<id>', exclusive: ['at']}),
     at: Flags.string({
-      summary: 'The newest complete backup taken at or before this time (ISO 8601, e.g. 2026-12-02T13:00Z).',
+      summary: 'The newest complete backup taken at or before this time (ISO 8601, e.g. 2026-12-02T13:00Z; without a zone, UTC).',
       helpValue: '<time>',
     }),
     replace: Flags.boolean({summary: 'Empty the target database first when it holds keys or serves a shard (asks first).'}),
@@ -100,11 +100,7 @@ After the copy: keys on the target are the backup's (less those that expired mea
     const {flags} = this
     const subject = this.args.subject
     const isInstance = /[:[]/.test(subject)
-    let at: Date | undefined
-    if (flags.at !== undefined) {
-      at = new Date(flags.at)
-      if (Number.isNaN(at.getTime())) throw usageError(`invalid time "${flags.at}"`, 'use ISO 8601, e.g. 2026-12-02T13:00Z')
-    }
+    const at = flags.at === undefined ? undefined : parseInstant(flags.at, '--at')
     const to = isInstance ? {...parseInstance(flags.to), db: 0} : parseAddress(flags.to)
     if (!isInstance && !/\/\d+\s*$/.test(flags.to))
       throw usageError(`--to ${flags.to} names no database`, 'give HOST:PORT/DB: the database the shard is restored into')
