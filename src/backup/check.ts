@@ -6,7 +6,7 @@ import type {Destination} from './destination.js'
 import {discard} from './fetch.js'
 import type {ManifestInstance} from './manifest.js'
 import {type SnapshotFacts, SnapshotCheck} from './snapshot-check.js'
-import {Digest} from './streams.js'
+import {Digest, readStored, unreadable} from './streams.js'
 
 /**
  * Whether a stored backup file is what its manifest says: the stored bytes' size and
@@ -29,12 +29,15 @@ export async function checkStoredSnapshot(
   const problems: string[] = []
   const digest = new Digest()
   const check = new SnapshotCheck(`${entry.file}`)
+  const key = `${backupId}/${entry.file}`
   try {
-    const stored = await destination.read(`${backupId}/${entry.file}`)
+    const stored = await readStored(destination, key)
     await pipeline([stored, digest, ...(entry.compression === 'gzip' ? [createGunzip()] : []), check, sink])
   } catch (error) {
-    problems.push((error as Error).message)
     sink.destroy()
+    const failed = unreadable(error, destination.location, key)
+    if (failed) throw failed
+    problems.push((error as Error).message)
   }
   const facts = problems.length === 0 ? check.facts() : undefined
   if (digest.bytes !== entry.bytes && problems.length === 0)

@@ -9,7 +9,7 @@ import type {Destination} from './destination.js'
 import {REGISTRY_FILE, readAll} from './layout.js'
 import {SNAPSHOT_FILE} from './loader.js'
 import type {Manifest, ManifestInstance} from './manifest.js'
-import {Digest, Meter} from './streams.js'
+import {Digest, Meter, readStored, unreadable} from './streams.js'
 
 /**
  * A restore's fetch: the snapshot into `dir` (where the loader reads it), its stored bytes'
@@ -34,11 +34,13 @@ export async function fetchSnapshot(
       await pipeline(createReadStream(inPlace), meter, digest, discard())
       symlinkSync(inPlace, join(dir, SNAPSHOT_FILE))
     } else {
-      const stored = await destination.read(key)
+      const stored = await readStored(destination, key)
       const gunzip = entry.compression === 'gzip' ? [createGunzip()] : []
       await pipeline([stored, meter, digest, ...gunzip, createWriteStream(join(dir, SNAPSHOT_FILE), {mode: 0o600})])
     }
   } catch (error) {
+    const failed = unreadable(error, destination.location, key)
+    if (failed) throw failed
     return [(error as Error).message]
   }
   if (digest.bytes !== entry.bytes)

@@ -291,7 +291,12 @@ export async function executeRestore(
 
   events.onStep?.('fetch')
   const dir = scratchDirectory()
-  const problems = await fetchSnapshot(destination, manifest.id, entry, dir, (bytes) => events.onBytes?.(bytes, entry.bytes))
+  const problems = await fetchSnapshot(destination, manifest.id, entry, dir, (bytes) => events.onBytes?.(bytes, entry.bytes)).catch(
+    (error: Error) => {
+      rmSync(dir, {recursive: true, force: true})
+      throw error
+    },
+  )
   if (problems.length > 0) {
     rmSync(dir, {recursive: true, force: true})
     throw new ShardctlError(

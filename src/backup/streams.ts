@@ -1,5 +1,8 @@
 import {type Hash, createHash} from 'node:crypto'
-import {Transform, type TransformCallback} from 'node:stream'
+import {type Readable, Transform, type TransformCallback} from 'node:stream'
+
+import {ExitCode, ShardctlError} from '../errors.js'
+import type {Destination} from './destination.js'
 
 /** Bytes passing through, counted and hashed (sha256) on the way: the stored file's own checksum. */
 export class Digest extends Transform {
@@ -75,4 +78,37 @@ export class Coalesce extends Transform {
     if (this.size > 0) this.push(Buffer.concat(this.parts, this.size))
     done()
   }
+}
+
+/** Errors of a stored object's stream: the store failed to give its bytes, not the bytes that were wrong. */
+const readFailures = new WeakSet<object>()
+
+/**
+ * A stored object's stream, opened for reading, whose own errors (a connection reset, a
+ * silent store) are told apart from what its bytes are found to be: see `unreadable`.
+ * A missing object (ENOBACKUPFILE) is the backup's fault and stays a problem of it; any
+ * other failure to open is the store's.
+ */
+export async function readStored(destination: Destination, key: string): Promise<Readable> {
+  const stored = await destination.read(key)
+  stored.once('error', (error) => readFailures.add(error))
+  return stored
+}
+
+/**
+ * When `error` is the store failing to give the bytes (not the bytes failing a check), the
+ * one-line error that says so (exit 1): a backup is never called corrupt because the
+ * network dropped while it was read.
+ */
+export function unreadable(error: unknown, location: string, key: string): ShardctlError | undefined {
+  const failure = error as NodeJS.ErrnoException
+  const opened = error instanceof ShardctlError && failure.code !== 'ENOBACKUPFILE'
+  if (!opened && !readFailures.has(failure) && failure.code !== 'ERR_STREAM_PREMATURE_CLOSE') return undefined
+  if (error instanceof ShardctlError) return error
+  return new ShardctlError(`${location}: could not read ${key}: ${failure.message}`, {
+    code: 'EREAD',
+    exitCode: ExitCode.unexpected,
+    hint: 'the backup itself was not found faulty: check that the store is reachable, then run the command again',
+    cause: failure,
+  })
 }

@@ -83,7 +83,12 @@ async function verifyInstance(
       `${entry.file} is RDB version ${entry.rdbVersion}, which the local redis-server cannot load (it reads up to ${options.localReads})`,
     ])
   const dir = scratchDirectory()
-  const checked = await checkStoredSnapshot(destination, backupId, entry, createWriteStream(join(dir, SNAPSHOT_FILE), {mode: 0o600}))
+  const checked = await checkStoredSnapshot(destination, backupId, entry, createWriteStream(join(dir, SNAPSHOT_FILE), {mode: 0o600})).catch(
+    (error: Error) => {
+      rmSync(dir, {recursive: true, force: true})
+      throw error
+    },
+  )
   if (checked.problems.length > 0) {
     rmSync(dir, {recursive: true, force: true})
     return result(checked.problems)

@@ -2,6 +2,7 @@ import {createHash} from 'node:crypto'
 import {existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, utimesSync, writeFileSync} from 'node:fs'
 import {tmpdir} from 'node:os'
 import {join} from 'node:path'
+import {Readable, Transform} from 'node:stream'
 import {gunzipSync} from 'node:zlib'
 
 import {expect} from 'chai'
@@ -462,6 +463,56 @@ describe('backups: shards:backup, backups:*, shards:restore', () => {
       const restore = await cli(['shards:restore', 's003', '--from', to, '--to', `127.0.0.1:${target.port}/13`, ...s3.flags(), ...r()])
       expect(restore.exitCode, restore.stderr).to.equal(0)
       expect(await differences(src, 3, dst, 13)).to.deep.equal([])
+    })
+
+    it('the S3 server cuts a snapshot short or stops as it is read: restore and verify say the store failed (exit 1), never that the backup is corrupt', async () => {
+      const to = s3.url('prod/eu')
+      const reads = [
+        ['shards:restore', 's003', '--from', to, '--to', `127.0.0.1:${target.port}/15`, '--timeout', '2s', ...r()],
+        ['backups:verify', 's1/fleet', '--from', to, '--timeout', '2s'],
+      ]
+      // The connection reset after the first megabyte of a snapshot's body.
+      s3.onResponse = (response) => {
+        if (response.method !== 'GET' || !response.url.includes('.rdb') || !(response.body instanceof Readable)) return
+        const original = response.body
+        let sent = 0
+        response.body = original.pipe(
+          new Transform({
+            transform(chunk: Buffer, _encoding, done) {
+              sent += chunk.length
+              if (sent > 1024 * 1024) {
+                original.destroy()
+                response.req.socket.destroy()
+                return
+              }
+              done(null, chunk)
+            },
+          }),
+        )
+      }
+      try {
+        for (const args of reads) {
+          const run = await cli([...args, ...s3.flags()])
+          expect(run.exitCode, run.stderr).to.equal(1)
+          expect(run.stderr).to.match(/could not read s1\/fleet\/.*\.rdb/)
+          expect(run.stderr).not.to.match(/does not match|cannot be trusted/)
+        }
+      } finally {
+        s3.onResponse = undefined
+      }
+      // The server gone as the snapshot is asked for.
+      let killed: Promise<void> | undefined
+      s3.onRequest = (method, url) => {
+        if (method === 'GET' && url.includes('.rdb')) killed ??= s3.kill()
+      }
+      const run = await cli([...reads[0], ...s3.flags()])
+      s3.onRequest = undefined
+      await killed
+      await s3.restart()
+      expect(run.exitCode, run.stderr).to.equal(1)
+      expect(run.stderr).to.match(/cannot reach the S3 endpoint/)
+      expect(run.stderr).not.to.match(/does not match|cannot be trusted/)
+      expect(await target.client(15).dbsize()).to.equal(0)
     })
 
     it('the S3 server stopped in the middle of an upload: exit non-zero, no manifest, listed incomplete, and pruned once a day old', async () => {

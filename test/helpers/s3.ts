@@ -1,5 +1,5 @@
 import {mkdtempSync, readdirSync, rmSync} from 'node:fs'
-import type {Server} from 'node:http'
+import type {IncomingMessage, Server} from 'node:http'
 import {tmpdir} from 'node:os'
 import {join} from 'node:path'
 
@@ -25,6 +25,8 @@ export interface TestS3 {
   uploadsInProgress: () => number
   /** Called on every request as it arrives (method, URL, headers as sent): a test's hook to act at a precise moment, or to see what the SDK sent. */
   onRequest?: (method: string, url: string, headers: Record<string, string | string[] | undefined>) => void
+  /** Called as each response is about to be sent: a test may replace `body` (a stream), or cut the connection (`req.socket`). */
+  onResponse?: (response: {method: string; url: string; body: unknown; req: IncomingMessage}) => void
   /** Stop answering at once: the listening socket and every open connection are closed. */
   kill: () => Promise<void>
   /** Serve the same data again (on a new port: endpoint changes). */
@@ -63,6 +65,7 @@ export async function startS3(): Promise<TestS3> {
       server.middleware.unshift(async (ctx, next) => {
         s3.onRequest?.(ctx.method, ctx.url, ctx.headers)
         await next()
+        s3.onResponse?.(ctx)
       })
       await server.run()
       http = server.httpServer
