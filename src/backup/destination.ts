@@ -1,3 +1,4 @@
+import {statSync} from 'node:fs'
 import type {Readable} from 'node:stream'
 
 import {ExitCode, ShardctlError, usageError} from '../errors.js'
@@ -64,8 +65,16 @@ export function isS3(location: string): boolean {
   return location.toLowerCase().startsWith(S3_SCHEME)
 }
 
-/** A destination from `<dir>` or `s3://bucket/prefix`: the S3 client is loaded only when used. */
-export async function openDestination(location: string, settings: DestinationSettings): Promise<Destination> {
+/**
+ * A destination from `<dir>` or `s3://bucket/prefix`: the S3 client is loaded only when
+ * used. `existing`: backups are read from it, so a directory that is not there is a
+ * mistyped path (exit 2), never an empty destination.
+ */
+export async function openDestination(
+  location: string,
+  settings: DestinationSettings,
+  options: {existing?: boolean} = {},
+): Promise<Destination> {
   if (location.trim() === '') throw usageError('no backup destination given', 'name a directory or s3://bucket/prefix')
   if (isS3(location)) {
     const {S3Destination, parseS3Url} = await import('./s3.js')
@@ -78,6 +87,12 @@ export async function openDestination(location: string, settings: DestinationSet
       '--sse goes with an s3:// destination',
       'local backup files are readable by their owner only; encrypt the disk for more',
     )
+  if (options.existing) {
+    const found = statSync(location, {throwIfNoEntry: false})
+    if (!found) throw usageError(`${location} does not exist`, 'name the directory the backups were written to (shards:backup --to)')
+    if (!found.isDirectory())
+      throw usageError(`${location} is not a directory`, 'name the directory the backups were written to (shards:backup --to)')
+  }
   const {LocalDirectory} = await import('./local.js')
   return new LocalDirectory(location)
 }

@@ -77,6 +77,9 @@ export function badManifest(location: string, id: string, problem: string): Shar
   })
 }
 
+/** A time as shardctl writes them (toISOString), or with an offset. */
+const ISO_TIME = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})$/
+
 const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v)
 
 /** A manifest as read from a destination: checked field by field before anything relies on it. */
@@ -102,6 +105,10 @@ export function parseManifest(text: string, location: string, id: string): Manif
     return v
   }
   for (const field of ['id', 'run', 'part', 'startedAt', 'endedAt', 'shardctl', 'prefix']) text_(data, field, '')
+  // Times are sorted on and printed: one that is no time would stop every listing of the destination.
+  for (const field of ['startedAt', 'endedAt'])
+    if (!ISO_TIME.test(data[field] as string) || Number.isNaN(Date.parse(data[field] as string)))
+      throw fail(`${field} is not an ISO 8601 time`)
   if (data.id !== id) throw fail(`it names backup ${JSON.stringify(data.id)}`)
   if (!isObject(data.registry)) throw fail('registry is not an object')
   text_(data.registry, 'file', 'registry.')

@@ -218,6 +218,35 @@ describe('backups: shards:backup, backups:*, shards:restore', () => {
       expect(truncated.exitCode).to.equal(3)
       expect(truncated.stderr).to.match(/is [\d,]+ bytes, the manifest says [\d,]+/)
       expect(await target.client(11).dbsize()).to.equal(0)
+
+      // A time in the manifest that is no time: that backup is not valid, the listing of the others goes on.
+      manifest.startedAt = 'yesterday'
+      writeFileSync(join(dir, ...id.split('/'), 'manifest.json'), JSON.stringify(manifest))
+      const list = await cli(['backups:list', '--from', dir, '--json'])
+      expect(list.exitCode, list.stderr).to.equal(0)
+      const listed = (JSON.parse(list.stdout) as {backups: {id: string; status: string; problem?: string}[]}).backups
+      expect(listed.find((b) => b.id === id)?.problem).to.match(/startedAt is not an ISO 8601 time/)
+      expect(listed.filter((b) => b.status === 'complete')).not.to.deep.equal([])
+      const dated = await cli(['backups:verify', id, '--from', dir])
+      expect(dated.exitCode).to.equal(3)
+      expect(dated.stderr).to.match(/startedAt is not an ISO 8601 time/)
+    })
+
+    it('a --from that is not there, or not a directory, is a mistyped path (exit 2), never an empty destination', async () => {
+      const missing = join(dir, 'no-such-directory')
+      for (const args of [
+        ['backups:list', '--from', missing],
+        ['backups:verify', 't1', '--from', missing],
+        ['backups:prune', '--from', missing, '--keep-last', '1', '--dry-run'],
+        ['shards:restore', 's003', '--from', missing, '--to', `127.0.0.1:${target.port}/11`, ...r()],
+      ]) {
+        const run = await cli(args)
+        expect(run.exitCode, `${args[0]}: ${run.stderr}`).to.equal(2)
+        expect(run.stderr).to.include(`${missing} does not exist`)
+      }
+      const file = await cli(['backups:list', '--from', join(dir, 't2', `127.0.0.1-${source.master.port}`, 'manifest.json')])
+      expect(file.exitCode).to.equal(2)
+      expect(file.stderr).to.match(/manifest\.json is not a directory/)
     })
 
     it('an RDB version the target cannot read is refused before anything is copied', async () => {

@@ -22,7 +22,7 @@ The id is <run>/<part>: backups taken together (one run, or every host's cron wi
   }
 
   async run(): Promise<{location: string; backups: ReturnType<typeof describe>[]}> {
-    const destination = await openDestination(this.flags.from, destinationSettings(this.flags))
+    const destination = await openDestination(this.flags.from, destinationSettings(this.flags), {existing: true})
     const backups = await listBackups(destination)
     if (!this.jsonEnabled()) {
       if (backups.length === 0) this.progress(`No backup at ${destination.location}.`)

@@ -45,7 +45,7 @@ Whatever the rules, the newest complete backup of every series is never removed.
     }
     if (!hasRules(rules))
       throw usageError('no retention rule given', 'give at least one of --keep-last, --keep-hourly, --keep-daily, --keep-monthly')
-    const destination = await openDestination(flags.from, destinationSettings(flags))
+    const destination = await openDestination(flags.from, destinationSettings(flags), {existing: true})
     const result = await pruneBackups(destination, rules, {
       dryRun: flags['dry-run'],
       confirm: async (plan) => {

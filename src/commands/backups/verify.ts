@@ -29,7 +29,7 @@ The id is <run>/<part> (see backups:list), or a run: all its parts. Exit 3 when 
   }
 
   async run() {
-    const destination = await openDestination(this.flags.from, destinationSettings(this.flags))
+    const destination = await openDestination(this.flags.from, destinationSettings(this.flags), {existing: true})
     const result = await verifyBackups(destination, this.args.id, {
       deep: this.flags.deep,
       timeoutMs: this.flags.timeout,

@@ -54,7 +54,7 @@ After the copy: keys on the target are the backup's (less those that expired mea
   async run(): Promise<RestoreResult> {
     const {flags} = this
     const request = this.request()
-    const destination = await openDestination(flags.from, destinationSettings(flags))
+    const destination = await openDestination(flags.from, destinationSettings(flags), {existing: true})
     const registry = await this.registry()
     const pool = await this.pool()
     const make = async () => {
