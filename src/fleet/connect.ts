@@ -46,6 +46,7 @@ export type ScriptedRedis = Redis & {
   flushDbs(numKeys: number, ...dbs: string[]): Promise<number>
   countMap(map: string, cursor: string, count: string): Promise<string[]>
   dumpKeysBuffer(numKeys: number, ...keys: Buffer[]): Promise<(Buffer | number | null)[]>
+  stageOnceBuffer(key: string, ...pairs: (string | Buffer)[]): Promise<Buffer | null>
 }
 
 /** The options of a TLS connection to `host`: for ioredis and for the raw sockets of the replication client. */

@@ -1,14 +1,13 @@
-import {once} from 'node:events'
 import type {Writable} from 'node:stream'
 
 import {ExitCode, ShardctlError, usageError} from '../errors.js'
 import {failpoint} from '../ops/failpoint.js'
-import {formatAddress, parseAddress} from './address.js'
+import {canonicalInstance, formatAddress, parseAddress} from './address.js'
 import {pipelined} from './assign.js'
 import {canonicalForm, encodeBytes, wire} from './bytes.js'
 import {DocumentSyntaxError, readMap, readMembers} from './document-reader.js'
 import {Change, type Registry, type RegistryEvent, nodeFields} from './registry.js'
-import {isNodeField, isShardProblem, isValidShardId, parseShardFields, sharedDatabases} from './schema.js'
+import {MIN_WEIGHT, isNodeField, isShardProblem, isValidShardId, parseShardFields, sharedDatabases} from './schema.js'
 
 /**
  * The registry as a versioned JSON document: `shards:export` writes it, `shards:import`
@@ -52,8 +51,23 @@ export interface RegistryDocument {
   map?: Record<string, string>
 }
 
+/** A chunk out, waiting while the stream is full; a stream that failed (a missing directory, a full disk) rejects, never waits. */
 async function write(out: Writable, chunk: string): Promise<void> {
-  if (!out.write(chunk)) await once(out, 'drain')
+  if (out.errored) throw out.errored
+  if (out.write(chunk)) return
+  await new Promise<void>((resolve, reject) => {
+    const settle = (error?: Error) => {
+      out.off('drain', onDrain)
+      out.off('close', onClose)
+      if (error) reject(error)
+      else resolve()
+    }
+    const onDrain = () => settle()
+    const onClose = () => settle(out.errored ?? new Error('the output closed before the document was written'))
+    out.on('drain', onDrain)
+    out.on('close', onClose)
+    if (out.destroyed) onClose()
+  })
 }
 
 /** An object with its keys in code-unit order: two objects of the same entries compare equal as JSON. */
@@ -285,6 +299,9 @@ function validateDocument(data: unknown): RegistryDocument {
     ids.add(id)
     if (typeof raw.weight !== 'number' || !Number.isFinite(raw.weight) || raw.weight < 0)
       throw invalid(`shard ${id}: weight ${JSON.stringify(raw.weight)} is not a finite number >= 0`)
+    // As shards:weight refuses it: below the smallest normal double a weight is not stored as written.
+    if (raw.weight > 0 && raw.weight < MIN_WEIGHT)
+      throw invalid(`shard ${id}: weight ${JSON.stringify(raw.weight)} is too small to be stored exactly (0, or at least ${MIN_WEIGHT})`)
     const address = (value: unknown, field: string): string => {
       if (typeof value !== 'string') throw invalid(`shard ${id}: ${field} is not a string`)
       try {
@@ -311,7 +328,7 @@ function validateDocument(data: unknown): RegistryDocument {
       if (isNodeField(name)) throw invalid(`shard ${id}: extra holds a field of the schema`)
       return [name, text]
     })
-    return {
+    const shard = {
       id,
       weight: raw.weight,
       master: address(raw.master, 'master'),
@@ -319,6 +336,13 @@ function validateDocument(data: unknown): RegistryDocument {
       persist: list(raw.persist, 'persist'),
       extra: sortedObject(fields),
     }
+    // As shards:add refuses it: master and replicas are different instances, however spelled.
+    const nodes = [shard.master, ...shard.replicas, ...shard.persist]
+    const instances = nodes.map((node) => canonicalInstance(parseAddress(node)))
+    const twice = instances.findIndex((instance, i) => instances.indexOf(instance) !== i)
+    if (twice !== -1)
+      throw invalid(`shard ${id}: ${nodes[instances.indexOf(instances[twice])]} and ${nodes[twice]} are one instance, named twice`)
+    return shard
   })
   const [shared] = sharedDatabases(shards.map((s) => ({id: s.id, master: parseAddress(s.master)})))
   if (shared)
@@ -432,6 +456,11 @@ export async function diffDocument(
   // while they still hold the value compared (kept in `was`).
   const [stageSet, stageRepoint, stageWas] = options.stage ? stagedParts(options.stage) : []
   if (options.stage) await registry.client.unlink(stageSet!, stageRepoint!, stageWas!)
+  // A hash the document names twice is refused, not the last of the two kept.
+  const stageOnce = async (stage: string, pairs: (string | Buffer)[]) => {
+    const twice = await registry.client.stageOnceBuffer(stage, ...pairs)
+    if (twice !== null) throw invalid(`map key ${JSON.stringify(encodeBytes(twice))} appears twice`)
+  }
   const compare = async (batch: (string | Buffer)[]) => {
     if (orphans.size + removed.size > 0) {
       for (let i = 1; i < batch.length; i += 2) {
@@ -443,7 +472,7 @@ export async function diffDocument(
     // An empty map has nothing to compare with: every entry is new, the batch as it is.
     if (mapSize === 0) {
       diff.mapSet += batch.length / 2
-      if (options.stage) await registry.client.hset(stageSet!, ...batch)
+      if (options.stage) await stageOnce(stageSet!, batch)
       staged += batch.length / 2
       return
     }
@@ -473,8 +502,8 @@ export async function diffDocument(
       }
     }
     await Promise.all([
-      options.stage && fresh.length > 0 ? registry.client.hset(stageSet!, ...fresh) : undefined,
-      options.stage && moved.length > 0 ? registry.client.hset(stageRepoint!, ...moved) : undefined,
+      options.stage && fresh.length > 0 ? stageOnce(stageSet!, fresh) : undefined,
+      options.stage && moved.length > 0 ? stageOnce(stageRepoint!, moved) : undefined,
       options.stage && was.length > 0 ? registry.client.hset(stageWas!, ...was) : undefined,
     ])
     staged += (fresh.length + moved.length) / 2

@@ -288,6 +288,12 @@ describe('shards:export and shards:import', () => {
     expect((await cli(['shards:export', '--with-map', '--out', file, ...fleet.r()])).exitCode).to.equal(0)
     const good = readFileSync(file, 'utf8')
     const leftovers = () => readdirSync(dir).filter((f) => f.startsWith('.kept.json.'))
+    // Into a directory that is not there: fails at once (it used to wait forever for the file to drain).
+    for (const flags of [[], ['--with-map']]) {
+      const nowhere = await cli(['shards:export', ...flags, '--out', join(dir, 'missing', 'x.json'), ...fleet.r()])
+      expect(nowhere.exitCode, nowhere.stderr).to.equal(1)
+      expect(nowhere.stderr).to.match(/cannot write .*x\.json: ENOENT/)
+    }
     // Fails (a corrupt shard): the previous export is untouched.
     await fleet.reg.hset('shards.s1', 'slave3', 'nope')
     const failed = await cli(['shards:export', '--with-map', '--out', file, ...fleet.r()])
@@ -377,6 +383,26 @@ describe('shards:export and shards:import', () => {
       /appears twice/,
     ],
     ['a map to nowhere', {format: 'shardctl-registry', version: 1, shards: [], map: {h: 'zz'}}, /not a shard of the document/],
+    [
+      'a hash routed twice (JSON would keep the last silently)',
+      `{"format":"shardctl-registry","version":1,"shards":[{"id":"a","weight":1,"master":"h:1/0"},{"id":"b","weight":1,"master":"h:1/1"}],"map":{"x":"a","y":"a","x":"b"}}`,
+      /map key "x" appears twice/,
+    ],
+    [
+      'a hash routed twice, thousands of entries apart',
+      `{"format":"shardctl-registry","version":1,"shards":[{"id":"a","weight":1,"master":"h:1/0"}],"map":{${Array.from({length: 4500}, (_, i) => `"k${i === 4400 ? 7 : i}":"a"`).join(',')}}}`,
+      /map key "k7" appears twice/,
+    ],
+    [
+      'a replica that is its master under another name',
+      {format: 'shardctl-registry', version: 1, shards: [{id: 'a', weight: 1, master: 'localhost:7/0', replicas: ['127.0.0.1:7/0']}]},
+      /shard a: localhost:7\/0 and 127\.0\.0\.1:7\/0 are one instance, named twice/,
+    ],
+    [
+      'a weight below the smallest stored exactly',
+      {format: 'shardctl-registry', version: 1, shards: [{id: 'a', weight: 1e-320, master: 'h:1/0'}]},
+      /shard a: weight 1e-320 is too small to be stored exactly/,
+    ],
     [
       'two shards on one database',
       {
