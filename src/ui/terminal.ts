@@ -16,7 +16,8 @@ export interface TerminalMode {
 
 export function decideTerminal(options: {json: boolean; noColor: boolean}): TerminalMode {
   const env = process.env
-  const color = !options.json && !options.noColor && env.NO_COLOR === undefined && Boolean(process.stdout.isTTY) && env.TERM !== 'dumb'
+  // NO_COLOR counts when it is set to something (no-color.org): an empty one is not set.
+  const color = !options.json && !options.noColor && !env.NO_COLOR && Boolean(process.stdout.isTTY) && env.TERM !== 'dumb'
   // chalk 5 ignores NO_COLOR: set its level ourselves so every colour call obeys the decision.
   chalk.level = color ? (Math.max(chalk.level, 1) as typeof chalk.level) : 0
   const interactive = !options.json && Boolean(process.stdin.isTTY) && Boolean(process.stdout.isTTY) && !isCi()

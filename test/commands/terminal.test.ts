@@ -19,6 +19,7 @@ describe('terminal manners', () => {
   it('colours a terminal, and not under NO_COLOR, --no-color, a pipe or --json', async () => {
     expect((await ttyCli(['shards:list', ...fleet.r()], '')).screen).to.match(ANSI)
     expect((await ttyCli(['shards:list', ...fleet.r()], '', {NO_COLOR: '1'})).screen).not.to.match(ANSI)
+    expect((await ttyCli(['shards:list', ...fleet.r()], '', {NO_COLOR: ''})).screen, 'NO_COLOR set to nothing').to.match(ANSI)
     expect((await ttyCli(['shards:list', '--no-color', ...fleet.r()], '')).screen).not.to.match(ANSI)
     const json = await ttyCli(['shards:list', '--json', ...fleet.r()], '')
     expect(json.screen).not.to.match(ANSI)
