@@ -20,9 +20,11 @@
   ARGV[5..] pairs: shard hash, proposed shard id
 
   Returns {flags, id, id, ...}: flags has one character per pair, "1" where the
-  proposed id was stored, "0" where the hash kept its assignment. Only the kept
-  assignments' ids follow, in order (the caller knows the ids it proposed): a
-  short reply. Before anything is written, the whole batch is refused when an id
+  proposed id was stored, "0" where the hash kept its assignment, "2" where it was
+  moved from another shard (force). Only the kept assignments' ids, and the moved
+  hashes' previous ids, follow, in order (the caller knows the ids it proposed): a
+  short reply. The history entry counts the moved hashes by the shard they left
+  ("movedFrom"): their keys are still there. Before anything is written, the whole batch is refused when an id
   no longer qualifies: "STALE <id>" for a drawn id whose shard is gone or drained
   (weight 0: the caller re-reads the weights and draws again), "NOSHARD <id>" for a
   named one that is gone. A drain therefore takes effect with the next batch, whatever
@@ -67,16 +69,22 @@ local result = {''}
 local kept = 1
 local assigned = 0
 local moved = 0
+local movedFrom = {}
 local perShard = {}
 for i = 5, n, 2 do
   local hash = ARGV[i]
   local id = ARGV[i + 1]
   local stored = false
+  local from = false
   if force then
     local current = call('HGET', map, hash)
     if current ~= id then
       call('HSET', map, hash, id)
-      if current then moved = moved + 1 end
+      if current then
+        moved = moved + 1
+        movedFrom[current] = (movedFrom[current] or 0) + 1
+        from = current
+      end
       stored = true
     end
   elseif call('HSETNX', map, hash, id) == 1 then
@@ -85,7 +93,13 @@ for i = 5, n, 2 do
     kept = kept + 1
     result[kept] = call('HGET', map, hash)
   end
-  if stored then
+  if from then
+    assigned = assigned + 1
+    perShard[id] = (perShard[id] or 0) + 1
+    flags[#flags + 1] = '2'
+    kept = kept + 1
+    result[kept] = from
+  elseif stored then
     assigned = assigned + 1
     perShard[id] = (perShard[id] or 0) + 1
     flags[#flags + 1] = '1'
@@ -101,6 +115,7 @@ if assigned > 0 then
   if moved > 0 then event.moved = moved end
   call('PUBLISH', ARGV[1], cjson.encode(event))
   event.perShard = perShard
+  if moved > 0 then event.movedFrom = movedFrom end
 
   local entry = nil
   local at = 0
@@ -118,7 +133,11 @@ if assigned > 0 then
   end
   if entry then
     entry.assigned = (tonumber(entry.assigned) or 0) + assigned
-    if moved > 0 then entry.moved = (tonumber(entry.moved) or 0) + moved end
+    if moved > 0 then
+      entry.moved = (tonumber(entry.moved) or 0) + moved
+      if type(entry.movedFrom) ~= 'table' then entry.movedFrom = {} end
+      for id, count in pairs(movedFrom) do entry.movedFrom[id] = (tonumber(entry.movedFrom[id]) or 0) + count end
+    end
     if type(entry.perShard) ~= 'table' then entry.perShard = {} end
     for id, count in pairs(perShard) do entry.perShard[id] = (tonumber(entry.perShard[id]) or 0) + count end
     call('LSET', history, at, cjson.encode(entry))

@@ -77,6 +77,8 @@ export interface AssignResult {
   shard: string
   /** True where this run stored the assignment; false where an existing one was kept. */
   assigned: boolean
+  /** --force: the shard the hash was on before this run moved it (its keys are still there). */
+  from?: string
 }
 
 export interface AssignOptions {
@@ -325,7 +327,8 @@ export async function* assignHashes(registry: Registry, batches: Batches, option
         // The reply names only the shards of hashes that kept an existing assignment.
         const flags = reply[0]
         let next = 1
-        return batch.map((hash, i) => {
+        return batch.map((hash, i): AssignResult => {
+          if (flags[i] === '2') return {hash, shard: proposed[i], assigned: true, from: reply[next++]}
           const assigned = flags[i] === '1'
           return {hash, shard: assigned || mode === 'force' ? proposed[i] : reply[next++], assigned}
         })

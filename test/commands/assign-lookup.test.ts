@@ -171,9 +171,18 @@ describe('shards:assign and shards:lookup', () => {
     expect(text.stderr).to.match(/1 hash is already on another shard and stayed there, not on s002: h \(s000\); move them with --force/)
     const again = await cli(['shards:assign', 'k', '--shard', 's002', ...fleet.r()])
     expect(again.exitCode, 'already on the requested shard: nothing to say').to.equal(0)
+    // Moving it overwrites the routing while its keys stay on s000: not without a yes.
     run = await cli(['shards:assign', 'h', '--shard', 's002', '--force', ...fleet.r()])
-    expect(run.exitCode).to.equal(0)
+    expect(run.exitCode).to.equal(2)
+    expect(run.stderr).to.match(/--yes/)
+    expect(await fleet.reg.hget('shards.map', 'h')).to.equal('s000')
+    run = await cli(['shards:assign', 'h', 'n', '--shard', 's002', '--force', '--yes', '--json', ...fleet.r()])
+    expect(run.exitCode, run.stderr).to.equal(0)
     expect(await fleet.reg.hget('shards.map', 'h')).to.equal('s002')
+    expect(JSON.parse(run.stdout).results).to.deep.equal([
+      {hash: 'h', shard: 's002', assigned: true, from: 's000'},
+      {hash: 'n', shard: 's002', assigned: true},
+    ])
     run = await cli(['shards:assign', 'h', '--force', ...fleet.r()])
     expect(run.exitCode).to.equal(2)
     expect(run.stderr).to.match(/--shard/)

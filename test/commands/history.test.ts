@@ -49,13 +49,16 @@ describe('shards:history', () => {
     expect(entry.perShard.a1 + entry.perShard.a2).to.equal(2500)
     // --shard --force re-routes hashes that had a shard: recorded with how many moved.
     const onA1 = (await fleet.reg.hgetall('shards.map')).h0 === 'a1' ? 'a2' : 'a1'
-    const forced = await cli(['shards:assign', 'h0', 'new1', '--shard', onA1, '--force', ...fleet.r()])
+    const was = (await fleet.reg.hgetall('shards.map')).h0
+    const forced = await cli(['shards:assign', 'h0', 'new1', '--shard', onA1, '--force', '--yes', ...fleet.r()])
     expect(forced.exitCode, forced.stderr).to.equal(0)
     const events = await history()
     expect(events).to.have.length(4)
     ;[entry] = events
     expect(entry).to.include({type: 'hashes.assigned', shard: onA1, force: true, assigned: 2, moved: 1})
     expect(entry.perShard).to.deep.equal({[onA1]: 2})
+    // …and where they came from: their keys are still there.
+    expect(entry.movedFrom).to.deep.equal({[was]: 1})
     // Nothing new assigned: nothing to record.
     await cli(['shards:assign', 'h0', ...fleet.r()])
     expect(await history()).to.have.length(4)

@@ -65,7 +65,7 @@ export async function startS3(): Promise<TestS3> {
       server.middleware.unshift(async (ctx, next) => {
         s3.onRequest?.(ctx.method, ctx.url, ctx.headers)
         await next()
-        s3.onResponse?.(ctx)
+        s3.onResponse?.(ctx as unknown as Parameters<NonNullable<TestS3['onResponse']>>[0])
       })
       await server.run()
       http = server.httpServer

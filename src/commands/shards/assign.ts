@@ -1,7 +1,7 @@
 import {Args, Flags} from '@oclif/core'
 
 import {RegistryCommand} from '../../base-command.js'
-import {dryRunFlag, shardIdArg} from '../../flags.js'
+import {dryRunFlag, shardIdArg, yesFlag} from '../../flags.js'
 import {usageError} from '../../errors.js'
 import {
   type AssignResult,
@@ -28,7 +28,7 @@ interface AssignSummary {
 
 export default class ShardsAssign extends RegistryCommand<typeof ShardsAssign> {
   static override summary = 'Assign shard hashes to shards: weighted at random, or to a named shard.'
-  static override description = `A hash with no shard yet gets one drawn at random with probability weight / sum of weights (weight 0 is never drawn), stored with an atomic set-if-absent: concurrent assigners always end with one answer. A hash that already has a shard keeps it and is reported as existing, unless --force with --shard moves it. A weight changed while it runs counts at once: a shard drained meanwhile gets no new hash from the next batch on.
+  static override description = `A hash with no shard yet gets one drawn at random with probability weight / sum of weights (weight 0 is never drawn), stored with an atomic set-if-absent: concurrent assigners always end with one answer. A hash that already has a shard keeps it and is reported as existing, unless --force with --shard moves it (after a yes: its keys stay on the shard it leaves, which the output, --json's "from" and the history name). A weight changed while it runs counts at once: a shard drained meanwhile gets no new hash from the next batch on.
 
 --stdin reads one hash per line and streams, in pipelined batches with constant memory: fit for millions of lines. Each result is printed as "hash<TAB>shard" (NDJSON under --json, ending with a summary line).`
 
@@ -44,7 +44,11 @@ export default class ShardsAssign extends RegistryCommand<typeof ShardsAssign> {
 
   static override flags = {
     shard: Flags.string({summary: 'Assign to this shard instead of drawing one.', parse: shardIdArg}),
-    force: Flags.boolean({summary: 'With --shard: move hashes that already have a shard.', dependsOn: ['shard']}),
+    force: Flags.boolean({
+      summary: 'With --shard: move hashes that already have a shard (asks first; --yes answers). Their keys stay where they are.',
+      dependsOn: ['shard'],
+    }),
+    yes: yesFlag,
     stdin: Flags.boolean({summary: 'Read hashes from standard input, one per line.'}),
     quiet: Flags.boolean({char: 'q', summary: 'Print only the summary, not a line per hash.'}),
     'dry-run': dryRunFlag,
@@ -54,6 +58,14 @@ export default class ShardsAssign extends RegistryCommand<typeof ShardsAssign> {
     const {flags} = this
     const batches = this.batches(flags.stdin)
     const registry = await this.registry()
+    // A hash that moves leaves its keys on the shard it was on: an overwrite of the routing, never without a yes.
+    if (flags.force && !flags['dry-run']) {
+      const question = `move the hashes given that already have a shard to ${flags.shard}? Their keys stay on the shard they are on now`
+      if (!(await this.confirm(question))) {
+        this.progress('Nothing changed.')
+        return {summary: {total: 0, assigned: 0, existing: 0, dryRun: false}}
+      }
+    }
     const results = flags['dry-run'] ? this.dryRun(batches) : assignHashes(registry, batches, {shard: flags.shard, force: flags.force})
     const summary: AssignSummary = {total: 0, assigned: 0, existing: 0, dryRun: flags['dry-run']}
     const count = (batch: AssignResult[]) => {
@@ -75,7 +87,12 @@ export default class ShardsAssign extends RegistryCommand<typeof ShardsAssign> {
         all.push(...batch)
       }
       if (!this.jsonEnabled() && !flags.quiet) {
-        const status = (r: AssignResult) => (r.assigned ? paint.ok(flags['dry-run'] ? 'would assign' : 'assigned') : paint.dim('existing'))
+        const status = (r: AssignResult) =>
+          r.from !== undefined
+            ? paint.warn(`moved from ${r.from}`)
+            : r.assigned
+              ? paint.ok(flags['dry-run'] ? 'would assign' : 'assigned')
+              : paint.dim('existing')
         this.log(
           renderTable(
             ['HASH', 'SHARD', 'STATUS'],
