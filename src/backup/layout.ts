@@ -47,6 +47,15 @@ export function instanceSlug(instance: string): string {
     .replaceAll(/[^A-Za-z0-9._-]/g, '_')
 }
 
+/**
+ * An instance back from its file name, as a manifest names it (host:port), for a backup
+ * that has no manifest. A slug that was not host-port (an IPv6 host's colons became "_")
+ * cannot be told back exactly: it stays as it is.
+ */
+export function instanceOfSlug(slug: string): string {
+  return /^[A-Za-z0-9.-]+-\d+$/.test(slug) ? slug.replace(/-(\d+)$/, ':$1') : slug
+}
+
 /** The part a process backs up: the fleet, or its instances (a digest of them beyond three). */
 export function partName(instances: string[] | undefined): string {
   if (instances === undefined) return FLEET_PART
@@ -112,7 +121,7 @@ function summarize(id: string, files: StoredObject[]): BackupEntry {
   const instances = files
     .map((f) => f.key.split('/')[2])
     .filter((name) => /\.rdb(\.gz)?$/.test(name) && !name.includes(PARTIAL_MARK))
-    .map((name) => name.replace(/\.rdb(\.gz)?$/, ''))
+    .map((name) => instanceOfSlug(name.replace(/\.rdb(\.gz)?$/, '')))
   return {
     id,
     run,

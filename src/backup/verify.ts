@@ -6,7 +6,7 @@ import {checkRegistryDocument} from './fetch.js'
 import type {Destination} from './destination.js'
 import {type BackupStatus, listBackups, selectBackups} from './layout.js'
 import {SNAPSHOT_FILE, loadSnapshot, localServer, scratchDirectory} from './loader.js'
-import type {ManifestInstance} from './manifest.js'
+import type {ManifestFailure, ManifestInstance} from './manifest.js'
 
 /**
  * backups:verify: every file of a backup against its manifest (size, sha256, and the
@@ -29,6 +29,8 @@ export interface VerifiedBackup {
   ok: boolean
   problems: string[]
   instances: VerifiedInstance[]
+  /** A partial backup: the instances its manifest says could not be backed up, and why. */
+  failed?: ManifestFailure[]
 }
 
 export async function verifyBackups(
@@ -36,7 +38,9 @@ export async function verifyBackups(
   id: string,
   options: {deep: boolean; timeoutMs: number; onInstance?: (backup: string, result: VerifiedInstance) => void},
 ): Promise<{ok: boolean; backups: VerifiedBackup[]}> {
-  const chosen = selectBackups(await listBackups(destination, `${id}/`), id, destination.location)
+  const listed = await listBackups(destination, `${id}/`)
+  // None under that name: the whole listing, for a message that says what the destination does hold.
+  const chosen = selectBackups(listed.length > 0 ? listed : await listBackups(destination), id, destination.location)
   const local = options.deep ? await localServer() : undefined
   const backups: VerifiedBackup[] = []
   for (const entry of chosen) {
@@ -59,7 +63,14 @@ export async function verifyBackups(
       instances.push(result)
     }
     const problems = [...registry.problems]
-    backups.push({id: entry.id, status: entry.status, ok: problems.length === 0 && instances.every((i) => i.ok), problems, instances})
+    backups.push({
+      id: entry.id,
+      status: entry.status,
+      ok: problems.length === 0 && instances.every((i) => i.ok),
+      problems,
+      instances,
+      ...(manifest.failed.length > 0 ? {failed: manifest.failed} : {}),
+    })
   }
   return {ok: backups.every((b) => b.ok), backups}
 }

@@ -1,6 +1,7 @@
 import {expect} from 'chai'
 import fc from 'fast-check'
 
+import {instanceOfSlug, instanceSlug} from '../../src/backup/layout.js'
 import {runPerHost, selectInstances} from '../../src/backup/plan.js'
 import {parseAddress} from '../../src/registry/address.js'
 import type {Shard} from '../../src/registry/schema.js'
@@ -91,5 +92,13 @@ describe('property: snapshots run at most N at once, never two from one host', (
       ),
       {numRuns: 200},
     )
+  })
+})
+
+describe('backup/layout: an instance in a file name, and back', () => {
+  it('host:port comes back from its file name as a manifest names it; an IPv6 host, which cannot, stays as it is', () => {
+    for (const instance of ['10.0.0.5:6379', 'redis-a.example.com:7000', 'localhost:1'])
+      expect(instanceOfSlug(instanceSlug(instance))).to.equal(instance)
+    expect(instanceOfSlug(instanceSlug('[::1]:6379'))).to.equal('__1-6379')
   })
 })

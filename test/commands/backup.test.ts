@@ -621,6 +621,15 @@ describe('backups: shards:backup, backups:*, shards:restore', () => {
       )
       const list = JSON.parse((await cli(['backups:list', '--from', dir, '--json'])).stdout) as {backups: {id: string; status: string}[]}
       expect(list.backups.find((b) => b.id === 'u1/fleet')).to.include({status: 'partial'})
+      // Its files match its manifest; verify says so, and names what it lacks.
+      const verify = await cli(['backups:verify', 'u1/fleet', '--from', dir])
+      expect(verify.exitCode, verify.stderr).to.equal(0)
+      expect(verify.stderr).to.include(`u1/fleet 127.0.0.1:${deadPort}: not in this backup (partial)`)
+      expect(verify.stderr).to.match(/Partial, with instances missing: u1\/fleet/)
+      // A name the destination does not hold: what it does hold is said.
+      const unknown = await cli(['backups:verify', 'nosuch', '--from', dir])
+      expect(unknown.exitCode).to.equal(2)
+      expect(unknown.stderr).to.match(/no backup nosuch at .* see backups:list \(the newest: /)
     })
 
     /** A one-shard fleet under its own prefix, whose instance is `source`'s master behind a proxy: the test's hands on the wire. */

@@ -42,6 +42,10 @@ The id is <run>/<part> (see backups:list), or a run: all its parts. Exit 3 when 
     })
     for (const backup of result.backups.filter((b) => b.problems.length > 0))
       this.progress(`${paint.bad('✘')} ${backup.id}: ${backup.problems.join('; ')}`)
+    // What a partial backup lacks is no fault of its files, but no restore can come from it: said.
+    for (const backup of result.backups)
+      for (const failed of backup.failed ?? [])
+        this.progress(`${paint.warn('!')} ${backup.id} ${failed.instance}: not in this backup (partial): ${failed.error}`)
     const files = result.backups.reduce((sum, b) => sum + b.instances.length, 0)
     if (!result.ok) {
       const bad = result.backups.filter((b) => !b.ok).map((b) => b.id)
@@ -50,7 +54,10 @@ The id is <run>/<part> (see backups:list), or a run: all its parts. Exit 3 when 
         `${plural(bad.length, 'backup')} ${bad.length === 1 ? 'does' : 'do'} not match ${bad.length === 1 ? 'its' : 'their'} manifest: ${bad.join(', ')}`,
       )
     }
-    this.progress(`${plural(result.backups.length, 'backup')} verified: ${plural(files, 'snapshot')} and their registry documents match.`)
+    const partial = result.backups.filter((b) => b.failed)
+    this.progress(
+      `${plural(result.backups.length, 'backup')} verified: ${plural(files, 'snapshot')} and their registry documents match.${partial.length > 0 ? ` Partial, with instances missing: ${partial.map((b) => b.id).join(', ')}.` : ''}`,
+    )
     return result
   }
 }
