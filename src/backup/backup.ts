@@ -5,7 +5,7 @@ import {createGzip} from 'node:zlib'
 import {ExitCode, ShardctlError} from '../errors.js'
 import type {ConnectOptions, ConnectionPool} from '../fleet/connect.js'
 import {replicationOf} from '../fleet/replication.js'
-import {type ConnectTarget, type Endpoint, instanceKey} from '../registry/address.js'
+import {type ConnectTarget, type Endpoint, endpointOf, sameInstance} from '../registry/address.js'
 import {readDocumentShards, shardsDocument} from '../registry/document.js'
 import type {Registry} from '../registry/registry.js'
 import {streamSnapshot} from '../replication/snapshot.js'
@@ -157,11 +157,13 @@ export async function takeBackup(
   await runPerHost(jobs, request.concurrency)
 
   // The document is of the start: say so if the shards of these instances moved meanwhile.
+  // One instance may be spelled two ways in the registry (localhost:P and 127.0.0.1:P): compared as one.
   const after = await context.registry.snapshot().catch(() => undefined)
   if (after) {
     for (const entry of stored) {
+      const instance = endpointOf(entry.instance)
       const now = after.shards
-        .filter((s) => instanceKey(s.master) === entry.instance)
+        .filter((s) => sameInstance(s.master, instance))
         .map((s) => `${s.id}@${s.master.db}`)
         .sort()
       const then = (held.get(entry.instance) ?? []).map((s) => `${s.id}@${s.db}`).sort()
