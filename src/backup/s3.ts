@@ -57,8 +57,10 @@ export class S3Destination implements Destination {
       forcePathStyle: settings.endpoint !== undefined,
       requestChecksumCalculation: 'WHEN_REQUIRED',
       responseChecksumValidation: 'WHEN_REQUIRED',
-      maxAttempts: 3,
-      requestHandler: {connectionTimeout: settings.timeoutMs, socketTimeout: Math.max(30_000, settings.timeoutMs)},
+      // --timeout bounds the connection and each silence on it (an idle timeout: a large
+      // upload that keeps moving is never cut), and a silence is not retried (see below).
+      retryStrategy: new AnsweredRetries(),
+      requestHandler: {connectionTimeout: settings.timeoutMs, socketTimeout: settings.timeoutMs},
     })
   }
 
@@ -164,11 +166,59 @@ export class S3Destination implements Destination {
     if (name === 'PermanentRedirect' || name === 'AuthorizationHeaderMalformed')
       return say('the bucket is in another region', 'give its region with --s3-region (or AWS_REGION)')
     const code = error.code ?? (error.cause as {code?: string} | undefined)?.code
-    if (code === 'ECONNREFUSED' || code === 'ENOTFOUND' || code === 'ECONNRESET' || name === 'TimeoutError' || code === 'ETIMEDOUT')
+    const endpoint = `the S3 endpoint${this.settings.endpoint ? ` ${this.settings.endpoint}` : ''}`
+    if (isSilence(error))
       return say(
-        `cannot reach the S3 endpoint${this.settings.endpoint ? ` ${this.settings.endpoint}` : ''}: ${code ?? 'timed out'}`,
-        'check --s3-endpoint and the network',
+        `cannot reach ${endpoint}: no answer within ${seconds(this.settings.timeoutMs)}`,
+        'check --s3-endpoint and the network, or raise --timeout',
       )
+    if (code === 'ECONNREFUSED' || code === 'ENOTFOUND' || code === 'ECONNRESET')
+      return say(`cannot reach ${endpoint}: ${code}`, 'check --s3-endpoint and the network')
     return say(`${name}: ${error.message.split('\n')[0]}`, 'check the bucket, the credentials and --s3-endpoint')
   }
+}
+
+/** The endpoint said nothing for the whole timeout: while connecting, or in the middle of a request. */
+function isSilence(error: Error & {code?: string}): boolean {
+  const code = error.code ?? (error.cause as {code?: string} | undefined)?.code
+  return error.name === 'TimeoutError' || code === 'ETIMEDOUT'
+}
+
+function seconds(ms: number): string {
+  return `${Number((ms / 1000).toFixed(3))}s`
+}
+
+/**
+ * The SDK's retries, except for silence: what the endpoint answered at once (a 5xx,
+ * throttling, a connection reset or refused; not a request it refused) is tried again, up
+ * to 3 attempts with jittered exponential backoff; a silence past --timeout is not, so a
+ * silent endpoint fails within one --timeout, as the message says, not three. Shaped as
+ * the SDK's RetryStrategyV2.
+ */
+class AnsweredRetries {
+  private static readonly ATTEMPTS = 3
+  private static readonly BASE_DELAY_MS = 100
+  private static readonly MAX_DELAY_MS = 20_000
+
+  async acquireInitialRetryToken(): Promise<RetryToken> {
+    return retryToken(0, 0)
+  }
+
+  async refreshRetryTokenForRetry(token: RetryToken, info: {error?: Error; errorType: string}): Promise<RetryToken> {
+    const count = token.getRetryCount() + 1
+    const retry = count < AnsweredRetries.ATTEMPTS && info.errorType !== 'CLIENT_ERROR' && !(info.error && isSilence(info.error))
+    if (!retry) throw info.error ?? new Error('no retry')
+    return retryToken(count, Math.random() * Math.min(AnsweredRetries.MAX_DELAY_MS, AnsweredRetries.BASE_DELAY_MS * 2 ** count))
+  }
+
+  recordSuccess(): void {}
+}
+
+interface RetryToken {
+  getRetryCount(): number
+  getRetryDelay(): number
+}
+
+function retryToken(count: number, delay: number): RetryToken {
+  return {getRetryCount: () => count, getRetryDelay: () => delay}
 }

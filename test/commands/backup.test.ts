@@ -13,7 +13,7 @@ import {type Manifest} from '../../src/backup/manifest.js'
 import {parseDocument} from '../../src/registry/document.js'
 import {BIG_VALUE_BYTES, backupFiles, differences, fillDatabase} from '../helpers/backups.js'
 import {cli, secret, spawnCli, startCli, until} from '../helpers/cli.js'
-import {type ReplyDelayProxy, startReplyDelayProxy} from '../helpers/proxy.js'
+import {type ReplyDelayProxy, startReplyDelayProxy, startSilentServer} from '../helpers/proxy.js'
 import {type TestServer, startReplicated, startServer, waitForCatchUp} from '../helpers/redis.js'
 import {S3_CREDENTIALS, type TestS3, startS3, useS3Credentials} from '../helpers/s3.js'
 
@@ -583,6 +583,24 @@ describe('backups: shards:backup, backups:*, shards:restore', () => {
       expect(old.exitCode, old.stderr).to.equal(0)
       expect((JSON.parse(old.stdout) as {removed: {id: string}[]}).removed.map((b) => b.id)).to.deep.equal(['s2/fleet'])
       expect((await listed()).map((b) => `${b.id} ${b.status}`)).to.deep.equal(['s1/fleet complete'])
+    })
+
+    it('a silent S3 endpoint fails within --timeout, in one line naming it', async () => {
+      // Accepts connections and never answers: what a stopped (SIGSTOP) S3 server looks like from here.
+      const silent = await startSilentServer()
+      try {
+        const endpoint = `http://127.0.0.1:${silent.port}`
+        const started = Date.now()
+        const run = await spawnCli(['backups:list', '--from', s3.url('prod'), '--s3-endpoint', endpoint, '--timeout', '1s'], {
+          env: S3_CREDENTIALS,
+        })
+        console.log(`      (backups:list against a silent endpoint ended after ${Date.now() - started} ms)`)
+        expect(run.exitCode).to.equal(1)
+        expect(run.stderr.trim().split('\n')).to.have.length(1)
+        expect(run.stderr).to.include(`cannot reach the S3 endpoint ${endpoint}: no answer within 1s`)
+      } finally {
+        await silent.close()
+      }
     })
 
     it('no AWS secret is ever printed, whatever fails', async () => {
