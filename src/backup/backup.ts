@@ -9,7 +9,8 @@ import {type ConnectTarget, type Endpoint, endpointOf, sameInstance} from '../re
 import {readDocumentShards, shardsDocument} from '../registry/document.js'
 import type {Registry} from '../registry/registry.js'
 import {streamSnapshot} from '../replication/snapshot.js'
-import type {Destination} from './destination.js'
+import type {Destination, WriteOptions} from './destination.js'
+import {BackupLease} from './lease.js'
 import {MANIFEST_FILE, REGISTRY_FILE, listBackups, partName, snapshotFile} from './layout.js'
 import {MANIFEST_FORMAT, MANIFEST_VERSION, type Manifest, type ManifestFailure, type ManifestInstance} from './manifest.js'
 import {
@@ -119,18 +120,35 @@ export async function takeBackup(
   request: BackupRequest,
   events: BackupEvents = {},
 ): Promise<BackupResult> {
+  const lease = await BackupLease.take(context.registry, context.destination.location, plan.id)
+  try {
+    return await storeBackup(context, plan, request, events, lease)
+  } finally {
+    await lease.release()
+  }
+}
+
+async function storeBackup(
+  context: BackupContext,
+  plan: BackupPlan,
+  request: BackupRequest,
+  events: BackupEvents,
+  lease: BackupLease,
+): Promise<BackupResult> {
   const {destination} = context
   const startedAt = new Date().toISOString()
-  await clearEarlierAttempt(destination, plan.id)
+  // Nothing becomes visible unless this run still holds the backup's lease.
+  const fence = () => lease.confirm()
+  await clearEarlierAttempt(destination, plan.id, fence)
 
   // registry.json first: a backup that stops later is still listed (incomplete), and
   // pruned once it is a day old.
   const {shards} = await readDocumentShards(context.registry)
   const document = Buffer.from(`${JSON.stringify(shardsDocument(context.registry.keys.prefix, shards), null, 2)}\n`)
-  await destination.write(`${plan.id}/${REGISTRY_FILE}`, Readable.from([document]), {contentType: 'application/json'})
+  await destination.write(`${plan.id}/${REGISTRY_FILE}`, Readable.from([document]), {contentType: 'application/json', fence})
 
   const held = new Map(plan.instances.map((i) => [i.instance, i.shards]))
-  const warnings = [...plan.warnings]
+  const warnings = [...plan.warnings, ...(lease.warning ? [lease.warning] : [])]
   const failed: ManifestFailure[] = []
   const stored: ManifestInstance[] = []
   for (const instance of plan.instances.filter((i) => !i.source)) {
@@ -144,7 +162,7 @@ export async function takeBackup(
       run: async () => {
         events.onStart?.(instance)
         try {
-          const entry = await snapshotInstance(context, plan, instance, events, warnings)
+          const entry = await snapshotInstance(context, plan, instance, events, warnings, fence)
           stored.push(entry)
           events.onDone?.(instance, {entry})
         } catch (error) {
@@ -187,6 +205,8 @@ export async function takeBackup(
     failed,
     warnings,
   }
+  // A run that lost its lease says so, whatever else failed.
+  await fence()
   if (stored.length === 0) return {...result, error: 'no instance could be backed up'}
   const manifest: Manifest = {
     format: MANIFEST_FORMAT,
@@ -208,10 +228,21 @@ export async function takeBackup(
     failed,
     warnings,
   }
-  // Last: from here on the backup is complete.
-  await destination.write(`${plan.id}/${MANIFEST_FILE}`, Readable.from([Buffer.from(`${JSON.stringify(manifest, null, 2)}\n`)]), {
-    contentType: 'application/json',
-  })
+  // Last: from here on the backup is complete. Never over another run's manifest.
+  await destination
+    .write(`${plan.id}/${MANIFEST_FILE}`, Readable.from([Buffer.from(`${JSON.stringify(manifest, null, 2)}\n`)]), {
+      contentType: 'application/json',
+      exclusive: true,
+      fence,
+    })
+    .catch((error: ShardctlError) => {
+      if (error.code !== 'EOBJECTEXISTS') throw error
+      throw new ShardctlError(`backup ${plan.id} at ${destination.location} was completed by another run meanwhile: its manifest is kept`, {
+        code: 'EBACKUPEXISTS',
+        exitCode: ExitCode.locked,
+        hint: 'backups:verify tells whether what it lists is intact; give each run its own --run',
+      })
+    })
   return result
 }
 
@@ -219,7 +250,7 @@ export async function takeBackup(
  * A complete backup is never written over; what a failed attempt with the same id left
  * (no manifest) is removed first, so nothing of it mixes with this one.
  */
-async function clearEarlierAttempt(destination: Destination, id: string): Promise<void> {
+async function clearEarlierAttempt(destination: Destination, id: string, fence: () => Promise<void>): Promise<void> {
   const earlier = (await listBackups(destination, `${id}/`)).find((b) => b.id === id)
   if (!earlier) return
   if (earlier.manifest)
@@ -228,6 +259,7 @@ async function clearEarlierAttempt(destination: Destination, id: string): Promis
       exitCode: ExitCode.usage,
       hint: 'give another --run, or remove that backup first',
     })
+  await fence()
   await destination.remove(earlier.objects)
 }
 
@@ -237,6 +269,7 @@ async function snapshotInstance(
   instance: PlannedInstance,
   events: BackupEvents,
   warnings: string[],
+  fence: WriteOptions['fence'],
 ): Promise<ManifestInstance> {
   const startedAt = new Date().toISOString()
   const source = instance.source!
@@ -249,7 +282,7 @@ async function snapshotInstance(
   const stages: Transform[] = [new Coalesce(), meter, check, ...(plan.gzip ? [createGzip({level: 1})] : []), digest]
   const body = pipeline([stream, ...stages], () => undefined) as Digest
   const file = snapshotFile(instance.instance, plan.gzip)
-  await context.destination.write(`${plan.id}/${file}`, body, {expectedBytes: length ?? instance.expectedBytes})
+  await context.destination.write(`${plan.id}/${file}`, body, {expectedBytes: length ?? instance.expectedBytes, fence})
   const facts = check.facts()
   if (!facts.checksumVerified)
     warnings.push(

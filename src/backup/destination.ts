@@ -36,6 +36,14 @@ export interface WriteOptions {
   contentType?: string
   /** How many bytes are expected, when known: lets a store size its parts. */
   expectedBytes?: number
+  /** Never replace an object already under the key: fail with EOBJECTEXISTS instead. */
+  exclusive?: boolean
+  /**
+   * Called last before the object becomes visible under its key (a local file: before its
+   * rename; S3: before the upload begins, as S3 has no step between the last part and
+   * the completion): rejecting leaves nothing under the key. A backup's lease check.
+   */
+  fence?: () => Promise<void>
 }
 
 /** Settings of an S3 destination; credentials come from the AWS SDK's standard chain, never from here. */
@@ -104,4 +112,9 @@ export function missingObject(location: string, key: string): ShardctlError {
     exitCode: ExitCode.unhealthy,
     hint: 'see backups:list for the backups this destination holds',
   })
+}
+
+/** An object is already under the key of an exclusive write. */
+export function objectExists(location: string, key: string): ShardctlError {
+  return new ShardctlError(`${location}: ${key} exists already`, {code: 'EOBJECTEXISTS', exitCode: ExitCode.unhealthy})
 }

@@ -1,12 +1,12 @@
 import {randomBytes} from 'node:crypto'
 import {createWriteStream} from 'node:fs'
-import {mkdir, open, readdir, rename, rmdir, stat, unlink} from 'node:fs/promises'
+import {link, mkdir, open, readdir, rename, rmdir, stat, unlink} from 'node:fs/promises'
 import {dirname, join, relative, resolve, sep} from 'node:path'
 import type {Readable} from 'node:stream'
 import {pipeline} from 'node:stream/promises'
 
 import {ShardctlError, usageError} from '../errors.js'
-import {type Destination, PARTIAL_MARK, type StoredObject, missingObject} from './destination.js'
+import {type Destination, PARTIAL_MARK, type StoredObject, type WriteOptions, missingObject, objectExists} from './destination.js'
 
 /**
  * Backups in a local directory. A backup is the fleet's whole data at rest: every
@@ -29,13 +29,20 @@ export class LocalDirectory implements Destination {
     return path
   }
 
-  async write(key: string, body: Readable): Promise<void> {
+  async write(key: string, body: Readable, options: WriteOptions = {}): Promise<void> {
     const path = this.path(key)
     await this.makeDirectories(dirname(path))
     const partial = `${path}${PARTIAL_MARK}${process.pid}-${randomBytes(4).toString('hex')}`
     try {
       await pipeline(body, createWriteStream(partial, {flags: 'wx', mode: 0o600, flush: true}))
-      await rename(partial, path)
+      await options.fence?.()
+      if (options.exclusive) {
+        // A second name for the complete file, refused if one exists: all or nothing, never over another.
+        await link(partial, path).catch((error: NodeJS.ErrnoException) => {
+          throw error.code === 'EEXIST' ? objectExists(this.location, key) : error
+        })
+        await unlink(partial)
+      } else await rename(partial, path)
     } catch (error) {
       await unlink(partial).catch(() => undefined)
       throw describeFsError(this.location, error as NodeJS.ErrnoException)

@@ -1,10 +1,25 @@
 import type {Readable} from 'node:stream'
 
-import {DeleteObjectsCommand, GetObjectCommand, ListObjectsV2Command, type ListObjectsV2CommandOutput, S3Client} from '@aws-sdk/client-s3'
+import {
+  DeleteObjectsCommand,
+  GetObjectCommand,
+  HeadObjectCommand,
+  ListObjectsV2Command,
+  type ListObjectsV2CommandOutput,
+  S3Client,
+} from '@aws-sdk/client-s3'
 import {Upload} from '@aws-sdk/lib-storage'
 
 import {ExitCode, ShardctlError, usageError} from '../errors.js'
-import {type Destination, type S3Settings, type StoredObject, type WriteOptions, S3_SCHEME, missingObject} from './destination.js'
+import {
+  type Destination,
+  type S3Settings,
+  type StoredObject,
+  type WriteOptions,
+  S3_SCHEME,
+  missingObject,
+  objectExists,
+} from './destination.js'
 
 // On Node 20 the SDK warns on stderr, at first use, that its releases of 2027 will need
 // Node 22: nothing an operator of this tool can act on. This is the SDK's own switch.
@@ -76,6 +91,16 @@ export class S3Destination implements Destination {
       bodyError ??= error
     })
     const partSize = Math.max(MIN_PART_BYTES, Math.ceil((options.expectedBytes ?? 0) / (MAX_PARTS * 0.9)))
+    try {
+      await options.fence?.()
+      // S3 refuses the write itself when an object exists (If-None-Match: *); s3rver and
+      // some compatible stores ignore that header, so it is looked for first too (the
+      // caller's fence keeps other writers of this key away meanwhile).
+      if (options.exclusive && (await this.exists(key))) throw objectExists(this.location, key)
+    } catch (error) {
+      body.destroy()
+      throw error
+    }
     const upload = new Upload({
       client: this.client,
       params: {
@@ -85,6 +110,7 @@ export class S3Destination implements Destination {
         ContentType: options.contentType ?? 'application/octet-stream',
         ...(this.settings.sse ? {ServerSideEncryption: this.settings.sse} : {}),
         ...(this.settings.kmsKeyId ? {SSEKMSKeyId: this.settings.kmsKeyId} : {}),
+        ...(options.exclusive ? {IfNoneMatch: '*'} : {}),
       },
       partSize,
       queueSize: PARTS_IN_FLIGHT,
@@ -93,6 +119,9 @@ export class S3Destination implements Destination {
       await upload.done()
     } catch (error) {
       body.destroy()
+      const name = (error as Error).name
+      if (options.exclusive && (name === 'PreconditionFailed' || name === 'ConditionalRequestConflict'))
+        throw objectExists(this.location, key)
       throw bodyError ?? this.failure(error as Error, `writing ${key}`)
     }
     if (bodyError) throw bodyError
@@ -106,6 +135,16 @@ export class S3Destination implements Destination {
       const name = (error as Error).name
       if (name === 'NoSuchKey' || name === 'NotFound') throw missingObject(this.location, key)
       throw this.failure(error as Error, `reading ${key}`)
+    }
+  }
+
+  private async exists(key: string): Promise<boolean> {
+    try {
+      await this.client.send(new HeadObjectCommand({Bucket: this.bucket, Key: this.key(key)}))
+      return true
+    } catch (error) {
+      if ((error as Error).name === 'NotFound' || (error as Error).name === 'NoSuchKey') return false
+      throw this.failure(error as Error, `looking for ${key}`)
     }
   }
 

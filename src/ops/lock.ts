@@ -58,7 +58,7 @@ export class OperatorLock {
     client: ScriptedRedis,
     key: string,
     actor: Actor,
-    options: {leaseMs?: number; token?: string} = {},
+    options: {leaseMs?: number; token?: string; refuse?: typeof lockHeld} = {},
   ): Promise<OperatorLock> {
     const leaseMs = options.leaseMs ?? LEASE_MS
     const holder: LockHolder = {
@@ -78,7 +78,7 @@ export class OperatorLock {
     }
     if (reply !== 'OK') {
       const [current, ttl] = reply
-      throw lockHeld(key, current, ttl)
+      throw (options.refuse ?? lockHeld)(key, current, ttl)
     }
     const lock = new OperatorLock(client, key, value, leaseMs)
     lock.renewer = setInterval(() => void lock.renew(), Math.min(RENEW_EVERY_MS, leaseMs / 3))
@@ -100,6 +100,13 @@ export class OperatorLock {
 
   get isLost(): boolean {
     return this.lost
+  }
+
+  /** Whether the lease is still ours, asked of the registry now (and renewed if so): the check to make before an act it fences. */
+  async confirm(): Promise<boolean> {
+    const held = (await this.client.lockRenew(this.key, this.value, String(this.leaseMs))) === 1
+    if (!held) this.lost = true
+    return held
   }
 
   private worker?: Worker

@@ -56,6 +56,23 @@ function behavesAsADestination(name: string, open: () => Promise<Destination>) {
       expect(error.message).to.match(/: run1\/fleet\/none\.json does not exist$/)
     })
 
+    it('an exclusive write never replaces an object; a fence that rejects leaves nothing under the key', async () => {
+      const key = 'run3/fleet/manifest.json'
+      await destination.write(key, Readable.from([Buffer.from('first')]), {exclusive: true})
+      const error = (await destination
+        .write(key, Readable.from([Buffer.from('second')]), {exclusive: true})
+        .catch((e: Error) => e)) as ShardctlError
+      expect(error.code).to.equal('EOBJECTEXISTS')
+      expect(error.message).to.match(/: run3\/fleet\/manifest\.json exists already$/)
+      expect((await readAll(await destination.read(key))).toString()).to.equal('first')
+      const fence = async () => {
+        throw new Error('the lease is lost')
+      }
+      const fenced = await destination.write('run3/fleet/a.rdb', Readable.from([Buffer.from('data')]), {fence}).catch((e: Error) => e)
+      expect((fenced as Error).message).to.equal('the lease is lost')
+      expect((await destination.list('run3/')).map((o) => o.key)).to.deep.equal([key])
+    })
+
     it('removes objects, and one already gone is not an error', async () => {
       await destination.write('run2/fleet/x.json', Readable.from([Buffer.from('{}')]))
       await destination.remove(['run2/fleet/x.json', 'run2/fleet/gone.json'])

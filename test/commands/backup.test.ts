@@ -727,22 +727,66 @@ describe('backups: shards:backup, backups:*, shards:restore', () => {
       rmSync(elsewhere, {recursive: true, force: true})
     })
 
-    it("killed in the middle of a snapshot: no manifest, nothing under the snapshot's name; the same run again completes", async () => {
-      const {proxy, args, part} = await behindProxy('cut')
-      // Two megabytes in, the rest is held: the backup is part-way through the snapshot.
+    /** Held two megabytes into the snapshot, until released. */
+    const holdMidSnapshot = (proxy: ReplyDelayProxy) => {
       let seen = 0
       proxy.transform = (chunk) => {
         seen += chunk.length
         if (seen > 2 << 20) proxy.stall()
         return chunk
       }
+    }
+    /** A part of a snapshot is being written in `folder`. */
+    const partOnDisk = (folder: string) =>
+      (existsSync(folder) ? readdirSync(folder) : []).some(
+        (name) => /\.rdb\.partial-/.test(name) && (statSync(join(folder, name), {throwIfNoEntry: false})?.size ?? 0) > 0,
+      )
+
+    it('a second run of the same backup is refused while the first holds it (exit 4, naming it); one frozen past its lease writes nothing over the run that took over', async () => {
+      const {proxy, args, part} = await behindProxy('twice')
+      const id = `c1/${part}`
+      holdMidSnapshot(proxy)
+      const first = await startCli(args(dir, 'c1'))
+      await until('a part of the snapshot is on disk', () => partOnDisk(join(dir, 'c1', part)))
+      // Frozen there (SIGSTOP), its lease made to last as if it still renewed it; the snapshot's
+      // connection let go, so that another run can reach the instance.
+      process.kill(first.pid, 'SIGSTOP')
+      const reg = registry.master.client()
+      const leases = await reg.keys('twice._backup:*')
+      expect(leases).to.have.length(1)
+      await reg.pexpire(leases[0], 120_000)
+      proxy.transform = undefined
+      proxy.release()
+      const second = await spawnCli(args(dir, 'c1'))
+      expect(second.exitCode, second.stderr).to.equal(4)
+      expect(second.stderr).to.match(
+        new RegExp(`backup ${id} to .* is being taken by another run: .*\\(shards:backup, pid ${first.pid}\\) since \\d{4}-`),
+      )
+
+      // Its lease runs out (deleted here, as its running out would): another run takes over and completes.
+      await reg.del(leases[0])
+      reg.disconnect()
+      const third = await spawnCli(args(dir, 'c1'))
+      expect(third.exitCode, third.stderr).to.equal(0)
+      const manifest = join(dir, 'c1', part, 'manifest.json')
+      const written = readFileSync(manifest, 'utf8')
+
+      // The first resumes: its lease is gone, it stops without writing over what the third stored.
+      process.kill(first.pid, 'SIGCONT')
+      const resumed = await first.done
+      expect(resumed.exitCode, resumed.stderr).to.equal(4)
+      expect(resumed.stderr).to.match(/was taken over by another run/)
+      expect(readFileSync(manifest, 'utf8')).to.equal(written)
+      const verify = await cli(['backups:verify', id, '--from', dir])
+      expect(verify.exitCode, verify.stderr).to.equal(0)
+    })
+
+    it("killed in the middle of a snapshot: no manifest, nothing under the snapshot's name; the same run again completes", async () => {
+      const {proxy, args, part} = await behindProxy('cut')
+      // The backup is part-way through the snapshot.
+      holdMidSnapshot(proxy)
       const running = await startCli(args(dir, 'k1'))
-      const folder = join(dir, 'k1', part)
-      const partial = () =>
-        (existsSync(folder) ? readdirSync(folder) : []).some(
-          (name) => name.includes('.partial-') && (statSync(join(folder, name), {throwIfNoEntry: false})?.size ?? 0) > 0,
-        )
-      await until('a part of the snapshot is on disk', partial)
+      await until('a part of the snapshot is on disk', () => partOnDisk(join(dir, 'k1', part)))
       process.kill(running.pid, 'SIGKILL')
       await running.done
       const left = backupFiles(dir, `k1/${part}`)
@@ -765,7 +809,10 @@ describe('backups: shards:backup, backups:*, shards:restore', () => {
       const nodes = [registry.master, registry.replicas[0], source.master, source.replicas[0]]
       for (const node of nodes) {
         const c = node.client()
-        const registryRules = node === registry.master || node === registry.replicas[0] ? ['~shards.*', '+@read'] : []
+        const registryRules =
+          node === registry.master || node === registry.replicas[0]
+            ? ['%R~shards.*', '~shards._backup:*', '+@read', '+evalsha', '+eval', '+set', '+pexpire', '+del']
+            : []
         // As docs/backups.md has them, and no more.
         const rules = [...registryRules, '+ping', '+client|setname', '+info', '+sync', '+replconf']
         await c.call('ACL', 'SETUSER', 'backup', 'reset', 'on', `>${password}`, ...rules)
@@ -775,6 +822,7 @@ describe('backups: shards:backup, backups:*, shards:restore', () => {
         env: {SHARDCTL_REGISTRY_USER: 'backup', SHARDCTL_REGISTRY_PASSWORD: password},
       })
       expect(run.exitCode, run.stderr).to.equal(0)
+      expect(run.stderr).not.to.match(/no lease could be taken/)
       expect(manifestOf('acl/fleet').instances).to.have.length(2)
     })
   })

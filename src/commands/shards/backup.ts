@@ -18,7 +18,9 @@ How: over the replication protocol, as redis-cli --rdb does (REPLCONF rdb-only, 
 
 Where: <dir>/<run>/<part>/ or s3://bucket/prefix/<run>/<part>/: the snapshots, registry.json (the shards:export document at the start), and manifest.json, written last, the mark that the backup is complete. The run is the start time unless --run names it: give every host's cron the same --run (e.g. $(date -u +%Y%m%dT%H00Z)) and their backups are listed together. Local files are readable by their owner only; on S3, --sse encrypts at rest. S3 credentials come from the AWS SDK's standard chain (environment, profile, instance role).
 
-At most --concurrency snapshots at once, never two from the same host. If some instances fail, the others still complete, the failed ones are named in the manifest and the output, and the exit code is 3.`
+At most --concurrency snapshots at once, never two from the same host. If some instances fail, the others still complete, the failed ones are named in the manifest and the output, and the exit code is 3.
+
+One run of a backup at a time: a second run with the same --run (and the same instances) to the same destination while the first holds its lease in the registry exits 4, naming it. A run that was killed is taken over by the next (and what it left is cleared); a manifest is never written over another.`
 
   static override examples = [
     '<%= config.bin %> <%= command.id %> --to /var/backups/shardctl',
