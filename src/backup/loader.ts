@@ -1,5 +1,6 @@
+import {type ChildProcess, spawn} from 'node:child_process'
 import {randomBytes} from 'node:crypto'
-import {mkdtempSync, rmSync, writeFileSync} from 'node:fs'
+import {mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync} from 'node:fs'
 import {tmpdir} from 'node:os'
 import {join} from 'node:path'
 import {setTimeout as sleep} from 'node:timers/promises'
@@ -33,9 +34,70 @@ export interface LoadedSnapshot {
 
 export const SNAPSHOT_FILE = 'dump.rdb'
 
-/** A private directory for a snapshot to be loaded from (mkdtemp makes it 0700). */
+const SCRATCH_PREFIX = 'shardctl-restore-'
+/** In a scratch directory: the pid of the process it belongs to. */
+const OWNER_FILE = 'owner.pid'
+
+/**
+ * A private directory for a snapshot to be loaded from (mkdtemp makes it 0700), with its
+ * owner's pid in it. Those left by runs that died (killed before they could remove
+ * theirs) are removed first: each may hold a whole instance's data.
+ */
 export function scratchDirectory(): string {
-  return mkdtempSync(join(process.env.SHARDCTL_SCRATCH_DIR ?? tmpdir(), 'shardctl-restore-'))
+  const base = process.env.SHARDCTL_SCRATCH_DIR ?? tmpdir()
+  removeOrphans(base)
+  const dir = mkdtempSync(join(base, SCRATCH_PREFIX))
+  writeFileSync(join(dir, OWNER_FILE), String(process.pid), {mode: 0o600})
+  return dir
+}
+
+function removeOrphans(base: string): void {
+  let names: string[]
+  try {
+    names = readdirSync(base).filter((name) => name.startsWith(SCRATCH_PREFIX))
+  } catch {
+    return
+  }
+  for (const name of names) {
+    let owner: number
+    try {
+      owner = Number(readFileSync(join(base, name, OWNER_FILE), 'utf8'))
+    } catch {
+      continue // not ours to judge (another user's, or one being created right now)
+    }
+    if (Number.isInteger(owner) && owner > 0 && !isAlive(owner)) rmSync(join(base, name), {recursive: true, force: true})
+  }
+}
+
+/**
+ * What keeps the temporary server from outliving the process that started it, whatever
+ * kills that process (a SIGKILL included, which no exit handler sees): a tiny shell, in a
+ * process group of its own, reading a pipe from this process. The pipe closes only when
+ * this process is gone; the shell then stops the server (SIGKILL if it lingers 5 s) and
+ * removes its directory. A clean stop dismisses it first.
+ */
+const GUARD = [
+  'read _',
+  'kill "$1" 2>/dev/null',
+  'i=0',
+  // Gone, or a zombie its new parent has not reaped yet (its files are closed).
+  'alive() { kill -0 "$1" 2>/dev/null && [ "$(cut -d" " -f3 /proc/$1/stat 2>/dev/null)" != Z ]; }',
+  'while alive "$1" && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done',
+  'alive "$1" && kill -9 "$1"',
+  'rm -rf "$2"',
+].join('\n')
+
+function guard(pid: number, dir: string): ChildProcess {
+  const guardian = spawn('sh', ['-c', GUARD, 'shardctl-restore-guard', String(pid), dir], {
+    stdio: ['pipe', 'ignore', 'ignore'],
+    detached: true,
+  })
+  guardian.on('error', () => undefined)
+  guardian.stdin?.on('error', () => undefined)
+  // Neither it nor its pipe keeps this process running.
+  guardian.unref()
+  ;(guardian.stdin as unknown as {unref?: () => void} | null)?.unref?.()
+  return guardian
 }
 
 /** The local redis-server's version, and the highest RDB version it reads. */
@@ -72,7 +134,13 @@ export async function loadSnapshot(dir: string, options: {databases: number; tim
     {mode: 0o600},
   )
   const port = await freePort()
-  const proc = await startRedis({port, dir, configFile, args: ['--replica-read-only', 'yes']}).catch((error: Error) => {
+  let guardian: ChildProcess | undefined
+  const dismiss = () => guardian?.kill('SIGKILL')
+  const onSpawn = (pid: number) => {
+    guardian = guard(pid, dir)
+  }
+  const proc = await startRedis({port, dir, configFile, args: ['--replica-read-only', 'yes'], onSpawn}).catch((error: Error) => {
+    dismiss()
     const failure = loadFailed(dir, error)
     rmSync(dir, {recursive: true, force: true})
     throw failure
@@ -92,6 +160,7 @@ export async function loadSnapshot(dir: string, options: {databases: number; tim
       if (!client) await sleep(50)
     }
   } catch (error) {
+    dismiss()
     await stopRedis(proc)
     const failure = error instanceof ShardctlError && ['ELOAD', 'ECHECKSUM'].includes(error.code) ? error : loadFailed(dir, error as Error)
     rmSync(dir, {recursive: true, force: true})
@@ -109,6 +178,7 @@ export async function loadSnapshot(dir: string, options: {databases: number; tim
     keysPerDb: () => keysPerDb(client),
     async stop() {
       for (const c of [client, ...extra]) await close(c)
+      dismiss()
       await stopRedis(proc)
       rmSync(dir, {recursive: true, force: true})
     },

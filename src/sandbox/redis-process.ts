@@ -29,6 +29,8 @@ export interface StartOptions {
   detached?: boolean
   /** How long to wait for the server to answer PING. */
   readyTimeoutMs?: number
+  /** Told the server's pid as soon as it is spawned, before it answers (to tie its life to another process's). */
+  onSpawn?: (pid: number) => void
 }
 
 export const INSTALL_HINT = 'install it: apt-get install -y redis-server (Debian/Ubuntu), or put redis-server on PATH'
@@ -105,6 +107,7 @@ async function launch(args: string[], logfile: string, options: Omit<StartOption
   })
   if (options.detached) child.unref()
   const pid = child.pid
+  if (pid !== undefined) options.onSpawn?.(pid)
   const deadline = Date.now() + (options.readyTimeoutMs ?? 10_000)
   for (;;) {
     if (exited === 'ENOENT' || pid === undefined) throw redisServerMissing()
