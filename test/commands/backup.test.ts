@@ -220,6 +220,7 @@ describe('backups: shards:backup, backups:*, shards:restore', () => {
       expect(await target.client(11).dbsize()).to.equal(0)
 
       // A time in the manifest that is no time: that backup is not valid, the listing of the others goes on.
+      const startedAt = manifest.startedAt
       manifest.startedAt = 'yesterday'
       writeFileSync(join(dir, ...id.split('/'), 'manifest.json'), JSON.stringify(manifest))
       const list = await cli(['backups:list', '--from', dir, '--json'])
@@ -230,6 +231,7 @@ describe('backups: shards:backup, backups:*, shards:restore', () => {
       const dated = await cli(['backups:verify', id, '--from', dir])
       expect(dated.exitCode).to.equal(3)
       expect(dated.stderr).to.match(/startedAt is not an ISO 8601 time/)
+      writeFileSync(join(dir, ...id.split('/'), 'manifest.json'), JSON.stringify({...manifest, startedAt}))
     })
 
     it('a --from that is not there, or not a directory, is a mistyped path (exit 2), never an empty destination', async () => {
