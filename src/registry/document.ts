@@ -158,8 +158,9 @@ export async function writeDocument(registry: Registry, out: Writable, options: 
     await write(out, `${JSON.stringify(shardsDocument(registry.keys.prefix, before), null, 2)}\n`)
     return {shards: before.length, mapEntries: 0, orphans: {}}
   }
-  await write(out, `${JSON.stringify(head, null, 2).slice(0, -2)},\n  "map": {`)
+  // Checked before the first byte: a map of the wrong type stops the export with nothing written (stdout cannot be taken back).
   await registry.guard(registry.keys.map, 'a hash', () => registry.client.hlen(registry.keys.map))
+  await write(out, `${JSON.stringify(head, null, 2).slice(0, -2)},\n  "map": {`)
   const pointedAt = new Map<string, number>()
   let mapEntries = 0
   let cursor = '0'

@@ -316,6 +316,14 @@ describe('shards:export and shards:import', () => {
     expect((await killed.done).exitCode).to.not.equal(0)
     expect(readFileSync(file, 'utf8')).to.equal(good)
     for (const f of leftovers()) rmSync(join(dir, f))
+    // To stdout, which cannot be taken back: a map of the wrong type stops it before the first byte.
+    await fleet.reg.del('shards.map')
+    await fleet.reg.set('shards.map', 'not a hash')
+    const wrong = await cli(['shards:export', '--with-map', ...fleet.r()])
+    expect(wrong.exitCode).to.equal(1)
+    expect(wrong.stderr).to.match(/shards\.map/)
+    expect(wrong.stdout).to.equal('')
+    await fleet.reg.del('shards.map')
   })
 
   it('a registry with hashes on a removed shard exports with a word, and its export imports (the orphans as they were)', async () => {
