@@ -46,7 +46,19 @@ const OWNER_FILE = 'owner.pid'
 export function scratchDirectory(): string {
   const base = process.env.SHARDCTL_SCRATCH_DIR ?? tmpdir()
   removeOrphans(base)
-  const dir = mkdtempSync(join(base, SCRATCH_PREFIX))
+  let dir: string
+  try {
+    dir = mkdtempSync(join(base, SCRATCH_PREFIX))
+  } catch (error) {
+    const from = process.env.SHARDCTL_SCRATCH_DIR === undefined ? 'the temporary directory' : 'SHARDCTL_SCRATCH_DIR'
+    throw new ShardctlError(
+      `cannot make a scratch directory in ${base} (${from}): ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`,
+      {
+        code: 'ESCRATCH',
+        hint: 'set SHARDCTL_SCRATCH_DIR to an existing directory with room for a snapshot',
+      },
+    )
+  }
   writeFileSync(join(dir, OWNER_FILE), String(process.pid), {mode: 0o600})
   return dir
 }

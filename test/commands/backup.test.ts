@@ -249,6 +249,11 @@ describe('backups: shards:backup, backups:*, shards:restore', () => {
       const file = await cli(['backups:list', '--from', join(dir, 't2', `127.0.0.1-${source.master.port}`, 'manifest.json')])
       expect(file.exitCode).to.equal(2)
       expect(file.stderr).to.match(/manifest\.json is not a directory/)
+      // A scratch directory that is not there: one line naming the setting, no stack trace.
+      const scratch = await spawnCli(['backups:verify', 't1', '--from', dir, '--deep'], {env: {SHARDCTL_SCRATCH_DIR: missing}})
+      expect(scratch.exitCode).to.equal(1)
+      expect(scratch.stderr.trim().split('\n')).to.have.length(1)
+      expect(scratch.stderr).to.include(`cannot make a scratch directory in ${missing} (SHARDCTL_SCRATCH_DIR): ENOENT`)
     })
 
     it('an RDB version the target cannot read is refused before anything is copied', async () => {
