@@ -1,4 +1,5 @@
 import {ExitCode, ShardctlError} from '../errors.js'
+import {canonicalInstance, endpointOf} from '../registry/address.js'
 
 /**
  * manifest.json: what one backup holds, written last, as the mark that the backup is
@@ -139,7 +140,21 @@ export function parseManifest(text: string, location: string, id: string): Manif
   return data as unknown as Manifest
 }
 
-/** The entry of an instance in a manifest, by host:port. */
-export function manifestInstance(manifest: Manifest, instance: string): ManifestInstance | undefined {
-  return manifest.instances.find((i) => i.instance === instance)
+/**
+ * The entry of an instance in a manifest, whatever the spelling: a backup records the
+ * first spelling the registry had for an instance (localhost:6379 where other shards
+ * say 127.0.0.1:6379), and a restore may be given any.
+ */
+export function manifestInstance(manifest: Manifest, instance: {host: string; port: number}): ManifestInstance | undefined {
+  const wanted = canonicalInstance(instance)
+  return manifest.instances.find((i) => canonicalOrText(i.instance) === wanted)
+}
+
+/** An instance recorded in a manifest, canonically; its text when it is not host:port (it then matches nothing). */
+function canonicalOrText(instance: string): string {
+  try {
+    return canonicalInstance(endpointOf(instance))
+  } catch {
+    return instance
+  }
 }

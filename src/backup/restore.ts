@@ -6,7 +6,16 @@ import {ExitCode, ShardctlError, usageError} from '../errors.js'
 import type {ConnectionPool} from '../fleet/connect.js'
 import {parseInfo, parseKeyspace, parseKeyspaceExpires, parseReplication} from '../fleet/info.js'
 import {databaseCount, flushDb} from '../fleet/instance.js'
-import {type Endpoint, type ShardAddress, canonicalDatabase, formatAddress, instanceKey, parseAddress} from '../registry/address.js'
+import {
+  type Endpoint,
+  type ShardAddress,
+  canonicalDatabase,
+  endpointOf,
+  formatAddress,
+  instanceKey,
+  parseAddress,
+  sameInstance,
+} from '../registry/address.js'
 import {nodesOf} from '../ops/cutover.js'
 import {type DocumentShard, parseDocument} from '../registry/document.js'
 import {type Registry, type RegistryEvent, type ShardNodes, type ShardRepoint, compareIds} from '../registry/registry.js'
@@ -119,20 +128,21 @@ async function findInBackups(
     const document = await checkRegistryDocument(destination, manifest)
     if (document.text === undefined) continue
     const shards = parseDocument(document.text).shards
-    let instance: string
+    let entry: ManifestInstance | undefined
     let held: DocumentShard[]
     if ('shard' in request.subject) {
       const id = request.subject.shard
       const shard = shards.find((s) => s.id === id)
       if (!shard) continue
-      instance = instanceKey(parseAddress(shard.master))
+      // Its master's instance in any spelling: the backup grouped shards by instance canonically.
+      entry = manifestInstance(manifest, parseAddress(shard.master))
       held = [shard]
     } else {
-      instance = instanceKey(request.subject.instance)
-      held = shards.filter((s) => instanceKey(parseAddress(s.master)) === instance)
+      const instance = request.subject.instance
+      held = shards.filter((s) => sameInstance(parseAddress(s.master), instance))
       if (held.length === 0) continue
+      entry = manifestInstance(manifest, instance)
     }
-    const entry = manifestInstance(manifest, instance)
     if (entry) return {backup, entry, shards: held.sort((a, b) => compareIds(a.id, b.id))}
   }
   const where = `${request.backup === undefined ? '' : `backup ${request.backup} at `}${destination.location}${request.at ? ` before ${request.at.toISOString()}` : ''}`
@@ -286,7 +296,7 @@ export async function executeRestore(
   options: {timeoutMs: number},
 ): Promise<RestoreResult> {
   const manifest = (await listBackups(destination, `${plan.backup.id}/`)).find((b) => b.id === plan.backup.id)?.manifest
-  const entry = manifest && manifestInstance(manifest, plan.instance)
+  const entry = manifest && manifestInstance(manifest, endpointOf(plan.instance))
   if (!manifest || !entry) throw new ShardctlError(`backup ${plan.backup.id} changed at ${destination.location} since it was planned`)
 
   events.onStep?.('fetch')

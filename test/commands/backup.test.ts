@@ -331,6 +331,29 @@ describe('backups: shards:backup, backups:*, shards:restore', () => {
       for (let db = 0; db < 5; db++) expect(await differences(src, db, dst, db), `db ${db}`).to.deep.equal([])
       await dst.flushall()
     })
+
+    it('a registry spelling one instance two ways: every shard of it, and the instance in either spelling, are found in its backup', async () => {
+      const reg = registry.master.client()
+      await reg.hset('shards.s000', 'master', `localhost:${source.master.port}/0`)
+      try {
+        const backup = await cli(['shards:backup', '--to', dir, '--run', 'sp1', '--instance', `127.0.0.1:${source.master.port}`, ...r()])
+        expect(backup.exitCode, backup.stderr).to.equal(0)
+        const [part] = readdirSync(join(dir, 'sp1'))
+        // Recorded under the first spelling; the other shards of it say 127.0.0.1.
+        expect(manifestOf(`sp1/${part}`).instances.map((i) => i.instance)).to.deep.equal([`localhost:${source.master.port}`])
+        const planned = async (subject: string, to: string) => {
+          const run = await cli(['shards:restore', subject, '--backup', 'sp1', '--from', dir, '--to', to, '--dry-run', '--json', ...r()])
+          expect(run.exitCode, run.stderr).to.equal(0)
+          return (JSON.parse(run.stdout) as {plan: {copies: {shard: string}[]}}).plan.copies.map((c) => c.shard)
+        }
+        expect(await planned('s002', `127.0.0.1:${target.port}/5`)).to.deep.equal(['s002'])
+        const all = ['s000', 's001', 's002', 's003', 's004']
+        expect(await planned(`127.0.0.1:${source.master.port}`, `127.0.0.1:${target.port}`)).to.deep.equal(all)
+        expect(await planned(`localhost:${source.master.port}`, `127.0.0.1:${target.port}`)).to.deep.equal(all)
+      } finally {
+        await reg.hset('shards.s000', 'master', `127.0.0.1:${source.master.port}/0`)
+      }
+    })
   })
 
   describe('gzip and encryption at rest', () => {
