@@ -57,6 +57,16 @@ export interface RestoreRequest {
   replace: boolean
   route: boolean
   sample: number
+  /** The registry this runs against: never a target, whatever --replace says. */
+  fleet: RestoreFleet
+}
+
+/** The registry as the command reached it. */
+export interface RestoreFleet {
+  /** Its database number. */
+  registryDb: number
+  /** Its instance, when reached directly (behind Sentinel, it is known by its run_id alone). */
+  registryInstance?: Endpoint
 }
 
 export interface RestoreCopy {
@@ -169,6 +179,7 @@ export async function planRestore(
     return {shard: s.id, fromDb, toDb, to: formatAddress({...target, db: toDb}), keys: entry.keys[String(fromDb)] ?? 0}
   })
 
+  if (request.fleet.registryInstance && sameInstance(request.fleet.registryInstance, target)) refuseRegistry(request.fleet, copies)
   // The target: a master that reads this RDB version, with the databases, empty and unused.
   let client: Redis
   try {
@@ -177,6 +188,7 @@ export async function planRestore(
     throw new ShardctlError(`cannot reach the target ${targetKey}: ${(error as Error).message}`, {code: 'EUNREACHABLE'})
   }
   const info = parseInfo(`${await client.info('server')}\n${await client.info('replication')}\n${await client.info('keyspace')}`)
+  await refuseRegistryByRunId(registry, request.fleet, copies, info.run_id)
   const targetVersion = info.redis_version ?? 'unknown'
   if (parseReplication(info).role !== 'master')
     throw usageError(
@@ -224,6 +236,37 @@ export async function planRestore(
   }
   if (request.route) plan.routing = await planRouting(client, live, copies, shards, target)
   return plan
+}
+
+/**
+ * The registry's own database is never a target: emptying it (--replace) would take the
+ * routing, the history and this restore's own lock with it. Known by its address in any
+ * spelling (before the target is reached), and by the run_id of the server answering
+ * there (two names of one host, or a registry behind Sentinel).
+ */
+function refuseRegistry(fleet: RestoreFleet, copies: RestoreCopy[]): void {
+  const into = copies.find((c) => c.toDb === fleet.registryDb)
+  if (into)
+    throw new ShardctlError(`the target ${into.to} is the registry's own database: a restore never writes there`, {
+      code: 'ETARGETREGISTRY',
+      exitCode: ExitCode.unhealthy,
+      hint: 'restore into another database or instance; nothing was changed',
+    })
+}
+
+async function refuseRegistryByRunId(
+  registry: Registry,
+  fleet: RestoreFleet,
+  copies: RestoreCopy[],
+  targetRunId: string | undefined,
+): Promise<void> {
+  if (targetRunId === undefined || !copies.some((c) => c.toDb === fleet.registryDb)) return
+  // A restricted registry user may not run INFO: then its address alone told.
+  const registryRunId = await registry.client
+    .info('server')
+    .then((text) => parseInfo(text).run_id)
+    .catch(() => undefined)
+  if (registryRunId === targetRunId) refuseRegistry(fleet, copies)
 }
 
 /**

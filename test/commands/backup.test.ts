@@ -354,6 +354,26 @@ describe('backups: shards:backup, backups:*, shards:restore', () => {
         await reg.hset('shards.s000', 'master', `127.0.0.1:${source.master.port}/0`)
       }
     })
+
+    it("refuses the registry's own database as a target, in any spelling and even with --replace (exit 3, the registry untouched)", async () => {
+      // Another port onto the registry's server: a name no spelling rule can tell, its run_id can.
+      const proxy = await startReplyDelayProxy(registry.master.port)
+      try {
+        for (const to of [`localhost:${registry.master.port}/0`, `127.0.0.1:${proxy.port}/0`]) {
+          const run = await cli(['shards:restore', 's001', '--from', dir, '--to', to, '--replace', '--yes', ...r()])
+          expect(run.exitCode, `${to}: ${run.stderr}`).to.equal(3)
+          expect(run.stderr).to.include(`the target ${to} is the registry's own database`)
+        }
+      } finally {
+        await proxy.close()
+      }
+      const reg = registry.master.client()
+      expect(await reg.zcard('shards.list')).to.equal(5)
+      expect(await reg.exists('shards.s001')).to.equal(1)
+      // Another database of the registry's instance is an instance's database like any other.
+      const other = await cli(['shards:restore', 's001', '--from', dir, '--to', `127.0.0.1:${registry.master.port}/3`, '--dry-run', ...r()])
+      expect(other.exitCode, other.stderr).to.equal(0)
+    })
   })
 
   describe('gzip and encryption at rest', () => {

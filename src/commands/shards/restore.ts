@@ -2,7 +2,14 @@ import {Args, Flags} from '@oclif/core'
 
 import {RegistryCommand} from '../../base-command.js'
 import {openDestination} from '../../backup/destination.js'
-import {type RestorePlan, type RestoreRequest, type RestoreResult, executeRestore, planRestore} from '../../backup/restore.js'
+import {
+  type RestoreFleet,
+  type RestorePlan,
+  type RestoreRequest,
+  type RestoreResult,
+  executeRestore,
+  planRestore,
+} from '../../backup/restore.js'
 import {usageError} from '../../errors.js'
 import {pendingOperation, readJournal} from '../../ops/journal.js'
 import {backupsFlag, countFlag, destinationSettings, dryRunFlag, parseInstant, s3Flags, yesFlag} from '../../flags.js'
@@ -16,7 +23,7 @@ export default class ShardsRestore extends RegistryCommand<typeof ShardsRestore>
   static override summary = 'Restore one shard (or every shard of an instance) from a backup into any instance and database.'
   static override description = `Finds the shard's instance and database in that backup's own registry.json (the backup named with --backup, or the newest complete one at or before --at, or the newest), checks the snapshot's sha256 and CRC64 as it is fetched into a private directory, loads it into a temporary local redis-server (loopback, a random password, removed afterwards), and copies that one database into --to HOST:PORT/DB with DUMP / RESTORE ... ABSTTL, pipelined in bounded batches: values as they were, expiry times as absolute moments (a key whose moment has passed is not brought back).
 
-The target must be a master, with that database, empty and used by no shard: otherwise the restore is refused before anything is fetched (exit 3), unless --replace, which empties it first (after confirmation, or --yes). A snapshot of a newer RDB version than the target's Redis reads is refused the same way. Given an instance (host:port) instead of a shard, every shard it held is restored into the same database numbers of --to HOST:PORT.
+The target must be a master, with that database, empty and used by no shard: otherwise the restore is refused before anything is fetched (exit 3), unless --replace, which empties it first (after confirmation, or --yes). The registry's own database is refused whatever the flags, under any spelling of its address. A snapshot of a newer RDB version than the target's Redis reads is refused the same way. Given an instance (host:port) instead of a shard, every shard it held is restored into the same database numbers of --to HOST:PORT.
 
 After the copy: keys on the target are the backup's (less those that expired meanwhile), and a sample of keys is compared value by value. --route then points the shard at its copy in the registry (one compare-and-set step, with its event shards.restored): for bringing a lost shard back. Without it the data is only there to inspect.`
 
@@ -53,7 +60,11 @@ After the copy: keys on the target are the backup's (less those that expired mea
 
   async run(): Promise<RestoreResult> {
     const {flags} = this
-    const request = this.request()
+    const {registry: registryTarget} = await this.resolveConnections()
+    const request = this.request({
+      registryDb: registryTarget.db,
+      registryInstance: registryTarget.sentinel ? undefined : {host: registryTarget.host, port: registryTarget.port},
+    })
     const destination = await openDestination(flags.from, destinationSettings(flags), {existing: true})
     const registry = await this.registry()
     const pool = await this.pool()
@@ -96,7 +107,7 @@ After the copy: keys on the target are the backup's (less those that expired mea
     return result
   }
 
-  private request(): RestoreRequest {
+  private request(fleet: RestoreFleet): RestoreRequest {
     const {flags} = this
     const subject = this.args.subject
     const isInstance = /[:[]/.test(subject)
@@ -112,6 +123,7 @@ After the copy: keys on the target are the backup's (less those that expired mea
       replace: flags.replace,
       route: flags.route,
       sample: flags.sample,
+      fleet,
     }
   }
 
