@@ -25,7 +25,7 @@ import {DEFAULT_COPY, compareSample, copyDatabase} from './copy.js'
 import type {Destination} from './destination.js'
 import {type BackupEntry, listBackups, selectBackups} from './layout.js'
 import {type LoadedSnapshot, loadSnapshot, localServer, scratchDirectory} from './loader.js'
-import {type ManifestInstance, manifestInstance} from './manifest.js'
+import {type Manifest, type ManifestInstance, manifestInstance} from './manifest.js'
 import {highestRdbReadBy} from './versions.js'
 
 /**
@@ -83,6 +83,8 @@ export interface RestoreCopy {
 
 export interface RestorePlan {
   backup: {id: string; time: string; location: string}
+  /** Newer backups that held the subject but could not serve (their registry.json does not match the manifest). */
+  skipped: SkippedBackup[]
   /** The instance the shards lived on, then, and the node the snapshot came from. */
   instance: string
   node: string
@@ -124,19 +126,42 @@ export interface RestoreEvents {
   onKeys?: (copy: RestoreCopy, copied: number) => void
 }
 
-/** Where the backup has the subject: the backup, its manifest entry for the instance, and the shards with their dbs then. */
+/** A backup passed over in favour of an older one, and why. */
+export interface SkippedBackup {
+  id: string
+  reason: string
+}
+
+/**
+ * Where the backup has the subject: the backup, its manifest entry for the instance, and
+ * the shards with their dbs then. A backup whose registry.json does not match its manifest
+ * cannot say where the shard lived: named with --backup, it is refused with that reason;
+ * otherwise an older one serves, and the newer ones passed over are said.
+ */
 async function findInBackups(
   destination: Destination,
   request: RestoreRequest,
-): Promise<{backup: BackupEntry; entry: ManifestInstance; shards: DocumentShard[]}> {
+): Promise<{backup: BackupEntry; entry: ManifestInstance; shards: DocumentShard[]; skipped: SkippedBackup[]}> {
   const all = await listBackups(destination)
   let candidates = request.backup === undefined ? all : selectBackups(all, request.backup, destination.location)
   candidates = candidates.filter((b) => b.manifest && (request.at === undefined || b.time.getTime() <= request.at.getTime()))
   const what = 'shard' in request.subject ? `shard ${request.subject.shard}` : `instance ${instanceKey(request.subject.instance)}`
+  const skipped: SkippedBackup[] = []
   for (const backup of candidates) {
     const manifest = backup.manifest!
     const document = await checkRegistryDocument(destination, manifest)
-    if (document.text === undefined) continue
+    if (document.text === undefined) {
+      if (!recordsSubject(manifest, request.subject)) continue
+      const reason = document.problems.join('; ')
+      if (request.backup !== undefined)
+        throw new ShardctlError(`backup ${backup.id} at ${destination.location} cannot serve a restore of ${what}: ${reason}`, {
+          code: 'ECHECKSUM',
+          exitCode: ExitCode.unhealthy,
+          hint: 'it cannot say where the shard lived: do not trust this backup; restore from another one (backups:list); nothing was changed',
+        })
+      skipped.push({id: backup.id, reason})
+      continue
+    }
     const shards = parseDocument(document.text).shards
     let entry: ManifestInstance | undefined
     let held: DocumentShard[]
@@ -153,14 +178,22 @@ async function findInBackups(
       if (held.length === 0) continue
       entry = manifestInstance(manifest, instance)
     }
-    if (entry) return {backup, entry, shards: held.sort((a, b) => compareIds(a.id, b.id))}
+    if (entry) return {backup, entry, shards: held.sort((a, b) => compareIds(a.id, b.id)), skipped}
   }
   const where = `${request.backup === undefined ? '' : `backup ${request.backup} at `}${destination.location}${request.at ? ` before ${request.at.toISOString()}` : ''}`
-  throw new ShardctlError(`no complete backup at ${where} holds ${what}`, {
+  const passedOver = skipped.map((s) => `${s.id} (${s.reason})`).join(', ')
+  throw new ShardctlError(`no complete backup at ${where} holds ${what}${passedOver ? `; passed over: ${passedOver}` : ''}`, {
     code: 'ENOBACKUP',
-    exitCode: ExitCode.usage,
+    // What would have held it does not match its manifest: not a usage error.
+    exitCode: skipped.length > 0 ? ExitCode.unhealthy : ExitCode.usage,
     hint: 'see backups:list; a backup that is incomplete, or whose instance failed, cannot serve a restore',
   })
+}
+
+/** Whether a manifest records the subject among what it stored: the shard on one of its instances, or the instance. */
+function recordsSubject(manifest: Manifest, subject: RestoreRequest['subject']): boolean {
+  if ('shard' in subject) return manifest.instances.some((i) => i.shards.some((s) => s.id === subject.shard))
+  return manifestInstance(manifest, subject.instance) !== undefined
 }
 
 export async function planRestore(
@@ -169,7 +202,7 @@ export async function planRestore(
   destination: Destination,
   request: RestoreRequest,
 ): Promise<RestorePlan> {
-  const {backup, entry, shards} = await findInBackups(destination, request)
+  const {backup, entry, shards, skipped} = await findInBackups(destination, request)
   const manifest = backup.manifest!
   const target: Endpoint = {host: request.to.host, port: request.to.port}
   const targetKey = instanceKey(target)
@@ -224,6 +257,7 @@ export async function planRestore(
   }
   const plan: RestorePlan = {
     backup: {id: backup.id, time: manifest.startedAt, location: destination.location},
+    skipped,
     instance: entry.instance,
     node: entry.node,
     file: entry.file,

@@ -374,6 +374,34 @@ describe('backups: shards:backup, backups:*, shards:restore', () => {
       const other = await cli(['shards:restore', 's001', '--from', dir, '--to', `127.0.0.1:${registry.master.port}/3`, '--dry-run', ...r()])
       expect(other.exitCode, other.stderr).to.equal(0)
     })
+
+    it('a backup whose registry.json does not match its manifest: refused by name (exit 3), passed over out loud otherwise', async () => {
+      const backup = await cli(['shards:backup', '--to', dir, '--run', 'rj1', '--instance', `127.0.0.1:${source.master.port}`, ...r()])
+      expect(backup.exitCode, backup.stderr).to.equal(0)
+      const [part] = readdirSync(join(dir, 'rj1'))
+      const file = join(dir, 'rj1', part, 'registry.json')
+      const original = readFileSync(file, 'utf8')
+      // The same size, another weight: only its sha256 can tell.
+      writeFileSync(file, original.replace('"weight": 1', '"weight": 9'))
+      expect(readFileSync(file, 'utf8')).not.to.equal(original)
+      try {
+        const restore = (...flags: string[]) =>
+          cli(['shards:restore', 's001', '--from', dir, '--to', `127.0.0.1:${target.port}/6`, '--dry-run', ...flags, ...r()])
+        const named = await restore('--backup', 'rj1')
+        expect(named.exitCode, named.stderr).to.equal(3)
+        expect(named.stderr).to.include(
+          `backup rj1/${part} at ${dir} cannot serve a restore of shard s001: registry.json: its size or sha256`,
+        )
+        const newest = await restore('--json')
+        expect(newest.exitCode, newest.stderr).to.equal(0)
+        const {plan} = JSON.parse(newest.stdout) as {plan: {backup: {id: string}; skipped: {id: string; reason: string}[]}}
+        expect(plan.backup.id).not.to.equal(`rj1/${part}`)
+        expect(plan.skipped).to.deep.equal([{id: `rj1/${part}`, reason: 'registry.json: its size or sha256 does not match the manifest'}])
+        expect(newest.stderr).to.include(`the newer backup rj1/${part} was passed over: registry.json: its size or sha256`)
+      } finally {
+        writeFileSync(file, original)
+      }
+    })
   })
 
   describe('gzip and encryption at rest', () => {

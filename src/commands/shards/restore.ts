@@ -140,6 +140,8 @@ After the copy: keys on the target are the backup's (less those that expired mea
   }
 
   private render(plan: RestorePlan): void {
+    // On stderr under --json too: a backup passed over is worth knowing however the run is read.
+    for (const skipped of plan.skipped) this.warn(`the newer backup ${skipped.id} was passed over: ${skipped.reason}`)
     if (this.jsonEnabled()) return
     this.progress(
       `Backup ${plan.backup.id} (${formatTimestamp(new Date(plan.backup.time))} UTC): ${plan.instance}, taken from ${plan.node}, ${formatBytes(plan.bytes)}, RDB ${plan.rdbVersion}; target ${plan.target} (Redis ${plan.targetVersion}).`,
