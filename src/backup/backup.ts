@@ -52,6 +52,8 @@ export interface BackupContext {
   registry: Registry
   /** The registry's instance (its replicas are asked for with INFO on the registry's connection). */
   registryEndpoint: Endpoint
+  /** The registry as one name (canonicalRegistry), recorded in the manifest: which fleet the backup is of. */
+  registryAddress: string
   pools: {shards: ConnectionPool; registry: ConnectionPool}
   /** Where and how to open a replication link to a node: its credentials (the registry's or the instances'). */
   linkTarget: (node: Endpoint, side: 'registry' | 'shards') => ConnectTarget
@@ -218,6 +220,7 @@ async function storeBackup(
     endedAt,
     shardctl: request.version,
     prefix: context.registry.keys.prefix,
+    registryAddress: context.registryAddress,
     registry: {
       file: REGISTRY_FILE,
       bytes: document.length,

@@ -62,6 +62,11 @@ export interface Manifest {
   shardctl: string
   /** The registry's key prefix. */
   prefix: string
+  /**
+   * The registry the backup was taken of, as one name (canonicalRegistry: host:port/db in
+   * its canonical spelling, or its Sentinels and master name). Older manifests lack it.
+   */
+  registryAddress?: string
   /** registry.json: the shards:export document at the start of the backup. */
   registry: {file: string; bytes: number; sha256: string; shards: number}
   instances: ManifestInstance[]
@@ -111,6 +116,7 @@ export function parseManifest(text: string, location: string, id: string): Manif
     if (!ISO_TIME.test(data[field] as string) || Number.isNaN(Date.parse(data[field] as string)))
       throw fail(`${field} is not an ISO 8601 time`)
   if (data.id !== id) throw fail(`it names backup ${JSON.stringify(data.id)}`)
+  if (data.registryAddress !== undefined && typeof data.registryAddress !== 'string') throw fail('registryAddress is not a string')
   if (!isObject(data.registry)) throw fail('registry is not an object')
   text_(data.registry, 'file', 'registry.')
   count(data.registry, 'bytes', 'registry.')
@@ -157,4 +163,15 @@ function canonicalOrText(instance: string): string {
   } catch {
     return instance
   }
+}
+
+/**
+ * The registry a backup was taken of, as far as its manifest tells: the address it
+ * records, or (older manifests) the instance it marks as the registry's, canonically;
+ * undefined when it tells neither (an older backup of some instances only).
+ */
+export function backupRegistry(manifest: Manifest): string | undefined {
+  if (manifest.registryAddress !== undefined) return manifest.registryAddress
+  const own = manifest.instances.find((i) => i.registry)
+  return own && canonicalOrText(own.instance)
 }

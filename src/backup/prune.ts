@@ -1,5 +1,6 @@
 import type {Destination} from './destination.js'
-import {MANIFEST_FILE, listBackups} from './layout.js'
+import {type BackupEntry, MANIFEST_FILE, listBackups} from './layout.js'
+import {backupRegistry} from './manifest.js'
 import {type RetentionDecision, type RetentionRules, planRetention} from './retention.js'
 
 export interface PruneResult {
@@ -11,6 +12,17 @@ export interface PruneResult {
   bytesRemoved: number
 }
 
+/**
+ * A series: the backups of one registry and prefix with the same part, so that one fleet's
+ * newer backups never push out another's in a shared destination. A backup without a
+ * manifest tells only its part (it is kept or not by its age alone); one whose manifest
+ * records no registry (an older one) is in a series of its own kind.
+ */
+function seriesOf(backup: BackupEntry): string {
+  if (!backup.manifest) return backup.part
+  return JSON.stringify([backupRegistry(backup.manifest) ?? null, backup.manifest.prefix, backup.part])
+}
+
 /** Decide with the rules (retention.ts), then remove what goes: its manifest first, so it is never listed complete while half gone. */
 export async function pruneBackups(
   destination: Destination,
@@ -19,7 +31,7 @@ export async function pruneBackups(
 ): Promise<PruneResult> {
   const backups = await listBackups(destination)
   const decisions = planRetention(
-    backups.map((b) => ({id: b.id, series: b.part, status: b.status, time: b.time, lastWrite: b.lastWrite})),
+    backups.map((b) => ({id: b.id, series: seriesOf(b), status: b.status, time: b.time, lastWrite: b.lastWrite})),
     rules,
     options.now ?? new Date(),
   )

@@ -10,6 +10,7 @@ import {
   type Endpoint,
   type ShardAddress,
   canonicalDatabase,
+  canonicalInstance,
   endpointOf,
   formatAddress,
   instanceKey,
@@ -25,7 +26,7 @@ import {DEFAULT_COPY, compareSample, copyDatabase} from './copy.js'
 import type {Destination} from './destination.js'
 import {type BackupEntry, listBackups, selectBackups} from './layout.js'
 import {type LoadedSnapshot, loadSnapshot, localServer, scratchDirectory} from './loader.js'
-import {type Manifest, type ManifestInstance, manifestInstance} from './manifest.js'
+import {type Manifest, type ManifestInstance, backupRegistry, manifestInstance} from './manifest.js'
 import {highestRdbReadBy} from './versions.js'
 
 /**
@@ -63,6 +64,9 @@ export interface RestoreRequest {
 
 /** The registry as the command reached it. */
 export interface RestoreFleet {
+  /** As one name (canonicalRegistry): compared with what a backup records of its registry. */
+  registry: string
+  prefix: string
   /** Its database number. */
   registryDb: number
   /** Its instance, when reached directly (behind Sentinel, it is known by its run_id alone). */
@@ -82,7 +86,15 @@ export interface RestoreCopy {
 }
 
 export interface RestorePlan {
-  backup: {id: string; time: string; location: string}
+  backup: {
+    id: string
+    time: string
+    location: string
+    /** The fleet it was taken of: its registry as far as the manifest tells (null: older, it does not), and its prefix. */
+    of: {registry: string | null; prefix: string}
+    /** When it was taken of another registry or prefix (named with --backup): what differs. */
+    otherFleet?: string
+  }
   /** Newer backups that held the subject but could not serve (their registry.json does not match the manifest). */
   skipped: SkippedBackup[]
   /** The instance the shards lived on, then, and the node the snapshot came from. */
@@ -146,8 +158,11 @@ async function findInBackups(
   let candidates = request.backup === undefined ? all : selectBackups(all, request.backup, destination.location)
   candidates = candidates.filter((b) => b.manifest && (request.at === undefined || b.time.getTime() <= request.at.getTime()))
   const what = 'shard' in request.subject ? `shard ${request.subject.shard}` : `instance ${instanceKey(request.subject.instance)}`
+  // Chosen by time, only backups of this registry and prefix; named, this fleet's parts first.
+  const ours = candidates.filter((b) => otherFleet(b.manifest!, request.fleet) === undefined)
+  const theirs = candidates.filter((b) => !ours.includes(b))
   const skipped: SkippedBackup[] = []
-  for (const backup of candidates) {
+  for (const backup of request.backup === undefined ? ours : [...ours, ...theirs]) {
     const manifest = backup.manifest!
     const document = await checkRegistryDocument(destination, manifest)
     if (document.text === undefined) {
@@ -182,12 +197,41 @@ async function findInBackups(
   }
   const where = `${request.backup === undefined ? '' : `backup ${request.backup} at `}${destination.location}${request.at ? ` before ${request.at.toISOString()}` : ''}`
   const passedOver = skipped.map((s) => `${s.id} (${s.reason})`).join(', ')
-  throw new ShardctlError(`no complete backup at ${where} holds ${what}${passedOver ? `; passed over: ${passedOver}` : ''}`, {
+  const elsewhere = request.backup === undefined ? theirs.filter((b) => recordsSubject(b.manifest!, request.subject)) : []
+  const ofThisFleet = request.backup === undefined ? ` of registry ${request.fleet.registry} and prefix ${request.fleet.prefix}` : ''
+  throw new ShardctlError(`no complete backup${ofThisFleet} at ${where} holds ${what}${passedOver ? `; passed over: ${passedOver}` : ''}`, {
     code: 'ENOBACKUP',
     // What would have held it does not match its manifest: not a usage error.
     exitCode: skipped.length > 0 ? ExitCode.unhealthy : ExitCode.usage,
-    hint: 'see backups:list; a backup that is incomplete, or whose instance failed, cannot serve a restore',
+    hint:
+      elsewhere.length > 0
+        ? `backups of another fleet hold it: ${elsewhere
+            .slice(0, 3)
+            .map((b) => `${b.id} (${otherFleet(b.manifest!, request.fleet)!})`)
+            .join(', ')}; to restore from one, name it with --backup`
+        : 'see backups:list; a backup that is incomplete, or whose instance failed, cannot serve a restore',
   })
+}
+
+/**
+ * Whether a backup was taken of another fleet than this one: its registry (as far as its
+ * manifest tells, see backupRegistry) or its prefix differ. What differs, or undefined.
+ * A backup that records no registry (an older one, of some instances only) cannot be told
+ * apart by registry: its prefix decides.
+ */
+function otherFleet(manifest: Manifest, fleet: RestoreFleet): string | undefined {
+  const recorded = backupRegistry(manifest)
+  // An older manifest records the registry's instance, without its database.
+  const sameRegistry =
+    recorded === undefined ||
+    recorded === fleet.registry ||
+    (manifest.registryAddress === undefined &&
+      (fleet.registryInstance === undefined || recorded === canonicalInstance(fleet.registryInstance)))
+  const differs = [
+    sameRegistry ? '' : `registry ${recorded} (this one is ${fleet.registry})`,
+    manifest.prefix === fleet.prefix ? '' : `prefix ${manifest.prefix} (this one is ${fleet.prefix})`,
+  ].filter(Boolean)
+  return differs.length > 0 ? `taken of ${differs.join(' and ')}` : undefined
 }
 
 /** Whether a manifest records the subject among what it stored: the shard on one of its instances, or the instance. */
@@ -256,7 +300,13 @@ export async function planRestore(
     })
   }
   const plan: RestorePlan = {
-    backup: {id: backup.id, time: manifest.startedAt, location: destination.location},
+    backup: {
+      id: backup.id,
+      time: manifest.startedAt,
+      location: destination.location,
+      of: {registry: backupRegistry(manifest) ?? null, prefix: manifest.prefix},
+      otherFleet: otherFleet(manifest, request.fleet),
+    },
     skipped,
     instance: entry.instance,
     node: entry.node,

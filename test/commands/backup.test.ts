@@ -402,6 +402,71 @@ describe('backups: shards:backup, backups:*, shards:restore', () => {
         writeFileSync(file, original)
       }
     })
+
+    it('backups of several fleets in one directory: restore chooses only its own, says so when told another; prune keeps each fleet its own', async () => {
+      const shared = mkdtempSync(join(tmpdir(), 'shardctl-backups-fleets-'))
+      // Three fleets whose s001 lives on the same instance: this one; another prefix in this registry; another registry (db 1).
+      const reg = registry.master.client()
+      const otherRegistry = registry.master.client(1)
+      const otherUrl = `redis://127.0.0.1:${registry.master.port}/1`
+      await reg.hset('fleetb.s001', 'master', `127.0.0.1:${source.master.port}/1`)
+      await reg.zadd('fleetb.list', 1, 's001')
+      await otherRegistry.hset('shards.s001', 'master', `127.0.0.1:${source.master.port}/1`)
+      await otherRegistry.zadd('shards.list', 1, 's001')
+      try {
+        const instance = ['--instance', `127.0.0.1:${source.master.port}`]
+        for (const [run, fleet] of [
+          ['f1', r()],
+          ['f2', [...r(), '--prefix', 'fleetb']],
+          ['f3', ['-r', otherUrl]],
+        ] as const) {
+          const backup = await cli(['shards:backup', '--to', shared, '--run', run, ...instance, ...fleet])
+          expect(backup.exitCode, backup.stderr).to.equal(0)
+        }
+        const [part] = readdirSync(join(shared, 'f1'))
+        const restoreArgs = ['shards:restore', 's001', '--from', shared, '--to', `127.0.0.1:${target.port}/6`]
+        const restore = async (...flags: string[]) => {
+          const run = await cli([...restoreArgs, '--dry-run', '--json', ...flags])
+          expect(run.exitCode, run.stderr).to.equal(0)
+          const {plan} = JSON.parse(run.stdout) as {plan: {backup: {id: string; otherFleet?: string; of: {registry: string | null}}}}
+          return {backup: plan.backup, stderr: run.stderr}
+        }
+        // The newest backup of each fleet's own, though another fleet's is newer.
+        const own = (await restore(...r())).backup
+        expect([own.id, own.otherFleet]).to.deep.equal([`f1/${part}`, undefined])
+        expect((await restore(...r(), '--prefix', 'fleetb')).backup.id).to.equal(`f2/${part}`)
+        expect((await restore('-r', otherUrl)).backup.id).to.equal(`f3/${part}`)
+        // Named, another fleet's backup serves, said on stderr and in the plan.
+        const told = await restore(...r(), '--backup', 'f3')
+        expect(told.backup.otherFleet).to.equal(
+          `taken of registry 127.0.0.1:${registry.master.port}/1 (this one is 127.0.0.1:${registry.master.port}/0)`,
+        )
+        expect(told.stderr).to.include(`backup f3/${part} is of another fleet: taken of registry`)
+        // A fleet none of whose backups holds it: the others' are named, and how to use one.
+        const none = await cli([...restoreArgs, '--prefix', 'fleetd', ...r()])
+        expect(none.exitCode).to.equal(2)
+        expect(none.stderr).to.include(`no complete backup of registry 127.0.0.1:${registry.master.port}/0 and prefix fleetd`)
+        expect(none.stderr).to.match(/backups of another fleet hold it: f3\/.*, f2\/.*, f1\/.*; to restore from one, name it with --backup/)
+        // A manifest of an older shardctl, without the registry: its prefix decides, and a warning says so.
+        const manifestFile = join(shared, 'f3', part, 'manifest.json')
+        const older = JSON.parse(readFileSync(manifestFile, 'utf8')) as Manifest
+        delete older.registryAddress
+        writeFileSync(manifestFile, JSON.stringify(older))
+        const unknown = await restore(...r())
+        expect(unknown.backup).to.deep.include({id: `f3/${part}`, of: {registry: null, prefix: 'shards'}})
+        expect(unknown.backup.otherFleet).to.equal(undefined)
+        expect(unknown.stderr).to.include('does not record the registry it was taken of')
+
+        // Retention: one series per registry, prefix and part, so each fleet keeps its newest.
+        const prune = await cli(['backups:prune', '--from', shared, '--keep-last', '1', '--yes', '--json'])
+        expect(prune.exitCode, prune.stderr).to.equal(0)
+        expect((JSON.parse(prune.stdout) as {removed: unknown[]}).removed).to.deep.equal([])
+      } finally {
+        await reg.del('fleetb.s001', 'fleetb.list')
+        await otherRegistry.flushdb()
+        rmSync(shared, {recursive: true, force: true})
+      }
+    })
   })
 
   describe('gzip and encryption at rest', () => {

@@ -8,7 +8,7 @@ import {formatBytes, formatTimestamp, paint, plural, renderTable} from '../../ui
 
 export default class BackupsPrune extends ShardctlCommand<typeof BackupsPrune> {
   static override summary = 'Remove old backups, keeping the last N and the newest of each hour, day and month asked for.'
-  static override description = `Rules apply to each series on its own: a series is the part of a backup id (<run>/<part>), "fleet" for whole-fleet backups, or the instances one host's cron backs up, so one host's history never pushes out another's. Hours, days and months are UTC; in each of the N most recent ones that hold a backup, its newest is kept. A backup is kept when any rule keeps it.
+  static override description = `Rules apply to each series on its own: a series is the backups of one registry and prefix with the same part of a backup id (<run>/<part>), "fleet" for whole-fleet backups, or the instances one host's cron backs up, so one host's history never pushes out another's, nor one fleet's another's in a shared destination. Hours, days and months are UTC; in each of the N most recent ones that hold a backup, its newest is kept. A backup is kept when any rule keeps it.
 
 Whatever the rules, the newest complete backup of every series is never removed. A backup without a manifest (it failed or never finished) is removed once nothing was written to it for a day; younger, it may still be running and is kept.`
 

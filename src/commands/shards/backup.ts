@@ -7,6 +7,7 @@ import {defaultRunName, validateRunName} from '../../backup/layout.js'
 import {ExitCode, ShardctlError} from '../../errors.js'
 import {ConnectionPool} from '../../fleet/connect.js'
 import {backupsFlag, countFlag, destinationSettings, dryRunFlag, instanceFlag, s3Flags, sseFlags} from '../../flags.js'
+import {canonicalRegistry} from '../../registry/address.js'
 import {loadProgressBars, TransferProgress, formatDuration} from '../../ui/progress.js'
 import {formatBytes, formatCount, paint, plural, renderTable} from '../../ui/terminal.js'
 
@@ -62,6 +63,7 @@ One run of a backup at a time: a second run with the same --run (and the same in
     const context = {
       registry,
       registryEndpoint: {host: registryTarget.host, port: registryTarget.port},
+      registryAddress: canonicalRegistry(registryTarget),
       pools: {shards: await this.pool(), registry: registryPool},
       linkTarget: (node: {host: string; port: number}, side: 'registry' | 'shards') => ({
         ...(side === 'registry' ? registryCredentials : instance),

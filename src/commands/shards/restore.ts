@@ -13,7 +13,7 @@ import {
 import {usageError} from '../../errors.js'
 import {pendingOperation, readJournal} from '../../ops/journal.js'
 import {backupsFlag, countFlag, destinationSettings, dryRunFlag, parseInstant, s3Flags, yesFlag} from '../../flags.js'
-import {parseAddress, parseInstance} from '../../registry/address.js'
+import {canonicalRegistry, parseAddress, parseInstance} from '../../registry/address.js'
 import {validateShardId} from '../../registry/schema.js'
 import {formatBytes, formatCount, formatTimestamp, paint, plural, renderTable} from '../../ui/terminal.js'
 
@@ -21,7 +21,7 @@ export default class ShardsRestore extends RegistryCommand<typeof ShardsRestore>
   /** A large snapshot takes minutes to fetch and load: the lock is renewed from a worker thread. */
   static longRunning = true
   static override summary = 'Restore one shard (or every shard of an instance) from a backup into any instance and database.'
-  static override description = `Finds the shard's instance and database in that backup's own registry.json (the backup named with --backup, or the newest complete one at or before --at, or the newest), checks the snapshot's sha256 and CRC64 as it is fetched into a private directory, loads it into a temporary local redis-server (loopback, a random password, removed afterwards), and copies that one database into --to HOST:PORT/DB with DUMP / RESTORE ... ABSTTL, pipelined in bounded batches: values as they were, expiry times as absolute moments (a key whose moment has passed is not brought back).
+  static override description = `Finds the shard's instance and database in that backup's own registry.json (the backup named with --backup, or the newest complete one of this registry and prefix at or before --at, or the newest; a backup named that was taken of another registry or prefix is said to be), checks the snapshot's sha256 and CRC64 as it is fetched into a private directory, loads it into a temporary local redis-server (loopback, a random password, removed afterwards), and copies that one database into --to HOST:PORT/DB with DUMP / RESTORE ... ABSTTL, pipelined in bounded batches: values as they were, expiry times as absolute moments (a key whose moment has passed is not brought back).
 
 The target must be a master, with that database, empty and used by no shard: otherwise the restore is refused before anything is fetched (exit 3), unless --replace, which empties it first (after confirmation, or --yes). The registry's own database is refused whatever the flags, under any spelling of its address. A snapshot of a newer RDB version than the target's Redis reads is refused the same way. Given an instance (host:port) instead of a shard, every shard it held is restored into the same database numbers of --to HOST:PORT.
 
@@ -61,12 +61,14 @@ After the copy: keys on the target are the backup's (less those that expired mea
   async run(): Promise<RestoreResult> {
     const {flags} = this
     const {registry: registryTarget} = await this.resolveConnections()
+    const destination = await openDestination(flags.from, destinationSettings(flags), {existing: true})
+    const registry = await this.registry()
     const request = this.request({
+      registry: canonicalRegistry(registryTarget),
+      prefix: registry.keys.prefix,
       registryDb: registryTarget.db,
       registryInstance: registryTarget.sentinel ? undefined : {host: registryTarget.host, port: registryTarget.port},
     })
-    const destination = await openDestination(flags.from, destinationSettings(flags), {existing: true})
-    const registry = await this.registry()
     const pool = await this.pool()
     const make = async () => {
       // An interrupted split or promote may still wipe or repoint what a restore writes: finish it first.
@@ -136,12 +138,18 @@ After the copy: keys on the target are the backup's (less those that expired mea
         : '',
       plan.routing ? `route ${plural(plan.copies.length, 'shard')} to the restored copy` : '',
     ].filter(Boolean)
-    return parts.length === 0 ? undefined : `Restore from backup ${plan.backup.id}: ${parts.join(', and ')}?`
+    const another = plan.backup.otherFleet ? ` (another fleet's: ${plan.backup.otherFleet})` : ''
+    return parts.length === 0 ? undefined : `Restore from backup ${plan.backup.id}${another}: ${parts.join(', and ')}?`
   }
 
   private render(plan: RestorePlan): void {
     // On stderr under --json too: a backup passed over is worth knowing however the run is read.
     for (const skipped of plan.skipped) this.warn(`the newer backup ${skipped.id} was passed over: ${skipped.reason}`)
+    if (plan.backup.otherFleet) this.warn(`backup ${plan.backup.id} is of another fleet: ${plan.backup.otherFleet}`)
+    else if (plan.backup.of.registry === null)
+      this.warn(
+        `backup ${plan.backup.id} does not record the registry it was taken of (an older backup): taken as this one's, its prefix being the same`,
+      )
     if (this.jsonEnabled()) return
     this.progress(
       `Backup ${plan.backup.id} (${formatTimestamp(new Date(plan.backup.time))} UTC): ${plan.instance}, taken from ${plan.node}, ${formatBytes(plan.bytes)}, RDB ${plan.rdbVersion}; target ${plan.target} (Redis ${plan.targetVersion}).`,
