@@ -157,7 +157,7 @@ export function manifestInstance(manifest: Manifest, instance: {host: string; po
 }
 
 /** An instance recorded in a manifest, canonically; its text when it is not host:port (it then matches nothing). */
-function canonicalOrText(instance: string): string {
+export function canonicalOrText(instance: string): string {
   try {
     return canonicalInstance(endpointOf(instance))
   } catch {

@@ -1,6 +1,6 @@
 import type {Destination} from './destination.js'
 import {type BackupEntry, MANIFEST_FILE, listBackups} from './layout.js'
-import {backupRegistry} from './manifest.js'
+import {backupRegistry, canonicalOrText} from './manifest.js'
 import {type RetentionDecision, type RetentionRules, planRetention} from './retention.js'
 
 export interface PruneResult {
@@ -31,7 +31,14 @@ export async function pruneBackups(
 ): Promise<PruneResult> {
   const backups = await listBackups(destination)
   const decisions = planRetention(
-    backups.map((b) => ({id: b.id, series: seriesOf(b), status: b.status, time: b.time, lastWrite: b.lastWrite})),
+    backups.map((b) => ({
+      id: b.id,
+      series: seriesOf(b),
+      status: b.status,
+      time: b.time,
+      lastWrite: b.lastWrite,
+      instances: b.manifest?.instances.map((i) => canonicalOrText(i.instance)) ?? [],
+    })),
     rules,
     options.now ?? new Date(),
   )

@@ -6,9 +6,11 @@ import type {BackupStatus} from './layout.js'
  * host's history never pushes out another's. Buckets are UTC hours, days and months;
  * in each of the N most recent buckets that hold a backup, the newest one is kept.
  *
- * Whatever the rules, the newest complete backup of every series is kept, and so is a
- * backup without a manifest that was written to less than a day ago (it may still be
- * running). Older ones without a manifest never finished: they go.
+ * Whatever the rules, the newest complete backup of every series is kept; so is, for each
+ * instance, the newest backup holding a usable copy of it (a partial backup holds the only
+ * copies of the instances that succeeded when no later one has them); and so is a backup
+ * without a manifest that was written to less than a day ago (it may still be running).
+ * Older ones without a manifest never finished: they go.
  */
 export interface RetentionRules {
   keepLast?: number
@@ -23,12 +25,14 @@ export interface RetentionCandidate {
   status: BackupStatus
   time: Date
   lastWrite: Date
+  /** The instances it holds a usable copy of (its manifest's, in one spelling each): none when incomplete. */
+  instances: string[]
 }
 
 export interface RetentionDecision {
   id: string
   keep: boolean
-  /** Why it is kept ("last 3", "hourly", "newest complete", "may still be running"), or why it goes. */
+  /** Why it is kept ("last 3", "hourly", "newest complete", "newest copy of …", "may still be running"), or why it goes. */
   reasons: string[]
 }
 
@@ -73,6 +77,7 @@ export function planRetention(backups: RetentionCandidate[], rules: RetentionRul
     }
     const newestComplete = usable.find((b) => b.status === 'complete')
     if (newestComplete) keep(newestComplete.id, 'newest complete')
+    for (const [id, instances] of newestCopies(usable)) if (id !== newestComplete?.id) keep(id, `newest copy of ${listed(instances)}`)
     for (const b of newestFirst.filter((m) => m.status === 'incomplete')) {
       if (now.getTime() - b.lastWrite.getTime() < INCOMPLETE_GRACE_MS) keep(b.id, 'incomplete, may still be running')
       else decisions.get(b.id)!.reasons.push('incomplete for over a day')
@@ -80,4 +85,22 @@ export function planRetention(backups: RetentionCandidate[], rules: RetentionRul
   }
   for (const d of decisions.values()) if (!d.keep && d.reasons.length === 0) d.reasons.push('beyond every rule')
   return [...decisions.values()]
+}
+
+/** For each backup (newest first), the instances it holds the newest copy of in its series. */
+function newestCopies(newestFirst: RetentionCandidate[]): Map<string, string[]> {
+  const seen = new Set<string>()
+  const newest = new Map<string, string[]>()
+  for (const b of newestFirst)
+    for (const instance of b.instances) {
+      if (seen.has(instance)) continue
+      seen.add(instance)
+      newest.set(b.id, [...(newest.get(b.id) ?? []), instance])
+    }
+  return newest
+}
+
+function listed(instances: string[]): string {
+  const sorted = [...instances].sort()
+  return sorted.length <= 3 ? sorted.join(', ') : `${sorted.slice(0, 3).join(', ')} and ${sorted.length - 3} more`
 }

@@ -8,8 +8,14 @@ const NOW = new Date('2026-12-02T12:00:00Z')
 
 const at = (hoursAgo: number) => new Date(NOW.getTime() - hoursAgo * HOUR)
 
-function backup(id: string, hoursAgo: number, status: RetentionCandidate['status'] = 'complete', series = 'fleet'): RetentionCandidate {
-  return {id, series, status, time: at(hoursAgo), lastWrite: at(hoursAgo)}
+function backup(
+  id: string,
+  hoursAgo: number,
+  status: RetentionCandidate['status'] = 'complete',
+  series = 'fleet',
+  instances: string[] = [],
+): RetentionCandidate {
+  return {id, series, status, time: at(hoursAgo), lastWrite: at(hoursAgo), instances}
 }
 
 const kept = (backups: RetentionCandidate[], rules: RetentionRules) =>
@@ -48,6 +54,23 @@ describe('retention rules', () => {
     expect(kept(backups, {keepLast: 0})).to.deep.equal(['c2'])
   })
 
+  it('keeps, for each instance, the newest backup holding a usable copy of it, saying so: a series of partial backups too', () => {
+    // a failed in p1, b in p2: each one's newest copy is in the other; p3 holds only older copies.
+    const backups = [
+      backup('p1', 1, 'partial', 'fleet', ['b:1', 'reg:1']),
+      backup('p2', 2, 'partial', 'fleet', ['a:1', 'reg:1']),
+      backup('p3', 3, 'partial', 'fleet', ['a:1', 'b:1']),
+      backup('run', 0.5, 'incomplete', 'fleet'),
+    ]
+    const decisions = planRetention(backups, {keepLast: 0}, NOW)
+    expect(decisions.filter((d) => d.keep).map((d) => `${d.id}: ${d.reasons.join(', ')}`)).to.deep.equal([
+      'p1: newest copy of b:1, reg:1',
+      'p2: newest copy of a:1',
+      'run: incomplete, may still be running',
+    ])
+    expect(decisions.find((d) => d.id === 'p3')!.keep).to.equal(false)
+  })
+
   it('removes a backup without a manifest once nothing was written to it for a day, and keeps a younger one', () => {
     const backups = [backup('ok', 30), backup('stale', 25, 'incomplete'), backup('running', 1, 'incomplete')]
     const decisions = planRetention(backups, {keepLast: 5}, NOW)
@@ -57,11 +80,12 @@ describe('retention rules', () => {
   })
 })
 
-describe('property: prune never removes the newest complete backup', () => {
+describe('property: prune never removes the newest complete backup, nor the newest copy of an instance', () => {
   const candidate = fc.record({
     series: fc.constantFrom('fleet', 'host1', 'host2'),
     status: fc.constantFrom<RetentionCandidate['status']>('complete', 'complete', 'partial', 'incomplete'),
     hoursAgo: fc.double({min: 0, max: 24 * 400, noNaN: true}),
+    instances: fc.subarray(['a:1', 'b:1', 'c:1']),
     writtenHoursAfter: fc.double({min: 0, max: 48, noNaN: true}),
   })
   const rules = fc.record(
@@ -80,7 +104,7 @@ describe('property: prune never removes the newest complete backup', () => {
         const backups = raw.map((r, i): RetentionCandidate => {
           const time = at(r.hoursAgo)
           const lastWrite = new Date(Math.min(NOW.getTime(), time.getTime() + r.writtenHoursAfter * HOUR))
-          return {id: `b${i}`, series: r.series, status: r.status, time, lastWrite}
+          return {id: `b${i}`, series: r.series, status: r.status, time, lastWrite, instances: r.status === 'incomplete' ? [] : r.instances}
         })
         const decisions = new Map(planRetention(backups, chosen, NOW).map((d) => [d.id, d]))
         expect(decisions.size).to.equal(backups.length)
@@ -93,6 +117,16 @@ describe('property: prune never removes the newest complete backup', () => {
               complete.some((b) => b.time.getTime() === newest && decisions.get(b.id)!.keep),
               `newest complete of ${series}`,
             ).to.equal(true)
+          // Each instance keeps its newest usable copy.
+          for (const instance of ['a:1', 'b:1', 'c:1']) {
+            const holding = backups.filter((b) => b.series === series && b.instances.includes(instance))
+            const newestCopy = Math.max(...holding.map((b) => b.time.getTime()))
+            if (holding.length > 0)
+              expect(
+                holding.some((b) => b.time.getTime() === newestCopy && decisions.get(b.id)!.keep),
+                `newest copy of ${instance} in ${series}`,
+              ).to.equal(true)
+          }
           // And --keep-last N keeps N usable ones whenever there are that many.
           const usable = backups.filter((b) => b.series === series && b.status !== 'incomplete')
           const keptUsable = usable.filter((b) => decisions.get(b.id)!.keep).length

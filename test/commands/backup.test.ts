@@ -971,20 +971,29 @@ describe('backups: shards:backup, backups:*, shards:restore', () => {
   })
 
   describe('retention', () => {
-    it('backups:prune keeps the newest complete backup whatever the rules', async () => {
-      const before = JSON.parse((await cli(['backups:list', '--from', dir, '--json'])).stdout) as {
-        backups: {id: string; status: string; part: string}[]
-      }
+    it('backups:prune keeps the newest complete backup of each series, and the newest copy of each instance, whatever the rules', async () => {
+      const listed = async () =>
+        (
+          JSON.parse((await cli(['backups:list', '--from', dir, '--json'])).stdout) as {
+            backups: {id: string; status: string; part: string}[]
+          }
+        ).backups
+      const before = await listed()
+      // u1/fleet, of the prefix "other", is partial and the only backup of its series: it holds the only copies of what succeeded.
+      expect(before.find((b) => b.id === 'u1/fleet')).to.include({status: 'partial'})
+      const dry = await cli(['backups:prune', '--from', dir, '--keep-last', '0', '--dry-run', '--json'])
+      expect(dry.exitCode, dry.stderr).to.equal(0)
+      const kept = (JSON.parse(dry.stdout) as {kept: {id: string; reasons: string[]}[]}).kept
+      const copied = [registry.master.port, source.master.port].map((port) => `127.0.0.1:${port}`).sort()
+      expect(kept.find((k) => k.id === 'u1/fleet')!.reasons).to.deep.equal([`newest copy of ${copied.join(', ')}`])
+
       const run = await cli(['backups:prune', '--from', dir, '--keep-last', '0', '--yes', '--json'])
       expect(run.exitCode, run.stderr).to.equal(0)
-      const after = JSON.parse((await cli(['backups:list', '--from', dir, '--json'])).stdout) as {
-        backups: {id: string; status: string; part: string}[]
-      }
-      // Per series (part): its newest complete backup, nothing else.
-      for (const part of new Set(before.backups.map((b) => b.part))) {
-        const newest = before.backups.find((b) => b.part === part && b.status === 'complete')
-        expect(after.backups.filter((b) => b.part === part).map((b) => b.id)).to.deep.equal(newest ? [newest.id] : [])
-      }
+      // Per part (each of this test's series is one registry and prefix, but for "fleet"): its newest complete backup, and u1/fleet.
+      const expected = [...new Set(before.map((b) => b.part))].map(
+        (part) => before.find((b) => b.part === part && b.status === 'complete')?.id,
+      )
+      expect((await listed()).map((b) => b.id).sort()).to.deep.equal([...expected.filter(Boolean), 'u1/fleet'].sort())
     })
   })
 })

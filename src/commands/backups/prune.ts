@@ -10,7 +10,7 @@ export default class BackupsPrune extends ShardctlCommand<typeof BackupsPrune> {
   static override summary = 'Remove old backups, keeping the last N and the newest of each hour, day and month asked for.'
   static override description = `Rules apply to each series on its own: a series is the backups of one registry and prefix with the same part of a backup id (<run>/<part>), "fleet" for whole-fleet backups, or the instances one host's cron backs up, so one host's history never pushes out another's, nor one fleet's another's in a shared destination. Hours, days and months are UTC; in each of the N most recent ones that hold a backup, its newest is kept. A backup is kept when any rule keeps it.
 
-Whatever the rules, the newest complete backup of every series is never removed. A backup without a manifest (it failed or never finished) is removed once nothing was written to it for a day; younger, it may still be running and is kept.`
+Whatever the rules, the newest complete backup of every series is never removed, nor, for each instance, the newest backup holding a usable copy of it (a partial backup holds the copies of the instances that succeeded); --dry-run says why each is kept. A backup without a manifest (it failed or never finished) is removed once nothing was written to it for a day; younger, it may still be running and is kept.`
 
   static override examples = [
     '<%= config.bin %> <%= command.id %> --from /var/backups/shardctl --keep-hourly 24 --keep-daily 7 --keep-monthly 12 --dry-run',
@@ -69,7 +69,8 @@ Whatever the rules, the newest complete backup of every series is never removed.
   }
 
   private render(result: PruneResult): void {
-    if (this.jsonEnabled() || result.removed.length === 0) return
+    // A dry run shows why each backup stays even when none would go.
+    if (this.jsonEnabled() || result.removed.length + result.kept.length === 0) return
     const rows = [
       ...result.removed.map((d) => [d.id, formatTimestamp(new Date(d.time)), d.status, paint.bad('remove'), d.reasons.join(', ')]),
       ...result.kept.map((d) => [d.id, formatTimestamp(new Date(d.time)), d.status, paint.ok('keep'), d.reasons.join(', ')]),
