@@ -9,9 +9,9 @@ import {type Endpoint, type ShardAddress, endpointOf, formatAddress, instanceKey
 import {Change, type Registry, type RegistryEvent, type ShardRepoint} from '../registry/registry.js'
 import {type Shard} from '../registry/schema.js'
 import {nodesOf} from '../ops/cutover.js'
-import {type Agreement, disagreement, majorityOf} from './quorum.js'
+import {type Agreement, disagreement, distinctSentinels, majorityOf} from './quorum.js'
 import {type GroupRecord, type SentinelRecord, readRecord, setGroup} from './record.js'
-import {type SentinelCredentials, connectSentinel} from './sentinel.js'
+import {type SentinelCredentials, connectSentinel, sentinelId} from './sentinel.js'
 import {Sentinels, sameInstance} from './sentinels.js'
 import type {ConnectOptions} from '../fleet/connect.js'
 
@@ -161,18 +161,20 @@ export class Follower {
     }
   }
 
-  /** With no group to look at, the Sentinels are only asked whether they answer. */
+  /** With no group to look at, the Sentinels are only asked whether they answer (and who they are: each counts once). */
   private async countAnswers(): Promise<void> {
-    const answers = await this.sentinels!.each((c) => c.ping())
-    const answered = answers.filter((a) => !a.error).length
-    if (answered >= majorityOf(answers.length)) this.lastMajorityAt = Date.now()
-    else this.lastNoMajority = `only ${answered} of ${answers.length} Sentinels answer`
+    const answers = await this.sentinels!.each((c) => sentinelId(c))
+    const views = answers.map((a) => ({sentinel: a.sentinel, reachable: !a.error, monitors: false, id: a.value}))
+    const {answered, total} = distinctSentinels(views, answers.length)
+    if (answered >= majorityOf(total)) this.lastMajorityAt = Date.now()
+    else this.lastNoMajority = `only ${answered} of ${total} Sentinels answer`
   }
 
   private useSentinels(record: SentinelRecord): void {
     this.sentinelKeys = record.sentinels.map(instanceKey).join(',')
     this.sentinels = new Sentinels(record.sentinels, this.credentials, this.connectOptions)
-    for (const sentinel of record.sentinels) void this.subscribe(sentinel)
+    // Heard once per address, however often the record lists it.
+    for (const sentinel of this.sentinels.endpoints) void this.subscribe(sentinel)
   }
 
   private async stopSentinels(): Promise<void> {
@@ -268,11 +270,12 @@ export class Follower {
       return 'released'
     }
     const {views, agreed} = await this.sentinels!.views(name)
-    const total = this.sentinels!.endpoints.length
-    const answered = views.filter((v) => v.reachable).length
+    const listed = this.sentinels!.endpoints.length
+    // Each Sentinel counts once: one listed under two addresses is one answer, and one of the total.
+    const {answered, total} = distinctSentinels(views, listed)
     if (answered >= majorityOf(total)) this.lastMajorityAt = Date.now()
     if (!agreed) {
-      const reason = disagreement(views, total)
+      const reason = disagreement(views, listed)
       if (answered < majorityOf(total)) this.lastNoMajority = reason
       this.emitOnce(name, 'waiting', {reason})
       return 'waiting'

@@ -6,7 +6,8 @@ import type {SentinelView} from './sentinel.js'
  * Sentinels agree on, address and config epoch both. One Sentinel can be stale (it was
  * stopped or cut off during a failover), late (it publishes +switch-master after the
  * others) or mid-failover (the leader gives the promoted replica before the others
- * know); a majority of them cannot all be wrong in the same way.
+ * know); a majority of them cannot all be wrong in the same way. A majority of
+ * Sentinels, not of addresses: each one votes once, however often it is listed.
  */
 
 export function majorityOf(total: number): number {
@@ -16,16 +17,34 @@ export function majorityOf(total: number): number {
 export interface Agreement {
   master: Endpoint
   epoch: number
-  /** Sentinels that said exactly this. */
+  /** Distinct Sentinels that said exactly this. */
   votes: number
-  /** Sentinels asked. */
+  /** Distinct Sentinels asked. */
   of: number
 }
 
-/** The (address, epoch) that a majority of `total` Sentinels give, if any. */
-export function agreement(views: SentinelView[], total: number): Agreement | undefined {
+/** Who a view is from: the Sentinel's own id when it gave one, else its address. */
+const identity = (view: SentinelView) => (view.id === undefined ? `address ${view.sentinel}` : `id ${view.id}`)
+
+/**
+ * One view per Sentinel, and how many Sentinels there are. `listed` addresses may name
+ * one Sentinel more than once (two spellings, or a list recorded by an older version):
+ * two addresses that answer with one id are one Sentinel, one vote, and one of the total;
+ * an address that does not answer counts as a Sentinel of its own, which only raises
+ * the majority needed.
+ */
+export function distinctSentinels(views: SentinelView[], listed: number): {views: SentinelView[]; total: number; answered: number} {
+  const seen = new Map<string, SentinelView>()
+  for (const view of views) if (!seen.has(identity(view))) seen.set(identity(view), view)
+  const distinct = [...seen.values()]
+  return {views: distinct, total: listed - (views.length - distinct.length), answered: distinct.filter((v) => v.reachable).length}
+}
+
+/** The (address, epoch) that a majority of `listed` Sentinels give, if any: each Sentinel votes once. */
+export function agreement(views: SentinelView[], listed: number): Agreement | undefined {
+  const {views: distinct, total} = distinctSentinels(views, listed)
   const tally = new Map<string, {master: Endpoint; epoch: number; votes: number}>()
-  for (const view of views) {
+  for (const view of distinct) {
     if (!view.master || view.epoch === undefined) continue
     const key = `${instanceKey(view.master)}#${view.epoch}`
     const entry = tally.get(key) ?? {master: view.master, epoch: view.epoch, votes: 0}
@@ -37,13 +56,13 @@ export function agreement(views: SentinelView[], total: number): Agreement | und
 }
 
 /** Why there is no agreement, in one line: what each Sentinel said. */
-export function disagreement(views: SentinelView[], total: number): string {
-  const said = views.map((v) => {
+export function disagreement(views: SentinelView[], listed: number): string {
+  const {views: distinct, total, answered} = distinctSentinels(views, listed)
+  const said = distinct.map((v) => {
     if (!v.reachable) return `${v.sentinel} did not answer (${v.error?.replace(/^cannot reach \S+: /, '') ?? 'no reply'})`
     if (!v.monitors) return `${v.sentinel} does not monitor it`
     return `${v.sentinel} says ${instanceKey(v.master!)} (epoch ${v.epoch}${v.flags?.includes('failover_in_progress') ? ', failover in progress' : ''})`
   })
-  const answered = views.filter((v) => v.reachable).length
   const need = majorityOf(total)
   const head =
     answered < need ? `only ${answered} of ${total} Sentinels answer (a majority is ${need})` : `no ${need} of ${total} Sentinels agree`
@@ -54,7 +73,7 @@ export function disagreement(views: SentinelView[], total: number): string {
  * Ask every Sentinel at once and settle as soon as a majority agrees (a Sentinel that
  * hangs must not delay a decision the others already make), or once all have answered.
  */
-export function gatherViews(asks: Promise<SentinelView>[], total: number): Promise<{views: SentinelView[]; agreed?: Agreement}> {
+export function gatherViews(asks: Promise<SentinelView>[], listed: number): Promise<{views: SentinelView[]; agreed?: Agreement}> {
   return new Promise((resolve) => {
     const views: SentinelView[] = []
     let settled = false
@@ -63,7 +82,7 @@ export function gatherViews(asks: Promise<SentinelView>[], total: number): Promi
       void ask.then((view) => {
         if (settled) return
         views.push(view)
-        const agreed = agreement(views, total)
+        const agreed = agreement(views, listed)
         if (agreed || views.length === asks.length) {
           settled = true
           resolve({views: [...views], agreed})

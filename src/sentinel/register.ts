@@ -2,13 +2,13 @@ import {setTimeout as sleep} from 'node:timers/promises'
 
 import {ExitCode, ShardctlError, usageError} from '../errors.js'
 import type {Credentials, Endpoint} from '../registry/address.js'
-import {endpointOf, instanceKey} from '../registry/address.js'
+import {canonicalInstance, endpointOf, instanceKey} from '../registry/address.js'
 import {Change, type Registry} from '../registry/registry.js'
 import {type ReplicationGroup, nameGroups, replicationGroups} from './groups.js'
 import {majorityOf} from './quorum.js'
 import {type GroupRecord, type SentinelRecord, groupField, readRecord, setGroup} from './record.js'
-import {type MonitorSettings, checkQuorum, configure, monitor, monitoredMasters, removeName} from './sentinel.js'
-import {type Sentinels, failedOn, ipOf} from './sentinels.js'
+import {type MonitorSettings, checkQuorum, configure, monitor, monitoredMasters, removeName, sentinelId} from './sentinel.js'
+import {type Sentinels, distinctAddresses, failedOn, ipOf, namedTwice} from './sentinels.js'
 
 /**
  * sentinel:register: hand the fleet's replication groups to Redis Sentinel. Everything
@@ -58,16 +58,28 @@ export interface RegisterResult {
   quorum: {group: string; ok: boolean; message: string}[]
 }
 
-/** The Sentinels to use: given ones (a superset of the recorded ones), else the recorded ones. */
+/**
+ * The Sentinels to use: given ones (a superset of the recorded ones), else the recorded ones.
+ * A Sentinel given twice (in any spelling) is refused: it would count twice toward every
+ * majority. A recorded list that names one twice (written by an older version) is used once each.
+ */
 export function chooseSentinels(given: Endpoint[], record: SentinelRecord | undefined): Endpoint[] {
-  const recorded = record?.sentinels ?? []
+  const recorded = distinctAddresses(record?.sentinels ?? [])
   if (given.length === 0) {
     if (recorded.length === 0)
       throw usageError('no Sentinel given, and the registry records none', 'name them with --sentinel HOST:PORT (repeat)')
     return recorded
   }
-  const keys = new Set(given.map(instanceKey))
-  const left = recorded.filter((s) => !keys.has(instanceKey(s)))
+  const twice = namedTwice(given)
+  if (twice) {
+    const [a, b] = twice.map(instanceKey)
+    throw usageError(
+      a === b ? `Sentinel ${a} is given twice` : `Sentinel ${a} is given twice (also as ${b})`,
+      'give each Sentinel once: a majority is of Sentinels, and one given twice would count twice',
+    )
+  }
+  const keys = new Set(given.map(canonicalInstance))
+  const left = recorded.filter((s) => !keys.has(canonicalInstance(s)))
   if (left.length > 0) {
     throw usageError(
       `the registry records Sentinel ${left.map(instanceKey).join(', ')}, not given here`,
@@ -75,6 +87,23 @@ export function chooseSentinels(given: Endpoint[], record: SentinelRecord | unde
     )
   }
   return given
+}
+
+/** Refuse two addresses that reach one Sentinel (its SENTINEL MYID is the same): it would count twice toward every majority. */
+export async function refuseSameSentinel(sentinels: Sentinels): Promise<void> {
+  const ids = await sentinels.all('SENTINEL MYID', (client) => sentinelId(client))
+  const first = new Map<string, string>()
+  for (const [i, id] of ids.entries()) {
+    if (id === undefined) continue
+    const before = first.get(id)
+    if (before !== undefined) {
+      throw usageError(
+        `Sentinels ${before} and ${sentinels.keys[i]} are one Sentinel (the same SENTINEL MYID, ${id})`,
+        'give each Sentinel once: a majority is of Sentinels, and one given twice would count twice',
+      )
+    }
+    first.set(id, sentinels.keys[i])
+  }
 }
 
 export async function planRegister(registry: Registry, sentinels: Sentinels, request: RegisterRequest): Promise<RegisterPlan> {
@@ -97,6 +126,7 @@ export async function planRegister(registry: Registry, sentinels: Sentinels, req
   const settings: MonitorSettings = {...DEFAULT_SETTINGS, ...record?.settings, ...definedOnly(request.settings), quorum}
 
   // What every Sentinel monitors now: every check is made before anything changes.
+  await refuseSameSentinel(sentinels)
   const monitored = await sentinels.all('SENTINEL MASTERS', (client) => monitoredMasters(client))
   const groups: PlannedGroup[] = []
   for (const [name, group] of named) {

@@ -23,6 +23,8 @@ export interface SentinelView {
   sentinel: string
   /** It answered. */
   reachable: boolean
+  /** Its own id (SENTINEL MYID): one Sentinel listed under two addresses answers with one id, and is one vote. */
+  id?: string
   error?: string
   /** It monitors the name. */
   monitors: boolean
@@ -55,17 +57,28 @@ export function fieldsOf(flat: unknown): Record<string, string> {
  * to the same moment of its state.
  */
 export async function viewOf(client: Redis, sentinel: string, name: string): Promise<SentinelView> {
-  const replies = (await client.pipeline().call('SENTINEL', 'GET-MASTER-ADDR-BY-NAME', name).call('SENTINEL', 'MASTER', name).exec()) ?? []
+  const replies =
+    (await client
+      .pipeline()
+      .call('SENTINEL', 'GET-MASTER-ADDR-BY-NAME', name)
+      .call('SENTINEL', 'MASTER', name)
+      .call('SENTINEL', 'MYID')
+      .exec()) ?? []
   const [addrError, addr] = replies[0] ?? [new Error('no reply'), null]
   const [masterError, master] = replies[1] ?? [new Error('no reply'), null]
+  const [idError, id] = replies[2] ?? [new Error('no reply'), null]
   if (addrError) throw addrError
-  if (addr === null || (masterError && /No such master/i.test(masterError.message))) return {sentinel, reachable: true, monitors: false}
+  // A Sentinel too old for MYID (before Redis 6.2) is known by its address alone.
+  const identity = idError || typeof id !== 'string' ? {} : {id}
+  if (addr === null || (masterError && /No such master/i.test(masterError.message)))
+    return {sentinel, reachable: true, monitors: false, ...identity}
   if (masterError) throw masterError
   const [ip, port] = addr as [string, string]
   const fields = fieldsOf(master)
   return {
     sentinel,
     reachable: true,
+    ...identity,
     monitors: true,
     master: {host: ip, port: Number(port)},
     epoch: Number(fields['config-epoch'] ?? 0),
@@ -73,6 +86,17 @@ export async function viewOf(client: Redis, sentinel: string, name: string): Pro
     otherSentinels: Number(fields['num-other-sentinels'] ?? 0),
     replicas: Number(fields['num-slaves'] ?? 0),
     quorum: Number(fields.quorum ?? 0),
+  }
+}
+
+/** A Sentinel's own id (SENTINEL MYID); undefined from a Sentinel too old to say. */
+export async function sentinelId(client: Redis): Promise<string | undefined> {
+  try {
+    const id = await client.call('SENTINEL', 'MYID')
+    return typeof id === 'string' ? id : undefined
+  } catch (error) {
+    if (/unknown|syntax/i.test((error as Error).message)) return undefined
+    throw error
   }
 }
 

@@ -3,7 +3,7 @@ import {isIP} from 'node:net'
 
 import {ShardctlError, usageError} from '../errors.js'
 import {type ConnectOptions, type ScriptedRedis, close} from '../fleet/connect.js'
-import {type Endpoint, instanceKey} from '../registry/address.js'
+import {type Endpoint, canonicalInstance, instanceKey} from '../registry/address.js'
 import {type Agreement, gatherViews} from './quorum.js'
 import {type SentinelCredentials, type SentinelView, connectSentinel, unreachableView, viewOf} from './sentinel.js'
 
@@ -14,12 +14,16 @@ import {type SentinelCredentials, type SentinelView, connectSentinel, unreachabl
  */
 export class Sentinels {
   private readonly clients = new Map<string, Promise<ScriptedRedis>>()
+  /** Each Sentinel once, whatever the list given (a record an older version wrote may name one twice). */
+  readonly endpoints: Endpoint[]
 
   constructor(
-    readonly endpoints: Endpoint[],
+    endpoints: Endpoint[],
     private readonly credentials: SentinelCredentials,
     private readonly options: ConnectOptions,
-  ) {}
+  ) {
+    this.endpoints = distinctAddresses(endpoints)
+  }
 
   get keys(): string[] {
     return this.endpoints.map(instanceKey)
@@ -91,6 +95,23 @@ export class Sentinels {
     this.clients.clear()
     await Promise.all(pending.map(async (p) => close(await p.catch(() => undefined))))
   }
+}
+
+/** Each address once, compared canonically (localhost and 127.0.0.1 are one): the first spelling kept. */
+export function distinctAddresses(endpoints: Endpoint[]): Endpoint[] {
+  const seen = new Set<string>()
+  return endpoints.filter((e) => !seen.has(canonicalInstance(e)) && Boolean(seen.add(canonicalInstance(e))))
+}
+
+/** The first Sentinel named twice in a list, in two spellings (or the same twice), if any. */
+export function namedTwice(endpoints: Endpoint[]): [Endpoint, Endpoint] | undefined {
+  const first = new Map<string, Endpoint>()
+  for (const e of endpoints) {
+    const before = first.get(canonicalInstance(e))
+    if (before) return [before, e]
+    first.set(canonicalInstance(e), e)
+  }
+  return undefined
 }
 
 /** A Sentinel's failure, in one line naming it. */

@@ -2,6 +2,7 @@ import {expect} from 'chai'
 
 import {type RunningCli, cli, isStopped, startCli, until} from '../helpers/cli.js'
 import {useFleet} from '../helpers/fleet.js'
+import {startReplyDelayProxy} from '../helpers/proxy.js'
 import {type TestServer, startReplicated} from '../helpers/redis.js'
 import {killHard, restart, roleOfPort, useSentinels} from '../helpers/sentinel.js'
 import {ContinuousWriter, missingWrites} from '../helpers/writer.js'
@@ -69,7 +70,7 @@ describe('sentinel:follow @timing-sensitive', () => {
     followers.push(run)
     await until(
       `the follower subscribed to ${answering} Sentinels`,
-      () => eventsOf(run).filter((e) => e.type === 'subscribed').length === answering,
+      () => eventsOf(run).filter((e) => e.type === 'subscribed').length >= answering,
     )
     return run
   }
@@ -325,7 +326,7 @@ describe('sentinel:follow @timing-sensitive', () => {
     }
   })
 
-  it("after a failover nobody followed, two of three Sentinels down: one Sentinel's word moves nothing, said why; a second one back, the follower acts", async () => {
+  it("after a failover nobody followed, two of three Sentinels down: one Sentinel's word moves nothing, however often the record lists it; a second one back, the follower acts", async () => {
     const {master, replicas} = await group()
     // A failover the follower does not see: forced on the one Sentinel no test has stopped (a Sentinel resumed from
     // SIGSTOP stays in TILT, acting on nothing, for 30 s), learnt by the other two.
@@ -337,20 +338,30 @@ describe('sentinel:follow @timing-sensitive', () => {
       c.disconnect()
     }
     const to = await newMasterAgreed(master, replicas)
-    const before = await fleet.dump()
-    second.pause()
-    third.pause()
-    const follower = await follow({}, ['--max-no-majority', '10m'], {answering: 1})
-    await until('the follower said why it waits', () =>
-      eventsOf(follower).some((e) => e.type === 'waiting' && /only 1 of 3 Sentinels answer/.test(String(e.reason))),
-    )
-    const waiting = eventsOf(follower).find((e) => e.type === 'waiting' && /only 1 of 3/.test(String(e.reason)))!
-    expect(String(waiting.reason)).to.include(`${alone.address} says 127.0.0.1:${to}`)
-    expect(await fleet.dump()).to.deep.equal(before)
-    expect(await failovers()).to.have.length(0)
-    second.resume()
-    await until('the registry moved', async () => (await failovers()).length === 1)
-    await truthful(to, replicas)
-    expect(eventsOf(follower).filter((e) => e.type === 'failover-followed')).to.have.length(1)
+    // The record (as an older version wrote it) names that Sentinel four times: twice alike, once as localhost,
+    // once at another address that reaches it (a proxy). One Sentinel is still one vote.
+    const alias = await startReplyDelayProxy(alone.port)
+    try {
+      const listed = [alone.address, alone.address, `localhost:${alone.port}`, `127.0.0.1:${alias.port}`, second.address, third.address]
+      await fleet.reg.hset('shards._sentinel', 'sentinels', JSON.stringify(listed))
+      const before = await fleet.dump()
+      second.pause()
+      third.pause()
+      const follower = await follow({}, ['--max-no-majority', '10m'], {answering: 2})
+      await until('the follower said why it waits', () =>
+        eventsOf(follower).some((e) => e.type === 'waiting' && /only 1 of 3 Sentinels answer/.test(String(e.reason))),
+      )
+      const waiting = eventsOf(follower).find((e) => e.type === 'waiting' && /only 1 of 3/.test(String(e.reason)))!
+      expect(String(waiting.reason)).to.include(`${alone.address} says 127.0.0.1:${to}`)
+      expect(await fleet.dump()).to.deep.equal(before)
+      expect(await failovers()).to.have.length(0)
+      second.resume()
+      await until('the registry moved', async () => (await failovers()).length === 1)
+      await truthful(to, replicas)
+      expect(JSON.parse((await failovers())[0])).to.include({sentinels: '2 of 3'})
+      expect(eventsOf(follower).filter((e) => e.type === 'failover-followed')).to.have.length(1)
+    } finally {
+      await alias.close()
+    }
   })
 })

@@ -3,6 +3,7 @@ import {expect} from 'chai'
 import {freePort} from '../../src/sandbox/redis-process.js'
 import {cli, secret, spawnCli} from '../helpers/cli.js'
 import {useFleet} from '../helpers/fleet.js'
+import {startReplyDelayProxy} from '../helpers/proxy.js'
 import {type SentinelSet, startSentinels, useSentinels} from '../helpers/sentinel.js'
 
 /** Every master name a Sentinel monitors, with its address and down-after setting. */
@@ -153,23 +154,36 @@ describe('sentinel:register / sentinel:unregister @timing-sensitive', () => {
     expect(await fleet.reg.hexists('shards._sentinel', 'group:shards-s003')).to.equal(1)
   })
 
-  it('refuses bad input with exit 2, changing nothing: no shard, a quorum above the Sentinels, a bad address, an unknown group', async () => {
+  it('refuses bad input with exit 2, changing nothing: no shard, a quorum above the Sentinels, a bad address, an unknown group, a Sentinel given twice', async () => {
     const empty = await cli(['sentinel:register', ...fleet.r(), ...sentinels.flags()])
     expect(empty.exitCode).to.equal(2)
     expect(empty.stderr).to.include('the registry has no shard to hand to Sentinel')
     await initBoth()
     const before = await fleet.dump()
+    const [first] = sentinels.sentinels
+    // Another address that reaches the same Sentinel: only its SENTINEL MYID tells.
+    const alias = await startReplyDelayProxy(first.port)
     const refusals: [string[], RegExp][] = [
+      [[...sentinels.flags(), '--sentinel', first.address], new RegExp(`Sentinel ${first.address} is given twice(?! \\()`)],
+      [[...sentinels.flags(), '--sentinel', `localhost:${first.port}`], new RegExp(`given twice \\(also as localhost:${first.port}\\)`)],
+      [
+        [...sentinels.flags(), '--sentinel', `127.0.0.1:${alias.port}`],
+        new RegExp(`Sentinels ${first.address} and 127\\.0\\.0\\.1:${alias.port} are one Sentinel \\(the same SENTINEL MYID`),
+      ],
       [[...sentinels.flags(), '--quorum', '4'], /--quorum 4 with 3 Sentinels/],
       [['--sentinel', '127.0.0.1:0'], /port/],
       [['--sentinel', 'u:p@127.0.0.1:26379'], /invalid Sentinel address/],
       [[...sentinels.flags(), '--group', 'nope'], /no replication group nope in the registry/],
       [[], /no Sentinel given, and the registry records none/],
     ]
-    for (const [args, message] of refusals) {
-      const run = await cli(['sentinel:register', ...fleet.r(), ...args])
-      expect(run.exitCode, args.join(' ')).to.equal(2)
-      expect(run.stderr, args.join(' ')).to.match(message)
+    try {
+      for (const [args, message] of refusals) {
+        const run = await cli(['sentinel:register', ...fleet.r(), ...args])
+        expect(run.exitCode, args.join(' ')).to.equal(2)
+        expect(run.stderr, args.join(' ')).to.match(message)
+      }
+    } finally {
+      await alias.close()
     }
     expect(await fleet.dump()).to.deep.equal(before)
     for (const view of await monitoredBy(sentinels)) expect(view).to.deep.equal({})

@@ -4,6 +4,7 @@ import {RegistryCommand} from '../../base-command.js'
 import {usageError} from '../../errors.js'
 import {dryRunFlag, sentinelFlag} from '../../flags.js'
 import {readRecord} from '../../sentinel/record.js'
+import {distinctAddresses} from '../../sentinel/sentinels.js'
 import {type UnregisterResult, unregister} from '../../sentinel/register.js'
 import {paint, plural} from '../../ui/terminal.js'
 
@@ -37,8 +38,8 @@ export default class SentinelUnregister extends RegistryCommand<typeof SentinelU
         `the registry records no group ${unknown.join(', ')}`,
         `it records ${[...record.groups.keys()].join(', ') || 'none'}`,
       )
-    const extra = (flags.sentinel ?? []).filter((s) => !record.sentinels.some((r) => r.host === s.host && r.port === s.port))
-    const sentinels = await this.sentinels([...record.sentinels, ...extra])
+    // Each Sentinel once, however the record (an older version's) or --sentinel spells it.
+    const sentinels = await this.sentinels(distinctAddresses([...record.sentinels, ...(flags.sentinel ?? [])]))
     if (flags['dry-run']) {
       this.log(`Would remove ${names.join(', ')} from ${sentinels.keys.join(', ')} and from the registry.`)
       return {removed: [], kept: [], applied: false}
