@@ -196,6 +196,17 @@ describe('sentinel:follow @timing-sensitive', () => {
     expect(await failovers()).to.have.length(1)
   })
 
+  it('human output: each event on one line, its type said once', async () => {
+    await group()
+    const human = await startCli(['sentinel:follow', ...fleet.r(), '--interval', '300ms', '--timeout', '1s'])
+    followers.push(human)
+    await until('the follower subscribed to every Sentinel', () => (human.stdout().match(/ subscribed /g) ?? []).length === 3)
+    expect(human.stdout()).to.not.match(/subscribed subscribed/)
+    for (const s of sentinels.sentinels) expect(human.stdout()).to.match(new RegExp(`\\d subscribed \\{"sentinel":"${s.address}"\\}$`, 'm'))
+    process.kill(human.pid, 'SIGTERM')
+    expect((await human.done).exitCode).to.equal(0)
+  })
+
   it('a follower killed in the middle of its change, and started again once the failover is over: it reconciles on start, the registry ends truthful', async () => {
     const {master, replicas} = await group()
     const first = await follow({SHARDCTL_FAILPOINT: 'sentinel-switch:before:stop'})

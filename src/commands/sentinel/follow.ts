@@ -75,9 +75,10 @@ Each event is a line on stdout (with --json, one JSON document per line). Exits 
         case 'error':
           return `${details.group ? `${details.group}: ` : ''}${type === 'error' ? paint.bad(String(details.reason)) : String(details.reason)}`
         default:
-          return `${type} ${JSON.stringify(details)}`
+          // The type is said once, in bold, at the head of the line: here only what it carries.
+          return Object.keys(details).length > 0 ? JSON.stringify(details) : ''
       }
     })()
-    this.log(`${time} ${type === 'sentinel-event' ? '' : `${paint.bold(type)} `}${text}`)
+    this.log([time, type === 'sentinel-event' ? '' : paint.bold(type), text].filter(Boolean).join(' '))
   }
 }
