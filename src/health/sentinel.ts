@@ -2,7 +2,7 @@ import type {ConnectOptions} from '../fleet/connect.js'
 import {type Endpoint, endpointOf, instanceKey} from '../registry/address.js'
 import type {Shard} from '../registry/schema.js'
 import {disagreement, majorityOf} from '../sentinel/quorum.js'
-import type {SentinelRecord} from '../sentinel/record.js'
+import {type SentinelRecord, describeRelease} from '../sentinel/record.js'
 import {
   type MonitoredMaster,
   type SentinelCredentials,
@@ -102,7 +102,7 @@ async function inspect(record: SentinelRecord, shards: Shard[], sentinels: Senti
     report.groups.push(row)
     if (group.released) {
       row.problems.push(
-        `released from Sentinel by ${group.released.by} at ${group.released.at}: no automatic failover until it is handed back (finish that operation, or run sentinel:register)`,
+        `released from Sentinel by ${describeRelease(group.released)} at ${group.released.at}: no automatic failover until it is handed back (finish that operation, or run sentinel:register)`,
       )
       continue
     }

@@ -7,7 +7,7 @@ import {type JournalEntry, readJournal} from '../ops/journal.js'
 import {Change, type Registry} from '../registry/registry.js'
 import {nameGroups, replicationGroups} from './groups.js'
 import {majorityOf} from './quorum.js'
-import {type GroupRecord, type SentinelRecord, groupOf, readRecord, setGroup} from './record.js'
+import {type GroupRecord, type SentinelRecord, groupOf, readRecord, releasedFor, setGroup} from './record.js'
 import {DEFAULT_SETTINGS, settleAndCheck} from './register.js'
 import {type MonitorSettings, type SentinelCredentials, checkQuorum, isDown, knownReplicas, monitor, removeName} from './sentinel.js'
 import {Sentinels, ipOf, sameInstance} from './sentinels.js'
@@ -133,7 +133,7 @@ export class SentinelCoordination {
    * it all and nothing changes. Refused too while the Sentinels are failing it over, or
    * name another master than the registry: that failover is theirs to finish.
    */
-  async release(instance: string, by: string, options: {insist?: boolean} = {}): Promise<Released | undefined> {
+  async release(instance: string, operation: string, options: {insist?: boolean} = {}): Promise<Released | undefined> {
     const found = this.groupOf(instance)
     if (!found || !this.sentinels) return undefined
     const {name, group} = found
@@ -155,12 +155,15 @@ export class SentinelCoordination {
       )
     }
     const stored = this.record!.stored.get(name)
-    const released: GroupRecord = again ? group : {...group, released: {by, at: new Date().toISOString()}}
+    // The operator (user@host) who released it, as every event names them; the operation beside it.
+    const released: GroupRecord = again
+      ? group
+      : {...group, released: {by: this.registry.actor.user, for: operation, at: new Date().toISOString()}}
     if (!again) {
       await this.registry.apply(setGroup(new Change(), this.registry, name, stored, released), 'sentinel.released', {
         group: name,
         master: instance,
-        by,
+        for: operation,
       })
       this.record!.stored.set(name, JSON.stringify(released))
       this.record!.groups.set(name, released)
@@ -202,14 +205,18 @@ export class SentinelCoordination {
    * point after it leaves a journal, and the run that finishes or rolls the operation
    * back hands the group back (releasedBy). `released()` is what this run released.
    */
-  releaseHook(instance: string, by: string, options: {insist?: boolean} = {}): {hook?: ReleaseHook; released: () => Released | undefined} {
+  releaseHook(
+    instance: string,
+    operation: string,
+    options: {insist?: boolean} = {},
+  ): {hook?: ReleaseHook; released: () => Released | undefined} {
     const found = this.groupOf(instance)
     let released: Released | undefined
     const hook = found &&
       this.sentinels && {
         group: found.name,
         release: async () => {
-          released = await this.release(instance, by, options)
+          released = await this.release(instance, operation, options)
         },
       }
     return {hook, released: () => released}
@@ -219,13 +226,13 @@ export class SentinelCoordination {
    * The group an interrupted operation released and did not hand back (its master is
    * one of `instances`), for the run that finishes or rolls the operation back.
    */
-  releasedBy(by: string, instances: string[], shards: string[], entry?: JournalEntry): Released | undefined {
+  releasedBy(operation: string, instances: string[], shards: string[], entry?: JournalEntry): Released | undefined {
     // The journal names the group its operation was to release (step sentinel-release): handed back if the registry marks it released.
     const named = (entry?.steps.find((s) => s.name === 'sentinel-release')?.result as {group?: string} | undefined)?.group
     const group = named === undefined ? undefined : this.record?.groups.get(named)
     if (named !== undefined && group?.released) return {name: named, before: group, shards, unreached: []}
     for (const [name, group] of this.record?.groups ?? []) {
-      if (group.released?.by === by && instances.includes(group.master)) return {name, before: group, shards, unreached: []}
+      if (releasedFor(group.released) === operation && instances.includes(group.master)) return {name, before: group, shards, unreached: []}
     }
     return undefined
   }

@@ -10,7 +10,7 @@ import {Change, type Registry, type RegistryEvent, type ShardRepoint} from '../r
 import {type Shard} from '../registry/schema.js'
 import {nodesOf} from '../ops/cutover.js'
 import {type Agreement, disagreement, distinctSentinels, majorityOf} from './quorum.js'
-import {type GroupRecord, type SentinelRecord, readRecord, setGroup} from './record.js'
+import {type GroupRecord, type SentinelRecord, describeRelease, readRecord, setGroup} from './record.js'
 import {type SentinelCredentials, connectSentinel, sentinelId} from './sentinel.js'
 import {Sentinels, sameInstance} from './sentinels.js'
 import type {ConnectOptions} from '../fleet/connect.js'
@@ -266,7 +266,9 @@ export class Follower {
     const group = record?.groups.get(name)
     if (!record || !group) return 'unknown'
     if (group.released) {
-      this.emitOnce(name, 'released', {reason: `released by ${group.released.by} since ${group.released.at}: left alone until handed back`})
+      this.emitOnce(name, 'released', {
+        reason: `released by ${describeRelease(group.released)} since ${group.released.at}: left alone until handed back`,
+      })
       return 'released'
     }
     const {views, agreed} = await this.sentinels!.views(name)

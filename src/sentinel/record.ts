@@ -26,9 +26,26 @@ export interface GroupRecord {
    * cut-over): the follower leaves it alone, sentinel:register (or the operation when
    * it ends) hands it back.
    */
-  released?: {by: string; at: string}
+  released?: Release
   /** Former masters a failover removed from the shards: named again as replicas once they replicate the new master. */
   rejoin?: string[]
+}
+
+/** Who released a group (user@host), for which operation (promote, split), and when. Records of older versions have no `for`, and the operation in `by`. */
+export interface Release {
+  by: string
+  for?: string
+  at: string
+}
+
+/** A release in words: "alice@ops1 for a promote". */
+export function describeRelease(release: Release): string {
+  return release.for === undefined ? release.by : `${release.by} for a ${release.for}`
+}
+
+/** The operation a group was released for. */
+export function releasedFor(release: Release | undefined): string | undefined {
+  return release && (release.for ?? release.by)
 }
 
 export interface SentinelRecord {

@@ -1,3 +1,5 @@
+import {hostname, userInfo} from 'node:os'
+
 import {expect} from 'chai'
 
 import {type RunningCli, cli, spawnCli, startCli, until} from '../helpers/cli.js'
@@ -205,14 +207,21 @@ describe('sentinel: promote and split of monitored instances @timing-sensitive',
         c.disconnect()
       }
     }
-    expect(await record('shards-s000')).to.have.property('released')
+    // Released by the operator (user@host, as every event names them), for the split.
+    const operator = `${userInfo().username}@${hostname()}`
+    expect((await record('shards-s000'))!.released).to.include({by: operator, for: 'split'})
+    const [released] = (await fleet.reg.lrange('shards._history', 0, -1))
+      .map((e) => JSON.parse(e))
+      .filter((e) => e.type === 'sentinel.released')
+    expect(released).to.include({by: operator, for: 'split', group: 'shards-s000'})
     await until('the follower leaves the released group alone', () => follower.stdout().includes('"type":"released"'))
+    expect(follower.stdout()).to.include(`released by ${operator} for a split since`)
     expect(await withClients([target], ([c]) => c.config('GET', 'replica-priority'))).to.deep.equal(['replica-priority', '0'])
     process.kill(split.pid, 'SIGKILL')
     await split.done
     const check = await cli(['shards:check', ...fleet.r(), '--json'])
     expect(check.exitCode).to.equal(3)
-    expect(check.stdout).to.include('released from Sentinel by split')
+    expect(check.stdout).to.include(`released from Sentinel by ${operator} for a split at`)
 
     const recover = await cli(['shards:split', '--recover', ...fleet.r(), '--json'])
     expect(recover.exitCode, recover.stderr).to.equal(0)
