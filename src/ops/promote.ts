@@ -1,6 +1,6 @@
 import type {Redis} from 'ioredis'
 
-import {ShardctlError, usageError} from '../errors.js'
+import {ExitCode, ShardctlError, usageError} from '../errors.js'
 import type {ConnectionPool} from '../fleet/connect.js'
 import type {ReplicationInfo} from '../fleet/info.js'
 import {
@@ -167,6 +167,7 @@ export async function planPromote(registry: Registry, pool: ConnectionPool, requ
     for (const r of s.persist) kinds.set(instanceKey(r), 'persist')
     for (const r of s.replicas) kinds.set(instanceKey(r), 'slave')
   }
+  const listed = new Set(kinds.keys())
   if (request.replica) {
     const named = instanceKey(request.replica)
     if (named === masterKey) throw usageError(`${named} is the master itself`, 'name one of its replicas')
@@ -191,6 +192,10 @@ export async function planPromote(registry: Registry, pool: ConnectionPool, requ
       },
     )
   }
+  // A replica of the registry's that answers as a master was made one by someone else (Sentinel, most often), and
+  // may hold writes no other node has: whatever the mode, promoting another node would demote it under that one.
+  const masters = [...kinds.keys()].filter((key, i) => listed.has(key) && states[i].info?.role === 'master')
+  if (masters.length > 0) throw alreadyPromoted(masterKey, masters)
   const mode: PromotePlan['mode'] = masterReachable && !request.force ? 'graceful' : 'emergency'
   if (!masterReachable && !request.force) {
     throw new ShardctlError(`the master ${masterKey} does not answer: ${masterState.error}`, {
@@ -259,6 +264,19 @@ export async function planPromote(registry: Registry, pool: ConnectionPool, requ
     candidates: candidates.map((c) => ({instance: c.instance, chosen: c === chosen, offset: c.info?.offset, note: c.note})),
     maxPauseMs: request.maxPauseMs,
   }
+}
+
+/** A registry replica that is a master already: never demoted by a promote, whatever its flags. */
+function alreadyPromoted(masterKey: string, masters: string[]): ShardctlError {
+  const [first] = masters
+  return new ShardctlError(
+    `${masters.join(', ')}, named as ${masters.length === 1 ? 'a replica' : 'replicas'} of ${masterKey} in the registry, ${masters.length === 1 ? 'answers' : 'answer'} as a master: Sentinel (or someone) made ${masters.length === 1 ? 'it' : 'them'} a master, and a promote would demote ${masters.length === 1 ? 'it' : 'them'}, losing the writes ${masters.length === 1 ? 'it' : 'they'} took`,
+    {
+      code: 'ESTATE',
+      exitCode: ExitCode.unhealthy,
+      hint: `nothing was changed; if Sentinel failed ${masterKey} over, run sentinel:follow (it moves the registry to ${first}); otherwise find out who promoted ${first} and point the registry at the master that holds the writes`,
+    },
+  )
 }
 
 /** How long a recovery (or the step after the switch) waits for a replica of a fenced master to hold every byte. */

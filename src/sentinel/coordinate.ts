@@ -112,10 +112,22 @@ export class SentinelCoordination {
    */
   async checkEmergency(instance: string, insist: boolean): Promise<void> {
     const found = this.groupOf(instance)
-    if (!found || !this.sentinels || found.group.released) return
+    if (!found || !this.sentinels || found.group.released || insist) return
+    // Failed over already: the Sentinels name another master, which a promote of its own would demote.
+    const {agreed} = await this.sentinels.views(found.name)
+    if (agreed && !(await sameInstance(agreed.master, endpointOf(instance)))) {
+      throw new ShardctlError(
+        `Sentinel has failed ${instance} over already: ${agreed.votes} of ${agreed.of} Sentinels name ${instanceKey(agreed.master)} the master of ${found.name} (epoch ${agreed.epoch})`,
+        {
+          code: 'ESENTINEL',
+          exitCode: ExitCode.unhealthy,
+          hint: `run sentinel:follow: it moves the registry to ${instanceKey(agreed.master)}; nothing was changed`,
+        },
+      )
+    }
     const answers = await this.sentinels.each((client) => checkQuorum(client, found.name))
     const able = answers.filter((a) => a.value?.ok)
-    if (able.length < majorityOf(answers.length) || insist) return
+    if (able.length < majorityOf(answers.length)) return
     throw new ShardctlError(
       `Sentinel monitors ${instance} (group ${found.name}) and can fail it over itself (CKQUORUM: ${able[0].value!.message})`,
       {

@@ -125,6 +125,35 @@ describe('sentinel: promote and split of monitored instances @timing-sensitive',
     for (const view of await sentinelViews(sentinels, 'shards-s000')) expect(view.port).to.equal(replicas[0].port)
   })
 
+  it('after Sentinel failed the master over, no promote demotes the master it elected, --force --overrule-sentinel included: exit 3 naming it and sentinel:follow', async () => {
+    const {master, replicas} = await monitored(2)
+    killHard(master)
+    let elected: TestServer | undefined
+    await until('every Sentinel names one replica the new master', async () => {
+      const views = await sentinelViews(sentinels, 'shards-s000')
+      elected = replicas.find((r) => views.every((v) => v.port === r.port))
+      return elected !== undefined && (await roleOfPort(elected.port)) === 'master'
+    })
+    // A write Sentinel's master took, which the other replica may not have yet.
+    await until('the new master takes a write (its fence lets it once the other replica follows it)', () =>
+      withClients([elected!], ([c]) => c.set('after-failover', 'kept')).then(
+        () => true,
+        () => false,
+      ),
+    )
+    const before = await fleet.dump()
+    for (const flags of [[], ['--force'], ['--force', '--overrule-sentinel']]) {
+      const run = await cli(['shards:promote', 's000', ...flags, '--yes', ...fleet.r()])
+      expect(run.exitCode, `${flags.join(' ')}: ${run.stderr}`).to.equal(3)
+      expect(run.stderr).to.include(`${at(elected!)}, named as a replica of ${at(master)} in the registry, answers as a master`)
+      expect(run.stderr).to.include(`run sentinel:follow (it moves the registry to ${at(elected!)})`)
+      expect(run.stderr).to.not.include('use --force')
+    }
+    expect(await fleet.dump()).to.deep.equal(before)
+    expect(await roleOfPort(elected!.port)).to.equal('master')
+    expect(await withClients([elected!], ([c]) => c.get('after-failover'))).to.equal('kept')
+  })
+
   it('a split of a monitored source: the source handed back, the target registered, Sentinel never elects the target', async () => {
     const {master} = await monitored(1)
     const target = await startReplicated(1)
