@@ -231,8 +231,10 @@ export async function planPromote(registry: Registry, pool: ConnectionPool, requ
   if (request.replica) {
     chosen = candidates.find((c) => c.instance === instanceKey(request.replica!))!
     if (!chosen.eligible) {
+      // Refused for what the fleet holds (lag, a dead or wrong replica), as a writable replica is: exit 3.
       throw new ShardctlError(`cannot promote ${chosen.instance}: ${chosen.note}`, {
         code: 'EREFUSED',
+        exitCode: ExitCode.unhealthy,
         hint: 'name another replica with --replica, or omit it to let shardctl choose',
       })
     }
@@ -247,6 +249,7 @@ export async function planPromote(registry: Registry, pool: ConnectionPool, requ
         `no replica of ${masterKey} can be promoted: ${candidates.map((c) => `${c.instance} ${c.note}`).join('; ')}`,
         {
           code: 'EREFUSED',
+          exitCode: ExitCode.unhealthy,
           hint: 'bring a replica in sync (shards:list shows links and lag), or raise --max-lag',
         },
       )

@@ -448,7 +448,7 @@ describe('shards:promote', () => {
 
     it('the named replica does not replicate that master', async () => {
       const run = await spawnCli(['shards:promote', 's000', '--replica', inst(other), '--yes', ...r()])
-      expect(run.exitCode).to.equal(1)
+      expect(run.exitCode).to.equal(3)
       expect(run.stderr).to.match(new RegExp(`cannot promote ${inst(other)}: not a replica of ${inst(master)}`))
       expect((await roleOf(master)).role).to.equal('master')
     })
@@ -467,7 +467,7 @@ describe('shards:promote', () => {
       const run = await spawnCli(['shards:promote', 's000', '--replica', inst(replicas[0]), '--yes', ...r()])
       await m.call('ACL', 'SETUSER', 'default', '+@all')
       m.disconnect()
-      expect(run.exitCode).to.equal(1)
+      expect(run.exitCode).to.equal(3)
       expect(run.stderr).to.match(/replication link down/)
     })
 
@@ -478,7 +478,7 @@ describe('shards:promote', () => {
       try {
         await master.client(0).set('big', 'x'.repeat(20_000))
         const run = await spawnCli(['shards:promote', 's000', '--replica', inst(replicas[0]), '--max-lag', '1000', '--dry-run', ...r()])
-        expect(run.exitCode).to.equal(1)
+        expect(run.exitCode).to.equal(3)
         expect(run.stderr).to.match(/lags [\d,]+ bytes, beyond --max-lag 1000/)
       } finally {
         await paused.call('CLIENT', 'UNPAUSE')
