@@ -3,7 +3,8 @@ import {setTimeout as sleep} from 'node:timers/promises'
 import {ExitCode, ShardctlError, usageError} from '../errors.js'
 import type {Credentials, Endpoint} from '../registry/address.js'
 import {canonicalInstance, endpointOf, instanceKey} from '../registry/address.js'
-import {Change, type Registry} from '../registry/registry.js'
+import {readHistory} from '../registry/history.js'
+import {Change, HISTORY_LIMIT, type Registry, type RegistryEvent} from '../registry/registry.js'
 import {type ReplicationGroup, nameGroups, replicationGroups} from './groups.js'
 import {majorityOf} from './quorum.js'
 import {type GroupRecord, type SentinelRecord, groupField, readRecord, setGroup} from './record.js'
@@ -284,4 +285,14 @@ export async function unregister(registry: Registry, sentinels: Sentinels, names
     await registry.apply(change, 'sentinel.unregistered', {groups: removed, sentinels: sentinels.keys})
   }
   return {removed, kept}
+}
+
+/** For each of `names` the registry's history says was unregistered: the latest such event (a rerun then has nothing to do). */
+export async function unregisteredBefore(registry: Registry, names: string[]): Promise<Map<string, RegistryEvent>> {
+  const found = new Map<string, RegistryEvent>()
+  for (const event of await readHistory(registry, HISTORY_LIMIT)) {
+    if (event.type !== 'sentinel.unregistered' || !Array.isArray(event.groups)) continue
+    for (const name of event.groups as string[]) if (names.includes(name) && !found.has(name)) found.set(name, event)
+  }
+  return found
 }

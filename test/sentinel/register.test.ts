@@ -90,8 +90,15 @@ describe('sentinel:register / sentinel:unregister @timing-sensitive', () => {
     expect(plan.groups.map((g) => g.name)).to.deep.equal(['shards-s000', 'shards-s003'])
     expect(plan.groups.flatMap((g) => g.actions.map((a) => a.action))).to.deep.equal(Array(6).fill('configure'))
 
+    // Unregister turns automatic failover off: never without a confirmation (--yes where no terminal can ask).
+    const registered = await fleet.dump()
+    const unasked = await spawnCli(['sentinel:unregister', ...fleet.r()])
+    expect(unasked.exitCode).to.equal(2)
+    expect(unasked.stderr).to.include('--yes')
+    expect(await fleet.dump()).to.deep.equal(registered)
+    for (const seen of await monitoredBy(sentinels)) expect(Object.keys(seen)).to.have.length(2)
     // Unregister: gone from every Sentinel and from the registry.
-    const un = await cli(['sentinel:unregister', ...fleet.r(), '--json'])
+    const un = await cli(['sentinel:unregister', ...fleet.r(), '--yes', '--json'])
     expect(un.exitCode, un.stderr).to.equal(0)
     for (const seen of await monitoredBy(sentinels)) expect(seen).to.deep.equal({})
     expect(await fleet.reg.exists('shards._sentinel')).to.equal(0)
@@ -125,14 +132,18 @@ describe('sentinel:register / sentinel:unregister @timing-sensitive', () => {
     expect(JSON.parse((await fleet.reg.hget('shards._sentinel', 'settings'))!)).to.include({downAfterMs: 2000})
     expect(await fleet.reg.hget('shards._sentinel', 'group:shards-s000')).to.equal(record['group:shards-s000'])
 
-    const un = await cli(['sentinel:unregister', ...fleet.r(), '--json'])
+    const un = await cli(['sentinel:unregister', ...fleet.r(), '--yes', '--json'])
     expect(un.exitCode, un.stderr).to.equal(0)
     expect((un.result as {removed: string[]}).removed).to.deep.equal(['shards-s000', 'shards-s003'])
     expect((await history()).filter((t) => t === 'sentinel.unregistered')).to.have.length(1)
     const dump = await fleet.dump()
-    const twice = await cli(['sentinel:unregister', ...fleet.r(), '--json'])
+    const twice = await cli(['sentinel:unregister', ...fleet.r(), '--yes', '--json'])
     expect(twice.exitCode, twice.stderr).to.equal(0)
     expect(twice.result).to.deep.equal({removed: [], kept: [], applied: false})
+    // A group named again once it is gone: nothing to do for it, as for the whole.
+    const group = await cli(['sentinel:unregister', ...fleet.r(), '--group', 'shards-s000', '--yes'])
+    expect(group.exitCode, group.stderr).to.equal(0)
+    expect(group.stderr).to.include('Nothing to do for shards-s000: it was unregistered at')
     expect(await fleet.dump()).to.deep.equal(dump)
     for (const view of await monitoredBy(sentinels)) expect(view).to.deep.equal({})
   })
@@ -142,13 +153,13 @@ describe('sentinel:register / sentinel:unregister @timing-sensitive', () => {
     const register = await cli(['sentinel:register', ...fleet.r(), ...sentinels.flags(), ...timings, '--json'])
     expect(register.exitCode, register.stderr).to.equal(0)
     const nobody = `127.0.0.1:${await freePort()}`
-    const partly = await cli(['sentinel:unregister', ...fleet.r(), '--group', 'shards-s000', '--sentinel', nobody, '--json'])
+    const partly = await cli(['sentinel:unregister', ...fleet.r(), '--group', 'shards-s000', '--sentinel', nobody, '--yes', '--json'])
     expect(partly.exitCode).to.equal(3)
     expect(JSON.parse(partly.stdout)).to.deep.include({removed: [], kept: [{group: 'shards-s000', sentinels: [nobody]}]})
     expect(await fleet.reg.hexists('shards._sentinel', 'group:shards-s000')).to.equal(1)
     // The Sentinels that answered let go of it; the other group is untouched.
     for (const view of await monitoredBy(sentinels)) expect(Object.keys(view)).to.deep.equal(['shards-s003'])
-    const rest = await cli(['sentinel:unregister', ...fleet.r(), '--group', 'shards-s000', '--json'])
+    const rest = await cli(['sentinel:unregister', ...fleet.r(), '--group', 'shards-s000', '--yes', '--json'])
     expect(rest.exitCode, rest.stderr).to.equal(0)
     expect(await fleet.reg.hexists('shards._sentinel', 'group:shards-s000')).to.equal(0)
     expect(await fleet.reg.hexists('shards._sentinel', 'group:shards-s003')).to.equal(1)
@@ -194,7 +205,7 @@ describe('sentinel:register / sentinel:unregister @timing-sensitive', () => {
     const fewer = await cli(['sentinel:register', ...fleet.r(), '--sentinel', sentinels.sentinels[0].address])
     expect(fewer.exitCode).to.equal(2)
     expect(fewer.stderr).to.match(/the registry records Sentinel .* not given here/)
-    const unknown = await cli(['sentinel:unregister', ...fleet.r(), '--group', 'nope'])
+    const unknown = await cli(['sentinel:unregister', ...fleet.r(), '--group', 'nope', '--yes'])
     expect(unknown.exitCode).to.equal(2)
     expect(unknown.stderr).to.include('the registry records no group nope')
     expect(await fleet.dump()).to.deep.equal(registered)
@@ -279,7 +290,7 @@ describe('sentinel:register / sentinel:unregister @timing-sensitive', () => {
         env: {SHARDCTL_SENTINEL_PASSWORD: password},
       })
       expect(right.exitCode, right.stderr).to.equal(0)
-      await spawnCli(['sentinel:unregister', ...fleet.r(), '--json'], {env: {SHARDCTL_SENTINEL_PASSWORD: password}})
+      await spawnCli(['sentinel:unregister', ...fleet.r(), '--yes', '--json'], {env: {SHARDCTL_SENTINEL_PASSWORD: password}})
     } finally {
       await guarded.stop()
     }
