@@ -57,6 +57,9 @@ export function parseS3Url(url: string): {bucket: string; prefix: string} {
 export class S3Destination implements Destination {
   readonly location: string
   private readonly client: S3Client
+  /** The client of uploads, and how long it waits in silence. */
+  private readonly writer: S3Client
+  private readonly writeIdleMs: number
 
   constructor(
     private readonly bucket: string,
@@ -65,18 +68,25 @@ export class S3Destination implements Destination {
   ) {
     this.location = `${S3_SCHEME}${bucket}/${prefix}`
     if (settings.kmsKeyId !== undefined && settings.sse !== 'aws:kms') throw usageError('--sse-kms-key-id goes with --sse aws:kms')
-    this.client = new S3Client({
-      endpoint: settings.endpoint,
-      region: settings.region ?? process.env.AWS_REGION ?? process.env.AWS_DEFAULT_REGION ?? 'us-east-1',
-      // Compatible stores (and the test server) serve buckets by path, not by host name.
-      forcePathStyle: settings.endpoint !== undefined,
-      requestChecksumCalculation: 'WHEN_REQUIRED',
-      responseChecksumValidation: 'WHEN_REQUIRED',
-      // --timeout bounds the connection and each silence on it (an idle timeout: a large
-      // upload that keeps moving is never cut), and a silence is not retried (see below).
-      retryStrategy: new AnsweredRetries(),
-      requestHandler: {connectionTimeout: settings.timeoutMs, socketTimeout: settings.timeoutMs},
-    })
+    const client = (idleMs: number) =>
+      new S3Client({
+        endpoint: settings.endpoint,
+        region: settings.region ?? process.env.AWS_REGION ?? process.env.AWS_DEFAULT_REGION ?? 'us-east-1',
+        // Compatible stores (and the test server) serve buckets by path, not by host name.
+        forcePathStyle: settings.endpoint !== undefined,
+        requestChecksumCalculation: 'WHEN_REQUIRED',
+        responseChecksumValidation: 'WHEN_REQUIRED',
+        // --timeout bounds the connection and each silence on it (an idle timeout: a large
+        // upload that keeps moving is never cut), and a silence is not retried (see below).
+        retryStrategy: new AnsweredRetries(),
+        requestHandler: {connectionTimeout: settings.timeoutMs, socketTimeout: idleMs},
+      })
+    this.client = client(settings.timeoutMs)
+    // An upload's requests may wait longer in silence: S3 answers a part once it is stored,
+    // and may take seconds to complete a large multipart upload. Connecting is still bounded
+    // by --timeout.
+    this.writeIdleMs = Math.max(settings.timeoutMs, WRITE_IDLE_MS)
+    this.writer = client(this.writeIdleMs)
   }
 
   private key(key: string): string {
@@ -102,7 +112,7 @@ export class S3Destination implements Destination {
       throw error
     }
     const upload = new Upload({
-      client: this.client,
+      client: this.writer,
       params: {
         Bucket: this.bucket,
         Key: this.key(key),
@@ -122,7 +132,7 @@ export class S3Destination implements Destination {
       const name = (error as Error).name
       if (options.exclusive && (name === 'PreconditionFailed' || name === 'ConditionalRequestConflict'))
         throw objectExists(this.location, key)
-      throw bodyError ?? this.failure(error as Error, `writing ${key}`)
+      throw bodyError ?? this.failure(error as Error, `writing ${key}`, this.writeIdleMs)
     }
     if (bodyError) throw bodyError
   }
@@ -186,7 +196,11 @@ export class S3Destination implements Destination {
   }
 
   /** An SDK error as one line naming the bucket and what to do. */
-  private failure(error: Error & {code?: string; $metadata?: {httpStatusCode?: number}}, doing: string): ShardctlError {
+  private failure(
+    error: Error & {code?: string; $metadata?: {httpStatusCode?: number}},
+    doing: string,
+    idleMs = this.settings.timeoutMs,
+  ): ShardctlError {
     const where = this.location
     const say = (message: string, hint: string) =>
       new ShardctlError(`${where}: ${message} (${doing})`, {code: 'ES3', exitCode: ExitCode.unexpected, hint, cause: error})
@@ -207,15 +221,15 @@ export class S3Destination implements Destination {
     const code = error.code ?? (error.cause as {code?: string} | undefined)?.code
     const endpoint = `the S3 endpoint${this.settings.endpoint ? ` ${this.settings.endpoint}` : ''}`
     if (isSilence(error))
-      return say(
-        `cannot reach ${endpoint}: no answer within ${seconds(this.settings.timeoutMs)}`,
-        'check --s3-endpoint and the network, or raise --timeout',
-      )
+      return say(`cannot reach ${endpoint}: no answer within ${seconds(idleMs)}`, 'check --s3-endpoint and the network, or raise --timeout')
     if (code === 'ECONNREFUSED' || code === 'ENOTFOUND' || code === 'ECONNRESET')
       return say(`cannot reach ${endpoint}: ${code}`, 'check --s3-endpoint and the network')
     return say(`${name}: ${error.message.split('\n')[0]}`, 'check the bucket, the credentials and --s3-endpoint')
   }
 }
+
+/** How long an upload's request may wait in silence, at least (see the constructor). */
+const WRITE_IDLE_MS = 60_000
 
 /** The endpoint said nothing for the whole timeout: while connecting, or in the middle of a request. */
 function isSilence(error: Error & {code?: string}): boolean {
